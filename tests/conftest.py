@@ -1,0 +1,49 @@
+"""Test-wide settings: 8 simulated CPU devices, strict promotion, no network.
+
+These run before any test imports jax's backend, so every test sees the same world a
+TPU VM host would show (8 devices) while running on one CPU.
+"""
+
+import os
+import socket
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# Tests must never wait on a network: tfds would otherwise retry downloads for minutes.
+os.environ.setdefault("TFDS_DISABLE_GCS", "1")
+os.environ.setdefault("NO_GCE_CHECK", "true")
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
+
+jax.config.update("jax_num_cpu_devices", 8)
+jax.config.update("jax_numpy_dtype_promotion", "strict")
+jax.config.update("jax_numpy_rank_promotion", "raise")
+
+
+_real_connect = socket.socket.connect
+
+
+def _local_only_connect(self, address):
+    """Refuses every connection that leaves the machine (tests are offline by design)."""
+    host = address[0] if isinstance(address, tuple) else address
+    if isinstance(host, str) and (
+        host in ("localhost", "::1", "") or host.startswith("127.") or host.startswith("/")
+    ):
+        return _real_connect(self, address)
+    raise OSError(f"network access is disabled in tests (tried to reach {address!r})")
+
+
+socket.socket.connect = _local_only_connect
+
+
+@pytest.fixture(autouse=True)
+def _tfds_offline(tmp_path, monkeypatch):
+    """Points TFDS at an empty temporary data_dir and turns download retries off."""
+    monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))
+    try:
+        from tensorflow_datasets.core.download import downloader
+    except ImportError:  # the core tests run without the harness extras
+        yield
+        return
+    monkeypatch.setattr(downloader, "MAX_RETRIES", 0, raising=False)
+    yield
