@@ -1,0 +1,25 @@
+"""Recurrent cells: Flax NNX modules over pure gate maths."""
+
+from rnnlab.cells import initializers
+from rnnlab.cells.base import RecurrentCell
+from rnnlab.cells.gru import GRUCell, gru_project, gru_step
+from rnnlab.cells.lstm import LSTMCell, lstm_project, lstm_step
+from rnnlab.cells.registry import cell_names, make_cell, register_cell
+from rnnlab.cells.simple import SimpleCell, simple_project, simple_step
+
+__all__ = [
+    "GRUCell",
+    "LSTMCell",
+    "RecurrentCell",
+    "SimpleCell",
+    "gru_project",
+    "gru_step",
+    "cell_names",
+    "initializers",
+    "lstm_project",
+    "lstm_step",
+    "make_cell",
+    "register_cell",
+    "simple_project",
+    "simple_step",
+]

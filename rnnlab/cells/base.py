@@ -1,0 +1,141 @@
+"""The contract every rnnlab cell follows.
+
+A cell is a Flax NNX module that owns parameters; its maths is a pair of pure functions:
+
+* ``project(params, x) -> xp``: the input half of the gate pre-activations. It has no time
+  dependence, so a layer may compute it for all time steps in one matmul (the fast path on
+  GPU/TPU) or per step inside the scan (measured faster on XLA's CPU backend).
+* ``step(params, carry, xp) -> (carry, y)``: the recurrent half.
+
+``cell(carry, x)`` is ``step(project(x))``, which is Flax's cell contract, so rnnlab cells run
+inside ``flax.nnx.RNN`` unchanged. Layers call :meth:`RecurrentCell.cell_params` once, outside
+the time loop, and pass the arrays into the loop: regularisers such as weight drop can then
+rewrite the parameters once per sequence without touching the cell.
+
+Carries are float32 whatever the compute ``dtype``: a long recurrence accumulates rounding
+error in its state, and float32 carries are what cuDNN and recurrentgemma keep too.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+Array = jax.Array
+Carry = Any
+Params = dict[str, Array]
+
+CARRY_DTYPE = jnp.float32
+
+
+def check_positive_int(name: str, value: Any) -> int:
+    """Returns ``value`` if it is a positive int, else raises a ValueError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return value
+
+
+def matmul(x: Array, w: Array, dtype) -> Array:
+    """``x @ w`` computed in ``dtype`` with a float32 result.
+
+    Casting both operands keeps strict dtype promotion happy and lets bfloat16 compute use
+    the fast kernels while the gate arithmetic that follows stays in float32.
+    """
+    return jnp.matmul(x.astype(dtype), w.astype(dtype), preferred_element_type=jnp.float32)
+
+
+class RecurrentCell(nnx.RNNCellBase):
+    """Base class: Flax's cell contract plus the ``project`` / ``step`` split.
+
+    Subclasses set ``in_features``, ``hidden_features``, ``dtype``, ``param_dtype`` and
+    ``param_names``, and implement :meth:`project` and :meth:`step_with`.
+    """
+
+    in_features: int
+    hidden_features: int
+    param_names: tuple[str, ...] = ()
+
+    @property
+    def num_feature_axes(self) -> int:
+        return 1
+
+    @property
+    def output_features(self) -> int:
+        """Size of the output ``y`` (differs from ``hidden_features`` with a projection)."""
+        return self.hidden_features
+
+    @property
+    def compute_dtype(self):
+        return self.dtype if self.dtype is not None else self.param_dtype
+
+    # -- parameters ------------------------------------------------------------------------
+    def cell_params(self) -> Params:
+        """The cell's parameter arrays by name, read once outside the time loop."""
+        out = {}
+        for name in self.param_names:
+            var = getattr(self, name, None)
+            if var is not None:
+                out[name] = var[...]
+        return out
+
+    # -- maths -----------------------------------------------------------------------------
+    def project(self, params: Params, x: Array) -> Array:
+        """Input half of the pre-activations for ``x`` of shape ``[..., in_features]``."""
+        raise NotImplementedError
+
+    def step_with(self, params: Params, carry: Carry, xp: Array) -> tuple[Carry, Array]:
+        """Recurrent half: one time step from projected input ``xp``."""
+        raise NotImplementedError
+
+    def project_inputs(self, x: Array, params: Params | None = None) -> Array:
+        """:meth:`project` with this cell's own parameters unless ``params`` is given."""
+        self.check_inputs(x)
+        return self.project(self.cell_params() if params is None else params, x)
+
+    def step(self, carry: Carry, xp: Array, params: Params | None = None) -> tuple[Carry, Array]:
+        """:meth:`step_with` with this cell's own parameters unless ``params`` is given."""
+        return self.step_with(self.cell_params() if params is None else params, carry, xp)
+
+    def __call__(self, carry: Carry, inputs: Array) -> tuple[Carry, Array]:
+        params = self.cell_params()
+        self.check_inputs(inputs)
+        return self.step_with(params, carry, self.project(params, inputs))
+
+    # -- carries ---------------------------------------------------------------------------
+    def carry_sizes(self) -> tuple[int, ...]:
+        """Feature sizes of the carry leaves, in carry order (one leaf by default)."""
+        return (self.hidden_features,)
+
+    def initialize_carry(
+        self, input_shape: tuple[int, ...], rngs: nnx.Rngs | None = None, carry_init=None
+    ) -> Carry:
+        """Zero (or ``carry_init``) float32 carry for inputs of shape ``[*batch, features]``."""
+        batch = tuple(input_shape[: len(input_shape) - self.num_feature_axes])
+        init = carry_init or getattr(self, "carry_init", None)
+        leaves = []
+        for size in self.carry_sizes():
+            if init is None:
+                leaves.append(jnp.zeros(batch + (size,), CARRY_DTYPE))
+            else:
+                key = rngs.carry() if isinstance(rngs, nnx.Rngs) else jax.random.key(0)
+                leaves.append(init(key, batch + (size,), CARRY_DTYPE))
+        return leaves[0] if len(leaves) == 1 else tuple(leaves)
+
+    # -- validation ------------------------------------------------------------------------
+    def check_inputs(self, x: Array) -> None:
+        """Raises a ValueError naming the mismatch when ``x`` does not fit the cell."""
+        if x.ndim < self.num_feature_axes:
+            raise ValueError(
+                f"inputs must have at least {self.num_feature_axes} feature axis, "
+                f"got shape {tuple(x.shape)}"
+            )
+        if x.shape[-1] != self.in_features:
+            raise ValueError(
+                f"inputs feature size must equal in_features={self.in_features} of "
+                f"{type(self).__name__}, got {x.shape[-1]} (shape {tuple(x.shape)})"
+            )
+        if not jnp.issubdtype(x.dtype, jnp.floating):
+            raise ValueError(f"inputs must be floating point, got dtype {x.dtype}")

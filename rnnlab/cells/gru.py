@@ -1,0 +1,105 @@
+"""Gated recurrent unit (Cho et al. 2014), in the original and the "reset after" forms."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+from jax.nn import initializers
+
+from rnnlab.cells.base import Array, Carry, Params, RecurrentCell, check_positive_int, matmul
+from rnnlab.cells.initializers import Initializer, orthogonal_blocks
+
+F32 = jnp.float32
+
+
+def gru_project(params: Params, x: Array, dtype) -> Array:
+    """Input half ``x W_ih + b_ih`` of the ``(r, z, n)`` pre-activations, float32 ``[..., 3H]``."""
+    return matmul(x, params["kernel_ih"], dtype) + params["bias_ih"].astype(F32)
+
+
+def gru_step(
+    params: Params, h: Array, xp: Array, dtype, reset_after: bool = True
+) -> tuple[Array, Array]:
+    """One GRU step from projected input ``xp``.
+
+    .. math::
+        r_t = \\sigma(x_r + h_{t-1} W_{hr} + b_{hr}), \\quad
+        z_t = \\sigma(x_z + h_{t-1} W_{hz} + b_{hz}), \\\\
+        n_t = \\tanh(x_n + r_t \\odot (h_{t-1} W_{hn} + b_{hn}))
+        \\quad \\text{(reset after: cuDNN, PyTorch)} \\\\
+        n_t = \\tanh(x_n + (r_t \\odot h_{t-1}) W_{hn} + b_{hn})
+        \\quad \\text{(original: Cho et al. 2014)} \\\\
+        h_t = (1 - z_t) \\odot n_t + z_t \\odot h_{t-1}
+    """
+    hidden = h.shape[-1]
+    x_r, x_z, x_n = jnp.split(xp, 3, axis=-1)
+    b_hh = params["bias_hh"].astype(F32)
+    w_hh = params["kernel_hh"]
+    if reset_after:
+        hh = matmul(h, w_hh, dtype) + b_hh
+        h_r, h_z, h_n = jnp.split(hh, 3, axis=-1)
+        r = jax.nn.sigmoid(x_r + h_r)
+        z = jax.nn.sigmoid(x_z + h_z)
+        n = jnp.tanh(x_n + r * h_n)
+    else:
+        hrz = matmul(h, w_hh[:, : 2 * hidden], dtype) + b_hh[: 2 * hidden]
+        h_r, h_z = jnp.split(hrz, 2, axis=-1)
+        r = jax.nn.sigmoid(x_r + h_r)
+        z = jax.nn.sigmoid(x_z + h_z)
+        n = jnp.tanh(x_n + matmul(r * h, w_hh[:, 2 * hidden :], dtype) + b_hh[2 * hidden :])
+    h = (1.0 - z) * n + z * h
+    return h, h.astype(dtype)
+
+
+class GRUCell(RecurrentCell):
+    """GRU cell with gates in PyTorch's ``(r, z, n)`` order.
+
+    ``reset_after=True`` (default) is the form of cuDNN and PyTorch ``nn.GRU``: the reset
+    gate scales the recurrent *product*. ``reset_after=False`` is Cho et al.'s original,
+    where it scales the state before the product.
+
+    Example::
+
+        >>> import jax.numpy as jnp
+        >>> from flax import nnx
+        >>> from rnnlab.cells import GRUCell
+        >>> cell = GRUCell(3, 8, rngs=nnx.Rngs(0))
+        >>> h, y = cell(cell.initialize_carry((2, 3)), jnp.ones((2, 3)))
+        >>> y.shape
+        (2, 8)
+    """
+
+    param_names = ("kernel_ih", "kernel_hh", "bias_ih", "bias_hh")
+
+    def __init__(
+        self,
+        in_features: int,
+        hidden_features: int,
+        *,
+        reset_after: bool = True,
+        kernel_init: Initializer = initializers.lecun_normal(),
+        recurrent_kernel_init: Initializer = orthogonal_blocks(3),
+        bias_init: Initializer = initializers.zeros,
+        dtype=None,
+        param_dtype=F32,
+        carry_init: Initializer | None = None,
+        rngs: nnx.Rngs,
+    ):
+        self.in_features = check_positive_int("in_features", in_features)
+        self.hidden_features = check_positive_int("hidden_features", hidden_features)
+        self.reset_after = bool(reset_after)
+        self.dtype, self.param_dtype, self.carry_init = dtype, param_dtype, carry_init
+        h3 = 3 * hidden_features
+        self.kernel_ih = nnx.Param(kernel_init(rngs.params(), (in_features, h3), param_dtype))
+        self.kernel_hh = nnx.Param(
+            recurrent_kernel_init(rngs.params(), (hidden_features, h3), param_dtype)
+        )
+        self.bias_ih = nnx.Param(bias_init(rngs.params(), (h3,), param_dtype))
+        self.bias_hh = nnx.Param(bias_init(rngs.params(), (h3,), param_dtype))
+
+    def project(self, params: Params, x: Array) -> Array:
+        return gru_project(params, x, self.compute_dtype)
+
+    def step_with(self, params: Params, carry: Carry, xp: Array) -> tuple[Carry, Array]:
+        return gru_step(params, carry, xp, self.compute_dtype, self.reset_after)

@@ -1,0 +1,92 @@
+"""Elman recurrent network (Elman 1990) and its identity-initialised ReLU form (IRNN)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+from jax.nn import initializers
+
+from rnnlab.cells.base import Array, Carry, Params, RecurrentCell, check_positive_int, matmul
+from rnnlab.cells.initializers import Initializer, identity
+
+F32 = jnp.float32
+
+ACTIVATIONS: dict[str, Callable[[Array], Array]] = {"tanh": jnp.tanh, "relu": jax.nn.relu}
+
+
+def simple_project(params: Params, x: Array, dtype) -> Array:
+    """``x W_ih + b`` in float32."""
+    return matmul(x, params["kernel_ih"], dtype) + params["bias"].astype(F32)
+
+
+def simple_step(params: Params, h: Array, xp: Array, dtype, activation: str) -> tuple[Array, Array]:
+    """``h_t = act(x_t W_ih + h_{t-1} W_hh + b)``."""
+    h = ACTIVATIONS[activation](xp + matmul(h, params["kernel_hh"], dtype))
+    return h, h.astype(dtype)
+
+
+class SimpleCell(RecurrentCell):
+    """Elman cell: :math:`h_t = \\phi(x_t W_{ih} + h_{t-1} W_{hh} + b)`.
+
+    ``activation`` is ``"tanh"`` (default) or ``"relu"``. With ``activation="relu"`` and
+    ``recurrent_kernel_init=rnnlab.cells.initializers.identity()`` this is the IRNN of
+    Le, Jaitly & Hinton (2015); :meth:`irnn` builds it.
+
+    Example::
+
+        >>> import jax.numpy as jnp
+        >>> from flax import nnx
+        >>> from rnnlab.cells import SimpleCell
+        >>> cell = SimpleCell(3, 8, rngs=nnx.Rngs(0))
+        >>> h, y = cell(cell.initialize_carry((2, 3)), jnp.ones((2, 3)))
+        >>> y.shape
+        (2, 8)
+    """
+
+    param_names = ("kernel_ih", "kernel_hh", "bias")
+
+    def __init__(
+        self,
+        in_features: int,
+        hidden_features: int,
+        *,
+        activation: str = "tanh",
+        kernel_init: Initializer = initializers.lecun_normal(),
+        recurrent_kernel_init: Initializer = initializers.orthogonal(),
+        bias_init: Initializer = initializers.zeros,
+        dtype=None,
+        param_dtype=F32,
+        carry_init: Initializer | None = None,
+        rngs: nnx.Rngs,
+    ):
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+        self.in_features = check_positive_int("in_features", in_features)
+        self.hidden_features = check_positive_int("hidden_features", hidden_features)
+        self.activation = activation
+        self.dtype, self.param_dtype, self.carry_init = dtype, param_dtype, carry_init
+        h = hidden_features
+        self.kernel_ih = nnx.Param(kernel_init(rngs.params(), (in_features, h), param_dtype))
+        self.kernel_hh = nnx.Param(recurrent_kernel_init(rngs.params(), (h, h), param_dtype))
+        self.bias = nnx.Param(bias_init(rngs.params(), (h,), param_dtype))
+
+    @classmethod
+    def irnn(cls, in_features: int, hidden_features: int, *, scale: float = 1.0, **kwargs):
+        """IRNN: ReLU units with an identity-initialised recurrent matrix (Le et al. 2015)."""
+        kwargs.setdefault("kernel_init", initializers.normal(1e-3))
+        return cls(
+            in_features,
+            hidden_features,
+            activation="relu",
+            recurrent_kernel_init=identity(scale),
+            **kwargs,
+        )
+
+    def project(self, params: Params, x: Array) -> Array:
+        return simple_project(params, x, self.compute_dtype)
+
+    def step_with(self, params: Params, carry: Carry, xp: Array) -> tuple[Carry, Array]:
+        return simple_step(params, carry, xp, self.compute_dtype, self.activation)
