@@ -146,8 +146,16 @@ class RNN(nnx.Module):
         reverse: bool | None = None,
         keep_order: bool | None = None,
         params: dict[str, Array] | None = None,
+        step_transform: Callable[[Callable], Callable] | None = None,
+        step_inputs: Any = None,
     ):
-        """Runs the layer; ``params`` overrides the cell's parameters (e.g. weight drop)."""
+        """Runs the layer; ``params`` overrides the cell's parameters (e.g. weight drop).
+
+        ``step_transform(step) -> step'`` wraps the per-step function inside the scan (e.g.
+        zoneout). ``step_inputs`` is a pytree laid out like ``inputs`` (``[*batch, time,
+        ...]``, or time first when ``time_major``); its slice at step ``t`` reaches the
+        wrapped step as ``step'(carry, (x_t, s_t))``. Both are off by default.
+        """
         cell = self.cell
         reverse = self.reverse if reverse is None else reverse
         keep_order = self.keep_order if keep_order is None else keep_order
@@ -162,6 +170,8 @@ class RNN(nnx.Module):
         xs = inputs if self.time_major else jnp.moveaxis(inputs, -2, 0)
         if resets is not None and not self.time_major:
             resets = jnp.moveaxis(resets, -1, 0)
+        if step_inputs is not None and not self.time_major:
+            step_inputs = jax.tree.map(lambda s: jnp.moveaxis(s, len(batch), 0), step_inputs)
         if seq_lengths is not None:
             seq_lengths = jnp.asarray(seq_lengths, jnp.int32)
 
@@ -174,6 +184,10 @@ class RNN(nnx.Module):
             step = lambda carry, xp: cell.step_with(params, carry, xp)
         else:
             step = lambda carry, x: cell.step_with(params, carry, cell.project(params, x))
+        if step_transform is not None:
+            step = step_transform(step)
+        if step_inputs is not None:
+            xs = (xs, step_inputs)
 
         carry, ys = masked_scan(
             step,

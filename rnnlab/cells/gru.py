@@ -31,23 +31,31 @@ def gru_step(
         n_t = \\tanh(x_n + (r_t \\odot h_{t-1}) W_{hn} + b_{hn})
         \\quad \\text{(original: Cho et al. 2014)} \\\\
         h_t = (1 - z_t) \\odot n_t + z_t \\odot h_{t-1}
+
+    Optional mask entries in ``params`` (absent by default; see :mod:`rnnlab.regularizers`):
+    ``"recurrent_mask"`` multiplies ``h_{t-1}`` where it enters ``W_hh`` but not in the
+    interpolation (Gal & Ghahramani 2016), ``"update_mask"`` the candidate ``n_t``
+    (Semeniuta et al. 2016).
     """
     hidden = h.shape[-1]
+    h_in = h * params["recurrent_mask"] if "recurrent_mask" in params else h
     x_r, x_z, x_n = jnp.split(xp, 3, axis=-1)
     b_hh = params["bias_hh"].astype(F32)
     w_hh = params["kernel_hh"]
     if reset_after:
-        hh = matmul(h, w_hh, dtype) + b_hh
+        hh = matmul(h_in, w_hh, dtype) + b_hh
         h_r, h_z, h_n = jnp.split(hh, 3, axis=-1)
         r = jax.nn.sigmoid(x_r + h_r)
         z = jax.nn.sigmoid(x_z + h_z)
         n = jnp.tanh(x_n + r * h_n)
     else:
-        hrz = matmul(h, w_hh[:, : 2 * hidden], dtype) + b_hh[: 2 * hidden]
+        hrz = matmul(h_in, w_hh[:, : 2 * hidden], dtype) + b_hh[: 2 * hidden]
         h_r, h_z = jnp.split(hrz, 2, axis=-1)
         r = jax.nn.sigmoid(x_r + h_r)
         z = jax.nn.sigmoid(x_z + h_z)
-        n = jnp.tanh(x_n + matmul(r * h, w_hh[:, 2 * hidden :], dtype) + b_hh[2 * hidden :])
+        n = jnp.tanh(x_n + matmul(r * h_in, w_hh[:, 2 * hidden :], dtype) + b_hh[2 * hidden :])
+    if "update_mask" in params:
+        n = n * params["update_mask"]
     h = (1.0 - z) * n + z * h
     return h, h.astype(dtype)
 
@@ -71,6 +79,7 @@ class GRUCell(RecurrentCell):
     """
 
     param_names = ("kernel_ih", "kernel_hh", "bias_ih", "bias_hh")
+    mask_hooks = ("recurrent_mask", "update_mask")
 
     def __init__(
         self,

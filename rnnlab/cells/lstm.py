@@ -18,15 +18,18 @@ def lstm_project(params: Params, x: Array, dtype) -> Array:
     return matmul(x, params["kernel_ih"], dtype) + params["bias"].astype(F32)
 
 
-def lstm_gates(z: Array, c: Array) -> tuple[Array, Array]:
+def lstm_gates(z: Array, c: Array, update_mask: Array | None = None) -> tuple[Array, Array]:
     """Gate nonlinearities and state update from fused pre-activations ``z = [i f g o]``.
 
     .. math::
-        c_t = \\sigma(f) \\odot c_{t-1} + \\sigma(i) \\odot \\tanh(g), \\qquad
+        c_t = \\sigma(f) \\odot c_{t-1} + \\sigma(i) \\odot \\tanh(g) \\, [\\odot m], \\qquad
         h_t = \\sigma(o) \\odot \\tanh(c_t)
+
+    ``update_mask`` ``m`` drops the candidate update (Semeniuta et al. 2016).
     """
     i, f, g, o = jnp.split(z, 4, axis=-1)
-    c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+    g = jnp.tanh(g) if update_mask is None else jnp.tanh(g) * update_mask
+    c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * g
     h = jax.nn.sigmoid(o) * jnp.tanh(c)
     return c, h
 
@@ -40,10 +43,15 @@ def lstm_step(params: Params, carry: Carry, xp: Array, dtype) -> tuple[Carry, Ar
 
     Gate order ``(i, f, g, o)`` matches PyTorch and cuDNN, so weights import without
     reordering. The carry is ``(c, h)`` in float32, as in Flax.
+
+    Optional mask entries in ``params`` (absent by default; see :mod:`rnnlab.regularizers`):
+    ``"recurrent_mask"`` multiplies ``h_{t-1}`` where it enters ``W_hh`` (Gal & Ghahramani
+    2016) and ``"update_mask"`` the candidate ``tanh(g)`` (Semeniuta et al. 2016).
     """
     c, h = carry
-    z = xp + matmul(h, params["kernel_hh"], dtype)
-    c, h = lstm_gates(z, c)
+    h_in = h * params["recurrent_mask"] if "recurrent_mask" in params else h
+    z = xp + matmul(h_in, params["kernel_hh"], dtype)
+    c, h = lstm_gates(z, c, params.get("update_mask"))
     if "kernel_proj" in params:
         h = matmul(h, params["kernel_proj"], dtype)
     return (c, h), h.astype(dtype)
@@ -89,6 +97,7 @@ class LSTMCell(RecurrentCell):
     """
 
     param_names = ("kernel_ih", "kernel_hh", "bias", "kernel_proj")
+    mask_hooks = ("recurrent_mask", "update_mask")
 
     def __init__(
         self,

@@ -23,8 +23,13 @@ def simple_project(params: Params, x: Array, dtype) -> Array:
 
 
 def simple_step(params: Params, h: Array, xp: Array, dtype, activation: str) -> tuple[Array, Array]:
-    """``h_t = act(x_t W_ih + h_{t-1} W_hh + b)``."""
-    h = ACTIVATIONS[activation](xp + matmul(h, params["kernel_hh"], dtype))
+    """``h_t = act(x_t W_ih + h_{t-1} W_hh + b)``.
+
+    An optional ``"recurrent_mask"`` entry in ``params`` multiplies ``h_{t-1}`` before
+    ``W_hh`` (Gal & Ghahramani 2016; see :mod:`rnnlab.regularizers`).
+    """
+    h_in = h * params["recurrent_mask"] if "recurrent_mask" in params else h
+    h = ACTIVATIONS[activation](xp + matmul(h_in, params["kernel_hh"], dtype))
     return h, h.astype(dtype)
 
 
@@ -47,6 +52,8 @@ class SimpleCell(RecurrentCell):
     """
 
     param_names = ("kernel_ih", "kernel_hh", "bias")
+    # No separate candidate update: the whole state is the update.
+    mask_hooks = ("recurrent_mask",)
 
     def __init__(
         self,
