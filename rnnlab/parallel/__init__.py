@@ -1,0 +1,87 @@
+"""Scale-out: device meshes, shardings, multi-host start-up and data flow.
+
+Imports only jax and numpy. A trainer uses it in this order::
+
+    from rnnlab import parallel
+
+    parallel.initialize()                                  # multi-host when asked
+    mesh = parallel.make_mesh({"data": -1, "fsdp": 1})     # from the config
+    rules = parallel.fsdp_rules(min_dim=1024)
+    state, state_sh = parallel.sharded_init(init_fn, mesh, rules)
+    local_bs = parallel.local_batch_size(global_bs, mesh)
+    shard, num_shards = parallel.process_data_shard(mesh)  # which data this process reads
+    batch = parallel.global_batch(local_numpy_batch, mesh)
+    step = jax.jit(train_step, in_shardings=(state_sh, parallel.data_sharding(mesh)),
+                   out_shardings=(state_sh, parallel.replicated(mesh)), donate_argnums=0)
+    if parallel.is_main_process(): ...                     # logging, summaries
+
+See docs/scaling.md.
+"""
+
+from rnnlab.parallel.batch import (
+    global_batch,
+    local_batch_size,
+    process_data_shard,
+    sharded_init,
+    to_host,
+)
+from rnnlab.parallel.distributed import (
+    DistributedSettings,
+    initialize,
+    is_main_process,
+    on_cloud_tpu_vm,
+    process_count,
+    process_index,
+    resolve_settings,
+)
+from rnnlab.parallel.mesh import (
+    DATA_AXES,
+    data_axes,
+    data_parallel_size,
+    data_sharding,
+    make_mesh,
+    mesh_shape,
+    replicated,
+)
+from rnnlab.parallel.rules import (
+    Rule,
+    check_spec,
+    fsdp_rules,
+    fsdp_spec,
+    param_shardings,
+    partition_specs,
+    path_to_str,
+    spec_for,
+)
+from rnnlab.parallel.sequence import sequence_parallel_linear_scan
+
+__all__ = [
+    "DATA_AXES",
+    "DistributedSettings",
+    "Rule",
+    "check_spec",
+    "data_axes",
+    "data_parallel_size",
+    "data_sharding",
+    "fsdp_rules",
+    "fsdp_spec",
+    "global_batch",
+    "initialize",
+    "is_main_process",
+    "local_batch_size",
+    "make_mesh",
+    "mesh_shape",
+    "on_cloud_tpu_vm",
+    "param_shardings",
+    "partition_specs",
+    "path_to_str",
+    "process_count",
+    "process_data_shard",
+    "process_index",
+    "replicated",
+    "resolve_settings",
+    "sequence_parallel_linear_scan",
+    "sharded_init",
+    "spec_for",
+    "to_host",
+]

@@ -1,0 +1,169 @@
+"""Multi-host data flow: each process reads its share, global arrays are built from them.
+
+The global batch of ``G`` examples is split over the data-like mesh axes. Each process
+holds the rows that land on its own devices; on the usual meshes (data axes spanning the
+hosts) that is ``G / process_count`` consecutive rows, process ``p`` holding rows
+``[p * G / P, (p + 1) * G / P)``. A data pipeline therefore reads shard
+``process_data_shard(mesh)[0]`` of ``process_data_shard(mesh)[1]`` with a local batch of
+``local_batch_size(G, mesh)``, and :func:`global_batch` assembles the global array without
+any copy between hosts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh
+
+from rnnlab.parallel.mesh import DATA_AXES, data_axes, data_parallel_size, data_sharding
+from rnnlab.parallel.rules import param_shardings
+
+
+def _batch_blocks(mesh: Mesh, batch_axes: Sequence[str]) -> dict[int, tuple[int, ...]]:
+    """For every process, the sorted batch-shard indices of its devices."""
+    axes = data_axes(mesh, batch_axes)
+    names = list(mesh.axis_names)
+    sizes = [mesh.shape[name] for name in axes]
+    blocks: dict[int, set[int]] = {}
+    for coords in np.ndindex(*mesh.devices.shape):
+        device = mesh.devices[coords]
+        index = int(np.ravel_multi_index([coords[names.index(a)] for a in axes], sizes))
+        blocks.setdefault(device.process_index, set()).add(index)
+    return {p: tuple(sorted(s)) for p, s in blocks.items()}
+
+
+def process_data_shard(
+    mesh: Mesh | None = None, batch_axes: Sequence[str] = DATA_AXES
+) -> tuple[int, int]:
+    """``(shard_index, shard_count)`` of the data this process must read.
+
+    Without a mesh, or with data axes spanning the hosts, this is
+    ``(process_index, process_count)``. When processes share batch rows (a data axis that
+    stays within one host while another axis spans hosts), processes holding the same rows
+    get the same shard index and must read identical data.
+
+    Raises:
+      ValueError: the processes' rows are not equal contiguous blocks of the batch (a
+        device order this data flow does not support).
+    """
+    if mesh is None:
+        return jax.process_index(), jax.process_count()
+    blocks = _batch_blocks(mesh, batch_axes)
+    mine = blocks[jax.process_index()]
+    width = len(mine)
+    for p, block in blocks.items():
+        contiguous = block == tuple(range(block[0], block[0] + len(block)))
+        if len(block) != width or not contiguous or block[0] % width:
+            raise ValueError(
+                f"process {p} holds batch shards {block} of mesh {dict(mesh.shape)}; "
+                "each process must hold an equal contiguous block of the batch. "
+                "Put the host-spanning axis first in the mesh axes."
+            )
+    return mine[0] // width, data_parallel_size(mesh, batch_axes) // width
+
+
+def local_batch_size(
+    global_batch_size: int, mesh: Mesh | None = None, batch_axes: Sequence[str] = DATA_AXES
+) -> int:
+    """Rows of the global batch this process reads: ``global_batch_size / process_count``
+    for the usual meshes.
+
+    Raises:
+      ValueError: ``global_batch_size`` is not divisible by the number of processes or the
+        number of data-parallel devices (all devices when no mesh is given).
+    """
+    if isinstance(global_batch_size, bool) or not isinstance(global_batch_size, int | np.integer):
+        raise ValueError(f"global_batch_size must be an int, got {global_batch_size!r}")
+    if global_batch_size < 1:
+        raise ValueError(f"global_batch_size must be >= 1, got {global_batch_size}")
+    if mesh is None:
+        devices, shards = jax.device_count(), jax.process_count()
+        what = f"{devices} devices"
+    else:
+        devices = data_parallel_size(mesh, batch_axes)
+        shards = process_data_shard(mesh, batch_axes)[1]
+        what = f"{devices} data-parallel devices (mesh axes {data_axes(mesh, batch_axes)})"
+    if global_batch_size % jax.process_count():
+        raise ValueError(
+            f"global_batch_size must be divisible by the process count "
+            f"{jax.process_count()}, got {global_batch_size}"
+        )
+    if global_batch_size % devices:
+        raise ValueError(f"global_batch_size must be divisible by {what}, got {global_batch_size}")
+    return int(global_batch_size) // shards
+
+
+def global_batch(local_batch, mesh: Mesh, batch_axes: Sequence[str] = DATA_AXES):
+    """Assembles global ``jax.Array``\\ s from this process's rows of every batch leaf.
+
+    Args:
+      local_batch: a pytree (usually a dict) of NumPy arrays whose leading dimension is the
+        local batch, as read by this process (see :func:`process_data_shard`).
+      mesh: the device mesh; the result is sharded with :func:`data_sharding`.
+      batch_axes: mesh axes that split the batch.
+
+    Returns:
+      The same pytree of global arrays with leading dimension
+      ``local rows x number of data shards``, built with
+      ``jax.make_array_from_process_local_data`` (no data crosses hosts).
+
+    Raises:
+      ValueError: a leaf is a scalar, or its global leading dimension is not divisible by
+        the number of data-parallel devices (the error names the leaf).
+    """
+    sharding = data_sharding(mesh, batch_axes)
+    shards = process_data_shard(mesh, batch_axes)[1]
+    devices = data_parallel_size(mesh, batch_axes)
+
+    def one(path, leaf):
+        name = jax.tree_util.keystr(path) or "batch"
+        x = np.asarray(leaf)
+        if x.ndim == 0:
+            raise ValueError(f"batch leaf {name} must have a leading batch dimension, got a scalar")
+        rows = x.shape[0] * shards
+        if rows % devices:
+            raise ValueError(
+                f"batch leaf {name}: local batch of {x.shape[0]} rows gives a global batch of "
+                f"{rows}, which is not divisible by the {devices} data-parallel devices"
+            )
+        return jax.make_array_from_process_local_data(sharding, x, (rows, *x.shape[1:]))
+
+    return jax.tree_util.tree_map_with_path(one, local_batch)
+
+
+def to_host(tree):
+    """Copies a pytree of (possibly multi-host) arrays to NumPy on every process.
+
+    Fully replicated arrays (metrics after a jitted mean) are read from a local copy;
+    arrays sharded across hosts are gathered with ``process_allgather``. Every process must
+    call it with the same tree, since the gather is a collective.
+    """
+
+    def one(x):
+        if not isinstance(x, jax.Array):
+            return np.asarray(x)
+        if x.is_fully_addressable:
+            return np.asarray(x)
+        if x.is_fully_replicated:
+            return np.asarray(x.addressable_data(0))
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+    return jax.tree.map(one, tree)
+
+
+def sharded_init(init_fn, mesh: Mesh, rules=(), *args):
+    """Runs ``init_fn(*args)`` so that every output leaf is born sharded.
+
+    Shapes come from ``jax.eval_shape`` first, shardings from :func:`param_shardings` with
+    ``rules``, and the jitted ``init_fn`` writes each shard straight onto its device: a
+    model too large for one device never exists whole.
+
+    Returns:
+      ``(tree, shardings)``.
+    """
+    abstract = jax.eval_shape(init_fn, *args)
+    shardings = param_shardings(abstract, mesh, rules)
+    return jax.jit(init_fn, out_shardings=shardings)(*args), shardings
