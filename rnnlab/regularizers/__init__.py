@@ -1,0 +1,87 @@
+"""The recurrent regularisation toolkit: every technique a switch, all off by default.
+
+* Sequence dropout: :func:`dropout`, :func:`locked_dropout` (variational, one mask per
+  sequence), :func:`embedding_dropout` / :func:`embed_with_dropout` (whole words).
+* Inside the recurrence (masks drawn once, outside the scan): recurrent dropout (Gal &
+  Ghahramani 2016; Semeniuta et al. 2016), zoneout (Krueger et al. 2016), weight drop
+  (Merity et al. 2017): :func:`regularized_rnn`, :func:`sample_layer_masks`.
+* Whole stacks from config: :class:`Regularization`, :class:`RegularizedStackedRNN`,
+  :func:`regularized_stack`.
+* Loss terms: :func:`activation_regularization`, :func:`temporal_activation_regularization`,
+  :func:`l2_penalty`.
+* Optax transformations: :func:`ema_params`, :func:`average_iterates`, :func:`nt_asgd`,
+  :func:`decoupled_weight_decay`, with :func:`averaged_params` and
+  :func:`observe_validation`.
+
+See docs/overfitting.md.
+"""
+
+from rnnlab.regularizers.averaging import (
+    AverageIteratesState,
+    EmaParamsState,
+    average_iterates,
+    averaged_params,
+    averaging_started,
+    decoupled_weight_decay,
+    ema_params,
+    nt_asgd,
+    observe_validation,
+)
+from rnnlab.regularizers.config import RECURRENT_DROPOUT_KINDS, Regularization, check_rate
+from rnnlab.regularizers.dropout import (
+    dropout,
+    embed_with_dropout,
+    embedding_dropout,
+    keep_mask,
+    locked_dropout,
+    sequence_dropout,
+)
+from rnnlab.regularizers.losses import (
+    activation_regularization,
+    ar_tar_losses,
+    l2_penalty,
+    temporal_activation_regularization,
+)
+from rnnlab.regularizers.recurrent import (
+    LayerMasks,
+    masked_params,
+    regularized_rnn,
+    sample_layer_masks,
+    zoneout_eval_step,
+    zoneout_train_step,
+)
+from rnnlab.regularizers.stack import RegularizedStackedRNN, regularized_layer, regularized_stack
+
+__all__ = [
+    "RECURRENT_DROPOUT_KINDS",
+    "AverageIteratesState",
+    "EmaParamsState",
+    "LayerMasks",
+    "RegularizedStackedRNN",
+    "Regularization",
+    "activation_regularization",
+    "ar_tar_losses",
+    "average_iterates",
+    "averaged_params",
+    "averaging_started",
+    "check_rate",
+    "decoupled_weight_decay",
+    "dropout",
+    "ema_params",
+    "embed_with_dropout",
+    "embedding_dropout",
+    "keep_mask",
+    "l2_penalty",
+    "locked_dropout",
+    "masked_params",
+    "nt_asgd",
+    "observe_validation",
+    "regularized_layer",
+    "regularized_rnn",
+    "regularized_stack",
+    "sample_layer_masks",
+    "sequence_dropout",
+    "temporal_activation_regularization",
+    "zoneout_eval_step",
+    "zoneout_train_step",
+]
