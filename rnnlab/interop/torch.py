@@ -207,7 +207,7 @@ def _assign(cell: RecurrentCell, attr: str, value: np.ndarray, key: str) -> None
             f"{key!r} maps to {attr} of shape {tuple(var.shape)} in the rnnlab cell, "
             f"got {value.shape} (after transposing)"
         )
-    var.value = jnp.asarray(value, var.value.dtype)
+    var.set_value(jnp.asarray(value, var.get_value().dtype))
 
 
 def _check_cell(cell: RecurrentCell, spec: TorchRNNSpec, where: str) -> None:
