@@ -1,0 +1,95 @@
+"""rnnlab.data: datasets for recurrent networks on TFDS data sources and grain pipelines.
+
+Two calls serve the trainer::
+
+    spec = rnnlab.data.info(cfg)            # task, shapes, vocabulary, normalisation
+    it = rnnlab.data.load(cfg, split="train", batch_size=32, seed=0,
+                          shard_index=jax.process_index(), shard_count=jax.process_count())
+    batch = next(it)                        # dict of numpy arrays, local batch
+    state = it.get_state(); it.set_state(state)
+
+``cfg`` is an ``ml_collections.ConfigDict`` or dict with ``name`` (one of ``names()``) and
+the dataset's options (see ``docs/data.md``). Nothing here imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rnnlab.data.config import SPLITS, check_split, option
+from rnnlab.data.pipeline import DataIterator
+from rnnlab.data.registry import names
+
+__all__ = ["SPLITS", "DataIterator", "info", "load", "make_global_batch", "names"]
+
+
+def _dataset(cfg: Any):
+    from rnnlab.data import registry
+
+    return registry.get(option(cfg, "name"))
+
+
+def info(cfg: Any) -> dict[str, Any]:
+    """Describes the dataset named by ``cfg.name``: a dict with ``name``, ``task`` (one of
+    "lm", "classification", "regression", "copy", "forecast", "seq2seq") and the shapes a
+    model needs (``vocab_size``, ``num_classes``, ``input_features``, ``output_features``,
+    ``horizon``, ``seq_len``, ``vocab``, ...; see ``docs/data.md``)."""
+    dataset = _dataset(cfg)
+    out = dataset.info(cfg)
+    return {"name": dataset.name, **out, "task": dataset.task}
+
+
+def load(
+    cfg: Any,
+    *,
+    split: str,
+    batch_size: int,
+    seed: int,
+    shard_index: int = 0,
+    shard_count: int = 1,
+    repeat: bool = True,
+) -> DataIterator:
+    """An iterator of local batches (dicts of numpy arrays) of ``split``.
+
+    ``batch_size`` is this process's share (global batch / ``shard_count``); process
+    ``shard_index`` of ``shard_count`` reads a disjoint shard. ``repeat=True`` is infinite
+    (training); ``repeat=False`` is one pass, padded to the same number of batches on every
+    process, with ``weights`` 0 on the padding.
+    """
+    check_split(split)
+    for arg, value, low in (("batch_size", batch_size, 1), ("shard_count", shard_count, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{arg} must be an integer >= {low}, received {value!r}")
+    if not isinstance(shard_index, int) or not 0 <= shard_index < shard_count:
+        raise ValueError(f"shard_index must be in [0, {shard_count}), received {shard_index!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, received {seed!r}")
+    dataset = _dataset(cfg)
+    spec = info(cfg)
+    ds, num_batches = dataset.load(
+        cfg,
+        spec,
+        split=split,
+        batch_size=batch_size,
+        seed=seed,
+        shard_index=shard_index,
+        shard_count=shard_count,
+        repeat=bool(repeat),
+    )
+    meta = {
+        "name": dataset.name,
+        "split": split,
+        "batch_size": batch_size,
+        "seed": seed,
+        "shard_index": shard_index,
+        "shard_count": shard_count,
+        "repeat": bool(repeat),
+    }
+    return DataIterator(ds, meta=meta, num_batches=num_batches)
+
+
+def make_global_batch(local_batch, mesh=None, sharding=None, *, axis="data"):
+    """Local batches -> global ``jax.Array``s (see ``rnnlab.data.global_batch``)."""
+    from rnnlab.data.global_batch import make_global_batch as _make
+
+    return _make(local_batch, mesh, sharding, axis=axis)

@@ -1,0 +1,199 @@
+"""Sequence classification: mnist (sequential / permuted), mnist1d, japanese_vowels,
+basic_motions.
+
+Options: ``max_len`` (longest allowed sequence; a longer one is a ValueError; default the
+dataset's longest), ``bucket_window`` (batches sorted together by length, default 8 for
+variable-length sets, 0 = off), ``pad_multiple`` (default 8), ``pad_to`` ("batch": the
+batch's longest rounded up to ``pad_multiple``, or "max": always ``max_len``),
+``standardize`` (UEA sets, per-channel with training statistics, default True),
+``validation_fraction`` (carved from the end of train, default 0.1), and for mnist
+``mode`` ("pixel": 784 x 1, or "row": 28 x 28), ``permuted`` (bool) and
+``permutation_seed`` (default 0).
+
+Padding rows of a finite pass have weight 0 and ``seq_lengths`` 1 (not 0, so that a mean
+over valid steps stays finite).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from typing import Any
+
+import numpy as np
+
+from rnnlab.data import builders, catalog, pipeline
+from rnnlab.data.config import as_dict, check_split, choice, option, positive_int, tfds_dir
+from rnnlab.data.registry import Dataset, register
+
+
+def _key(cfg: Any) -> str:
+    return json.dumps(as_dict(cfg), sort_keys=True, default=str)
+
+
+def _builder(cfg: Any):
+    name = cfg["name"]
+    if name == "mnist1d":
+        return builders.make(builders.Mnist1d, tfds_dir(cfg))
+    return builders.make(builders.UeaArchive, tfds_dir(cfg), name)
+
+
+def _source(cfg: Any, split: str):
+    spec = catalog.split_spec(cfg, split, has_validation=False)
+    if cfg["name"] == "mnist":
+        return catalog.data_source(cfg, "mnist", spec)
+    return _builder(cfg).as_data_source(split=spec)
+
+
+@functools.lru_cache(maxsize=1)
+def _permutation(seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).permutation(784)
+
+
+def _to_sequence(cfg: Any, example: dict) -> np.ndarray:
+    """One example as a float32 ``[time, features]`` array."""
+    name = cfg["name"]
+    if name == "mnist":
+        pixels = np.asarray(example["image"], np.float32).reshape(784) / 255.0
+        if option(cfg, "permuted", False):
+            pixels = pixels[_permutation(int(option(cfg, "permutation_seed", 0)))]
+        if choice(cfg, "mode", "pixel", ("pixel", "row")) == "row":
+            return pixels.reshape(28, 28)
+        return pixels.reshape(784, 1)
+    seq = np.asarray(example["sequence"], np.float32)
+    return seq.reshape(-1, 1) if seq.ndim == 1 else seq
+
+
+@functools.lru_cache(maxsize=16)
+def _stats(key: str) -> dict[str, Any]:
+    """Lengths, class names and channel statistics (training split only)."""
+    cfg = json.loads(key)
+    name = cfg["name"]
+    if name == "mnist":
+        row = choice(cfg, "mode", "pixel", ("pixel", "row")) == "row"
+        length, features = (28, 28) if row else (784, 1)
+        return {
+            "lengths": None,
+            "max_length": length,
+            "features": features,
+            "classes": [str(i) for i in range(10)],
+            "num_examples": {s: len(_source(cfg, s)) for s in ("train", "validation", "test")},
+        }
+    builder_info = _builder(cfg).info
+    lengths, train = {}, []
+    for split in ("train", "validation", "test"):
+        src = _source(cfg, split)
+        seqs = [_to_sequence(cfg, src[i]) for i in range(len(src))]
+        lengths[split] = [len(s) for s in seqs]
+        if split == "train":
+            train = seqs
+    if not train:
+        raise ValueError(f"{name} split 'train' is empty: expected at least one example")
+    stacked = np.concatenate(train, axis=0)
+    std = stacked.std(axis=0)
+    return {
+        "lengths": lengths,
+        "max_length": max(max(v, default=0) for v in lengths.values()),
+        "features": int(stacked.shape[1]),
+        "classes": list(builder_info.features["label"].names),
+        "num_examples": {s: len(v) for s, v in lengths.items()},
+        "mean": stacked.mean(axis=0).tolist(),
+        "std": np.where(std > 0, std, 1.0).tolist(),
+    }
+
+
+def _info(cfg: Any) -> dict[str, Any]:
+    stats = _stats(_key(cfg))
+    max_len = positive_int(cfg, "max_len", stats["max_length"])
+    if stats["lengths"] is not None:
+        for split, lengths in stats["lengths"].items():
+            too_long = [i for i, n in enumerate(lengths) if n > max_len]
+            if too_long:
+                i = too_long[0]
+                raise ValueError(
+                    f"max_len is {max_len} but {cfg['name']} split {split!r} has "
+                    f"{len(too_long)} longer sequences (example {i}: length {lengths[i]})"
+                )
+    out = {
+        "task": "classification",
+        "num_classes": len(stats["classes"]),
+        "class_names": stats["classes"],
+        "input_features": stats["features"],
+        "seq_len": max_len,
+        "variable_length": stats["lengths"] is not None
+        and len({n for v in stats["lengths"].values() for n in v}) > 1,
+        "num_examples": stats["num_examples"],
+    }
+    if "mean" in stats:
+        out["mean"], out["std"] = stats["mean"], stats["std"]
+    return out
+
+
+def collate(examples, *, max_len: int, pad_multiple: int, fixed: bool, features: int):
+    """Pads a list of ``(sequence, label)`` (None = padding) into a classification batch."""
+    lengths = [0 if e is None else len(e[0]) for e in examples]
+    T = pipeline.padded_length(lengths, max_len=max_len, pad_multiple=pad_multiple, fixed=fixed)
+    seqs = [None if e is None else e[0] for e in examples]
+    inputs = pipeline.pad_stack(seqs, T, np.float32)
+    if inputs.ndim == 2:  # only padding rows: give them the feature axis
+        inputs = np.zeros((len(examples), T, features), np.float32)
+    return {
+        "inputs": inputs,
+        "seq_lengths": np.array([max(n, 1) for n in lengths], np.int32),
+        "labels": np.array([0 if e is None else e[1] for e in examples], np.int32),
+        "weights": np.array([e is not None for e in examples], np.float32),
+    }
+
+
+def _load(cfg, info, *, split, batch_size, seed, shard_index, shard_count, repeat):
+    src = _source(cfg, check_split(split))
+    standardize = cfg["name"] in builders.UEA_SETS and option(cfg, "standardize", True)
+    mean = np.asarray(info.get("mean", 0.0), np.float32)
+    std = np.asarray(info.get("std", 1.0), np.float32)
+
+    def fetch(index):
+        if index < 0:
+            return None
+        example = src[int(index)]
+        seq = _to_sequence(cfg, example)
+        if standardize:
+            seq = (seq - mean) / std
+        return seq, int(example["label"])
+
+    order, num_batches = pipeline.example_order(
+        len(src),
+        batch_size=batch_size,
+        seed=seed,
+        shuffle=bool(option(cfg, "shuffle", split == "train")),
+        shard_index=shard_index,
+        shard_count=shard_count,
+        repeat=repeat,
+        what=f"{cfg['name']} split {split!r}",
+    )
+    variable = info["variable_length"]
+    window = int(option(cfg, "bucket_window", 8 if variable else 0))
+    pad_to = choice(cfg, "pad_to", "batch", ("batch", "max"))
+    ds = pipeline.batched(
+        order.map(fetch),
+        batch_size=batch_size,
+        collate=functools.partial(
+            collate,
+            max_len=info["seq_len"],
+            pad_multiple=positive_int(cfg, "pad_multiple", 8),
+            fixed=pad_to == "max" or not variable,
+            features=info["input_features"],
+        ),
+        bucket_window=window,
+        seed=seed,
+        length_fn=lambda e: 0 if e is None else len(e[0]),
+    )
+    return ds.to_iter_dataset(pipeline.read_options(cfg)), num_batches
+
+
+for _name, _what in {
+    "mnist": "TFDS mnist as a sequence (pixel or row), optionally permuted",
+    "mnist1d": "MNIST-1D (Greydanus 2020), generated locally",
+    "japanese_vowels": "UEA JapaneseVowels: 9 speakers, 12 LPC channels, lengths 7-29",
+    "basic_motions": "UEA BasicMotions: 4 activities, 6 channels, length 100",
+}.items():
+    register(Dataset(_name, "classification", _info, _load, _what))

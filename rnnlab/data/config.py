@@ -1,0 +1,96 @@
+"""Reading dataset options from a config, and where data lives on disk.
+
+A dataset config is an ``ml_collections.ConfigDict`` or a plain dict with at least ``name``;
+every other option has a documented default (see ``docs/data.md``). Options that a dataset
+does not use are ignored, so one experiment config can switch datasets by name alone.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+SPLITS = ("train", "validation", "test")
+DATA_DIR_ENV = "RNNLAB_DATA_DIR"
+
+
+def option(cfg: Any, key: str, default: Any = None) -> Any:
+    """``cfg[key]`` for a dict or ConfigDict, ``default`` when absent or None."""
+    if isinstance(cfg, Mapping):
+        value = cfg.get(key, default)
+    elif hasattr(cfg, "get"):
+        value = cfg.get(key, default)
+    else:
+        value = getattr(cfg, key, default)
+    return default if value is None else value
+
+
+def as_dict(cfg: Any) -> dict[str, Any]:
+    """A plain dict copy of a config (ConfigDicts are converted recursively)."""
+    if hasattr(cfg, "to_dict"):
+        return cfg.to_dict()
+    return dict(cfg)
+
+
+def data_dir(cfg: Any) -> Path:
+    """The root data directory: ``cfg.data_dir``, else ``$RNNLAB_DATA_DIR``, else ``./data``."""
+    value = option(cfg, "data_dir") or os.environ.get(DATA_DIR_ENV) or "data"
+    return Path(os.path.expanduser(str(value))).absolute()
+
+
+def tfds_dir(cfg: Any) -> str:
+    """Where TFDS datasets are prepared: ``cfg.tfds_data_dir``, else ``<data_dir>/tfds``.
+
+    Kept as a string because it may be a ``gs://`` path.
+    """
+    value = option(cfg, "tfds_data_dir")
+    return str(value) if value else str(data_dir(cfg) / "tfds")
+
+
+def positive_int(cfg: Any, key: str, default: int | None = None) -> int:
+    """An integer option that must be >= 1."""
+    value = option(cfg, key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value:
+        raise ValueError(f"{key} must be a positive integer, received {value!r}")
+    if value < 1:
+        raise ValueError(f"{key} must be a positive integer (>= 1), received {value!r}")
+    return int(value)
+
+
+def choice(cfg: Any, key: str, default: str, allowed: Sequence[str]) -> str:
+    """A string option restricted to ``allowed``."""
+    value = option(cfg, key, default)
+    if value not in allowed:
+        raise ValueError(f"{key} must be one of {list(allowed)}, received {value!r}")
+    return value
+
+
+def fraction(cfg: Any, key: str, default: float) -> float:
+    """A float option in [0, 1)."""
+    value = float(option(cfg, key, default))
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"{key} must be in [0, 1), received {value!r}")
+    return value
+
+
+def split_fractions(cfg: Any, default: Sequence[float]) -> tuple[float, float, float]:
+    """``cfg.split_fractions``: (train, validation, test) fractions, positive, summing to 1."""
+    value = option(cfg, "split_fractions", default)
+    if isinstance(value, Mapping):
+        value = [value.get(s, 0.0) for s in SPLITS]
+    value = tuple(float(v) for v in value)
+    if len(value) != 3 or min(value) <= 0 or abs(sum(value) - 1.0) > 1e-6:
+        raise ValueError(
+            "split_fractions must be three positive fractions (train, validation, test) "
+            f"summing to 1, received {value!r}"
+        )
+    return value  # type: ignore[return-value]
+
+
+def check_split(split: str) -> str:
+    """Validates a split name."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {list(SPLITS)}, received {split!r}")
+    return split

@@ -1,0 +1,278 @@
+"""Forecasting: co2, sunspots (statsmodels), csv_series (the user's file), mackey_glass.
+
+A window has a lookback of ``seq_len`` steps (``inputs [L, F]``) and the next ``horizon``
+steps as target (``targets [H, F]``). Real series are split by time with
+``split_fractions`` (default 0.7 / 0.1 / 0.2): a window belongs to the split that holds all
+of its target steps (its lookback may reach back into the previous split, as a forecaster
+running live would see). Values are standardised with the mean and standard deviation of
+the training part only; ``info()`` gives them (``mean``, ``std``) to undo it, the seasonal
+period for MASE and ``mase_scale``, the in-sample mean absolute seasonal difference of the
+training part (Hyndman & Koehler 2006), per feature, in original units.
+
+Options: ``seq_len`` (64), ``horizon`` (16), ``split_fractions``, ``window_stride`` (1),
+``fill_gaps`` ("interpolate" or "error"; co2 defaults to interpolating its 59 weekly gaps,
+other series to an error naming the missing values), and for csv_series ``path`` (.csv,
+.npy or .npz), ``columns`` (names or indices; default all numeric columns) and
+``seasonal_period`` (default 1).
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import hashlib
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rnnlab.data import builders, pipeline, synthetic
+from rnnlab.data.config import (
+    SPLITS,
+    as_dict,
+    check_split,
+    choice,
+    option,
+    positive_int,
+    split_fractions,
+    tfds_dir,
+)
+from rnnlab.data.registry import Dataset, register
+
+SEASONAL_PERIOD = {"co2": 52, "sunspots": 11, "mackey_glass": 1}
+
+
+def _key(cfg: Any) -> str:
+    return json.dumps(as_dict(cfg), sort_keys=True, default=str)
+
+
+def read_series_file(path: Path, columns=None) -> tuple[np.ndarray, list[str]]:
+    """A numeric series ``[time, features]`` from .csv (optional header), .npy or .npz."""
+    if not path.is_file():
+        raise ValueError(f"path must be a .csv, .npy or .npz file, received {str(path)!r}")
+    if path.suffix in (".npy", ".npz"):
+        data = np.load(path)
+        if path.suffix == ".npz":
+            data = data[data.files[0]]
+        values = np.asarray(data, np.float64)
+        values = values[:, None] if values.ndim == 1 else values
+        names = [str(i) for i in range(values.shape[1])]
+    else:
+        with path.open(newline="") as f:
+            rows = [r for r in csv.reader(f) if r]
+        if not rows:
+            raise ValueError(f"csv file {str(path)!r} is empty: expected a header or values")
+
+        def number(cell):
+            try:
+                return float(cell) if cell.strip() else math.nan
+            except ValueError:
+                return None
+
+        header = rows[0] if any(number(c) is None for c in rows[0]) else None
+        body = rows[1:] if header else rows
+        names = header or [str(i) for i in range(len(rows[0]))]
+        numeric = [j for j in range(len(names)) if all(number(r[j]) is not None for r in body)]
+        values = np.array([[number(r[j]) for j in numeric] for r in body], np.float64)
+        names = [names[j] for j in numeric]
+    if columns is not None:
+        wanted = [columns] if isinstance(columns, str | int) else list(columns)
+        index = [names.index(str(c)) if str(c) in names else int(c) for c in wanted]
+        values, names = values[:, index], [names[i] for i in index]
+    if values.size == 0 or values.ndim != 2:
+        raise ValueError(f"series file {str(path)!r} has no numeric values (shape {values.shape})")
+    return values, names
+
+
+def _series_builder(cfg: Any):
+    name = cfg["name"]
+    if name != "csv_series":
+        return builders.make(builders.Series, tfds_dir(cfg), name)
+    path = option(cfg, "path")
+    if not path:
+        raise ValueError("csv_series needs path: expected a .csv/.npy/.npz file, received None")
+    path = Path(path).expanduser()
+    columns = option(cfg, "columns")
+    st = path.stat() if path.exists() else None
+    digest = hashlib.sha1(f"{path.resolve()}:{st and st.st_mtime_ns}:{columns}".encode())
+    config = builders.SeriesConfig(
+        name=f"file-{digest.hexdigest()[:12]}", reader=lambda: read_series_file(path, columns)
+    )
+    return builders.make(builders.Series, tfds_dir(cfg), config)
+
+
+def fill_gaps(values: np.ndarray, how: str, what: str) -> np.ndarray:
+    """Linear interpolation over NaNs (edges take the nearest value), or a ValueError."""
+    missing = np.isnan(values)
+    if not missing.any():
+        return values
+    if how == "error":
+        t, f = np.argwhere(missing)[0]
+        raise ValueError(
+            f"{what} has {int(missing.sum())} missing (NaN) values (first at step {t}, feature "
+            f"{f}); expected none, or set fill_gaps='interpolate'"
+        )
+    out = values.copy()
+    steps = np.arange(len(values))
+    for j in range(values.shape[1]):
+        ok = ~missing[:, j]
+        if not ok.any():
+            raise ValueError(f"{what} feature {j} has no values: expected at least one number")
+        out[:, j] = np.interp(steps, steps[ok], values[ok, j])
+    return out
+
+
+@functools.lru_cache(maxsize=16)
+def _series(key: str) -> dict[str, Any]:
+    cfg = json.loads(key)
+    name = cfg["name"]
+    builder = _series_builder(cfg)
+    values = np.asarray(builder.as_data_source(split="full")[0]["values"], np.float64)
+    default_fill = "interpolate" if name == "co2" else "error"
+    how = choice(cfg, "fill_gaps", default_fill, ("interpolate", "error"))
+    values = fill_gaps(values, how, f"series {name!r}")
+    cuts = builders.split_points(len(values), split_fractions(cfg, (0.7, 0.1, 0.2)))
+    train = values[: cuts[1]]
+    std = train.std(axis=0)
+    m = positive_int(cfg, "seasonal_period", SEASONAL_PERIOD.get(name, 1))
+    scale = np.abs(train[m:] - train[:-m]).mean(axis=0) if len(train) > m else np.ones(1)
+    return {
+        "values": values,
+        "cuts": cuts,
+        "mean": train.mean(axis=0),
+        "std": np.where(std > 0, std, 1.0),
+        "seasonal_period": m,
+        "mase_scale": scale,
+        "columns": list(builder.info.metadata.get("columns", [])),
+    }
+
+
+def window_starts(cuts, split: str, lookback: int, horizon: int, stride: int) -> np.ndarray:
+    """First target step of every window whose targets lie inside ``split``."""
+    lo, hi = cuts[SPLITS.index(split)], cuts[SPLITS.index(split) + 1]
+    return np.arange(max(lo, lookback), hi - horizon + 1, stride)
+
+
+def _info(cfg: Any) -> dict[str, Any]:
+    series = _series(_key(cfg))
+    L, H = positive_int(cfg, "seq_len", 64), positive_int(cfg, "horizon", 16)
+    stride = positive_int(cfg, "window_stride", 1)
+    counts = {s: len(window_starts(series["cuts"], s, L, H, stride)) for s in SPLITS}
+    return {
+        "task": "forecast",
+        "input_features": int(series["values"].shape[1]),
+        "output_features": int(series["values"].shape[1]),
+        "seq_len": L,
+        "horizon": H,
+        "mean": series["mean"].tolist(),
+        "std": series["std"].tolist(),
+        "seasonal_period": series["seasonal_period"],
+        "mase_scale": np.atleast_1d(series["mase_scale"]).tolist(),
+        "num_steps": {s: series["cuts"][i + 1] - series["cuts"][i] for i, s in enumerate(SPLITS)},
+        "num_examples": counts,
+        "columns": series["columns"],
+    }
+
+
+def _load(cfg, info, *, split, batch_size, seed, shard_index, shard_count, repeat):
+    series = _series(_key(cfg))
+    L, H = info["seq_len"], info["horizon"]
+    starts = window_starts(
+        series["cuts"], check_split(split), L, H, positive_int(cfg, "window_stride", 1)
+    )
+    if len(starts) == 0:
+        raise ValueError(
+            f"{cfg['name']} split {split!r} has {info['num_steps'][split]} steps: too short for "
+            f"any window of seq_len {L} + horizon {H}; expected a shorter window or more data"
+        )
+    z = ((series["values"] - series["mean"]) / series["std"]).astype(np.float32)
+
+    def collate(indices):
+        real = np.array([int(i) >= 0 for i in indices])
+        t = starts[np.maximum(np.asarray(indices, np.int64), 0)]
+        inputs = np.stack([z[s - L : s] for s in t])
+        targets = np.stack([z[s : s + H] for s in t])
+        inputs[~real], targets[~real] = 0.0, 0.0
+        return {"inputs": inputs, "targets": targets, "weights": real.astype(np.float32)}
+
+    order, num_batches = pipeline.example_order(
+        len(starts),
+        batch_size=batch_size,
+        seed=seed,
+        shuffle=bool(option(cfg, "shuffle", split == "train")),
+        shard_index=shard_index,
+        shard_count=shard_count,
+        repeat=repeat,
+        what=f"{cfg['name']} split {split!r}",
+    )
+    ds = order.batch(batch_size, drop_remainder=True, batch_fn=collate)
+    return ds.to_iter_dataset(pipeline.read_options(cfg)), num_batches
+
+
+# ---------------------------------------------------------------------------- Mackey-Glass
+@functools.lru_cache(maxsize=1)
+def _mackey_glass_stats() -> tuple[float, float, float]:
+    """Mean, std and mean |x_t - x_{t-1}| of the attractor, from a fixed reference draw."""
+    x = synthetic.mackey_glass_examples(range(16), seed=12345, split="train", length=1000)
+    return float(x.mean()), float(x.std()), float(np.abs(np.diff(x, axis=1)).mean())
+
+
+@functools.lru_cache(maxsize=4)
+def _mg_fixed_set(seed: int, split: str, length: int, count: int) -> np.ndarray:
+    return synthetic.mackey_glass_examples(range(count), seed=seed, split=split, length=length)
+
+
+def _mg_info(cfg: Any) -> dict[str, Any]:
+    mean, std, scale = _mackey_glass_stats()
+    return {
+        "task": "forecast",
+        "input_features": 1,
+        "output_features": 1,
+        "seq_len": positive_int(cfg, "seq_len", 64),
+        "horizon": positive_int(cfg, "horizon", 16),
+        "mean": [mean],
+        "std": [std],
+        "seasonal_period": 1,
+        "mase_scale": [scale],
+        "eval_examples": positive_int(cfg, "eval_examples", 1000),
+    }
+
+
+def _mg_load(cfg, info, *, split, batch_size, seed, shard_index, shard_count, repeat):
+    ds, num_batches, stream_seed = synthetic.index_batches(
+        cfg,
+        split=split,
+        batch_size=batch_size,
+        seed=seed,
+        shard_index=shard_index,
+        shard_count=shard_count,
+        repeat=repeat,
+    )
+    L, H = info["seq_len"], info["horizon"]
+    mean, std = info["mean"][0], info["std"][0]
+
+    fixed = None if repeat else _mg_fixed_set(stream_seed, split, L + H, info["eval_examples"])
+
+    def collate(indices):
+        if fixed is not None:  # the evaluation set, integrated once in one vectorised call
+            x = fixed[np.maximum(np.asarray(indices, np.int64), 0)]
+        else:
+            x = synthetic.mackey_glass_examples(
+                indices, seed=stream_seed, split=split, length=L + H
+            )
+        z = ((x - mean) / std).astype(np.float32)[..., None]
+        return {
+            "inputs": z[:, :L],
+            "targets": z[:, L:],
+            "weights": np.array([int(i) >= 0 for i in indices], np.float32),
+        }
+
+    ds = ds.batch(batch_size, drop_remainder=True, batch_fn=collate)
+    return ds.to_iter_dataset(pipeline.read_options(cfg)), num_batches
+
+
+for _name in ("co2", "sunspots", "csv_series"):
+    register(Dataset(_name, "forecast", _info, _load, f"{_name} series windows"))
+register(Dataset("mackey_glass", "forecast", _mg_info, _mg_load, "Mackey-Glass tau=17"))

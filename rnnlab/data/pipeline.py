@@ -1,0 +1,214 @@
+"""grain pipelines shared by every dataset: example order, sharding, bucketing, resumable iterator.
+
+Every pipeline is a ``grain.MapDataset`` (random access by position) turned into an
+``IterDataset`` with thread prefetch. Because element ``k`` of the final dataset is a pure
+function of ``k``, the seed and the shard, the iterator state is a position, and restoring it
+gives exactly the batch that would have come next.
+
+Sharding follows the global order: with ``n`` processes, process ``h`` takes positions
+``h, h + n, h + 2n, ...`` of the (per-epoch shuffled) example order, so the processes' shards
+are disjoint and together cover every epoch.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import grain
+import numpy as np
+
+PAD_INDEX = -1
+
+
+class DataIterator:
+    """An iterator of local batches (dicts of numpy arrays) with exact save and restore.
+
+    ``get_state()`` returns a JSON-serialisable dict; ``set_state(state)`` on an iterator built
+    with the same config, split, seed, batch size and sharding continues exactly where the
+    saved one stopped. ``num_batches`` is the number of batches of a finite (``repeat=False``)
+    iterator, None for an infinite one.
+    """
+
+    def __init__(self, dataset: grain.IterDataset, *, meta: dict[str, Any], num_batches=None):
+        self._dataset = dataset
+        self._iterator = iter(dataset)
+        self.meta = dict(meta)
+        self.num_batches = num_batches
+
+    def __iter__(self) -> DataIterator:
+        return self
+
+    def __next__(self) -> dict[str, np.ndarray]:
+        return next(self._iterator)
+
+    def __len__(self) -> int:
+        if self.num_batches is None:
+            raise TypeError("an infinite (repeat=True) data iterator has no length")
+        return self.num_batches
+
+    def get_state(self) -> dict[str, Any]:
+        """The position of the next batch, with the settings it is valid for."""
+        return {"meta": dict(self.meta), "pipeline": self._iterator.get_state()}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Restores a state from ``get_state()`` (also after a JSON round trip)."""
+        if not isinstance(state, dict) or "pipeline" not in state:
+            raise ValueError(f"state must be a dict from get_state(), received {state!r}")
+        saved = state.get("meta", {})
+        diffs = {k: (v, saved.get(k)) for k, v in self.meta.items() if saved.get(k) != v}
+        if diffs:
+            detail = ", ".join(
+                f"{k}: expected {a!r}, received {b!r}" for k, (a, b) in diffs.items()
+            )
+            raise ValueError(f"state was saved by a different data pipeline ({detail})")
+        self._iterator.set_state(state["pipeline"])
+
+
+def read_options(cfg: Any) -> grain.ReadOptions:
+    """Thread prefetch settings: ``cfg.num_threads`` (default 2), ``cfg.prefetch`` (default 4)."""
+    from rnnlab.data.config import option
+
+    return grain.ReadOptions(
+        num_threads=int(option(cfg, "num_threads", 2)),
+        prefetch_buffer_size=int(option(cfg, "prefetch", 4)),
+    )
+
+
+def example_order(
+    num_examples: int,
+    *,
+    batch_size: int,
+    seed: int,
+    shuffle: bool,
+    shard_index: int,
+    shard_count: int,
+    repeat: bool,
+    what: str = "split",
+) -> tuple[grain.MapDataset, int | None]:
+    """This process's sequence of example indices, and the number of batches when finite.
+
+    With ``repeat`` the sequence is infinite and every epoch is reshuffled (grain's per-epoch
+    seeds). Without it, the single pass is padded with ``PAD_INDEX`` to the same number of
+    batches on every process: ``ceil(num_examples / (batch_size * shard_count))``.
+    """
+    if num_examples <= 0:
+        raise ValueError(f"{what} is empty: expected at least one example, received 0")
+    if repeat:
+        ds = grain.MapDataset.range(num_examples)
+        if shuffle:
+            ds = ds.shuffle(seed=seed % 2**32)
+        return ds.repeat(None)[shard_index::shard_count], None
+    num_batches = math.ceil(num_examples / (batch_size * shard_count))
+    positions = np.arange(num_batches * batch_size, dtype=np.int64) * shard_count + shard_index
+    order = np.arange(num_examples)
+    if shuffle:
+        order = np.random.default_rng(seed).permutation(num_examples)
+    indices = np.where(positions < num_examples, order[np.minimum(positions, num_examples - 1)], -1)
+    return grain.MapDataset.source(indices.tolist()), num_batches
+
+
+def padded_length(lengths: Sequence[int], *, max_len: int, pad_multiple: int, fixed: bool) -> int:
+    """Time length of a padded batch: ``max_len`` when fixed, else the longest rounded up."""
+    if fixed:
+        return max_len
+    longest = max(max(lengths, default=1), 1)
+    return min(max_len, math.ceil(longest / pad_multiple) * pad_multiple)
+
+
+def pad_stack(seqs: Sequence[np.ndarray | None], length: int, dtype: Any) -> np.ndarray:
+    """Stacks sequences (first axis = time) into ``[B, length, ...]``, zero-padded at the end.
+
+    ``None`` entries (padding examples) become all-zero rows.
+    """
+    template = next(s for s in seqs if s is not None) if any(s is not None for s in seqs) else None
+    tail = () if template is None else np.asarray(template).shape[1:]
+    out = np.zeros((len(seqs), length, *tail), dtype=dtype)
+    for row, seq in enumerate(seqs):
+        if seq is not None:
+            out[row, : len(seq)] = seq
+    return out
+
+
+class BucketBatches(grain.MapDataset):
+    """Batches of similar length: sort each window of ``window`` batches, then shuffle batches.
+
+    Element ``k`` is the list of examples of batch ``k``: the parent's examples are taken in
+    windows of ``batch_size * window``, sorted by ``length_fn`` (stable, so the result does not
+    depend on thread timing), cut into batches, and the batches of a window are put in a
+    seeded random order so that training does not see lengths in a sweep. Bucketing by length
+    to limit padding follows the common practice of tf.data's ``bucket_by_sequence_length``;
+    windows keep it a pure function of the position, so it stays resumable.
+    """
+
+    def __init__(
+        self,
+        parent: grain.MapDataset,
+        *,
+        batch_size: int,
+        window: int,
+        seed: int,
+        length_fn: Callable[[Any], int],
+    ):
+        super().__init__(parent)
+        self._batch_size = batch_size
+        self._window = window
+        self._seed = seed
+        self._length_fn = length_fn
+        self._lock = threading.Lock()
+        self._cache: dict[int, list[list[Any]]] = {}
+
+    def __len__(self) -> int:
+        return len(self._parent) // self._batch_size
+
+    def __str__(self) -> str:
+        return f"BucketBatches(batch_size={self._batch_size}, window={self._window})"
+
+    def _window_batches(self, w: int) -> list[list[Any]]:
+        with self._lock:
+            if w in self._cache:
+                return self._cache[w]
+        size = self._batch_size * self._window
+        start = w * size
+        stop = min(start + size, len(self) * self._batch_size)
+        elements = [self._parent[i] for i in range(start, stop)]
+        order = sorted(range(len(elements)), key=lambda i: (self._length_fn(elements[i]), i))
+        b = self._batch_size
+        batches = [
+            [elements[i] for i in order[k * b : (k + 1) * b]] for k in range(len(order) // b)
+        ]
+        perm = np.random.default_rng([self._seed, w]).permutation(len(batches))
+        batches = [batches[p] for p in perm]
+        with self._lock:
+            if len(self._cache) > 4:
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[w] = batches
+        return batches
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return self.slice(index)
+        w, j = divmod(index, self._window)
+        return self._window_batches(w)[j]
+
+
+def batched(
+    examples: grain.MapDataset,
+    *,
+    batch_size: int,
+    collate: Callable[[list[Any]], dict[str, np.ndarray]],
+    bucket_window: int = 0,
+    seed: int = 0,
+    length_fn: Callable[[Any], int] | None = None,
+) -> grain.MapDataset:
+    """Batches ``examples`` (optionally bucketed by length) and collates each batch."""
+    if bucket_window > 1:
+        if length_fn is None:
+            raise ValueError("bucketing needs a length_fn")
+        ds = BucketBatches(
+            examples, batch_size=batch_size, window=bucket_window, seed=seed, length_fn=length_fn
+        )
+        return ds.map(collate)
+    return examples.batch(batch_size, drop_remainder=True, batch_fn=collate)

@@ -1,0 +1,219 @@
+"""Sequence to sequence: the synthetic ``reverse`` task and a TFDS ``wmt`` translation pair.
+
+Token ids follow ``rnnlab.data.vocab``: 0 = padding, 1 = unknown, 2 = ``<s>`` (the decoder's
+start token, which a model prepends itself: targets are BOS-less), 3 = ``</s>`` (ends every
+target). Batches: ``inputs [B, S]``, ``input_lengths [B]``, ``targets [B, T]``,
+``target_lengths [B]`` (counting ``</s>``), ``weights [B, T]``. Padding rows of a finite pass
+have weight 0 and lengths 1.
+
+reverse options: ``vocab_size`` (default 32, ids 4.. are symbols), ``seq_len`` (longest
+source, default 16), ``min_len`` (default 1). wmt options: ``tfds_name`` (default
+``"wmt14_translate/de-en"``), ``source_lang``/``target_lang`` (default the builder's
+supervised keys), ``vocab_size`` (per language, default 32000), ``vocab_examples``
+(default 200000), ``max_len`` (default 64; longer sentences are truncated, the target
+keeping its ``</s>``), ``bucket_window`` (default 8), ``pad_multiple`` (8), ``pad_to``.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+from typing import Any
+
+import numpy as np
+
+from rnnlab.data import catalog, pipeline, synthetic
+from rnnlab.data.config import as_dict, check_split, choice, data_dir, option, positive_int
+from rnnlab.data.registry import Dataset, register
+from rnnlab.data.vocab import BOS_ID, EOS_ID, PAD_ID, UNK_ID, WORD_RESERVED, as_text, word_vocab
+
+RESERVED = len(WORD_RESERVED)
+
+
+def collate(examples, *, max_source: int, max_target: int, pad_multiple: int, fixed: bool):
+    """Pads ``(source_ids, target_ids)`` pairs (None = padding row) into a batch."""
+    src_len = [0 if e is None else len(e[0]) for e in examples]
+    tgt_len = [0 if e is None else len(e[1]) for e in examples]
+    S = pipeline.padded_length(src_len, max_len=max_source, pad_multiple=pad_multiple, fixed=fixed)
+    T = pipeline.padded_length(tgt_len, max_len=max_target, pad_multiple=pad_multiple, fixed=fixed)
+    inputs = np.zeros((len(examples), S), np.int32)
+    targets = np.zeros((len(examples), T), np.int32)
+    for b, e in enumerate(examples):
+        if e is not None:
+            inputs[b, : len(e[0])] = e[0]
+            targets[b, : len(e[1])] = e[1]
+    tl = np.array(tgt_len)
+    return {
+        "inputs": inputs,
+        "input_lengths": np.maximum(np.array(src_len), 1).astype(np.int32),
+        "targets": targets,
+        "target_lengths": np.maximum(tl, 1).astype(np.int32),
+        "weights": (np.arange(T)[None, :] < tl[:, None]).astype(np.float32),
+    }
+
+
+# ------------------------------------------------------------------------------- reverse
+def reverse_example(rng: np.random.Generator, vocab_size: int, min_len: int, max_len: int):
+    """A random source of symbols ``RESERVED..vocab_size-1``; target = reversed + ``</s>``."""
+    n = int(rng.integers(min_len, max_len + 1))
+    source = rng.integers(RESERVED, vocab_size, n).astype(np.int32)
+    return source, np.append(source[::-1], EOS_ID).astype(np.int32)
+
+
+def _reverse_info(cfg):
+    V = positive_int(cfg, "vocab_size", 32)
+    if V <= RESERVED:
+        raise ValueError(f"vocab_size must be > {RESERVED} (reserved ids), received {V}")
+    S = positive_int(cfg, "seq_len", 16)
+    min_len = positive_int(cfg, "min_len", 1)
+    if min_len > S:
+        raise ValueError(f"min_len must be <= seq_len ({S}), received {min_len}")
+    vocab = list(WORD_RESERVED) + [f"s{i}" for i in range(RESERVED, V)]
+    return _s2s_info(vocab, vocab, S, S + 1) | {"min_len": min_len}
+
+
+def _s2s_info(source_vocab, target_vocab, max_source, max_target):
+    return {
+        "task": "seq2seq",
+        "source_vocab": source_vocab,
+        "target_vocab": target_vocab,
+        "source_vocab_size": len(source_vocab),
+        "target_vocab_size": len(target_vocab),
+        "vocab_size": len(target_vocab),
+        "pad_id": PAD_ID,
+        "unk_id": UNK_ID,
+        "bos_id": BOS_ID,
+        "eos_id": EOS_ID,
+        "max_source_len": max_source,
+        "max_target_len": max_target,
+        "seq_len": max_source,
+    }
+
+
+def _reverse_load(cfg, info, *, split, batch_size, seed, shard_index, shard_count, repeat):
+    ds, num_batches, stream_seed = synthetic.index_batches(
+        cfg,
+        split=split,
+        batch_size=batch_size,
+        seed=seed,
+        shard_index=shard_index,
+        shard_count=shard_count,
+        repeat=repeat,
+    )
+    V, S = info["vocab_size"], info["max_source_len"]
+
+    def make(indices):
+        rows = [
+            None
+            if int(i) < 0
+            else reverse_example(
+                synthetic.example_rng(stream_seed, split, int(i)), V, info["min_len"], S
+            )
+            for i in indices
+        ]
+        return collate(rows, max_source=S, max_target=S + 1, pad_multiple=1, fixed=True)
+
+    ds = ds.batch(batch_size, drop_remainder=True, batch_fn=make)
+    return ds.to_iter_dataset(pipeline.read_options(cfg)), num_batches
+
+
+# ----------------------------------------------------------------------------------- wmt
+def _key(cfg: Any) -> str:
+    return json.dumps(as_dict(cfg), sort_keys=True, default=str)
+
+
+def _langs(cfg: Any) -> tuple[str, str]:
+    name = str(option(cfg, "tfds_name", "wmt14_translate/de-en"))
+    pair = name.split("/")[-1].split("-")
+    src = option(cfg, "source_lang", pair[0] if len(pair) == 2 else None)
+    tgt = option(cfg, "target_lang", pair[1] if len(pair) == 2 else None)
+    if not src or not tgt or src == tgt:
+        raise ValueError(
+            f"source_lang and target_lang must be two languages of {name!r}, received "
+            f"{src!r} and {tgt!r}"
+        )
+    return src, tgt
+
+
+def _wmt_source(cfg: Any, split: str):
+    name = str(option(cfg, "tfds_name", "wmt14_translate/de-en"))
+    return catalog.data_source(cfg, name, split)
+
+
+@functools.lru_cache(maxsize=8)
+def _wmt_vocabs(key: str) -> tuple[list[str], list[str]]:
+    cfg = json.loads(key)
+    src_lang, tgt_lang = _langs(cfg)
+    source = _wmt_source(cfg, "train")
+    count = min(len(source), int(option(cfg, "vocab_examples", 200_000)))
+    size = positive_int(cfg, "vocab_size", 32000)
+    head = [str(source[i]) for i in range(min(count, 3))]
+    tag = json.dumps([option(cfg, "tfds_name", ""), len(source), count, size, head])
+    cache = data_dir(cfg) / "vocab" / f"wmt-{hashlib.sha1(tag.encode()).hexdigest()[:16]}.json"
+    if cache.exists():
+        saved = json.loads(cache.read_text())
+        return saved[src_lang], saved[tgt_lang]
+    examples = [source[i] for i in range(count)]
+    vocabs = {
+        lang: word_vocab((as_text(e[lang]) for e in examples), max_size=size)
+        for lang in (src_lang, tgt_lang)
+    }
+    if count >= 10_000:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        cache.write_text(json.dumps(vocabs))
+    return vocabs[src_lang], vocabs[tgt_lang]
+
+
+def _wmt_info(cfg):
+    src_vocab, tgt_vocab = _wmt_vocabs(_key(cfg))
+    max_len = positive_int(cfg, "max_len", 64)
+    langs = _langs(cfg)
+    return _s2s_info(src_vocab, tgt_vocab, max_len, max_len) | {"languages": list(langs)}
+
+
+def _wmt_load(cfg, info, *, split, batch_size, seed, shard_index, shard_count, repeat):
+    from rnnlab.data.vocab import WordEncoder
+
+    src_lang, tgt_lang = _langs(cfg)
+    source = _wmt_source(cfg, check_split(split))
+    enc_src, enc_tgt = WordEncoder(info["source_vocab"]), WordEncoder(info["target_vocab"])
+    S, T = info["max_source_len"], info["max_target_len"]
+
+    def fetch(index):
+        if index < 0:
+            return None
+        example = source[int(index)]
+        ids = enc_src.encode(as_text(example[src_lang]))[:S]
+        out = np.append(enc_tgt.encode(as_text(example[tgt_lang]))[: T - 1], EOS_ID)
+        return ids.astype(np.int32), out.astype(np.int32)
+
+    order, num_batches = pipeline.example_order(
+        len(source),
+        batch_size=batch_size,
+        seed=seed,
+        shuffle=bool(option(cfg, "shuffle", split == "train")),
+        shard_index=shard_index,
+        shard_count=shard_count,
+        repeat=repeat,
+        what=f"wmt split {split!r}",
+    )
+    ds = pipeline.batched(
+        order.map(fetch),
+        batch_size=batch_size,
+        collate=functools.partial(
+            collate,
+            max_source=S,
+            max_target=T,
+            pad_multiple=positive_int(cfg, "pad_multiple", 8),
+            fixed=choice(cfg, "pad_to", "batch", ("batch", "max")) == "max",
+        ),
+        bucket_window=int(option(cfg, "bucket_window", 8)),
+        seed=seed,
+        length_fn=lambda e: 0 if e is None else max(len(e[0]), len(e[1])),
+    )
+    return ds.to_iter_dataset(pipeline.read_options(cfg)), num_batches
+
+
+register(Dataset("reverse", "seq2seq", _reverse_info, _reverse_load, "reverse a sequence"))
+register(Dataset("wmt", "seq2seq", _wmt_info, _wmt_load, "TFDS wmt translation pair"))
