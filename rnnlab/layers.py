@@ -17,7 +17,7 @@ from flax import nnx
 
 from rnnlab.cells.base import RecurrentCell
 from rnnlab.cells.registry import make_cell
-from rnnlab.scan import RematPolicy, masked_scan, reverse_valid
+from rnnlab.scan import RematPolicy, masked_scan, reverse_valid, valid_mask
 
 Array = jax.Array
 Carry = Any
@@ -261,6 +261,15 @@ class Bidirectional(nnx.Module):
         return ((carry_f, carry_b), out) if return_carry else out
 
 
+def _valid_positions(seq_lengths: Array, inputs: Array, time_major: bool) -> Array:
+    """Bool mask that broadcasts against ``inputs``: true at the steps before each length."""
+    lengths = jnp.asarray(seq_lengths, jnp.int32)
+    mask = valid_mask(lengths, inputs.shape[0 if time_major else lengths.ndim])  # [T, *batch]
+    if not time_major:
+        mask = jnp.moveaxis(mask, 0, -1)
+    return mask.reshape(mask.shape + (1,) * (inputs.ndim - mask.ndim))
+
+
 class StackedRNN(nnx.Module):
     """``num_layers`` recurrent layers in depth, optionally bidirectional and residual.
 
@@ -345,6 +354,11 @@ class StackedRNN(nnx.Module):
                 f"initial_carry must hold one carry per layer ({self.num_layers}), "
                 f"got {len(initial_carry)}"
             )
+        valid = None
+        if self.residual and seq_lengths is not None:
+            first = self.layers[0]
+            time_major = (first if isinstance(first, RNN) else first.forward_rnn).time_major
+            valid = _valid_positions(seq_lengths, inputs, time_major)
         x, carries = inputs, []
         for i, layer in enumerate(self.layers):
             c0 = None if initial_carry is None else initial_carry[i]
@@ -352,7 +366,8 @@ class StackedRNN(nnx.Module):
                 x, initial_carry=c0, seq_lengths=seq_lengths, resets=resets, return_carry=True
             )
             if self.residual and y.shape == x.shape:
-                y = y + x.astype(y.dtype)
+                # The layer zeroed its padded outputs; the residual must not refill them.
+                y = y + (x if valid is None else jnp.where(valid, x, 0)).astype(y.dtype)
             if i < self.num_layers - 1 and self.dropout_rate > 0:
                 y = self.dropout(y, deterministic=deterministic, rngs=rngs)
             carries.append(carry)
