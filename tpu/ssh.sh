@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Runs a shell command on every worker (or the ones in WORKER, e.g. WORKER=0).
+#
+#   tpu/ssh.sh 'COMMAND'
+#   WORKER=0 tpu/ssh.sh 'nproc; df -h ~'
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+[[ "${1:-}" == -h || "${1:-}" == --help ]] && { sed -n '2,5p' "$0"; exit 0; }
+[[ $# -eq 1 ]] || { sed -n '2,5p' "$0" >&2; die "expected the command as one argument"; }
+load_settings
+on_workers "$1"
