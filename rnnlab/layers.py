@@ -79,6 +79,29 @@ def check_sequence_args(
     return batch, num_steps
 
 
+def check_initial_carry(
+    cell: RecurrentCell, initial_carry: Carry, inputs: Array, batch: tuple[int, ...]
+) -> Carry:
+    """Checks ``initial_carry`` against the cell's own carry; returns it in the carry dtypes.
+
+    Raises a ValueError naming the expected and received leaf shapes, before tracing.
+    """
+    features = tuple(inputs.shape[inputs.ndim - cell.num_feature_axes :])
+    expected = jax.eval_shape(lambda: cell.initialize_carry(batch + features))
+    want, treedef = jax.tree.flatten(expected)
+    got = jax.tree.leaves(initial_carry)
+    if len(got) != len(want) or any(
+        tuple(jnp.shape(g)) != w.shape for g, w in zip(got, want, strict=True)
+    ):
+        raise ValueError(
+            f"initial_carry must have the leaf shapes of {type(cell).__name__}.initialize_carry "
+            f"{[w.shape for w in want]}, got {[tuple(jnp.shape(g)) for g in got]}"
+        )
+    return jax.tree.unflatten(
+        treedef, [jnp.asarray(g, w.dtype) for g, w in zip(got, want, strict=True)]
+    )
+
+
 class RNN(nnx.Module):
     """Runs a cell over a sequence with ``jax.lax.scan``.
 
@@ -164,6 +187,8 @@ class RNN(nnx.Module):
             inputs, cell.num_feature_axes, self.time_major, seq_lengths, resets
         )
         cell.check_inputs(inputs)
+        if initial_carry is not None:
+            initial_carry = check_initial_carry(cell, initial_carry, inputs, batch)
         if initial_carry is None:
             initial_carry = cell.initialize_carry(batch + tuple(inputs.shape[-1:]))
 
