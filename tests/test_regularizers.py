@@ -289,9 +289,10 @@ STACK_KW = dict(num_layers=2, cell="lstm", bidirectional=True, residual=True)
 
 
 def test_regularization_off_is_bit_identical_to_the_plain_stack():
-    x, lengths = inputs(), jnp.array([6, 3, 1])
-    plain = rnnlab.StackedRNN(F, H, rngs=nnx.Rngs(0), **STACK_KW)
-    reg_stack = R.RegularizedStackedRNN(F, H, rngs=nnx.Rngs(0), regularization=None, **STACK_KW)
+    # Input width 2H: the residual also acts on the first layer, over non-zero padding.
+    x, lengths = inputs(shape=(B, T, 2 * H)), jnp.array([6, 3, 1])
+    plain = rnnlab.StackedRNN(2 * H, H, rngs=nnx.Rngs(0), **STACK_KW)
+    reg_stack = R.RegularizedStackedRNN(2 * H, H, rngs=nnx.Rngs(0), regularization=None, **STACK_KW)
     want = np.asarray(plain(x, seq_lengths=lengths))
     for det in (True, False):
         got = reg_stack(x, seq_lengths=lengths, deterministic=det, rngs=jax.random.key(0))

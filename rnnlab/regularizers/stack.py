@@ -17,8 +17,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 
-from rnnlab.layers import MERGES, RNN, Bidirectional, StackedRNN
+from rnnlab.layers import MERGES, RNN, Bidirectional, StackedRNN, _valid_positions
 from rnnlab.regularizers.config import Regularization
 from rnnlab.regularizers.dropout import KeyLike, as_key, sequence_dropout
 from rnnlab.regularizers.losses import ar_tar_losses
@@ -124,7 +125,12 @@ def regularized_stack(
             f"stack's dropout={stack.dropout_rate} are both above zero"
         )
     hidden_rate = reg.hidden_dropout or stack.dropout_rate
-    time_axis = 0 if getattr(stack.layers[0], "time_major", False) else -2
+    first = stack.layers[0]
+    time_major = (first if isinstance(first, RNN) else first.forward_rnn).time_major
+    time_axis = 0 if time_major else -2
+    valid = None
+    if stack.residual and seq_lengths is not None:
+        valid = _valid_positions(seq_lengths, inputs, time_major)
     rates = (reg.input_dropout, hidden_rate, reg.output_dropout)
     stochastic = not deterministic and (reg.recurrent_active or max(rates) > 0)
     keys = jax.random.split(as_key(rngs), 2 * stack.num_layers + 1) if stochastic else None
@@ -155,7 +161,8 @@ def regularized_stack(
             resets=resets,
         )
         if stack.residual and y.shape == x.shape:
-            y = y + x.astype(y.dtype)
+            # As in StackedRNN: padded outputs stay zero.
+            y = y + (x if valid is None else jnp.where(valid, x, 0)).astype(y.dtype)
         if i < stack.num_layers - 1:
             y = drop(y, hidden_rate, key(2 * i + 2))
         carries.append(carry)
