@@ -78,19 +78,19 @@ def data_source(cfg: Any, name: str, split: str):
     """A TFDS random-access source for ``name`` (e.g. ``"mnist"``) and a split spec
     (e.g. ``"train[:90%]"``); works under ``tfds.testing.mock_data``."""
     _import_family(name)
-    errors = []
     for directory in candidate_dirs(cfg):
         try:
             return tfds.data_source(name, split=split, data_dir=directory, download=False)
-        except tfds.core.registered.DatasetNotFoundError:
-            raise
-        except NotImplementedError as e:  # prepared, but as tfrecord
-            raise ValueError(
-                f"TFDS dataset {name!r} in {directory!r} is prepared as tfrecord, which needs "
-                "TensorFlow; prepare it with --file_format=array_record instead"
-            ) from e
+        except tfds.core.registered.DatasetNotFoundError as e:
+            raise ValueError(f"{name!r} is not a TFDS catalog dataset: {e}") from e
         except Exception as e:  # noqa: BLE001 - TFDS raises several types for "not prepared"
-            errors.append(f"{directory}: {type(e).__name__}")
+            builder = tfds.builder(name, data_dir=directory)
+            if builder.is_prepared():
+                raise ValueError(
+                    f"TFDS dataset {name!r} in {directory!r} could not be opened as a data "
+                    f"source ({type(e).__name__}: {e}); it must be prepared with "
+                    "--file_format=array_record (tfrecord files need TensorFlow)"
+                ) from e
     if not option(cfg, "download", True):
         raise ValueError(offline_message(name, cfg, "download=False"))
     if not _online():

@@ -64,21 +64,27 @@ def _to_sequence(cfg: Any, example: dict) -> np.ndarray:
     return seq.reshape(-1, 1) if seq.ndim == 1 else seq
 
 
-@functools.lru_cache(maxsize=16)
 def _stats(key: str) -> dict[str, Any]:
     """Lengths, class names and channel statistics (training split only)."""
     cfg = json.loads(key)
+    if cfg["name"] != "mnist":
+        return _builder_stats(key)
+    # Catalog data is not memoised (mock data and real data may share a config).
+    row = choice(cfg, "mode", "pixel", ("pixel", "row")) == "row"
+    length, features = (28, 28) if row else (784, 1)
+    return {
+        "lengths": None,
+        "max_length": length,
+        "features": features,
+        "classes": [str(i) for i in range(10)],
+        "num_examples": {s: len(_source(cfg, s)) for s in ("train", "validation", "test")},
+    }
+
+
+@functools.lru_cache(maxsize=16)
+def _builder_stats(key: str) -> dict[str, Any]:
+    cfg = json.loads(key)
     name = cfg["name"]
-    if name == "mnist":
-        row = choice(cfg, "mode", "pixel", ("pixel", "row")) == "row"
-        length, features = (28, 28) if row else (784, 1)
-        return {
-            "lengths": None,
-            "max_length": length,
-            "features": features,
-            "classes": [str(i) for i in range(10)],
-            "num_examples": {s: len(_source(cfg, s)) for s in ("train", "validation", "test")},
-        }
     builder_info = _builder(cfg).info
     lengths, train = {}, []
     for split in ("train", "validation", "test"):

@@ -141,7 +141,6 @@ def _wmt_source(cfg: Any, split: str):
     return catalog.data_source(cfg, name, split)
 
 
-@functools.lru_cache(maxsize=8)
 def _wmt_vocabs(key: str) -> tuple[list[str], list[str]]:
     cfg = json.loads(key)
     src_lang, tgt_lang = _langs(cfg)

@@ -29,7 +29,15 @@ from rnnlab.data.config import (
     tfds_dir,
 )
 from rnnlab.data.registry import Dataset, register
-from rnnlab.data.vocab import BOS_ID, EOS_ID, CharEncoder, WordEncoder, as_text, word_vocab
+from rnnlab.data.vocab import (
+    BOS_ID,
+    EOS_ID,
+    CharEncoder,
+    WordEncoder,
+    as_text,
+    char_vocab,
+    word_vocab,
+)
 
 DEFAULT_SEQ_LEN = 128
 
@@ -78,21 +86,27 @@ def _novels(cfg: Any) -> list[str] | None:
     return novels
 
 
-@functools.lru_cache(maxsize=32)
 def _char_corpus(key: str) -> dict[str, Any]:
-    """Vocabulary and per-split documents of a character corpus."""
-    cfg = json.loads(key)
-    name = cfg["name"]
-    if name == "tiny_shakespeare":
-        docs = {
-            split: [as_text(ex["text"]) for ex in catalog.data_source(cfg, name, split)]
-            for split in ("train", "validation", "test")
-        }
-        from rnnlab.data.vocab import char_vocab
+    """Vocabulary and per-split documents of a character corpus.
 
-        return {"vocab": char_vocab(docs["train"]), "documents": docs}
+    Catalog data is not memoised: the same config may be read under
+    ``tfds.testing.mock_data`` and for real in one process.
+    """
+    cfg = json.loads(key)
+    if cfg["name"] != "tiny_shakespeare":
+        return _builder_corpus(key)
+    docs = {
+        split: [as_text(ex["text"]) for ex in catalog.data_source(cfg, cfg["name"], split)]
+        for split in ("train", "validation", "test")
+    }
+    return {"vocab": char_vocab(docs["train"]), "documents": docs}
+
+
+@functools.lru_cache(maxsize=32)
+def _builder_corpus(key: str) -> dict[str, Any]:
+    cfg = json.loads(key)
     builder = _corpus_builder(cfg)
-    keep = _novels(cfg) if name == "austen" else None
+    keep = _novels(cfg) if cfg["name"] == "austen" else None
     docs = {}
     for split in ("train", "validation", "test"):
         src = builder.as_data_source(split=split)
@@ -123,12 +137,21 @@ def _char_info(cfg: Any) -> dict[str, Any]:
     }
 
 
-@functools.lru_cache(maxsize=32)
 def _char_stream(key: str, split: str) -> tuple[np.ndarray, np.ndarray]:
-    corpus = _char_corpus(key)
+    if json.loads(key)["name"] == "tiny_shakespeare":
+        return _encode_stream(_char_corpus(key), split)
+    return _builder_stream(key, split)
+
+
+@functools.lru_cache(maxsize=32)
+def _builder_stream(key: str, split: str) -> tuple[np.ndarray, np.ndarray]:
+    return _encode_stream(_char_corpus(key), split)
+
+
+def _encode_stream(corpus: dict[str, Any], split: str) -> tuple[np.ndarray, np.ndarray]:
+    """Token ids of a split's documents laid end to end, and the document starts."""
     encoder = CharEncoder(corpus["vocab"])
-    docs = corpus["documents"][split]
-    parts = [encoder.encode(d) for d in docs]
+    parts = [encoder.encode(d) for d in corpus["documents"][split]]
     tokens = np.concatenate(parts) if parts else np.zeros(0, np.int32)
     starts = np.zeros(len(tokens), bool)
     offset = 0
@@ -160,7 +183,6 @@ def _lm1b_source(cfg: Any, split: str):
     return catalog.data_source(cfg, "lm1b", catalog.split_spec(cfg, split, has_validation=False))
 
 
-@functools.lru_cache(maxsize=8)
 def _lm1b_vocab(key: str) -> list[str]:
     cfg = json.loads(key)
     src = _lm1b_source(cfg, "train")
