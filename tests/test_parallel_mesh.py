@@ -1,5 +1,10 @@
 """Meshes, batch shardings, sharding rules and the host-side batch helpers (8 CPU devices)."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -232,3 +237,15 @@ def test_rule_errors_name_the_leaf():
         parallel.param_shardings(tree, mesh, [("w", "fsdp")])
     with pytest.raises(ValueError, match="min_dim must be a positive int"):
         parallel.fsdp_rules(min_dim=0)
+
+
+def test_importing_parallel_pulls_in_no_training_dependencies():
+    code = (
+        "import sys, rnnlab.parallel; "
+        "print(sorted(m for m in ('tensorflow', 'tensorflow_datasets', 'orbax', 'grain', "
+        "'ml_collections', 'torch') if m in sys.modules))"
+    )
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
