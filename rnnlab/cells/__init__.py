@@ -2,12 +2,27 @@
 
 from rnnlab.cells import initializers
 from rnnlab.cells.base import RecurrentCell
+from rnnlab.cells.batchnorm import BNLSTM, BNLSTMCell
 from rnnlab.cells.gru import GRUCell, gru_project, gru_step
+from rnnlab.cells.indrnn import IndRNNCell
+from rnnlab.cells.layernorm import LayerNormGRUCell, LayerNormLSTMCell
+from rnnlab.cells.linear import LinearRecurrentCell, LRUCell, MinGRUCell, MinLSTMCell
 from rnnlab.cells.lstm import LSTMCell, lstm_project, lstm_step
+from rnnlab.cells.orthogonal import OrthogonalCell
 from rnnlab.cells.registry import cell_names, make_cell, register_cell
 from rnnlab.cells.simple import SimpleCell, simple_project, simple_step
 
 __all__ = [
+    "BNLSTM",
+    "BNLSTMCell",
+    "IndRNNCell",
+    "LRUCell",
+    "LayerNormGRUCell",
+    "LayerNormLSTMCell",
+    "LinearRecurrentCell",
+    "MinGRUCell",
+    "MinLSTMCell",
+    "OrthogonalCell",
     "GRUCell",
     "LSTMCell",
     "RecurrentCell",

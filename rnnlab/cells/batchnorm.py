@@ -1,0 +1,325 @@
+"""Recurrent batch-normalised LSTM (Cooijmans, Ballas, Laurent, Gulcehre & Courville 2016).
+
+Batch normalisation of the input-to-hidden and hidden-to-hidden products and of the cell
+state, with **separate statistics for every time step**: the distribution of the
+recurrent pre-activations changes along the sequence, so one set of statistics for all
+steps would normalise the early steps wrongly. Steps at or past ``max_stat_steps - 1``
+share the last set (the paper's ``T_max``).
+
+Training normalises with the statistics of the current batch at each step, reduced over
+all batch axes. Under ``jax.jit`` with the batch sharded over a data-parallel mesh, that
+``mean`` is a global reduction, so the statistics are synchronised across devices without
+an explicit collective (XLA inserts the all-reduce). Evaluation (``use_running_average``,
+set by ``model.eval()``) uses running averages kept as ``nnx.BatchStat`` per time step.
+
+The running averages are updated by :class:`BNLSTM`, the layer that trains this cell: a
+per-step cell function cannot return statistics through ``rnnlab.RNN``. Inside a generic
+``rnnlab.RNN`` the cell normalises with batch statistics (training) or running averages
+(evaluation) but leaves the averages as they are.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+from jax.nn import initializers
+
+from rnnlab.cells.base import Array, Carry, Params, RecurrentCell, check_positive_int, matmul
+from rnnlab.cells.initializers import Initializer, lstm_bias, orthogonal_blocks
+from rnnlab.cells.registry import register_cell
+
+F32 = jnp.float32
+
+STAT_NAMES = ("mean_x", "var_x", "mean_h", "var_h", "mean_c", "var_c")
+
+
+def batch_moments(z: Array, weights: Array | None = None) -> tuple[Array, Array]:
+    """Mean and biased variance of ``z`` ``[*batch, F]`` over all batch axes.
+
+    ``weights`` ``[*batch]`` (0 or 1) restricts the statistics to the valid examples of a
+    padded batch; an all-zero step gives zero statistics instead of NaN.
+    """
+    axes = tuple(range(z.ndim - 1))
+    if weights is None:
+        mean = jnp.mean(z, axis=axes)
+        return mean, jnp.mean(jnp.square(z - mean), axis=axes)
+    w = weights.astype(F32)[..., None]
+    n = jnp.maximum(jnp.sum(w), 1.0)
+    mean = jnp.sum(w * z, axis=axes) / n
+    return mean, jnp.sum(w * jnp.square(z - mean), axis=axes) / n
+
+
+def batch_norm(z: Array, mean: Array, var: Array, gamma: Array, beta: Array | None, eps: float):
+    """``gamma (z - mean) / sqrt(var + eps) + beta``."""
+    out = (z - mean) * jax.lax.rsqrt(var + eps) * gamma.astype(F32)
+    return out if beta is None else out + beta.astype(F32)
+
+
+def bn_lstm_step(
+    params: Params,
+    carry: Carry,
+    xp: Array,
+    dtype,
+    *,
+    use_running_average: bool,
+    weights: Array | None = None,
+    eps: float = 1e-5,
+) -> tuple[Carry, Array, tuple[Array, ...]]:
+    """One BN-LSTM step from ``xp = x_t W_x``; returns ``(carry, y, statistics used)``.
+
+    .. math::
+        [\\tilde f, \\tilde i, \\tilde o, \\tilde g] = \\mathrm{BN}(h_{t-1} W_h; \\gamma_h)
+            + \\mathrm{BN}(x_t W_x; \\gamma_x) + b, \\\\
+        c_t = \\sigma(\\tilde f) \\odot c_{t-1} + \\sigma(\\tilde i) \\odot \\tanh(\\tilde g),
+        \\qquad h_t = \\sigma(\\tilde o) \\odot \\tanh(\\mathrm{BN}(c_t; \\gamma_c, \\beta_c))
+
+    (Cooijmans et al. 2016, eq. 6-8; the shifts of the two gate normalisations are folded
+    into ``b``.) The carry is ``(c, h, t)`` with ``t`` the per-example step counter that
+    selects the running statistics in evaluation. Statistics are the batch's at this step
+    in training, or ``params[<stat>][min(t, max_stat_steps - 1)]`` in evaluation.
+    """
+    c, h, t = carry
+    wh = matmul(h, params["kernel_hh"], dtype)
+    if use_running_average:
+        slot = jnp.minimum(t, params["mean_x"].shape[0] - 1)
+        stats = [params[name][slot] for name in STAT_NAMES[:4]]
+    else:
+        stats = [*batch_moments(xp, weights), *batch_moments(wh, weights)]
+    z = (
+        batch_norm(xp, stats[0], stats[1], params["gamma_x"], None, eps)
+        + batch_norm(wh, stats[2], stats[3], params["gamma_h"], None, eps)
+        + params["bias"].astype(F32)
+    )
+    i, f, g, o = jnp.split(z, 4, axis=-1)
+    c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+    if use_running_average:
+        stats += [params[name][slot] for name in STAT_NAMES[4:]]
+    else:
+        stats += list(batch_moments(c, weights))
+    c_hat = batch_norm(c, stats[4], stats[5], params["gamma_c"], params["beta_c"], eps)
+    h = jax.nn.sigmoid(o) * jnp.tanh(c_hat)
+    return (c, h, t + 1), h.astype(dtype), tuple(stats)
+
+
+class BNLSTMCell(RecurrentCell):
+    """LSTM with recurrent batch normalisation (Cooijmans et al. 2016).
+
+    Gates in ``(i, f, g, o)`` order like :class:`~rnnlab.cells.LSTMCell`. The gains
+    ``gamma`` start at 0.1, which the authors found essential: a unit gain saturates the
+    ``tanh`` of the normalised cell state and the gradient vanishes. The carry is
+    ``(c, h, t)``; ``t`` (int32 per example) counts steps since the start or the last reset.
+
+    Example::
+
+        >>> import jax.numpy as jnp
+        >>> from flax import nnx
+        >>> from rnnlab.cells import BNLSTMCell
+        >>> cell = BNLSTMCell(3, 8, max_stat_steps=50, rngs=nnx.Rngs(0))
+        >>> carry, y = cell(cell.initialize_carry((4, 3)), jnp.ones((4, 3)))
+        >>> y.shape
+        (4, 8)
+
+    Args:
+      in_features: input size.
+      hidden_features: cell size ``H``.
+      max_stat_steps: number of per-step statistics; later steps share the last.
+      gamma_init: initial normalisation gain (0.1 in the paper).
+      forget_bias: initial forget-gate bias.
+      eps: variance epsilon.
+      use_running_average: normalise with the running averages (evaluation); toggled by
+        ``model.eval()`` / ``model.train()``.
+      kernel_init, recurrent_kernel_init: initialisers.
+      dtype, param_dtype: compute and parameter dtypes; carries stay float32.
+      rngs: ``nnx.Rngs`` with a ``params`` stream.
+    """
+
+    param_names = ("kernel_ih", "kernel_hh", "bias", "gamma_x", "gamma_h", "gamma_c", "beta_c")
+
+    def __init__(
+        self,
+        in_features: int,
+        hidden_features: int,
+        *,
+        max_stat_steps: int = 100,
+        gamma_init: float = 0.1,
+        forget_bias: float = 1.0,
+        eps: float = 1e-5,
+        use_running_average: bool = False,
+        kernel_init: Initializer = initializers.lecun_normal(),
+        recurrent_kernel_init: Initializer = orthogonal_blocks(4),
+        dtype=None,
+        param_dtype=F32,
+        rngs: nnx.Rngs,
+    ):
+        self.in_features = check_positive_int("in_features", in_features)
+        self.hidden_features = check_positive_int("hidden_features", hidden_features)
+        self.max_stat_steps = check_positive_int("max_stat_steps", max_stat_steps)
+        self.eps, self.use_running_average = float(eps), bool(use_running_average)
+        self.dtype, self.param_dtype, self.carry_init = dtype, param_dtype, None
+        h, h4 = hidden_features, 4 * hidden_features
+        self.kernel_ih = nnx.Param(kernel_init(rngs.params(), (in_features, h4), param_dtype))
+        self.kernel_hh = nnx.Param(recurrent_kernel_init(rngs.params(), (h, h4), param_dtype))
+        self.bias = nnx.Param(lstm_bias(h, forget_bias)(None, (h4,), param_dtype))
+        self.gamma_x = nnx.Param(jnp.full((h4,), gamma_init, param_dtype))
+        self.gamma_h = nnx.Param(jnp.full((h4,), gamma_init, param_dtype))
+        self.gamma_c = nnx.Param(jnp.full((h,), gamma_init, param_dtype))
+        self.beta_c = nnx.Param(jnp.zeros((h,), param_dtype))
+        for name in STAT_NAMES:
+            size = h if name.endswith("_c") else h4
+            init = jnp.zeros if name.startswith("mean") else jnp.ones
+            setattr(self, name, nnx.BatchStat(init((max_stat_steps, size), F32)))
+
+    def cell_params(self) -> Params:
+        """Parameters plus the running statistics (read in evaluation only)."""
+        params = super().cell_params()
+        for name in STAT_NAMES:
+            params[name] = getattr(self, name)[...]
+        return params
+
+    def carry_sizes(self) -> tuple[int, ...]:
+        return (self.hidden_features, self.hidden_features)
+
+    def initialize_carry(
+        self, input_shape: tuple[int, ...], rngs: nnx.Rngs | None = None, carry_init=None
+    ) -> Carry:
+        """``(c, h, t)``: zero float32 states and a zero int32 step counter."""
+        c, h = super().initialize_carry(input_shape, rngs, carry_init)
+        batch = tuple(input_shape[:-1])
+        return c, h, jnp.zeros(batch, jnp.int32)
+
+    def project(self, params: Params, x: Array) -> Array:
+        # Only the matmul: its normalisation needs per-step statistics, so it is in the step.
+        return matmul(x, params["kernel_ih"], self.compute_dtype)
+
+    def step_with(self, params: Params, carry: Carry, xp: Array) -> tuple[Carry, Array]:
+        carry, y, _ = bn_lstm_step(
+            params,
+            carry,
+            xp,
+            self.compute_dtype,
+            use_running_average=self.use_running_average,
+            eps=self.eps,
+        )
+        return carry, y
+
+
+class BNLSTM(nnx.Module):
+    """A BN-LSTM layer over batch-major sequences that keeps the running averages.
+
+    In training (``cell.use_running_average`` false) every step normalises with the
+    statistics of the valid examples of the batch at that step, and after the sequence the
+    running averages move towards them:
+
+    .. math:: \\bar\\mu_s \\leftarrow m \\bar\\mu_s + (1 - m) \\mu_s
+
+    for every statistics slot ``s`` the sequence reached, where slot ``max_stat_steps - 1``
+    takes the example-weighted mean of the statistics of all steps at or past it. In
+    evaluation the layer runs the cell with its running averages and updates nothing.
+
+    Example::
+
+        >>> import jax.numpy as jnp
+        >>> from flax import nnx
+        >>> from rnnlab.cells import BNLSTM
+        >>> layer = BNLSTM(3, 8, max_stat_steps=20, rngs=nnx.Rngs(0))
+        >>> y = layer(jnp.ones((4, 10, 3)))          # training: updates the averages
+        >>> layer.eval()
+        >>> y = layer(jnp.ones((4, 10, 3)))          # evaluation: uses them
+        >>> y.shape
+        (4, 10, 8)
+
+    Args:
+      in_features, hidden_features: sizes.
+      momentum: running-average momentum ``m``.
+      time_major: inputs are ``[time, *batch, features]``.
+      return_carry: return ``(carry, outputs)``.
+      rngs: parameter stream.
+      **cell_kwargs: passed to :class:`BNLSTMCell` (``max_stat_steps``, ``gamma_init``...).
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        hidden_features: int,
+        *,
+        momentum: float = 0.99,
+        time_major: bool = False,
+        return_carry: bool = False,
+        rngs: nnx.Rngs,
+        **cell_kwargs,
+    ):
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
+        self.cell = BNLSTMCell(in_features, hidden_features, rngs=rngs, **cell_kwargs)
+        self.momentum, self.time_major, self.return_carry = momentum, time_major, return_carry
+
+    @property
+    def output_features(self) -> int:
+        return self.cell.output_features
+
+    def __call__(
+        self,
+        inputs: Array,
+        *,
+        seq_lengths: Array | None = None,
+        initial_carry: Carry | None = None,
+        return_carry: bool | None = None,
+    ):
+        from rnnlab.layers import check_sequence_args  # rnnlab.layers imports rnnlab.cells
+        from rnnlab.scan import valid_mask
+
+        cell = self.cell
+        return_carry = self.return_carry if return_carry is None else return_carry
+        batch, num_steps = check_sequence_args(inputs, 1, self.time_major, seq_lengths, None)
+        cell.check_inputs(inputs)
+        if initial_carry is None:
+            initial_carry = cell.initialize_carry(batch + tuple(inputs.shape[-1:]))
+        xs = inputs if self.time_major else jnp.moveaxis(inputs, -2, 0)
+        if seq_lengths is None:
+            mask = jnp.ones((num_steps,) + batch, jnp.bool_)
+        else:
+            mask = valid_mask(jnp.asarray(seq_lengths, jnp.int32), num_steps)
+        params = cell.cell_params()
+        training = not cell.use_running_average
+
+        def step(carry, inputs_t):
+            x_t, m_t = inputs_t
+            new, y, stats = bn_lstm_step(
+                params,
+                carry,
+                cell.project(params, x_t),
+                cell.compute_dtype,
+                use_running_average=not training,
+                weights=m_t if seq_lengths is not None else None,
+                eps=cell.eps,
+            )
+            keep = lambda a, b: jnp.where(m_t.reshape(m_t.shape + (1,) * (a.ndim - m_t.ndim)), a, b)
+            new = jax.tree.map(keep, new, carry)
+            y = jnp.where(m_t[..., None], y, jnp.zeros_like(y))
+            return new, (y, stats if training else ())
+
+        carry, (ys, stats) = jax.lax.scan(step, initial_carry, (xs, mask))
+        if training:
+            counts = jnp.sum(mask.reshape(num_steps, -1).astype(F32), axis=1)
+            self._update_running_averages(stats, counts)
+        if not self.time_major:
+            ys = jnp.moveaxis(ys, 0, -2)
+        return (carry, ys) if return_carry else ys
+
+    def _update_running_averages(self, stats: tuple[Array, ...], counts: Array) -> None:
+        """Moves each reached slot's running average towards this batch's statistics."""
+        cell = self.cell
+        num_slots, num_steps = cell.max_stat_steps, counts.shape[0]
+        slot = jnp.minimum(jnp.arange(num_steps), num_slots - 1)
+        totals = jax.ops.segment_sum(counts, slot, num_slots)
+        reached = (totals > 0)[:, None]
+        for name, value in zip(STAT_NAMES, stats, strict=True):
+            pooled = jax.ops.segment_sum(counts[:, None] * value, slot, num_slots)
+            pooled = pooled / jnp.maximum(totals, 1.0)[:, None]
+            old = getattr(cell, name)[...]
+            new = self.momentum * old + (1.0 - self.momentum) * pooled
+            getattr(cell, name)[...] = jnp.where(reached, new, old)
+
+
+register_cell("bn_lstm", BNLSTMCell)
