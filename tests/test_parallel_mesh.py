@@ -97,6 +97,7 @@ def test_local_batch_size_and_shard_on_one_process():
     assert parallel.process_index() == 0
     assert parallel.process_count() == 1
     assert parallel.is_main_process()
+    assert parallel.any_process(True) is True and parallel.any_process(False) is False
 
 
 @pytest.mark.parametrize("bad, message", [(12, "divisible by 8 data-parallel"), (0, ">= 1")])

@@ -33,7 +33,9 @@ WORKER = textwrap.dedent(
     active = parallel.initialize(f"127.0.0.1:{port}", 2, pid)
     result = {"active": active, "again": parallel.initialize(),
               "count": parallel.process_count(), "main": parallel.is_main_process(),
-              "devices": jax.device_count()}
+              "devices": jax.device_count(),
+              "any_mixed": parallel.any_process(pid == 1),
+              "any_none": parallel.any_process(False)}
 
     full = np.arange(8 * 4, dtype=np.float32).reshape(8, 4) / 10
     for name, axes in (("data", {"data": -1, "fsdp": 2}), ("model", {"model": 2, "data": 2})):
@@ -113,6 +115,7 @@ def test_two_processes_build_global_batches_and_gradients(tmp_path):
 
     for pid, r in enumerate(results):
         assert r["active"] and r["again"]
+        assert r["any_mixed"] is True and r["any_none"] is False
         assert r["count"] == 2 and r["devices"] == 4 and r["main"] == (pid == 0)
         # Data axes span both hosts: each process reads half the batch.
         assert r["data"]["rows"] == 4 and r["data"]["shard"] == [pid, 2]

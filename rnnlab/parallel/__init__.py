@@ -27,6 +27,7 @@ from rnnlab.parallel.batch import (
 )
 from rnnlab.parallel.distributed import (
     DistributedSettings,
+    any_process,
     initialize,
     is_main_process,
     on_cloud_tpu_vm,
@@ -59,6 +60,7 @@ __all__ = [
     "DATA_AXES",
     "DistributedSettings",
     "Rule",
+    "any_process",
     "check_spec",
     "data_axes",
     "data_parallel_size",

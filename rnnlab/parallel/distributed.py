@@ -21,6 +21,8 @@ import os
 from collections.abc import Mapping, Sequence
 
 import jax
+import numpy as np
+from jax.experimental import multihost_utils
 
 # First name wins; the project's own names come before JAX's.
 ENV_NAMES: dict[str, tuple[str, ...]] = {
@@ -263,3 +265,18 @@ def process_count() -> int:
 def is_main_process() -> bool:
     """Whether this is process 0, the one that logs and writes summaries."""
     return jax.process_index() == 0
+
+
+def any_process(flag: bool) -> bool:
+    """Whether ``flag`` is true on any process; the same answer on every process.
+
+    A collective: every process must call it at the same point. It lets the processes of a
+    multi-host run agree on a decision only some of them observed, such as a SIGTERM that
+    reached one host a step before the others, so that all of them save and stop at the
+    same step. Without it, one process would enter the checkpoint's collectives while the
+    others enter the next training step's, and the run would hang.
+    """
+    if jax.process_count() == 1:
+        return bool(flag)
+    flags = multihost_utils.process_allgather(np.asarray(bool(flag), np.int32))
+    return bool(np.any(flags))
