@@ -1,0 +1,384 @@
+"""Optimisers for recurrent networks, built as one optax chain from plain arguments.
+
+The chain applied to a gradient ``g`` is, in order::
+
+    record ||g||  ->  clip (global norm | value | adaptive)  ->  record ||clip(g)||
+      ->  [L2: g + wd * w]  ->  optimizer (sgd+momentum | adam | rmsprop)
+      ->  [decoupled decay: u + wd * w (adamw)]  ->  * -lr(step)  ->  [* plateau scale]
+
+wrapped by ``optax.multi_transform`` when parameters are frozen and by ``optax.MultiSteps``
+for gradient accumulation. Weight decay uses a mask that spares biases and normalisation
+scales (every parameter with fewer than two dimensions, or named ``bias``/``scale``).
+
+The recorded norms and the learning rate actually applied live in the optimizer state;
+:func:`stats` reads them back (for logging) without re-computing anything.
+
+Example::
+
+    tx = rnnlab.optim.make(optimizer="adamw", lr=3e-3, weight_decay=0.01, clip_norm=1.0,
+                           schedule="cosine", warmup_steps=100, total_steps=10_000)
+    opt_state = tx.init(params)
+    updates, opt_state = tx.update(grads, opt_state, params, value=loss)
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+__all__ = [
+    "OPTIMIZERS",
+    "SCHEDULES",
+    "decay_mask",
+    "frozen_mask",
+    "make",
+    "path_str",
+    "lr_schedule",
+    "stats",
+]
+
+OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
+SCHEDULES = ("constant", "cosine", "step", "plateau")
+
+# Leaf names that are never decayed even when they have two or more dimensions.
+_NO_DECAY_NAMES = frozenset({"bias", "b", "scale", "gamma", "beta", "embedding_bias"})
+
+
+def _bad(argument: str, expected: str, got: Any) -> ValueError:
+    """A ValueError naming the argument; ``.argument`` lets config layers name their key."""
+    err = ValueError(f"optim.make: argument {argument!r} expected {expected}, got {got!r}")
+    err.argument = argument  # type: ignore[attr-defined]
+    return err
+
+
+def path_str(path: Sequence[Any]) -> str:
+    """``'layers/0/cell/kernel'`` from a ``jax.tree_util`` key path (dict, attr, index keys)."""
+    parts = []
+    for key in path:
+        for attr in ("key", "name", "idx"):
+            if hasattr(key, attr):
+                parts.append(str(getattr(key, attr)))
+                break
+        else:
+            parts.append(str(key))
+    # nnx Variables add a trailing '.value' attribute that names nothing useful.
+    if parts and parts[-1] == "value":
+        parts = parts[:-1]
+    return "/".join(parts)
+
+
+def decay_mask(params: Any) -> Any:
+    """True for every leaf that weight decay should act on.
+
+    Decayed: matrices and higher-rank kernels (including embeddings). Spared: biases,
+    normalisation gains/offsets and any other vector or scalar, plus leaves named in
+    ``bias``/``scale``/``gamma``/``beta`` whatever their rank.
+    """
+
+    def keep(path, leaf):
+        name = path_str(path).rsplit("/", 1)[-1]
+        return bool(jnp.ndim(leaf) >= 2 and name not in _NO_DECAY_NAMES)
+
+    return jax.tree_util.tree_map_with_path(keep, params)
+
+
+def frozen_mask(params: Any, patterns: Sequence[str]) -> Any:
+    """True for every leaf whose path (``'a/b/kernel'``) matches one of the regexes."""
+    compiled = [re.compile(p) for p in patterns]
+
+    def frozen(path, _):
+        text = path_str(path)
+        return any(c.search(text) for c in compiled)
+
+    return jax.tree_util.tree_map_with_path(frozen, params)
+
+
+def lr_schedule(
+    *,
+    lr: float,
+    schedule: str = "constant",
+    warmup_steps: int = 0,
+    total_steps: int = 0,
+    final_lr_fraction: float = 0.0,
+    decay_every: int = 0,
+    decay_factor: float = 0.1,
+) -> optax.Schedule:
+    """The learning rate as a function of the optimizer step.
+
+    - ``warmup_steps`` > 0: linear warm-up ``lr * t / warmup_steps`` for ``t < warmup_steps``
+      (Goyal et al. 2017), then the main schedule with its own clock ``s = t - warmup_steps``.
+    - ``constant`` (and ``plateau``, whose reductions are applied by a separate transform):
+      ``lr``.
+    - ``cosine`` (Loshchilov & Hutter 2017, without restarts):
+      ``lr * (a + (1 - a) * (1 + cos(pi * s / S)) / 2)`` with ``S = total_steps -
+      warmup_steps`` and ``a = final_lr_fraction``; constant ``a * lr`` after ``S``.
+    - ``step``: ``lr * decay_factor ** floor(s / decay_every)``.
+    """
+    if schedule in ("constant", "plateau"):
+        main = optax.constant_schedule(lr)
+    elif schedule == "cosine":
+        main = optax.cosine_decay_schedule(
+            lr, decay_steps=total_steps - warmup_steps, alpha=final_lr_fraction
+        )
+    elif schedule == "step":
+        main = optax.exponential_decay(
+            lr, transition_steps=decay_every, decay_rate=decay_factor, staircase=True
+        )
+    else:
+        raise _bad("schedule", f"one of {SCHEDULES}", schedule)
+    if warmup_steps <= 0:
+        return main
+    warm = optax.linear_schedule(0.0, lr, warmup_steps)
+    return optax.join_schedules([warm, main], [warmup_steps])
+
+
+class GradNormState(NamedTuple):
+    """Global norm of the gradient as it entered the chain (before clipping)."""
+
+    grad_norm: jax.Array
+
+
+class ClippedGradNormState(NamedTuple):
+    """Global norm of the gradient after clipping."""
+
+    clipped_grad_norm: jax.Array
+
+
+class LearningRateState(NamedTuple):
+    """Optimizer step count and the learning rate applied at the last update."""
+
+    count: jax.Array
+    learning_rate: jax.Array
+
+
+def _record_norm(state_cls: type) -> optax.GradientTransformation:
+    """Identity on the updates; stores their global norm in the state (for logging)."""
+
+    def init(params):
+        del params
+        return state_cls(jnp.zeros((), jnp.float32))
+
+    def update(updates, state, params=None):
+        del params, state
+        norm = optax.global_norm(updates).astype(jnp.float32)
+        return updates, state_cls(norm)
+
+    return optax.GradientTransformation(init, update)
+
+
+def scale_by_schedule_logged(lr_fn: optax.Schedule) -> optax.GradientTransformation:
+    """``u -> -lr(count) * u`` keeping ``lr(count)`` in the state so it can be logged."""
+
+    def init(params):
+        del params
+        return LearningRateState(jnp.zeros((), jnp.int32), jnp.asarray(lr_fn(0), jnp.float32))
+
+    def update(updates, state, params=None):
+        del params
+        lr = jnp.asarray(lr_fn(state.count), jnp.float32)
+        updates = jax.tree.map(lambda u: (-lr).astype(u.dtype) * u, updates)
+        return updates, LearningRateState(optax.safe_increment(state.count), lr)
+
+    return optax.GradientTransformation(init, update)
+
+
+def _check(kw: dict[str, Any]) -> None:
+    """Raises a ValueError naming the first argument with an impossible value."""
+
+    def finite(x):
+        return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+
+    if kw["optimizer"] not in OPTIMIZERS:
+        raise _bad("optimizer", f"one of {OPTIMIZERS}", kw["optimizer"])
+    if kw["schedule"] not in SCHEDULES:
+        raise _bad("schedule", f"one of {SCHEDULES}", kw["schedule"])
+    if not finite(kw["lr"]) or kw["lr"] <= 0:
+        raise _bad("lr", "a positive finite number", kw["lr"])
+    for name in ("momentum", "b1", "b2", "decay"):
+        if not finite(kw[name]) or not 0 <= kw[name] < 1:
+            raise _bad(name, "a number in [0, 1)", kw[name])
+    for name in ("eps", "weight_decay", "clip_norm", "clip_value", "clip_adaptive"):
+        if not finite(kw[name]) or kw[name] < 0:
+            raise _bad(name, "a finite number >= 0 (0 switches it off)", kw[name])
+    if kw["eps"] == 0 and kw["optimizer"] != "sgd":
+        raise _bad("eps", "a positive number for adaptive optimizers", kw["eps"])
+    for name in ("warmup_steps", "total_steps", "decay_every"):
+        if not isinstance(kw[name], int) or kw[name] < 0:
+            raise _bad(name, "an integer >= 0", kw[name])
+    if not isinstance(kw["accumulate_steps"], int) or kw["accumulate_steps"] < 1:
+        raise _bad("accumulate_steps", "an integer >= 1", kw["accumulate_steps"])
+    if not 0 <= kw["final_lr_fraction"] <= 1:
+        raise _bad("final_lr_fraction", "a number in [0, 1]", kw["final_lr_fraction"])
+    if kw["schedule"] == "cosine" and kw["total_steps"] <= kw["warmup_steps"]:
+        raise _bad(
+            "total_steps",
+            f"more than warmup_steps={kw['warmup_steps']} for the cosine schedule",
+            kw["total_steps"],
+        )
+    if kw["schedule"] == "step" and kw["decay_every"] <= 0:
+        raise _bad("decay_every", "a positive integer for the step schedule", kw["decay_every"])
+    if not 0 < kw["decay_factor"] <= 1:
+        raise _bad("decay_factor", "a number in (0, 1]", kw["decay_factor"])
+    if not 0 < kw["plateau_factor"] < 1:
+        raise _bad("plateau_factor", "a number in (0, 1)", kw["plateau_factor"])
+    for name in ("plateau_patience", "plateau_accumulation"):
+        if not isinstance(kw[name], int) or kw[name] < 1:
+            raise _bad(name, "an integer >= 1", kw[name])
+    if kw["optimizer"] == "adamw" and kw["weight_decay"] <= 0:
+        raise _bad("weight_decay", "a positive number for adamw (or use adam)", kw["weight_decay"])
+    for pattern in kw["freeze"]:
+        try:
+            re.compile(pattern)
+        except re.error as e:
+            raise _bad("freeze", "regular expressions", pattern) from e
+
+
+def make(
+    *,
+    optimizer: str = "adam",
+    lr: float = 1e-3,
+    momentum: float = 0.9,
+    nesterov: bool = False,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+    decay: float = 0.9,
+    weight_decay: float = 0.0,
+    clip_norm: float = 0.0,
+    clip_value: float = 0.0,
+    clip_adaptive: float = 0.0,
+    schedule: str = "constant",
+    warmup_steps: int = 0,
+    total_steps: int = 0,
+    final_lr_fraction: float = 0.0,
+    decay_every: int = 0,
+    decay_factor: float = 0.1,
+    plateau_factor: float = 0.5,
+    plateau_patience: int = 10,
+    plateau_accumulation: int = 50,
+    plateau_rtol: float = 1e-4,
+    plateau_cooldown: int = 0,
+    plateau_min_scale: float = 0.0,
+    accumulate_steps: int = 1,
+    freeze: Sequence[str] = (),
+    mask: Callable[[Any], Any] | None = None,
+) -> optax.GradientTransformationExtraArgs:
+    """Builds the optimizer chain (see the module docstring for the order).
+
+    Args:
+      optimizer: ``sgd`` (heavy-ball or Nesterov momentum; ``momentum=0`` is plain SGD),
+        ``adam`` (Kingma & Ba 2015), ``adamw`` (Loshchilov & Hutter 2019: decay decoupled
+        from the adaptive scaling) or ``rmsprop`` (Tieleman & Hinton 2012; ``momentum`` > 0
+        adds momentum on top).
+      lr: peak learning rate (> 0).
+      momentum, nesterov: momentum of ``sgd``/``rmsprop``.
+      b1, b2, eps: Adam moments; ``decay``/``eps`` for RMSProp.
+      weight_decay: for ``adamw`` decoupled decay ``u + wd * w`` after the adaptive
+        scaling; for the other optimizers an L2 penalty ``g + wd * w`` before it. Masked by
+        ``mask(params)`` (default :func:`decay_mask`).
+      clip_norm: clip by global norm, ``g * min(1, c / ||g||)`` (Pascanu et al. 2013).
+      clip_value: clip every element to ``[-c, c]``.
+      clip_adaptive: adaptive gradient clipping, unit-wise ``||g|| <= c * max(||w||, 1e-3)``
+        (Brock et al. 2021). The three may be combined, applied in this order.
+      schedule, warmup_steps, total_steps, final_lr_fraction, decay_every, decay_factor:
+        the learning-rate schedule, see :func:`lr_schedule`.
+      plateau_*: for ``schedule='plateau'``, ``optax.contrib.reduce_on_plateau`` on the loss
+        passed as ``value=`` to ``update``: the mean over ``plateau_accumulation`` updates is
+        one observation; after ``plateau_patience`` observations without relative
+        improvement ``plateau_rtol`` the scale is multiplied by ``plateau_factor``.
+      accumulate_steps: average gradients over this many calls and update on the last
+        (``optax.MultiSteps``); the schedule counts real updates.
+      freeze: regexes on parameter paths (``'embed/embedding'``); matching leaves get zero
+        updates and no optimizer state.
+      mask: replaces :func:`decay_mask`.
+
+    Returns:
+      A ``GradientTransformationExtraArgs``; pass ``value=loss`` to ``update`` (needed by
+      the plateau schedule, ignored otherwise).
+    """
+    kw = dict(locals())
+    kw["freeze"] = tuple(freeze)
+    _check(kw)
+    lr_fn = lr_schedule(
+        lr=lr,
+        schedule=schedule,
+        warmup_steps=warmup_steps,
+        total_steps=total_steps,
+        final_lr_fraction=final_lr_fraction,
+        decay_every=decay_every,
+        decay_factor=decay_factor,
+    )
+    wd_mask = mask or decay_mask
+    parts: list[optax.GradientTransformation] = [_record_norm(GradNormState)]
+    if clip_norm > 0:
+        parts.append(optax.clip_by_global_norm(clip_norm))
+    if clip_value > 0:
+        parts.append(optax.clip(clip_value))
+    if clip_adaptive > 0:
+        parts.append(optax.adaptive_grad_clip(clip_adaptive))
+    parts.append(_record_norm(ClippedGradNormState))
+    if weight_decay > 0 and optimizer != "adamw":
+        parts.append(optax.add_decayed_weights(weight_decay, mask=wd_mask))
+    if optimizer == "sgd":
+        if momentum > 0:
+            parts.append(optax.trace(decay=momentum, nesterov=nesterov))
+    elif optimizer in ("adam", "adamw"):
+        parts.append(optax.scale_by_adam(b1=b1, b2=b2, eps=eps))
+    elif optimizer == "rmsprop":
+        parts.append(optax.scale_by_rms(decay=decay, eps=eps))
+        if momentum > 0:
+            parts.append(optax.trace(decay=momentum, nesterov=nesterov))
+    if optimizer == "adamw":
+        parts.append(optax.add_decayed_weights(weight_decay, mask=wd_mask))
+    parts.append(scale_by_schedule_logged(lr_fn))
+    if schedule == "plateau":
+        parts.append(
+            optax.contrib.reduce_on_plateau(
+                factor=plateau_factor,
+                patience=plateau_patience,
+                rtol=plateau_rtol,
+                cooldown=plateau_cooldown,
+                accumulation_size=plateau_accumulation,
+                min_scale=plateau_min_scale,
+            )
+        )
+    tx = optax.chain(*parts)
+    if freeze:
+        patterns = tuple(freeze)
+
+        def labels(params):
+            frozen = frozen_mask(params, patterns)
+            return jax.tree.map(lambda f: "frozen" if f else "train", frozen)
+
+        tx = optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels)
+    if accumulate_steps > 1:
+        # Not .gradient_transformation(): that wrapper would drop the `value` argument.
+        multi = optax.MultiSteps(tx, every_k_schedule=accumulate_steps)
+        tx = optax.GradientTransformationExtraArgs(multi.init, multi.update)
+    return optax.with_extra_args_support(tx)
+
+
+def stats(opt_state: Any) -> dict[str, jax.Array]:
+    """What the last update did: ``grad_norm`` (before clipping), ``clipped_grad_norm``,
+    ``lr`` (including any plateau reduction). Works inside ``jit``.
+
+    With gradient accumulation the values are those of the last real update.
+    """
+    out = {}
+    pre = optax.tree_utils.tree_get(opt_state, "grad_norm")
+    post = optax.tree_utils.tree_get(opt_state, "clipped_grad_norm")
+    lr = optax.tree_utils.tree_get(opt_state, "learning_rate")
+    scale = optax.tree_utils.tree_get(opt_state, "scale")
+    if pre is not None:
+        out["grad_norm"] = pre
+    if post is not None:
+        out["clipped_grad_norm"] = post
+    if lr is not None:
+        out["lr"] = lr * scale if scale is not None else lr
+    return out

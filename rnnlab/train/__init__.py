@@ -1,0 +1,40 @@
+"""The training engine: configs, train state, jitted steps, the loop, checkpoints, logs.
+
+Needs the ``train`` extra (orbax, ml_collections, tensorboardX, matplotlib, tqdm). The
+public API::
+
+    from rnnlab import train
+    config = train.config.load("experiments/charlm.py:small")
+    summary = train.train(config, "workdirs/charlm")        # or resume
+    run = train.Run(config, "workdirs/charlm")              # model, data, checkpoints
+    state, extra = run.restore(run.checkpoints.best_step())
+    metrics = run.evaluate(state, "test")
+
+See docs/training.md.
+"""
+
+from rnnlab.train import checkpoint, config, metrics, plots, tasks
+from rnnlab.train.config import ConfigError, base_config
+from rnnlab.train.early_stopping import EarlyStopping
+from rnnlab.train.loop import NonFiniteError, Run, train
+from rnnlab.train.state import TrainState
+from rnnlab.train.step import make_eval_step, make_train_step
+from rnnlab.train.tasks import Task
+
+__all__ = [
+    "ConfigError",
+    "EarlyStopping",
+    "NonFiniteError",
+    "Run",
+    "Task",
+    "TrainState",
+    "base_config",
+    "checkpoint",
+    "config",
+    "make_eval_step",
+    "make_train_step",
+    "metrics",
+    "plots",
+    "tasks",
+    "train",
+]

@@ -1,0 +1,211 @@
+"""Checkpoints of a run: orbax ``CheckpointManager`` around the train state.
+
+Each checkpoint ``<workdir>/checkpoints/<step>/`` holds two items:
+
+- ``state``: the :class:`~rnnlab.train.state.TrainState` (step, parameters, model variables,
+  optimizer state, base random key, carried recurrent state), saved by every process as
+  orbax requires for sharded arrays;
+- ``extra``: JSON: the data-iterator state of every process (exact resume of the input
+  stream), early-stopping bookkeeping and anything else the loop keeps.
+
+Saves are asynchronous (training continues while files are written) and atomic (orbax
+writes to a temporary directory and renames it when complete, so a half-written checkpoint
+is never picked up). The manager keeps the last ``keep`` checkpoints plus the best one by
+a validation metric. Directories may be ``gs://`` paths (``etils.epath``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import threading
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from etils import epath
+from jax.experimental import multihost_utils
+from orbax.checkpoint import checkpoint_managers as policies
+
+
+def as_path(directory: str | epath.Path) -> epath.Path:
+    """``gs://...`` stays as is; local paths become absolute (orbax requires it)."""
+    text = str(directory)
+    if "://" in text:
+        return epath.Path(text)
+    return epath.Path(text).expanduser().resolve()
+
+
+class Checkpoints:
+    """Saves and restores train states; see the module docstring.
+
+    Args:
+      directory: where checkpoints go (``<workdir>/checkpoints``).
+      keep: how many of the latest checkpoints to keep.
+      best_metric: the metric (in the dict passed to :meth:`save`) that ranks checkpoints;
+        the best one is kept in addition to the latest ``keep``.
+      best_mode: ``"min"`` or ``"max"``.
+      async_save: write in a background thread.
+    """
+
+    def __init__(
+        self,
+        directory: str | epath.Path,
+        *,
+        keep: int = 2,
+        best_metric: str | None = None,
+        best_mode: str = "min",
+        async_save: bool = True,
+        read_only: bool = False,
+    ):
+        self.directory = as_path(directory)
+        self.best_metric, self.best_mode = best_metric, best_mode
+        keepers: list[Any] = [policies.LatestN(n=keep)]
+        if best_metric:
+            keepers.append(
+                policies.BestN(
+                    get_metric_fn=self._metric,
+                    reverse=best_mode == "min",
+                    n=1,
+                    keep_checkpoints_without_metrics=False,
+                )
+            )
+        options = ocp.CheckpointManagerOptions(
+            preservation_policy=policies.AnyPreservationPolicy(keepers),
+            # best_fn also makes orbax write the metrics next to each checkpoint.
+            best_fn=self._metric if best_metric else None,
+            best_mode=best_mode,
+            enable_async_checkpointing=async_save,
+            create=not read_only,
+            read_only=read_only,
+            cleanup_tmp_directories=not read_only,
+        )
+        self.manager = ocp.CheckpointManager(
+            self.directory, options=options, item_names=("state", "extra")
+        )
+
+    def _metric(self, metrics: dict[str, Any]) -> float:
+        value = float(metrics.get(self.best_metric, math.nan))
+        if math.isnan(value):  # a NaN never counts as the best
+            return math.inf if self.best_mode == "min" else -math.inf
+        return value
+
+    # -- queries ---------------------------------------------------------------------------
+    def latest_step(self) -> int | None:
+        return self.manager.latest_step()
+
+    def all_steps(self) -> list[int]:
+        return list(self.manager.all_steps())
+
+    def best_step(self) -> int | None:
+        """The step whose saved metrics are best (``None`` without ranked checkpoints)."""
+        ranked = []
+        for step in self.manager.all_steps():
+            metrics = self.manager.metrics(step)
+            if metrics and self.best_metric and self.best_metric in metrics:
+                ranked.append((self._metric(metrics), step))
+        if not ranked:
+            return None
+        pick = min if self.best_mode == "min" else max
+        return pick(ranked)[1]
+
+    def metrics(self, step: int) -> dict[str, Any] | None:
+        return self.manager.metrics(step)
+
+    # -- save / restore --------------------------------------------------------------------
+    def save(
+        self,
+        step: int,
+        state: Any,
+        extra: dict[str, Any],
+        metrics: dict[str, float] | None = None,
+        *,
+        force: bool = True,
+    ) -> bool:
+        """Starts saving ``state`` and ``extra`` as checkpoint ``step`` (asynchronously)."""
+        if step in self.manager.all_steps():
+            return False
+        metrics = None if metrics is None else {k: float(v) for k, v in metrics.items()}
+        args = ocp.args.Composite(
+            state=ocp.args.StandardSave(state), extra=ocp.args.JsonSave(extra)
+        )
+        return self.manager.save(step, args=args, metrics=metrics, force=force)
+
+    def restore(self, abstract_state: Any, step: int | None = None) -> tuple[Any, dict]:
+        """The state (placed with the shardings of ``abstract_state``'s leaves) and extra.
+
+        ``abstract_state``: ``jax.ShapeDtypeStruct`` leaves with ``sharding`` set.
+        """
+        step = self.latest_step() if step is None else step
+        if step is None:
+            raise FileNotFoundError(f"no checkpoint in {self.directory}")
+        args = ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract_state), extra=ocp.args.JsonRestore()
+        )
+        restored = self.manager.restore(step, args=args)
+        return restored["state"], dict(restored["extra"] or {})
+
+    def wait(self) -> None:
+        """Blocks until pending asynchronous saves are complete."""
+        self.manager.wait_until_finished()
+
+    def close(self) -> None:
+        self.manager.close()
+
+    def reached_preemption(self, step: int) -> bool:
+        """True on every process once the runtime signalled preemption (multi-host TPU)."""
+        try:
+            return bool(self.manager.reached_preemption(step))
+        except Exception:  # no distributed runtime: only the signal handler applies
+            return False
+
+
+def abstract_with_shardings(abstract: Any, shardings: Any) -> Any:
+    return jax.tree.map(
+        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings
+    )
+
+
+def gather_json(obj: Any) -> list[Any]:
+    """``obj`` of every process, in process order (a collective: all processes call it)."""
+    if jax.process_count() == 1:
+        return [obj]
+    data = np.frombuffer(json.dumps(obj).encode(), np.uint8)
+    sizes = multihost_utils.process_allgather(np.array([data.size], np.int64))
+    buf = np.zeros(int(np.max(sizes)), np.uint8)
+    buf[: data.size] = data
+    everything = multihost_utils.process_allgather(buf)
+    return [
+        json.loads(bytes(everything[i, : int(sizes[i][0])]).decode())
+        for i in range(jax.process_count())
+    ]
+
+
+class PreemptionFlag:
+    """Turns SIGTERM (spot/preemptible VM shutdown) into a flag the loop polls each step.
+
+    The previous handler is restored by :meth:`close`. Only the main thread can install
+    signal handlers; elsewhere (a test runner thread) the flag is simply never set.
+    """
+
+    def __init__(self, signals: tuple[int, ...] = (signal.SIGTERM,)):
+        self.event = threading.Event()
+        self._previous: dict[int, Any] = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in signals:
+                self._previous[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame):
+        del frame
+        self.signum = signum
+        self.event.set()
+
+    def is_set(self) -> bool:
+        return self.event.is_set()
+
+    def close(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()

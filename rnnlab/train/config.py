@@ -1,0 +1,347 @@
+"""Experiment configs: loading ``experiments/<file>.py:<arg>``, command-line overrides,
+defaults and validation that names the offending key.
+
+An experiment file defines ``get_config(arg: str) -> ml_collections.ConfigDict``, normally
+starting from :func:`base_config` so that every key the engine reads exists (and a
+misspelled key on the command line is an error, not a silently added field)::
+
+    def get_config(arg=""):
+        config = base_config()
+        config.data.name = "austen"
+        ...
+        return lock(config)
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import importlib.util
+import json
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import ml_collections
+
+from rnnlab import optim
+
+ConfigDict = ml_collections.ConfigDict
+
+
+class ConfigError(ValueError):
+    """A bad config value; ``key`` is its dotted path (``'optim.lr'``)."""
+
+    def __init__(self, key: str, message: str):
+        super().__init__(f"config key {key!r}: {message}")
+        self.key = key
+
+
+def base_config() -> ConfigDict:
+    """Every key the training engine reads, with its default (unlocked; fill then lock)."""
+    c = ConfigDict()
+    c.seed = 0
+    # Passed to rnnlab.data.info/load; the data module owns every key except `name`.
+    c.data = ConfigDict({"name": ""})
+    # `name` picks rnnlab.models.build's model; the other keys are its keyword arguments.
+    c.model = ConfigDict({"name": "language_model", "dtype": "float32"})
+    c.optim = ConfigDict(
+        {
+            "optimizer": "adam",
+            "lr": 1e-3,
+            "momentum": 0.9,
+            "nesterov": False,
+            "b1": 0.9,
+            "b2": 0.999,
+            "eps": 1e-8,
+            "decay": 0.9,
+            "weight_decay": 0.0,
+            "clip_norm": 0.0,
+            "clip_value": 0.0,
+            "clip_adaptive": 0.0,
+            "schedule": "constant",
+            "warmup_steps": 0,
+            "total_steps": 0,  # 0: train.steps
+            "final_lr_fraction": 0.0,
+            "decay_every": 0,
+            "decay_factor": 0.1,
+            "plateau_factor": 0.5,
+            "plateau_patience": 10,
+            "plateau_accumulation": 50,
+            "plateau_rtol": 1e-4,
+            "plateau_cooldown": 0,
+            "plateau_min_scale": 0.0,
+            "accumulate_steps": 1,
+            "freeze": (),
+        }
+    )
+    c.train = ConfigDict(
+        {
+            "steps": 1000,
+            "batch_size": 32,  # global, over all devices and processes
+            "log_every": 50,
+            "eval_every": 500,  # 0: only at the end
+            "checkpoint_every": 500,
+            "keep_checkpoints": 2,
+            "async_checkpoints": True,
+            "stateful": True,  # carry the state across batches (models with init_carry)
+            "max_nonfinite": 20,  # consecutive skipped updates before the run stops
+            "early_stopping": ConfigDict(
+                {"metric": "", "mode": "", "patience": 0, "min_delta": 0.0}
+            ),
+        }
+    )
+    c.eval = ConfigDict({"split": "validation", "batch_size": 0, "max_batches": 0})
+    c.mesh = ConfigDict({"data": -1})
+    c.sample = ConfigDict(
+        {"length": 0, "temperature": 0.8, "top_k": 0, "top_p": 1.0, "prompt": "", "num": 1}
+    )
+    return c
+
+
+def lock(config: ConfigDict) -> ConfigDict:
+    config.lock()
+    return config
+
+
+def load(spec: str) -> ConfigDict:
+    """``'experiments/charlm.py:small'`` -> the locked config from ``get_config('small')``."""
+    path_text, _, arg = spec.partition(":")
+    path = Path(path_text)
+    if not path.is_file():
+        raise ConfigError("config", f"no experiment file at {path_text!r} (from {spec!r})")
+    name = f"rnnlab_experiment_{path.stem}"
+    module_spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(module_spec)
+    # Experiment files may import their siblings (experiments/__init__.py helpers).
+    sys.path.insert(0, str(path.resolve().parent.parent))
+    try:
+        module_spec.loader.exec_module(module)
+    finally:
+        sys.path.pop(0)
+    if not hasattr(module, "get_config"):
+        raise ConfigError("config", f"{path_text} defines no get_config(arg)")
+    config = module.get_config(arg)
+    if not isinstance(config, ConfigDict):
+        raise ConfigError("config", f"get_config({arg!r}) must return a ConfigDict")
+    config.lock()
+    return config
+
+
+def flat_keys(config: ConfigDict, prefix: str = "") -> list[str]:
+    """Every leaf key as a dotted path."""
+    out = []
+    for key, value in config.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, ConfigDict):
+            out.extend(flat_keys(value, path + "."))
+        else:
+            out.append(path)
+    return out
+
+
+def _unknown(config: ConfigDict, key: str) -> ConfigError:
+    close = difflib.get_close_matches(key, flat_keys(config), n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return ConfigError(key, f"no such key{hint}")
+
+
+def parse_value(text: str, current: Any, key: str = "") -> Any:
+    """Parses ``text`` as the type of the field's current value."""
+    try:
+        if isinstance(current, bool):
+            low = text.strip().lower()
+            if low in ("true", "1", "yes", "on"):
+                return True
+            if low in ("false", "0", "no", "off"):
+                return False
+            raise ValueError(text)
+        if isinstance(current, int):
+            return int(text)
+        if isinstance(current, float):
+            return float(text)
+        if isinstance(current, str):
+            return text
+        if isinstance(current, tuple | list):
+            value = ast.literal_eval(text) if text.strip() else ()
+            value = (value,) if not isinstance(value, tuple | list) else value
+            return type(current)(value)
+    except (ValueError, SyntaxError) as e:
+        raise ConfigError(
+            key, f"expected a {type(current).__name__} like {current!r}, got {text!r}"
+        ) from e
+    try:  # None or another type: best effort, falling back to the raw string
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def override(config: ConfigDict, assignments: Iterable[str]) -> ConfigDict:
+    """Applies ``'optim.lr=3e-4'`` style assignments in place; unknown keys raise."""
+    for item in assignments:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if key.startswith("config."):
+            key = key[len("config.") :]
+        if not sep:
+            raise ConfigError(key, f"override must look like key=value, got {item!r}")
+        *parents, leaf = key.split(".")
+        node = config
+        for i, part in enumerate(parents):
+            if part not in node or not isinstance(node[part], ConfigDict):
+                raise _unknown(config, ".".join(parents[: i + 1]) + "." + leaf)
+            node = node[part]
+        if leaf not in node:
+            raise _unknown(config, key)
+        if isinstance(node[leaf], ConfigDict):
+            raise ConfigError(key, "is a group of keys; set one of its fields")
+        value = parse_value(text, node[leaf], key)
+        try:
+            node[leaf] = value
+        except TypeError as e:
+            raise ConfigError(key, str(e)) from e
+    return config
+
+
+def split_argv(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Separates ``--config.a.b=v`` / ``--config.a.b v`` overrides from other arguments."""
+    rest, overrides = [], []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg.startswith("--config."):
+            body = arg[2:]
+            if "=" not in body:
+                if i + 1 >= len(argv):
+                    raise ConfigError(body[len("config.") :], "override has no value")
+                body = f"{body}={argv[i + 1]}"
+                i += 1
+            overrides.append(body)
+        else:
+            rest.append(arg)
+        i += 1
+    return rest, overrides
+
+
+def to_dict(config: ConfigDict) -> dict[str, Any]:
+    """Plain JSON-able dict (tuples become lists)."""
+    return json.loads(config.to_json())
+
+
+def from_dict(data: dict[str, Any]) -> ConfigDict:
+    """Inverse of :func:`to_dict` on :func:`base_config`'s keys (lists back to tuples)."""
+    config = base_config()
+
+    def fill(node: ConfigDict, values: dict[str, Any]):
+        for key, value in values.items():
+            if isinstance(value, dict):
+                if key not in node or not isinstance(node[key], ConfigDict):
+                    node[key] = ConfigDict()
+                fill(node[key], value)
+            else:
+                node[key] = tuple(value) if isinstance(value, list) else value
+
+    fill(config, data)
+    return lock(config)
+
+
+def resolved(config: ConfigDict) -> ConfigDict:
+    """A copy with defaults that depend on other keys filled in (what the run uses)."""
+    out = ConfigDict(config.to_dict())
+    if out.optim.total_steps == 0:
+        out.optim.total_steps = int(out.train.steps)
+    if out.eval.batch_size == 0:
+        out.eval.batch_size = int(out.train.batch_size)
+    return lock(out)
+
+
+# -- validation ----------------------------------------------------------------------------
+
+Check = Callable[[ConfigDict, dict[str, Any]], None]
+_CHECKS: list[Check] = []
+
+
+def register_check(check: Check) -> Check:
+    """Adds ``check(config, context)`` to :func:`validate`; it raises :class:`ConfigError`.
+
+    ``context`` holds what validation learnt: ``num_devices``, ``data_parallel``,
+    ``process_count``, ``info`` (dataset description, once known).
+    """
+    _CHECKS.append(check)
+    return check
+
+
+def _positive_int(config: ConfigDict, key: str, *, allow_zero: bool = False) -> None:
+    node = config
+    for part in key.split("."):
+        node = node[part]
+    ok = isinstance(node, int) and not isinstance(node, bool) and (node > 0 or allow_zero)
+    if not ok or node < 0:
+        expected = "an integer >= 0" if allow_zero else "a positive integer"
+        raise ConfigError(key, f"expected {expected}, got {node!r}")
+
+
+@register_check
+def _check_train(config: ConfigDict, context: dict[str, Any]) -> None:
+    for key in ("train.steps", "train.batch_size", "train.log_every", "train.keep_checkpoints"):
+        _positive_int(config, key)
+    for key in ("train.eval_every", "train.checkpoint_every", "train.max_nonfinite"):
+        _positive_int(config, key, allow_zero=True)
+    for key in ("eval.batch_size", "eval.max_batches", "sample.length", "sample.top_k"):
+        _positive_int(config, key, allow_zero=True)
+    es = config.train.early_stopping
+    if es.mode not in ("", "min", "max"):
+        raise ConfigError("train.early_stopping.mode", f"expected 'min' or 'max', got {es.mode!r}")
+    _positive_int(config, "train.early_stopping.patience", allow_zero=True)
+    if es.min_delta < 0:
+        raise ConfigError("train.early_stopping.min_delta", f"expected >= 0, got {es.min_delta}")
+
+
+@register_check
+def _check_batch(config: ConfigDict, context: dict[str, Any]) -> None:
+    dp, procs = context.get("data_parallel", 1), context.get("process_count", 1)
+    sizes = {
+        "train.batch_size": config.train.batch_size,
+        "eval.batch_size": config.eval.batch_size or config.train.batch_size,
+    }
+    for key, size in sizes.items():
+        if size % dp:
+            raise ConfigError(
+                key,
+                f"global batch {size} is not divisible by the {dp} devices of the data axes "
+                "of the mesh",
+            )
+        if size % procs:
+            raise ConfigError(key, f"global batch {size} is not divisible by {procs} processes")
+
+
+@register_check
+def _check_optim(config: ConfigDict, context: dict[str, Any]) -> None:
+    kwargs = dict(config.optim.to_dict())
+    if kwargs.get("total_steps", 0) == 0:
+        kwargs["total_steps"] = config.train.steps
+    try:
+        optim.make(**kwargs)
+    except TypeError as e:
+        raise ConfigError("optim", str(e)) from e
+    except ValueError as e:
+        raise ConfigError(f"optim.{getattr(e, 'argument', '?')}", str(e)) from e
+
+
+@register_check
+def _check_sample(config: ConfigDict, context: dict[str, Any]) -> None:
+    s = config.sample
+    if s.temperature < 0:
+        raise ConfigError("sample.temperature", f"expected >= 0, got {s.temperature}")
+    if not 0 < s.top_p <= 1:
+        raise ConfigError("sample.top_p", f"expected a number in (0, 1], got {s.top_p}")
+
+
+def validate(config: ConfigDict, context: dict[str, Any] | None = None) -> None:
+    """Runs every registered check; the first failure raises :class:`ConfigError`."""
+    context = dict(context or {})
+    if not config.data.get("name"):
+        raise ConfigError("data.name", "no dataset named (set --config.data.name=...)")
+    for check in _CHECKS:
+        check(config, context)

@@ -1,0 +1,97 @@
+"""Learning-curve figures (PNG) from a run's ``metrics.jsonl``.
+
+``plot_workdir(workdir)`` writes into ``<workdir>/plots/``:
+
+- ``loss.png``: training and validation loss against the step;
+- ``<metric>.png``: every other validation metric (accuracy, bpc, perplexity, ...) with its
+  training counterpart when there is one;
+- ``grad_norm.png``: gradient norm before and after clipping (log scale);
+- ``lr.png``: the learning rate actually applied.
+
+Uses matplotlib's non-interactive Agg backend, so it works on headless machines.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections import defaultdict
+from typing import Any
+
+from rnnlab.train import metrics as metrics_lib
+
+_SKIP = {"step", "split", "time", "lr", "grad_norm", "clipped_grad_norm", "clipped"}
+_NOT_CURVES = {"steps_per_second", "tokens_per_second", "step_time", "nonfinite", "epoch"}
+
+
+def _series(records: list[dict[str, Any]]) -> dict[str, dict[str, tuple[list, list]]]:
+    """``{split: {metric: (steps, values)}}`` with non-finite values dropped."""
+    out: dict[str, dict[str, tuple[list, list]]] = defaultdict(dict)
+    for r in records:
+        split = r.get("split", "train")
+        for k, v in r.items():
+            if k in ("step", "split", "time") or not isinstance(v, int | float):
+                continue
+            if not math.isfinite(v):
+                continue
+            xs, ys = out[split].setdefault(k, ([], []))
+            xs.append(r["step"])
+            ys.append(v)
+    return out
+
+
+def _figure(title: str, ylabel: str, curves: list[tuple[str, list, list]], path: str, log=False):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=100)
+    for label, xs, ys in curves:
+        marker = "o" if len(xs) < 30 else None
+        ax.plot(xs, ys, label=label, marker=marker, markersize=3)
+    ax.set_xlabel("step")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    if log and all(v > 0 for _, _, ys in curves for v in ys):
+        ax.set_yscale("log")
+    ax.grid(True, alpha=0.3)
+    if len(curves) > 1:
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_workdir(workdir: str) -> list[str]:
+    """Writes the figures for ``workdir``'s metrics; returns the paths written."""
+    records = metrics_lib.read(os.path.join(workdir, metrics_lib.METRICS_FILE))
+    series = _series(records)
+    out_dir = os.path.join(workdir, "plots")
+    os.makedirs(out_dir, exist_ok=True)
+    written = []
+    train = series.get("train", {})
+    evals = {s: m for s, m in series.items() if s != "train"}
+    names = set(train) | {k for m in evals.values() for k in m}
+    for name in sorted(names - _SKIP - _NOT_CURVES):
+        curves = []
+        if name in train:
+            curves.append((f"train {name}", *train[name]))
+        for split, m in sorted(evals.items()):
+            if name in m:
+                curves.append((f"{split} {name}", *m[name]))
+        if not curves or (name not in ("loss",) and not evals):
+            continue
+        path = os.path.join(out_dir, f"{name}.png")
+        _figure(name, name, curves, path, log=name in ("loss", "perplexity"))
+        written.append(path)
+    grads = [(f"{k} (train)", *train[k]) for k in ("grad_norm", "clipped_grad_norm") if k in train]
+    if grads:
+        path = os.path.join(out_dir, "grad_norm.png")
+        _figure("gradient norm", "global norm", grads, path, log=True)
+        written.append(path)
+    if "lr" in train:
+        path = os.path.join(out_dir, "lr.png")
+        _figure("learning rate", "lr", [("lr", *train["lr"])], path)
+        written.append(path)
+    return written

@@ -1,0 +1,96 @@
+"""Progress reporting: a tqdm bar on an interactive terminal, plain log lines otherwise.
+
+Both show the step, the loss, the throughput and the time left. Only the main process
+reports.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Mapping
+from typing import Any, TextIO
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def _fmt(value: float) -> str:
+    if value != value:  # NaN
+        return "nan"
+    if abs(value) >= 1000 or (abs(value) < 1e-3 and value != 0):
+        return f"{value:.3g}"
+    return f"{value:.4f}"
+
+
+class Progress:
+    """Reports training progress from ``start`` to ``total`` steps.
+
+    Args:
+      start, total: the step the run starts at and the last step.
+      enabled: False on processes other than the main one.
+      stream: where plain lines go (stderr by default).
+      bar: ``True``/``False`` forces the bar on/off; ``None`` uses one on a TTY.
+    """
+
+    def __init__(
+        self,
+        start: int,
+        total: int,
+        *,
+        enabled: bool = True,
+        stream: TextIO | None = None,
+        bar: bool | None = None,
+    ):
+        self.enabled, self.start, self.total = enabled, start, total
+        self.stream = stream or sys.stderr
+        use_bar = self.stream.isatty() if bar is None else bar
+        self._bar = None
+        self._t0 = time.perf_counter()
+        if enabled and use_bar:
+            from tqdm import tqdm
+
+            self._bar = tqdm(
+                total=total, initial=start, file=self.stream, unit="step", dynamic_ncols=True
+            )
+
+    def update(self, step: int, metrics: Mapping[str, Any]) -> None:
+        """Called at log steps with the averaged training metrics."""
+        if not self.enabled:
+            return
+        shown = {k: metrics[k] for k in ("loss", "tokens_per_second") if k in metrics}
+        if self._bar is not None:
+            self._bar.n = step
+            post = {"loss": _fmt(shown.get("loss", float("nan")))}
+            if "tokens_per_second" in shown:
+                post["tok/s"] = f"{shown['tokens_per_second']:.0f}"
+            self._bar.set_postfix(post, refresh=False)
+            self._bar.refresh()
+            return
+        elapsed = time.perf_counter() - self._t0
+        done = max(step - self.start, 1)
+        eta = elapsed / done * (self.total - step)
+        parts = [f"step {step}/{self.total}"]
+        parts += [f"{k} {_fmt(float(v))}" for k, v in metrics.items() if k in ("loss", "lr")]
+        if "tokens_per_second" in shown:
+            parts.append(f"{shown['tokens_per_second']:.0f} tok/s")
+        parts.append(f"eta {_duration(eta)}")
+        self.write(" | ".join(parts))
+
+    def write(self, text: str) -> None:
+        """A message that does not break the bar."""
+        if not self.enabled:
+            return
+        if self._bar is not None:
+            self._bar.write(text, file=self.stream)
+        else:
+            print(text, file=self.stream, flush=True)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None

@@ -1,0 +1,148 @@
+"""The train state: one pytree that is everything a run needs to continue.
+
+``TrainState`` holds the step, the model's parameters and its other variables (batch
+statistics, ...) as plain nested dicts, the optimizer state, the run's base random key
+(raw ``uint32`` key data, so checkpoints need no special handling), the recurrent carry
+of stateful models (truncated backpropagation through time) and the non-finite-update
+counters. The model's structure (``graphdef``) is static and rebuilt from the config; the
+state is what gets sharded, donated to the jitted step and checkpointed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx, struct
+from jax.sharding import Mesh
+
+from rnnlab import models, parallel
+from rnnlab.train.config import ConfigDict, ConfigError
+
+
+@struct.dataclass
+class TrainState:
+    """Pytree of a run's state; see the module docstring.
+
+    Attributes:
+      step: number of updates done (int32 scalar).
+      params: trainable parameters, a nested dict mirroring the model.
+      rest: the model's other variables (e.g. batch statistics), a nested dict.
+      opt_state: the optax state.
+      rng: base key data; the key of step ``s`` is ``fold_in(rng, s)``.
+      carry: recurrent state carried to the next batch, or ``None``.
+      nonfinite: consecutive skipped (non-finite) updates, ending at ``step``.
+      nonfinite_total: all skipped updates so far.
+    """
+
+    step: jax.Array
+    params: Any
+    rest: Any
+    opt_state: Any
+    rng: jax.Array
+    carry: Any
+    nonfinite: jax.Array
+    nonfinite_total: jax.Array
+
+    def key(self) -> jax.Array:
+        """This step's random key: ``fold_in(base, step)`` (resume-safe)."""
+        return jax.random.fold_in(jax.random.wrap_key_data(self.rng), self.step)
+
+
+def model_kwargs(config: ConfigDict) -> dict[str, Any]:
+    """The model's keyword arguments from ``config.model`` (all keys but ``name``)."""
+    kwargs = config.model.to_dict()
+    kwargs.pop("name", None)
+    return kwargs
+
+
+def build_model(config: ConfigDict, info: Mapping[str, Any], seed: int) -> nnx.Module:
+    """``rnnlab.models.build`` from the config; bad model keys raise naming the key."""
+    name = config.model.name
+    try:
+        return models.build(name, info, nnx.Rngs(params=seed), **model_kwargs(config))
+    except TypeError as e:
+        text = str(e)
+        bad = next((k for k in model_kwargs(config) if f"'{k}'" in text), None)
+        key = f"model.{bad}" if bad else "model"
+        raise ConfigError(key, f"not accepted by model {name!r}: {text}") from e
+    except ValueError as e:
+        text = str(e)
+        if text.startswith("model name"):
+            raise ConfigError("model.name", text) from e
+        bad = next((k for k in model_kwargs(config) if text.startswith(k)), None)
+        raise ConfigError(f"model.{bad}" if bad else "model", text) from e
+
+
+def abstract_model(config: ConfigDict, info: Mapping[str, Any]) -> nnx.Module:
+    """The model with shapes only (nothing allocated): for ``graphdef`` and validation."""
+    return nnx.eval_shape(lambda: build_model(config, info, config.seed))
+
+
+def split_model(model: nnx.Module) -> tuple[nnx.GraphDef, dict, dict]:
+    """``(graphdef, params, rest)`` with the states as plain nested dicts."""
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    return graphdef, params.to_pure_dict(), rest.to_pure_dict()
+
+
+def stateful(model: nnx.Module, config: ConfigDict) -> bool:
+    """Whether the state is carried across batches (``train.stateful`` and the model can)."""
+    return bool(config.train.stateful) and hasattr(model, "init_carry")
+
+
+def init_state(
+    config: ConfigDict,
+    info: Mapping[str, Any],
+    tx: optax.GradientTransformation,
+    batch_size: int,
+) -> TrainState:
+    """A fresh state (call under ``jax.jit``/``eval_shape``; pure in ``config.seed``)."""
+    model = build_model(config, info, config.seed)
+    _, params, rest = split_model(model)
+    carry = model.init_carry(batch_size) if stateful(model, config) else None
+    rng = jax.random.key_data(jax.random.fold_in(jax.random.key(config.seed), 1))
+    zero = jnp.zeros((), jnp.int32)
+    return TrainState(
+        step=zero,
+        params=params,
+        rest=rest,
+        opt_state=tx.init(params),
+        rng=rng,
+        carry=carry,
+        nonfinite=zero,
+        nonfinite_total=zero,
+    )
+
+
+def state_shardings(abstract: TrainState, mesh: Mesh, rules=()) -> TrainState:
+    """Shardings for every leaf: carries split over the batch, the rest by ``rules``
+    (replicated by default, see :func:`rnnlab.parallel.param_shardings`)."""
+    without_carry = abstract.replace(carry=None)
+    shardings = parallel.param_shardings(without_carry, mesh, rules)
+    batch_sharding = parallel.data_sharding(mesh)
+    carry = jax.tree.map(lambda _: batch_sharding, abstract.carry)
+    return shardings.replace(carry=carry)
+
+
+def create(
+    config: ConfigDict,
+    info: Mapping[str, Any],
+    tx: optax.GradientTransformation,
+    mesh: Mesh,
+    rules=(),
+) -> tuple[TrainState, TrainState, TrainState]:
+    """``(state, abstract_state, shardings)``: shapes from ``jax.eval_shape`` first, then
+    a jitted init whose outputs are born sharded."""
+    batch_size = int(config.train.batch_size)
+    init = lambda: init_state(config, info, tx, batch_size)
+    abstract = jax.eval_shape(init)
+    shardings = state_shardings(abstract, mesh, rules)
+    state = jax.jit(init, out_shardings=shardings)()
+    return state, abstract, shardings
+
+
+def count_params(params: Any) -> int:
+    return int(sum(x.size for x in jax.tree.leaves(params)))

@@ -1,0 +1,137 @@
+"""Pure step functions: one update (``train_step``) and one evaluation batch (``eval_step``).
+
+Both are built from static parts (the model's ``graphdef``, the optimizer, the task) and
+then jitted by the loop with shardings on the mesh and the state donated. Randomness is
+``fold_in(base_key, step)``, so a resumed run draws the same numbers as an uninterrupted one.
+
+A non-finite loss or gradient skips the update: parameters, optimizer state, model
+variables and the carried state keep their previous values, the step still advances (the
+data moves on) and the counters ``nonfinite`` (consecutive) and ``nonfinite_total`` grow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from rnnlab import optim
+from rnnlab.train.state import TrainState
+from rnnlab.train.tasks import Task
+
+Array = jax.Array
+
+
+def _all_finite(tree: Any) -> Array:
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
+
+
+def _select(pred: Array, new: Any, old: Any) -> Any:
+    return jax.tree.map(lambda a, b: jnp.where(pred, a, b), new, old)
+
+
+def apply_model(
+    graphdef: nnx.GraphDef,
+    params: Any,
+    rest: Any,
+    batch: Mapping[str, Array],
+    *,
+    train: bool,
+    key: Array | None,
+    carry: Any,
+) -> tuple[Any, dict[str, Any], Any]:
+    """Runs the model functionally: ``(outputs, aux, new_rest)``."""
+    model = nnx.merge(graphdef, params, rest)
+    rngs = nnx.Rngs(key) if key is not None else None
+    outputs, aux = model(batch, train=train, rngs=rngs, carry=carry)
+    _, _, new_rest = nnx.split(model, nnx.Param, ...)
+    return outputs, aux, new_rest.to_pure_dict()
+
+
+def make_train_step(
+    graphdef: nnx.GraphDef,
+    tx: optax.GradientTransformation,
+    task: Task,
+    *,
+    stateful: bool,
+) -> Callable[[TrainState, Mapping[str, Array]], tuple[TrainState, dict[str, Array]]]:
+    """``train_step(state, batch) -> (state, metrics)``; metrics are device scalars.
+
+    Metrics: ``loss`` (the task's), each ``aux["losses"]`` term, ``objective`` (their sum,
+    what is minimised) when there are such terms, the task's other metrics (batch means),
+    ``grad_norm`` (before clipping), ``clipped_grad_norm``, ``clipped`` (1 when clipping
+    changed the gradient), ``lr``, ``nonfinite`` (1 for a skipped update).
+    """
+
+    def loss_fn(params, state: TrainState, batch, key):
+        carry = state.carry if stateful else None
+        outputs, aux, rest = apply_model(
+            graphdef, params, state.rest, batch, train=True, key=key, carry=carry
+        )
+        sums = task.metrics(outputs, aux, batch)
+        metrics = {k: s / jnp.maximum(w, 1e-12) for k, (s, w) in sums.items()}
+        extra = {k: jnp.asarray(v, jnp.float32) for k, v in dict(aux.get("losses", {})).items()}
+        objective = metrics["loss"] + sum(extra.values(), jnp.zeros((), jnp.float32))
+        metrics.update(extra)
+        if extra:
+            metrics["objective"] = objective
+        new_carry = jax.lax.stop_gradient(aux["carry"]) if stateful else None
+        return objective, (metrics, rest, new_carry)
+
+    def train_step(state: TrainState, batch: Mapping[str, Array]):
+        key = state.key()
+        grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+        (objective, (metrics, rest, carry)), grads = grad_fn(state.params, state, batch, key)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params, value=objective)
+        params = optax.apply_updates(state.params, updates)
+        finite = jnp.isfinite(objective) & _all_finite(grads)
+        nonfinite = jnp.where(finite, 0, state.nonfinite + 1).astype(jnp.int32)
+        new_state = state.replace(
+            step=state.step + 1,
+            params=_select(finite, params, state.params),
+            rest=_select(finite, rest, state.rest),
+            opt_state=_select(finite, opt_state, state.opt_state),
+            carry=_select(finite, carry, state.carry) if stateful else state.carry,
+            nonfinite=nonfinite,
+            nonfinite_total=state.nonfinite_total + (1 - finite.astype(jnp.int32)),
+        )
+        stats = optim.stats(new_state.opt_state)
+        metrics["grad_norm"] = optax.global_norm(grads).astype(jnp.float32)
+        if "clipped_grad_norm" in stats:
+            metrics["clipped_grad_norm"] = stats["clipped_grad_norm"]
+            metrics["clipped"] = (
+                stats["clipped_grad_norm"] < stats["grad_norm"] * (1 - 1e-6)
+            ).astype(jnp.float32)
+        if "lr" in stats:
+            metrics["lr"] = stats["lr"]
+        metrics["nonfinite"] = 1.0 - finite.astype(jnp.float32)
+        return new_state, metrics
+
+    return train_step
+
+
+def make_eval_step(
+    graphdef: nnx.GraphDef, task: Task, *, stateful: bool
+) -> Callable[..., tuple[dict[str, Array], Any]]:
+    """``eval_step(params, rest, carry, batch) -> (sums, carry)``: weighted sums per metric
+    (``[2]`` arrays of sum and weight) and the carry for the next batch of a stream."""
+
+    def eval_step(params, rest, carry, batch):
+        outputs, aux, _ = apply_model(
+            graphdef, params, rest, batch, train=False, key=None, carry=carry if stateful else None
+        )
+        sums = task.metrics(outputs, aux, batch)
+        for name, value in dict(aux.get("losses", {})).items():
+            sums.setdefault(name, (jnp.asarray(value, jnp.float32), jnp.ones((), jnp.float32)))
+        out = {
+            k: jnp.stack([s.astype(jnp.float32), w.astype(jnp.float32)])
+            for k, (s, w) in sums.items()
+        }
+        return out, (aux["carry"] if stateful else carry)
+
+    return eval_step
