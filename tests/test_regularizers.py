@@ -284,6 +284,32 @@ def test_weight_drop_zeroes_whole_recurrent_weights_for_the_batch():
     assert np.all(grad[kernel == 0] == 0) and np.all(grad[kernel != 0] != 0)
 
 
+def test_prepare_layer_drives_a_custom_scan_with_all_masks_combined():
+    """A model with its own scan gets the same maths: numpy loop with all three masks."""
+    rnn = make_rnn("simple")
+    reg = R.Regularization(zoneout_h=0.3, recurrent_dropout=0.3, weight_drop=0.4)
+    x, key = inputs(), jax.random.key(21)
+    plan = R.prepare_layer(rnn, reg, batch_shape=(B,), num_steps=T, rngs=key, deterministic=False)
+    cell = rnn.cell
+    step = plan.step_transform(
+        lambda c, xt: cell.step_with(plan.params, c, cell.project(plan.params, xt))
+    )
+    xs = (jnp.swapaxes(x, 0, 1), jax.tree.map(lambda m: jnp.swapaxes(m, 0, 1), plan.step_inputs))
+    _, ys = rnnlab.scan.masked_scan(step, jnp.zeros((B, H)), xs)
+    m = R.sample_layer_masks(key, rnn, reg, (B,), T)
+    p = np_params(cell)
+    p["kernel_hh"] = p["kernel_hh"] * np.asarray(m.kernel)
+    ref, _ = np_run(
+        "simple",
+        p,
+        x,
+        zero_carry("simple"),
+        rec=np.asarray(m.recurrent),
+        zone=[np.asarray(m.zoneout[0])],
+    )
+    close(jnp.swapaxes(ys, 0, 1), ref)
+
+
 # -- whole stacks -------------------------------------------------------------------------------
 STACK_KW = dict(num_layers=2, cell="lstm", bidirectional=True, residual=True)
 

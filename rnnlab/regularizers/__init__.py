@@ -44,7 +44,9 @@ from rnnlab.regularizers.losses import (
 )
 from rnnlab.regularizers.recurrent import (
     LayerMasks,
+    LayerPlan,
     masked_params,
+    prepare_layer,
     regularized_rnn,
     sample_layer_masks,
     zoneout_eval_step,
@@ -57,6 +59,7 @@ __all__ = [
     "AverageIteratesState",
     "EmaParamsState",
     "LayerMasks",
+    "LayerPlan",
     "RegularizedStackedRNN",
     "Regularization",
     "activation_regularization",
@@ -76,6 +79,7 @@ __all__ = [
     "masked_params",
     "nt_asgd",
     "observe_validation",
+    "prepare_layer",
     "regularized_layer",
     "regularized_rnn",
     "regularized_stack",

@@ -181,6 +181,55 @@ def zoneout_eval_step(rates: tuple[float, ...]) -> Callable[[Callable], Callable
     return transform
 
 
+class LayerPlan(NamedTuple):
+    """How one layer runs under regularisation, for any scan over its cell.
+
+    Attributes:
+      params: the cell parameters to use (weight-dropped kernel, mask entries); ``None``
+        means the cell's own.
+      step_transform: wraps ``step(carry, x) -> (carry, y)`` (zoneout), or ``None``.
+      step_inputs: per-step inputs for the wrapped step, in the layer's layout
+        (``[*batch, time, ...]``; time first if ``time_major``), or ``None``.
+    """
+
+    params: dict[str, Array] | None = None
+    step_transform: Callable | None = None
+    step_inputs: Any = None
+
+
+def prepare_layer(
+    rnn: RNN,
+    reg: Regularization,
+    *,
+    batch_shape: tuple[int, ...],
+    num_steps: int,
+    rngs: KeyLike | None = None,
+    deterministic: bool = True,
+    masks: LayerMasks | None = None,
+) -> LayerPlan:
+    """Draws the masks of one forward pass and says how to run the layer with them.
+
+    :func:`regularized_rnn` passes the plan to :class:`rnnlab.RNN`; a model with its own
+    scan over ``cell.step_with`` applies it itself: use ``plan.params``, wrap the step with
+    ``plan.step_transform`` and scan over ``(x_t, s_t)`` from ``plan.step_inputs``.
+    """
+    if not reg.recurrent_active:
+        return LayerPlan()
+    cell = rnn.cell
+    check_layer_support(cell, reg)
+    if deterministic:
+        rates = zoneout_rates(cell, reg)
+        return LayerPlan(
+            step_transform=zoneout_eval_step(rates) if any(r > 0 for r in rates) else None
+        )
+    if masks is None:
+        masks = sample_layer_masks(as_key(rngs), rnn, reg, batch_shape, num_steps)
+    params = masked_params(cell, masks)
+    if masks.zoneout is None:
+        return LayerPlan(params=params)
+    return LayerPlan(params, zoneout_train_step, masks.zoneout)
+
+
 def regularized_rnn(
     rnn: RNN,
     inputs: Array,
@@ -209,25 +258,23 @@ def regularized_rnn(
     """
     if not reg.recurrent_active:
         return rnn(inputs, **call_kwargs)
-    cell = rnn.cell
-    check_layer_support(cell, reg)
-    if deterministic:
-        rates = zoneout_rates(cell, reg)
-        transform = zoneout_eval_step(rates) if any(r > 0 for r in rates) else None
-        return rnn(inputs, step_transform=transform, **call_kwargs)
-    if masks is None:
-        if rnn.time_major:
-            batch, steps = tuple(inputs.shape[1:-1]), inputs.shape[0]
-        else:
-            batch, steps = tuple(inputs.shape[:-2]), inputs.shape[-2]
-        masks = sample_layer_masks(as_key(rngs), rnn, reg, batch, steps)
-    params = masked_params(cell, masks)
-    if masks.zoneout is None:
-        return rnn(inputs, params=params, **call_kwargs)
+    if rnn.time_major:
+        batch, steps = tuple(inputs.shape[1:-1]), inputs.shape[0]
+    else:
+        batch, steps = tuple(inputs.shape[:-2]), inputs.shape[-2]
+    plan = prepare_layer(
+        rnn,
+        reg,
+        batch_shape=batch,
+        num_steps=steps,
+        rngs=rngs,
+        deterministic=deterministic,
+        masks=masks,
+    )
     return rnn(
         inputs,
-        params=params,
-        step_transform=zoneout_train_step,
-        step_inputs=masks.zoneout,
+        params=plan.params,
+        step_transform=plan.step_transform,
+        step_inputs=plan.step_inputs,
         **call_kwargs,
     )
