@@ -18,18 +18,11 @@ from typing import Any
 import numpy as np
 import tensorflow_datasets as tfds
 
+from rnnlab.data.fetch import NOVELS as AUSTEN_NOVELS
 from rnnlab.data.ts_format import read_ts
 from rnnlab.data.vocab import char_vocab
 
 CHUNK_CHARS = 1 << 16  # one example per 64 Ki characters keeps preparation to seconds
-AUSTEN_NOVELS = (
-    "emma",
-    "mansfieldpark",
-    "northangerabbey",
-    "persuasion",
-    "prideprejudice",
-    "sensesensibility",
-)
 
 
 def _info(builder, features: dict, description: str, citation: str = "") -> Any:

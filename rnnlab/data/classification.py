@@ -151,7 +151,7 @@ def collate(examples, *, max_len: int, pad_multiple: int, fixed: bool, features:
     }
 
 
-def _load(cfg, info, *, split, batch_size, seed, shard_index, shard_count, repeat):
+def _load(cfg, info, *, split, **shard):
     src = _source(cfg, check_split(split))
     standardize = cfg["name"] in builders.UEA_SETS and option(cfg, "standardize", True)
     mean = np.asarray(info.get("mean", 0.0), np.float32)
@@ -168,20 +168,16 @@ def _load(cfg, info, *, split, batch_size, seed, shard_index, shard_count, repea
 
     order, num_batches = pipeline.example_order(
         len(src),
-        batch_size=batch_size,
-        seed=seed,
         shuffle=bool(option(cfg, "shuffle", split == "train")),
-        shard_index=shard_index,
-        shard_count=shard_count,
-        repeat=repeat,
         what=f"{cfg['name']} split {split!r}",
+        **shard,
     )
     variable = info["variable_length"]
     window = int(option(cfg, "bucket_window", 8 if variable else 0))
     pad_to = choice(cfg, "pad_to", "batch", ("batch", "max"))
     ds = pipeline.batched(
         order.map(fetch),
-        batch_size=batch_size,
+        batch_size=shard["batch_size"],
         collate=functools.partial(
             collate,
             max_len=info["seq_len"],
@@ -190,7 +186,7 @@ def _load(cfg, info, *, split, batch_size, seed, shard_index, shard_count, repea
             features=info["input_features"],
         ),
         bucket_window=window,
-        seed=seed,
+        seed=shard["seed"],
         length_fn=lambda e: 0 if e is None else len(e[0]),
     )
     return ds.to_iter_dataset(pipeline.read_options(cfg)), num_batches

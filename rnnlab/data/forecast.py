@@ -176,7 +176,7 @@ def _info(cfg: Any) -> dict[str, Any]:
     }
 
 
-def _load(cfg, info, *, split, batch_size, seed, shard_index, shard_count, repeat):
+def _load(cfg, info, *, split, **shard):
     series = _series(_key(cfg))
     L, H = info["seq_len"], info["horizon"]
     starts = window_starts(
@@ -199,15 +199,11 @@ def _load(cfg, info, *, split, batch_size, seed, shard_index, shard_count, repea
 
     order, num_batches = pipeline.example_order(
         len(starts),
-        batch_size=batch_size,
-        seed=seed,
         shuffle=bool(option(cfg, "shuffle", split == "train")),
-        shard_index=shard_index,
-        shard_count=shard_count,
-        repeat=repeat,
         what=f"{cfg['name']} split {split!r}",
+        **shard,
     )
-    ds = order.batch(batch_size, drop_remainder=True, batch_fn=collate)
+    ds = order.batch(shard["batch_size"], drop_remainder=True, batch_fn=collate)
     return ds.to_iter_dataset(pipeline.read_options(cfg)), num_batches
 
 
@@ -240,20 +236,14 @@ def _mg_info(cfg: Any) -> dict[str, Any]:
     }
 
 
-def _mg_load(cfg, info, *, split, batch_size, seed, shard_index, shard_count, repeat):
-    ds, num_batches, stream_seed = synthetic.index_batches(
-        cfg,
-        split=split,
-        batch_size=batch_size,
-        seed=seed,
-        shard_index=shard_index,
-        shard_count=shard_count,
-        repeat=repeat,
-    )
+def _mg_load(cfg, info, *, split, **shard):
+    ds, num_batches, stream_seed = synthetic.index_batches(cfg, split=split, **shard)
     L, H = info["seq_len"], info["horizon"]
     mean, std = info["mean"][0], info["std"][0]
 
-    fixed = None if repeat else _mg_fixed_set(stream_seed, split, L + H, info["eval_examples"])
+    fixed = (
+        None if shard["repeat"] else _mg_fixed_set(stream_seed, split, L + H, info["eval_examples"])
+    )
 
     def collate(indices):
         if fixed is not None:  # the evaluation set, integrated once in one vectorised call
@@ -269,7 +259,7 @@ def _mg_load(cfg, info, *, split, batch_size, seed, shard_index, shard_count, re
             "weights": np.array([int(i) >= 0 for i in indices], np.float32),
         }
 
-    ds = ds.batch(batch_size, drop_remainder=True, batch_fn=collate)
+    ds = ds.batch(shard["batch_size"], drop_remainder=True, batch_fn=collate)
     return ds.to_iter_dataset(pipeline.read_options(cfg)), num_batches
 
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
 from collections.abc import Callable
 from typing import Any
 
-TASKS = ("lm", "classification", "regression", "copy", "forecast", "seq2seq")
+TASKS = ("lm", "classification", "regression", "copy", "forecast", "seq2seq", "ctc", "video")
 _MODULES = (
     "rnnlab.data.text",
     "rnnlab.data.classification",
@@ -15,6 +16,8 @@ _MODULES = (
     "rnnlab.data.synthetic",
     "rnnlab.data.seq2seq",
 )
+# Datasets defined next to the models that use them; absent in a core-only install.
+_OPTIONAL_MODULES = ("rnnlab.models.synthetic_tasks",)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,6 +49,9 @@ def register(dataset: Dataset) -> Dataset:
 def _load_modules() -> None:
     for module in _MODULES:
         importlib.import_module(module)
+    for module in _OPTIONAL_MODULES:
+        with contextlib.suppress(ModuleNotFoundError):
+            importlib.import_module(module)
 
 
 def names() -> list[str]:

@@ -91,16 +91,8 @@ def _s2s_info(source_vocab, target_vocab, max_source, max_target):
     }
 
 
-def _reverse_load(cfg, info, *, split, batch_size, seed, shard_index, shard_count, repeat):
-    ds, num_batches, stream_seed = synthetic.index_batches(
-        cfg,
-        split=split,
-        batch_size=batch_size,
-        seed=seed,
-        shard_index=shard_index,
-        shard_count=shard_count,
-        repeat=repeat,
-    )
+def _reverse_load(cfg, info, *, split, **shard):
+    ds, num_batches, stream_seed = synthetic.index_batches(cfg, split=split, **shard)
     V, S = info["vocab_size"], info["max_source_len"]
 
     def make(indices):
@@ -114,7 +106,7 @@ def _reverse_load(cfg, info, *, split, batch_size, seed, shard_index, shard_coun
         ]
         return collate(rows, max_source=S, max_target=S + 1, pad_multiple=1, fixed=True)
 
-    ds = ds.batch(batch_size, drop_remainder=True, batch_fn=make)
+    ds = ds.batch(shard["batch_size"], drop_remainder=True, batch_fn=make)
     return ds.to_iter_dataset(pipeline.read_options(cfg)), num_batches
 
 
@@ -171,7 +163,7 @@ def _wmt_info(cfg):
     return _s2s_info(src_vocab, tgt_vocab, max_len, max_len) | {"languages": list(langs)}
 
 
-def _wmt_load(cfg, info, *, split, batch_size, seed, shard_index, shard_count, repeat):
+def _wmt_load(cfg, info, *, split, **shard):
     from rnnlab.data.vocab import WordEncoder
 
     src_lang, tgt_lang = _langs(cfg)
@@ -189,17 +181,13 @@ def _wmt_load(cfg, info, *, split, batch_size, seed, shard_index, shard_count, r
 
     order, num_batches = pipeline.example_order(
         len(source),
-        batch_size=batch_size,
-        seed=seed,
         shuffle=bool(option(cfg, "shuffle", split == "train")),
-        shard_index=shard_index,
-        shard_count=shard_count,
-        repeat=repeat,
         what=f"wmt split {split!r}",
+        **shard,
     )
     ds = pipeline.batched(
         order.map(fetch),
-        batch_size=batch_size,
+        batch_size=shard["batch_size"],
         collate=functools.partial(
             collate,
             max_source=S,
@@ -208,7 +196,7 @@ def _wmt_load(cfg, info, *, split, batch_size, seed, shard_index, shard_count, r
             fixed=choice(cfg, "pad_to", "batch", ("batch", "max")) == "max",
         ),
         bucket_window=int(option(cfg, "bucket_window", 8)),
-        seed=seed,
+        seed=shard["seed"],
         length_fn=lambda e: 0 if e is None else max(len(e[0]), len(e[1])),
     )
     return ds.to_iter_dataset(pipeline.read_options(cfg)), num_batches

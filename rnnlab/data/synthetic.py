@@ -140,16 +140,8 @@ def index_batches(cfg, *, split, batch_size, seed, shard_index, shard_count, rep
 def per_example_load(make: Callable[[np.random.Generator, Any], dict[str, np.ndarray]]):
     """A ``load`` for tasks whose examples are independent draws, stacked into batches."""
 
-    def load(cfg, info, *, split, batch_size, seed, shard_index, shard_count, repeat):
-        ds, num_batches, stream_seed = index_batches(
-            cfg,
-            split=split,
-            batch_size=batch_size,
-            seed=seed,
-            shard_index=shard_index,
-            shard_count=shard_count,
-            repeat=repeat,
-        )
+    def load(cfg, info, *, split, **shard):
+        ds, num_batches, stream_seed = index_batches(cfg, split=split, **shard)
 
         def collate(indices):
             rows = [make(example_rng(stream_seed, split, max(int(i), 0)), info) for i in indices]
@@ -161,7 +153,7 @@ def per_example_load(make: Callable[[np.random.Generator, Any], dict[str, np.nda
                 batch["weights"] = real.astype(np.float32)
             return batch
 
-        ds = ds.batch(batch_size, drop_remainder=True, batch_fn=collate)
+        ds = ds.batch(shard["batch_size"], drop_remainder=True, batch_fn=collate)
         return ds.to_iter_dataset(pipeline.read_options(cfg)), num_batches
 
     return load

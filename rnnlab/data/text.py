@@ -162,17 +162,13 @@ def _encode_stream(corpus: dict[str, Any], split: str) -> tuple[np.ndarray, np.n
     return tokens, starts
 
 
-def _char_load(cfg, info, *, split, batch_size, seed, shard_index, shard_count, repeat):
+def _char_load(cfg, info, *, split, **shard):
     tokens, starts = _char_stream(_key(cfg), check_split(split))
     ds, num_batches = lm.stream_batches(
         tokens,
         starts,
         seq_len=info["seq_len"],
-        batch_size=batch_size,
-        seed=seed,
-        shard_index=shard_index,
-        shard_count=shard_count,
-        repeat=repeat,
+        **shard,
         what=f"{cfg['name']} split {split!r}",
     )
     return ds.to_iter_dataset(pipeline.read_options(cfg)), num_batches

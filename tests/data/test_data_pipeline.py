@@ -49,6 +49,19 @@ def test_same_seed_same_batches_and_exact_resume_after_json_round_trip(data_root
     assert not np.array_equal(other["inputs"], expected[0]["inputs"])
 
 
+def test_locked_config_dict_works_like_a_dict(data_root):
+    import ml_collections
+
+    cfg = ml_collections.ConfigDict({"name": "sunspots", "data_dir": str(data_root), "seq_len": 20})
+    cfg.lock()
+    plain = {"name": "sunspots", "data_dir": str(data_root), "seq_len": 20}
+    assert data.info(cfg) == data.info(plain)
+    _same(
+        next(data.load(cfg, split="train", batch_size=4, seed=0)),
+        next(data.load(plain, split="train", batch_size=4, seed=0)),
+    )
+
+
 def test_restoring_into_a_different_pipeline_is_an_error(data_root):
     cfg = {"name": "copy", "seq_len": 10}
     state = data.load(cfg, split="train", batch_size=4, seed=0).get_state()
