@@ -23,12 +23,23 @@ from typing import Any
 import numpy as np
 
 from rnnlab.data import builders, catalog, pipeline
-from rnnlab.data.config import as_dict, check_split, choice, option, positive_int, tfds_dir
+from rnnlab.data.config import cache_key, check_split, choice, option, positive_int, tfds_dir
 from rnnlab.data.registry import Dataset, register
+
+# The options that the memoised reads below depend on.
+_FIELDS = (
+    "name",
+    "mode",
+    "permuted",
+    "permutation_seed",
+    "download",
+    "download_retries",
+    "validation_fraction",
+)
 
 
 def _key(cfg: Any) -> str:
-    return json.dumps(as_dict(cfg), sort_keys=True, default=str)
+    return cache_key(cfg, _FIELDS)
 
 
 def _builder(cfg: Any):

@@ -7,6 +7,7 @@ does not use are ignored, so one experiment config can switch datasets by name a
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -27,11 +28,13 @@ def option(cfg: Any, key: str, default: Any = None) -> Any:
     return default if value is None else value
 
 
-def as_dict(cfg: Any) -> dict[str, Any]:
-    """A plain dict copy of a config (ConfigDicts are converted recursively)."""
-    if hasattr(cfg, "to_dict"):
-        return cfg.to_dict()
-    return dict(cfg)
+def cache_key(cfg: Any, fields: Sequence[str]) -> str:
+    """A JSON key of the options in ``fields`` (plus the resolved data directory), for
+    memoising work that depends on those options only."""
+    values = {f: option(cfg, f) for f in fields}
+    values["data_dir"] = str(data_dir(cfg))
+    values["tfds_data_dir"] = option(cfg, "tfds_data_dir")
+    return json.dumps(values, sort_keys=True, default=str)
 
 
 def data_dir(cfg: Any) -> Path:

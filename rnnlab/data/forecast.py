@@ -31,7 +31,7 @@ import numpy as np
 from rnnlab.data import builders, pipeline, synthetic
 from rnnlab.data.config import (
     SPLITS,
-    as_dict,
+    cache_key,
     check_split,
     choice,
     option,
@@ -44,8 +44,12 @@ from rnnlab.data.registry import Dataset, register
 SEASONAL_PERIOD = {"co2": 52, "sunspots": 11, "mackey_glass": 1}
 
 
+# The options that the memoised reads below depend on.
+_FIELDS = ("name", "path", "columns", "fill_gaps", "split_fractions", "seasonal_period")
+
+
 def _key(cfg: Any) -> str:
-    return json.dumps(as_dict(cfg), sort_keys=True, default=str)
+    return cache_key(cfg, _FIELDS)
 
 
 def read_series_file(path: Path, columns=None) -> tuple[np.ndarray, list[str]]:

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from rnnlab.data import catalog, pipeline, synthetic
-from rnnlab.data.config import as_dict, check_split, choice, data_dir, option, positive_int
+from rnnlab.data.config import cache_key, check_split, choice, data_dir, option, positive_int
 from rnnlab.data.registry import Dataset, register
 from rnnlab.data.vocab import BOS_ID, EOS_ID, PAD_ID, UNK_ID, WORD_RESERVED, as_text, word_vocab
 
@@ -111,8 +111,22 @@ def _reverse_load(cfg, info, *, split, **shard):
 
 
 # ----------------------------------------------------------------------------------- wmt
+# The options that the memoised reads below depend on.
+_FIELDS = (
+    "name",
+    "tfds_name",
+    "source_lang",
+    "target_lang",
+    "vocab_size",
+    "vocab_examples",
+    "download",
+    "download_retries",
+    "validation_fraction",
+)
+
+
 def _key(cfg: Any) -> str:
-    return json.dumps(as_dict(cfg), sort_keys=True, default=str)
+    return cache_key(cfg, _FIELDS)
 
 
 def _langs(cfg: Any) -> tuple[str, str]:

@@ -20,7 +20,7 @@ import numpy as np
 
 from rnnlab.data import builders, catalog, lm, pipeline
 from rnnlab.data.config import (
-    as_dict,
+    cache_key,
     check_split,
     data_dir,
     option,
@@ -42,8 +42,23 @@ from rnnlab.data.vocab import (
 DEFAULT_SEQ_LEN = 128
 
 
+# The options that the memoised reads below depend on.
+_FIELDS = (
+    "name",
+    "split_fractions",
+    "novels",
+    "path",
+    "pattern",
+    "vocab_size",
+    "vocab_examples",
+    "download",
+    "download_retries",
+    "validation_fraction",
+)
+
+
 def _key(cfg: Any) -> str:
-    return json.dumps(as_dict(cfg), sort_keys=True, default=str)
+    return cache_key(cfg, _FIELDS)
 
 
 def _fraction_name(fractions) -> str:
