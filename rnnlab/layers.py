@@ -190,9 +190,11 @@ class RNN(nnx.Module):
         if initial_carry is not None:
             initial_carry = check_initial_carry(cell, initial_carry, inputs, batch)
         if initial_carry is None:
-            initial_carry = cell.initialize_carry(batch + tuple(inputs.shape[-1:]))
+            features = tuple(inputs.shape[inputs.ndim - cell.num_feature_axes :])
+            initial_carry = cell.initialize_carry(batch + features)
 
-        xs = inputs if self.time_major else jnp.moveaxis(inputs, -2, 0)
+        # The time axis follows the batch axes (a cell may have several feature axes).
+        xs = inputs if self.time_major else jnp.moveaxis(inputs, len(batch), 0)
         if resets is not None and not self.time_major:
             resets = jnp.moveaxis(resets, -1, 0)
         if step_inputs is not None and not self.time_major:
@@ -227,7 +229,7 @@ class RNN(nnx.Module):
         if reverse and not keep_order:
             ys = reverse_valid(ys, seq_lengths)
         if not self.time_major:
-            ys = jnp.moveaxis(ys, 0, -2)
+            ys = jax.tree.map(lambda y: jnp.moveaxis(y, 0, len(batch)), ys)
         return (carry, ys) if return_carry else ys
 
 

@@ -1,0 +1,270 @@
+"""Multi-step time-series forecaster: direct or autoregressive, point or probabilistic.
+
+An RNN reads the history window ``x_{1..L}`` (``[B, L, F]``) and forecasts the next ``H``
+values of the ``F_out`` target series:
+
+- ``direct`` (multi-input multi-output; Taieb et al. 2012): one linear map from the final
+  state ``h_L`` to all ``H`` future steps at once;
+- ``autoregressive``: the network predicts one step ahead and its prediction becomes the
+  next input. Training feeds the true values (teacher forcing) unless
+  ``teacher_forcing=False``, which trains on the free-running forecast as it is used.
+
+Heads (``head``):
+
+- ``point``: the forecast itself; trained with mean squared error;
+- ``gaussian``: mean and scale ``sigma = softplus(.) + eps``; trained with the Gaussian
+  negative log-likelihood (DeepAR, Salinas et al. 2020);
+- ``quantile``: one forecast per quantile level, trained with the pinball loss (Wen et
+  al. 2017); the point forecast is the median level (or the level nearest to it).
+
+``outputs`` is always the point forecast ``[B, H, F_out]`` (so MAE/RMSE/MASE read it the
+same way for every head); ``aux["scale"]`` or ``aux["quantiles"]`` holds the rest.
+
+With ``residual=True`` (default when input and output series match) forecasts are offsets
+from the last observed value: a trending series such as co2 then leaves the training range
+without the network having to extrapolate levels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from rnnlab.cells.base import check_positive_int
+from rnnlab.layers import StackedRNN
+from rnnlab.models import register, resolve_dtype
+from rnnlab.models.metrics import seasonal_naive
+
+Array = jax.Array
+
+MODES = ("direct", "autoregressive")
+HEADS = ("point", "gaussian", "quantile")
+SCALE_EPS = 1e-3
+
+
+def gaussian_nll(y: Array, mean: Array, scale: Array) -> Array:
+    """Elementwise ``-log N(y; mean, scale^2) = log sigma + (y - mu)^2 / (2 sigma^2) +
+    log(2 pi) / 2``."""
+    z = (y - mean) / scale
+    return jnp.log(scale) + 0.5 * z * z + 0.5 * jnp.log(2 * jnp.pi)
+
+
+def pinball_loss(y: Array, predictions: Array, quantiles: Sequence[float]) -> Array:
+    """Elementwise quantile (pinball) loss, summed over the quantile axis (last of
+    ``predictions``): ``rho_q(u) = max(q u, (q - 1) u)`` with ``u = y - y_hat_q``
+    (Koenker & Bassett 1978)."""
+    q = jnp.asarray(quantiles, jnp.float32)
+    u = y[..., None] - predictions
+    return jnp.sum(jnp.maximum(q * u, (q - 1.0) * u), axis=-1)
+
+
+def forecast_loss(outputs: Array, aux: Mapping[str, Any], targets: Array, head: str) -> Array:
+    """Per-window loss ``[B]``, averaged over horizon and series, for the given head."""
+    if head == "point":
+        per = jnp.square(outputs - targets)
+    elif head == "gaussian":
+        per = gaussian_nll(targets, outputs, aux["scale"])
+    elif head == "quantile":
+        per = pinball_loss(targets, aux["quantiles"], aux["quantile_levels"])
+    else:
+        raise ValueError(f"head must be one of {HEADS}, got {head!r}")
+    return jnp.mean(per, axis=tuple(range(1, per.ndim)))
+
+
+class Forecaster(nnx.Module):
+    """Recurrent multi-step forecaster; see the module docstring.
+
+    Args:
+      input_features: series per input step ``F``.
+      output_features: target series ``F_out`` (defaults to ``F``).
+      horizon: steps to forecast ``H``.
+      mode: ``"direct"`` or ``"autoregressive"`` (needs ``F_out == F``).
+      head: ``"point"``, ``"gaussian"`` or ``"quantile"``.
+      quantiles: levels of the quantile head.
+      hidden_features, num_layers, cell, dropout: the recurrent stack.
+      residual: forecast offsets from the last observed value (needs ``F_out == F``);
+        ``None`` turns it on exactly when the sizes match.
+      teacher_forcing: autoregressive training on true inputs (else on its own forecasts).
+      seasonal_period: when set (and the window holds a full season), ``aux`` also carries
+        the seasonal-naive forecast of each window, ``aux["seasonal_naive"]``, the baseline
+        of MASE (:func:`rnnlab.models.metrics.seasonal_naive`).
+    """
+
+    def __init__(
+        self,
+        input_features: int,
+        horizon: int,
+        *,
+        output_features: int | None = None,
+        mode: str = "direct",
+        head: str = "point",
+        quantiles: Sequence[float] = (0.1, 0.5, 0.9),
+        hidden_features: int = 64,
+        num_layers: int = 1,
+        cell: str = "lstm",
+        dropout: float = 0.0,
+        residual: bool | None = None,
+        teacher_forcing: bool = True,
+        seasonal_period: int | None = None,
+        dtype: Any = None,
+        rngs: nnx.Rngs,
+    ):
+        check_positive_int("input_features", input_features)
+        self.horizon = check_positive_int("horizon", horizon)
+        out = input_features if output_features is None else output_features
+        self.output_features = check_positive_int("output_features", out)
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if head not in HEADS:
+            raise ValueError(f"head must be one of {HEADS}, got {head!r}")
+        quantiles = tuple(float(q) for q in quantiles)
+        if head == "quantile" and (not quantiles or not all(0 < q < 1 for q in quantiles)):
+            raise ValueError(f"quantiles must be levels in (0, 1), got {quantiles!r}")
+        same = out == input_features
+        if mode == "autoregressive" and not same:
+            raise ValueError(
+                "mode='autoregressive' feeds forecasts back as inputs, so output_features must "
+                f"equal input_features={input_features}, got {out}"
+            )
+        residual = same if residual is None else residual
+        if residual and not same:
+            raise ValueError(
+                f"residual=True needs output_features == input_features, got {out} and "
+                f"{input_features}"
+            )
+        dtype = resolve_dtype(dtype)
+        self.mode, self.head_type, self.residual = mode, head, residual
+        self.teacher_forcing = teacher_forcing
+        self.seasonal_period = (
+            None
+            if seasonal_period is None
+            else check_positive_int("seasonal_period", seasonal_period)
+        )
+        self.quantiles = quantiles
+        self.median = min(range(len(quantiles)), key=lambda i: abs(quantiles[i] - 0.5))
+        self.params_per_value = {"point": 1, "gaussian": 2, "quantile": len(quantiles)}[head]
+        self.rnn = StackedRNN(
+            input_features,
+            hidden_features,
+            num_layers,
+            cell=cell,
+            cell_kwargs={"dtype": dtype},
+            dropout=dropout,
+            rngs=rngs,
+        )
+        steps = horizon if mode == "direct" else 1
+        self.head = nnx.Linear(
+            self.rnn.output_features,
+            steps * self.output_features * self.params_per_value,
+            dtype=dtype,
+            rngs=rngs,
+        )
+
+    def _read(self, h: Array, last: Array) -> dict[str, Array]:
+        """Head outputs for states ``h`` ``[B, S, hidden]`` -> per-step parameters."""
+        raw = self.head(h).astype(jnp.float32)
+        raw = raw.reshape(raw.shape[:1] + (-1, self.output_features, self.params_per_value))
+        base = last[:, None, :] if self.residual else 0.0
+        if self.head_type == "point":
+            return {"point": raw[..., 0] + base}
+        if self.head_type == "gaussian":
+            mean = raw[..., 0] + base
+            return {"point": mean, "scale": jax.nn.softplus(raw[..., 1]) + SCALE_EPS}
+        levels = raw + (base[..., None] if self.residual else 0.0)
+        # Sorting makes the levels monotone, so quantile forecasts never cross.
+        levels = jnp.sort(levels, axis=-1)
+        return {"point": levels[..., self.median], "quantiles": levels}
+
+    def __call__(
+        self,
+        batch: Mapping[str, Array],
+        *,
+        train: bool = False,
+        rngs: nnx.Rngs | None = None,
+        carry: Any = None,
+    ) -> tuple[Array, dict[str, Any]]:
+        """Point forecast ``[B, H, F_out]``; ``aux["scale"]`` / ``aux["quantiles"]``,
+        ``aux["hidden"]``."""
+        del carry
+        x = batch["inputs"]
+        if x.ndim == 2:
+            x = x[..., None]
+        if x.ndim != 3 or x.shape[-1] != self.rnn.in_features:
+            raise ValueError(
+                f"batch['inputs'] must be [B, L, {self.rnn.in_features}], got {tuple(x.shape)}"
+            )
+        x = x.astype(jnp.float32)
+        last = x[:, -1, : self.output_features]
+        kw = dict(deterministic=not train, rngs=rngs)
+        if self.mode == "direct":
+            h = self.rnn(x, **kw)
+            out = self._read(h[:, -1:], last)
+        elif train and self.teacher_forcing and batch.get("targets") is not None:
+            # One pass over history and the true future but its last value: state t forecasts
+            # step t + 1, so the last H states forecast the horizon.
+            y = jnp.asarray(batch["targets"], jnp.float32).reshape(x.shape[0], self.horizon, -1)
+            full = jnp.concatenate([x, y[:, :-1]], axis=1)
+            h = self.rnn(full, **kw)
+            prev = jnp.concatenate([x[:, -1:], y[:, :-1]], axis=1)  # the value before each step
+            out = self._read_steps(h[:, -self.horizon :], prev)
+        else:
+            out, h = self._free_run(x, last, kw)
+        aux = {"hidden": h}
+        if self.seasonal_period is not None and x.shape[1] >= self.seasonal_period:
+            history = x[..., : self.output_features]
+            aux["seasonal_naive"] = seasonal_naive(history, self.horizon, self.seasonal_period)
+        if "scale" in out:
+            aux["scale"] = out["scale"]
+        if "quantiles" in out:
+            aux["quantiles"] = out["quantiles"]
+            aux["quantile_levels"] = jnp.asarray(self.quantiles, jnp.float32)
+        return out["point"], aux
+
+    def _read_steps(self, h: Array, prev: Array) -> dict[str, Array]:
+        """One-step head applied at every state, each relative to its own previous value."""
+        b, s = h.shape[:2]
+        flat = self._read(h.reshape(b * s, 1, -1), prev.reshape(b * s, -1))
+        return {k: v.reshape((b, s) + v.shape[2:]) for k, v in flat.items()}
+
+    def _free_run(self, x: Array, last: Array, kw) -> tuple[dict[str, Array], Array]:
+        """Autoregressive forecast: each step's point forecast is the next input."""
+        carries, h = self.rnn(x, return_carry=True, **kw)
+        first = self._read(h[:, -1:], last)
+        cells = [layer.cell for layer in self.rnn.layers]
+
+        def body(state, _):
+            carries, value = state
+            y, new = value, []
+            for cell, c in zip(cells, carries, strict=True):
+                c, y = cell(c, y)
+                new.append(c)
+            step = self._read(y.astype(jnp.float32)[:, None], value)
+            return (new, step["point"][:, 0]), (step, y)
+
+        if self.horizon == 1:
+            return first, h[:, -1:]
+        init = (carries, first["point"][:, 0])
+        _, (rest, hs) = jax.lax.scan(body, init, None, length=self.horizon - 1)
+        rest = {k: jnp.moveaxis(v[:, :, 0], 0, 1) for k, v in rest.items()}
+        out = {k: jnp.concatenate([first[k], rest[k]], axis=1) for k in first}
+        return out, jnp.concatenate([h[:, -1:], jnp.moveaxis(hs, 0, 1)], axis=1)
+
+
+@register("forecaster")
+def _build(info: Mapping[str, Any], *, rngs: nnx.Rngs, **kwargs) -> Forecaster:
+    """Forecaster for windowed series: ``info["input_features"]`` and ``info["horizon"]``."""
+    features = info.get("input_features")
+    horizon = kwargs.pop("horizon", info.get("horizon"))
+    if not features or not horizon:
+        raise ValueError(
+            f"forecaster needs dataset info with input_features and horizon, got keys "
+            f"{sorted(info)}"
+        )
+    kwargs.setdefault("output_features", info.get("output_features") or None)
+    if info.get("seasonal_period"):
+        kwargs.setdefault("seasonal_period", int(info["seasonal_period"]))
+    return Forecaster(int(features), int(horizon), rngs=rngs, **kwargs)
