@@ -35,6 +35,7 @@ class DataIterator:
     def __init__(self, dataset: grain.IterDataset, *, meta: dict[str, Any], num_batches=None):
         self._dataset = dataset
         self._iterator = iter(dataset)
+        self._closed = False
         self.meta = dict(meta)
         self.num_batches = num_batches
 
@@ -42,7 +43,20 @@ class DataIterator:
         return self
 
     def __next__(self) -> dict[str, np.ndarray]:
-        return next(self._iterator)
+        if self._closed:
+            raise StopIteration
+        try:
+            return next(self._iterator)
+        except StopIteration:
+            self.close()  # a finished pass releases its reader threads at once
+            raise
+
+    def close(self) -> None:
+        """Stops background reading; the iterator yields nothing more."""
+        self._closed = True
+        close = getattr(self._iterator, "close", None)
+        if close is not None:
+            close()
 
     def __len__(self) -> int:
         if self.num_batches is None:
@@ -64,6 +78,8 @@ class DataIterator:
                 f"{k}: expected {a!r}, received {b!r}" for k, (a, b) in diffs.items()
             )
             raise ValueError(f"state was saved by a different data pipeline ({detail})")
+        if self._closed:
+            self._iterator, self._closed = iter(self._dataset), False
         self._iterator.set_state(state["pipeline"])
 
 

@@ -62,6 +62,17 @@ def test_locked_config_dict_works_like_a_dict(data_root):
     )
 
 
+def test_a_finished_pass_can_be_restored_and_read_again():
+    cfg = {"name": "adding", "seq_len": 5, "eval_examples": 10}
+    it = data.load(cfg, split="test", batch_size=4, seed=0, repeat=False)
+    start = it.get_state()
+    first = list(it)
+    assert len(first) == it.num_batches == 3 and list(it) == []
+    it.set_state(start)
+    for a, b in zip(list(it), first, strict=True):
+        _same(a, b)
+
+
 def test_restoring_into_a_different_pipeline_is_an_error(data_root):
     cfg = {"name": "copy", "seq_len": 10}
     state = data.load(cfg, split="train", batch_size=4, seed=0).get_state()
