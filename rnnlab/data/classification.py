@@ -23,23 +23,19 @@ from typing import Any
 import numpy as np
 
 from rnnlab.data import builders, catalog, pipeline
-from rnnlab.data.config import cache_key, check_split, choice, option, positive_int, tfds_dir
+from rnnlab.data.config import (
+    CATALOG_FIELDS,
+    cache_key,
+    check_split,
+    choice,
+    option,
+    positive_int,
+    tfds_dir,
+)
 from rnnlab.data.registry import Dataset, register
 
 # The options that the memoised reads below depend on.
-_FIELDS = (
-    "name",
-    "mode",
-    "permuted",
-    "permutation_seed",
-    "download",
-    "download_retries",
-    "validation_fraction",
-)
-
-
-def _key(cfg: Any) -> str:
-    return cache_key(cfg, _FIELDS)
+_FIELDS = (*CATALOG_FIELDS, "mode", "permuted", "permutation_seed")
 
 
 def _builder(cfg: Any):
@@ -120,7 +116,7 @@ def _builder_stats(key: str) -> dict[str, Any]:
 
 
 def _info(cfg: Any) -> dict[str, Any]:
-    stats = _stats(_key(cfg))
+    stats = _stats(cache_key(cfg, _FIELDS))
     max_len = positive_int(cfg, "max_len", stats["max_length"])
     if stats["lengths"] is not None:
         for split, lengths in stats["lengths"].items():

@@ -28,6 +28,10 @@ def option(cfg: Any, key: str, default: Any = None) -> Any:
     return default if value is None else value
 
 
+# Options of every TFDS catalog read (see rnnlab.data.catalog).
+CATALOG_FIELDS = ("name", "download", "download_retries", "validation_fraction")
+
+
 def cache_key(cfg: Any, fields: Sequence[str]) -> str:
     """A JSON key of the options in ``fields`` (plus the resolved data directory), for
     memoising work that depends on those options only."""

@@ -48,10 +48,6 @@ SEASONAL_PERIOD = {"co2": 52, "sunspots": 11, "mackey_glass": 1}
 _FIELDS = ("name", "path", "columns", "fill_gaps", "split_fractions", "seasonal_period")
 
 
-def _key(cfg: Any) -> str:
-    return cache_key(cfg, _FIELDS)
-
-
 def read_series_file(path: Path, columns=None) -> tuple[np.ndarray, list[str]]:
     """A numeric series ``[time, features]`` from .csv (optional header), .npy or .npz."""
     if not path.is_file():
@@ -160,7 +156,7 @@ def window_starts(cuts, split: str, lookback: int, horizon: int, stride: int) ->
 
 
 def _info(cfg: Any) -> dict[str, Any]:
-    series = _series(_key(cfg))
+    series = _series(cache_key(cfg, _FIELDS))
     L, H = positive_int(cfg, "seq_len", 64), positive_int(cfg, "horizon", 16)
     stride = positive_int(cfg, "window_stride", 1)
     counts = {s: len(window_starts(series["cuts"], s, L, H, stride)) for s in SPLITS}
@@ -181,7 +177,7 @@ def _info(cfg: Any) -> dict[str, Any]:
 
 
 def _load(cfg, info, *, split, **shard):
-    series = _series(_key(cfg))
+    series = _series(cache_key(cfg, _FIELDS))
     L, H = info["seq_len"], info["horizon"]
     starts = window_starts(
         series["cuts"], check_split(split), L, H, positive_int(cfg, "window_stride", 1)

@@ -24,7 +24,15 @@ from typing import Any
 import numpy as np
 
 from rnnlab.data import catalog, pipeline, synthetic
-from rnnlab.data.config import cache_key, check_split, choice, data_dir, option, positive_int
+from rnnlab.data.config import (
+    CATALOG_FIELDS,
+    cache_key,
+    check_split,
+    choice,
+    data_dir,
+    option,
+    positive_int,
+)
 from rnnlab.data.registry import Dataset, register
 from rnnlab.data.vocab import BOS_ID, EOS_ID, PAD_ID, UNK_ID, WORD_RESERVED, as_text, word_vocab
 
@@ -113,20 +121,13 @@ def _reverse_load(cfg, info, *, split, **shard):
 # ----------------------------------------------------------------------------------- wmt
 # The options that the memoised reads below depend on.
 _FIELDS = (
-    "name",
+    *CATALOG_FIELDS,
     "tfds_name",
     "source_lang",
     "target_lang",
     "vocab_size",
     "vocab_examples",
-    "download",
-    "download_retries",
-    "validation_fraction",
 )
-
-
-def _key(cfg: Any) -> str:
-    return cache_key(cfg, _FIELDS)
 
 
 def _langs(cfg: Any) -> tuple[str, str]:
@@ -171,7 +172,7 @@ def _wmt_vocabs(key: str) -> tuple[list[str], list[str]]:
 
 
 def _wmt_info(cfg):
-    src_vocab, tgt_vocab = _wmt_vocabs(_key(cfg))
+    src_vocab, tgt_vocab = _wmt_vocabs(cache_key(cfg, _FIELDS))
     max_len = positive_int(cfg, "max_len", 64)
     langs = _langs(cfg)
     return _s2s_info(src_vocab, tgt_vocab, max_len, max_len) | {"languages": list(langs)}

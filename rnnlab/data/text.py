@@ -20,6 +20,7 @@ import numpy as np
 
 from rnnlab.data import builders, catalog, lm, pipeline
 from rnnlab.data.config import (
+    CATALOG_FIELDS,
     cache_key,
     check_split,
     data_dir,
@@ -44,21 +45,14 @@ DEFAULT_SEQ_LEN = 128
 
 # The options that the memoised reads below depend on.
 _FIELDS = (
-    "name",
+    *CATALOG_FIELDS,
     "split_fractions",
     "novels",
     "path",
     "pattern",
     "vocab_size",
     "vocab_examples",
-    "download",
-    "download_retries",
-    "validation_fraction",
 )
-
-
-def _key(cfg: Any) -> str:
-    return cache_key(cfg, _FIELDS)
 
 
 def _fraction_name(fractions) -> str:
@@ -138,7 +132,7 @@ def _builder_corpus(key: str) -> dict[str, Any]:
 
 
 def _char_info(cfg: Any) -> dict[str, Any]:
-    corpus = _char_corpus(_key(cfg))
+    corpus = _char_corpus(cache_key(cfg, _FIELDS))
     vocab = corpus["vocab"]
     return {
         "task": "lm",
@@ -178,7 +172,7 @@ def _encode_stream(corpus: dict[str, Any], split: str) -> tuple[np.ndarray, np.n
 
 
 def _char_load(cfg, info, *, split, **shard):
-    tokens, starts = _char_stream(_key(cfg), check_split(split))
+    tokens, starts = _char_stream(cache_key(cfg, _FIELDS), check_split(split))
     ds, num_batches = lm.stream_batches(
         tokens,
         starts,
@@ -212,7 +206,7 @@ def _lm1b_vocab(key: str) -> list[str]:
 
 
 def _lm1b_info(cfg: Any) -> dict[str, Any]:
-    vocab = _lm1b_vocab(_key(cfg))
+    vocab = _lm1b_vocab(cache_key(cfg, _FIELDS))
     return {
         "task": "lm",
         "level": "word",
