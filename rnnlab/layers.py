@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from rnnlab import fused
 from rnnlab.cells.base import RecurrentCell
 from rnnlab.cells.registry import make_cell
 from rnnlab.scan import RematPolicy, masked_scan, reverse_valid, valid_mask
@@ -131,6 +132,12 @@ class RNN(nnx.Module):
       hoist_input_projection: compute ``x W_ih`` for all steps before the scan; ``None``
         chooses per backend (:func:`default_hoist`).
       remat: rematerialisation of the scan body (see :func:`rnnlab.scan.masked_scan`).
+      implementation: ``"scan"`` runs the cell step by step under ``lax.scan``; ``"fused"``
+        runs the whole sequence in one ``custom_vjp`` with the weight gradients as single
+        large matmuls (:mod:`rnnlab.fused`; LSTM without projection and reset-after GRU, no
+        resets or step hooks; ``remat`` then recomputes the gates in the backward pass);
+        ``"auto"`` (default) takes the fused path wherever it applies and the scan
+        otherwise.
     """
 
     def __init__(
@@ -144,9 +151,15 @@ class RNN(nnx.Module):
         return_carry: bool = False,
         hoist_input_projection: bool | None = None,
         remat: RematPolicy = None,
+        implementation: str = "auto",
     ):
         if not isinstance(cell, RecurrentCell):
             raise ValueError(f"cell must be an rnnlab RecurrentCell, got {type(cell).__name__}")
+        if implementation not in fused.IMPLEMENTATIONS:
+            raise ValueError(
+                f"implementation must be one of {fused.IMPLEMENTATIONS}, got {implementation!r}"
+            )
+        self.implementation = implementation
         if isinstance(unroll, bool) or not isinstance(unroll, int) or unroll < 1:
             raise ValueError(f"unroll must be a positive int, got {unroll!r}")
         self.cell = cell
@@ -203,6 +216,20 @@ class RNN(nnx.Module):
             seq_lengths = jnp.asarray(seq_lengths, jnp.int32)
 
         params = cell.cell_params() if params is None else params
+        if self.implementation != "scan":
+            why = fused.unsupported_reason(
+                cell, params, resets=resets, step_transform=step_transform, step_inputs=step_inputs
+            )
+            if why is not None and self.implementation == "fused":
+                raise ValueError(f"implementation='fused' does not support {why}")
+            if why is None:
+                carry, ys = fused.run_fused(
+                    cell, params, xs, initial_carry, seq_lengths=seq_lengths,
+                    reverse=reverse, keep_order=keep_order, remat=self.remat,
+                )  # fmt: skip
+                if not self.time_major:
+                    ys = jnp.moveaxis(ys, 0, len(batch))
+                return (carry, ys) if return_carry else ys
         hoist = (
             default_hoist() if self.hoist_input_projection is None else self.hoist_input_projection
         )

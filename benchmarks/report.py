@@ -1,0 +1,187 @@
+"""Markdown rendering of a benchmark run (``benchmarks/README.md``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from benchmarks.configs import CONFIGS, IMPLEMENTATIONS
+
+HEADER = """# Benchmarks
+
+Training throughput (forward, backward and an Adam update of one recurrent layer, loss
+`mean(y^2)`, float32 unless marked) and forward throughput in tokens/s (`batch x time` per
+step), against PyTorch `nn.LSTM`/`nn.GRU` and stock Flax (`nnx.RNN` with
+`OptimizedLSTMCell`/`GRUCell`), each implementation in its own process and all timed in
+interleaved rounds in the same run. Regenerate with `make bench` (`python -m benchmarks.run`);
+each run also writes a JSON file to `benchmarks/results/`. Why the numbers are what they are,
+and what holds each configuration back: `docs/performance.md`.
+
+Configurations: A = batch 32, time 128, input 128, hidden 256; B = 64, 256, 256, 512;
+C = 16, 1024, 64, 128; long = 16, 8192, 128, 256. GFLOP/s counts the matmul work only:
+`2 B T G H (I + H)` forward (`G` = 4 gates for the LSTM, 3 for the GRU), three times that
+for a training step.
+"""
+
+GOALS = {"lstm": {"torch": 1.0, "flax": 1.5}, "gru": {"torch": 1.0}}
+
+
+def _fmt(x: float | None, digits: int = 0) -> str:
+    if x is None:
+        return "-"
+    return f"{x:,.{digits}f}"
+
+
+def _tps(rec: dict | None, mode: str = "train") -> float | None:
+    if rec is None or mode not in rec:
+        return None
+    return rec[mode]["tokens_per_s"]
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a / b
+
+
+def headline(records: list[dict]) -> list[str]:
+    """The rnnlab-fused / peer training-throughput ratios against the goals."""
+    by = {(r["cell"], r["config"], r["impl"]): r for r in records if "error" not in r}
+    lines = [
+        "| cell | config | rnnlab fused | PyTorch | stock Flax | fused / PyTorch "
+        "| fused / Flax | fused / rnnlab scan | goal met |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for cell in ("lstm", "gru"):
+        for config in ("A", "B", "C"):
+            fused = _tps(by.get((cell, config, "rnnlab-fused")))
+            if fused is None:
+                continue
+            torch = _tps(by.get((cell, config, "torch")))
+            flax = _tps(by.get((cell, config, "flax")))
+            scan = _tps(by.get((cell, config, "rnnlab-scan")))
+            r_torch, r_flax = _ratio(fused, torch), _ratio(fused, flax)
+            goals = GOALS[cell]
+            met = all(
+                r is not None and r >= goals[peer]
+                for peer, r in (("torch", r_torch), ("flax", r_flax))
+                if peer in goals
+            )
+            lines.append(
+                f"| {cell.upper()} | {config} | {_fmt(fused)} | {_fmt(torch)} | {_fmt(flax)} "
+                f"| {_fmt(r_torch, 2)} | {_fmt(r_flax, 2)} | {_fmt(_ratio(fused, scan), 2)} "
+                f"| {'yes' if met else 'no'} |"
+            )
+    return lines
+
+
+def details(records: list[dict], peak: float) -> list[str]:
+    lines = [
+        "| cell | config | implementation | train tokens/s (median) | train tokens/s (best step) "
+        "| train step ms | forward tokens/s | train GFLOP/s | % of matmul peak | peak RSS MiB |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in records:
+        if "error" in r:
+            lines.append(
+                f"| {r['cell'].upper()} | {r['config']} | {r['impl']} | failed: {r['error']} "
+                "| | | | | | |"
+            )
+            continue
+        tr = r.get("train")
+        lines.append(
+            f"| {r['cell'].upper()} | {r['config']} | {r['impl']} | {_fmt(_tps(r))} "
+            f"| {_fmt(tr and tr['tokens_per_s_at_min'])} "
+            f"| {_fmt(tr and tr['median_s'] * 1e3, 1)} | {_fmt(_tps(r, 'forward'))} "
+            f"| {_fmt(tr and tr['gflops'])} | {_fmt(tr and 100 * tr['gflops'] / peak)} "
+            f"| {_fmt(r['peak_rss_mb'])} |"
+        )
+    return lines
+
+
+def long_sequence(records: list[dict]) -> list[str]:
+    recs = [r for r in records if r["config"] == "long" and "error" not in r]
+    if not recs:
+        return []
+    base = next((r for r in recs if r["impl"] == "rnnlab-fused"), None)
+    lines = [
+        "| implementation | train step s | time vs rnnlab fused | peak RSS MiB | under 2 GiB |",
+        "|---|---|---|---|---|",
+    ]
+    for r in recs:
+        step = r["train"]["median_s"]
+        rel = _ratio(step, base and base["train"]["median_s"])
+        lines.append(
+            f"| {r['impl']} | {step:.2f} | {_fmt(rel, 2)} | {_fmt(r['peak_rss_mb'])} "
+            f"| {'yes' if r['peak_rss_mb'] < 2048 else 'no'} |"
+        )
+    return lines
+
+
+def regularizers(recs: list[dict]) -> list[str]:
+    if not recs:
+        return []
+    lines = [
+        "| regulariser | cell | ms/step (median) | ms/step (min) | x plain (median) "
+        "| x plain (min) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in recs:
+        lines.append(
+            f"| {r.get('technique', r.get('name'))} | {r.get('cell', '')} "
+            f"| {_fmt(r.get('ms_per_step'), 2)} | {_fmt(r.get('ms_min'), 2)} "
+            f"| {_fmt(r.get('relative_to_plain'), 2)} | {_fmt(r.get('relative_to_plain_min'), 2)} |"
+        )
+    return lines
+
+
+def _loads(loads) -> str:
+    return ", ".join(f"{x:.2f}" for x in loads)
+
+
+def render(result: dict) -> str:
+    m, v = result["machine"], result["versions"]
+    peak = result["matmul_peak_gflops"]
+    records = result["records"]
+    out = [HEADER]
+    out.append(
+        f"## Latest run: {result['date']}\n\n"
+        f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, {m['platform']}; "
+        f"Python {m['python']}.  \n"
+        + "Versions: "
+        + ", ".join(f"{k} {val}" for k, val in v.items() if val)
+        + ".  \n"
+        f"Load average (1, 5, 15 min) before: {_loads(result['load_before'])}; "
+        f"after: {_loads(result['load_after'])}. "
+        f"Wall time of the run: {result['wall_s'] / 60:.1f} min.  \n"
+        f"Matmul peak, float32 2048^3: jax {peak['jax']:.0f} GFLOP/s, "
+        f"torch {peak['torch']:.0f} GFLOP/s (the % column uses the larger).\n"
+    )
+    for note in result.get("notes", []):
+        out.append(f"- {note}")
+    out.append("\n### Headline: training throughput (tokens/s, median)\n")
+    out.extend(headline(records))
+    out.append(
+        "\nGoals: LSTM fused >= 1.0x PyTorch and >= 1.5x stock Flax; GRU fused >= 1.0x PyTorch.\n"
+    )
+    long_lines = long_sequence(records)
+    if long_lines:
+        cfg = CONFIGS["long"]
+        out.append(
+            f"\n### Long sequences: LSTM, batch {cfg.batch}, time {cfg.time}, input "
+            f"{cfg.input}, hidden {cfg.hidden} (training)\n"
+        )
+        out.extend(long_lines)
+    out.append("\n### All measurements\n")
+    out.extend(details(records, max(peak.values())))
+    out.append("\nImplementations:\n")
+    seen = {r["impl"] for r in records}
+    for name, (_, desc) in IMPLEMENTATIONS.items():
+        if name in seen:
+            out.append(f"- `{name}`: {desc}")
+    reg = regularizers(result.get("regularizers", []))
+    if reg:
+        out.append("\n### Regularisers: cost per training step (`benchmarks/regularizers.py`)\n")
+        out.extend(reg)
+    return "\n".join(out) + "\n"
+
+
+def write_readme(result: dict, path: Path) -> None:
+    Path(path).write_text(render(result))

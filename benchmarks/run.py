@@ -1,0 +1,272 @@
+"""``make bench``: rnnlab's recurrent layers against PyTorch and stock Flax, side by side.
+
+Every implementation of a configuration runs in its own process (so peak memory is its own)
+and all of them stay alive while they are timed in interleaved rounds: each round visits
+every implementation for about ``--visit-s`` seconds of steps, so that load from other
+processes on a shared machine hits all of them alike. Figures are medians over all timed
+steps after compilation (at least ``--rounds`` visits of at least one step each); minima are
+kept as well. The matmul peak of the machine is measured in the same run.
+
+Writes ``benchmarks/results/<date>.json`` and the Markdown table in ``benchmarks/README.md``.
+
+Usage: ``python -m benchmarks.run [--only lstm:A,gru:A] [--rounds 5] [--no-readme]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import importlib.util
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from benchmarks.configs import CONFIGS, IMPLEMENTATIONS, flops
+from benchmarks.report import write_readme
+
+ROOT = Path(__file__).resolve().parent
+
+# (cell, config, implementations, modes). The long sequence is training only: its point is
+# memory. The scan path without remat is left out there: autodiff through lax.scan keeps
+# every step's intermediates and needs several GiB at T = 8192.
+PLAN = [
+    ("lstm", "A", ["torch", "flax", "rnnlab-scan", "rnnlab-fused", "rnnlab-fused-bf16"], None),
+    ("lstm", "B", ["torch", "flax", "rnnlab-scan", "rnnlab-fused"], None),
+    ("lstm", "C", ["torch", "flax", "rnnlab-scan", "rnnlab-fused"], None),
+    ("gru", "A", ["torch", "flax", "rnnlab-scan", "rnnlab-fused"], None),
+    ("gru", "B", ["torch", "flax", "rnnlab-fused"], None),
+    ("gru", "C", ["torch", "flax", "rnnlab-fused"], None),
+    (
+        "lstm",
+        "long",
+        ["torch", "rnnlab-fused", "rnnlab-fused-remat", "rnnlab-scan-remat"],
+        ["train"],
+    ),
+]
+
+# Time an idle OpenMP or Eigen worker keeps spinning after its last parallel region; the
+# orchestrator waits this long between implementations so that none runs against another's
+# spinning threads.
+SETTLE_S = 0.25
+
+
+def _env() -> dict:
+    env = dict(os.environ)
+    env.setdefault("JAX_PLATFORMS", "cpu")
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT.parent), env.get("PYTHONPATH", "")])
+    return env
+
+
+class Worker:
+    """A running ``benchmarks.worker`` process."""
+
+    def __init__(self, spec: dict):
+        self.spec = spec
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.worker", json.dumps(spec)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=_env(),
+        )
+        self.info: dict | None = None
+        self.error: str | None = None
+
+    def _reply(self) -> dict:
+        line = self.proc.stdout.readline()
+        if not line:
+            self.proc.wait()
+            raise RuntimeError(f"worker {self.spec} exited with code {self.proc.returncode}")
+        return json.loads(line)
+
+    def ready(self) -> dict:
+        if self.info is None:
+            self.info = self._reply()
+        return self.info
+
+    def run(self, mode: str, count: int) -> list[float]:
+        self.proc.stdin.write(f"run {mode} {count}\n")
+        self.proc.stdin.flush()
+        return self._reply()["times"]
+
+    def finish(self) -> dict:
+        self.proc.stdin.write("done\n")
+        self.proc.stdin.flush()
+        reply = self._reply()
+        self.proc.wait()
+        return reply
+
+
+def measure_peaks() -> dict:
+    """Best float32 2048^3 matmul rate of jax and of torch, each in a fresh process."""
+    peaks = {}
+    for framework in ("jax", "torch"):
+        out = subprocess.run(
+            [sys.executable, "-m", "benchmarks.worker", json.dumps({"peak": framework})],
+            capture_output=True,
+            text=True,
+            env=_env(),
+            check=True,
+        )
+        peaks[framework] = json.loads(out.stdout.strip().splitlines()[-1])["gflops"]
+    return peaks
+
+
+def bench_group(cell: str, config: str, impls: list[str], modes, rounds: int, visit_s: float):
+    """Times ``impls`` on one configuration in interleaved rounds; returns one record each."""
+    modes = modes or ["train", "forward"]
+    workers = {}
+    for impl in impls:
+        workers[impl] = Worker(dict(impl=impl, cell=cell, config=config, modes=modes))
+    records = {}
+    for impl, w in list(workers.items()):
+        try:
+            w.ready()
+        except Exception as err:  # a peer that cannot run here is reported, not fatal
+            w.error = str(err)
+            records[impl] = dict(impl=impl, cell=cell, config=config, error=w.error)
+            del workers[impl]
+    times = {(impl, m): [] for impl in workers for m in modes}
+    for _ in range(rounds):
+        for mode in modes:
+            for impl, w in workers.items():
+                estimate = max(w.info["estimate_s"][mode], 1e-4)
+                count = max(1, min(50, math.ceil(visit_s / estimate)))
+                time.sleep(SETTLE_S)
+                times[(impl, mode)].extend(w.run(mode, count))
+    cfg = CONFIGS[config]
+    for impl, w in workers.items():
+        end = w.finish()
+        rec = dict(
+            impl=impl,
+            cell=cell,
+            config=config,
+            **cfg.as_dict(),
+            setup_s=w.info["setup_s"],
+            peak_rss_mb=end["peak_rss_mb"],
+            rss_start_mb=w.info["rss_start_mb"],
+        )
+        for mode in modes:
+            ts = times[(impl, mode)]
+            med, best = statistics.median(ts), min(ts)
+            rec[mode] = dict(
+                steps=len(ts),
+                median_s=med,
+                min_s=best,
+                tokens_per_s=cfg.tokens / med,
+                tokens_per_s_at_min=cfg.tokens / best,
+                gflops=flops(cell, cfg, mode) / med / 1e9,
+            )
+        records[impl] = rec
+    return [records[i] for i in impls]
+
+
+def machine() -> dict:
+    """CPU model, core count, memory and load of this machine."""
+    model = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+        with open("/proc/meminfo") as f:
+            mem_gib = int(f.readline().split()[1]) / 2**20
+    except OSError:
+        mem_gib = float("nan")
+    return dict(
+        cpu=model,
+        cores=os.cpu_count(),
+        memory_gib=round(mem_gib, 1),
+        platform=platform.platform(),
+        python=platform.python_version(),
+    )
+
+
+def versions() -> dict:
+    out = {}
+    for name in ("jax", "jaxlib", "flax", "optax", "numpy", "torch"):
+        try:
+            out[name] = __import__(name).__version__
+        except ImportError:
+            out[name] = None
+    return out
+
+
+def run_regularizers() -> list[dict]:
+    """The regulariser cost table, when ``benchmarks/regularizers.py`` is present."""
+    if importlib.util.find_spec("benchmarks.regularizers") is None:
+        return []
+    code = "import json; from benchmarks import regularizers; print(json.dumps(regularizers.run()))"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=_env(), check=True
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", default="", help="comma-separated cell:config, e.g. lstm:A")
+    parser.add_argument("--impls", default="", help="comma-separated implementations to keep")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--visit-s", type=float, default=0.5)
+    parser.add_argument("--no-readme", action="store_true")
+    parser.add_argument("--no-regularizers", action="store_true")
+    parser.add_argument("--out-dir", default=str(ROOT / "results"))
+    args = parser.parse_args(argv)
+    only = {tuple(s.split(":")) for s in args.only.split(",") if s}
+    keep = {s for s in args.impls.split(",") if s}
+    unknown = keep - set(IMPLEMENTATIONS)
+    if unknown:
+        raise ValueError(f"--impls must name {sorted(IMPLEMENTATIONS)}, got {sorted(unknown)}")
+
+    started = time.time()
+    result = dict(
+        date=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        machine=machine(),
+        versions=versions(),
+        load_before=os.getloadavg(),
+        notes=[
+            "jax.experimental.rnn (cuDNN) is a GPU-only peer and is skipped on CPU.",
+        ],
+    )
+    print(f"machine: {result['machine']['cpu']}, load {result['load_before']}", flush=True)
+    result["matmul_peak_gflops"] = measure_peaks()
+    print(f"matmul peak (GFLOP/s): {result['matmul_peak_gflops']}", flush=True)
+    records = []
+    for cell, config, impls, modes in PLAN:
+        if only and (cell, config) not in only:
+            continue
+        impls = [i for i in impls if not keep or i in keep]
+        t = time.time()
+        group = bench_group(cell, config, impls, modes, args.rounds, args.visit_s)
+        records.extend(group)
+        for rec in group:
+            line = {m: round(rec[m]["tokens_per_s"]) for m in ("train", "forward") if m in rec}
+            print(f"{cell} {config} {rec['impl']:20s} {line or rec.get('error')}", flush=True)
+        print(f"  ({time.time() - t:.0f} s)", flush=True)
+    result["records"] = records
+    if not args.no_regularizers:
+        result["regularizers"] = run_regularizers()
+    result["load_after"] = os.getloadavg()
+    result["wall_s"] = time.time() - started
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stamp = result["date"].replace(":", "").replace("+0000", "Z")
+    path = out_dir / f"{stamp}.json"
+    path.write_text(json.dumps(result, indent=1))
+    print(f"wrote {path} ({result['wall_s']:.0f} s)", flush=True)
+    if not args.no_readme:
+        write_readme(result, ROOT / "README.md")
+        print(f"wrote {ROOT / 'README.md'}", flush=True)
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,29 @@
+"""Fused whole-sequence recurrences: one ``jax.custom_vjp`` per layer call.
+
+:class:`rnnlab.RNN` takes this path by default (``implementation="auto"``) for the
+configurations it covers: :func:`unsupported_reason` says which, :func:`run_fused` runs it.
+The pure functions :func:`lstm_sequence` and :func:`gru_sequence` work on time-major arrays
+for callers outside the layer.
+"""
+
+from rnnlab.fused.dispatch import (
+    IMPLEMENTATIONS,
+    REMAT_CHUNK,
+    default_options,
+    run_fused,
+    unsupported_reason,
+)
+from rnnlab.fused.gru import GRUOptions, gru_sequence
+from rnnlab.fused.lstm import LSTMOptions, lstm_sequence
+
+__all__ = [
+    "IMPLEMENTATIONS",
+    "REMAT_CHUNK",
+    "GRUOptions",
+    "LSTMOptions",
+    "default_options",
+    "gru_sequence",
+    "lstm_sequence",
+    "run_fused",
+    "unsupported_reason",
+]

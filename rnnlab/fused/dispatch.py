@@ -1,0 +1,128 @@
+"""Choosing and running the fused whole-sequence path for :class:`rnnlab.RNN`.
+
+:func:`unsupported_reason` says why a configuration must take the general scan path (``None``
+when the fused path applies); :func:`run_fused` runs it with the layer's semantics
+(``seq_lengths``, ``reverse``, ``keep_order``, any batch shape). The per-backend choices
+below were measured (docs/performance.md) and are the defaults of ``implementation="auto"``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from rnnlab.cells.gru import GRUCell
+from rnnlab.cells.lstm import LSTMCell
+from rnnlab.fused.gru import GRUOptions, gru_sequence
+from rnnlab.fused.lstm import LSTMOptions, lstm_sequence
+from rnnlab.scan import reverse_valid, valid_mask
+
+Array = jax.Array
+
+IMPLEMENTATIONS = ("auto", "scan", "fused")
+
+_LSTM_PARAMS = frozenset({"kernel_ih", "kernel_hh", "bias"})
+_GRU_PARAMS = frozenset({"kernel_ih", "kernel_hh", "bias_ih", "bias_hh"})
+
+# Span of the recomputing backward pass: long enough for the weight-gradient products to run
+# near the matmul peak, short enough that its [chunk, B, 4H] buffers stay small.
+REMAT_CHUNK = 256
+
+
+def _same_maths(cell: Any, base: type) -> bool:
+    """True when ``cell`` computes exactly ``base``'s maths (a subclass may change a step)."""
+    kind = type(cell)
+    return isinstance(cell, base) and all(
+        getattr(kind, name) is getattr(base, name) for name in ("project", "step_with")
+    )
+
+
+def unsupported_reason(
+    cell: Any,
+    params: dict[str, Array],
+    *,
+    resets: Array | None = None,
+    step_transform: Any = None,
+    step_inputs: Any = None,
+) -> str | None:
+    """Why ``cell`` with these arguments needs the scan path, or ``None`` if fused applies."""
+    if _same_maths(cell, LSTMCell):
+        if cell.proj_features is not None:
+            return "LSTM with proj_features"
+        extra = set(params) - _LSTM_PARAMS
+    elif _same_maths(cell, GRUCell):
+        if not cell.reset_after:
+            return "GRU with reset_after=False"
+        extra = set(params) - _GRU_PARAMS
+    else:
+        return f"no fused form of {type(cell).__name__}"
+    if extra:
+        return f"extra cell parameters {sorted(extra)} (regularisation masks)"
+    if resets is not None:
+        return "resets"
+    if step_transform is not None or step_inputs is not None:
+        return "a step_transform or step_inputs hook"
+    return None
+
+
+def default_options(cell: Any, remat: Any = None) -> LSTMOptions | GRUOptions:
+    """Measured per-backend options for ``cell``; any ``remat`` policy recomputes the gates."""
+    on_cpu = jax.default_backend() == "cpu"
+    common = dict(
+        dtype=cell.compute_dtype,
+        # XLA:CPU runs a per-step x W_ih product faster than a slice of a hoisted one even
+        # with prefetching; elsewhere one large product wins.
+        hoist=not on_cpu,
+        prefetch=on_cpu,
+    )
+    if isinstance(cell, GRUCell):
+        return GRUOptions(**common)
+    recompute = remat not in (None, "none")
+    return LSTMOptions(**common, recompute=recompute, chunk=REMAT_CHUNK if recompute else None)
+
+
+def run_fused(
+    cell: Any,
+    params: dict[str, Array],
+    xs: Array,
+    initial_carry: Any,
+    *,
+    seq_lengths: Array | None = None,
+    reverse: bool = False,
+    keep_order: bool = True,
+    options: LSTMOptions | GRUOptions | None = None,
+    remat: Any = None,
+) -> tuple[Any, Array]:
+    """Runs ``cell`` over time-major ``xs [T, *batch, I]`` on the fused path.
+
+    Semantics match :func:`rnnlab.scan.masked_scan` as used by :class:`rnnlab.RNN`: outputs
+    past ``seq_lengths`` are zero, the carry is the one after the last valid step, and
+    ``reverse`` processes the valid part of each sequence backwards (outputs in the original
+    order when ``keep_order``).
+    """
+    options = default_options(cell, remat) if options is None else options
+    num_steps, batch = xs.shape[0], xs.shape[1:-1]
+    flat = math.prod(batch)
+
+    def to_flat(a):
+        return a.reshape((flat,) + a.shape[len(batch) :])
+
+    if reverse:
+        xs = reverse_valid(xs, seq_lengths)
+    xs = xs.reshape((num_steps, flat, xs.shape[-1]))
+    mask = None
+    if seq_lengths is not None:
+        mask = valid_mask(seq_lengths.reshape(flat), num_steps)
+    carry = jax.tree.map(lambda a: to_flat(a).astype(jnp.float32), initial_carry)
+    if isinstance(cell, GRUCell):
+        carry, ys = gru_sequence(params, xs, carry, mask, options=options)
+    else:
+        carry, ys = lstm_sequence(params, xs, tuple(carry), mask, options=options)
+    ys = ys.astype(cell.compute_dtype).reshape((num_steps,) + batch + ys.shape[-1:])
+    if reverse and keep_order:
+        ys = reverse_valid(ys, seq_lengths)
+    carry = jax.tree.map(lambda a: a.reshape(batch + a.shape[1:]), carry)
+    return carry, ys

@@ -1,0 +1,171 @@
+"""Whole-sequence GRU ("reset after" form) with a hand-written backward pass.
+
+The form of cuDNN and PyTorch ``nn.GRU`` (Cho et al. 2014, with the reset gate applied to
+the recurrent product), gate order ``(r, z, n)``:
+
+.. math::
+    a = x_t W_{ih} + b_{ih}, \\quad u = h_{t-1} W_{hh} + b_{hh}, \\quad
+    r = \\sigma(a_r + u_r), \\quad z = \\sigma(a_z + u_z), \\quad
+    n = \\tanh(a_n + r \\odot u_n), \\quad h_t = (1 - z) \\odot n + z \\odot h_{t-1}
+
+Backward, with :math:`\\bar h` the gradient reaching :math:`h_t`:
+
+.. math::
+    \\bar n' = \\bar h (1 - z)(1 - n^2), \\quad \\bar z' = \\bar h (h_{t-1} - n) z (1 - z),
+    \\quad \\bar r' = \\bar n' u_n r (1 - r), \\\\
+    \\bar a = [\\bar r', \\bar z', \\bar n'], \\quad \\bar u = [\\bar r', \\bar z', \\bar n' r],
+    \\quad \\bar h_{t-1} = \\bar h z + \\bar u W_{hh}^T
+
+The reverse loop keeps only :math:`\\bar a`; :math:`\\bar u` follows from it and ``r`` after
+the loop, and the weight gradients are single products over all ``T * B`` rows, as in
+:mod:`rnnlab.fused.lstm`.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from rnnlab.fused.common import (
+    F32,
+    Array,
+    cast_like,
+    hold,
+    mm,
+    mm_t,
+    prefetch_scan,
+    rows_t_mm,
+    shift_in,
+    split_gates,
+)
+
+
+class GRUOptions(NamedTuple):
+    """Static choices of the fused GRU; see :class:`rnnlab.fused.lstm.LSTMOptions`."""
+
+    dtype: Any = F32
+    hoist: bool = False
+    prefetch: bool = True
+    one_tanh: bool = True
+
+
+def _sigmoid(x: Array, one_tanh: bool) -> Array:
+    return 0.5 * jnp.tanh(0.5 * x) + 0.5 if one_tanh else jax.nn.sigmoid(x)
+
+
+def _forward(opts: GRUOptions, w_ih, w_hh, b_ih, b_hh, xs, h0, mask, save_gates=True):
+    dt = opts.dtype
+    b_ih32, b_hh32 = b_ih.astype(F32), b_hh.astype(F32)
+    inputs = mm(xs, w_ih, dt) + b_ih32 if opts.hoist else xs
+
+    def body(h, inp):
+        x_t, m_t = inp
+        a = x_t if opts.hoist else mm(x_t, w_ih, dt) + b_ih32
+        u = mm(h, w_hh, dt) + b_hh32
+        a_r, a_z, a_n = split_gates(a, 3)
+        u_r, u_z, u_n = split_gates(u, 3)
+        r = _sigmoid(a_r + u_r, opts.one_tanh)
+        z = _sigmoid(a_z + u_z, opts.one_tanh)
+        n = jnp.tanh(a_n + r * u_n)
+        h_new = hold(m_t, n + z * (h - n), h)
+        gates = jnp.concatenate([r, z, n, u_n], axis=-1) if save_gates else None
+        return h_new, (gates, h_new)
+
+    h_t, (gates, hs) = prefetch_scan(body, h0, (inputs, mask), prefetch=opts.prefetch)
+    return (hs, h_t), gates
+
+
+def _input_grads(opts: GRUOptions, w_hh, gates, h_prevs, dhs, dh_t, mask):
+    """Reverse loop: gradients ``[T, B, 3H]`` of the input pre-activations ``a``."""
+    dt = opts.dtype
+
+    def body(dh, inp):
+        g, h_prev, dy, m_t = inp
+        r, z, n, u_n = split_gates(g, 4)
+        dh_tot = dh + dy
+        dh_in = dh_tot if m_t is None else jnp.where(m_t, dh_tot, 0.0)
+        dn = dh_in * (1.0 - z) * (1.0 - n * n)
+        dz = dh_in * (h_prev - n) * z * (1.0 - z)
+        dr = dn * u_n * r * (1.0 - r)
+        du = jnp.concatenate([dr, dz, dn * r], axis=-1)
+        dh_prev = hold(m_t, dh_in * z + mm_t(du, w_hh, dt), dh)
+        return dh_prev, jnp.concatenate([dr, dz, dn], axis=-1)
+
+    dh0, das = prefetch_scan(
+        body, dh_t, (gates, h_prevs, dhs, mask), reverse=True, prefetch=opts.prefetch
+    )
+    return das, dh0
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _gru(opts, w_ih, w_hh, b_ih, b_hh, xs, h0, mask):
+    return _forward(opts, w_ih, w_hh, b_ih, b_hh, xs, h0, mask, save_gates=False)[0]
+
+
+def _gru_fwd(opts, w_ih, w_hh, b_ih, b_hh, xs, h0, mask):
+    out, gates = _forward(opts, w_ih, w_hh, b_ih, b_hh, xs, h0, mask)
+    return out, (w_ih, w_hh, b_ih, b_hh, xs, h0, mask, gates, out[0])
+
+
+def _gru_bwd(opts, res, cotangents):
+    w_ih, w_hh, b_ih, b_hh, xs, h0, mask, gates, hs = res
+    dhs, dh_t = cotangents
+    dt = opts.dtype
+    hidden = h0.shape[-1]
+    h_prevs = shift_in(h0, hs)
+    das, dh0 = _input_grads(opts, w_hh, gates, h_prevs, dhs, dh_t, mask)
+    r = gates[..., :hidden]
+    d_r, d_z, d_n = split_gates(das, 3)
+    dus = jnp.concatenate([d_r, d_z, d_n * r], axis=-1)
+    grads = (
+        rows_t_mm(xs, das, dt),
+        rows_t_mm(h_prevs, dus, dt),
+        jnp.sum(das, axis=(0, 1)),
+        jnp.sum(dus, axis=(0, 1)),
+        mm_t(das, w_ih, dt),
+        dh0,
+        None,
+    )
+    return cast_like(grads, (w_ih, w_hh, b_ih, b_hh, xs, h0, mask))
+
+
+_gru.defvjp(_gru_fwd, _gru_bwd)
+
+
+def gru_sequence(
+    params: dict[str, Array],
+    xs: Array,
+    h0: Array,
+    mask: Array | None = None,
+    *,
+    options: GRUOptions = GRUOptions(),
+) -> tuple[Array, Array]:
+    """Runs a reset-after GRU over a time-major sequence with the fused backward pass.
+
+    Args:
+      params: ``kernel_ih [I, 3H]``, ``kernel_hh [H, 3H]``, ``bias_ih [3H]``, ``bias_hh [3H]``
+        (gate order ``r, z, n`` as :class:`rnnlab.cells.GRUCell`).
+      xs: inputs ``[T, B, I]``.
+      h0: float32 carry ``[B, H]``.
+      mask: optional bool ``[T, B]``; false marks padding (the carry holds, outputs are 0).
+      options: static :class:`GRUOptions`.
+
+    Returns:
+      ``(h_T, ys)`` with ``ys [T, B, H]`` in float32 (zero at padding).
+    """
+    m = None if mask is None else mask[..., None]
+    hs, h_t = _gru(
+        options,
+        params["kernel_ih"],
+        params["kernel_hh"],
+        params["bias_ih"],
+        params["bias_hh"],
+        xs,
+        h0,
+        m,
+    )
+    ys = hs if m is None else jnp.where(m, hs, 0.0)
+    return h_t, ys

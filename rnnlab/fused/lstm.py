@@ -1,0 +1,269 @@
+"""Whole-sequence LSTM with a hand-written backward pass (``jax.custom_vjp``).
+
+Forward: the per-step recurrence keeps the gate activations ``[i f g o]`` and the carries.
+Backward: one reverse loop computes the gate gradients ``dz_t`` and the recurrent gradient
+``dh_{t-1} = dz_t W_hh^T``; the weight gradients follow as single large products
+``W_hh: H_{prev}^T dZ``, ``W_ih: X^T dZ`` over all ``T * B`` rows, and the input gradient as
+``dZ W_ih^T`` (the scheme of cuDNN, Appleyard et al. 2016). Reverse-mode autodiff of a scan
+instead computes ``T`` skinny ``(H, B) x (B, 4H)`` products inside the loop.
+
+Maths (Hochreiter & Schmidhuber 1997, with forget gate, Gers et al. 2000), per step:
+
+.. math::
+    z = x_t W_{ih} + h_{t-1} W_{hh} + b, \\quad [i, f, g, o] = [\\sigma, \\sigma, \\tanh,
+    \\sigma](z), \\quad c_t = f c_{t-1} + i g, \\quad h_t = o \\tanh(c_t)
+
+and backward, with :math:`\\bar h, \\bar c` the incoming gradients:
+
+.. math::
+    \\bar o = \\bar h \\tanh c_t, \\quad \\bar c \\mathrel{+}= \\bar h\\, o (1 - \\tanh^2 c_t),
+    \\quad \\bar i = \\bar c g, \\quad \\bar g = \\bar c i, \\quad \\bar f = \\bar c c_{t-1},
+    \\quad \\bar z = [\\bar i\\, i(1-i), \\bar f\\, f(1-f), \\bar g (1-g^2), \\bar o\\, o(1-o)]
+
+Padding (a ``[T, B]`` mask) holds the carry, as :func:`rnnlab.scan.masked_scan` does; the
+gate gradients are zero there and the carry gradients pass through unchanged.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from rnnlab.fused.common import (
+    F32,
+    Array,
+    cast_like,
+    hold,
+    mm,
+    mm_t,
+    prefetch_scan,
+    rows_t_mm,
+    shift_in,
+    split_gates,
+)
+
+
+class LSTMOptions(NamedTuple):
+    """Static choices of the fused LSTM (hashable: part of the compiled program).
+
+    Attributes:
+      dtype: matmul compute dtype (carries, gates and accumulations stay float32).
+      hoist: compute ``x W_ih + b`` for all steps in one matmul before the loop.
+      prefetch: materialise each step's slices one step ahead (see ``prefetch_scan``).
+      one_tanh: evaluate all four gate nonlinearities with one ``tanh`` over ``[B, 4H]``,
+        using :math:`\\sigma(x) = (1 + \\tanh(x/2)) / 2`.
+      recompute: keep only the carries ``c_t, h_t`` for the backward pass and recompute the
+        gates there, ``chunk`` steps at a time (rematerialisation for long sequences).
+      chunk: span length of the recomputing backward pass (``None``: the whole sequence);
+        its gate activations and gradients are the only ``[chunk, B, 4H]`` buffers alive.
+    """
+
+    dtype: Any = F32
+    hoist: bool = False
+    prefetch: bool = True
+    one_tanh: bool = True
+    recompute: bool = False
+    chunk: int | None = None
+
+
+def _gate_constants(hidden: int) -> tuple[Array, Array]:
+    """Per-column ``(scale, shift)`` so that ``act = scale * tanh(scale * z) + shift``."""
+    is_g = (jnp.arange(4 * hidden) // hidden) == 2
+    scale = jnp.where(is_g, 1.0, 0.5).astype(F32)
+    return scale, jnp.where(is_g, 0.0, 0.5).astype(F32)
+
+
+def gate_activations(z: Array, one_tanh: bool) -> Array:
+    """``[sigmoid(i), sigmoid(f), tanh(g), sigmoid(o)]`` of fused pre-activations ``[..., 4H]``."""
+    hidden = z.shape[-1] // 4
+    if one_tanh:
+        scale, shift = _gate_constants(hidden)
+        return scale * jnp.tanh(scale * z) + shift
+    i, f, g, o = jnp.split(z, 4, axis=-1)
+    sig = jax.nn.sigmoid
+    return jnp.concatenate([sig(i), sig(f), jnp.tanh(g), sig(o)], axis=-1)
+
+
+def _forward(opts: LSTMOptions, w_ih, w_hh, b, xs, c0, h0, mask, save_gates=False):
+    """Runs the recurrence; returns the carries and the residuals for the backward pass."""
+    dt = opts.dtype
+    b32 = b.astype(F32)
+    if opts.hoist:
+        inputs = mm(xs, w_ih, dt) + b32
+    else:
+        inputs = xs
+
+    def body(carry, inp):
+        c, h = carry
+        x_t, m_t = inp
+        if opts.hoist:
+            z = x_t + mm(h, w_hh, dt)
+        else:
+            z = mm(x_t, w_ih, dt) + mm(h, w_hh, dt) + b32
+        act = gate_activations(z, opts.one_tanh)
+        i, f, g, o = split_gates(act, 4)
+        c_new = hold(m_t, f * c + i * g, c)
+        h_new = hold(m_t, o * jnp.tanh(c_new), h)
+        return (c_new, h_new), (act if save_gates else None, c_new, h_new)
+
+    (c_t, h_t), (acts, cs, hs) = prefetch_scan(
+        body, (c0, h0), (inputs, mask), prefetch=opts.prefetch
+    )
+    return (hs, c_t, h_t), (acts, cs, hs)
+
+
+def _gate_grads(opts: LSTMOptions, w_hh, acts, cs, c_prevs, dhs, dc_t, dh_t, mask):
+    """The reverse loop over one span of steps: gate gradients ``dZ [T, B, 4H]`` and the
+    gradients of the carry entering the span."""
+    dt = opts.dtype
+
+    def body(carry, inp):
+        dc, dh = carry
+        act, c, c_prev, dy, m_t = inp
+        i, f, g, o = split_gates(act, 4)
+        dh_tot = dh + dy
+        dh_in = dh_tot if m_t is None else jnp.where(m_t, dh_tot, 0.0)
+        dc_in = dc if m_t is None else jnp.where(m_t, dc, 0.0)
+        tc = jnp.tanh(c)
+        dcc = dc_in + dh_in * o * (1.0 - tc * tc)
+        dz = jnp.concatenate(
+            [
+                dcc * g * i * (1.0 - i),
+                dcc * c_prev * f * (1.0 - f),
+                dcc * i * (1.0 - g * g),
+                dh_in * tc * o * (1.0 - o),
+            ],
+            axis=-1,
+        )
+        dh_prev = hold(m_t, mm_t(dz, w_hh, dt), dh)
+        dc_prev = hold(m_t, dcc * f, dc)
+        return (dc_prev, dh_prev), dz
+
+    (dc0, dh0), dzs = prefetch_scan(
+        body, (dc_t, dh_t), (acts, cs, c_prevs, dhs, mask), reverse=True, prefetch=opts.prefetch
+    )
+    return dzs, dc0, dh0
+
+
+def _recompute_span(opts, w_ih, w_hh, b, span, carry_grads, weight_grads):
+    """Backward over one span of steps with its gates recomputed from the saved carries.
+
+    With every ``h_{t-1}`` saved, the pre-activations of a whole span are one large product
+    ``X W_ih + H_{prev} W_hh`` rather than a sequential loop.
+    """
+    dt = opts.dtype
+    x, h_prev, c, c_prev, dy, m = span
+    acts = gate_activations(mm(x, w_ih, dt) + mm(h_prev, w_hh, dt) + b.astype(F32), opts.one_tanh)
+    dzs, dc0, dh0 = _gate_grads(opts, w_hh, acts, c, c_prev, dy, *carry_grads, m)
+    d_w_ih, d_w_hh, d_b = weight_grads
+    weight_grads = (
+        d_w_ih + rows_t_mm(x, dzs, dt),
+        d_w_hh + rows_t_mm(h_prev, dzs, dt),
+        d_b + jnp.sum(dzs, axis=(0, 1)),
+    )
+    return (dc0, dh0), weight_grads, mm_t(dzs, w_ih, dt)
+
+
+def _split_spans(seq: Any, chunk: int):
+    """Splits time-major leaves into a head of ``T mod chunk`` steps and ``[n, chunk, ...]``."""
+    leaves = [a for a in jax.tree.leaves(seq)]
+    num_steps = leaves[0].shape[0]
+    head = num_steps % chunk
+
+    def tail(a):
+        return a[head:].reshape((num_steps // chunk, chunk) + a.shape[1:])
+
+    return jax.tree.map(lambda a: a[:head], seq), jax.tree.map(tail, seq), head
+
+
+def _recompute_backward(opts, w_ih, w_hh, b, xs, c0, h0, mask, cs, hs, dhs, dc_t, dh_t):
+    """Backward pass that saved only the carries: spans of ``opts.chunk`` steps, last first."""
+    num_steps = xs.shape[0]
+    chunk = num_steps if opts.chunk is None else min(opts.chunk, num_steps)
+    seq = (xs, shift_in(h0, hs), cs, shift_in(c0, cs), dhs, mask)
+    zeros = (jnp.zeros(w_ih.shape, F32), jnp.zeros(w_hh.shape, F32), jnp.zeros(b.shape, F32))
+    head, tail, head_len = _split_spans(seq, chunk)
+
+    def body(state, span):
+        carry_grads, weight_grads = state
+        carry_grads, weight_grads, dx = _recompute_span(
+            opts, w_ih, w_hh, b, span, carry_grads, weight_grads
+        )
+        return (carry_grads, weight_grads), dx
+
+    (carry_grads, weight_grads), d_xs = jax.lax.scan(
+        body, ((dc_t, dh_t), zeros), tail, reverse=True
+    )
+    d_xs = d_xs.reshape((-1,) + xs.shape[1:])
+    if head_len:
+        carry_grads, weight_grads, d_head = _recompute_span(
+            opts, w_ih, w_hh, b, head, carry_grads, weight_grads
+        )
+        d_xs = jnp.concatenate([d_head, d_xs], axis=0)
+    return weight_grads, d_xs, carry_grads
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _lstm(opts, w_ih, w_hh, b, xs, c0, h0, mask):
+    return _forward(opts, w_ih, w_hh, b, xs, c0, h0, mask)[0]
+
+
+def _lstm_fwd(opts, w_ih, w_hh, b, xs, c0, h0, mask):
+    out, (acts, cs, hs) = _forward(
+        opts, w_ih, w_hh, b, xs, c0, h0, mask, save_gates=not opts.recompute
+    )
+    return out, (w_ih, w_hh, b, xs, c0, h0, mask, acts, cs, hs)
+
+
+def _lstm_bwd(opts, res, cotangents):
+    w_ih, w_hh, b, xs, c0, h0, mask, acts, cs, hs = res
+    dhs, dc_t, dh_t = cotangents
+    dt = opts.dtype
+    if opts.recompute:
+        (d_w_ih, d_w_hh, d_b), d_xs, (dc0, dh0) = _recompute_backward(
+            opts, w_ih, w_hh, b, xs, c0, h0, mask, cs, hs, dhs, dc_t, dh_t
+        )
+    else:
+        dzs, dc0, dh0 = _gate_grads(opts, w_hh, acts, cs, shift_in(c0, cs), dhs, dc_t, dh_t, mask)
+        d_w_hh = rows_t_mm(shift_in(h0, hs), dzs, dt)
+        d_w_ih = rows_t_mm(xs, dzs, dt)
+        d_b = jnp.sum(dzs, axis=(0, 1))
+        d_xs = mm_t(dzs, w_ih, dt)
+    grads = (d_w_ih, d_w_hh, d_b, d_xs, dc0, dh0, None)
+    return cast_like(grads, (w_ih, w_hh, b, xs, c0, h0, mask))
+
+
+_lstm.defvjp(_lstm_fwd, _lstm_bwd)
+
+
+def lstm_sequence(
+    params: dict[str, Array],
+    xs: Array,
+    carry: tuple[Array, Array],
+    mask: Array | None = None,
+    *,
+    options: LSTMOptions = LSTMOptions(),
+) -> tuple[tuple[Array, Array], Array]:
+    """Runs an LSTM over a time-major sequence with the fused backward pass.
+
+    Args:
+      params: ``kernel_ih [I, 4H]``, ``kernel_hh [H, 4H]``, ``bias [4H]`` (gate order
+        ``i, f, g, o`` as :class:`rnnlab.cells.LSTMCell`).
+      xs: inputs ``[T, B, I]``.
+      carry: ``(c, h)``, each float32 ``[B, H]``.
+      mask: optional bool ``[T, B]``; false marks padding (the carry holds, outputs are 0).
+      options: static :class:`LSTMOptions`.
+
+    Returns:
+      ``((c_T, h_T), ys)`` with ``ys [T, B, H]`` in float32 (zero at padding).
+    """
+    c0, h0 = carry
+    m = None if mask is None else mask[..., None]
+    hs, c_t, h_t = _lstm(
+        options, params["kernel_ih"], params["kernel_hh"], params["bias"], xs, c0, h0, m
+    )
+    ys = hs if m is None else jnp.where(m, hs, 0.0)
+    return (c_t, h_t), ys
