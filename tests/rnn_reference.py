@@ -31,10 +31,18 @@ def randomize(module, seed: int = 0, scale: float = 0.5):
     rng = np.random.default_rng(seed)
     for _, var in nnx.iter_graph(module):
         if isinstance(var, nnx.Param):
-            var.set_value(
-                jax.numpy.asarray(rng.normal(0.0, scale, var.shape), var.get_value().dtype)
-            )
+            value = rng.normal(0.0, scale, var.shape)
+            var.set_value(jax.numpy.asarray(value, var.get_value().dtype))
     return module
+
+
+def random_module(build, seed: int = 0):
+    """``build()`` with random parameters, skipping its own initialisers.
+
+    The module is built abstractly (``nnx.eval_shape``) and then filled from NumPy, so tests
+    do not pay for compiling initialisers (an orthogonal init compiles a QR decomposition).
+    """
+    return randomize(nnx.eval_shape(build), seed)
 
 
 def simple_step(p, h, x, activation="tanh"):
