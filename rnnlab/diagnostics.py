@@ -401,6 +401,18 @@ def _figure(width: float = 6.4, height: float = 4.0):
     return fig, fig.add_subplot(1, 1, 1)
 
 
+def _save_log_lines(fig, ax, path: str, ylabel: str, title: str) -> str:
+    ax.set_yscale("log")
+    ax.set_xlabel("time step t")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path)
+    return path
+
+
 def plot_gradient_flow(
     curves: Mapping[str, np.ndarray], path: str, *, title: str = "Gradient flow through time"
 ) -> str:
@@ -409,15 +421,7 @@ def plot_gradient_flow(
     for label, values in curves.items():
         values = np.asarray(values, np.float64)
         ax.plot(np.arange(1, len(values) + 1), np.maximum(values, 1e-30), label=label)
-    ax.set_yscale("log")
-    ax.set_xlabel("time step t")
-    ax.set_ylabel("||dL/dh_t||")
-    ax.set_title(title)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize="small")
-    fig.tight_layout()
-    fig.savefig(path)
-    return path
+    return _save_log_lines(fig, ax, path, "||dL/dh_t||", title)
 
 
 def plot_gradient_heatmap(
@@ -461,12 +465,5 @@ def plot_jacobian_spectra(
         t = np.arange(1, sv.shape[0] + 1)
         (line,) = ax.plot(t, sv[:, 0], label=f"{label} (max)")
         ax.plot(t, np.maximum(sv[:, -1], 1e-30), linestyle=":", color=line.get_color())
-    ax.set_yscale("log")
-    ax.set_xlabel("time step t")
-    ax.set_ylabel("singular value (solid: largest, dotted: smallest)")
-    ax.set_title(title)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize="small")
-    fig.tight_layout()
-    fig.savefig(path)
-    return path
+    ylabel = "singular value (solid: largest, dotted: smallest)"
+    return _save_log_lines(fig, ax, path, ylabel, title)

@@ -13,6 +13,7 @@ import pytest
 from flax import nnx
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
+from rnn_reference import randomize
 
 import rnnlab
 from rnnlab.cells import (
@@ -30,14 +31,6 @@ B, IN, H, T = 3, 4, 5, 6
 
 def sigmoid(x):
     return 1.0 / (1.0 + np.exp(-x))
-
-
-def randomize(module, seed, scale=0.5):
-    rng = np.random.default_rng(seed)
-    for _, var in nnx.iter_graph(module):
-        if isinstance(var, nnx.Param):
-            var.set_value(jnp.asarray(rng.normal(0.0, scale, var.shape), jnp.float32))
-    return module
 
 
 def p64(cell):

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
-from rnn_reference import step_fn
+from rnn_reference import randomize, step_fn
 
 import rnnlab
 from rnnlab import diagnostics
@@ -17,14 +17,6 @@ from rnnlab.cells import GRUCell, LRUCell, LSTMCell, OrthogonalCell, SimpleCell
 from rnnlab.linear_layers import LinearRecurrence
 
 B, IN, H, T = 2, 3, 4, 5
-
-
-def randomize(module, seed, scale=0.6):
-    rng = np.random.default_rng(seed)
-    for _, var in nnx.iter_graph(module):
-        if isinstance(var, nnx.Param):
-            var.set_value(jnp.asarray(rng.normal(0.0, scale, var.shape), jnp.float32))
-    return module
 
 
 def data(seed, out=H, shape=(B, T, IN)):

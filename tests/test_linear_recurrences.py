@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from rnn_reference import randomize
 
 import rnnlab
 from rnnlab.cells import LRUCell, MinGRUCell, MinLSTMCell, SimpleCell
@@ -17,14 +18,6 @@ B, IN, H, T = 3, 4, 6, 7
 
 def sigmoid(x):
     return 1.0 / (1.0 + np.exp(-x))
-
-
-def randomize(module, seed, scale=0.5):
-    rng = np.random.default_rng(seed)
-    for _, var in nnx.iter_graph(module):
-        if isinstance(var, nnx.Param):
-            var.set_value(jnp.asarray(rng.normal(0.0, scale, var.shape), jnp.float32))
-    return module
 
 
 def p64(cell):
