@@ -115,13 +115,15 @@ def stack_carry(carries):
     return np.stack(carries)
 
 
-def run_sequence(step, carry0, xs, length=None, reverse=False, resets=None):
+def run_sequence(step, carry0, xs, length=None, reverse=False, resets=None, reset_carry=None):
     """One sequence ``xs[T, F]``: outputs in original order (zeros past ``length``), final carry.
 
     With ``reverse`` the valid part is processed from ``length - 1`` down to 0. ``resets[t]``
     marks the first step of a segment; whenever the step being processed lies in another
-    segment than the previous one, the state restarts from ``carry0``.
+    segment than the previous one, the state restarts from ``reset_carry`` (default
+    ``carry0``).
     """
+    reset_carry = carry0 if reset_carry is None else reset_carry
     num_steps = xs.shape[0]
     length = num_steps if length is None else int(length)
     segment = np.cumsum(resets[:num_steps]) if resets is not None else np.zeros(num_steps)
@@ -129,7 +131,7 @@ def run_sequence(step, carry0, xs, length=None, reverse=False, resets=None):
     carry, outputs, previous = carry0, {}, None
     for t in order:
         if previous is not None and segment[t] != segment[previous]:
-            carry = carry0
+            carry = reset_carry
         carry, outputs[t] = step(carry, xs[t])
         previous = t
     out_size = np.shape(step(carry0, xs[0])[1])[-1]
