@@ -4,8 +4,9 @@ One LSTM layer (:class:`rnnlab.regularizers.RegularizedStackedRNN`), one jitted 
 step each (forward, backward, SGD update; loss ``mean(y^2)`` plus AR/TAR where enabled),
 float32. The default shape is config A of the performance baselines scaled down by two in
 every dimension (batch 16, time 64, input 64, hidden 128). Variants are timed in
-interleaved rounds so that load changes on a shared machine hit all of them alike; the
-number reported is the median.
+interleaved rounds so that load changes on a shared machine hit all of them alike; each
+record gives the median and the minimum step time (the minimum is the steadier number on a
+busy machine).
 
 Run: ``python -m benchmarks.regularizers [--steps N] [--rounds R]``.
 """
@@ -20,12 +21,16 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from rnnlab.regularizers import Regularization, RegularizedStackedRNN
+from rnnlab import fused
+from rnnlab.regularizers import Regularization, RegularizedStackedRNN, prepare_layer
 
 DEFAULT_SHAPE = dict(batch=16, time=64, input=64, hidden=128)
 
 VARIANTS: dict[str, Regularization] = {
     "plain": Regularization(),
+    # The same plain layer forced onto the step-by-step scan: the baseline of the techniques
+    # that need the scan (recurrent masks, zoneout), which the fused LSTM/GRU path lacks.
+    "plain_scan": Regularization(),
     "dropout_in_out": Regularization(input_dropout=0.3, output_dropout=0.3),
     "variational_in_out": Regularization(input_dropout=0.3, output_dropout=0.3, variational=True),
     "recurrent_gal": Regularization(recurrent_dropout=0.25),
@@ -39,11 +44,30 @@ VARIANTS: dict[str, Regularization] = {
 }
 
 
-def _train_step(reg: Regularization, shape: dict, cell: str):
+def _train_step(name: str, shape: dict, cell: str):
+    reg = VARIANTS[name]
     model = RegularizedStackedRNN(
-        shape["input"], shape["hidden"], 1, cell=cell, regularization=reg, rngs=nnx.Rngs(0)
+        shape["input"],
+        shape["hidden"],
+        1,
+        cell=cell,
+        regularization=reg,
+        rnn_kwargs={"implementation": "scan" if name == "plain_scan" else "auto"},
+        rngs=nnx.Rngs(0),
     )
     graphdef, params = nnx.split(model)
+    rnn = model.layers[0]
+    plan = prepare_layer(
+        rnn, reg, batch_shape=(shape["batch"],), num_steps=shape["time"], rngs=jax.random.key(0),
+        deterministic=False,
+    )  # fmt: skip
+    why = fused.unsupported_reason(
+        rnn.cell,
+        plan.params or rnn.cell.cell_params(),
+        step_transform=plan.step_transform,
+        step_inputs=plan.step_inputs,
+    )
+    path = "scan" if rnn.implementation == "scan" or why is not None else "fused"
 
     def loss_fn(params, x, key):
         out, aux = nnx.merge(graphdef, params)(x, deterministic=False, rngs=key, return_aux=True)
@@ -54,7 +78,7 @@ def _train_step(reg: Regularization, shape: dict, cell: str):
         grads = jax.grad(loss_fn)(params, x, key)
         return jax.tree.map(lambda p, g: p - 0.01 * g, params, grads)
 
-    return step, params
+    return step, params, path
 
 
 def run(
@@ -67,20 +91,25 @@ def run(
 ) -> list[dict]:
     """Times every variant; returns one record per variant.
 
-    Records hold ``name``, ``technique``, ``cell``, the shape, ``ms_per_step`` (median over
-    ``rounds * steps`` steps), ``tokens_per_s`` and ``relative_to_plain`` (step time over
-    the plain layer's, measured in the same run).
+    Records hold ``name``, ``technique``, ``cell``, the shape, ``path`` (``"fused"`` or
+    ``"scan"``: which implementation the layer ran), ``ms_per_step`` (median over ``rounds *
+    steps`` steps), ``ms_min``, ``tokens_per_s`` (from the median), ``relative_to_plain`` /
+    ``relative_to_plain_min`` (step time over the default plain layer's, measured in the same
+    run) and ``relative_to_plain_scan`` / ``relative_to_plain_scan_min`` (over the plain
+    layer forced onto the scan path: the cost of the technique itself).
     """
     shape = dict(DEFAULT_SHAPE if shape is None else shape)
     names = list(VARIANTS) if variants is None else list(variants)
-    if "plain" not in names:
-        names.insert(0, "plain")
+    for base in ("plain_scan", "plain"):
+        if base not in names:
+            names.insert(0, base)
     x = jax.random.normal(jax.random.key(0), (shape["batch"], shape["time"], shape["input"]))
-    compiled = {}
+    compiled, paths = {}, {}
     for name in names:
-        step, params = _train_step(VARIANTS[name], shape, cell)
+        step, params, path = _train_step(name, shape, cell)
         params = jax.block_until_ready(step(params, x, jax.random.key(1)))  # compile
         compiled[name] = (step, params)
+        paths[name] = path
     times: dict[str, list[float]] = {name: [] for name in names}
     for r in range(rounds):
         for name in names:
@@ -91,11 +120,12 @@ def run(
                 params = jax.block_until_ready(step(params, x, key))
                 times[name].append(time.perf_counter() - t0)
             compiled[name] = (step, params)
-    plain = statistics.median(times["plain"])
+    plain, plain_min = statistics.median(times["plain"]), min(times["plain"])
+    scan, scan_min = statistics.median(times["plain_scan"]), min(times["plain_scan"])
     tokens = shape["batch"] * shape["time"]
     records = []
     for name in names:
-        med = statistics.median(times[name])
+        med, best = statistics.median(times[name]), min(times[name])
         records.append(
             dict(
                 name=f"regularizers/{cell}/{name}",
@@ -104,8 +134,13 @@ def run(
                 **shape,
                 backend=jax.default_backend(),
                 ms_per_step=1e3 * med,
+                ms_min=1e3 * best,
                 tokens_per_s=tokens / med,
                 relative_to_plain=med / plain,
+                relative_to_plain_min=best / plain_min,
+                relative_to_plain_scan=med / scan,
+                relative_to_plain_scan_min=best / scan_min,
+                path=paths[name],
             )
         )
     return records
@@ -118,12 +153,17 @@ def main() -> None:
     parser.add_argument("--cell", default="lstm")
     args = parser.parse_args()
     records = run(steps=args.steps, rounds=args.rounds, cell=args.cell)
-    print("| technique | ms/step | tokens/s | x plain |")
-    print("|---|---|---|---|")
+    print(
+        "| technique | path | ms/step (median) | ms/step (min) | x plain (median, min) "
+        "| x plain scan (median, min) |"
+    )
+    print("|---|---|---|---|---|---|")
     for rec in records:
         print(
-            f"| {rec['technique']} | {rec['ms_per_step']:.2f} | {rec['tokens_per_s']:,.0f} "
-            f"| {rec['relative_to_plain']:.2f} |"
+            f"| {rec['technique']} | {rec['path']} | {rec['ms_per_step']:.2f} "
+            f"| {rec['ms_min']:.2f} | {rec['relative_to_plain']:.2f}, "
+            f"{rec['relative_to_plain_min']:.2f} | {rec['relative_to_plain_scan']:.2f}, "
+            f"{rec['relative_to_plain_scan_min']:.2f} |"
         )
 
 

@@ -137,7 +137,7 @@ class Regularization:
 
     @classmethod
     def awd_lstm(cls, **overrides) -> Regularization:
-        """The Penn Treebank recipe of AWD-LSTM (Merity et al. 2017, Table 1 settings).
+        """The Penn Treebank recipe of AWD-LSTM (Merity et al. 2017; their released settings).
 
         Locked dropout 0.4 (input) / 0.25 (between layers) / 0.4 (output), embedding
         dropout 0.1, weight drop 0.5, AR 2, TAR 1. WikiText-2 used input dropout 0.65 and
