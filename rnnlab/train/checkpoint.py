@@ -12,6 +12,14 @@ Saves are asynchronous (training continues while files are written) and atomic (
 writes to a temporary directory and renames it when complete, so a half-written checkpoint
 is never picked up). The manager keeps the last ``keep`` checkpoints plus the best one by
 a validation metric. Directories may be ``gs://`` paths (``etils.epath``).
+
+Every save is sealed with fingerprints of its arrays and JSON (:mod:`rnnlab.train.integrity`)
+that every restore checks. :meth:`Checkpoints.restore_latest` walks back from the newest
+checkpoint to the newest one that reads back intact, moving damaged ones aside to
+``<workdir>/corrupt_checkpoints/`` (kept for inspection, never deleted). A save that cannot
+be written (disk full, read-only or vanished directory) raises
+:class:`CheckpointWriteError`; orbax deletes old checkpoints only after a new one is
+committed, so the previous checkpoints stay intact.
 """
 
 from __future__ import annotations
@@ -20,6 +28,8 @@ import json
 import math
 import signal
 import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -28,6 +38,16 @@ import orbax.checkpoint as ocp
 from etils import epath
 from jax.experimental import multihost_utils
 from orbax.checkpoint import checkpoint_managers as policies
+
+from rnnlab.train import integrity
+from rnnlab.train.integrity import CorruptCheckpointError
+
+CORRUPT_DIR = "corrupt_checkpoints"
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written; the message names the step, the directory, the
+    cause and the newest checkpoint that is still intact."""
 
 
 def as_path(directory: str | epath.Path) -> epath.Path:
@@ -85,6 +105,7 @@ class Checkpoints:
         self.manager = ocp.CheckpointManager(
             self.directory, options=options, item_names=("state", "extra")
         )
+        self._pending: int | None = None
 
     def _metric(self, metrics: dict[str, Any]) -> float:
         value = float(metrics.get(self.best_metric, math.nan))
@@ -124,19 +145,59 @@ class Checkpoints:
         *,
         force: bool = True,
     ) -> bool:
-        """Starts saving ``state`` and ``extra`` as checkpoint ``step`` (asynchronously)."""
+        """Starts saving ``state`` and ``extra`` as checkpoint ``step`` (asynchronously).
+
+        Raises :class:`CheckpointWriteError` when this save, or the previous asynchronous
+        one, could not be written.
+        """
+        self.check_written()
         if step in self.manager.all_steps():
             return False
         metrics = None if metrics is None else {k: float(v) for k, v in metrics.items()}
         args = ocp.args.Composite(
-            state=ocp.args.StandardSave(state), extra=ocp.args.JsonSave(extra)
+            state=ocp.args.StandardSave(state),
+            extra=ocp.args.JsonSave(integrity.seal(state, extra)),
         )
-        return self.manager.save(step, args=args, metrics=metrics, force=force)
+        try:
+            saved = self.manager.save(step, args=args, metrics=metrics, force=force)
+        except Exception as e:  # orbax raises OSError, ValueError or its own errors
+            raise self._write_error(step, e) from e
+        if saved:
+            self._pending = step
+        return saved
+
+    def _write_error(self, step: int, cause: BaseException) -> CheckpointWriteError:
+        self.manager.reload()  # forget the failed step, see the intact ones on disk
+        intact = [s for s in self.manager.all_steps() if s != step]
+        last = f"checkpoint {max(intact)} is intact" if intact else "no earlier checkpoint exists"
+        return CheckpointWriteError(
+            f"checkpoint {step} could not be written to {self.directory}: "
+            f"{type(cause).__name__}: {cause}. Nothing was deleted; {last}. Free space or "
+            "make the directory writable, then rerun to resume."
+        )
+
+    def check_written(self) -> None:
+        """Raises :class:`CheckpointWriteError` if the last asynchronous save failed.
+
+        orbax reports a failed background write only in its log (and then skips the
+        commit), so the committed step directory is what tells.
+        """
+        step, self._pending = self._pending, None
+        if step is None:
+            return
+        try:
+            self.manager.wait_until_finished()
+        except Exception as e:
+            raise self._write_error(step, e) from e
+        if not (self.directory / str(step)).exists():
+            raise self._write_error(step, OSError("the step directory was never committed"))
 
     def restore(self, abstract_state: Any, step: int | None = None) -> tuple[Any, dict]:
         """The state (placed with the shardings of ``abstract_state``'s leaves) and extra.
 
-        ``abstract_state``: ``jax.ShapeDtypeStruct`` leaves with ``sharding`` set.
+        ``abstract_state``: ``jax.ShapeDtypeStruct`` leaves with ``sharding`` set. Raises
+        :class:`CorruptCheckpointError` when the checkpoint cannot be read or reads back
+        different from what was saved.
         """
         step = self.latest_step() if step is None else step
         if step is None:
@@ -144,11 +205,47 @@ class Checkpoints:
         args = ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract_state), extra=ocp.args.JsonRestore()
         )
-        restored = self.manager.restore(step, args=args)
-        return restored["state"], dict(restored["extra"] or {})
+        try:
+            restored = self.manager.restore(step, args=args)
+        except Exception as e:  # tensorstore, JSON and orbax errors: unreadable files
+            text = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
+            raise CorruptCheckpointError(step, f"{type(e).__name__}: {text}") from e
+        extra = restored["extra"]
+        if not isinstance(extra, dict):
+            raise CorruptCheckpointError(step, f"item 'extra' is {type(extra).__name__}")
+        return restored["state"], integrity.check(step, restored["state"], extra)
+
+    def restore_latest(
+        self, abstract_state: Any, *, report: Callable[[str], None] = print
+    ) -> tuple[int, Any, dict] | None:
+        """``(step, state, extra)`` of the newest checkpoint that reads back intact, or
+        ``None`` when there is none. Damaged checkpoints are reported and moved aside."""
+        for step in sorted(self.all_steps(), reverse=True):
+            try:
+                state, extra = self.restore(abstract_state, step)
+            except CorruptCheckpointError as e:
+                moved = self.quarantine(step)
+                report(f"{e}; moved to {moved}, trying the previous checkpoint")
+                continue
+            return step, state, extra
+        return None
+
+    def quarantine(self, step: int) -> epath.Path:
+        """Moves checkpoint ``step`` to ``<directory>/../corrupt_checkpoints/`` (a later save
+        of the same step would otherwise be refused) and returns where it went."""
+        target = self.directory.parent / CORRUPT_DIR / f"{step}-{int(time.time())}"
+        if jax.process_index() == 0:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            (self.directory / str(step)).rename(target)
+        if jax.process_count() > 1:
+            multihost_utils.sync_global_devices(f"rnnlab_quarantine_{step}")
+        self.manager.reload()
+        return target
 
     def wait(self) -> None:
-        """Blocks until pending asynchronous saves are complete."""
+        """Blocks until pending asynchronous saves are complete; raises
+        :class:`CheckpointWriteError` if one failed."""
+        self.check_written()
         self.manager.wait_until_finished()
 
     def close(self) -> None:
