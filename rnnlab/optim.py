@@ -23,6 +23,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Callable, Sequence
@@ -35,11 +36,12 @@ import optax
 __all__ = [
     "OPTIMIZERS",
     "SCHEDULES",
+    "build",
     "decay_mask",
     "frozen_mask",
     "make",
-    "path_str",
     "lr_schedule",
+    "path_str",
     "stats",
 ]
 
@@ -166,7 +168,7 @@ def _record_norm(state_cls: type) -> optax.GradientTransformation:
 
     def update(updates, state, params=None):
         del params, state
-        norm = optax.global_norm(updates).astype(jnp.float32)
+        norm = optax.tree.norm(updates).astype(jnp.float32)
         return updates, state_cls(norm)
 
     return optax.GradientTransformation(init, update)
@@ -239,7 +241,25 @@ def _check(kw: dict[str, Any]) -> None:
             raise _bad("freeze", "regular expressions", pattern) from e
 
 
-def make(
+def make(**kwargs: Any) -> optax.GradientTransformationExtraArgs:
+    """Builds the optimizer chain; see :func:`build` for the arguments.
+
+    Equal arguments return the same (immutable, stateless) transformation object, so that
+    jitted steps built on it compile once per process however often a run is rebuilt.
+    """
+    key = tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in kwargs.items()))
+    try:
+        return _make_cached(key)
+    except TypeError:  # an unhashable argument (e.g. a mask closure over a dict)
+        return build(**kwargs)
+
+
+@functools.lru_cache(maxsize=64)
+def _make_cached(key: tuple) -> optax.GradientTransformationExtraArgs:
+    return build(**dict(key))
+
+
+def build(
     *,
     optimizer: str = "adam",
     lr: float = 1e-3,
@@ -361,7 +381,27 @@ def make(
         # Not .gradient_transformation(): that wrapper would drop the `value` argument.
         multi = optax.MultiSteps(tx, every_k_schedule=accumulate_steps)
         tx = optax.GradientTransformationExtraArgs(multi.init, multi.update)
-    return optax.with_extra_args_support(tx)
+    return _standard_promotion(optax.with_extra_args_support(tx))
+
+
+def _standard_promotion(
+    tx: optax.GradientTransformationExtraArgs,
+) -> optax.GradientTransformationExtraArgs:
+    """Runs ``tx`` under JAX's standard dtype promotion.
+
+    optax mixes Python floats with int32 step counts (``b1 ** count``), which programs
+    that turn on ``jax_numpy_dtype_promotion='strict'`` (as rnnlab's tests do) reject.
+    """
+
+    def init(params):
+        with jax.numpy_dtype_promotion("standard"):
+            return tx.init(params)
+
+    def update(updates, state, params=None, **extra_args):
+        with jax.numpy_dtype_promotion("standard"):
+            return tx.update(updates, state, params, **extra_args)
+
+    return optax.GradientTransformationExtraArgs(init, update)
 
 
 def stats(opt_state: Any) -> dict[str, jax.Array]:
@@ -370,11 +410,20 @@ def stats(opt_state: Any) -> dict[str, jax.Array]:
 
     With gradient accumulation the values are those of the last real update.
     """
+
+    def field(name: str, owner: str):
+        def only_owner(path, value):
+            del value
+            last = path[-1] if path else None
+            return isinstance(last, optax.tree_utils.NamedTupleKey) and last.tuple_name == owner
+
+        return optax.tree_utils.tree_get(opt_state, name, filtering=only_owner)
+
     out = {}
-    pre = optax.tree_utils.tree_get(opt_state, "grad_norm")
-    post = optax.tree_utils.tree_get(opt_state, "clipped_grad_norm")
-    lr = optax.tree_utils.tree_get(opt_state, "learning_rate")
-    scale = optax.tree_utils.tree_get(opt_state, "scale")
+    pre = field("grad_norm", "GradNormState")
+    post = field("clipped_grad_norm", "ClippedGradNormState")
+    lr = field("learning_rate", "LearningRateState")
+    scale = field("scale", "ReduceLROnPlateauState")
     if pre is not None:
         out["grad_norm"] = pre
     if post is not None:
