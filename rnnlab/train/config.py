@@ -93,7 +93,13 @@ def base_config() -> ConfigDict:
         }
     )
     c.eval = ConfigDict({"split": "validation", "batch_size": 0, "max_batches": 0})
+    # Mesh axes and their sizes (-1: the devices left over); any axis name may be added
+    # from the command line (--config.mesh.fsdp=2). See rnnlab.train.sharding.
     c.mesh = ConfigDict({"data": -1})
+    # How parameters and optimizer state are laid out on the mesh: "replicated", or "fsdp"
+    # (matrices with a dimension >= fsdp_min_dim split over the fsdp_axis mesh axes,
+    # comma-separated, e.g. "data,fsdp" for ZeRO-3 over every device).
+    c.sharding = ConfigDict({"rules": "replicated", "fsdp_min_dim": 1024, "fsdp_axis": "fsdp"})
     c.sample = ConfigDict(
         {"length": 0, "temperature": 0.8, "top_k": 0, "top_p": 1.0, "prompt": "", "num": 1}
     )
@@ -177,8 +183,13 @@ def parse_value(text: str, current: Any, key: str = "") -> Any:
         return text
 
 
+# Groups whose keys are the user's to name (mesh axes); elsewhere an unknown key is an error.
+OPEN_GROUPS: tuple[str, ...] = ("mesh",)
+
+
 def override(config: ConfigDict, assignments: Iterable[str]) -> ConfigDict:
-    """Applies ``'optim.lr=3e-4'`` style assignments in place; unknown keys raise."""
+    """Applies ``'optim.lr=3e-4'`` style assignments in place; unknown keys raise, except
+    new axes of ``mesh`` (``'mesh.fsdp=2'``), whose values are ints."""
     for item in assignments:
         key, sep, text = item.partition("=")
         key = key.strip()
@@ -192,6 +203,11 @@ def override(config: ConfigDict, assignments: Iterable[str]) -> ConfigDict:
             if part not in node or not isinstance(node[part], ConfigDict):
                 raise _unknown(config, ".".join(parents[: i + 1]) + "." + leaf)
             node = node[part]
+        if leaf not in node and ".".join(parents) in OPEN_GROUPS:
+            # Mesh axes are named by the user: a new one is an int size, appended last.
+            with node.unlocked():
+                node[leaf] = parse_value(text, 0, key)
+            continue
         if leaf not in node:
             raise _unknown(config, key)
         if isinstance(node[leaf], ConfigDict):
