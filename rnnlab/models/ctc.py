@@ -120,7 +120,10 @@ def prefix_beam_search(
                     add(nxt, prefix, 1, pnb + frame[c])
                 else:
                     add(nxt, prefix + (c,), 1, total + frame[c])
-        ranked = sorted(nxt.items(), key=lambda kv: -np.logaddexp(*kv[1]))[:beam_width]
+        # Prefixes no alignment can reach yet (e.g. a repeat with no frame for its blank)
+        # have probability 0 and are dropped.
+        live = [kv for kv in nxt.items() if np.logaddexp(*kv[1]) > neg]
+        ranked = sorted(live, key=lambda kv: -np.logaddexp(*kv[1]))[:beam_width]
         beams = {prefix: (pb, pnb) for prefix, (pb, pnb) in ranked}
     return [(prefix, float(np.logaddexp(pb, pnb))) for prefix, (pb, pnb) in beams.items()]
 
@@ -147,11 +150,15 @@ def stack_frames(x: Array, lengths: Array, factor: int) -> tuple[Array, Array]:
     """Concatenates ``factor`` consecutive frames: ``[B, T, F] -> [B, ceil(T/k), k F]``.
 
     Shortens the sequence the recurrent stack runs over (Sak et al. 2015 stack frames for
-    CTC models in the same way); lengths become ``ceil(L / k)``.
+    CTC models in the same way); lengths become ``ceil(L / k)`` and frames past a length
+    are zeroed.
     """
     if factor == 1:
         return x, lengths
     b, t, f = x.shape
+    # Padding frames are zeroed: the last stacked step may mix valid and padding frames.
+    valid = jnp.arange(t)[None, :, None] < lengths[:, None, None]
+    x = jnp.where(valid, x, jnp.zeros_like(x))
     pad = (-t) % factor
     x = jnp.pad(x, ((0, 0), (0, pad), (0, 0)))
     x = x.reshape(b, (t + pad) // factor, factor * f)
@@ -233,12 +240,18 @@ class SpeechRecognizer(nnx.Module):
 
     def decode(self, batch: Mapping[str, Array], *, beam_width: int = 1) -> list[tuple[int, ...]]:
         """Label sequences: best path (``beam_width`` 1) or prefix beam search."""
-        logits, aux = self(batch, train=False)
+        logits, aux = _forward(self, dict(batch))
         if beam_width == 1:
             return strip(*ctc_greedy_decode(logits, aux["logit_lengths"], blank_id=self.blank_id))
         return prefix_beam_decode(
             logits, aux["logit_lengths"], beam_width=beam_width, blank_id=self.blank_id
         )
+
+
+@nnx.jit
+def _forward(model: SpeechRecognizer, batch: dict) -> tuple[Array, dict[str, Any]]:
+    logits, aux = model(batch, train=False)
+    return logits, {"logit_lengths": aux["logit_lengths"]}
 
 
 @register("speech_recognizer")

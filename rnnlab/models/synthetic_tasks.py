@@ -22,6 +22,7 @@ it. ``mnist1d`` and ``scikit-learn`` come with the ``train`` extra.
 from __future__ import annotations
 
 import functools
+import threading
 from typing import Any
 
 import numpy as np
@@ -39,13 +40,26 @@ def _int(cfg: Any, key: str, default: int, low: int = 1) -> int:
 
 
 # -- digit strings for CTC ------------------------------------------------------------------
-@functools.lru_cache(maxsize=1)
+_LOCK = threading.Lock()
+
+
 def mnist1d_pools() -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """MNIST-1D signals and labels per split: its 4,000 training examples, and its 1,000 test
     examples halved into validation and test (generated locally, seed 42)."""
+    with _LOCK:  # data-loading threads would otherwise build it concurrently
+        return _mnist1d_pools()
+
+
+@functools.lru_cache(maxsize=1)
+def _mnist1d_pools() -> dict[str, tuple[np.ndarray, np.ndarray]]:
     from mnist1d.data import get_dataset_args, make_dataset
 
-    d = make_dataset(get_dataset_args())
+    # make_dataset seeds NumPy's global generator; the caller's state is put back after.
+    saved = np.random.get_state()
+    try:
+        d = make_dataset(get_dataset_args())
+    finally:
+        np.random.set_state(saved)
     x, y = d["x"].astype(np.float32), d["y"].astype(np.int32)
     xt, yt = d["x_test"].astype(np.float32), d["y_test"].astype(np.int32)
     half = len(yt) // 2
