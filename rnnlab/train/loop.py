@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -22,6 +23,7 @@ from rnnlab.train import checkpoint as ckpt_lib
 from rnnlab.train import config as cfg_lib
 from rnnlab.train import inputs, plots, sampling, tasks
 from rnnlab.train import metrics as metrics_lib
+from rnnlab.train import sharding as sharding_lib
 from rnnlab.train import state as state_lib
 from rnnlab.train.early_stopping import EarlyStopping
 from rnnlab.train.progress import Progress
@@ -35,14 +37,19 @@ class NonFiniteError(RuntimeError):
 class Run:
     """Everything built from a config that ``train``, ``evaluate`` and ``sample`` share."""
 
-    def __init__(self, config: cfg_lib.ConfigDict, workdir: str, *, source: Any = None):
+    def __init__(
+        self,
+        config: cfg_lib.ConfigDict,
+        workdir: str,
+        *,
+        source: Any = None,
+        devices: Sequence[Any] | None = None,
+    ):
+        """``devices``: the devices of the mesh (default: all devices of all processes)."""
         parallel.initialize()
         self.workdir = workdir
         self.source = source if source is not None else inputs.default_source()
-        try:
-            self.mesh = parallel.make_mesh(config.mesh.to_dict())
-        except ValueError as e:
-            raise cfg_lib.ConfigError("mesh", str(e)) from e
+        self.mesh = sharding_lib.make_mesh(config, devices)
         config = cfg_lib.resolved(config)
         context = {
             "num_devices": jax.device_count(),
@@ -71,7 +78,8 @@ class Run:
         )
         init = lambda: state_lib.init_state(config, self.info, self.tx, config.train.batch_size)
         self.abstract = jax.eval_shape(init)
-        self.shardings = state_lib.state_shardings(self.abstract, self.mesh)
+        self.rules = sharding_lib.rules(config, self.mesh)
+        self.shardings = state_lib.state_shardings(self.abstract, self.mesh, self.rules)
         self._init = jax.jit(init, out_shardings=self.shardings)
         self._eval_step = None
 
@@ -82,6 +90,19 @@ class Run:
     def restore(self, step: int | None = None) -> tuple[state_lib.TrainState, dict]:
         target = ckpt_lib.abstract_with_shardings(self.abstract, self.shardings)
         return self.checkpoints.restore(target, step)
+
+    # -- steps ----------------------------------------------------------------------------
+    def jit_train_step(self) -> Callable[..., tuple[state_lib.TrainState, dict[str, Any]]]:
+        """The jitted ``train_step(state, batch) -> (state, metrics)`` the loop runs: the
+        state laid out by ``self.shardings`` and donated, the batch split over the mesh's
+        data axes, the metrics replicated (means over the whole global batch)."""
+        step_fn = make_train_step(self.graphdef, self.tx, self.task, stateful=self.stateful)
+        return jax.jit(
+            step_fn,
+            in_shardings=(self.shardings, parallel.data_sharding(self.mesh)),
+            out_shardings=(self.shardings, parallel.replicated(self.mesh)),
+            donate_argnums=0,
+        )
 
     # -- evaluation -----------------------------------------------------------------------
     def evaluate(self, state: state_lib.TrainState, split: str) -> dict[str, float]:
@@ -171,13 +192,7 @@ def train(config: cfg_lib.ConfigDict, workdir: str, *, source: Any = None) -> di
     num_params = state_lib.count_params(state.params)
 
     # ---------------------------------------------------------------- steps
-    step_fn = make_train_step(run.graphdef, run.tx, run.task, stateful=run.stateful)
-    train_step = jax.jit(
-        step_fn,
-        in_shardings=(run.shardings, parallel.data_sharding(run.mesh)),
-        out_shardings=(run.shardings, parallel.replicated(run.mesh)),
-        donate_argnums=0,
-    )
+    train_step = run.jit_train_step()
 
     def save(step: int, eval_metrics: dict[str, float] | None = None) -> None:
         extra = {
@@ -192,6 +207,10 @@ def train(config: cfg_lib.ConfigDict, workdir: str, *, source: Any = None) -> di
         progress.write(
             f"{cfg.model.name} on {cfg.data.name}: {num_params:,} parameters, "
             f"{jax.device_count()} device(s), {what} {start} of {total}"
+        )
+        progress.write(
+            f"{jax.process_count()} process(es), sharding {cfg.sharding.rules}: "
+            + sharding_lib.describe(run.abstract, run.shardings)
         )
 
     # ---------------------------------------------------------------- loop
