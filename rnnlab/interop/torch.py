@@ -29,6 +29,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
@@ -36,6 +37,7 @@ from flax import nnx
 from rnnlab.cells.base import RecurrentCell
 from rnnlab.cells.gru import GRUCell
 from rnnlab.cells.lstm import LSTMCell
+from rnnlab.cells.registry import make_cell
 from rnnlab.cells.simple import SimpleCell
 from rnnlab.layers import RNN, Bidirectional, StackedRNN
 
@@ -67,6 +69,11 @@ def _to_numpy(value: Any) -> np.ndarray:
             value = value.float()
         return value.numpy()
     return np.asarray(value)
+
+
+def _to_jax(value: Any) -> jnp.ndarray:
+    """A tensor as a float32 JAX array; JAX arrays (traced ones too) pass through."""
+    return jnp.asarray(_to_numpy(value) if hasattr(value, "detach") else value, jnp.float32)
 
 
 def read_state_dict(source: Any, prefix: str = "") -> dict[str, np.ndarray]:
@@ -177,7 +184,6 @@ def build_layer(
             rnn_kwargs=rnn_kwargs,
             rngs=rngs,
         )
-    from rnnlab.cells.registry import make_cell
 
     def rnn():
         return RNN(
@@ -207,7 +213,7 @@ def _assign(cell: RecurrentCell, attr: str, value: np.ndarray, key: str) -> None
             f"{key!r} maps to {attr} of shape {tuple(var.shape)} in the rnnlab cell, "
             f"got {value.shape} (after transposing)"
         )
-    var.set_value(jnp.asarray(value, var.get_value().dtype))
+    var.set_value(jax.device_put(np.asarray(value).astype(var.get_value().dtype)))
 
 
 def _check_cell(cell: RecurrentCell, spec: TorchRNNSpec, where: str) -> None:
@@ -324,10 +330,18 @@ def load_torch_rnn(
         dropout = float(getattr(source, "dropout", 0.0) or 0.0)
     state = read_state_dict(source, prefix)
     spec = infer_spec(state, nonlinearity)
-    layer = build_layer(
-        spec, dropout=dropout, time_major=time_major, dtype=dtype, param_dtype=param_dtype
+    # Every parameter is overwritten, so the layer is built abstractly (no initialiser
+    # runs or compiles) and then filled from the weights.
+    layer = nnx.eval_shape(
+        lambda: build_layer(
+            spec, dropout=dropout, time_major=time_major, dtype=dtype, param_dtype=param_dtype
+        )
     )
-    return fill_from_torch(layer, state, nonlinearity=nonlinearity)
+    fill_from_torch(layer, state, nonlinearity=nonlinearity)
+    for path, var in nnx.iter_graph(layer):
+        if isinstance(var, nnx.Variable) and isinstance(var.get_value(), jax.ShapeDtypeStruct):
+            raise ValueError(f"no PyTorch weight maps to {'/'.join(map(str, path))}")
+    return layer
 
 
 def to_torch_state_dict(layer: Layer, prefix: str = "") -> dict[str, np.ndarray]:
@@ -382,15 +396,18 @@ def carry_to_torch(layer: Layer, carry: Any):
 
 
 def carry_from_torch(layer: Layer, hx: Any):
-    """The rnnlab initial carry of ``layer`` from PyTorch's ``h_0`` (or ``(h_0, c_0)``)."""
+    """The rnnlab initial carry of ``layer`` from PyTorch's ``h_0`` (or ``(h_0, c_0)``).
+
+    ``hx`` may hold tensors, NumPy or JAX arrays (under ``jax.jit`` as well).
+    """
     cells = layer_cells(layer)
     lstm = isinstance(cells[0][0], LSTMCell)
     if lstm:
         if not isinstance(hx, tuple | list) or len(hx) != 2:
             raise ValueError("hx must be the pair (h_0, c_0) for an LSTM")
-        h, c = (jnp.asarray(_to_numpy(a), jnp.float32) for a in hx)
+        h, c = (_to_jax(a) for a in hx)
     else:
-        h = jnp.asarray(_to_numpy(hx), jnp.float32)
+        h = _to_jax(hx)
     count = sum(len(d) for d in cells)
     if h.shape[0] != count:
         raise ValueError(f"hx must have num_layers * num_directions = {count} rows, got {h.shape}")
