@@ -21,7 +21,7 @@ import importlib.metadata
 import sys
 from collections.abc import Sequence
 
-COMMAND_MODULES: tuple[str, ...] = ("rnnlab.train.commands",)
+COMMAND_MODULES: tuple[str, ...] = ("rnnlab.train.commands", "rnnlab.diagnose")
 
 
 def _modules() -> list[object]:
@@ -64,7 +64,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as e:
         print(f"rnnlab: config error: {e}", file=sys.stderr)
         return 2
-    except (NonFiniteError, FileNotFoundError, ValueError) as e:
+    except (NonFiniteError, OSError, ValueError) as e:
+        # OSError: a workdir that cannot be written (disk full, read-only, permissions).
         print(f"rnnlab: error: {e}", file=sys.stderr)
         return 1
 

@@ -80,8 +80,8 @@ class _Record:
     carry: Any = None
     params: Any = None
     xp: Any = None
-    carry0: Any = None
     calls: int = 0
+    keep_values: bool = False  # keep the parameters and projected inputs (Jacobians)
 
 
 class _Probe(RecurrentCell):
@@ -104,10 +104,7 @@ class _Probe(RecurrentCell):
         return self.inner.cell_params()
 
     def initialize_carry(self, input_shape, rngs=None, carry_init=None):
-        carry = self.inner.initialize_carry(input_shape, rngs, carry_init)
-        if self.record is not None:
-            self.record.carry0 = carry
-        return carry
+        return self.inner.initialize_carry(input_shape, rngs, carry_init)
 
     def check_inputs(self, x):
         self.inner.check_inputs(x)
@@ -117,7 +114,8 @@ class _Probe(RecurrentCell):
         if self.record is not None:
             self.record.calls += 1
             self.record.steps_batch = tuple(x.shape[: x.ndim - self.num_feature_axes])
-            self.record.params, self.record.xp = params, xp
+            if self.record.keep_values:
+                self.record.params, self.record.xp = params, xp
         return xp, self.eps
 
     def step_with(self, params, carry, xp):
@@ -166,12 +164,17 @@ def _layers(model: nnx.Module) -> list[tuple[str, nnx.Module]]:
     return found
 
 
-def _install(model: nnx.Module, eps: Mapping[str, Any] | None, records: dict[str, _Record]):
+def _install(
+    model: nnx.Module,
+    eps: Mapping[str, Any] | None,
+    records: dict[str, _Record],
+    keep_values: bool = False,
+):
     """Wraps the cell of every recurrent layer of ``model`` (a fresh copy) in a probe."""
     for name, layer in _layers(model):
         cell = layer.cell
         probe_cls = _LinearProbe if isinstance(cell, LinearRecurrentCell) else _Probe
-        records.setdefault(name, _Record())
+        records.setdefault(name, _Record(keep_values=keep_values))
         layer.cell = probe_cls(cell, None if eps is None else eps[name], records[name])
         if isinstance(layer, RNN):
             # The probe needs the whole input sequence in ``project`` to attach e_t to x_t.
@@ -206,6 +209,30 @@ def _zero_eps(rec: _Record) -> list[Array | None]:
 
 
 # -- gradient flow through time ----------------------------------------------------------------
+
+
+def _gradient_fn(graphdef: nnx.GraphDef, loss_fn: Callable, model: nnx.Module):
+    """``(records, jitted value_and_grad)``, reused for models of the same structure.
+
+    Diagnostics during training evaluate the same loss on the same architecture every few
+    hundred steps; keying on ``(graphdef, loss_fn)`` compiles the probed model once.
+    """
+    key = (graphdef, loss_fn)
+    if key not in _GRADIENT_FNS:
+        records = _probe_shapes(model, loss_fn)
+
+        def loss(eps, state):
+            copy = nnx.merge(graphdef, state)
+            _install(copy, eps, {})
+            return loss_fn(copy)
+
+        if len(_GRADIENT_FNS) >= 8:
+            _GRADIENT_FNS.pop(next(iter(_GRADIENT_FNS)))
+        _GRADIENT_FNS[key] = (records, jax.jit(jax.value_and_grad(loss)))
+    return _GRADIENT_FNS[key]
+
+
+_GRADIENT_FNS: dict[Any, tuple[dict[str, _Record], Callable]] = {}
 
 
 @dataclasses.dataclass
@@ -259,16 +286,10 @@ def hidden_state_gradients(
       a bare ``RNN`` as ``"rnn"``. Steps are indexed by input position, for reversed layers
       too.
     """
-    records = _probe_shapes(model, loss_fn)
-    eps = {name: _zero_eps(rec) for name, rec in records.items()}
     graphdef, state = nnx.split(model)
-
-    def loss(eps, state):
-        copy = nnx.merge(graphdef, state)
-        _install(copy, eps, {})
-        return loss_fn(copy)
-
-    value, grads = jax.jit(jax.value_and_grad(loss))(eps, state)
+    records, grad_fn = _gradient_fn(graphdef, loss_fn, model)
+    eps = {name: _zero_eps(rec) for name, rec in records.items()}
+    value, grads = grad_fn(eps, state)
     per_example = {}
     for name, leaves in grads.items():
         rec = records[name]
@@ -375,16 +396,14 @@ def jacobian_spectra(
     records: dict[str, _Record] = {}
     graphdef, state = nnx.split(model)
     copy = nnx.merge(graphdef, state)
-    _install(copy, None, records)
+    _install(copy, None, records, keep_values=True)
     run(copy)
     out = {}
     for name, layer in _layers(copy):
         rec = records[name]
         if rec.calls != 1:
             raise ValueError(f"layer {name!r} ran {rec.calls} times; expected once")
-        carry0 = rec.carry0
-        if carry0 is None:
-            carry0 = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), rec.carry)
+        carry0 = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), rec.carry)
         out[name] = _spectrum(layer.cell.inner, rec.params, rec.xp, carry0, top_k)
     return out
 

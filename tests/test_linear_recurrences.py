@@ -38,7 +38,11 @@ def lru_ref(p, xs):
         u = xs[:, t].astype(np.float64)
         x = lam * x + gamma * (u @ b_mat)
         feed = u * p["D"] if p["D"].ndim == 1 else u @ p["D"]
-        ys.append(np.real(x @ c_mat) + feed)
+        y = np.real(x @ c_mat) + feed
+        if "glu_kernel" in p:  # the block's gated linear unit (their Fig. 1)
+            g = y @ p["glu_kernel"] + p["glu_bias"]
+            y = g[:, : y.shape[1]] * sigmoid(g[:, y.shape[1] :])
+        ys.append(y)
     return np.stack(ys, 1), x
 
 
@@ -61,6 +65,7 @@ def min_ref(kind, p, xs, candidate="identity"):
 CELLS = {
     "lru": lambda: LRUCell(IN, H, out_features=IN, rngs=nnx.Rngs(0)),
     "lru_dense_d": lambda: LRUCell(IN, H, out_features=5, rngs=nnx.Rngs(0)),
+    "lru_glu": lambda: LRUCell(IN, H, out_features=5, glu=True, rngs=nnx.Rngs(0)),
     "mingru": lambda: MinGRUCell(IN, H, rngs=nnx.Rngs(0)),
     "mingru_g": lambda: MinGRUCell(IN, H, candidate="g", rngs=nnx.Rngs(0)),
     "minlstm": lambda: MinLSTMCell(IN, H, rngs=nnx.Rngs(0)),

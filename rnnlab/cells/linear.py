@@ -100,6 +100,12 @@ class LRUCell(LinearRecurrentCell):
     parameter value, so the recurrence cannot blow up. ``D`` is diagonal (the paper's) when
     ``out_features == in_features`` and a dense ``[in, out]`` matrix otherwise.
 
+    The LRU is linear from input to output; Orvieto et al. put a position-wise nonlinearity
+    after it in every block (their Fig. 1). ``glu=True`` applies theirs, a gated linear unit
+    ``y <- (y W_a + b_a) * sigmoid(y W_b + b_b)``, in the readout, so stacking LRU cells in
+    :class:`rnnlab.StackedRNN` gives the stack of LRU blocks (without the normalisation and
+    the residual connection). The recurrence stays linear, so it still trains time-parallel.
+
     Example::
 
         >>> import jax.numpy as jnp
@@ -116,11 +122,23 @@ class LRUCell(LinearRecurrentCell):
       out_features: output size (default ``hidden_features``).
       r_min, r_max, max_phase: eigenvalue ring at initialisation (the paper uses 0.9, 0.999
         and ``pi / 10`` on long-range tasks).
+      glu: gated linear unit on the output (see above).
       dtype, param_dtype: compute and parameter dtypes; the state is complex64.
       rngs: ``nnx.Rngs`` with a ``params`` stream.
     """
 
-    param_names = ("nu_log", "theta_log", "gamma_log", "B_re", "B_im", "C_re", "C_im", "D")
+    param_names = (
+        "nu_log",
+        "theta_log",
+        "gamma_log",
+        "B_re",
+        "B_im",
+        "C_re",
+        "C_im",
+        "D",
+        "glu_kernel",
+        "glu_bias",
+    )
     state_dtype = C64
 
     def __init__(
@@ -132,12 +150,14 @@ class LRUCell(LinearRecurrentCell):
         r_min: float = 0.0,
         r_max: float = 1.0,
         max_phase: float = 2 * math.pi,
+        glu: bool = False,
         dtype=None,
         param_dtype=F32,
         rngs: nnx.Rngs,
     ):
         self.in_features = check_positive_int("in_features", in_features)
         self.hidden_features = check_positive_int("hidden_features", hidden_features)
+        self.glu = bool(glu)
         self.out_features = check_positive_int("out_features", out_features or hidden_features)
         if not 0.0 <= r_min < r_max <= 1.0:
             raise ValueError(f"need 0 <= r_min < r_max <= 1, got r_min={r_min}, r_max={r_max}")
@@ -156,6 +176,11 @@ class LRUCell(LinearRecurrentCell):
         d_shape = (h_in,) if h_in == h_out else (h_in, h_out)
         d_scale = 1.0 if h_in == h_out else 1.0 / math.sqrt(h_in)
         self.D = nnx.Param(normal(rngs.params(), d_shape, param_dtype) * d_scale)
+        self.glu_kernel, self.glu_bias = None, None
+        if self.glu:
+            lecun = initializers.lecun_normal()
+            self.glu_kernel = nnx.Param(lecun(rngs.params(), (h_out, 2 * h_out), param_dtype))
+            self.glu_bias = nnx.Param(jnp.zeros((2 * h_out,), param_dtype))
 
     @property
     def output_features(self) -> int:
@@ -180,7 +205,12 @@ class LRUCell(LinearRecurrentCell):
     def readout(self, params: Params, h: Array, xp: Array) -> Array:
         dtype = self.compute_dtype
         y = matmul(jnp.real(h), params["C_re"], dtype) - matmul(jnp.imag(h), params["C_im"], dtype)
-        return (y + xp[..., 2 * self.hidden_features :]).astype(dtype)
+        y = y + xp[..., 2 * self.hidden_features :]
+        if "glu_kernel" in params:
+            g = matmul(y, params["glu_kernel"], dtype) + params["glu_bias"].astype(F32)
+            value, gate = jnp.split(g, 2, axis=-1)
+            y = value * jax.nn.sigmoid(gate)
+        return y.astype(dtype)
 
 
 # -- minGRU / minLSTM -------------------------------------------------------------------------

@@ -1,0 +1,103 @@
+"""Shared by experiments/adding.py and experiments/copy.py: the cells compared and the
+variant strings that pick one (not an experiment itself).
+
+A variant is a comma-separated list: a cell name, optionally ``T=<steps>`` and ``noclip``,
+for example ``lstm``, ``indrnn,T=400`` or ``elman,T=100,noclip``; ``ci`` alone is the
+smoke-test variant. Gradient clipping (by global norm 1, Pascanu et al. 2013) is on unless
+``noclip`` is given.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# Per cell: the registered cell name, its keyword arguments, depth, width and Adam's lr.
+# Settings follow each cell's paper where it gives them for these tasks.
+CELLS: dict[str, dict[str, Any]] = {
+    # Elman (1990): tanh units, orthogonal recurrent init.
+    "elman": {"cell": "elman", "kwargs": {}, "layers": 1, "hidden": 128, "lr": 1e-3},
+    # Le, Jaitly & Hinton (2015): ReLU units, identity recurrent init; small lr, as theirs.
+    "irnn": {"cell": "irnn", "kwargs": {}, "layers": 1, "hidden": 128, "lr": 1e-4},
+    "lstm": {
+        "cell": "lstm",
+        "kwargs": {"forget_bias": 1.0},
+        "layers": 1,
+        "hidden": 128,
+        "lr": 1e-3,
+    },
+    "layernorm_lstm": {
+        "cell": "layernorm_lstm",
+        "kwargs": {},
+        "layers": 1,
+        "hidden": 128,
+        "lr": 1e-3,
+    },
+    "gru": {"cell": "gru", "kwargs": {}, "layers": 1, "hidden": 128, "lr": 1e-3},
+    # Li et al. (2018): two ReLU layers, |u| <= 2^(1/T) (the horizon is set to T below).
+    "indrnn": {
+        "cell": "indrnn",
+        "kwargs": {"max_gain": 2.0},
+        "layers": 2,
+        "hidden": 128,
+        "lr": 5e-4,
+    },
+    # Lezcano-Casado & Martinez-Rubio (2019): modReLU, W = expm(A - A^T).
+    "orthogonal": {"cell": "orthogonal", "kwargs": {}, "layers": 1, "hidden": 128, "lr": 1e-3},
+    # Orvieto et al. (2023): two LRU blocks (GLU readout), eigenvalues on the 0.9..0.999 ring.
+    "lru": {
+        "cell": "lru",
+        "kwargs": {"r_min": 0.9, "r_max": 0.999, "max_phase": 0.314, "glu": True},
+        "layers": 2,
+        "hidden": 128,
+        "lr": 1e-3,
+    },
+}
+
+HORIZON_CELLS = ("indrnn",)  # cells whose kwargs take the sequence length as a horizon
+
+
+def parse(arg: str, default_t: int) -> dict[str, Any]:
+    """``"indrnn,T=400,noclip"`` -> ``{"cell": "indrnn", "T": 400, "clip": False}``."""
+    out: dict[str, Any] = {"cell": "lstm", "T": default_t, "clip": True, "ci": False}
+    for token in filter(None, (t.strip() for t in arg.split(","))):
+        if token == "ci":
+            out["ci"] = True
+        elif token == "noclip":
+            out["clip"] = False
+        elif token == "clip":
+            out["clip"] = True
+        elif token.startswith("T="):
+            try:
+                out["T"] = int(token[2:])
+            except ValueError as e:
+                raise ValueError(f"variant {arg!r}: T must be an integer, got {token!r}") from e
+            if out["T"] < 2:
+                raise ValueError(f"variant {arg!r}: T must be at least 2, got {out['T']}")
+        elif token in CELLS:
+            out["cell"] = token
+        else:
+            raise ValueError(
+                f"variant {arg!r}: unknown token {token!r}; expected a cell in {sorted(CELLS)}, "
+                "'T=<int>', 'noclip' or 'ci'"
+            )
+    return out
+
+
+def cell_settings(name: str, steps: int) -> dict[str, Any]:
+    """The cell's entry with the sequence length filled in where the cell needs it."""
+    entry = dict(CELLS[name])
+    kwargs = dict(entry["kwargs"])
+    if name in HORIZON_CELLS:
+        kwargs["horizon"] = steps
+    entry["kwargs"] = kwargs
+    return entry
+
+
+def sweep(lengths: tuple[int, ...]) -> list[str]:
+    """Every variant of the comparison: each cell at each ``T``, with and without clipping."""
+    return [
+        f"{cell},T={t}{'' if clip else ',noclip'}"
+        for t in lengths
+        for cell in CELLS
+        for clip in (True, False)
+    ]
