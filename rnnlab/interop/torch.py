@@ -219,7 +219,9 @@ def _assign(cell: RecurrentCell, attr: str, value: np.ndarray, key: str) -> None
 def _check_cell(cell: RecurrentCell, spec: TorchRNNSpec, where: str) -> None:
     expected = {"LSTM": LSTMCell, "GRU": GRUCell}.get(spec.mode, SimpleCell)
     if not isinstance(cell, expected):
-        raise ValueError(f"{where} must be a {expected.__name__} for a {spec.mode}, got {cell}")
+        raise ValueError(
+            f"{where} must be a {expected.__name__} for a {spec.mode}, got {type(cell).__name__}"
+        )
     if isinstance(cell, GRUCell) and not cell.reset_after:
         raise ValueError(f"{where}: PyTorch's GRU needs GRUCell(reset_after=True)")
     if isinstance(cell, SimpleCell) and spec.mode != f"RNN_{cell.activation.upper()}":
