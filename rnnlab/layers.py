@@ -56,6 +56,12 @@ def check_sequence_args(
     else:
         t_axis = inputs.ndim - num_feature_axes - 1
         num_steps, batch = inputs.shape[t_axis], tuple(inputs.shape[:t_axis])
+    if num_steps == 0 or 0 in batch:
+        # The time loop cannot run zero steps, and an empty batch is a data bug to report.
+        raise ValueError(
+            f"inputs must hold at least one sequence and one time step, got shape "
+            f"{tuple(inputs.shape)} (batch {batch}, {num_steps} steps)"
+        )
     if seq_lengths is not None:
         if tuple(jnp.shape(seq_lengths)) != batch:
             raise ValueError(
