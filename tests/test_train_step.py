@@ -42,7 +42,8 @@ LM = {"name": "language_model", "embed_features": 6, "hidden_features": 8, "num_
 
 
 def test_one_step_changes_every_trainable_parameter_and_no_frozen_one():
-    state, step, batch = _setup("fake_lm", LM, freeze=["^embed/"])
+    # Clipping to a tiny norm still moves every parameter: Adam normalises the step size.
+    state, step, batch = _setup("fake_lm", LM, freeze=["^embed/"], clip_norm=1e-4)
     before = _leaves(state.params)
     new, metrics = step(state, batch)
     after = _leaves(new.params)
@@ -52,6 +53,9 @@ def test_one_step_changes_every_trainable_parameter_and_no_frozen_one():
         assert changed == (not name.startswith("embed/")), name
     assert int(new.step) == 1 and float(metrics["nonfinite"]) == 0.0
     assert new.carry is not None  # the LM carries its state to the next batch
+    assert float(metrics["clipped"]) == 1.0
+    assert float(metrics["clipped_grad_norm"]) == pytest.approx(1e-4, rel=1e-3)
+    assert float(metrics["grad_norm"]) > 1e-3
 
 
 def test_one_step_changes_every_classifier_parameter():
@@ -76,14 +80,6 @@ def test_non_finite_update_is_skipped_and_counted():
     state, _ = step(state, batch)
     assert (int(state.step), int(state.nonfinite), int(state.nonfinite_total)) == (2, 0, 1)
     assert any(np.any(v != before[k]) for k, v in _leaves(state.params).items())
-
-
-def test_clipping_is_reported():
-    state, step, batch = _setup("fake_lm", LM, clip_norm=1e-4)
-    _, metrics = step(state, batch)
-    assert float(metrics["clipped"]) == 1.0
-    assert float(metrics["clipped_grad_norm"]) == pytest.approx(1e-4, rel=1e-3)
-    assert float(metrics["grad_norm"]) > 1e-3
 
 
 def test_token_cross_entropy_matches_numpy():
