@@ -1,0 +1,73 @@
+"""File access for what a run writes and reads, local or on Cloud Storage, by one code path.
+
+Every path goes through :mod:`etils.epath`: a local path uses the operating system, a
+``gs://`` path (also ``s3://``, ``az://``) uses ``tf.io.gfile`` when TensorFlow is installed
+and ``fsspec`` (``gcsfs``, the ``gcs`` extra) otherwise. Checkpoints go through orbax, which
+uses the same paths. Objects on Cloud Storage cannot be appended to, so files that grow
+(``metrics.jsonl``) are rewritten whole, and a file is written to a temporary name and then
+renamed over the old one, so a reader (or a preempted run) never sees half a file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from typing import Any
+
+from etils import epath
+
+
+def path(p: str | os.PathLike) -> epath.Path:
+    """``p`` as an ``epath.Path``; ``~`` expanded for local paths."""
+    text = os.fspath(p)
+    return epath.Path(text if "://" in text else os.path.expanduser(text))
+
+
+def join(base: str | os.PathLike, *parts: str) -> str:
+    """``base/part/...`` as a string (``gs://`` prefixes kept)."""
+    return os.fspath(path(base).joinpath(*parts))
+
+
+def absolute(p: str | os.PathLike) -> str:
+    """An absolute local path, or a remote one unchanged (for summaries and messages)."""
+    text = os.fspath(p)
+    return text if "://" in text else os.path.abspath(os.path.expanduser(text))
+
+
+def exists(p: str | os.PathLike) -> bool:
+    return path(p).exists()
+
+
+def is_dir(p: str | os.PathLike) -> bool:
+    return path(p).is_dir()
+
+
+def makedirs(p: str | os.PathLike) -> None:
+    path(p).mkdir(parents=True, exist_ok=True)
+
+
+def read_text(p: str | os.PathLike) -> str:
+    return path(p).read_text()
+
+
+def write_bytes(p: str | os.PathLike, data: bytes) -> None:
+    """Writes ``data`` to a temporary sibling, then renames it over ``p``."""
+    target = path(p)
+    tmp = target.parent / f".{target.name}.{uuid.uuid4().hex[:8]}.tmp"
+    tmp.write_bytes(data)
+    tmp.replace(target)
+
+
+def write_text(p: str | os.PathLike, text: str) -> None:
+    """Atomic like :func:`write_bytes`."""
+    write_bytes(p, text.encode("utf-8"))
+
+
+def write_json(p: str | os.PathLike, obj: Any) -> None:
+    """Pretty, key-sorted JSON with a final newline, written atomically."""
+    write_text(p, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def read_json(p: str | os.PathLike) -> Any:
+    return json.loads(read_text(p))
