@@ -2,7 +2,9 @@
 
 Each record is ``{"step": s, "split": "train" | "validation" | ..., "time": unix seconds,
 <metric>: value, ...}``. TensorBoard scalars are named ``<split>/<metric>``. Only the main
-process writes; on the others every method is a no-op.
+process writes; on the others every method is a no-op. The workdir may be on ``gs://``
+(see :mod:`rnnlab.train.files`): ``metrics.jsonl`` is rewritten whole at every write, since
+Cloud Storage objects cannot be appended to.
 
 Training metrics stay on the device until a log step: :class:`MeanAccumulator` keeps the
 per-step device scalars and averages them in one host transfer.
@@ -12,13 +14,14 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import jax
 import numpy as np
+
+from rnnlab.train import files
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -36,33 +39,32 @@ class MetricWriter:
 
     def __init__(self, workdir: str, *, enabled: bool = True, tensorboard: bool = True):
         self.enabled = enabled
-        self.path = os.path.join(workdir, METRICS_FILE)
+        self.path = files.join(workdir, METRICS_FILE)
         self._tb = None
+        self._lines: list[str] = []
         if enabled:
-            os.makedirs(workdir, exist_ok=True)
+            files.makedirs(workdir)
+            if files.exists(self.path):
+                self._lines = _records(files.read_text(self.path))
             if tensorboard:
                 from tensorboardX import SummaryWriter
 
-                self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+                self._tb = SummaryWriter(files.join(workdir, "tensorboard"))
 
     def truncate_after(self, step: int) -> None:
         """Drops records past ``step`` (a resumed run re-logs the steps it repeats)."""
-        if not self.enabled or not os.path.exists(self.path):
+        if not self.enabled:
             return
-        kept = [r for r in read(self.path) if int(r.get("step", 0)) <= step]
-        tmp = self.path + ".tmp"
-        with open(tmp, "w") as f:
-            for r in kept:
-                f.write(json.dumps(r) + "\n")
-        os.replace(tmp, self.path)
+        self._lines = [line for line in self._lines if int(json.loads(line)["step"]) <= step]
+        files.write_text(self.path, "".join(line + "\n" for line in self._lines))
 
     def write(self, step: int, split: str, metrics: Mapping[str, Any]) -> None:
         if not self.enabled:
             return
         record = {"step": int(step), "split": split, "time": round(time.time(), 3)}
         record.update({k: _clean(v) for k, v in metrics.items()})
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        self._lines.append(json.dumps(record))
+        files.write_text(self.path, "".join(line + "\n" for line in self._lines))
         if self._tb is not None:
             for k, v in metrics.items():
                 self._tb.add_scalar(f"{split}/{k}", float(v), int(step))
@@ -77,24 +79,33 @@ class MetricWriter:
             self._tb = None
 
 
+def _records(text: str) -> list[str]:
+    """The complete JSON records among the lines of ``text``."""
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:  # a line cut short by a kill: skip it
+            continue
+        if isinstance(record, dict) and "step" in record:
+            out.append(line)
+    return out
+
+
 def read(path: str) -> list[dict[str, Any]]:
     """The records of a ``metrics.jsonl`` file (NaN/inf strings back to floats)."""
+    if not files.exists(path):
+        return []
     out = []
-    if not os.path.exists(path):
-        return out
-    with open(path) as f:
-        for line in f:
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:  # a line cut short by a kill: skip it
-                continue
-            for k, v in record.items():
-                if isinstance(v, str) and v in ("nan", "inf", "-inf"):
-                    record[k] = float(v)
-            out.append(record)
+    for line in _records(files.read_text(path)):
+        record = json.loads(line)
+        for k, v in record.items():
+            if isinstance(v, str) and v in ("nan", "inf", "-inf"):
+                record[k] = float(v)
+        out.append(record)
     return out
 
 
