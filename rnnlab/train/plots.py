@@ -13,11 +13,12 @@ Uses matplotlib's non-interactive Agg backend, so it works on headless machines.
 
 from __future__ import annotations
 
+import io
 import math
-import os
 from collections import defaultdict
 from typing import Any
 
+from rnnlab.train import files
 from rnnlab.train import metrics as metrics_lib
 
 _SKIP = {"step", "split", "time", "lr", "grad_norm", "clipped_grad_norm", "clipped"}
@@ -59,16 +60,18 @@ def _figure(title: str, ylabel: str, curves: list[tuple[str, list, list]], path:
     if len(curves) > 1:
         ax.legend()
     fig.tight_layout()
-    fig.savefig(path)
+    png = io.BytesIO()  # through rnnlab.train.files, so that gs:// workdirs work
+    fig.savefig(png, format="png")
     plt.close(fig)
+    files.write_bytes(path, png.getvalue())
 
 
 def plot_workdir(workdir: str) -> list[str]:
     """Writes the figures for ``workdir``'s metrics; returns the paths written."""
-    records = metrics_lib.read(os.path.join(workdir, metrics_lib.METRICS_FILE))
+    records = metrics_lib.read(files.join(workdir, metrics_lib.METRICS_FILE))
     series = _series(records)
-    out_dir = os.path.join(workdir, "plots")
-    os.makedirs(out_dir, exist_ok=True)
+    out_dir = files.join(workdir, "plots")
+    files.makedirs(out_dir)
     written = []
     train = series.get("train", {})
     evals = {s: m for s, m in series.items() if s != "train"}
@@ -82,16 +85,16 @@ def plot_workdir(workdir: str) -> list[str]:
                 curves.append((f"{split} {name}", *m[name]))
         if not curves or (name not in ("loss",) and not evals):
             continue
-        path = os.path.join(out_dir, f"{name}.png")
+        path = files.join(out_dir, f"{name}.png")
         _figure(name, name, curves, path, log=name in ("loss", "perplexity"))
         written.append(path)
     grads = [(f"{k} (train)", *train[k]) for k in ("grad_norm", "clipped_grad_norm") if k in train]
     if grads:
-        path = os.path.join(out_dir, "grad_norm.png")
+        path = files.join(out_dir, "grad_norm.png")
         _figure("gradient norm", "global norm", grads, path, log=True)
         written.append(path)
     if "lr" in train:
-        path = os.path.join(out_dir, "lr.png")
+        path = files.join(out_dir, "lr.png")
         _figure("learning rate", "lr", [("lr", *train["lr"])], path)
         written.append(path)
     return written
