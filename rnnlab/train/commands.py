@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from typing import Any
 
 from rnnlab.train import config as cfg_lib
+from rnnlab.train import files
 
 CONFIG_FILE = "config.json"
 
@@ -20,12 +20,11 @@ def _duration(seconds: float) -> str:
 
 def load_config(args: argparse.Namespace) -> cfg_lib.ConfigDict:
     """From ``--config`` (with overrides), else the workdir's saved ``config.json``."""
-    saved = os.path.join(args.workdir, CONFIG_FILE)
+    saved = files.join(args.workdir, CONFIG_FILE)
     if getattr(args, "config", None):
         config = cfg_lib.load(args.config)
-    elif os.path.exists(saved):
-        with open(saved) as f:
-            config = cfg_lib.from_dict(json.load(f))
+    elif files.exists(saved):
+        config = cfg_lib.from_dict(files.read_json(saved))
     else:
         raise cfg_lib.ConfigError(
             "config", f"give --config experiments/<file>.py[:variant] ({saved} does not exist)"
@@ -46,11 +45,34 @@ def _headline(summary: dict[str, Any], split: str) -> str:
     return line
 
 
+def start_processes(args: argparse.Namespace) -> None:
+    """Joins a multi-process run (``--coordinator`` etc. or the environment; no-op alone).
+
+    Must come before anything touches a device; see ``rnnlab.parallel.initialize``.
+    """
+    from rnnlab import parallel
+
+    parallel.initialize(
+        getattr(args, "coordinator", None),
+        getattr(args, "num_processes", None),
+        getattr(args, "process_id", None),
+    )
+
+
+def _is_main() -> bool:
+    import jax
+
+    return jax.process_index() == 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from rnnlab.train.loop import train
 
+    start_processes(args)
     config = load_config(args)
     summary = train(config, args.workdir)
+    if not _is_main():  # process 0 reports for the run
+        return 0
     split = config.eval.split
     print(
         f"{summary['stop_reason']}: {summary['steps']} steps, {_duration(summary['wall_time_s'])}"
@@ -68,6 +90,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _run_and_state(args: argparse.Namespace):
     from rnnlab.train.loop import Run
 
+    start_processes(args)
     config = load_config(args)
     run = Run(config, args.workdir)
     which = args.checkpoint
@@ -88,9 +111,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     results = run.evaluate(state, args.split)
     results = {"step": step, "split": args.split, **results}
     if run.main:
-        path = os.path.join(args.workdir, f"eval_{args.split}.json")
-        with open(path, "w") as f:
-            json.dump(results, f, indent=2, sort_keys=True)
+        files.write_json(files.join(args.workdir, f"eval_{args.split}.json"), results)
         print(json.dumps(results, indent=2, sort_keys=True))
     return 0
 
@@ -101,10 +122,14 @@ def cmd_sample(args: argparse.Namespace) -> int:
     run, state, step = _run_and_state(args)
     if run.task.name != "lm":
         raise ValueError(f"sample needs a language model, this run's task is {run.task.name!r}")
+    from rnnlab import parallel
+
+    # Gathering parameters sharded across hosts is a collective: every process joins.
+    params, rest = parallel.to_host((state.params, state.rest))
     if run.main:
         text = sample_text(
             run,
-            state,
+            state.replace(params=params, rest=rest),
             prompt=args.prompt,
             length=args.length,
             temperature=args.temperature,
@@ -120,11 +145,24 @@ def cmd_sample(args: argparse.Namespace) -> int:
 def cmd_plot(args: argparse.Namespace) -> int:
     from rnnlab.train.plots import plot_workdir
 
-    if not os.path.isdir(args.workdir):
+    if not files.is_dir(args.workdir):
         raise FileNotFoundError(f"workdir {args.workdir} does not exist")
     for path in plot_workdir(args.workdir):
         print(path)
     return 0
+
+
+def process_args(p: argparse.ArgumentParser) -> None:
+    """Flags of a multi-process run on GPU or CPU hosts (TPU VMs find their peers alone)."""
+    g = p.add_argument_group(
+        "multi-process runs",
+        "Every process runs the same command with its own --process-id. The environment "
+        "variables RNNLAB_COORDINATOR, RNNLAB_NUM_PROCESSES and RNNLAB_PROCESS_ID (or JAX's "
+        "JAX_*) do the same. Not needed on Cloud TPU VMs.",
+    )
+    g.add_argument("--coordinator", default=None, help="host:port of process 0")
+    g.add_argument("--num-processes", dest="num_processes", type=int, default=None)
+    g.add_argument("--process-id", dest="process_id", type=int, default=None)
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -137,10 +175,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--config", help="experiments/<file>.py[:variant] (default: the workdir's)")
     p.add_argument("--workdir", required=True)
+    process_args(p)
     p.set_defaults(func=cmd_train, accepts_overrides=True)
 
     def checkpoint_args(q):
         q.add_argument("--workdir", required=True)
+        process_args(q)
         q.add_argument(
             "--checkpoint", default="best", help="best (default), latest or a step number"
         )
