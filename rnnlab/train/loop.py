@@ -9,8 +9,6 @@ from the latest checkpoint with the same data position and random numbers.
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -21,7 +19,7 @@ from flax import nnx
 from rnnlab import optim, parallel
 from rnnlab.train import checkpoint as ckpt_lib
 from rnnlab.train import config as cfg_lib
-from rnnlab.train import inputs, plots, sampling, tasks
+from rnnlab.train import files, inputs, plots, sampling, tasks
 from rnnlab.train import metrics as metrics_lib
 from rnnlab.train import sharding as sharding_lib
 from rnnlab.train import state as state_lib
@@ -70,7 +68,7 @@ class Run:
         self.best_mode = es.mode or default_mode
         self.main = jax.process_index() == 0
         self.checkpoints = ckpt_lib.Checkpoints(
-            os.path.join(workdir, "checkpoints"),
+            files.join(workdir, "checkpoints"),
             keep=int(config.train.keep_checkpoints),
             best_metric=self.best_metric,
             best_mode=self.best_mode,
@@ -141,11 +139,7 @@ def _is_due(step: int, every: int, last: int) -> bool:
 
 
 def _write_json(path: str, obj: Any) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, path)
+    files.write_json(path, obj)  # atomic, and works on gs:// workdirs
 
 
 def train(config: cfg_lib.ConfigDict, workdir: str, *, source: Any = None) -> dict[str, Any]:
@@ -160,8 +154,8 @@ def train(config: cfg_lib.ConfigDict, workdir: str, *, source: Any = None) -> di
     run = Run(config, workdir, source=source)
     cfg, main = run.config, run.main
     if main:
-        os.makedirs(workdir, exist_ok=True)
-        _write_json(os.path.join(workdir, "config.json"), cfg_lib.to_dict(cfg))
+        files.makedirs(workdir)
+        _write_json(files.join(workdir, "config.json"), cfg_lib.to_dict(cfg))
     writer = metrics_lib.MetricWriter(workdir, enabled=main)
     total = int(cfg.train.steps)
 
@@ -291,19 +285,21 @@ def train(config: cfg_lib.ConfigDict, workdir: str, *, source: Any = None) -> di
         "final": {"train": last_train, split: last_eval},
         "best": early.summary(),
         "nonfinite_updates": int(jax.device_get(state.nonfinite_total)),
-        "workdir": os.path.abspath(workdir),
-        "plots": os.path.join(os.path.abspath(workdir), "plots"),
+        "workdir": files.absolute(workdir),
+        "plots": files.join(files.absolute(workdir), "plots"),
     }
+    if stop_reason != "preempted" and run.task.name == "lm" and cfg.sample.length > 0:
+        # Restoring and gathering sharded parameters are collectives: every process joins.
+        best = run.checkpoints.best_step()
+        params_state = state if best is None or best == step else run.restore(best)[0]
+        host = parallel.to_host((params_state.params, params_state.rest))
+        if main:
+            text = sampling.sample_text(run, params_state.replace(params=host[0], rest=host[1]))
+            files.write_text(files.join(workdir, "samples.txt"), text + "\n")
+            summary["sample"] = text
     if main and stop_reason != "preempted":
         plots.plot_workdir(workdir)
-        if run.task.name == "lm" and cfg.sample.length > 0:
-            best = run.checkpoints.best_step()
-            params_state = state if best is None or best == step else run.restore(best)[0]
-            text = sampling.sample_text(run, params_state)
-            with open(os.path.join(workdir, "samples.txt"), "w") as f:
-                f.write(text + "\n")
-            summary["sample"] = text
     if main:
-        _write_json(os.path.join(workdir, "summary.json"), summary)
+        _write_json(files.join(workdir, "summary.json"), summary)
     writer.close()
     return summary
