@@ -136,3 +136,18 @@ def test_training_engine_has_no_plain_file_io():
             if PLAIN_IO.search(code):
                 offenders.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
     assert not offenders, "use rnnlab.train.files (gs:// workdirs):\n" + "\n".join(offenders)
+
+
+def test_tfds_data_dir_is_handed_to_tfds_as_given(tmp_path):
+    """``data.tfds_data_dir`` reaches TFDS as a string (a gs:// one stays gs://), and a run's
+    data are prepared there and read back from it."""
+    import rnnlab.data
+    from rnnlab.data.config import tfds_dir
+
+    assert tfds_dir({"name": "sunspots", "tfds_data_dir": "gs://bucket/tfds"}) == "gs://bucket/tfds"
+    cfg = {"name": "sunspots", "tfds_data_dir": str(tmp_path / "tfds"), "seq_len": 16}
+    it = rnnlab.data.load(cfg, split="train", batch_size=4, seed=0, shard_index=1, shard_count=2)
+    batch = next(it)
+    assert batch["inputs"].shape == (4, 16, 1)
+    shards = list((tmp_path / "tfds").rglob("*.array_record-*"))
+    assert shards, "the data were not prepared under tfds_data_dir"
