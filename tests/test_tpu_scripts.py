@@ -331,7 +331,7 @@ def test_setup_syncs_then_installs_jax_tpu_and_the_project_on_all_workers(world)
     assert all("--worker=all" in c for c in sync[1:] + [install])
     remote = flag(install, "command")
     assert "uv venv --seed --python 3.12" in remote
-    assert "pip install --quiet 'jax[tpu]' -e \"$HOME\"/rnnlab'[train]'" in remote
+    assert "pip install --quiet 'jax[tpu]' -e \"$HOME\"/rnnlab'[train,gcs]'" in remote
 
 
 def test_sync_copies_tracked_and_untracked_files_but_not_ignored_ones(world):

@@ -19,5 +19,5 @@ on_workers "set -e;\
  [ -x $uv ] || curl -LsSf https://astral.sh/uv/install.sh | sh;\
  [ -x $venv/bin/python ] || $uv venv --seed --python $(shquote "$PYTHON_VERSION") $venv;\
  $venv/bin/python -m pip install --quiet --upgrade pip;\
- $venv/bin/python -m pip install --quiet 'jax[tpu]' -e \"\$HOME\"/$REMOTE_DIR'[train]';\
+ $venv/bin/python -m pip install --quiet 'jax[tpu]' -e \"\$HOME\"/$REMOTE_DIR'[train,gcs]';\
  $venv/bin/python -c 'import jax; print(jax.process_index(), jax.device_count(), jax.devices()[0].device_kind)'"
