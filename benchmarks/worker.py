@@ -72,17 +72,22 @@ def _jax_model(impl: str, cell: str, cfg):
     rngs = nnx.Rngs(0)
     if impl == "flax":
         make = nnx.OptimizedLSTMCell if cell == "lstm" else nnx.GRUCell
-        return nnx.RNN(make(cfg.input, cfg.hidden, rngs=rngs))
+        flax_cell = make(cfg.input, cfg.hidden, rngs=rngs)
+        # A zero carry made once outside: nnx.RNN would otherwise draw it from an RNG
+        # stream whose counter cannot be updated inside a jitted step.
+        carry = flax_cell.initialize_carry((cfg.batch, cfg.input), rngs=rngs)
+        return nnx.RNN(flax_cell, rngs=False), carry
     import rnnlab
 
     dtype = jnp.bfloat16 if impl.endswith("bf16") else None
     make = rnnlab.LSTMCell if cell == "lstm" else rnnlab.GRUCell
     layer_cell = make(cfg.input, cfg.hidden, dtype=dtype, rngs=rngs)
-    return rnnlab.RNN(
+    layer = rnnlab.RNN(
         layer_cell,
         implementation="scan" if impl.startswith("rnnlab-scan") else "fused",
         remat="full" if impl.endswith("remat") else None,
     )
+    return layer, layer_cell.initialize_carry((cfg.batch, cfg.input))
 
 
 def build_jax(impl: str, cell: str, cfg):
@@ -92,18 +97,18 @@ def build_jax(impl: str, cell: str, cfg):
     import optax
     from flax import nnx
 
-    model = _jax_model(impl, cell, cfg)
+    model, carry = _jax_model(impl, cell, cfg)
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     tx = optax.adam(1e-3)
     x = jax.random.normal(jax.random.key(0), (cfg.batch, cfg.time, cfg.input), jnp.float32)
 
     def loss_fn(params, x):
-        y = nnx.merge(graphdef, params, rest)(x)
+        y = nnx.merge(graphdef, params, rest)(x, initial_carry=carry)
         return jnp.mean(jnp.square(y.astype(jnp.float32)))
 
     @jax.jit
     def forward_fn(params, x):
-        return nnx.merge(graphdef, params, rest)(x)
+        return nnx.merge(graphdef, params, rest)(x, initial_carry=carry)
 
     def step_fn(params, opt_state, x):
         loss, grads = jax.value_and_grad(loss_fn)(params, x)

@@ -104,3 +104,66 @@ def prefetch_scan(
         loop, (init, at(first)), jnp.arange(num_steps, dtype=jnp.int32), reverse=reverse
     )
     return carry, ys
+
+
+def with_previous(states: Any, first: Any) -> Any:
+    """``(states, previous states)`` for time-major ``states``; ``first`` precedes step 0."""
+    return states, jax.tree.map(shift_in, first, states)
+
+
+def backward_in_spans(
+    span_backward: Callable[[Any, Any], tuple[Any, Any, Array]],
+    seq: Any,
+    states: Any,
+    first: Any,
+    chunk: int | None,
+    carry_grads: Any,
+    weight_grads: Any,
+) -> tuple[Any, Any, Array]:
+    """Runs a backward pass over time-major ``seq`` in spans of ``chunk`` steps, last first.
+
+    ``span_backward((seq_span, (states_span, previous_states_span)), carry_grads) ->
+    (carry_grads, span_weight_grads, d_inputs)`` handles one span; the weight gradients are
+    summed over spans and the input gradients concatenated. ``states`` are the saved carries
+    ``[T, B, H]`` and ``first`` the carries before step 0: the previous states of a span are
+    built per span, so no shifted copy of a whole sequence is made. Each span's temporaries
+    (recomputed gates, gate gradients) are the only ``[chunk, B, G H]`` buffers alive, which
+    bounds memory on long sequences. A first span of ``T mod chunk`` steps is processed last.
+    """
+    num_steps = jax.tree.leaves(states)[0].shape[0]
+    chunk = num_steps if chunk is None else max(1, min(chunk, num_steps))
+    head_len = num_steps % chunk
+    count = num_steps // chunk
+
+    def tail(a):
+        return a[head_len:].reshape((count, chunk) + a.shape[1:])
+
+    tail_states = jax.tree.map(tail, states)
+    # The state before each span of the tail: the last state of the span before it.
+    before_tail = first if not head_len else jax.tree.map(lambda a: a[head_len - 1], states)
+    boundaries = jax.tree.map(
+        lambda b, t: jnp.concatenate([b[None], t[:-1, -1]], axis=0), before_tail, tail_states
+    )
+
+    def body(state, span):
+        carry_grads, total = state
+        seq_span, states_span, boundary = span
+        carry_grads, grads, d_in = span_backward(
+            (seq_span, with_previous(states_span, boundary)), carry_grads
+        )
+        return (carry_grads, jax.tree.map(jnp.add, total, grads)), d_in
+
+    (carry_grads, weight_grads), d_in = jax.lax.scan(
+        body,
+        (carry_grads, weight_grads),
+        (jax.tree.map(tail, seq), tail_states, boundaries),
+        reverse=True,
+    )
+    d_in = d_in.reshape((-1,) + d_in.shape[2:])
+    if head_len:
+        head = lambda tree: jax.tree.map(lambda a: a[:head_len], tree)
+        span = (head(seq), with_previous(head(states), first))
+        carry_grads, grads, d_head = span_backward(span, carry_grads)
+        weight_grads = jax.tree.map(jnp.add, weight_grads, grads)
+        d_in = jnp.concatenate([d_head, d_in], axis=0)
+    return carry_grads, weight_grads, d_in

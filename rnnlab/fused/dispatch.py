@@ -78,10 +78,9 @@ def default_options(cell: Any, remat: Any = None) -> LSTMOptions | GRUOptions:
         hoist=not on_cpu,
         prefetch=on_cpu,
     )
-    if isinstance(cell, GRUCell):
-        return GRUOptions(**common)
     recompute = remat not in (None, "none")
-    return LSTMOptions(**common, recompute=recompute, chunk=REMAT_CHUNK if recompute else None)
+    common.update(recompute=recompute, chunk=REMAT_CHUNK if recompute else None)
+    return GRUOptions(**common) if isinstance(cell, GRUCell) else LSTMOptions(**common)
 
 
 def run_fused(

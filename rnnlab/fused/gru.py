@@ -32,14 +32,15 @@ import jax.numpy as jnp
 from rnnlab.fused.common import (
     F32,
     Array,
+    backward_in_spans,
     cast_like,
     hold,
     mm,
     mm_t,
     prefetch_scan,
     rows_t_mm,
-    shift_in,
     split_gates,
+    with_previous,
 )
 
 
@@ -50,10 +51,21 @@ class GRUOptions(NamedTuple):
     hoist: bool = False
     prefetch: bool = True
     one_tanh: bool = True
+    recompute: bool = False
+    chunk: int | None = None
 
 
 def _sigmoid(x: Array, one_tanh: bool) -> Array:
     return 0.5 * jnp.tanh(0.5 * x) + 0.5 if one_tanh else jax.nn.sigmoid(x)
+
+
+def _gates(a: Array, u: Array, one_tanh: bool) -> Array:
+    """``[r, z, n, u_n]`` from the input and recurrent pre-activations ``a``, ``u``."""
+    a_r, a_z, a_n = split_gates(a, 3)
+    u_r, u_z, u_n = split_gates(u, 3)
+    r = _sigmoid(a_r + u_r, one_tanh)
+    z = _sigmoid(a_z + u_z, one_tanh)
+    return jnp.concatenate([r, z, jnp.tanh(a_n + r * u_n), u_n], axis=-1)
 
 
 def _forward(opts: GRUOptions, w_ih, w_hh, b_ih, b_hh, xs, h0, mask, save_gates=True):
@@ -64,15 +76,10 @@ def _forward(opts: GRUOptions, w_ih, w_hh, b_ih, b_hh, xs, h0, mask, save_gates=
     def body(h, inp):
         x_t, m_t = inp
         a = x_t if opts.hoist else mm(x_t, w_ih, dt) + b_ih32
-        u = mm(h, w_hh, dt) + b_hh32
-        a_r, a_z, a_n = split_gates(a, 3)
-        u_r, u_z, u_n = split_gates(u, 3)
-        r = _sigmoid(a_r + u_r, opts.one_tanh)
-        z = _sigmoid(a_z + u_z, opts.one_tanh)
-        n = jnp.tanh(a_n + r * u_n)
+        gates = _gates(a, mm(h, w_hh, dt) + b_hh32, opts.one_tanh)
+        _, z, n, _ = split_gates(gates, 4)
         h_new = hold(m_t, n + z * (h - n), h)
-        gates = jnp.concatenate([r, z, n, u_n], axis=-1) if save_gates else None
-        return h_new, (gates, h_new)
+        return h_new, (gates if save_gates else None, h_new)
 
     h_t, (gates, hs) = prefetch_scan(body, h0, (inputs, mask), prefetch=opts.prefetch)
     return (hs, h_t), gates
@@ -105,31 +112,44 @@ def _gru(opts, w_ih, w_hh, b_ih, b_hh, xs, h0, mask):
     return _forward(opts, w_ih, w_hh, b_ih, b_hh, xs, h0, mask, save_gates=False)[0]
 
 
+def _span_backward(opts, w_ih, w_hh, b_ih, b_hh, span, dh_t, gates=None):
+    """Backward over one span of steps; without saved ``gates`` they are recomputed from
+    the saved states as two large products (see :mod:`rnnlab.fused.lstm`)."""
+    dt = opts.dtype
+    (x, dy, m), (_, h_prev) = span
+    if gates is None:
+        a = mm(x, w_ih, dt) + b_ih.astype(F32)
+        gates = _gates(a, mm(h_prev, w_hh, dt) + b_hh.astype(F32), opts.one_tanh)
+    das, dh0 = _input_grads(opts, w_hh, gates, h_prev, dy, dh_t, m)
+    d_r, d_z, d_n = split_gates(das, 3)
+    dus = jnp.concatenate([d_r, d_z, d_n * gates[..., : h_prev.shape[-1]]], axis=-1)
+    weight_grads = (
+        rows_t_mm(x, das, dt),
+        rows_t_mm(h_prev, dus, dt),
+        jnp.sum(das, axis=(0, 1)),
+        jnp.sum(dus, axis=(0, 1)),
+    )
+    return dh0, weight_grads, mm_t(das, w_ih, dt)
+
+
 def _gru_fwd(opts, w_ih, w_hh, b_ih, b_hh, xs, h0, mask):
-    out, gates = _forward(opts, w_ih, w_hh, b_ih, b_hh, xs, h0, mask)
+    out, gates = _forward(opts, w_ih, w_hh, b_ih, b_hh, xs, h0, mask, save_gates=not opts.recompute)
     return out, (w_ih, w_hh, b_ih, b_hh, xs, h0, mask, gates, out[0])
 
 
 def _gru_bwd(opts, res, cotangents):
     w_ih, w_hh, b_ih, b_hh, xs, h0, mask, gates, hs = res
     dhs, dh_t = cotangents
-    dt = opts.dtype
-    hidden = h0.shape[-1]
-    h_prevs = shift_in(h0, hs)
-    das, dh0 = _input_grads(opts, w_hh, gates, h_prevs, dhs, dh_t, mask)
-    r = gates[..., :hidden]
-    d_r, d_z, d_n = split_gates(das, 3)
-    dus = jnp.concatenate([d_r, d_z, d_n * r], axis=-1)
-    grads = (
-        rows_t_mm(xs, das, dt),
-        rows_t_mm(h_prevs, dus, dt),
-        jnp.sum(das, axis=(0, 1)),
-        jnp.sum(dus, axis=(0, 1)),
-        mm_t(das, w_ih, dt),
-        dh0,
-        None,
-    )
-    return cast_like(grads, (w_ih, w_hh, b_ih, b_hh, xs, h0, mask))
+    weights = (w_ih, w_hh, b_ih, b_hh)
+    seq = (xs, dhs, mask)
+    if opts.recompute:
+        zeros = tuple(jnp.zeros(w.shape, F32) for w in weights)
+        span_fn = lambda span, dh: _span_backward(opts, *weights, span, dh)
+        dh0, weight_grads, d_xs = backward_in_spans(span_fn, seq, hs, h0, opts.chunk, dh_t, zeros)
+    else:
+        span = (seq, with_previous(hs, h0))
+        dh0, weight_grads, d_xs = _span_backward(opts, *weights, span, dh_t, gates)
+    return cast_like((*weight_grads, d_xs, dh0, None), (*weights, xs, h0, mask))
 
 
 _gru.defvjp(_gru_fwd, _gru_bwd)

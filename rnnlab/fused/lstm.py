@@ -26,6 +26,7 @@ gate gradients are zero there and the carry gradients pass through unchanged.
 
 from __future__ import annotations
 
+import os
 from functools import partial
 from typing import Any, NamedTuple
 
@@ -35,14 +36,15 @@ import jax.numpy as jnp
 from rnnlab.fused.common import (
     F32,
     Array,
+    backward_in_spans,
     cast_like,
     hold,
     mm,
     mm_t,
     prefetch_scan,
     rows_t_mm,
-    shift_in,
     split_gates,
+    with_previous,
 )
 
 
@@ -95,12 +97,16 @@ def _forward(opts: LSTMOptions, w_ih, w_hh, b, xs, c0, h0, mask, save_gates=Fals
         inputs = mm(xs, w_ih, dt) + b32
     else:
         inputs = xs
+    concat = os.environ.get("RNNLAB_CAT", "0") == "1"
+    w_cat = jnp.concatenate([w_ih, w_hh], axis=0) if concat else None
 
     def body(carry, inp):
         c, h = carry
         x_t, m_t = inp
         if opts.hoist:
             z = x_t + mm(h, w_hh, dt)
+        elif concat:
+            z = mm(jnp.concatenate([x_t, h], axis=-1), w_cat, dt) + b32
         else:
             z = mm(x_t, w_ih, dt) + mm(h, w_hh, dt) + b32
         act = gate_activations(z, opts.one_tanh)
@@ -119,6 +125,9 @@ def _gate_grads(opts: LSTMOptions, w_hh, acts, cs, c_prevs, dhs, dc_t, dh_t, mas
     """The reverse loop over one span of steps: gate gradients ``dZ [T, B, 4H]`` and the
     gradients of the carry entering the span."""
     dt = opts.dtype
+    # Transposed once, outside the loop: the per-step product then reads a row-major
+    # [4H, H] operand (measured faster than contracting W_hh's second axis in place).
+    w_hh_t = jnp.transpose(w_hh) if os.environ.get("RNNLAB_WT", "1") == "1" else None
 
     def body(carry, inp):
         dc, dh = carry
@@ -138,7 +147,7 @@ def _gate_grads(opts: LSTMOptions, w_hh, acts, cs, c_prevs, dhs, dc_t, dh_t, mas
             ],
             axis=-1,
         )
-        dh_prev = hold(m_t, mm_t(dz, w_hh, dt), dh)
+        dh_prev = hold(m_t, mm_t(dz, w_hh, dt) if w_hh_t is None else mm(dz, w_hh_t, dt), dh)
         dc_prev = hold(m_t, dcc * f, dc)
         return (dc_prev, dh_prev), dz
 
@@ -148,62 +157,21 @@ def _gate_grads(opts: LSTMOptions, w_hh, acts, cs, c_prevs, dhs, dc_t, dh_t, mas
     return dzs, dc0, dh0
 
 
-def _recompute_span(opts, w_ih, w_hh, b, span, carry_grads, weight_grads):
-    """Backward over one span of steps with its gates recomputed from the saved carries.
+def _span_backward(opts, w_ih, w_hh, b, span, carry_grads, acts=None):
+    """Backward over one span of steps: carry, weight and input gradients.
 
-    With every ``h_{t-1}`` saved, the pre-activations of a whole span are one large product
+    Without saved ``acts`` the gates are recomputed from the saved carries: with every
+    ``h_{t-1}`` known, the pre-activations of the whole span are one large product
     ``X W_ih + H_{prev} W_hh`` rather than a sequential loop.
     """
     dt = opts.dtype
-    x, h_prev, c, c_prev, dy, m = span
-    acts = gate_activations(mm(x, w_ih, dt) + mm(h_prev, w_hh, dt) + b.astype(F32), opts.one_tanh)
+    (x, dy, m), ((c, _), (c_prev, h_prev)) = span
+    if acts is None:
+        z = mm(x, w_ih, dt) + mm(h_prev, w_hh, dt) + b.astype(F32)
+        acts = gate_activations(z, opts.one_tanh)
     dzs, dc0, dh0 = _gate_grads(opts, w_hh, acts, c, c_prev, dy, *carry_grads, m)
-    d_w_ih, d_w_hh, d_b = weight_grads
-    weight_grads = (
-        d_w_ih + rows_t_mm(x, dzs, dt),
-        d_w_hh + rows_t_mm(h_prev, dzs, dt),
-        d_b + jnp.sum(dzs, axis=(0, 1)),
-    )
+    weight_grads = (rows_t_mm(x, dzs, dt), rows_t_mm(h_prev, dzs, dt), jnp.sum(dzs, axis=(0, 1)))
     return (dc0, dh0), weight_grads, mm_t(dzs, w_ih, dt)
-
-
-def _split_spans(seq: Any, chunk: int):
-    """Splits time-major leaves into a head of ``T mod chunk`` steps and ``[n, chunk, ...]``."""
-    leaves = [a for a in jax.tree.leaves(seq)]
-    num_steps = leaves[0].shape[0]
-    head = num_steps % chunk
-
-    def tail(a):
-        return a[head:].reshape((num_steps // chunk, chunk) + a.shape[1:])
-
-    return jax.tree.map(lambda a: a[:head], seq), jax.tree.map(tail, seq), head
-
-
-def _recompute_backward(opts, w_ih, w_hh, b, xs, c0, h0, mask, cs, hs, dhs, dc_t, dh_t):
-    """Backward pass that saved only the carries: spans of ``opts.chunk`` steps, last first."""
-    num_steps = xs.shape[0]
-    chunk = num_steps if opts.chunk is None else min(opts.chunk, num_steps)
-    seq = (xs, shift_in(h0, hs), cs, shift_in(c0, cs), dhs, mask)
-    zeros = (jnp.zeros(w_ih.shape, F32), jnp.zeros(w_hh.shape, F32), jnp.zeros(b.shape, F32))
-    head, tail, head_len = _split_spans(seq, chunk)
-
-    def body(state, span):
-        carry_grads, weight_grads = state
-        carry_grads, weight_grads, dx = _recompute_span(
-            opts, w_ih, w_hh, b, span, carry_grads, weight_grads
-        )
-        return (carry_grads, weight_grads), dx
-
-    (carry_grads, weight_grads), d_xs = jax.lax.scan(
-        body, ((dc_t, dh_t), zeros), tail, reverse=True
-    )
-    d_xs = d_xs.reshape((-1,) + xs.shape[1:])
-    if head_len:
-        carry_grads, weight_grads, d_head = _recompute_span(
-            opts, w_ih, w_hh, b, head, carry_grads, weight_grads
-        )
-        d_xs = jnp.concatenate([d_head, d_xs], axis=0)
-    return weight_grads, d_xs, carry_grads
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(0,))
@@ -221,17 +189,18 @@ def _lstm_fwd(opts, w_ih, w_hh, b, xs, c0, h0, mask):
 def _lstm_bwd(opts, res, cotangents):
     w_ih, w_hh, b, xs, c0, h0, mask, acts, cs, hs = res
     dhs, dc_t, dh_t = cotangents
-    dt = opts.dtype
+    seq, states, first = (xs, dhs, mask), (cs, hs), (c0, h0)
     if opts.recompute:
-        (d_w_ih, d_w_hh, d_b), d_xs, (dc0, dh0) = _recompute_backward(
-            opts, w_ih, w_hh, b, xs, c0, h0, mask, cs, hs, dhs, dc_t, dh_t
+        zeros = tuple(jnp.zeros(w.shape, F32) for w in (w_ih, w_hh, b))
+        span_fn = lambda span, carry: _span_backward(opts, w_ih, w_hh, b, span, carry)
+        (dc0, dh0), (d_w_ih, d_w_hh, d_b), d_xs = backward_in_spans(
+            span_fn, seq, states, first, opts.chunk, (dc_t, dh_t), zeros
         )
     else:
-        dzs, dc0, dh0 = _gate_grads(opts, w_hh, acts, cs, shift_in(c0, cs), dhs, dc_t, dh_t, mask)
-        d_w_hh = rows_t_mm(shift_in(h0, hs), dzs, dt)
-        d_w_ih = rows_t_mm(xs, dzs, dt)
-        d_b = jnp.sum(dzs, axis=(0, 1))
-        d_xs = mm_t(dzs, w_ih, dt)
+        span = (seq, with_previous(states, first))
+        (dc0, dh0), (d_w_ih, d_w_hh, d_b), d_xs = _span_backward(
+            opts, w_ih, w_hh, b, span, (dc_t, dh_t), acts
+        )
     grads = (d_w_ih, d_w_hh, d_b, d_xs, dc0, dh0, None)
     return cast_like(grads, (w_ih, w_hh, b, xs, c0, h0, mask))
 
