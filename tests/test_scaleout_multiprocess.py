@@ -108,10 +108,15 @@ WORKER = textwrap.dedent(
 FSDP = ["--config.mesh.fsdp=2", "--config.sharding.rules=fsdp", "--config.sharding.fsdp_min_dim=8"]
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _free_port(taken):
+    """A free local port not handed out before (coordinators start some time later)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in taken:
+            taken.add(port)
+            return port
 
 
 class Launcher:
@@ -122,6 +127,7 @@ class Launcher:
         self.experiment = tmp / "adding_tiny.py"
         self.experiment.write_text(EXPERIMENT)
         self.procs: list[subprocess.Popen] = []
+        self.ports: set[int] = set()
 
     def start(self, name, *, processes, devices, flags=(), env_extra=None):
         """Starts ``processes`` copies of ``rnnlab train`` on workdir ``tmp/name``."""
@@ -136,7 +142,7 @@ class Launcher:
             PYTHONPATH=str(ROOT),
             SCALEOUT_LOG=str(log),
         )
-        port = _free_port()
+        port = _free_port(self.ports)
         procs = []
         for pid in range(processes):
             env = dict(base)
