@@ -88,8 +88,27 @@ def build(name: str, info: Mapping[str, Any], rngs: nnx.Rngs, **kwargs) -> nnx.M
 
 
 # Registration happens on import of the modules below; keep them at the end.
-from rnnlab.models import classifier, language_model  # noqa: E402, F401
+from rnnlab.models import (  # noqa: E402, F401
+    classifier,
+    ctc,
+    forecaster,
+    language_model,
+    seq2seq,
+    video,
+)
 from rnnlab.models.classifier import SequenceClassifier  # noqa: E402
+from rnnlab.models.ctc import SpeechRecognizer  # noqa: E402
+from rnnlab.models.forecaster import Forecaster  # noqa: E402
 from rnnlab.models.language_model import LanguageModel, generate  # noqa: E402
+from rnnlab.models.seq2seq import Translator  # noqa: E402
+from rnnlab.models.video import VideoPredictor  # noqa: E402
 
-__all__ += ["LanguageModel", "SequenceClassifier", "generate"]
+__all__ += [
+    "Forecaster",
+    "LanguageModel",
+    "SequenceClassifier",
+    "SpeechRecognizer",
+    "Translator",
+    "VideoPredictor",
+    "generate",
+]

@@ -142,6 +142,14 @@ register(
 )
 register(Task("regression", _regression_metrics, _regression_derive))
 
+# The task models' own tasks (rnnlab.models.task_metrics).
+from rnnlab.models import task_metrics as _tm  # noqa: E402
+
+register(Task("seq2seq", _tm.seq2seq_metrics, _tm.seq2seq_derive))
+register(Task("ctc", _tm.ctc_metrics, best_metric="error_rate"))
+register(Task("forecast", _tm.forecast_metrics, _tm.forecast_derive))
+register(Task("video", _tm.video_metrics))
+
 
 def means(sums: Mapping[str, Any]) -> dict[str, float]:
     """``{name: sum / weight}`` from host values of ``{name: (sum, weight)}``."""
