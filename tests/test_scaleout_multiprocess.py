@@ -6,7 +6,8 @@ together through the command line:
 - ``single``: one process with 4 simulated devices, mesh ``data=4``, parameters replicated;
 - ``multi``: 2 processes with 2 devices each, coordinator on a free local port, mesh
   ``data=2 x fsdp=2`` with the FSDP rules (``--config.mesh.fsdp=2``), the same global batch;
-- ``preempted``: like ``multi``, but process 1 holds at step 4 until the test has sent it a
+- ``preempted``: like ``multi`` (with ``--coordinator``/``--num-processes``/``--process-id``
+  instead of the environment), but process 1 holds at step 4 until the test has sent it a
   SIGTERM; then the same command runs again on its workdir and resumes.
 
 The loss curve and final parameters of ``multi`` must equal those of ``single`` to float
@@ -73,7 +74,7 @@ WORKER = textwrap.dedent(
     import rnnlab.data
 
     log = Path(os.environ["SCALEOUT_LOG"])
-    who = os.environ.get("RNNLAB_PROCESS_ID", "0")
+    who = os.environ["SCALEOUT_WHO"]
     _load = rnnlab.data.load
 
     def load(cfg, **kw):
@@ -129,8 +130,9 @@ class Launcher:
         self.procs: list[subprocess.Popen] = []
         self.ports: set[int] = set()
 
-    def start(self, name, *, processes, devices, flags=(), env_extra=None):
-        """Starts ``processes`` copies of ``rnnlab train`` on workdir ``tmp/name``."""
+    def start(self, name, *, processes, devices, flags=(), env_extra=None, by_flags=False):
+        """Starts ``processes`` copies of ``rnnlab train`` on workdir ``tmp/name``; they find
+        each other through ``RNNLAB_*`` variables, or ``--coordinator`` etc. (``by_flags``)."""
         log = self.tmp / f"log-{name}"
         log.mkdir(exist_ok=True)
         base = {
@@ -146,15 +148,19 @@ class Launcher:
         procs = []
         for pid in range(processes):
             env = dict(base)
-            if processes > 1:
+            cmd = [sys.executable, str(self.script), "train", "--config", str(self.experiment)]
+            cmd += ["--workdir", str(self.tmp / name), *flags]
+            if processes > 1 and by_flags:
+                cmd += ["--coordinator", f"127.0.0.1:{port}", "--num-processes", str(processes)]
+                cmd += ["--process-id", str(pid)]
+            elif processes > 1:
                 env.update(
                     RNNLAB_COORDINATOR=f"127.0.0.1:{port}",
                     RNNLAB_NUM_PROCESSES=str(processes),
                     RNNLAB_PROCESS_ID=str(pid),
                 )
             env.update((env_extra or {}).get(pid, {}))
-            cmd = [sys.executable, str(self.script), "train", "--config", str(self.experiment)]
-            cmd += ["--workdir", str(self.tmp / name), *flags]
+            env["SCALEOUT_WHO"] = str(pid)
             out = open(log / f"out-{pid}.txt", "w")  # noqa: SIM115 (closed in wait)
             proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
             proc.out_file = out
@@ -195,6 +201,7 @@ def runs(tmp_path_factory):
             devices=2,
             flags=FSDP,
             env_extra={1: {"SCALEOUT_PAUSE_AT": str(PAUSE_AT)}},
+            by_flags=True,
         )
         marker = tmp / "log-preempted" / "paused"
         while not marker.exists():
@@ -212,7 +219,7 @@ def runs(tmp_path_factory):
                 assert proc.returncode == 0, f"{name} {pid}:\n{_output(tmp, name, pid)[-3000:]}"
         after_preemption = sorted(int(p.name) for p in (tmp / "preempted/checkpoints").iterdir())
         first_outputs = [_output(tmp, "preempted", pid) for pid in range(2)]
-        resumed = launcher.start("preempted", processes=2, devices=2, flags=FSDP)
+        resumed = launcher.start("preempted", processes=2, devices=2, flags=FSDP, by_flags=True)
         launcher.wait(resumed, deadline)
         for pid, proc in enumerate(resumed):
             assert proc.returncode == 0, _output(tmp, "preempted", pid)[-3000:]
