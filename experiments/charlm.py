@@ -9,10 +9,14 @@ Variants: ``experiments/charlm.py`` (default, the main job) and ``experiments/ch
 
 Hardware: 2 cores of an Intel Xeon (Sapphire Rapids), no accelerator, one JAX CPU device.
 
-Expected result (default): validation BPC_PLACEHOLDER bits per character after
-STEPS_PLACEHOLDER steps, WALL_PLACEHOLDER of wall time including start-up, evaluation and
-checkpoints, then a sample of generated text. The uniform baseline is log2(82) = 6.36 bits,
-a unigram model about 4.5. The ``small`` variant runs in well under a minute.
+Expected result (default): validation 1.91 bits per character (loss 1.322 nats, accuracy
+60.3 %) after 3,000 steps (12.3 M characters, 3.4 epochs), then the plots path and a
+400-character sample. Measured on the development machine: 17 min 42 s of wall time while
+other jobs kept its 2 cores busy (load average 11 to 18; this run got 37 % of one core),
+6 min 43 s of CPU time (user + system), which bounds the wall time on 2 idle cores: about
+7 minutes, start-up, evaluations and checkpoints included. The uniform baseline is
+log2(82) = 6.36 bits, a unigram model about 4.5. The ``small`` variant (120 steps of a
+64-unit LSTM) runs in under a minute and reaches about 3.6 bits per character.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.model.name = "language_model"
     c.model.cell = "lstm"
     c.model.embed_features = 64
-    c.model.hidden_features = 512
+    c.model.hidden_features = 256
     c.model.num_layers = 1
     c.model.tie_embeddings = False
     c.model.dropout = 0.0
@@ -45,7 +49,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.optim.warmup_steps = 50
     c.optim.final_lr_fraction = 0.05
 
-    c.train.steps = 2000
+    c.train.steps = 3000
     c.train.batch_size = 32
     c.train.log_every = 50
     c.train.eval_every = 500

@@ -10,6 +10,8 @@ state is what gets sharded, donated to the jitted step and checkpointed.
 
 from __future__ import annotations
 
+import functools
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,6 +22,7 @@ from flax import nnx, struct
 from jax.sharding import Mesh
 
 from rnnlab import models, parallel
+from rnnlab.train import config as cfg_lib
 from rnnlab.train.config import ConfigDict, ConfigError
 
 
@@ -85,7 +88,7 @@ def abstract_model(config: ConfigDict, info: Mapping[str, Any]) -> nnx.Module:
 def split_model(model: nnx.Module) -> tuple[nnx.GraphDef, dict, dict]:
     """``(graphdef, params, rest)`` with the states as plain nested dicts."""
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    return graphdef, params.to_pure_dict(), rest.to_pure_dict()
+    return graphdef, nnx.to_pure_dict(params), nnx.to_pure_dict(rest)
 
 
 def stateful(model: nnx.Module, config: ConfigDict) -> bool:
@@ -117,6 +120,46 @@ def init_state(
     )
 
 
+def _json_default(x: Any) -> Any:
+    if hasattr(x, "tolist"):
+        return x.tolist()
+    raise TypeError(f"not JSON-serialisable: {type(x).__name__}")
+
+
+@functools.lru_cache(maxsize=16)
+def _initializer(config_json: str, info_json: str, tx, batch_size: int):
+    config, info = _ORIGINALS[(config_json, info_json)]
+    return lambda: init_state(config, info, tx, batch_size)
+
+
+_ORIGINALS: dict[tuple[str, str], tuple[ConfigDict, Mapping[str, Any]]] = {}
+
+
+def initializer(
+    config: ConfigDict, info: Mapping[str, Any], tx: optax.GradientTransformation, batch_size: int
+):
+    """``init() -> TrainState`` for :func:`init_state`; the same function object for equal
+    arguments, so that rebuilding a run in one process does not recompile its init."""
+    # Only what init_state reads: the model, the seed and whether the state is carried.
+    used = {
+        "model": cfg_lib.to_dict(config.model),
+        "seed": int(config.seed),
+        "stateful": bool(config.train.stateful),
+    }
+    key = (
+        json.dumps(used, sort_keys=True),
+        json.dumps(dict(info), sort_keys=True, default=_json_default),
+    )
+    _ORIGINALS.setdefault(key, (config, info))
+    return _initializer(*key, tx, int(batch_size))
+
+
+@functools.lru_cache(maxsize=16)
+def carry_initializer(graphdef: nnx.GraphDef, batch_size: int):
+    """``init(params, rest) -> carry``: the zero state of a stateful model for a batch."""
+    return lambda params, rest: nnx.merge(graphdef, params, rest).init_carry(batch_size)
+
+
 def state_shardings(abstract: TrainState, mesh: Mesh, rules=()) -> TrainState:
     """Shardings for every leaf: carries split over the batch, the rest by ``rules``
     (replicated by default, see :func:`rnnlab.parallel.param_shardings`)."""
@@ -136,8 +179,7 @@ def create(
 ) -> tuple[TrainState, TrainState, TrainState]:
     """``(state, abstract_state, shardings)``: shapes from ``jax.eval_shape`` first, then
     a jitted init whose outputs are born sharded."""
-    batch_size = int(config.train.batch_size)
-    init = lambda: init_state(config, info, tx, batch_size)
+    init = initializer(config, info, tx, int(config.train.batch_size))
     abstract = jax.eval_shape(init)
     shardings = state_shardings(abstract, mesh, rules)
     state = jax.jit(init, out_shardings=shardings)()

@@ -1,8 +1,10 @@
 """Pure step functions: one update (``train_step``) and one evaluation batch (``eval_step``).
 
 Both are built from static parts (the model's ``graphdef``, the optimizer, the task) and
-then jitted by the loop with shardings on the mesh and the state donated. Randomness is
-``fold_in(base_key, step)``, so a resumed run draws the same numbers as an uninterrupted one.
+then jitted by the loop with shardings on the mesh and the state donated. The builders are
+memoised: equal parts give the same function, which JAX then compiles once per process.
+Randomness is ``fold_in(base_key, step)``, so a resumed run draws the same numbers as an
+uninterrupted one.
 
 A non-finite loss or gradient skips the update: parameters, optimizer state, model
 variables and the carried state keep their previous values, the step still advances (the
@@ -11,6 +13,7 @@ data moves on) and the counters ``nonfinite`` (consecutive) and ``nonfinite_tota
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -35,6 +38,17 @@ def _select(pred: Array, new: Any, old: Any) -> Any:
     return jax.tree.map(lambda a, b: jnp.where(pred, a, b), new, old)
 
 
+def largest_gradient(grads: Any) -> tuple[Array, Array]:
+    """``(value, leaf index)`` of the largest ``|g|`` over all leaves, a NaN counting as
+    larger than anything: what a non-finite report names (``jax.tree.leaves`` order)."""
+    leaves = jax.tree.leaves(grads)
+    if not leaves:
+        return jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32)
+    peaks = jnp.stack([jnp.max(jnp.abs(g)).astype(jnp.float32) for g in leaves])
+    leaf = jnp.argmax(jnp.where(jnp.isnan(peaks), jnp.inf, peaks))
+    return peaks[leaf], leaf.astype(jnp.float32)
+
+
 def apply_model(
     graphdef: nnx.GraphDef,
     params: Any,
@@ -50,9 +64,10 @@ def apply_model(
     rngs = nnx.Rngs(key) if key is not None else None
     outputs, aux = model(batch, train=train, rngs=rngs, carry=carry)
     _, _, new_rest = nnx.split(model, nnx.Param, ...)
-    return outputs, aux, new_rest.to_pure_dict()
+    return outputs, aux, nnx.to_pure_dict(new_rest)
 
 
+@functools.lru_cache(maxsize=32)
 def make_train_step(
     graphdef: nnx.GraphDef,
     tx: optax.GradientTransformation,
@@ -65,7 +80,8 @@ def make_train_step(
     Metrics: ``loss`` (the task's), each ``aux["losses"]`` term, ``objective`` (their sum,
     what is minimised) when there are such terms, the task's other metrics (batch means),
     ``grad_norm`` (before clipping), ``clipped_grad_norm``, ``clipped`` (1 when clipping
-    changed the gradient), ``lr``, ``nonfinite`` (1 for a skipped update).
+    changed the gradient), ``lr``, ``nonfinite`` (1 for a skipped update), ``grad_max`` and
+    ``grad_max_leaf`` (:func:`largest_gradient`).
     """
 
     def loss_fn(params, state: TrainState, batch, key):
@@ -101,7 +117,7 @@ def make_train_step(
             nonfinite_total=state.nonfinite_total + (1 - finite.astype(jnp.int32)),
         )
         stats = optim.stats(new_state.opt_state)
-        metrics["grad_norm"] = optax.global_norm(grads).astype(jnp.float32)
+        metrics["grad_norm"] = optax.tree.norm(grads).astype(jnp.float32)
         if "clipped_grad_norm" in stats:
             metrics["clipped_grad_norm"] = stats["clipped_grad_norm"]
             metrics["clipped"] = (
@@ -110,11 +126,13 @@ def make_train_step(
         if "lr" in stats:
             metrics["lr"] = stats["lr"]
         metrics["nonfinite"] = 1.0 - finite.astype(jnp.float32)
+        metrics["grad_max"], metrics["grad_max_leaf"] = largest_gradient(grads)
         return new_state, metrics
 
     return train_step
 
 
+@functools.lru_cache(maxsize=32)
 def make_eval_step(
     graphdef: nnx.GraphDef, task: Task, *, stateful: bool
 ) -> Callable[..., tuple[dict[str, Array], Any]]:
