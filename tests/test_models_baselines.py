@@ -7,7 +7,12 @@ import pytest
 from statsmodels.tsa.exponential_smoothing.ets import ETSModel
 from statsmodels.tsa.statespace.sarimax import SARIMAX
 
-from rnnlab.models.baselines import arima_forecasts, ets_forecasts, series_from_windows
+from rnnlab.models.baselines import (
+    arima_forecasts,
+    ets_forecasts,
+    fourier_terms,
+    series_from_windows,
+)
 
 r = np.random.default_rng(0)
 PERIOD, N, H = 6, 120, 8
@@ -27,7 +32,17 @@ def test_arima_forecast_from_the_end_of_training_is_statsmodels_forecast():
     np.testing.assert_allclose(got[1], later.forecast(H), rtol=1e-6)
 
 
-@pytest.mark.parametrize("trend,seasonal", [("add", "add"), (None, "add"), ("add", None)])
+def test_arima_with_fourier_regressors_forecasts_like_statsmodels():
+    train = SERIES[:N]
+    exog = fourier_terms(len(SERIES), PERIOD, 2)
+    got = arima_forecasts(train, SERIES, np.array([N]), H, (1, 1, 0), period=PERIOD, harmonics=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit = SARIMAX(train, exog=exog[:N], order=(1, 1, 0)).fit(disp=False)
+    np.testing.assert_allclose(got[0], fit.forecast(H, exog=exog[N : N + H]), rtol=1e-6)
+
+
+@pytest.mark.parametrize("trend,seasonal", [("add", "add"), (None, "add")])
 def test_ets_forecast_from_any_origin_is_statsmodels_forecast(trend, seasonal):
     train = SERIES[:N]
     got = ets_forecasts(

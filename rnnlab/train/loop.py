@@ -297,6 +297,12 @@ def train(config: cfg_lib.ConfigDict, workdir: str, *, source: Any = None) -> di
             text = sampling.sample_text(run, params_state.replace(params=host[0], rest=host[1]))
             files.write_text(files.join(workdir, "samples.txt"), text + "\n")
             summary["sample"] = text
+    if stop_reason != "preempted" and run.task.report is not None:
+        # The task's end-of-run report (baselines, decoded examples, figures) on the best
+        # checkpoint; every process joins, as it may evaluate.
+        best = run.checkpoints.best_step()
+        report_state = state if best is None or best == step else run.restore(best)[0]
+        summary["report"] = run.task.report(run, report_state, workdir)
     if main and stop_reason != "preempted":
         plots.plot_workdir(workdir)
     if main:

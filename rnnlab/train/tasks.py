@@ -39,6 +39,9 @@ class Task:
       derive: ``(means, info) -> extra metrics`` computed from the means on the host.
       best_metric, best_mode: the validation metric early stopping and the best
         checkpoint follow by default, and whether lower (``"min"``) or higher is better.
+      report: ``(run, state, workdir) -> dict`` run once at the end of training with the
+        best checkpoint's state, on every process (it may evaluate); the dict goes to
+        ``summary.json`` under ``"report"`` (baselines, decoded examples, figures).
     """
 
     name: str
@@ -46,6 +49,7 @@ class Task:
     derive: Callable[[dict[str, float], Mapping[str, Any]], dict[str, float]] = _nothing_derived
     best_metric: str = "loss"
     best_mode: str = "min"
+    report: Callable[[Any, Any, str], dict[str, Any]] | None = None
 
 
 _TASKS: dict[str, Task] = {}
@@ -145,10 +149,24 @@ register(Task("regression", _regression_metrics, _regression_derive))
 # The task models' own tasks (rnnlab.models.task_metrics).
 from rnnlab.models import task_metrics as _tm  # noqa: E402
 
-register(Task("seq2seq", _tm.seq2seq_metrics, _tm.seq2seq_derive))
-register(Task("ctc", _tm.ctc_metrics, best_metric="error_rate"))
-register(Task("forecast", _tm.forecast_metrics, _tm.forecast_derive))
-register(Task("video", _tm.video_metrics))
+
+def _model_report(name: str) -> Callable[[Any, Any, str], dict[str, Any]]:
+    """rnnlab.models.reports.REPORTS[name], imported when a run ends (matplotlib, statsmodels)."""
+
+    def report(run, state, workdir):
+        from rnnlab.models.reports import REPORTS
+
+        return REPORTS[name](run, state, workdir)
+
+    return report
+
+
+register(Task("seq2seq", _tm.seq2seq_metrics, _tm.seq2seq_derive, report=_model_report("seq2seq")))
+register(Task("ctc", _tm.ctc_metrics, best_metric="error_rate", report=_model_report("ctc")))
+register(
+    Task("forecast", _tm.forecast_metrics, _tm.forecast_derive, report=_model_report("forecast"))
+)
+register(Task("video", _tm.video_metrics, report=_model_report("video")))
 
 
 def means(sums: Mapping[str, Any]) -> dict[str, float]:
