@@ -124,11 +124,14 @@ def test_video_predictor_and_metrics():
     out, aux = nnx.jit(lambda m, b: m(b))(model, {"inputs": frames})
     assert out.shape == (2, 2, 8, 8, 1)
     assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0
-    sums = video_metrics(out, aux, {"targets": target, "weights": jnp.array([1.0, 0.0])})
+    batch = {"inputs": frames, "targets": target, "weights": jnp.array([1.0, 0.0])}
+    sums = video_metrics(out, aux, batch)
     means = {k: float(s) / float(w) for k, (s, w) in sums.items()}
     o, t = np.asarray(out[0], np.float64), np.asarray(target[0], np.float64)
     np.testing.assert_allclose(means["loss"], ((o - t) ** 2).mean(), rtol=1e-5)
     np.testing.assert_allclose(means["mse_t2"], ((o[1] - t[1]) ** 2).mean(), rtol=1e-5)
+    last = np.asarray(frames[0, -1], np.float64)
+    np.testing.assert_allclose(means["copy_last_mse"], ((last[None] - t) ** 2).mean(), rtol=1e-5)
     ref = np.mean([np_ssim(o[k], t[k], 7, 1.5) for k in range(2)])
     np.testing.assert_allclose(means["ssim"], ref, atol=1e-5)
     with pytest.raises(ValueError, match="frames"):

@@ -168,10 +168,12 @@ def forecast_derive(means: Mapping[str, float], info: Mapping[str, Any]) -> dict
 
 # -- video ----------------------------------------------------------------------------------
 def video_metrics(outputs: Array, aux: Mapping[str, Any], batch: Mapping[str, Array]) -> Sums:
-    """Mean squared error per pixel (``loss``), per predicted frame ``mse_t<k>``, and SSIM
-    averaged over predicted frames (``ssim``, Wang et al. 2004)."""
+    """Mean squared error per pixel (``loss``), at the first and last predicted frame
+    (``mse_t<k>``), SSIM averaged over predicted frames (``ssim``, Wang et al. 2004), and
+    the MSE of repeating the last observed frame (``copy_last_mse``), the baseline."""
     del aux
     y = jnp.asarray(batch["targets"], jnp.float32)
+    last = jnp.asarray(batch["inputs"], jnp.float32)[:, -1:]
     rows = row_weights(batch, y.shape[0])
     per_frame = jnp.mean(jnp.square(outputs.astype(jnp.float32) - y), axis=(2, 3, 4))  # [B, T]
     window = min(7, y.shape[2], y.shape[3])
@@ -179,6 +181,8 @@ def video_metrics(outputs: Array, aux: Mapping[str, Any], batch: Mapping[str, Ar
         "loss": _weighted(jnp.mean(per_frame, axis=1), rows),
         "ssim": _weighted(jnp.mean(ssim(outputs, y, window_size=window), axis=1), rows),
     }
+    copy = jnp.mean(jnp.square(last - y), axis=(1, 2, 3, 4))
+    sums["copy_last_mse"] = _weighted(copy, rows)
     for k in (0, per_frame.shape[1] - 1):
         sums[f"mse_t{k + 1}"] = _weighted(per_frame[:, k], rows)
     return sums
