@@ -47,7 +47,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     v = gv.parse(arg, default_t=200)
     if v["ci"]:
         v["T"] = 20
-    cell = gv.cell_settings(v["cell"], v["T"])
+    v["horizon"] = v["T"]
+    cell = gv.cell_settings(v["cell"], v["horizon"])
 
     c = base_config()
     c.seed = 0
@@ -55,39 +56,6 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.data.seq_len = v["T"]
 
     c.model.name = "classifier"
-    c.model.cell = cell["cell"]
-    c.model.cell_kwargs = cell["kwargs"]
-    c.model.hidden_features = cell["hidden"]
-    c.model.num_layers = cell["layers"]
     c.model.pooling = "last"
-
-    c.optim.optimizer = "adam"
-    c.optim.lr = cell["lr"]
-    c.optim.clip_norm = 1.0 if v["clip"] else 0.0
-
-    c.train.steps = 6000
-    c.train.batch_size = 64
-    c.train.log_every = 100
-    c.train.eval_every = 500
-    c.train.checkpoint_every = 500
-    c.train.stateful = False
-    c.train.max_nonfinite = 50
-    c.eval.split = "validation"
-
-    # Read by `rnnlab diagnose` and the training hook (rnnlab.diagnose): gradient flow on
-    # `batch_size` validation sequences, every `every` steps in training (0: off), compared
-    # across `cells` on fresh models.
-    c.diagnostics = ml_collections.ConfigDict(
-        {"every": 0, "batch_size": 32, "cells": ("elman", "lstm")}
-    )
-
-    if v["ci"]:
-        c.model.hidden_features = 16
-        c.train.steps = 40
-        c.train.batch_size = 16
-        c.train.log_every = 10
-        c.train.eval_every = 20
-        c.train.checkpoint_every = 20
-        c.eval.max_batches = 2
-        c.diagnostics.batch_size = 8
+    gv.set_training(c, v, cell, steps=6000)
     return lock(c)

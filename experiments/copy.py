@@ -49,7 +49,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     v = gv.parse(arg, default_t=100)
     if v["ci"]:
         v["T"] = 10
-    cell = gv.cell_settings(v["cell"], v["T"] + 2 * COPY_LEN)
+    v["horizon"] = v["T"] + 2 * COPY_LEN
+    cell = gv.cell_settings(v["cell"], v["horizon"])
 
     c = base_config()
     c.seed = 0
@@ -59,37 +60,6 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.data.copy_len = COPY_LEN
 
     c.model.name = "language_model"
-    c.model.cell = cell["cell"]
-    c.model.cell_kwargs = cell["kwargs"]
     c.model.embed_features = 16
-    c.model.hidden_features = cell["hidden"]
-    c.model.num_layers = cell["layers"]
-
-    c.optim.optimizer = "adam"
-    c.optim.lr = cell["lr"]
-    c.optim.clip_norm = 1.0 if v["clip"] else 0.0
-
-    c.train.steps = 4000
-    c.train.batch_size = 64
-    c.train.log_every = 100
-    c.train.eval_every = 500
-    c.train.checkpoint_every = 500
-    c.train.stateful = False
-    c.train.max_nonfinite = 50
-    c.eval.split = "validation"
-
-    # See experiments/adding.py.
-    c.diagnostics = ml_collections.ConfigDict(
-        {"every": 0, "batch_size": 32, "cells": ("elman", "lstm", "orthogonal")}
-    )
-
-    if v["ci"]:
-        c.model.hidden_features = 16
-        c.train.steps = 40
-        c.train.batch_size = 16
-        c.train.log_every = 10
-        c.train.eval_every = 20
-        c.train.checkpoint_every = 20
-        c.eval.max_batches = 2
-        c.diagnostics.batch_size = 8
+    gv.set_training(c, v, cell, steps=4000)
     return lock(c)

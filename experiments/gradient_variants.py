@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import ml_collections
+
 # Per cell: the registered cell name, its keyword arguments, depth, width and Adam's lr.
 # Settings follow each cell's paper where it gives them for these tasks.
 CELLS: dict[str, dict[str, Any]] = {
@@ -101,3 +103,55 @@ def sweep(lengths: tuple[int, ...]) -> list[str]:
         for cell in CELLS
         for clip in (True, False)
     ]
+
+
+def set_training(
+    c: ml_collections.ConfigDict,
+    variant: dict[str, Any],
+    cell: dict[str, Any],
+    *,
+    steps: int,
+    compare: tuple[str, ...] = tuple(CELLS),
+) -> None:
+    """The optimiser, the loop, the diagnostics group and the ``ci`` shrinking, shared by
+    the adding and copy experiments (``c`` from ``base_config``, unlocked)."""
+    c.model.cell = cell["cell"]
+    c.model.cell_kwargs = cell["kwargs"]
+    c.model.hidden_features = cell["hidden"]
+    c.model.num_layers = cell["layers"]
+
+    c.optim.optimizer = "adam"
+    c.optim.lr = cell["lr"]
+    c.optim.clip_norm = 1.0 if variant["clip"] else 0.0
+
+    c.train.steps = steps
+    c.train.batch_size = 64
+    c.train.log_every = 100
+    c.train.eval_every = 500
+    c.train.checkpoint_every = 500
+    c.train.stateful = False
+    c.train.max_nonfinite = 50
+    c.eval.split = "validation"
+
+    # Read by `rnnlab diagnose` and its training hook (rnnlab.diagnose): gradient flow on
+    # `batch_size` validation sequences, every `every` steps of training (0: off), compared
+    # across every cell of CELLS (their settings in `cell_kwargs`) on fresh models.
+    horizon = variant["horizon"]
+    c.diagnostics = ml_collections.ConfigDict(
+        {
+            "every": 0,
+            "batch_size": 32,
+            "cells": tuple(compare),
+            "cell_kwargs": {n: cell_settings(n, horizon)["kwargs"] for n in compare},
+        }
+    )
+
+    if variant["ci"]:
+        c.model.hidden_features = 16
+        c.train.steps = 40
+        c.train.batch_size = 16
+        c.train.log_every = 10
+        c.train.eval_every = 20
+        c.train.checkpoint_every = 20
+        c.eval.max_batches = 2
+        c.diagnostics.batch_size = 8

@@ -9,9 +9,9 @@ On the model of a run (its checkpoint in ``--workdir``, or a fresh model) and on
 validation data it computes, with :mod:`rnnlab.diagnostics`:
 
 - ``||dL/dh_t||`` at every step of every recurrent layer (``gradient_flow.png``);
-- the same on fresh models of each cell in ``--cells`` (or ``config.diagnostics.cells``),
-  first layer, one line per cell (``gradient_flow_cells.png``): vanishing gradients side by
-  side with their cures;
+- the same on fresh models of each cell in ``--cells`` (or ``config.diagnostics.cells``,
+  built with ``config.diagnostics.cell_kwargs[cell]``), first layer, one line per cell
+  (``gradient_flow_cells.png``): vanishing gradients side by side with their cures;
 - ``||dL/dh_t||`` at every checkpoint kept in the workdir and every step logged during
   training, as a heatmap over training (``gradient_heatmap.png``);
 - the singular values of ``dh_t/dh_{t-1}`` along the first sequences
@@ -49,10 +49,12 @@ HISTORY = "history.jsonl"
 def _settings(config: cfg_lib.ConfigDict) -> dict[str, Any]:
     """``config.diagnostics`` with defaults (experiments may leave the group out)."""
     group = config.get("diagnostics") or {}
+    kwargs = group.get("cell_kwargs", {})
     return {
         "every": int(group.get("every", 0)),
         "batch_size": int(group.get("batch_size", 32)),
         "cells": tuple(group.get("cells", ())),
+        "cell_kwargs": {k: dict(v) for k, v in dict(kwargs).items()},
     }
 
 
@@ -82,12 +84,18 @@ def model_loss(task: tasks_lib.Task, batch: Mapping[str, Any]):
     return loss
 
 
-def fresh_model(config: cfg_lib.ConfigDict, info: Mapping[str, Any], cell: str | None = None):
-    """The config's model at initialisation; ``cell`` swaps its cell (default arguments)."""
+def fresh_model(
+    config: cfg_lib.ConfigDict,
+    info: Mapping[str, Any],
+    cell: str | None = None,
+    cell_kwargs: Mapping[str, Any] | None = None,
+):
+    """The config's model at initialisation; ``cell`` swaps its cell, built with
+    ``cell_kwargs`` (the cell's defaults when None)."""
     if cell is not None:
         data = cfg_lib.to_dict(config)
         data["model"]["cell"] = cell
-        data["model"].pop("cell_kwargs", None)
+        data["model"]["cell_kwargs"] = dict(cell_kwargs or {})
         config = cfg_lib.from_dict(data)
     return state_lib.build_model(config, info, int(config.seed))
 
@@ -258,7 +266,8 @@ def diagnose(
     if cells:
         curves, report["cells"] = {}, {}
         for cell in cells:
-            cell_loss, cell_norms = _flows(fresh_model(config, info, cell), loss_fn)
+            model_c = fresh_model(config, info, cell, settings["cell_kwargs"].get(cell))
+            cell_loss, cell_norms = _flows(model_c, loss_fn)
             first = sorted(cell_norms)[0]
             curves[cell] = cell_norms[first]
             report["cells"][cell] = {"loss": cell_loss, **_curve_summary(cell_norms[first])}

@@ -176,11 +176,11 @@ class LRUCell(LinearRecurrentCell):
         d_shape = (h_in,) if h_in == h_out else (h_in, h_out)
         d_scale = 1.0 if h_in == h_out else 1.0 / math.sqrt(h_in)
         self.D = nnx.Param(normal(rngs.params(), d_shape, param_dtype) * d_scale)
-        self.glu_kernel, self.glu_bias = None, None
-        if self.glu:
-            lecun = initializers.lecun_normal()
-            self.glu_kernel = nnx.Param(lecun(rngs.params(), (h_out, 2 * h_out), param_dtype))
-            self.glu_bias = nnx.Param(jnp.zeros((2 * h_out,), param_dtype))
+        lecun = initializers.lecun_normal()
+        self.glu_kernel = (
+            nnx.Param(lecun(rngs.params(), (h_out, 2 * h_out), param_dtype)) if self.glu else None
+        )
+        self.glu_bias = nnx.Param(jnp.zeros((2 * h_out,), param_dtype)) if self.glu else None
 
     @property
     def output_features(self) -> int:
