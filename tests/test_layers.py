@@ -72,16 +72,23 @@ def assert_tree_close(got, want, tol=1e-5):
 # -- RNN ------------------------------------------------------------------------------------
 
 
-# Every cell forward; the reversal logic does not depend on the cell, so three cells suffice.
+# Every cell forward with the default implementation ("auto": the fused whole-sequence
+# kernel for LSTM without projection and reset-after GRU, the scan otherwise); reversed, and
+# through the scan for the fused-capable cells too. The reversal logic does not depend on
+# the cell, so a few cells suffice.
 @pytest.mark.parametrize(
-    "kind, reverse, hoist",
-    [(kind, False, False) for kind in sorted(CELLS)]
-    + [(kind, True, True) for kind in ("elman_tanh", "lstm_proj", "gru_original")],
+    "kind, reverse, hoist, implementation",
+    [(kind, False, False, "auto") for kind in sorted(CELLS)]
+    + [(kind, True, True, "auto") for kind in ("elman_tanh", "lstm_proj", "gru_original")]
+    + [("lstm", True, False, "auto"), ("gru_reset_after", True, False, "auto")]
+    + [("lstm", True, True, "scan"), ("gru_reset_after", False, False, "scan")],
 )
-def test_rnn_with_lengths_and_initial_carry_matches_loop(kind, reverse, hoist):
+def test_rnn_with_lengths_and_initial_carry_matches_loop(kind, reverse, hoist, implementation):
     cell = make_cell(kind)
     x, carry0 = inputs(), random_carry(cell, (BATCH,))
-    layer = rnnlab.RNN(cell, hoist_input_projection=hoist, keep_order=True)
+    layer = rnnlab.RNN(
+        cell, hoist_input_projection=hoist, keep_order=True, implementation=implementation
+    )
     carry, y = run(layer, x, seq_lengths=LENGTHS, initial_carry=carry0, reverse=reverse)
     want_carry, want_y = reference(cell, x, LENGTHS, reverse, carry0=carry0)
     assert_tree_close(y, want_y)
@@ -176,9 +183,17 @@ def with_garbage(x, lengths, seed=9):
 
 
 # With the per-step projection (the CPU default) the property test below covers both ways.
-@pytest.mark.parametrize("reverse, hoist", [(False, True), (True, True)])
-def test_padding_garbage_changes_neither_outputs_nor_carry(reverse, hoist):
-    layer = rnnlab.RNN(make_cell("lstm"), hoist_input_projection=hoist, reverse=reverse)
+@pytest.mark.parametrize(
+    "reverse, hoist, implementation",
+    [(False, True, "scan"), (True, True, "scan"), (False, None, "fused"), (True, None, "fused")],
+)
+def test_padding_garbage_changes_neither_outputs_nor_carry(reverse, hoist, implementation):
+    layer = rnnlab.RNN(
+        make_cell("lstm"),
+        hoist_input_projection=hoist,
+        reverse=reverse,
+        implementation=implementation,
+    )
     x = inputs()
     carry, y = run(layer, x, seq_lengths=LENGTHS)
     carry_g, y_g = run(layer, with_garbage(x, LENGTHS), seq_lengths=LENGTHS)
@@ -191,9 +206,8 @@ def test_hoisted_and_per_step_projection_agree_in_values_and_gradients():
     x = inputs()
 
     def loss(cell, x, hoist):
-        carry, y = rnnlab.RNN(cell, hoist_input_projection=hoist, return_carry=True)(
-            x, seq_lengths=LENGTHS
-        )
+        layer = rnnlab.RNN(cell, hoist_input_projection=hoist, implementation="scan")
+        carry, y = layer(x, seq_lengths=LENGTHS, return_carry=True)
         return jnp.sum(y * jnp.cos(y)) + sum(jnp.sum(c**2) for c in jax.tree.leaves(carry))
 
     grad = nnx.jit(nnx.grad(loss, argnums=(0, 1)), static_argnums=2)

@@ -126,11 +126,11 @@ def initial_states(module, seed=2):
     return [rng.normal(size=s).astype(np.float32) for s in shapes]
 
 
-def assert_parity(module, lengths=None):
+def assert_parity(module, lengths=None, implementation="auto"):
     x = np.random.default_rng(0).normal(size=(BATCH, TIME, IN)).astype(np.float32)
     hx = initial_states(module)
     t_y, t_states, t_gx, t_ghx, t_grads = torch_run(module, x, hx, lengths)
-    layer = load_torch_rnn(module)
+    layer = load_torch_rnn(module, rnn_kwargs={"implementation": implementation})
     y, states, g_x, g_hx, g_layer = rnnlab_run(layer, x, hx, lengths)
     np.testing.assert_allclose(y, t_y, **TOL)
     for got, want in zip(states, t_states, strict=True):
@@ -144,9 +144,14 @@ def assert_parity(module, lengths=None):
         np.testing.assert_allclose(expected_grad(g_layer, name), want, err_msg=name, **TOL)
 
 
-@pytest.mark.parametrize("kind", sorted(MODULES))
-def test_one_layer_matches_pytorch(kind):
-    assert_parity(build(kind))
+# "auto" runs the fused whole-sequence kernel where it applies (LSTM without projection,
+# GRU); "scan" is the step-by-step loop every cell has.
+@pytest.mark.parametrize(
+    "kind, implementation",
+    [(kind, "auto") for kind in sorted(MODULES)] + [("lstm", "scan"), ("gru", "scan")],
+)
+def test_one_layer_matches_pytorch(kind, implementation):
+    assert_parity(build(kind), implementation=implementation)
 
 
 @pytest.mark.parametrize("kind", sorted(MODULES))

@@ -161,6 +161,7 @@ def build_layer(
     time_major: bool = False,
     dtype=None,
     param_dtype=jnp.float32,
+    rnn_kwargs: Mapping[str, Any] | None = None,
     rngs: nnx.Rngs | None = None,
 ) -> Layer:
     """An rnnlab layer with the architecture of ``spec`` (freshly initialised).
@@ -171,7 +172,7 @@ def build_layer(
     rngs = rngs if rngs is not None else nnx.Rngs(0)
     name, kwargs = _cell_spec(spec)
     kwargs.update(dtype=dtype, param_dtype=param_dtype)
-    rnn_kwargs = {"time_major": time_major}
+    rnn_kwargs = {**(rnn_kwargs or {}), "time_major": time_major}
     if spec.num_layers > 1:
         return StackedRNN(
             spec.input_size,
@@ -299,6 +300,7 @@ def load_torch_rnn(
     time_major: bool = False,
     dtype=None,
     param_dtype=jnp.float32,
+    rnn_kwargs: Mapping[str, Any] | None = None,
 ) -> Layer:
     """Builds the rnnlab layer equivalent to a PyTorch ``nn.RNN`` / ``nn.LSTM`` / ``nn.GRU``.
 
@@ -321,6 +323,8 @@ def load_torch_rnn(
       time_major: inputs of the returned layer are ``[time, batch, features]`` (PyTorch's
         default layout) instead of rnnlab's batch-major ``[batch, time, features]``.
       dtype, param_dtype: compute and parameter dtypes of the cells.
+      rnn_kwargs: further :class:`~rnnlab.RNN` arguments for every direction and layer
+        (``implementation``, ``unroll``, ``remat``, ``hoist_input_projection``).
 
     Returns:
       :class:`~rnnlab.RNN` for one layer, :class:`~rnnlab.Bidirectional` for one
@@ -336,7 +340,12 @@ def load_torch_rnn(
     # runs or compiles) and then filled from the weights.
     layer = nnx.eval_shape(
         lambda: build_layer(
-            spec, dropout=dropout, time_major=time_major, dtype=dtype, param_dtype=param_dtype
+            spec,
+            dropout=dropout,
+            time_major=time_major,
+            dtype=dtype,
+            param_dtype=param_dtype,
+            rnn_kwargs=rnn_kwargs,
         )
     )
     fill_from_torch(layer, state, nonlinearity=nonlinearity)
