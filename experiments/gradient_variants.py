@@ -5,10 +5,21 @@ A variant is a comma-separated list: a cell name, optionally ``T=<steps>`` and `
 for example ``lstm``, ``indrnn,T=400`` or ``elman,T=100,noclip``; ``ci`` alone is the
 smoke-test variant. Gradient clipping (by global norm 1, Pascanu et al. 2013) is on unless
 ``noclip`` is given.
+
+The sweep, one run per variant, and its results table::
+
+    for v in $(python -m experiments.gradient_variants list adding); do
+      rnnlab train --config "experiments/adding.py:$v" --workdir "workdirs/adding/$v"
+    done
+    python -m experiments.gradient_variants table adding workdirs/adding
 """
 
 from __future__ import annotations
 
+import json
+import math
+import os
+import sys
 from typing import Any
 
 import ml_collections
@@ -155,3 +166,58 @@ def set_training(
         c.train.checkpoint_every = 20
         c.eval.max_batches = 2
         c.diagnostics.batch_size = 8
+
+
+# -- the sweep and its table -------------------------------------------------------------------
+
+EXPERIMENTS = {
+    # name: (lengths, validation metric, baseline(T), solved(value, T))
+    "adding": ((100, 200, 400), "mse", lambda t: 1.0 / 6.0, lambda v, t: v < 0.01),
+    "copy": (
+        (100,),
+        "loss",
+        lambda t: 10 * math.log(8) / (t + 20),
+        lambda v, t: v < 0.1 * 10 * math.log(8) / (t + 20),
+    ),
+}
+
+
+def results_table(experiment: str, root: str) -> str:
+    """Markdown table of the sweep's runs in ``root/<variant>`` (their summary.json)."""
+    lengths, metric, baseline, solved = EXPERIMENTS[experiment]
+    lines = [
+        f"| cell | T | clipping | validation {metric} | baseline | solved | steps |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for variant in sweep(lengths):
+        v = parse(variant, lengths[0])
+        path = os.path.join(root, variant, "summary.json")
+        if not os.path.exists(path):
+            row = ["not run", f"{baseline(v['T']):.3f}", "", ""]
+        else:
+            with open(path) as f:
+                summary = json.load(f)
+            value = (summary["final"].get("validation") or {}).get(metric, float("nan"))
+            ok = "yes" if math.isfinite(value) and solved(value, v["T"]) else "no"
+            row = [f"{value:.4f}", f"{baseline(v['T']):.3f}", ok, str(summary["steps"])]
+        clip = "norm 1" if v["clip"] else "none"
+        lines.append(f"| {v['cell']} | {v['T']} | {clip} | " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str]) -> int:
+    """``python -m experiments.gradient_variants list|table adding|copy [ROOT]``."""
+    if len(argv) < 2 or argv[0] not in ("list", "table") or argv[1] not in EXPERIMENTS:
+        print(__doc__.split("\n\n")[0])
+        print("usage: python -m experiments.gradient_variants list|table adding|copy [ROOT]")
+        return 2
+    if argv[0] == "list":
+        print("\n".join(sweep(EXPERIMENTS[argv[1]][0])))
+    else:
+        root = argv[2] if len(argv) > 2 else os.path.join("workdirs", argv[1])
+        print(results_table(argv[1], root), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

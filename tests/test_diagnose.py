@@ -78,3 +78,18 @@ def test_diagnose_trains_with_the_hook_and_reports_on_the_checkpoint(tmp_path, c
     with open(os.path.join(out, "report.md")) as f:
         assert "| rnn/layers/0 |" in f.read()
     assert "gradient_heatmap.png" in capsys.readouterr().out
+
+
+def test_results_table_reads_each_variants_summary(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(ROOT)
+    from experiments import gradient_variants as gv
+
+    for variant, mse in (("lstm,T=200", 0.004), ("elman,T=200,noclip", 0.166)):
+        os.makedirs(tmp_path / variant)
+        summary = {"steps": 6000, "final": {"validation": {"mse": mse}}}
+        (tmp_path / variant / "summary.json").write_text(json.dumps(summary))
+    rows = gv.results_table("adding", str(tmp_path)).splitlines()
+    assert len(rows) == 2 + 48
+    assert "| lstm | 200 | norm 1 | 0.0040 | 0.167 | yes | 6000 |" in rows
+    assert "| elman | 200 | none | 0.1660 | 0.167 | no | 6000 |" in rows
+    assert "| gru | 400 | none | not run | 0.167 |  |  |" in rows
