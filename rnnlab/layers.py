@@ -63,13 +63,14 @@ def check_sequence_args(
             f"{tuple(inputs.shape)} (batch {batch}, {num_steps} steps)"
         )
     if seq_lengths is not None:
-        if tuple(jnp.shape(seq_lengths)) != batch:
+        if tuple(np.shape(seq_lengths)) != batch:
             raise ValueError(
-                f"seq_lengths must have the batch shape {batch}, "
-                f"got {tuple(jnp.shape(seq_lengths))}"
+                f"seq_lengths must have the batch shape {batch}, got {tuple(np.shape(seq_lengths))}"
             )
         if not jnp.issubdtype(jnp.asarray(seq_lengths).dtype, jnp.integer):
-            raise ValueError(f"seq_lengths must be integers, got dtype {seq_lengths.dtype}")
+            raise ValueError(
+                f"seq_lengths must be integers, got dtype {jnp.asarray(seq_lengths).dtype}"
+            )
         if _is_concrete(seq_lengths):
             lengths = np.asarray(seq_lengths)
             if lengths.size and (lengths.min() < 0 or lengths.max() > num_steps):
@@ -79,10 +80,10 @@ def check_sequence_args(
                 )
     if resets is not None:
         expected = (num_steps,) + batch if time_major else batch + (num_steps,)
-        if tuple(jnp.shape(resets)) != expected:
-            raise ValueError(f"resets must have shape {expected}, got {tuple(jnp.shape(resets))}")
+        if tuple(np.shape(resets)) != expected:
+            raise ValueError(f"resets must have shape {expected}, got {tuple(np.shape(resets))}")
         if jnp.asarray(resets).dtype != jnp.bool_:
-            raise ValueError(f"resets must be bool, got dtype {resets.dtype}")
+            raise ValueError(f"resets must be bool, got dtype {jnp.asarray(resets).dtype}")
     return batch, num_steps
 
 
@@ -98,11 +99,11 @@ def check_initial_carry(
     want, treedef = jax.tree.flatten(expected)
     got = jax.tree.leaves(initial_carry)
     if len(got) != len(want) or any(
-        tuple(jnp.shape(g)) != w.shape for g, w in zip(got, want, strict=True)
+        tuple(np.shape(g)) != w.shape for g, w in zip(got, want, strict=True)
     ):
         raise ValueError(
             f"initial_carry must have the leaf shapes of {type(cell).__name__}.initialize_carry "
-            f"{[w.shape for w in want]}, got {[tuple(jnp.shape(g)) for g in got]}"
+            f"{[w.shape for w in want]}, got {[tuple(np.shape(g)) for g in got]}"
         )
     return jax.tree.unflatten(
         treedef, [jnp.asarray(g, w.dtype) for g, w in zip(got, want, strict=True)]
