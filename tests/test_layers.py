@@ -273,6 +273,8 @@ BAD_CALLS = {
     "length past time": (dict(seq_lengths=np.array([8, 1, 3])), r"seq_lengths.*\[0, 7\].*8"),
     "resets shape": (dict(resets=jnp.zeros((TIME, BATCH), bool)), r"resets.*\(3, 7\)"),
     "resets dtype": (dict(resets=jnp.zeros((BATCH, TIME))), "resets.*bool"),
+    "lengths as a list of floats": (dict(seq_lengths=[1.0, 2.0, 3.0]), "seq_lengths.*float"),
+    "resets as a list of floats": (dict(resets=[[0.0] * TIME] * BATCH), "resets.*float"),
     "carry structure": (dict(initial_carry=jnp.zeros((BATCH, HIDDEN))), "initial_carry"),
     "carry shape": (
         dict(initial_carry=(jnp.zeros((BATCH, HIDDEN)), jnp.zeros((BATCH, 6)))),
