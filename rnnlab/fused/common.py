@@ -76,6 +76,7 @@ def prefetch_scan(
     *,
     reverse: bool = False,
     prefetch: bool = True,
+    overwrite: int | None = None,
 ) -> tuple[Any, Any]:
     """``lax.scan(body, init, xs, reverse=reverse)`` that hands ``body`` materialised slices.
 
@@ -84,26 +85,39 @@ def prefetch_scan(
     the LSTM gate kernel ran about 5x slower on a slice than on a plain array (measured,
     docs/performance.md). With ``prefetch`` each iteration instead copies the *next* step's
     slices into the loop carry, where they are materialised, and computes on the current ones.
+
+    ``overwrite`` names a leaf of ``xs`` (by its index in ``jax.tree.leaves(xs)``) that the
+    per-step outputs (one array of the same slice shape) replace step by step: the outputs
+    then live in that input's buffer, and no second ``[T, ...]`` buffer is allocated and
+    first touched.
     """
-    leaves = jax.tree.leaves(xs)
-    if not prefetch or not leaves:
+    leaves, treedef = jax.tree.flatten(xs)
+    if not leaves or (not prefetch and overwrite is None):
         return jax.lax.scan(body, init, xs, reverse=reverse)
     num_steps = leaves[0].shape[0]
     first = num_steps - 1 if reverse else 0
 
-    def at(t):
-        return jax.tree.map(lambda a: jax.lax.dynamic_index_in_dim(a, t, 0, keepdims=False), xs)
+    def at(arrays, t):
+        sliced = [jax.lax.dynamic_index_in_dim(a, t, 0, keepdims=False) for a in arrays]
+        return jax.tree.unflatten(treedef, sliced)
 
     def loop(state, t):
-        carry, current = state
+        carry, current, buf = state
+        arrays = leaves if buf is None else [*leaves[:overwrite], buf, *leaves[overwrite + 1 :]]
+        carry, y = body(carry, current if prefetch else at(arrays, t))
+        if buf is not None:
+            buf = jax.lax.dynamic_update_index_in_dim(buf, y.astype(buf.dtype), t, 0)
+            arrays[overwrite] = buf
+            y = None
         nxt = jnp.clip(t - 1 if reverse else t + 1, 0, num_steps - 1)
-        carry, y = body(carry, current)
-        return (carry, at(nxt)), y
+        return (carry, at(arrays, nxt) if prefetch else None, buf), y
 
-    (carry, _), ys = jax.lax.scan(
-        loop, (init, at(first)), jnp.arange(num_steps, dtype=jnp.int32), reverse=reverse
+    buf = None if overwrite is None else leaves[overwrite]
+    state = (init, at(leaves, first) if prefetch else None, buf)
+    (carry, _, buf), ys = jax.lax.scan(
+        loop, state, jnp.arange(num_steps, dtype=jnp.int32), reverse=reverse
     )
-    return carry, ys
+    return carry, (ys if buf is None else buf)
 
 
 def with_previous(states: Any, first: Any) -> Any:

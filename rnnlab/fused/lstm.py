@@ -26,7 +26,6 @@ gate gradients are zero there and the carry gradients pass through unchanged.
 
 from __future__ import annotations
 
-import os
 from functools import partial
 from typing import Any, NamedTuple
 
@@ -97,16 +96,12 @@ def _forward(opts: LSTMOptions, w_ih, w_hh, b, xs, c0, h0, mask, save_gates=Fals
         inputs = mm(xs, w_ih, dt) + b32
     else:
         inputs = xs
-    concat = os.environ.get("RNNLAB_CAT", "0") == "1"
-    w_cat = jnp.concatenate([w_ih, w_hh], axis=0) if concat else None
 
     def body(carry, inp):
         c, h = carry
         x_t, m_t = inp
         if opts.hoist:
             z = x_t + mm(h, w_hh, dt)
-        elif concat:
-            z = mm(jnp.concatenate([x_t, h], axis=-1), w_cat, dt) + b32
         else:
             z = mm(x_t, w_ih, dt) + mm(h, w_hh, dt) + b32
         act = gate_activations(z, opts.one_tanh)
@@ -127,7 +122,7 @@ def _gate_grads(opts: LSTMOptions, w_hh, acts, cs, c_prevs, dhs, dc_t, dh_t, mas
     dt = opts.dtype
     # Transposed once, outside the loop: the per-step product then reads a row-major
     # [4H, H] operand (measured faster than contracting W_hh's second axis in place).
-    w_hh_t = jnp.transpose(w_hh) if os.environ.get("RNNLAB_WT", "1") == "1" else None
+    w_hh_t = jnp.transpose(w_hh)
 
     def body(carry, inp):
         dc, dh = carry
@@ -147,12 +142,19 @@ def _gate_grads(opts: LSTMOptions, w_hh, acts, cs, c_prevs, dhs, dc_t, dh_t, mas
             ],
             axis=-1,
         )
-        dh_prev = hold(m_t, mm_t(dz, w_hh, dt) if w_hh_t is None else mm(dz, w_hh_t, dt), dh)
+        dh_prev = hold(m_t, mm(dz, w_hh_t, dt), dh)
         dc_prev = hold(m_t, dcc * f, dc)
         return (dc_prev, dh_prev), dz
 
+    # The gate gradients overwrite the gate activations step by step: acts[t] is dead once
+    # dz[t] exists, and reusing its buffer saves allocating and first touching another.
     (dc0, dh0), dzs = prefetch_scan(
-        body, (dc_t, dh_t), (acts, cs, c_prevs, dhs, mask), reverse=True, prefetch=opts.prefetch
+        body,
+        (dc_t, dh_t),
+        (acts, cs, c_prevs, dhs, mask),
+        reverse=True,
+        prefetch=opts.prefetch,
+        overwrite=0 if opts.prefetch else None,
     )
     return dzs, dc0, dh0
 
