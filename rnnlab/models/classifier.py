@@ -9,7 +9,10 @@ Pooling over the valid steps ``t < L`` of each sequence:
 - ``last``: the output at the last valid step, ``h_{L-1}`` (for a bidirectional stack, the
   forward half at ``L - 1`` and the backward half at ``0``: each direction's final state);
 - ``mean``: ``(1/L) sum_t h_t``;
-- ``max``: the element-wise maximum over valid steps.
+- ``max``: the element-wise maximum over valid steps;
+- ``attention``: ``sum_t a_t h_t`` with ``a = softmax_{t<L}(v^T tanh(W h_t + b))``, a learnt
+  additive attention over the valid steps (Bahdanau et al. 2015; as attention pooling:
+  Yang et al. 2016); its weights are returned in ``aux["attention"]``.
 """
 
 from __future__ import annotations
@@ -23,10 +26,11 @@ from flax import nnx
 
 from rnnlab.layers import StackedRNN
 from rnnlab.models import register, resolve_dtype
+from rnnlab.models.attention import masked_softmax, source_mask
 
 Array = jax.Array
 
-POOLINGS = ("last", "mean", "max")
+POOLINGS = ("last", "mean", "max", "attention")
 
 
 def _last_valid(h: Array, lengths: Array) -> Array:
@@ -52,6 +56,8 @@ def pool(h: Array, lengths: Array, how: str, *, split: int | None = None) -> Arr
     if how == "max":
         low = jnp.asarray(jnp.finfo(h.dtype).min, h.dtype)
         return jnp.max(jnp.where(valid[..., None], h, low), axis=1)
+    if how == "attention":
+        raise ValueError("pooling 'attention' has parameters: use SequenceClassifier")
     raise ValueError(f"pooling must be one of {POOLINGS}, got {how!r}")
 
 
@@ -63,7 +69,8 @@ class SequenceClassifier(nnx.Module):
         ``vocab_size`` is set (integer token inputs ``[B, T]`` are embedded first).
       num_outputs: classes (logits) or regression targets.
       hidden_features, num_layers, cell, cell_kwargs, bidirectional: the recurrent stack.
-      pooling: ``last`` | ``mean`` | ``max``.
+      pooling: ``last`` | ``mean`` | ``max`` | ``attention``.
+      attention_features: hidden size of the attention pooling's score network.
       vocab_size, embed_features: token inputs.
       dropout: rate between layers and before the head.
       dtype: compute dtype (``"bfloat16"`` for mixed precision).
@@ -83,6 +90,7 @@ class SequenceClassifier(nnx.Module):
         vocab_size: int = 0,
         embed_features: int = 64,
         dropout: float = 0.0,
+        attention_features: int = 64,
         dtype: Any = None,
         param_dtype: Any = jnp.float32,
         rnn_kwargs: Mapping[str, Any] | None = None,
@@ -117,6 +125,12 @@ class SequenceClassifier(nnx.Module):
             self.rnn.output_features, num_outputs, dtype=dtype, param_dtype=param_dtype, rngs=rngs
         )
         self.dropout = nnx.Dropout(dropout)
+        if pooling == "attention":
+            feats = self.rnn.output_features
+            self.att_proj = nnx.Linear(feats, attention_features, dtype=dtype, rngs=rngs)
+            self.att_score = nnx.Linear(attention_features, 1, use_bias=False, rngs=rngs)
+        else:
+            self.att_proj = self.att_score = None
 
     def __call__(
         self,
@@ -138,11 +152,17 @@ class SequenceClassifier(nnx.Module):
         if lengths is None:
             lengths = jnp.full(x.shape[:1], x.shape[1], jnp.int32)
         h = self.rnn(x, seq_lengths=lengths, deterministic=not train, rngs=rngs)
-        split = self.rnn.layers[-1].forward_rnn.output_features if self.bidirectional else None
-        pooled = pool(h, lengths, self.pooling, split=split)
+        aux = {"hidden": h}
+        if self.pooling == "attention":
+            scores = self.att_score(jnp.tanh(self.att_proj(h)))[..., 0]
+            aux["attention"] = masked_softmax(scores, source_mask(lengths, h.shape[1]))
+            pooled = jnp.einsum("bt,btf->bf", aux["attention"], h.astype(jnp.float32))
+        else:
+            split = self.rnn.layers[-1].forward_rnn.output_features if self.bidirectional else None
+            pooled = pool(h, lengths, self.pooling, split=split)
         pooled = self.dropout(pooled, deterministic=not train, rngs=rngs)
         out = self.head(pooled).astype(jnp.float32)
-        return out, {"pooled": pooled, "hidden": h}
+        return out, {"pooled": pooled, **aux}
 
 
 @register("classifier")

@@ -27,6 +27,7 @@ from flax import nnx
 
 from rnnlab.layers import RNN, StackedRNN, default_hoist
 from rnnlab.models import register, resolve_dtype
+from rnnlab.models.decoding import sample_logits
 from rnnlab.scan import masked_scan
 
 Array = jax.Array
@@ -183,37 +184,6 @@ class LanguageModel(nnx.Module):
             c, x = layer.cell(carry[i], x)
             new.append(c)
         return self.decode(x), new
-
-
-def sample_logits(
-    key: Array, logits: Array, *, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0
-) -> Array:
-    """Draws one token per row of ``logits`` ``[B, V]``.
-
-    ``temperature`` 0 is greedy decoding (argmax). Otherwise ``softmax(logits / T)``
-    restricted to the ``top_k`` most likely tokens (``top_k`` 0: all) and to the smallest
-    set whose probability reaches ``top_p`` (nucleus sampling, Holtzman et al. 2020).
-    """
-    if isinstance(temperature, int | float) and temperature == 0:
-        return jnp.argmax(logits, axis=-1).astype(jnp.int32)
-    logits = logits.astype(jnp.float32) / jnp.asarray(temperature, jnp.float32)
-    neg = jnp.finfo(jnp.float32).min
-    if top_k > 0:
-        kth = jax.lax.top_k(logits, top_k)[0][..., -1:]
-        logits = jnp.where(logits < kth, neg, logits)
-    if top_p < 1.0:
-        order = jnp.argsort(-logits, axis=-1)
-        sorted_logits = jnp.take_along_axis(logits, order, axis=-1)
-        cum = jnp.cumsum(jax.nn.softmax(sorted_logits, axis=-1), axis=-1)
-        # Keep a token if the mass before it is below top_p (the first token always stays).
-        keep_sorted = (cum - jax.nn.softmax(sorted_logits, axis=-1)) < jnp.float32(top_p)
-        keep = (
-            jnp.zeros_like(keep_sorted)
-            .at[jnp.arange(logits.shape[0])[:, None], order]
-            .set(keep_sorted)
-        )
-        logits = jnp.where(keep, logits, neg)
-    return jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "length", "top_k", "top_p", "greedy"))
