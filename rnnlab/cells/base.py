@@ -110,17 +110,30 @@ class RecurrentCell(nnx.RNNCellBase):
         return (self.hidden_features,)
 
     def initialize_carry(
-        self, input_shape: tuple[int, ...], rngs: nnx.Rngs | None = None, carry_init=None
+        self,
+        input_shape: tuple[int, ...],
+        rngs: nnx.Rngs | nnx.RngStream | None = None,
+        carry_init=None,
     ) -> Carry:
-        """Zero (or ``carry_init``) float32 carry for inputs of shape ``[*batch, features]``."""
+        """Zero (or ``carry_init``) float32 carry for inputs of shape ``[*batch, features]``.
+
+        A random ``carry_init`` draws from ``rngs`` (its ``carry`` stream, or the stream
+        itself, as ``flax.nnx.RNN`` passes it); without ``rngs`` from a fixed key, folded
+        per leaf so that the leaves (e.g. an LSTM's ``c`` and ``h``) differ.
+        """
         batch = tuple(input_shape[: len(input_shape) - self.num_feature_axes])
         init = carry_init or getattr(self, "carry_init", None)
         leaves = []
-        for size in self.carry_sizes():
+        for index, size in enumerate(self.carry_sizes()):
             if init is None:
                 leaves.append(jnp.zeros(batch + (size,), CARRY_DTYPE))
             else:
-                key = rngs.carry() if isinstance(rngs, nnx.Rngs) else jax.random.key(0)
+                if isinstance(rngs, nnx.Rngs):
+                    key = rngs.carry()
+                elif isinstance(rngs, nnx.RngStream):
+                    key = rngs()
+                else:
+                    key = jax.random.fold_in(jax.random.key(0), index)
                 leaves.append(init(key, batch + (size,), CARRY_DTYPE))
         return leaves[0] if len(leaves) == 1 else tuple(leaves)
 
