@@ -71,6 +71,19 @@ def test_carry_init_fills_the_initial_carry():
     np.testing.assert_array_equal(cell.initialize_carry((BATCH, IN)), np.ones((BATCH, HIDDEN)))
 
 
+def test_random_carry_init_uses_the_given_stream_and_differs_per_leaf():
+    normal = jax.nn.initializers.normal(1.0)
+    cell = nnx.eval_shape(lambda: LSTMCell(IN, HIDDEN, carry_init=normal, rngs=nnx.Rngs(0)))
+    c, h = cell.initialize_carry((BATCH, IN))
+    assert not np.allclose(c, h)  # one key per leaf
+    # flax.nnx.RNN hands over a stream (``rngs.carry``), not an ``nnx.Rngs``.
+    c1, _ = cell.initialize_carry((BATCH, IN), nnx.Rngs(carry=1).carry)
+    c2, _ = cell.initialize_carry((BATCH, IN), nnx.Rngs(carry=2).carry)
+    c3, _ = cell.initialize_carry((BATCH, IN), nnx.Rngs(carry=1))
+    assert not np.allclose(c1, c2)
+    np.testing.assert_array_equal(c1, c3)  # the stream and its Rngs draw the same key
+
+
 def test_wrong_feature_size_names_inputs_and_in_features():
     cell = random_module(CELLS["lstm"])
     with pytest.raises(ValueError, match=r"inputs.*in_features=4.*got 6"):
