@@ -177,8 +177,11 @@ def _install(
         records.setdefault(name, _Record(keep_values=keep_values))
         layer.cell = probe_cls(cell, None if eps is None else eps[name], records[name])
         if isinstance(layer, RNN):
-            # The probe needs the whole input sequence in ``project`` to attach e_t to x_t.
+            # The probe needs the whole input sequence in ``project`` to attach e_t to x_t,
+            # and the step-by-step scan (the fused kernels compute the same maths).
             layer.hoist_input_projection = True
+            if getattr(layer, "implementation", "scan") == "fused":
+                layer.implementation = "scan"
 
 
 def _probe_shapes(model: nnx.Module, run: Callable[[nnx.Module], Any]) -> dict[str, _Record]:

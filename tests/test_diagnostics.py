@@ -76,9 +76,11 @@ def zero(cell):
     return np.zeros(H)
 
 
-@pytest.mark.parametrize("cell_cls", [SimpleCell, LSTMCell])
-def test_state_gradients_match_finite_differences(cell_cls):
-    rnn = rnnlab.RNN(randomize(cell_cls(IN, H, rngs=nnx.Rngs(0)), 1))
+@pytest.mark.parametrize("cell_cls, implementation", [(SimpleCell, "auto"), (LSTMCell, "fused")])
+def test_state_gradients_match_finite_differences(cell_cls, implementation):
+    # A layer set to the fused whole-sequence kernel is probed through the scan path.
+    cell = randomize(cell_cls(IN, H, rngs=nnx.Rngs(0)), 1)
+    rnn = rnnlab.RNN(cell, implementation=implementation)
     xs, w = data(2)
     flow = diagnostics.hidden_state_gradients(
         rnn, lambda m: jnp.sum(m(jnp.asarray(xs)) * jnp.asarray(w, jnp.float32))
