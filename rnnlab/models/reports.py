@@ -10,7 +10,8 @@ under ``"report"``. They evaluate the held-out split named by ``config.report.sp
   ``plots/forecasts.png`` (forecasts against the truth on a few windows);
 - video: ``plots/frames.png``, observed frames, the true continuation and the prediction;
 - CTC: the label error rate of prefix beam search next to best-path decoding;
-- translation: a few decoded examples as text.
+- translation: a few decoded examples as text;
+- classification: per-class precision, recall and F1 and the confusion matrix.
 
 Every process runs a report (evaluation gathers across processes); only the main one
 writes figures. Harness code (data, matplotlib, statsmodels); the core never imports it.
@@ -23,12 +24,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
 from rnnlab.models import baselines
 from rnnlab.models.ctc import prefix_beam_search, strip
-from rnnlab.models.metrics import error_rate
+from rnnlab.models.metrics import error_rate, per_class_metrics
 
 
 def _option(config: Any, group: str, key: str, default: Any) -> Any:
@@ -234,7 +236,32 @@ def seq2seq_report(run, state, workdir: str, *, num_examples: int = 5) -> dict[s
     return {"split": split, split: run.evaluate(state, split), "examples": examples}
 
 
+# -- classification -------------------------------------------------------------------------
+def classification_report(run, state, workdir: str) -> dict[str, Any]:
+    """Accuracy, per-class precision, recall and F1, their macro averages and the confusion
+    matrix (rows: true class, columns: predicted) on the report split."""
+    del workdir
+    split = report_split(run)
+    num_classes = int(run.info["num_classes"])
+    conf = np.zeros((num_classes, num_classes), np.int64)
+    for batch, out in predictions(run, state, split, ()):
+        labels = np.asarray(batch["labels"]).reshape(-1)
+        pred = np.argmax(out["outputs"], axis=-1).reshape(-1)
+        np.add.at(conf, (labels, pred), 1)
+    per = per_class_metrics(jnp.asarray(conf, jnp.float32))
+    names = run.info.get("class_names") or [str(c) for c in range(num_classes)]
+    return {
+        "split": split,
+        "examples": int(conf.sum()),
+        "accuracy": float(np.trace(conf) / max(conf.sum(), 1)),
+        "classes": list(names),
+        **{k: np.asarray(v).tolist() for k, v in per.items()},
+        "confusion": conf.tolist(),
+    }
+
+
 REPORTS = {
+    "classification": classification_report,
     "forecast": forecast_report,
     "video": video_report,
     "ctc": ctc_report,

@@ -55,6 +55,17 @@ class Task:
 _TASKS: dict[str, Task] = {}
 
 
+def _model_report(name: str) -> Callable[[Any, Any, str], dict[str, Any]]:
+    """rnnlab.models.reports.REPORTS[name], imported when a run ends (matplotlib, statsmodels)."""
+
+    def report(run, state, workdir):
+        from rnnlab.models.reports import REPORTS
+
+        return REPORTS[name](run, state, workdir)
+
+    return report
+
+
 def register(task: Task) -> Task:
     """Adds ``task`` under ``task.name`` (replacing nothing: names are unique)."""
     if task.name in _TASKS and _TASKS[task.name] is not task:
@@ -142,24 +153,13 @@ register(
         lambda means, info: {"error": 1.0 - means["accuracy"]},
         best_metric="accuracy",
         best_mode="max",
+        report=_model_report("classification"),
     )
 )
 register(Task("regression", _regression_metrics, _regression_derive))
 
 # The task models' own tasks (rnnlab.models.task_metrics).
 from rnnlab.models import task_metrics as _tm  # noqa: E402
-
-
-def _model_report(name: str) -> Callable[[Any, Any, str], dict[str, Any]]:
-    """rnnlab.models.reports.REPORTS[name], imported when a run ends (matplotlib, statsmodels)."""
-
-    def report(run, state, workdir):
-        from rnnlab.models.reports import REPORTS
-
-        return REPORTS[name](run, state, workdir)
-
-    return report
-
 
 register(Task("seq2seq", _tm.seq2seq_metrics, _tm.seq2seq_derive, report=_model_report("seq2seq")))
 register(Task("ctc", _tm.ctc_metrics, best_metric="error_rate", report=_model_report("ctc")))
