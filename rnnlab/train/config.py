@@ -18,6 +18,7 @@ import ast
 import difflib
 import importlib.util
 import json
+import math
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -86,7 +87,16 @@ def base_config() -> ConfigDict:
             "keep_checkpoints": 2,
             "async_checkpoints": True,
             "stateful": True,  # carry the state across batches (models with init_carry)
-            "max_nonfinite": 20,  # consecutive skipped updates before the run stops
+            "max_nonfinite": 20,  # consecutive skipped updates before nonfinite_action
+            # "stop": raise naming the step, the loss and the largest gradient; "restore":
+            # go back to the last checkpoint before them with the learning rate scaled by
+            # nonfinite_lr_factor, at most nonfinite_max_restores times, then stop.
+            "nonfinite_action": "stop",
+            "nonfinite_lr_factor": 0.5,
+            "nonfinite_max_restores": 3,
+            # Seconds between SIGTERM and the hard kill on this platform (30 on GCE spot
+            # VMs): a due evaluation is deferred to the resumed run unless it fits.
+            "preemption_grace_s": 30.0,
             "early_stopping": ConfigDict(
                 {"metric": "", "mode": "", "patience": 0, "min_delta": 0.0}
             ),
@@ -103,6 +113,9 @@ def base_config() -> ConfigDict:
     c.sample = ConfigDict(
         {"length": 0, "temperature": 0.8, "top_k": 0, "top_p": 1.0, "prompt": "", "num": 1}
     )
+    # Fault injection for the reliability suite (rnnlab.faults): the batches of these steps
+    # get NaN weights, the first time each step runs in a process.
+    c.debug = ConfigDict({"nan_at_steps": ()})
     return c
 
 
@@ -249,15 +262,20 @@ def from_dict(data: dict[str, Any]) -> ConfigDict:
     """Inverse of :func:`to_dict` on :func:`base_config`'s keys (lists back to tuples)."""
     config = base_config()
 
-    def fill(node: ConfigDict, values: dict[str, Any]):
+    def fill(node: ConfigDict, values: dict[str, Any], prefix: str = ""):
         for key, value in values.items():
             if isinstance(value, dict):
                 if key not in node or not isinstance(node[key], ConfigDict):
                     node[key] = ConfigDict()
-                fill(node[key], value)
+                fill(node[key], value, f"{prefix}{key}.")
             else:
-                node[key] = tuple(value) if isinstance(value, list) else value
+                try:
+                    node[key] = tuple(value) if isinstance(value, list) else value
+                except TypeError as e:  # a hand-edited config.json with a wrong type
+                    raise ConfigError(f"{prefix}{key}", str(e)) from e
 
+    if not isinstance(data, dict):
+        raise ConfigError("config", f"expected a JSON object, got {type(data).__name__}")
     fill(config, data)
     return lock(config)
 
@@ -296,6 +314,53 @@ def _positive_int(config: ConfigDict, key: str, *, allow_zero: bool = False) -> 
     if not ok or node < 0:
         expected = "an integer >= 0" if allow_zero else "a positive integer"
         raise ConfigError(key, f"expected {expected}, got {node!r}")
+
+
+# Groups the engine reads all of; other top-level groups (a tool's own, e.g. diagnostics)
+# and the keys of data, model and mesh belong to their readers.
+ENGINE_GROUPS: tuple[str, ...] = ("train", "optim", "eval", "sample", "sharding", "debug")
+
+
+def _type_error(key: str, default: Any, value: Any) -> ConfigError | None:
+    """The error for ``value`` at ``key`` whose default is ``default``, or None if it fits."""
+    kind = type(default)
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, float):  # NaN or an infinity is never a meaningful setting
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        ok = ok and math.isfinite(value)
+    elif isinstance(default, tuple | list):
+        ok, kind = isinstance(value, tuple | list), tuple
+    else:
+        ok = isinstance(value, kind)
+    if ok:
+        return None
+    return ConfigError(
+        key,
+        f"expected type {kind.__name__} (default {default!r}), got {value!r} of type "
+        f"{type(value).__name__}",
+    )
+
+
+@register_check
+def _check_keys_and_types(config: ConfigDict, context: dict[str, Any]) -> None:
+    """Unknown keys in the engine's groups and values of the wrong type name their key."""
+    del context
+    base = base_config()
+    known = set(flat_keys(base))
+    for key in flat_keys(config):
+        group = key.split(".")[0]
+        if "." not in key or group in ENGINE_GROUPS:
+            if key not in known:
+                raise _unknown(base, key)
+            node_b, node_c = base, config
+            for part in key.split("."):
+                node_b, node_c = node_b[part], node_c[part]
+            error = _type_error(key, node_b, node_c)
+            if error is not None:
+                raise error
 
 
 @register_check
@@ -352,6 +417,45 @@ def _check_sample(config: ConfigDict, context: dict[str, Any]) -> None:
         raise ConfigError("sample.temperature", f"expected >= 0, got {s.temperature}")
     if not 0 < s.top_p <= 1:
         raise ConfigError("sample.top_p", f"expected a number in (0, 1], got {s.top_p}")
+
+
+@register_check
+def _check_faults(config: ConfigDict, context: dict[str, Any]) -> None:
+    t = config.train
+    if t.nonfinite_action not in ("stop", "restore"):
+        raise ConfigError(
+            "train.nonfinite_action", f"expected 'stop' or 'restore', got {t.nonfinite_action!r}"
+        )
+    if t.nonfinite_action == "restore":
+        if not 0 < t.nonfinite_lr_factor <= 1:
+            raise ConfigError(
+                "train.nonfinite_lr_factor",
+                f"expected a number in (0, 1], got {t.nonfinite_lr_factor!r}",
+            )
+        if t.max_nonfinite == 0:
+            raise ConfigError(
+                "train.max_nonfinite", "nonfinite_action='restore' needs max_nonfinite > 0"
+            )
+        if t.checkpoint_every == 0 and t.eval_every == 0:
+            raise ConfigError(
+                "train.checkpoint_every",
+                "nonfinite_action='restore' needs checkpoints during the run "
+                "(checkpoint_every > 0), but only the final step is saved",
+            )
+    _positive_int(config, "train.nonfinite_max_restores", allow_zero=True)
+    if not t.preemption_grace_s >= 0:
+        raise ConfigError(
+            "train.preemption_grace_s", f"expected seconds >= 0, got {t.preemption_grace_s!r}"
+        )
+    if t.early_stopping.patience > 0 and t.eval_every == 0:
+        raise ConfigError(
+            "train.early_stopping.patience",
+            f"early stopping after {t.early_stopping.patience} evaluations needs "
+            "train.eval_every > 0 (with 0 the run is evaluated only at the end)",
+        )
+    for i, step in enumerate(config.debug.nan_at_steps):
+        if isinstance(step, bool) or not isinstance(step, int) or step < 1:
+            raise ConfigError("debug.nan_at_steps", f"entry {i} must be a step >= 1, got {step!r}")
 
 
 def validate(config: ConfigDict, context: dict[str, Any] | None = None) -> None:
