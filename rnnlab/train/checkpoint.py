@@ -39,6 +39,7 @@ from etils import epath
 from jax.experimental import multihost_utils
 from orbax.checkpoint import checkpoint_managers as policies
 
+from rnnlab.optim import path_str
 from rnnlab.train import integrity
 from rnnlab.train.integrity import CorruptCheckpointError
 
@@ -167,13 +168,21 @@ class Checkpoints:
         return saved
 
     def _write_error(self, step: int, cause: BaseException) -> CheckpointWriteError:
-        self.manager.reload()  # forget the failed step, see the intact ones on disk
-        intact = [s for s in self.manager.all_steps() if s != step]
+        return self.write_error(
+            f"checkpoint {step} could not be written to {self.directory}", cause, failed=step
+        )
+
+    def write_error(
+        self, what: str, cause: BaseException, *, failed: int | None = None
+    ) -> CheckpointWriteError:
+        """A :class:`CheckpointWriteError` for ``what`` failing with ``cause`` that names the
+        newest checkpoint left intact (any write of the run: checkpoint, log, config)."""
+        self.manager.reload()  # forget a failed step, see the intact ones on disk
+        intact = [s for s in self.manager.all_steps() if s != failed]
         last = f"checkpoint {max(intact)} is intact" if intact else "no earlier checkpoint exists"
         return CheckpointWriteError(
-            f"checkpoint {step} could not be written to {self.directory}: "
-            f"{type(cause).__name__}: {cause}. Nothing was deleted; {last}. Free space or "
-            "make the directory writable, then rerun to resume."
+            f"{what}: {type(cause).__name__}: {cause}. Nothing was deleted; {last}. Free space "
+            "or make the directory writable, then rerun to resume."
         )
 
     def check_written(self) -> None:
@@ -192,43 +201,93 @@ class Checkpoints:
         if not (self.directory / str(step)).exists():
             raise self._write_error(step, OSError("the step directory was never committed"))
 
-    def restore(self, abstract_state: Any, step: int | None = None) -> tuple[Any, dict]:
+    def _read(self, step: int, **items: Any) -> dict[str, Any]:
+        try:
+            return self.manager.restore(step, args=ocp.args.Composite(**items))
+        except Exception as e:  # tensorstore, JSON and orbax errors: unreadable files
+            text = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
+            raise CorruptCheckpointError(step, f"{type(e).__name__}: {text}") from e
+
+    def check_compatible(self, step: int, abstract_state: Any) -> None:
+        """Raises ValueError (not corruption) when checkpoint ``step`` holds arrays of other
+        names, shapes or dtypes than ``abstract_state``: another model or optimizer."""
+        try:
+            saved_tree = ocp.StandardCheckpointHandler().metadata(
+                self.directory / str(step) / "state"
+            )
+        except Exception as e:
+            raise CorruptCheckpointError(step, f"array metadata unreadable: {e}") from e
+        saved = {path_str(p): (tuple(x.shape), str(x.dtype)) for p, x in _flat(saved_tree)}
+        now = {path_str(p): (tuple(x.shape), str(x.dtype)) for p, x in _flat(abstract_state)}
+        if saved == now:
+            return
+        diffs = [
+            f"{k}: checkpoint {saved.get(k, 'absent')}, config {now.get(k, 'absent')}"
+            for k in sorted(set(saved) | set(now))
+            if saved.get(k) != now.get(k)
+        ]
+        raise ValueError(
+            f"checkpoint {step} in {self.directory} was saved from another model or optimizer "
+            f"than the config builds ({len(diffs)} arrays differ; {'; '.join(diffs[:3])}). "
+            "Resume with the config the run was started with, or use another workdir."
+        )
+
+    def restore(
+        self,
+        abstract_state: Any,
+        step: int | None = None,
+        *,
+        precheck: Callable[[int, dict[str, Any]], None] | None = None,
+    ) -> tuple[Any, dict]:
         """The state (placed with the shardings of ``abstract_state``'s leaves) and extra.
 
-        ``abstract_state``: ``jax.ShapeDtypeStruct`` leaves with ``sharding`` set. Raises
+        ``abstract_state``: ``jax.ShapeDtypeStruct`` leaves with ``sharding`` set.
+        ``precheck(step, extra)`` runs on the JSON item before any array is read (for
+        example to refuse a checkpoint of another dataset). Raises
         :class:`CorruptCheckpointError` when the checkpoint cannot be read or reads back
-        different from what was saved.
+        different from what was saved, and ValueError when it belongs to another model.
         """
         step = self.latest_step() if step is None else step
         if step is None:
             raise FileNotFoundError(f"no checkpoint in {self.directory}")
-        args = ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract_state), extra=ocp.args.JsonRestore()
-        )
-        try:
-            restored = self.manager.restore(step, args=args)
-        except Exception as e:  # tensorstore, JSON and orbax errors: unreadable files
-            text = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
-            raise CorruptCheckpointError(step, f"{type(e).__name__}: {text}") from e
-        extra = restored["extra"]
+        extra = self._read(step, extra=ocp.args.JsonRestore())["extra"]
         if not isinstance(extra, dict):
             raise CorruptCheckpointError(step, f"item 'extra' is {type(extra).__name__}")
-        return restored["state"], integrity.check(step, restored["state"], extra)
+        if precheck is not None:
+            precheck(step, extra)
+        self.check_compatible(step, abstract_state)
+        restored = self._read(
+            step, state=ocp.args.StandardRestore(abstract_state), extra=ocp.args.JsonRestore()
+        )
+        return restored["state"], integrity.check(step, restored["state"], restored["extra"])
 
     def restore_latest(
-        self, abstract_state: Any, *, report: Callable[[str], None] = print
+        self,
+        abstract_state: Any,
+        *,
+        report: Callable[[str], None] = print,
+        precheck: Callable[[int, dict[str, Any]], None] | None = None,
     ) -> tuple[int, Any, dict] | None:
         """``(step, state, extra)`` of the newest checkpoint that reads back intact, or
-        ``None`` when there is none. Damaged checkpoints are reported and moved aside."""
+        ``None`` when there is none. Damaged checkpoints are reported and moved aside; a
+        checkpoint of another model or dataset raises ValueError and is left alone."""
         for step in sorted(self.all_steps(), reverse=True):
             try:
-                state, extra = self.restore(abstract_state, step)
+                state, extra = self.restore(abstract_state, step, precheck=precheck)
             except CorruptCheckpointError as e:
                 moved = self.quarantine(step)
                 report(f"{e}; moved to {moved}, trying the previous checkpoint")
                 continue
             return step, state, extra
         return None
+
+    def discard_after(self, step: int) -> list[int]:
+        """Deletes the checkpoints after ``step`` (a run rolled back to ``step`` must not
+        resume from a trajectory it abandoned); returns their steps."""
+        later = [s for s in self.all_steps() if s > step]
+        for s in later:
+            self.manager.delete(s)
+        return later
 
     def quarantine(self, step: int) -> epath.Path:
         """Moves checkpoint ``step`` to ``<directory>/../corrupt_checkpoints/`` (a later save
@@ -257,6 +316,10 @@ class Checkpoints:
             return bool(self.manager.reached_preemption(step))
         except Exception:  # no distributed runtime: only the signal handler applies
             return False
+
+
+def _flat(tree: Any) -> list[tuple[Any, Any]]:
+    return jax.tree_util.tree_flatten_with_path(tree)[0]
 
 
 def abstract_with_shardings(abstract: Any, shardings: Any) -> Any:
@@ -289,6 +352,7 @@ class PreemptionFlag:
 
     def __init__(self, signals: tuple[int, ...] = (signal.SIGTERM,)):
         self.event = threading.Event()
+        self.time: float | None = None  # time.monotonic() of the first signal
         self._previous: dict[int, Any] = {}
         if threading.current_thread() is threading.main_thread():
             for sig in signals:
@@ -297,10 +361,16 @@ class PreemptionFlag:
     def _handle(self, signum, frame):
         del frame
         self.signum = signum
+        if self.time is None:
+            self.time = time.monotonic()
         self.event.set()
 
     def is_set(self) -> bool:
         return self.event.is_set()
+
+    def elapsed(self) -> float:
+        """Seconds since the signal (0 when none came: a preemption the runtime announced)."""
+        return 0.0 if self.time is None else time.monotonic() - self.time
 
     def close(self) -> None:
         for sig, handler in self._previous.items():

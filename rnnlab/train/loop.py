@@ -9,6 +9,8 @@ from the latest checkpoint with the same data position and random numbers.
 
 from __future__ import annotations
 
+import errno
+import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -19,7 +21,7 @@ from flax import nnx
 from rnnlab import optim, parallel
 from rnnlab.train import checkpoint as ckpt_lib
 from rnnlab.train import config as cfg_lib
-from rnnlab.train import files, inputs, plots, sampling, tasks
+from rnnlab.train import files, inputs, integrity, nonfinite, plots, sampling, tasks
 from rnnlab.train import metrics as metrics_lib
 from rnnlab.train import sharding as sharding_lib
 from rnnlab.train import state as state_lib
@@ -29,7 +31,8 @@ from rnnlab.train.step import make_eval_step, make_train_step
 
 
 class NonFiniteError(RuntimeError):
-    """Too many consecutive non-finite updates; the message names the step and the loss."""
+    """Too many consecutive non-finite updates; the message names the steps, the loss and the
+    largest gradient."""
 
 
 class Run:
@@ -86,8 +89,38 @@ class Run:
         return self._init()
 
     def restore(self, step: int | None = None) -> tuple[state_lib.TrainState, dict]:
+        """Checkpoint ``step`` (default: the latest), checked against its seal and against
+        this run's dataset (:mod:`rnnlab.train.integrity`)."""
         target = ckpt_lib.abstract_with_shardings(self.abstract, self.shardings)
-        return self.checkpoints.restore(target, step)
+        return self.checkpoints.restore(target, step, precheck=self._same_dataset)
+
+    def _same_dataset(self, step: int, extra: dict[str, Any]) -> None:
+        where = f"checkpoint {step} in {self.workdir}"
+        integrity.check_dataset(extra.get("dataset"), self.info, where)
+
+    def restore_latest(
+        self, report: Callable[[str], None]
+    ) -> tuple[int, state_lib.TrainState, dict] | None:
+        """The newest checkpoint that reads back intact (damaged ones are reported and moved
+        aside), or ``None`` when the run has no checkpoint yet."""
+        target = ckpt_lib.abstract_with_shardings(self.abstract, self.shardings)
+        had = self.checkpoints.all_steps()
+        found = self.checkpoints.restore_latest(target, report=report, precheck=self._same_dataset)
+        if found is None and had:
+            raise integrity.CorruptCheckpointError(
+                None,
+                f"none of the checkpoints {sorted(had)} in {self.checkpoints.directory} reads "
+                f"back intact (all moved to {ckpt_lib.CORRUPT_DIR}/); start over in another "
+                "workdir or restore one by hand",
+            )
+        return found
+
+    def scale_lr(self, scale: float) -> None:
+        """Rebuilds the optimizer with ``optim.lr * scale`` (same state structure); call
+        :meth:`jit_train_step` again afterwards."""
+        kwargs = self.config.optim.to_dict()
+        kwargs["lr"] = float(kwargs["lr"]) * scale
+        self.tx = optim.make(**kwargs)
 
     # -- steps ----------------------------------------------------------------------------
     def jit_train_step(self) -> Callable[..., tuple[state_lib.TrainState, dict[str, Any]]]:
@@ -138,6 +171,14 @@ def _is_due(step: int, every: int, last: int) -> bool:
     return step == last or (every > 0 and step % every == 0)
 
 
+# Errors of a workdir that cannot take more writes: full, over quota, read-only, forbidden.
+_WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+def _fmt(metrics: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items()))
+
+
 def _write_json(path: str, obj: Any) -> None:
     files.write_json(path, obj)  # atomic, and works on gs:// workdirs
 
@@ -174,25 +215,47 @@ def train(config: cfg_lib.ConfigDict, workdir: str, *, source: Any = None) -> di
         global_batch_size=int(cfg.train.batch_size),
         repeat=True,
     )
-    latest = run.checkpoints.latest_step()
-    if latest is not None:
-        state, extra = run.restore(latest)
+
+    def warn(text: str) -> None:
+        if main:
+            print(f"rnnlab: warning: {text}", file=sys.stderr, flush=True)
+
+    found = run.restore_latest(report=warn)
+    latest, lr_scale, restores, eval_pending = None, 1.0, 0, False
+    if found is not None:
+        latest, state, extra = found
         train_it.set_state(extra["data"][jax.process_index()])
         early.load(extra.get("early_stopping", {}))
         writer.truncate_after(latest)
+        lr_scale = float(extra.get("lr_scale", 1.0))
+        restores = int(extra.get("nonfinite_restores", 0))
+        eval_pending = bool(extra.get("eval_pending", False))
+        if lr_scale != 1.0:
+            run.scale_lr(lr_scale)
     else:
         state = run.initial_state()
+        # Records of an earlier attempt that died before its first checkpoint are replayed.
+        writer.truncate_after(0)
     start = int(jax.device_get(state.step))
     num_params = state_lib.count_params(state.params)
 
     # ---------------------------------------------------------------- steps
     train_step = run.jit_train_step()
 
-    def save(step: int, eval_metrics: dict[str, float] | None = None) -> None:
+    def save(
+        step: int, eval_metrics: dict[str, float] | None = None, *, eval_pending: bool = False
+    ) -> None:
         extra = {
             "data": ckpt_lib.gather_json(train_it.get_state()),
             "early_stopping": early.state(),
+            "dataset": integrity.dataset_identity(run.info),
+            "lr_scale": lr_scale,
+            "nonfinite_restores": restores,
         }
+        if eval_pending:  # preempted before the evaluation due at this step
+            extra["eval_pending"] = True
+        if len(acc):  # between two log steps: the resumed run completes this window
+            extra["train_window"] = acc.state()
         run.checkpoints.save(step, state, extra, metrics=eval_metrics)
 
     progress = Progress(start, total, enabled=main)
@@ -210,19 +273,37 @@ def train(config: cfg_lib.ConfigDict, workdir: str, *, source: Any = None) -> di
     # ---------------------------------------------------------------- loop
     preempt = ckpt_lib.PreemptionFlag()
     acc = metrics_lib.MeanAccumulator()
+    acc.load(extra.get("train_window", []) if found is not None else [])
     stop_reason = "completed" if start >= total else ""
     last_train: dict[str, float] = {}
     last_eval: dict[str, float] = {}
     split = cfg.eval.split
     tokens, t_log, steps_since = 0, time.perf_counter(), 0
     step = start
+    guard = nonfinite.NonFiniteGuard(
+        int(cfg.train.max_nonfinite), nonfinite.param_names(run.abstract.params)
+    )
+    nan_steps, poisoned = set(cfg.debug.nan_at_steps), set()
+    grace, eval_seconds = float(cfg.train.preemption_grace_s), None
+    if eval_pending:  # the evaluation a preempted run deferred
+        last_eval = run.evaluate(state, split)
+        writer.write(start, split, last_eval)
+        progress.write(f"step {start}: {split} (deferred) " + _fmt(last_eval))
+        if early.update(start, last_eval):
+            stop_reason = "early_stopping"
+        elif start >= total:
+            stop_reason = "completed"
     try:
         while step < total and not stop_reason:
             batch = next(train_it)
+            if step + 1 in nan_steps and step + 1 not in poisoned:
+                poisoned.add(step + 1)
+                batch = nonfinite.poison(batch, step + 1)
             tokens += inputs.tokens_in(batch, jax.process_count())
             state, m = train_step(state, inputs.to_global(batch, run.mesh))
             step += 1
             steps_since += 1
+            guard.add(step, m)
             acc.add(m)
             if _is_due(step, int(cfg.train.log_every), total):
                 last_train = acc.result()
@@ -233,17 +314,66 @@ def train(config: cfg_lib.ConfigDict, workdir: str, *, source: Any = None) -> di
                 tokens, t_log, steps_since = 0, time.perf_counter(), 0
                 writer.write(step, "train", last_train)
                 progress.update(step, last_train)
-                streak = int(jax.device_get(state.nonfinite))
-                if cfg.train.max_nonfinite and streak >= cfg.train.max_nonfinite:
-                    raise NonFiniteError(
-                        f"{streak} consecutive non-finite updates (steps {step - streak + 1} to "
-                        f"{step}, all skipped); last logged loss {last_train.get('loss')}, "
-                        f"gradient norm {last_train.get('grad_norm')}. The last checkpoint holds "
-                        "the parameters before them; lower optim.lr or set optim.clip_norm."
+            if guard.due() or _is_due(step, int(cfg.train.log_every), total):
+                streak = guard.check()
+                if streak is not None:
+                    if cfg.train.nonfinite_action == "stop" or (
+                        restores >= int(cfg.train.nonfinite_max_restores)
+                    ):
+                        done = f" after {restores} restore(s)" if restores else ""
+                        raise NonFiniteError(
+                            f"{streak.describe()}{done}. The last checkpoint before step "
+                            f"{streak.first} holds the parameters before them; lower optim.lr, "
+                            "set optim.clip_norm or train.nonfinite_action='restore'."
+                        )
+                    target = nonfinite.restore_target(run.checkpoints.all_steps(), streak)
+                    if target is None:
+                        raise NonFiniteError(
+                            f"{streak.describe()}; no checkpoint before step {streak.first} is "
+                            "left to restore (raise train.keep_checkpoints or lower "
+                            "train.checkpoint_every)."
+                        )
+                    run.checkpoints.wait()
+                    run.checkpoints.discard_after(target)
+                    restores += 1
+                    lr_scale *= float(cfg.train.nonfinite_lr_factor)
+                    run.scale_lr(lr_scale)
+                    train_step = run.jit_train_step()
+                    state, extra = run.restore(target)
+                    train_it.set_state(extra["data"][jax.process_index()])
+                    early.load(extra.get("early_stopping", {}))
+                    writer.truncate_after(target)
+                    writer.write(
+                        target,
+                        "nonfinite_restore",
+                        {"first": streak.first, "last": streak.last, "lr_scale": lr_scale},
                     )
+                    progress.write(
+                        f"{streak.describe()}; restored checkpoint {target} with the learning "
+                        f"rate scaled by {lr_scale:g} (restore {restores} of "
+                        f"{cfg.train.nonfinite_max_restores})"
+                    )
+                    step, acc = target, metrics_lib.MeanAccumulator()
+                    acc.load(extra.get("train_window", []))
+                    tokens, t_log, steps_since = 0, time.perf_counter(), 0
+                    guard.reset()
+                    continue
+            # All processes must agree, or some would enter the save while others step on.
+            preempted = bool(
+                parallel.any_process(preempt.is_set()) or run.checkpoints.reached_preemption(step)
+            )
+            # An evaluation due now runs only if it fits in the grace period; otherwise the
+            # resumed run does it first (same logs, same early stopping).
+            # Hosts time the signal and the evaluation differently: they must agree, or one
+            # would evaluate (collectives) while another saves.
+            defer = preempted and parallel.any_process(
+                not (eval_seconds is not None and preempt.elapsed() + 2 * eval_seconds < grace)
+            )
             eval_metrics = None
-            if _is_due(step, int(cfg.train.eval_every), total):
+            if _is_due(step, int(cfg.train.eval_every), total) and not defer:
+                t_eval = time.perf_counter()
                 last_eval = run.evaluate(state, split)
+                eval_seconds = time.perf_counter() - t_eval
                 eval_metrics = last_eval
                 writer.write(step, split, last_eval)
                 progress.write(
@@ -257,23 +387,41 @@ def train(config: cfg_lib.ConfigDict, workdir: str, *, source: Any = None) -> di
                         f"by {early.min_delta} for {early.patience} evaluations "
                         f"(best {early.best:.4f} at step {early.best_step})"
                     )
-            if eval_metrics is not None or _is_due(step, int(cfg.train.checkpoint_every), total):
-                save(step, eval_metrics)
-            if preempt.is_set() or run.checkpoints.reached_preemption(step):
-                save(step)
+            if preempted:
+                pending = defer and _is_due(step, int(cfg.train.eval_every), total)
+                save(step, eval_metrics, eval_pending=pending)
+                run.checkpoints.wait()
                 stop_reason = "preempted"
-                progress.write(f"preempted at step {step}: checkpoint saved; rerun to resume")
-            elif stop_reason == "" and step >= total:
+                progress.write(
+                    f"preempted at step {step}: checkpoint saved {preempt.elapsed():.1f} s after "
+                    f"the signal (grace period {grace:g} s); rerun to resume"
+                )
+            elif eval_metrics is not None or _is_due(step, int(cfg.train.checkpoint_every), total):
+                save(step, eval_metrics)
+            if stop_reason == "" and step >= total:
                 stop_reason = "completed"
     except KeyboardInterrupt:
         save(step)
         run.checkpoints.wait()
         progress.close()
         raise
+    except ckpt_lib.CheckpointWriteError:
+        raise
+    except OSError as e:
+        if e.errno not in _WRITE_ERRNOS:
+            raise
+        # A log or event file: name the workdir and what is left, as for a checkpoint.
+        raise run.checkpoints.write_error(f"could not write to workdir {workdir}", e) from e
     finally:
         preempt.close()
-        writer.flush()
-    run.checkpoints.wait()
+        failing = sys.exc_info()[1] is not None
+        try:
+            writer.flush()
+            # Whatever ends the loop (an error included), pending asynchronous saves complete.
+            run.checkpoints.wait()
+        except Exception:
+            if not failing:  # else the error that ended the loop is the one to report
+                raise
     progress.close()
 
     # ---------------------------------------------------------------- end of run
@@ -285,6 +433,8 @@ def train(config: cfg_lib.ConfigDict, workdir: str, *, source: Any = None) -> di
         "final": {"train": last_train, split: last_eval},
         "best": early.summary(),
         "nonfinite_updates": int(jax.device_get(state.nonfinite_total)),
+        "nonfinite_restores": restores,
+        "lr_scale": lr_scale,
         "workdir": files.absolute(workdir),
         "plots": files.join(files.absolute(workdir), "plots"),
     }

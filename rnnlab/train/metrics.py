@@ -121,6 +121,14 @@ class MeanAccumulator:
     def __len__(self) -> int:
         return len(self._items)
 
+    def state(self) -> list[dict[str, float]]:
+        """The steps collected so far, as host floats: saved with a checkpoint taken between
+        two log steps (preemption), so that the resumed run logs the same means."""
+        return [{k: float(v) for k, v in h.items()} for h in jax.device_get(self._items)]
+
+    def load(self, items: Iterable[Mapping[str, float]]) -> None:
+        self._items = [dict(item) for item in items]
+
     def result(self) -> dict[str, float]:
         """Means over the collected steps (one device-to-host transfer), then reset."""
         if not self._items:
