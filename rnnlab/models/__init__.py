@@ -91,8 +91,10 @@ def build(name: str, info: Mapping[str, Any], rngs: nnx.Rngs, **kwargs) -> nnx.M
 from rnnlab.models import (  # noqa: E402, F401
     classifier,
     ctc,
+    flax_peer,
     forecaster,
     language_model,
+    regularized_lm,
     seq2seq,
     video,
 )

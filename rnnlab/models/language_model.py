@@ -33,15 +33,19 @@ from rnnlab.scan import masked_scan
 Array = jax.Array
 
 
-def run_rnn(rnn: RNN, x: Array, carry: Any, resets: Array | None) -> tuple[Any, Array]:
+def run_rnn(
+    rnn: RNN, x: Array, carry: Any, resets: Array | None, params: dict[str, Array] | None = None
+) -> tuple[Any, Array]:
     """One layer over batch-major ``x`` from ``carry``; ``resets`` restart from zeros.
 
     ``RNN.__call__`` restarts at resets from its initial carry, which for a stream is the
     state carried in from the previous batch, not the start of a document; this runs the
-    same scan with the zero carry as the restart point.
+    same scan with the zero carry as the restart point. ``params`` replaces the cell's
+    parameters (a weight-dropped kernel, recurrent-dropout masks:
+    ``rnnlab.regularizers.prepare_layer``).
     """
     cell = rnn.cell
-    params = cell.cell_params()
+    params = cell.cell_params() if params is None else params
     zero = cell.initialize_carry(x.shape[:-2] + x.shape[-1:])
     xs = jnp.moveaxis(x, -2, 0)
     rs = None if resets is None else jnp.moveaxis(resets, -1, 0)

@@ -1,0 +1,111 @@
+"""Learning curves across rows of the results table (one PNG per group of rows).
+
+Each :class:`Group` draws one metric of one split against the training step for several
+rows, read from their ``metrics.jsonl`` in ``workdirs/results/<row>``: the cells on the
+adding problem, rnnlab's and Flax's cells on MNIST-1D, the character LM with and without
+regularisation (training and validation together, which shows the overfitting gap).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from typing import Any
+
+
+@dataclasses.dataclass(frozen=True)
+class Group:
+    name: str
+    title: str
+    rows: tuple[str, ...]
+    metric: str
+    splits: tuple[str, ...] = ("validation",)
+    log_y: bool = False
+    scale: float = 1.0  # e.g. 1 / ln 2: nats to bits
+    ylabel: str = ""
+
+
+GROUPS: tuple[Group, ...] = (
+    Group(
+        "adding-T200-curves",
+        "Adding problem, T = 200: validation MSE per cell (baseline 0.167, solved < 0.01)",
+        (
+            "adding-elman-T200",
+            "adding-lstm-T200",
+            "adding-gru-T200",
+            "adding-indrnn-T200",
+            "adding-orthogonal-T200",
+            "adding-lru-T200",
+        ),
+        "mse",
+        log_y=True,
+        ylabel="validation MSE",
+    ),
+    Group(
+        "mnist1d-curves",
+        "MNIST-1D: validation accuracy, rnnlab's cells and Flax's GRU with the same budget",
+        ("mnist1d-gru", "mnist1d-lstm", "mnist1d-flax-gru"),
+        "accuracy",
+        ylabel="validation accuracy",
+    ),
+    Group(
+        "charlm-curves",
+        "Character LM on one novel: training and validation bits per character",
+        ("charlm-plain", "charlm-recipe"),
+        "loss",
+        splits=("train", "validation"),
+        scale=1 / math.log(2),
+        ylabel="bits per character",
+    ),
+)
+
+
+def read_metrics(workdir: str) -> list[dict[str, Any]]:
+    path = os.path.join(workdir, "metrics.jsonl")
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def curve(records: list[dict[str, Any]], split: str, metric: str) -> tuple[list, list]:
+    pts = sorted((r["step"], r[metric]) for r in records if r.get("split") == split and metric in r)
+    return [s for s, _ in pts], [v for _, v in pts]
+
+
+def plot_group(group: Group, workdirs: str, out_dir: str) -> str | None:
+    """Draws ``group`` from the rows' workdirs into ``out_dir/<name>.png``. Without any of
+    those workdirs the figure already there (from an earlier run) is kept; ``None`` when
+    there is none."""
+    path = os.path.join(out_dir, f"{group.name}.png")
+    series = {key: read_metrics(os.path.join(workdirs, key)) for key in group.rows}
+    series = {k: v for k, v in series.items() if v}
+    if not series:
+        return path if os.path.exists(path) else None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for key, records in series.items():
+        for split in group.splits:
+            steps, values = curve(records, split, group.metric)
+            if steps:
+                style = "-" if split != "train" else ":"
+                label = key if len(group.splits) == 1 else f"{key} ({split})"
+                ax.plot(steps, [v * group.scale for v in values], style, label=label)
+    if group.log_y:
+        ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel(group.ylabel or group.metric)
+    ax.set_title(group.title, fontsize=9)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    os.makedirs(out_dir, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -1,0 +1,358 @@
+"""The rows of the results table: what each one runs, what it reads back, what it is held to.
+
+A :class:`Row` names an experiment config and variant, the metric read from the run's files
+(``summary.json``, or ``eval_<split>.json`` when the best checkpoint is scored on a held-out
+split), and the numbers it is compared with: published results (paper, year) or peer
+baselines computed in the same run. ``tier`` says who reruns it:
+
+- ``"make"``: CPU rows that ``make results`` reruns (together well under an hour on 2 cores);
+- ``"long"``: CPU rows too long for that hour (``python -m experiments.results --tier long``);
+- ``"accelerator"``: configs meant for a GPU/TPU, not run on the development machine; the
+  table keeps whatever figures ``experiments/results.json`` records for them, with the
+  hardware named, or says why there are none.
+
+Metric and baseline paths are ``"<file>:<dotted.key>"`` with file ``summary`` or
+``eval_<split>``, or ``"row:<key>"`` for another row's metric (a peer trained with the same
+budget in the same invocation).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+TIERS = ("make", "long", "accelerator")
+
+ADDING_BASELINE = 1.0 / 6.0  # predicting the mean of the sum: MSE 1/6 (Le et al. 2015)
+ADDING_SOLVED = 0.01
+COPY_T = 100
+
+
+def copy_baseline(delay: int) -> float:
+    """``10 log 8 / (T + 20)`` nats per step (Arjovsky et al. 2016)."""
+    return 10 * math.log(8) / (delay + 20)
+
+
+@dataclasses.dataclass(frozen=True)
+class Metric:
+    """Our number: ``label`` as shown, where it is read, which direction is better."""
+
+    label: str
+    path: str
+    better: str = "min"
+    percent: bool = False
+    digits: int = 4
+
+    def __post_init__(self):
+        if self.better not in ("min", "max"):
+            raise ValueError(f"better must be 'min' or 'max', got {self.better!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Baseline:
+    """A number to compare with: published (``value``, ``source`` = paper and year) or
+    computed in the same run (``path`` into this row's files, or ``"row:<key>"``).
+
+    ``target``: the row reaches its goal when its metric is at least as good as this one.
+    """
+
+    label: str
+    value: float | None = None
+    path: str = ""
+    source: str = ""
+    target: bool = False
+
+    def __post_init__(self):
+        if (self.value is None) == (not self.path):
+            raise ValueError(f"baseline {self.label!r}: give exactly one of value and path")
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    """One line of the table (see the module docstring)."""
+
+    key: str
+    experiment: str
+    dataset: str
+    model: str
+    config: str
+    metric: Metric
+    baselines: tuple[Baseline, ...] = ()
+    tier: str = "make"
+    overrides: tuple[str, ...] = ()
+    eval_split: str = ""  # score a checkpoint on this split with `rnnlab eval`
+    eval_checkpoint: str = ""  # which one: "" (the best by validation), "latest"
+    solved_below: float | None = None  # "solved" when the metric falls below this
+    diagnose: str = ""  # cells for `rnnlab diagnose --cells ...` after training
+    figures: tuple[str, ...] = ("plots/loss.png",)
+    note: str = ""
+
+    def __post_init__(self):
+        if self.tier not in TIERS:
+            raise ValueError(f"row {self.key}: tier must be one of {TIERS}, got {self.tier!r}")
+
+    @property
+    def workdir_name(self) -> str:
+        return self.key
+
+    def train_args(self, workdir: str) -> list[str]:
+        """Arguments of ``rnnlab`` that train this row into ``workdir``."""
+        return ["train", "--config", self.config, "--workdir", workdir] + [
+            f"--config.{o}" for o in self.overrides
+        ]
+
+    def commands(self, workdir: str = "") -> list[list[str]]:
+        """Every ``rnnlab`` invocation of the row, in order."""
+        workdir = workdir or f"workdirs/results/{self.key}"
+        out = [self.train_args(workdir)]
+        if self.eval_split:
+            ev = ["eval", "--workdir", workdir, "--split", self.eval_split]
+            out.append(
+                ev + (["--checkpoint", self.eval_checkpoint] if self.eval_checkpoint else [])
+            )
+        if self.diagnose:
+            out.append(["diagnose", "--workdir", workdir, "--cells", self.diagnose])
+        return out
+
+
+# -- the rows --------------------------------------------------------------------------------
+def _adding(cell: str, T: int, tier: str, *, diagnose: str = "", note: str = "") -> Row:
+    figures = ("plots/loss.png",) + (("diagnostics/gradient_flow_cells.png",) if diagnose else ())
+    return Row(
+        key=f"adding-{cell}-T{T}",
+        experiment=f"Adding problem, T = {T}",
+        dataset=f"adding (synthetic, {T} steps)",
+        model=f"{cell} (experiments/gradient_variants.py)",
+        config=f"experiments/adding.py:{cell},T={T}",
+        metric=Metric("validation MSE (best)", "summary:best.metrics.mse", "min"),
+        baselines=(
+            Baseline(
+                "trivial: predict 1", value=ADDING_BASELINE, source="Le et al. 2015", target=True
+            ),
+        ),
+        tier=tier,
+        solved_below=ADDING_SOLVED,
+        diagnose=diagnose,
+        figures=figures,
+        note=note,
+    )
+
+
+def _copy(cell: str, tier: str, *, note: str = "") -> Row:
+    base = copy_baseline(COPY_T)
+    return Row(
+        key=f"copy-{cell}-T{COPY_T}",
+        experiment=f"Copy memory, T = {COPY_T}",
+        dataset=f"copy (synthetic, {COPY_T + 20} steps, 8 symbols)",
+        model=f"{cell} (experiments/gradient_variants.py)",
+        config=f"experiments/copy.py:{cell},T={COPY_T}",
+        metric=Metric("validation cross-entropy, nats (best)", "summary:best.metrics.loss", "min"),
+        baselines=(
+            Baseline(
+                "memoryless: 10 log 8 / (T + 20)",
+                value=base,
+                source="Arjovsky et al. 2016",
+                target=True,
+            ),
+        ),
+        tier=tier,
+        solved_below=base / 10,
+        note=note,
+    )
+
+
+def _mnist1d(variant: str, model: str, baselines: tuple[Baseline, ...], tier: str) -> Row:
+    return Row(
+        key=f"mnist1d-{variant.replace('_', '-')}",
+        experiment="MNIST-1D classification",
+        dataset="mnist1d (4,000 train / 1,000 test, 40 steps)",
+        model=model,
+        config=f"experiments/mnist1d.py:{variant}",
+        metric=Metric("test accuracy", "eval_test:accuracy", "max", percent=True),
+        baselines=baselines,
+        tier=tier,
+        eval_split="test",
+        figures=("plots/loss.png", "plots/accuracy.png"),
+    )
+
+
+GREYDANUS_GRU = Baseline("GRU", value=0.91, source="Greydanus 2020", target=True)
+
+_FORECAST_BASELINES = (
+    Baseline("seasonal naive (same run)", path="summary:report.seasonal_naive.mase", target=True),
+    Baseline("ARIMA (same run)", path="summary:report.arima.mase"),
+    Baseline("ETS (same run)", path="summary:report.ets.mase"),
+)
+
+_NO_DATA = (
+    "The TFDS catalog data cannot be fetched on the development machine (no network); "
+    "the `small` variant trains on `tfds.testing.mock_data` in tests/test_results.py, "
+    "for plumbing only."
+)
+
+ROWS: tuple[Row, ...] = (
+    # Gradients: vanishing gradients and their remedies.
+    _adding(
+        "elman",
+        200,
+        "make",
+        diagnose="elman,lstm,gru",
+        note="control: the plain tanh RNN is expected to stay at the baseline",
+    ),
+    _adding("lstm", 200, "make"),
+    _adding("gru", 200, "make"),
+    _adding("indrnn", 200, "long"),
+    _adding("orthogonal", 200, "long"),
+    _adding("lru", 200, "long"),
+    _adding("lstm", 400, "long"),
+    _adding("gru", 400, "long"),
+    _copy("orthogonal", "long"),
+    _copy("lstm", "long"),
+    # MNIST-1D against the paper and against Flax's stock cells with the same budget.
+    _mnist1d("gru", "rnnlab GRU, 2 x 128", (GREYDANUS_GRU,), "make"),
+    _mnist1d("lstm", "rnnlab LSTM, 2 x 128", (GREYDANUS_GRU,), "make"),
+    _mnist1d(
+        "flax_gru",
+        "flax nnx.GRUCell, 2 x 128 (same budget)",
+        (GREYDANUS_GRU, Baseline("rnnlab GRU (same budget)", path="row:mnist1d-gru")),
+        "make",
+    ),
+    Row(
+        key="japanese-vowels",
+        experiment="JapaneseVowels speaker classification",
+        dataset="UEA JapaneseVowels (270 train / 370 test, 12 channels)",
+        model="bidirectional LSTM, 2 x 64, mean pooling",
+        config="experiments/japanese_vowels.py",
+        metric=Metric("test accuracy", "eval_test:accuracy", "max", percent=True),
+        baselines=(
+            Baseline("original method", value=0.941, source="Kudo et al. 1999", target=True),
+            Baseline("1-NN DTW (dependent)", value=0.949, source="Bagnall et al. 2018"),
+        ),
+        eval_split="test",
+        eval_checkpoint="latest",
+        figures=("plots/loss.png",),
+        note="fixed budget, last checkpoint scored: the archive's training file is sorted by "
+        "speaker, so a validation split carved from its end holds one speaker only",
+    ),
+    # Character LM with and without the regularisation recipe.
+    Row(
+        key="charlm-plain",
+        experiment="Character LM, one novel, no regularisation",
+        dataset="austen: Pride and Prejudice (616 K train chars)",
+        model="LSTM 1 x 256, plain",
+        config="experiments/charlm_regularized.py:plain",
+        metric=Metric("test bits per character", "eval_test:bpc", "min", digits=3),
+        baselines=(Baseline("uniform over the 81 symbols", value=math.log2(81)),),
+        eval_split="test",
+    ),
+    Row(
+        key="charlm-recipe",
+        experiment="Character LM, one novel, AWD-LSTM recipe",
+        dataset="austen: Pride and Prejudice (616 K train chars)",
+        model="LSTM 1 x 256, locked dropout + weight drop + AR/TAR",
+        config="experiments/charlm_regularized.py:recipe",
+        metric=Metric("test bits per character", "eval_test:bpc", "min", digits=3),
+        baselines=(
+            Baseline("same model unregularised (same run)", path="row:charlm-plain", target=True),
+        ),
+        eval_split="test",
+    ),
+    # Forecasting against classical baselines fitted in the same run.
+    Row(
+        key="forecast-co2",
+        experiment="Forecasting co2 (26 weeks ahead)",
+        dataset="statsmodels co2 (weekly, Mauna Loa)",
+        model="LSTM 64, direct multi-step head",
+        config="experiments/forecast.py:co2",
+        metric=Metric("test MASE", "summary:report.model.mase", "min", digits=3),
+        baselines=_FORECAST_BASELINES,
+        figures=("plots/loss.png", "plots/forecasts.png"),
+    ),
+    Row(
+        key="forecast-sunspots",
+        experiment="Forecasting sunspots (11 years ahead)",
+        dataset="statsmodels sunspots (yearly)",
+        model="LSTM 64, direct multi-step head",
+        config="experiments/forecast.py:sunspots",
+        metric=Metric("test MASE", "summary:report.model.mase", "min", digits=3),
+        baselines=_FORECAST_BASELINES,
+        figures=("plots/loss.png", "plots/forecasts.png"),
+    ),
+    # Accelerator configs with published targets.
+    Row(
+        key="seqmnist-irnn",
+        experiment="Sequential MNIST (pixel by pixel)",
+        dataset="TFDS mnist, 784 x 1",
+        model="IRNN 1 x 100",
+        config="experiments/seqmnist.py:irnn",
+        metric=Metric("test accuracy", "eval_test:accuracy", "max", percent=True),
+        baselines=(Baseline("IRNN", value=0.97, source="Le et al. 2015", target=True),),
+        tier="accelerator",
+        eval_split="test",
+        note=_NO_DATA,
+    ),
+    Row(
+        key="pmnist-irnn",
+        experiment="Permuted sequential MNIST",
+        dataset="TFDS mnist, 784 x 1, fixed permutation",
+        model="IRNN 1 x 100",
+        config="experiments/seqmnist.py:irnn,permuted",
+        metric=Metric("test accuracy", "eval_test:accuracy", "max", percent=True),
+        baselines=(Baseline("IRNN", value=0.82, source="Le et al. 2015", target=True),),
+        tier="accelerator",
+        eval_split="test",
+        note=_NO_DATA,
+    ),
+    Row(
+        key="seqmnist-bn-lstm",
+        experiment="Sequential MNIST (pixel by pixel)",
+        dataset="TFDS mnist, 784 x 1",
+        model="BN-LSTM 1 x 100",
+        config="experiments/seqmnist.py:bn_lstm",
+        metric=Metric("test accuracy", "eval_test:accuracy", "max", percent=True),
+        baselines=(Baseline("BN-LSTM", value=0.990, source="Cooijmans et al. 2016", target=True),),
+        tier="accelerator",
+        eval_split="test",
+        note=_NO_DATA,
+    ),
+    Row(
+        key="pmnist-bn-lstm",
+        experiment="Permuted sequential MNIST",
+        dataset="TFDS mnist, 784 x 1, fixed permutation",
+        model="BN-LSTM 1 x 100",
+        config="experiments/seqmnist.py:bn_lstm,permuted",
+        metric=Metric("test accuracy", "eval_test:accuracy", "max", percent=True),
+        baselines=(Baseline("BN-LSTM", value=0.954, source="Cooijmans et al. 2016", target=True),),
+        tier="accelerator",
+        eval_split="test",
+        note=_NO_DATA,
+    ),
+    Row(
+        key="wordlm-medium",
+        experiment="Word-level LM, Zaremba et al. medium",
+        dataset="TFDS lm1b (PTB is not in the TFDS catalog)",
+        model="LSTM 2 x 650, dropout 0.5",
+        config="experiments/wordlm.py:medium",
+        metric=Metric("test perplexity", "eval_test:perplexity", "min", digits=1),
+        baselines=(
+            Baseline(
+                "medium LSTM, PTB test", value=82.7, source="Zaremba et al. 2014", target=True
+            ),
+        ),
+        tier="accelerator",
+        eval_split="test",
+        note=_NO_DATA
+        + " The published 82.7 is Penn Treebank perplexity (10 K words); rnnlab reads "
+        "word-level text from TFDS lm1b, whose perplexities are not comparable with it.",
+    ),
+)
+
+
+def by_key() -> dict[str, Row]:
+    """``{row.key: row}``; keys are unique."""
+    out: dict[str, Row] = {}
+    for row in ROWS:
+        if row.key in out:
+            raise ValueError(f"duplicate row key {row.key!r}")
+        out[row.key] = row
+    return out

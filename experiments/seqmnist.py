@@ -1,0 +1,91 @@
+"""Sequential and permuted MNIST: one pixel per step, 784 steps (accelerator configs).
+
+The classic long-memory benchmark: a recurrent classifier reads the 28 x 28 image one pixel
+at a time (row by row, or in a fixed random order for the permuted task) and names the
+digit after the last pixel. Published test accuracies, sequential / permuted: IRNN 97 / 82
+(Le, Jaitly & Hinton 2015), BN-LSTM 99.0 / 95.4 (Cooijmans et al. 2016).
+
+Data: TFDS ``mnist`` (``data.name = "mnist"``, ``mode = "pixel"``, ``permuted``), which
+users prepare with ``tfds build mnist`` or point ``data.tfds_data_dir`` at; the last 10 %
+of the training set is the validation split that picks the best checkpoint, and the test
+split is scored once, on that checkpoint. The development machine has no network, so these
+runs have no measured number here; ``small`` (row by row, a few steps) runs under
+``tfds.testing.mock_data`` in the tests, for plumbing only.
+
+Commands::
+
+    rnnlab train --config experiments/seqmnist.py:irnn --workdir workdirs/seqmnist-irnn
+    rnnlab eval --workdir workdirs/seqmnist-irnn --split test
+
+Variants: ``irnn`` or ``bn_lstm``, optionally ``,permuted``; ``small``.
+
+Models (100 recurrent units as in both papers, the output at the last pixel, a linear
+head): the IRNN (ReLU units, identity recurrent initialisation, input weights N(0, 1e-3))
+with RMSProp 1e-4 and clipping at global norm 1; the recurrently batch-normalised LSTM with
+statistics per time step for all 784 steps, gains initialised to 0.1, RMSProp 1e-3 as in
+Cooijmans et al. Batch 64, 150,000 steps (about 180 epochs) for the IRNN and 50,000 for
+the BN-LSTM, evaluated every 5,000 steps.
+
+Hardware: meant for one GPU or TPU chip; on a CPU a step over 784 pixels takes seconds.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from rnnlab.train.config import base_config, lock
+
+CELLS = ("irnn", "bn_lstm")
+
+
+def get_config(arg: str = "irnn") -> ml_collections.ConfigDict:
+    """``"<cell>[,permuted]"`` with cell in :data:`CELLS`, or ``"small"``."""
+    parts = [p for p in (arg or "irnn").split(",") if p]
+    small = parts == ["small"]
+    cell = "irnn" if small else parts[0]
+    if cell not in CELLS or any(p != "permuted" for p in parts[1:]):
+        raise ValueError(
+            f"seqmnist variant must be '<cell>[,permuted]' with cell in {CELLS}, or 'small'; "
+            f"got {arg!r}"
+        )
+    c = base_config()
+    c.seed = 0
+    c.data.name = "mnist"
+    c.data.mode = "pixel"
+    c.data.permuted = "permuted" in parts
+    c.data.permutation_seed = 0
+    c.data.tfds_data_dir = ""
+
+    c.model.name = "classifier"
+    c.model.cell = cell
+    c.model.hidden_features = 100
+    c.model.num_layers = 1
+    c.model.pooling = "last"
+    if cell == "bn_lstm":
+        c.model.cell_kwargs = {"max_stat_steps": 784, "gamma_init": 0.1}
+
+    c.optim.optimizer = "rmsprop"
+    c.optim.momentum = 0.0
+    c.optim.lr = 1e-4 if cell == "irnn" else 1e-3
+    c.optim.clip_norm = 1.0
+
+    c.train.steps = 150_000 if cell == "irnn" else 50_000
+    c.train.batch_size = 64
+    c.train.log_every = 500
+    c.train.eval_every = 5000
+    c.train.checkpoint_every = 5000
+    c.train.stateful = False
+    c.eval.batch_size = 500
+
+    if small:
+        c.data.mode = "row"  # 28 steps of 28 pixels
+        c.model.hidden_features = 16
+        c.optim.lr = 1e-3
+        c.train.steps = 4
+        c.train.batch_size = 8  # divisible by the 8 simulated devices of the tests
+        c.train.log_every = 2
+        c.train.eval_every = 0
+        c.train.checkpoint_every = 4
+        c.eval.batch_size = 8
+        c.eval.max_batches = 1
+    return lock(c)

@@ -1,0 +1,120 @@
+"""Flax's own recurrent cells in the sequence classifier: the peer of rnnlab's cells.
+
+The results table compares rnnlab's GRU and LSTM with Flax's stock ``nnx.GRUCell`` and
+``nnx.OptimizedLSTMCell`` trained with the same budget. The model here is the
+:class:`rnnlab.models.SequenceClassifier` with only the recurrence swapped: the stock cell
+runs in ``flax.nnx.RNN`` (Flax's defaults: LeCun-normal input kernels, orthogonal
+recurrent kernels, zero biases), then the same pooling over valid steps and the same
+linear head. Registered as ``"flax_classifier"``::
+
+    config.model.name = "flax_classifier"
+    config.model.cell = "gru"            # or "lstm"
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from rnnlab.models import register, resolve_dtype
+from rnnlab.models.classifier import POOLINGS, pool
+
+Array = jax.Array
+
+FLAX_CELLS = {"gru": nnx.GRUCell, "lstm": nnx.OptimizedLSTMCell}
+
+
+class FlaxClassifier(nnx.Module):
+    """Stacked ``nnx.RNN`` of stock Flax cells -> pooling -> linear head.
+
+    Args:
+      input_features: features per step of the float inputs ``[B, T, F]``.
+      num_outputs: classes (logits) or regression targets.
+      hidden_features, num_layers: the recurrent stack.
+      cell: ``"gru"`` (``nnx.GRUCell``) or ``"lstm"`` (``nnx.OptimizedLSTMCell``).
+      pooling: ``last`` | ``mean`` | ``max`` over the valid steps (as the classifier).
+      dtype: compute dtype; parameters stay ``param_dtype``.
+    """
+
+    def __init__(
+        self,
+        input_features: int,
+        num_outputs: int,
+        *,
+        hidden_features: int = 128,
+        num_layers: int = 1,
+        cell: str = "gru",
+        pooling: str = "last",
+        dtype: Any = None,
+        param_dtype: Any = jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        if cell not in FLAX_CELLS:
+            raise ValueError(f"cell must be one of {sorted(FLAX_CELLS)}, got {cell!r}")
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+        if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 1:
+            raise ValueError(f"num_layers must be a positive int, got {num_layers!r}")
+        dtype = resolve_dtype(dtype)
+        self.pooling, self.hidden_features = pooling, hidden_features
+        sizes = [input_features] + [hidden_features] * num_layers
+        # No RNG stream is kept (rngs=False): the zero carry is passed in on every call.
+        self.layers = nnx.List(
+            [
+                nnx.RNN(
+                    FLAX_CELLS[cell](
+                        sizes[i], hidden_features, dtype=dtype, param_dtype=param_dtype, rngs=rngs
+                    ),
+                    rngs=False,
+                )
+                for i in range(num_layers)
+            ]
+        )
+        self.head = nnx.Linear(
+            hidden_features, num_outputs, dtype=dtype, param_dtype=param_dtype, rngs=rngs
+        )
+
+    def _zero_carry(self, cell: nnx.Module, batch: int) -> Any:
+        h = jnp.zeros((batch, self.hidden_features), jnp.float32)
+        return (h, h) if isinstance(cell, nnx.OptimizedLSTMCell) else h
+
+    def __call__(
+        self,
+        batch: Mapping[str, Array],
+        *,
+        train: bool = False,
+        rngs: nnx.Rngs | None = None,
+        carry: Any = None,
+    ) -> tuple[Array, dict[str, Any]]:
+        """Float32 outputs ``[B, num_outputs]``; ``aux["pooled"]``, ``aux["hidden"]``."""
+        del train, rngs, carry  # no dropout; every sequence starts from the zero state
+        x = batch["inputs"]
+        if x.ndim == 2:
+            x = x[..., None]
+        x = x.astype(jnp.float32) if not jnp.issubdtype(x.dtype, jnp.floating) else x
+        lengths = batch.get("seq_lengths")
+        if lengths is None:
+            lengths = jnp.full(x.shape[:1], x.shape[1], jnp.int32)
+        h = x
+        for layer in self.layers:
+            zero = self._zero_carry(layer.cell, x.shape[0])
+            h = layer(h, initial_carry=zero, seq_lengths=lengths)
+        pooled = pool(h, lengths, self.pooling)
+        out = self.head(pooled).astype(jnp.float32)
+        return out, {"pooled": pooled, "hidden": h}
+
+
+@register("flax_classifier")
+def _build(info: Mapping[str, Any], *, rngs: nnx.Rngs, **kwargs) -> FlaxClassifier:
+    """Classifier of Flax's cells for ``task == "classification"`` (or ``"regression"``)."""
+    task = info.get("task")
+    key = {"classification": "num_classes", "regression": "output_features"}.get(task)
+    if key is None or not info.get(key):
+        raise ValueError(
+            f"flax_classifier fits data with task 'classification' or 'regression', got {task!r}"
+        )
+    return FlaxClassifier(int(info.get("input_features") or 1), int(info[key]), rngs=rngs, **kwargs)
