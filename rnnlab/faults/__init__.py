@@ -1,0 +1,88 @@
+"""The fault-injection suite: training runs that are killed, preempted, fed NaNs, given
+damaged checkpoints, full or read-only disks, bad input and bad configuration.
+
+Run it with ``make faults`` (``python -m rnnlab.faults``) or, in its CI form, ``python -m
+rnnlab.faults --short`` (what ``tests/test_faults.py`` runs). Every training scenario starts
+``rnnlab train`` on ``experiments/faults.py`` as a real subprocess and compares the outcome,
+bit for bit, with one uninterrupted reference run. The result is a table: scenario, runs,
+survived, data lost (must be 0), message checked. See docs/reliability.md.
+
+::
+
+    from rnnlab import faults
+    results = faults.run_suite("/tmp/faults", short=True)
+    print(faults.table(results))
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from rnnlab.faults import cases, scenarios, scenarios_env
+from rnnlab.faults.report import Result, failures, table
+from rnnlab.faults.scenarios import Suite
+
+__all__ = ["Result", "Suite", "failures", "run_suite", "table"]
+
+# SIGKILL moments of the full form: while a checkpoint is written, and anywhere in the loop.
+FULL_KILLS = ["write", "random", "write", "random", "write", "random"]
+FULL_PREEMPTIONS = [
+    {"step": 10},
+    # Evaluating every step with no grace at all: the evaluation is deferred to the rerun.
+    {"step": 20, "grace": 0, "overrides": ["train.eval_every=1"], "expect_deferred": True},
+    {"step": 30, "grace": 5},
+]
+
+
+def run_suite(
+    root: str | Path,
+    *,
+    short: bool = False,
+    seed: int = 0,
+    log: Callable[[str], None] = print,
+) -> list[Result]:
+    """Runs every scenario under ``root`` (created; emptied first) and returns the rows."""
+    root = Path(root)
+    shutil.rmtree(root, ignore_errors=True)
+    suite = Suite(root, seed=seed, log=log)
+    base = root / "unfinished"  # a preempted run's workdir, damaged by later scenarios
+    results: list[Result] = []
+
+    def timed(fn, *args, **kwargs) -> Result:
+        t = time.monotonic()
+        res = fn(*args, **kwargs)
+        res.seconds = time.monotonic() - t
+        log(f"{res.scenario}: {res.survived}/{res.runs} survived ({res.seconds:.0f} s)")
+        results.append(res)
+        return res
+
+    t = time.monotonic()
+    suite.reference()
+    log(f"reference run: {time.monotonic() - t:.0f} s")
+    timed(scenarios.hard_kill, suite, ["write"] if short else FULL_KILLS)
+    points = [{"step": 15}] if short else FULL_PREEMPTIONS
+    timed(scenarios.preempt, suite, points, keep={0: base})
+    if base.exists():
+        variants = ["flip"] if short else ["flip", "truncate", "remove", "two", "all"]
+        timed(scenarios.corrupt, suite, base, variants)
+    timed(scenarios.nonfinite_stop, suite)
+    timed(scenarios.nonfinite_restore, suite)
+    timed(scenarios_env.run_cases, "disk full (injected, in-process)", cases.DISK)
+    if scenarios_env.namespaces_available():
+        timed(scenarios_env.disk_full, suite, resume=not short)
+        if not short and base.exists():
+            timed(scenarios_env.read_only, suite, base)
+    else:
+        log("disk full / read-only: not run (no user namespaces for a tmpfs here)")
+    timed(scenarios_env.run_cases, "bad input (library)", cases.BAD_INPUT)
+    timed(scenarios_env.run_cases, "bad configuration", cases.BAD_CONFIG)
+    if not short:
+        timed(scenarios_env.bad_command_line, suite)
+        if base.exists():
+            timed(scenarios_env.other_dataset, suite, base)
+            timed(scenarios_env.planted_pickles, suite, base)
+    timed(scenarios_env.untrusted_in_process)
+    return results

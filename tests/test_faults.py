@@ -1,0 +1,35 @@
+"""The fault-injection suite in its short (CI) form: real ``rnnlab train`` subprocesses on
+experiments/faults.py killed during a checkpoint write, preempted, resumed from a damaged
+checkpoint, fed NaN batches (stop, and restore with a lower learning rate) and, where user
+namespaces allow a tmpfs, run out of disk; every survivor is compared bit for bit with one
+uninterrupted reference run. ``make faults`` runs the full form (docs/reliability.md)."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+from rnnlab.faults import failures, run_suite, table
+from rnnlab.faults.process import REPO
+
+
+@pytest.mark.slow
+def test_short_fault_suite_survives_every_fault_and_loses_nothing(tmp_path):
+    if not (REPO / "data" / "austen").exists() and "RNNLAB_DATA_DIR" not in os.environ:
+        pytest.fail("the Austen corpus is missing: run `make data` first")
+    results = run_suite(Path(tmp_path) / "faults", short=True, log=lambda s: None)
+    print(table(results))
+    assert not failures(results), failures(results) + "\n" + table(results)
+    names = {r.scenario for r in results}
+    for expected in (
+        "hard kill (SIGKILL)",
+        "preemption (SIGTERM)",
+        "corrupt/truncated checkpoint",
+        "non-finite: stop",
+        "non-finite: restore + lower lr",
+        "bad input (library)",
+        "bad configuration",
+        "untrusted files (loaders)",
+    ):
+        assert expected in names, expected
+    assert sum(r.data_lost for r in results) == 0

@@ -1,0 +1,46 @@
+"""In-process fault cases (rnnlab.faults.cases): bad input to the library, bad configuration,
+a full disk while saving, and untrusted files. Each bad call must raise the stated error
+with a message that names what is wrong; no loader may run a pickle."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+import rnnlab
+from rnnlab.faults import cases
+
+
+@pytest.mark.parametrize(
+    "case", cases.BAD_INPUT + cases.BAD_CONFIG + cases.DISK, ids=lambda c: c.name
+)
+def test_bad_call_raises_naming_what_is_wrong(case, tmp_path):
+    with pytest.raises(case.error) as info:
+        case.call(tmp_path)
+    assert re.search(case.pattern, str(info.value)), str(info.value)
+
+
+def test_no_loader_in_the_package_can_unpickle():
+    assert cases.unsafe_loader_calls(Path(rnnlab.__file__).parent) == []
+
+
+def test_the_scan_finds_unsafe_loaders(tmp_path):
+    """The scan itself must be able to fail: it flags each unsafe form once."""
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "bad.py").write_text(
+        "import pickle, numpy as np, torch\n"
+        "a = pickle.load(open('f', 'rb'))\n"
+        "b = np.load('x.npy', allow_pickle=True)\n"
+        "c = torch.load('w.pt')\n"
+        "d = torch.load('w.pt', weights_only=True)\n"
+        "# pickle.loads(data) in a comment is fine\n"
+    )
+    hits = cases.unsafe_loader_calls(pkg)
+    assert [int(h.split(":")[1]) for h in hits] == [2, 3, 4]
+
+
+@pytest.mark.parametrize("replace", [False, True], ids=["pickles beside", "pickles instead"])
+def test_planted_pickles_are_never_run(replace, tmp_path):
+    safe, outcome = cases.malicious_checkpoint(tmp_path, replace=replace)
+    assert safe, outcome
