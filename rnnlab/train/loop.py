@@ -77,7 +77,7 @@ class Run:
             best_mode=self.best_mode,
             async_save=bool(config.train.async_checkpoints),
         )
-        init = lambda: state_lib.init_state(config, self.info, self.tx, config.train.batch_size)
+        init = state_lib.initializer(config, self.info, self.tx, config.train.batch_size)
         self.abstract = jax.eval_shape(init)
         self.rules = sharding_lib.rules(config, self.mesh)
         self.shardings = state_lib.state_shardings(self.abstract, self.mesh, self.rules)
@@ -145,8 +145,7 @@ class Run:
             self._eval_step = jax.jit(step, out_shardings=(parallel.replicated(self.mesh), None))
         carry = None
         if self.stateful:
-            graphdef = self.graphdef
-            make_carry = lambda p, r: nnx.merge(graphdef, p, r).init_carry(batch_size)
+            make_carry = state_lib.carry_initializer(self.graphdef, batch_size)
             carry = jax.jit(make_carry, out_shardings=parallel.data_sharding(self.mesh))(
                 state.params, state.rest
             )
@@ -183,12 +182,32 @@ def _write_json(path: str, obj: Any) -> None:
     files.write_json(path, obj)  # atomic, and works on gs:// workdirs
 
 
-def train(config: cfg_lib.ConfigDict, workdir: str, *, source: Any = None) -> dict[str, Any]:
+Hook = Callable[[int, state_lib.TrainState], None]
+
+
+def train(
+    config: cfg_lib.ConfigDict,
+    workdir: str,
+    *,
+    source: Any = None,
+    hooks: Sequence[Hook] = (),
+) -> dict[str, Any]:
     """Trains (or resumes) the run described by ``config`` in ``workdir``.
 
-    Returns the summary (also written to ``summary.json``). Raises :class:`ConfigError`
-    before any training for a bad config, :class:`NonFiniteError` after
-    ``train.max_nonfinite`` consecutive skipped updates.
+    Args:
+      config: the experiment config (see :func:`rnnlab.train.config.base_config`).
+      workdir: where everything the run produces goes; an existing run there resumes.
+      source: the data module (``info``/``load``); ``rnnlab.data`` by default.
+      hooks: ``hook(step, state)`` called on every process after each update, before
+        logging and checkpointing (fault injection, custom probes). The state must not
+        be kept: the next step donates its buffers.
+
+    Returns:
+      The summary (also written to ``summary.json``).
+
+    Raises:
+      ConfigError: a bad config, before any training.
+      NonFiniteError: ``train.max_nonfinite`` consecutive skipped updates.
     """
     t_start = time.time()
     # ---------------------------------------------------------------- start-up
@@ -238,6 +257,12 @@ def train(config: cfg_lib.ConfigDict, workdir: str, *, source: Any = None) -> di
         writer.truncate_after(0)
     start = int(jax.device_get(state.step))
     num_params = state_lib.count_params(state.params)
+    summary_path = files.join(workdir, "summary.json")
+    if start >= total and files.exists(summary_path) and not eval_pending:
+        # A finished run: report it as it ended instead of overwriting its summary.
+        writer.close()
+        run.checkpoints.close()
+        return files.read_json(summary_path)
 
     # ---------------------------------------------------------------- steps
     train_step = run.jit_train_step()
@@ -305,6 +330,8 @@ def train(config: cfg_lib.ConfigDict, workdir: str, *, source: Any = None) -> di
             steps_since += 1
             guard.add(step, m)
             acc.add(m)
+            for hook in hooks:
+                hook(step, state)
             if _is_due(step, int(cfg.train.log_every), total):
                 last_train = acc.result()
                 elapsed = time.perf_counter() - t_log
