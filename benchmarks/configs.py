@@ -52,7 +52,7 @@ def flops(cell: str, config: Config, mode: str) -> float:
 
 # name -> (framework, description). Workers in benchmarks/worker.py build each of them.
 IMPLEMENTATIONS = {
-    "torch": ("torch", "PyTorch nn.LSTM / nn.GRU (oneDNN on CPU)"),
+    "torch": ("torch", "PyTorch nn.LSTM (oneDNN on CPU) / nn.GRU (ATen cell loop)"),
     "flax": ("jax", "Flax nnx.RNN + OptimizedLSTMCell / GRUCell"),
     "rnnlab-scan": ("jax", "rnnlab RNN, scan path (autodiff through lax.scan)"),
     "rnnlab-fused": ("jax", "rnnlab RNN, fused whole-sequence custom_vjp"),

@@ -24,6 +24,13 @@ for a training step.
 
 GOALS = {"lstm": {"torch": 1.0, "flax": 1.5}, "gru": {"torch": 1.0}}
 
+# Where a goal is missed: the limit found, in one line (details in docs/performance.md).
+HOLD_BACK: dict[tuple[str, str], str] = {}
+
+
+def _label(rec: dict) -> str:
+    return f"{rec['config']} ({rec['setting']})" if rec.get("setting") else rec["config"]
+
 
 def _fmt(x: float | None, digits: int = 0) -> str:
     if x is None:
@@ -43,11 +50,15 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 def headline(records: list[dict]) -> list[str]:
     """The rnnlab-fused / peer training-throughput ratios against the goals."""
-    by = {(r["cell"], r["config"], r["impl"]): r for r in records if "error" not in r}
+    by = {
+        (r["cell"], r["config"], r["impl"]): r
+        for r in records
+        if "error" not in r and not r.get("setting")
+    }
     lines = [
         "| cell | config | rnnlab fused | PyTorch | stock Flax | fused / PyTorch "
-        "| fused / Flax | fused / rnnlab scan | goal met |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| fused / Flax | fused / rnnlab scan | goal met | what holds it back |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for cell in ("lstm", "gru"):
         for config in ("A", "B", "C"):
@@ -67,7 +78,7 @@ def headline(records: list[dict]) -> list[str]:
             lines.append(
                 f"| {cell.upper()} | {config} | {_fmt(fused)} | {_fmt(torch)} | {_fmt(flax)} "
                 f"| {_fmt(r_torch, 2)} | {_fmt(r_flax, 2)} | {_fmt(_ratio(fused, scan), 2)} "
-                f"| {'yes' if met else 'no'} |"
+                f"| {'yes' if met else 'no'} | {'' if met else HOLD_BACK.get((cell, config), '')} |"
             )
     return lines
 
@@ -81,17 +92,41 @@ def details(records: list[dict], peak: float) -> list[str]:
     for r in records:
         if "error" in r:
             lines.append(
-                f"| {r['cell'].upper()} | {r['config']} | {r['impl']} | failed: {r['error']} "
-                "| | | | | | |"
+                f"| {r['cell'].upper()} | {_label(r)} | {r['impl']} | {r['error']} | | | | | | |"
             )
             continue
         tr = r.get("train")
         lines.append(
-            f"| {r['cell'].upper()} | {r['config']} | {r['impl']} | {_fmt(_tps(r))} "
+            f"| {r['cell'].upper()} | {_label(r)} | {r['impl']} | {_fmt(_tps(r))} "
             f"| {_fmt(tr and tr['tokens_per_s_at_min'])} "
             f"| {_fmt(tr and tr['median_s'] * 1e3, 1)} | {_fmt(_tps(r, 'forward'))} "
             f"| {_fmt(tr and tr['gflops'])} | {_fmt(tr and 100 * tr['gflops'] / peak)} "
             f"| {_fmt(r['peak_rss_mb'])} |"
+        )
+    return lines
+
+
+def malloc_effect(records: list[dict]) -> list[str]:
+    """Config A with and without glibc keeping freed memory, per implementation."""
+    tuned = {r["impl"]: r for r in records if r.get("setting") == "malloc" and "error" not in r}
+    if not tuned:
+        return []
+    plain = {
+        r["impl"]: r
+        for r in records
+        if r["cell"] == "lstm" and r["config"] == "A" and not r.get("setting") and "error" not in r
+    }
+    fused = _tps(tuned.get("rnnlab-fused"))
+    lines = [
+        "| implementation | train tokens/s, default malloc | train tokens/s, freed memory kept "
+        "| gain | rnnlab fused / this (freed memory kept) |",
+        "|---|---|---|---|---|",
+    ]
+    for impl, rec in tuned.items():
+        base = _tps(plain.get(impl))
+        lines.append(
+            f"| {impl} | {_fmt(base)} | {_fmt(_tps(rec))} | {_fmt(_ratio(_tps(rec), base), 2)} "
+            f"| {_fmt(_ratio(fused, _tps(rec)), 2)} |"
         )
     return lines
 
@@ -169,6 +204,14 @@ def render(result: dict) -> str:
             f"{cfg.input}, hidden {cfg.hidden} (training)\n"
         )
         out.extend(long_lines)
+    malloc = malloc_effect(records)
+    if malloc:
+        out.append(
+            "\n### Config A (LSTM) with glibc keeping freed memory\n\n"
+            "`MALLOC_MMAP_THRESHOLD_=2**30 MALLOC_TRIM_THRESHOLD_=2**32` for every peer: "
+            "no page faults on each step's fresh temporaries (docs/performance.md).\n"
+        )
+        out.extend(malloc)
     out.append("\n### All measurements\n")
     out.extend(details(records, max(peak.values())))
     out.append("\nImplementations:\n")

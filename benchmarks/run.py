@@ -32,23 +32,35 @@ from benchmarks.report import write_readme
 
 ROOT = Path(__file__).resolve().parent
 
-# (cell, config, implementations, modes). The long sequence is training only: its point is
-# memory. The scan path without remat is left out there: autodiff through lax.scan keeps
-# every step's intermediates and needs several GiB at T = 8192.
+# (cell, config, implementations, modes, setting). The long sequence is training only: its
+# point is memory. The scan path without remat is left out there: autodiff through lax.scan
+# keeps every step's intermediates and needs several GiB at T = 8192. The "malloc" setting
+# reruns config A with glibc told to keep freed memory (same for every peer), to show what
+# the per-step page faults of fresh temporaries cost (docs/performance.md).
 PLAN = [
-    ("lstm", "A", ["torch", "flax", "rnnlab-scan", "rnnlab-fused", "rnnlab-fused-bf16"], None),
-    ("lstm", "B", ["torch", "flax", "rnnlab-scan", "rnnlab-fused"], None),
-    ("lstm", "C", ["torch", "flax", "rnnlab-scan", "rnnlab-fused"], None),
-    ("gru", "A", ["torch", "flax", "rnnlab-scan", "rnnlab-fused"], None),
-    ("gru", "B", ["torch", "flax", "rnnlab-fused"], None),
-    ("gru", "C", ["torch", "flax", "rnnlab-fused"], None),
+    ("lstm", "A", ["torch", "flax", "rnnlab-scan", "rnnlab-fused", "rnnlab-fused-bf16"], None, ""),
+    ("lstm", "B", ["torch", "flax", "rnnlab-scan", "rnnlab-fused"], None, ""),
+    ("lstm", "C", ["torch", "flax", "rnnlab-scan", "rnnlab-fused"], None, ""),
+    ("gru", "A", ["torch", "flax", "rnnlab-scan", "rnnlab-fused"], None, ""),
+    ("gru", "B", ["torch", "flax", "rnnlab-fused"], None, ""),
+    ("gru", "C", ["torch", "flax", "rnnlab-fused"], None, ""),
+    ("lstm", "A", ["torch", "flax", "rnnlab-fused"], ["train"], "malloc"),
     (
         "lstm",
         "long",
         ["torch", "rnnlab-fused", "rnnlab-fused-remat", "rnnlab-scan-remat"],
         ["train"],
+        "",
     ),
 ]
+
+SETTINGS = {
+    "": {},
+    "malloc": {
+        "MALLOC_MMAP_THRESHOLD_": str(2**30),
+        "MALLOC_TRIM_THRESHOLD_": str(2**32),
+    },
+}
 
 # Time an idle OpenMP or Eigen worker keeps spinning after its last parallel region; the
 # orchestrator waits this long between implementations so that none runs against another's
@@ -56,8 +68,9 @@ PLAN = [
 SETTLE_S = 0.25
 
 
-def _env() -> dict:
+def _env(setting: str = "") -> dict:
     env = dict(os.environ)
+    env.update(SETTINGS[setting])
     env.setdefault("JAX_PLATFORMS", "cpu")
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT.parent), env.get("PYTHONPATH", "")])
     return env
@@ -66,14 +79,14 @@ def _env() -> dict:
 class Worker:
     """A running ``benchmarks.worker`` process."""
 
-    def __init__(self, spec: dict):
+    def __init__(self, spec: dict, setting: str = ""):
         self.spec = spec
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "benchmarks.worker", json.dumps(spec)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
-            env=_env(),
+            env=_env(setting),
         )
         self.info: dict | None = None
         self.error: str | None = None
@@ -118,26 +131,62 @@ def measure_peaks() -> dict:
     return peaks
 
 
-def bench_group(cell: str, config: str, impls: list[str], modes, rounds: int, visit_s: float):
-    """Times ``impls`` on one configuration in interleaved rounds; returns one record each."""
+def _visits(estimate: float, visit_s: float) -> int:
+    return max(1, min(50, math.ceil(visit_s / max(estimate, 1e-4))))
+
+
+def bench_group(
+    cell: str,
+    config: str,
+    impls: list[str],
+    modes,
+    rounds: int,
+    visit_s: float,
+    deadline: float = math.inf,
+    setting: str = "",
+):
+    """Times ``impls`` on one configuration in interleaved rounds; returns one record each.
+
+    A peer whose estimated measuring time would run past ``deadline`` (a ``time.time()``)
+    is dropped with a note rather than timed with fewer steps; rnnlab's own fused
+    implementations are always kept.
+    """
     modes = modes or ["train", "forward"]
     workers = {}
     for impl in impls:
-        workers[impl] = Worker(dict(impl=impl, cell=cell, config=config, modes=modes))
+        workers[impl] = Worker(dict(impl=impl, cell=cell, config=config, modes=modes), setting)
     records = {}
     for impl, w in list(workers.items()):
         try:
             w.ready()
         except Exception as err:  # a peer that cannot run here is reported, not fatal
             w.error = str(err)
-            records[impl] = dict(impl=impl, cell=cell, config=config, error=w.error)
+            records[impl] = dict(
+                impl=impl, cell=cell, config=config, setting=setting, error=w.error
+            )
             del workers[impl]
+
+    def cost(impl):
+        est = workers[impl].info["estimate_s"]
+        return sum(rounds * (SETTLE_S + _visits(est[m], visit_s) * est[m]) for m in modes)
+
+    for impl in sorted(workers, key=cost, reverse=True):
+        if time.time() + sum(cost(i) for i in workers) <= deadline:
+            break
+        if not impl.startswith("rnnlab-fused"):
+            records[impl] = dict(
+                impl=impl,
+                cell=cell,
+                config=config,
+                setting=setting,
+                error=f"skipped: about {cost(impl):.0f} s of steps would exceed the time budget",
+            )
+            workers.pop(impl).finish()
     times = {(impl, m): [] for impl in workers for m in modes}
     for _ in range(rounds):
         for mode in modes:
             for impl, w in workers.items():
-                estimate = max(w.info["estimate_s"][mode], 1e-4)
-                count = max(1, min(50, math.ceil(visit_s / estimate)))
+                count = _visits(w.info["estimate_s"][mode], visit_s)
                 time.sleep(SETTLE_S)
                 times[(impl, mode)].extend(w.run(mode, count))
     cfg = CONFIGS[config]
@@ -147,6 +196,7 @@ def bench_group(cell: str, config: str, impls: list[str], modes, rounds: int, vi
             impl=impl,
             cell=cell,
             config=config,
+            setting=setting,
             **cfg.as_dict(),
             setup_s=w.info["setup_s"],
             peak_rss_mb=end["peak_rss_mb"],
@@ -212,13 +262,18 @@ def run_regularizers() -> list[dict]:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", default="", help="comma-separated cell:config, e.g. lstm:A")
+    parser.add_argument(
+        "--only", default="", help="comma-separated cell:config, e.g. lstm:A,lstm:A+malloc"
+    )
     parser.add_argument("--impls", default="", help="comma-separated implementations to keep")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--visit-s", type=float, default=0.5)
     parser.add_argument("--no-readme", action="store_true")
     parser.add_argument("--no-regularizers", action="store_true")
     parser.add_argument("--out-dir", default=str(ROOT / "results"))
+    parser.add_argument(
+        "--budget-min", type=float, default=13.0, help="drop slow peers past this wall time"
+    )
     args = parser.parse_args(argv)
     only = {tuple(s.split(":")) for s in args.only.split(",") if s}
     keep = {s for s in args.impls.split(",") if s}
@@ -240,16 +295,20 @@ def main(argv: list[str] | None = None) -> dict:
     result["matmul_peak_gflops"] = measure_peaks()
     print(f"matmul peak (GFLOP/s): {result['matmul_peak_gflops']}", flush=True)
     records = []
-    for cell, config, impls, modes in PLAN:
-        if only and (cell, config) not in only:
+    for cell, config, impls, modes, setting in PLAN:
+        if only and (cell, config) not in only and (cell, f"{config}+{setting}") not in only:
             continue
         impls = [i for i in impls if not keep or i in keep]
         t = time.time()
-        group = bench_group(cell, config, impls, modes, args.rounds, args.visit_s)
+        deadline = started + 60 * args.budget_min
+        group = bench_group(
+            cell, config, impls, modes, args.rounds, args.visit_s, deadline, setting
+        )
         records.extend(group)
         for rec in group:
             line = {m: round(rec[m]["tokens_per_s"]) for m in ("train", "forward") if m in rec}
-            print(f"{cell} {config} {rec['impl']:20s} {line or rec.get('error')}", flush=True)
+            label = f"{config}+{setting}" if setting else config
+            print(f"{cell} {label} {rec['impl']:20s} {line or rec.get('error')}", flush=True)
         print(f"  ({time.time() - t:.0f} s)", flush=True)
     result["records"] = records
     if not args.no_regularizers:
