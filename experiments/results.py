@@ -241,6 +241,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         for (row, workdir), record in pool.map(one, jobs):
+            # Re-read before writing: another invocation may have recorded other rows.
+            records = load_records()
             if workdir.endswith("-repeat"):
                 first = records.get(row.key, {})
                 if record.get("status") == "ok" and first.get("status") == "ok":
@@ -252,6 +254,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             else:
                 records[row.key] = record
             save_records(records)
+    records = load_records()
     write_readme(records)
     print(f"[results] wrote {os.path.relpath(README, ROOT)}", flush=True)
     return 0

@@ -139,7 +139,8 @@ def verdict(row: Row, record: Mapping[str, Any], records: Mapping[str, Any]) -> 
             parts.append(f"{b.label}: unknown")
             continue
         ok = beats(metric, value, row.metric.better)
-        parts.append(f"{'yes' if ok else 'no'}: {'beats' if ok else 'misses'} {b.label}")
+        who = f" ({b.source})" if b.source else ""
+        parts.append(f"{'yes' if ok else 'no'}: {'beats' if ok else 'misses'} {b.label}{who}")
     return "; ".join(parts) or "—"
 
 
