@@ -66,11 +66,13 @@ def _is_main() -> bool:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from rnnlab.diagnose import hooks_from_config
     from rnnlab.train.loop import train
 
     start_processes(args)
     config = load_config(args)
-    summary = train(config, args.workdir)
+    # config.diagnostics.every > 0 logs ||dL/dh_t|| during training (docs/gradients.md).
+    summary = train(config, args.workdir, hooks=hooks_from_config(config, args.workdir))
     if not _is_main():  # process 0 reports for the run
         return 0
     split = config.eval.split
