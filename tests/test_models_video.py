@@ -8,7 +8,7 @@ import pytest
 from flax import nnx
 
 import rnnlab
-from rnnlab.cells.conv_lstm import ConvLSTMCell
+from rnnlab.cells.conv_lstm import ConvLSTMCell, conv2d
 from rnnlab.models.metrics import gaussian_window, ssim
 from rnnlab.models.task_metrics import video_metrics
 from rnnlab.models.video import VideoPredictor, from_patches, to_patches
@@ -64,6 +64,18 @@ def test_conv_lstm_layer_matches_a_numpy_loop(peephole):
         np.testing.assert_allclose(np.asarray(y[b]), ys, atol=1e-5)
         np.testing.assert_allclose(np.asarray(c[b]), c_ref, atol=1e-5)
         np.testing.assert_allclose(np.asarray(h[b]), h_ref, atol=1e-5)
+
+
+def test_both_convolution_methods_agree():
+    x = jax.random.normal(jax.random.key(0), (2, 3, 6, 5, 4))
+    k = jax.random.normal(jax.random.key(1), (3, 5, 4, 7))
+    a = conv2d(x, k, jnp.float32, "xla")
+    b = conv2d(x, k, jnp.float32, "im2col")
+    assert a.shape == (2, 3, 6, 5, 7)
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-4)
+    np.testing.assert_allclose(
+        np.asarray(a[1, 2]), np_conv_same(np.asarray(x[1, 2]), np.asarray(k)), atol=1e-4
+    )
 
 
 def test_conv_lstm_rejects_bad_arguments():
