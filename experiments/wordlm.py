@@ -26,6 +26,12 @@ Variants: ``medium`` (default), ``large``, ``awd`` (the medium model under the A
 regularisation recipe of ``rnnlab.regularizers``, tied embeddings, Adam: Merity et al.
 2017 report 57.3 on PTB with 3 layers and NT-ASGD), ``small``.
 
+Not yet reachable from this config: averaged SGD, since the training engine neither names
+``rnnlab.regularizers.nt_asgd`` among ``optim.optimizer`` nor evaluates on averaged weights
+(``awd`` therefore trains with Adam), and a word-level run on a local corpus, since
+``austen`` and ``text_dir`` are read as characters (``small`` runs on mock lm1b data). The
+offline study of the same regularisers on a character model is experiments/overfitting.py.
+
 Hardware: meant for one GPU or TPU chip.
 """
 
