@@ -3,6 +3,7 @@
 from rnnlab.cells import initializers
 from rnnlab.cells.base import RecurrentCell
 from rnnlab.cells.batchnorm import BNLSTM, BNLSTMCell
+from rnnlab.cells.conv_lstm import ConvLSTMCell
 from rnnlab.cells.gru import GRUCell, gru_project, gru_step
 from rnnlab.cells.indrnn import IndRNNCell
 from rnnlab.cells.layernorm import LayerNormGRUCell, LayerNormLSTMCell
@@ -15,6 +16,7 @@ from rnnlab.cells.simple import SimpleCell, simple_project, simple_step
 __all__ = [
     "BNLSTM",
     "BNLSTMCell",
+    "ConvLSTMCell",
     "IndRNNCell",
     "LRUCell",
     "LayerNormGRUCell",

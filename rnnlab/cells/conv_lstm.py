@@ -14,6 +14,7 @@ from jax.nn import initializers
 
 from rnnlab.cells.base import CARRY_DTYPE, Array, Carry, Params, RecurrentCell, check_positive_int
 from rnnlab.cells.initializers import Initializer, lstm_bias
+from rnnlab.cells.registry import register_cell
 
 F32 = jnp.float32
 
@@ -189,3 +190,6 @@ class ConvLSTMCell(RecurrentCell):
                 f"inputs spatial shape must equal spatial_shape={tuple(self.spatial_shape)}, "
                 f"got {tuple(x.shape[-3:-1])}"
             )
+
+
+register_cell("conv_lstm", ConvLSTMCell)
