@@ -237,3 +237,16 @@ def test_unsupported_configurations_fall_back_or_refuse(build, call, reason):
 def test_bad_implementation_name_is_refused():
     with pytest.raises(ValueError, match="implementation must be one of"):
         rnnlab.RNN(make_cell("gru"), implementation="cudnn")
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_auto_takes_the_fused_path_and_scan_does_not(kind):
+    cell = make_cell(kind)
+    x = inputs()
+
+    def traced(implementation):
+        layer = rnnlab.RNN(cell, implementation=implementation)
+        return str(jax.make_jaxpr(lambda x: layer(x, seq_lengths=LENGTHS))(x))
+
+    assert "custom_vjp_call" in traced("auto")
+    assert "custom_vjp_call" not in traced("scan")
