@@ -244,7 +244,7 @@ ROWS: tuple[Row, ...] = (
         model="LSTM 1 x 256, plain",
         config="experiments/charlm_regularized.py:plain",
         metric=Metric("test bits per character", "eval_test:bpc", "min", digits=3),
-        baselines=(Baseline("uniform over the 81 symbols", value=math.log2(81)),),
+        baselines=(Baseline("uniform over the 82-token vocabulary", value=math.log2(82)),),
         eval_split="test",
     ),
     Row(
