@@ -98,7 +98,7 @@ WORKER = textwrap.dedent(
                 while not (log / "go").exists() and time.time() < deadline:
                     time.sleep(0.02)
 
-        loop.train = lambda *a, **k: _train(*a, hooks=[hold], **k)
+        loop.train = lambda *a, hooks=(), **k: _train(*a, hooks=[*hooks, hold], **k)
 
     from rnnlab.cli import main
 
