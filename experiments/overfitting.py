@@ -3,8 +3,8 @@
 A one-layer LSTM of 256 units (353 K parameters) reads the first 2 % of *Pride and
 Prejudice* (13.7 K training characters, about 26 parameters per character) for 800 steps
 of 16 x 64 characters (60 epochs). Without regularisation its validation bits per character
-reach their minimum about a third of the way in and then climb while the training text is
-learnt by heart. Every variant trains the same model on the same data for the same budget
+reach their minimum half-way (step 400) and then climb while the training text is learnt
+by heart. Every variant trains the same model on the same data for the same budget
 (seed 0); only the regulariser changes:
 
 =====================  ================================================================
@@ -20,7 +20,7 @@ variant                what is switched on (``rnnlab.regularizers.Regularization
 ``weight_decay``       AdamW, decoupled weight decay 0.5 (Loshchilov & Hutter 2019)
 ``recipe``             AWD-LSTM-style: locked dropout 0.1 / 0.4, weight drop 0.5,
                        AR 2, TAR 1, weight decay 0.5
-``small``              CI smoke run of the recipe (20 steps of a 32-unit LSTM)
+``small``              CI smoke run of the recipe (10 steps of a 32-unit LSTM)
 =====================  ================================================================
 
 Zoneout is not in the study: the language model refuses it, because its one-step sampler
@@ -37,12 +37,16 @@ training split in evaluation mode (every dropout off: the "train" column is not 
 training loss), and writes the table of the section "The overfitting study" in
 docs/overfitting.md and the validation curves in experiments/figures/overfitting.png.
 
-Expected result: the recipe ends with a train/validation gap several times smaller than
-``none`` and a lower validation bpc; see docs/overfitting.md for the measured table.
+Expected result (measured, table in docs/overfitting.md): train/validation gap 1.15 bits
+per character for ``none`` (train 1.69, validation 2.85 in evaluation mode) and 0.32 for
+``recipe`` (2.60 / 2.92); every single technique narrows the gap except AR/TAR alone,
+which memorises faster (gap 3.88). At this budget the recipe is still improving at step 800
+and its validation bpc stays above the best of ``none`` (2.81 at step 400); recurrent
+dropout alone ends lowest (2.67).
 
-Hardware: 2 CPU cores (shared with other jobs, load average 10 to 13), one JAX CPU device.
-Wall time: about 2 minutes a variant (recurrent dropout more: it leaves the fused kernel),
-about 12 minutes for the whole study two at a time; ``small`` well under 30 seconds.
+Hardware: 2 CPU cores of the development machine, shared with other jobs (load average 7
+to 12), one JAX CPU device. Wall time: 1.5 to 2.5 minutes a variant, 8.7 minutes for the
+whole study two at a time; ``small`` about 20 seconds.
 """
 
 from __future__ import annotations
@@ -129,11 +133,11 @@ def get_config(arg: str = "recipe") -> ml_collections.ConfigDict:
         c.model.embed_features = 16
         c.model.hidden_features = 32
         c.optim.warmup_steps = 5
-        c.train.steps = 20
+        c.train.steps = 10
         c.train.batch_size = 8
-        c.train.log_every = 10
+        c.train.log_every = 5
         c.train.eval_every = 10
-        c.train.checkpoint_every = 20
+        c.train.checkpoint_every = 10
         c.eval.max_batches = 4
     return lock(c)
 
@@ -212,7 +216,7 @@ def markdown_table(rows: Sequence[dict[str, Any]], *, steps_per_epoch: float = 0
         "best validation bpc",
         "best step" + (" (epoch)" if steps_per_epoch else ""),
         "train bpc, regularisers on",
-        "wall time",
+        "training time",
     ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:

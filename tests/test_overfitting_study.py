@@ -44,7 +44,7 @@ def test_small_variant_trains_and_evaluates_through_the_command(overfitting, dat
 
     summary = json.loads((workdir / "summary.json").read_text())
     config = json.loads((workdir / "config.json").read_text())
-    assert summary["stop_reason"] == "completed" and summary["steps"] == 20
+    assert summary["stop_reason"] == "completed" and summary["steps"] == 10
     assert config["model"]["regularization"]["weight_drop"] == 0.5
     assert config["optim"]["optimizer"] == "adamw"
 
