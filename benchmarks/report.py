@@ -107,26 +107,23 @@ def details(records: list[dict], peak: float) -> list[str]:
 
 
 def malloc_effect(records: list[dict]) -> list[str]:
-    """Config A with and without glibc keeping freed memory, per implementation."""
-    tuned = {r["impl"]: r for r in records if r.get("setting") == "malloc" and "error" not in r}
+    """LSTM configs with and without glibc keeping freed memory, per implementation."""
+    ok = [r for r in records if r["cell"] == "lstm" and "error" not in r]
+    tuned = {(r["config"], r["impl"]): r for r in ok if r.get("setting") == "malloc"}
     if not tuned:
         return []
-    plain = {
-        r["impl"]: r
-        for r in records
-        if r["cell"] == "lstm" and r["config"] == "A" and not r.get("setting") and "error" not in r
-    }
-    fused = _tps(tuned.get("rnnlab-fused"))
+    plain = {(r["config"], r["impl"]): r for r in ok if not r.get("setting")}
     lines = [
-        "| implementation | train tokens/s, default malloc | train tokens/s, freed memory kept "
-        "| gain | rnnlab fused / this (freed memory kept) |",
-        "|---|---|---|---|---|",
+        "| config | implementation | train tokens/s, default malloc "
+        "| train tokens/s, freed memory kept | gain | rnnlab fused / this, freed memory kept |",
+        "|---|---|---|---|---|---|",
     ]
-    for impl, rec in tuned.items():
-        base = _tps(plain.get(impl))
+    for (config, impl), rec in tuned.items():
+        base = _tps(plain.get((config, impl)))
+        fused = _tps(tuned.get((config, "rnnlab-fused")))
         lines.append(
-            f"| {impl} | {_fmt(base)} | {_fmt(_tps(rec))} | {_fmt(_ratio(_tps(rec), base), 2)} "
-            f"| {_fmt(_ratio(fused, _tps(rec)), 2)} |"
+            f"| {config} | {impl} | {_fmt(base)} | {_fmt(_tps(rec))} "
+            f"| {_fmt(_ratio(_tps(rec), base), 2)} | {_fmt(_ratio(fused, _tps(rec)), 2)} |"
         )
     return lines
 
@@ -207,7 +204,7 @@ def render(result: dict) -> str:
     malloc = malloc_effect(records)
     if malloc:
         out.append(
-            "\n### Config A (LSTM) with glibc keeping freed memory\n\n"
+            "\n### LSTM with glibc keeping freed memory\n\n"
             "`MALLOC_MMAP_THRESHOLD_=2**30 MALLOC_TRIM_THRESHOLD_=2**32` for every peer: "
             "no page faults on each step's fresh temporaries (docs/performance.md).\n"
         )

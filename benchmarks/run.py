@@ -35,8 +35,8 @@ ROOT = Path(__file__).resolve().parent
 # (cell, config, implementations, modes, setting). The long sequence is training only: its
 # point is memory. The scan path without remat is left out there: autodiff through lax.scan
 # keeps every step's intermediates and needs several GiB at T = 8192. The "malloc" setting
-# reruns config A with glibc told to keep freed memory (same for every peer), to show what
-# the per-step page faults of fresh temporaries cost (docs/performance.md).
+# reruns configs A and B with glibc told to keep freed memory (same for every peer), to show
+# what the per-step page faults of fresh temporaries cost (docs/performance.md).
 PLAN = [
     ("lstm", "A", ["torch", "flax", "rnnlab-scan", "rnnlab-fused", "rnnlab-fused-bf16"], None, ""),
     ("lstm", "B", ["torch", "flax", "rnnlab-scan", "rnnlab-fused"], None, ""),
@@ -45,6 +45,7 @@ PLAN = [
     ("gru", "B", ["torch", "flax", "rnnlab-fused"], None, ""),
     ("gru", "C", ["torch", "flax", "rnnlab-fused"], None, ""),
     ("lstm", "A", ["torch", "flax", "rnnlab-fused"], ["train"], "malloc"),
+    ("lstm", "B", ["torch", "flax", "rnnlab-fused"], ["train"], "malloc"),
     (
         "lstm",
         "long",
