@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -34,6 +35,24 @@ def _clean(value: Any) -> Any:
     return value
 
 
+def _summary_writer():
+    """tensorboardX's ``SummaryWriter``, imported without torch.
+
+    tensorboardX imports torch (when installed) only to accept torch tensors; rnnlab logs
+    Python floats, and the import costs several seconds at every start of a run.
+    """
+    if "torch" in sys.modules:
+        from tensorboardX import SummaryWriter
+
+        return SummaryWriter
+    sys.modules["torch"] = None  # makes `import torch` raise ImportError inside tensorboardX
+    try:
+        from tensorboardX import SummaryWriter
+    finally:
+        del sys.modules["torch"]
+    return SummaryWriter
+
+
 class MetricWriter:
     """Appends metric records to ``<workdir>/metrics.jsonl`` and TensorBoard event files."""
 
@@ -47,9 +66,7 @@ class MetricWriter:
             if files.exists(self.path):
                 self._lines = _records(files.read_text(self.path))
             if tensorboard:
-                from tensorboardX import SummaryWriter
-
-                self._tb = SummaryWriter(files.join(workdir, "tensorboard"))
+                self._tb = _summary_writer()(files.join(workdir, "tensorboard"))
 
     def truncate_after(self, step: int) -> None:
         """Drops records past ``step`` (a resumed run re-logs the steps it repeats)."""
