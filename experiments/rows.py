@@ -68,6 +68,16 @@ class Baseline:
 
 
 @dataclasses.dataclass(frozen=True)
+class Extra:
+    """A further number of the run shown in the row's notes (``value * scale``)."""
+
+    label: str
+    path: str
+    scale: float = 1.0
+    digits: int = 3
+
+
+@dataclasses.dataclass(frozen=True)
 class Row:
     """One line of the table (see the module docstring)."""
 
@@ -82,6 +92,8 @@ class Row:
     overrides: tuple[str, ...] = ()
     eval_split: str = ""  # score a checkpoint on this split with `rnnlab eval`
     eval_checkpoint: str = ""  # which one: "" (the best by validation), "latest"
+    also_eval: tuple[str, ...] = ()  # more splits scored on the same checkpoint
+    extras: tuple[Extra, ...] = ()
     solved_below: float | None = None  # "solved" when the metric falls below this
     diagnose: str = ""  # cells for `rnnlab diagnose --cells ...` after training
     figures: tuple[str, ...] = ("plots/loss.png",)
@@ -105,11 +117,9 @@ class Row:
         """Every ``rnnlab`` invocation of the row, in order."""
         workdir = workdir or f"workdirs/results/{self.key}"
         out = [self.train_args(workdir)]
-        if self.eval_split:
-            ev = ["eval", "--workdir", workdir, "--split", self.eval_split]
-            out.append(
-                ev + (["--checkpoint", self.eval_checkpoint] if self.eval_checkpoint else [])
-            )
+        which = ["--checkpoint", self.eval_checkpoint] if self.eval_checkpoint else []
+        for split in (self.eval_split, *self.also_eval) if self.eval_split else ():
+            out.append(["eval", "--workdir", workdir, "--split", split, *which])
         if self.diagnose:
             out.append(["diagnose", "--workdir", workdir, "--cells", self.diagnose])
         return out
@@ -179,6 +189,28 @@ def _mnist1d(variant: str, model: str, baselines: tuple[Baseline, ...], tier: st
     )
 
 
+BITS = 1 / math.log(2)
+
+
+def _charlm(variant: str, what: str, model: str, baselines: tuple[Baseline, ...]) -> Row:
+    return Row(
+        key=f"charlm-{variant}",
+        experiment=f"Character LM, one novel, {what}",
+        dataset="austen: Pride and Prejudice, first 30 % (205 K chars) for training",
+        model=model,
+        config=f"experiments/charlm_regularized.py:{variant}",
+        metric=Metric("test bits per character", "eval_test:bpc", "min", digits=3),
+        baselines=baselines,
+        eval_split="test",
+        also_eval=("train",),
+        extras=(
+            Extra("training-split bpc", "eval_train:bpc"),
+            Extra("validation bpc", "summary:best.metrics.bpc"),
+            Extra("last training-batch bpc", "summary:final.train.loss", scale=BITS),
+        ),
+    )
+
+
 GREYDANUS_GRU = Baseline("GRU", value=0.91, source="Greydanus 2020", target=True)
 
 _FORECAST_BASELINES = (
@@ -237,27 +269,17 @@ ROWS: tuple[Row, ...] = (
         "speaker, so a validation split carved from its end holds one speaker only",
     ),
     # Character LM with and without the regularisation recipe.
-    Row(
-        key="charlm-plain",
-        experiment="Character LM, one novel, no regularisation",
-        dataset="austen: Pride and Prejudice (616 K train chars)",
-        model="LSTM 1 x 256, plain",
-        config="experiments/charlm_regularized.py:plain",
-        metric=Metric("test bits per character", "eval_test:bpc", "min", digits=3),
-        baselines=(Baseline("uniform over the 82-token vocabulary", value=math.log2(82)),),
-        eval_split="test",
+    _charlm(
+        "plain",
+        "no regularisation",
+        "LSTM 1 x 256, plain",
+        (Baseline("uniform over the 80-token vocabulary", value=math.log2(80)),),
     ),
-    Row(
-        key="charlm-recipe",
-        experiment="Character LM, one novel, AWD-LSTM recipe",
-        dataset="austen: Pride and Prejudice (616 K train chars)",
-        model="LSTM 1 x 256, locked dropout + weight drop + AR/TAR",
-        config="experiments/charlm_regularized.py:recipe",
-        metric=Metric("test bits per character", "eval_test:bpc", "min", digits=3),
-        baselines=(
-            Baseline("same model unregularised (same run)", path="row:charlm-plain", target=True),
-        ),
-        eval_split="test",
+    _charlm(
+        "recipe",
+        "AWD-LSTM recipe",
+        "LSTM 1 x 256, locked dropout + weight drop + AR/TAR",
+        (Baseline("same model unregularised (same run)", path="row:charlm-plain", target=True),),
     ),
     # Forecasting against classical baselines fitted in the same run.
     Row(

@@ -78,6 +78,8 @@ def record_from_run(row: Row, files: Mapping[str, Any]) -> dict[str, Any]:
     }
     if row.eval_split:
         record["checkpoint_step"] = lookup(files, f"eval_{row.eval_split}:step")
+    if row.extras:
+        record["extras"] = {e.label: float(lookup(files, e.path)) * e.scale for e in row.extras}
     if summary.get("sample"):
         record["sample"] = summary["sample"]
     return record
@@ -239,6 +241,10 @@ def _detail(row: Row, record: Mapping[str, Any]) -> str:
             bits.append(f"CPU time {fmt_duration(record['cpu_time_s'])}")
         if record.get("load") is not None:
             bits.append(f"load average {record['load'][0]:.1f} at the start")
+        extras = record.get("extras", {})
+        digits = {e.label: e.digits for e in row.extras}
+        for label, value in extras.items():
+            bits.append(f"{label} {fmt_value(value, digits=digits.get(label, 3))}")
         if record.get("checkpoint_step") is not None:
             bits.append(f"scored checkpoint of step {record['checkpoint_step']}")
         if record.get("date"):

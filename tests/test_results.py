@@ -240,3 +240,29 @@ def test_accelerator_configs_train_on_mock_data(spec, tmp_path, monkeypatch):
     assert summary["steps"] == config.train.steps and summary["stop_reason"] == "completed"
     validation = summary["final"]["validation"]
     assert math.isfinite(validation["loss"]), validation
+
+
+def test_extras_of_a_run_go_to_the_notes(exp, tmp_path):
+    """The character LM rows score train and test splits: both land in the record, the
+    training-set figure in the row's notes (the train/validation gap)."""
+    rows, table, _ = exp
+    row = rows.by_key()["charlm-recipe"]
+    summary = {
+        **_summary(3000),
+        "best": {"metrics": {"bpc": 1.95}},
+        "final": {"train": {"loss": math.log(2) * 1.5}},
+    }
+    _write_run(
+        str(tmp_path), summary, test={"bpc": 1.97, "step": 2750}, train={"bpc": 1.61, "step": 2750}
+    )
+    record = table.record_from_run(row, table.read_run_files(str(tmp_path)))
+    assert record["metric"] == 1.97 and record["checkpoint_step"] == 2750
+    assert record["extras"]["training-split bpc"] == 1.61
+    assert math.isclose(record["extras"]["last training-batch bpc"], 1.5)
+    assert [c[:4] for c in row.commands()] == [
+        ["train", "--config", row.config, "--workdir"],
+        ["eval", "--workdir", "workdirs/results/charlm-recipe", "--split"],
+        ["eval", "--workdir", "workdirs/results/charlm-recipe", "--split"],
+    ]
+    text = table.render(rows.ROWS, {row.key: {**record, "status": "ok"}})
+    assert "training-split bpc 1.610, validation bpc 1.950" in text
