@@ -114,3 +114,31 @@ def test_forecast_task_metrics_give_mase_in_original_units():
     np.testing.assert_allclose(out["mase"], np.abs(y - p).mean() / scale, rtol=1e-5)
     np.testing.assert_allclose(out["naive_mase"], np.abs(y - nv).mean() / scale, rtol=1e-5)
     np.testing.assert_allclose(means["loss"], ((z_y - z_p)[:3] ** 2).mean(), rtol=1e-5)
+
+
+def test_window_normalisation_makes_forecasts_affine_equivariant():
+    model = Forecaster(
+        1, 4, head="quantile", window_norm=True, ar_order=3, hidden_features=8, rngs=nnx.Rngs(0)
+    )
+    model.ar.kernel[...] = jax.random.normal(jax.random.key(3), model.ar.kernel.shape)
+    x = jax.random.normal(jax.random.key(2), (2, 9, 1))
+    out, aux = forward(model, {"inputs": x}, False)
+    out2, aux2 = forward(model, {"inputs": 3.0 * x + 5.0}, False)
+    np.testing.assert_allclose(np.asarray(out2), 3.0 * np.asarray(out) + 5.0, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        np.asarray(aux2["quantiles"]), 3.0 * np.asarray(aux["quantiles"]) + 5.0, atol=1e-4
+    )
+
+
+def test_linear_autoregressive_component_is_a_map_of_the_last_lags():
+    model = Forecaster(2, 3, ar_order=4, residual=False, hidden_features=8, rngs=nnx.Rngs(0))
+    model.head.kernel[...] = jnp.zeros_like(model.head.kernel[...])
+    model.head.bias[...] = jnp.zeros_like(model.head.bias[...])
+    W = np.asarray(jax.random.normal(jax.random.key(4), (4, 3)))
+    model.ar.kernel[...] = jnp.asarray(W)
+    x = np.asarray(jax.random.normal(jax.random.key(5), (2, 6, 2)))
+    out, _ = forward(model, {"inputs": jnp.asarray(x)}, False)
+    ref = np.einsum("bpf,ph->bhf", x[:, -4:], W) + np.asarray(model.ar.bias[...])[None, :, None]
+    np.testing.assert_allclose(np.asarray(out), ref, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="ar_order"):
+        Forecaster(1, 3, ar_order=2, mode="autoregressive", rngs=nnx.Rngs(0))

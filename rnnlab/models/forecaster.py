@@ -22,7 +22,14 @@ same way for every head); ``aux["scale"]`` or ``aux["quantiles"]`` holds the res
 
 With ``residual=True`` (default when input and output series match) forecasts are offsets
 from the last observed value: a trending series such as co2 then leaves the training range
-without the network having to extrapolate levels.
+without the network having to extrapolate levels. ``window_norm=True`` goes further and
+standardises every window by its own mean and standard deviation per series, forecasting in
+those units and mapping back (reversible instance normalisation, Kim et al. 2022): the
+network then sees cycles of any amplitude at one scale, as sunspots' growing cycles need.
+``ar_order=p`` (direct mode) adds a linear autoregressive component, a map from the last
+``p`` values of each series to its ``H`` forecasts, in parallel with the network (the
+"highway" of LSTNet, Lai et al. 2018): the linear structure a small series supports is then
+there from the start, and the network learns what is left.
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ Array = jax.Array
 MODES = ("direct", "autoregressive")
 HEADS = ("point", "gaussian", "quantile")
 SCALE_EPS = 1e-3
+WINDOW_EPS = 1e-4  # variance floor of window normalisation (flat windows)
 
 
 def gaussian_nll(y: Array, mean: Array, scale: Array) -> Array:
@@ -89,6 +97,8 @@ class Forecaster(nnx.Module):
       residual: forecast offsets from the last observed value (needs ``F_out == F``);
         ``None`` turns it on exactly when the sizes match.
       teacher_forcing: autoregressive training on true inputs (else on its own forecasts).
+      window_norm: standardise each window by its own statistics (see the module docstring).
+      ar_order: lags of the linear autoregressive component (0: none; direct mode only).
       seasonal_period: when set (and the window holds a full season), ``aux`` also carries
         the seasonal-naive forecast of each window, ``aux["seasonal_naive"]``, the baseline
         of MASE (:func:`rnnlab.models.metrics.seasonal_naive`).
@@ -109,6 +119,8 @@ class Forecaster(nnx.Module):
         dropout: float = 0.0,
         residual: bool | None = None,
         teacher_forcing: bool = True,
+        window_norm: bool = False,
+        ar_order: int = 0,
         seasonal_period: int | None = None,
         dtype: Any = None,
         rngs: nnx.Rngs,
@@ -130,6 +142,10 @@ class Forecaster(nnx.Module):
                 "mode='autoregressive' feeds forecasts back as inputs, so output_features must "
                 f"equal input_features={input_features}, got {out}"
             )
+        if isinstance(ar_order, bool) or not isinstance(ar_order, int) or ar_order < 0:
+            raise ValueError(f"ar_order must be an int >= 0, got {ar_order!r}")
+        if ar_order and mode != "direct":
+            raise ValueError(f"ar_order > 0 needs mode='direct', got mode={mode!r}")
         residual = same if residual is None else residual
         if residual and not same:
             raise ValueError(
@@ -138,7 +154,7 @@ class Forecaster(nnx.Module):
             )
         dtype = resolve_dtype(dtype)
         self.mode, self.head_type, self.residual = mode, head, residual
-        self.teacher_forcing = teacher_forcing
+        self.teacher_forcing, self.window_norm = teacher_forcing, window_norm
         self.seasonal_period = (
             None
             if seasonal_period is None
@@ -163,18 +179,28 @@ class Forecaster(nnx.Module):
             dtype=dtype,
             rngs=rngs,
         )
+        self.ar_order = ar_order
+        # Zero-initialised: training starts from the network alone.
+        self.ar = (
+            nnx.Linear(ar_order, horizon, kernel_init=nnx.initializers.zeros_init(), rngs=rngs)
+            if ar_order
+            else None
+        )
 
-    def _read(self, h: Array, last: Array) -> dict[str, Array]:
-        """Head outputs for states ``h`` ``[B, S, hidden]`` -> per-step parameters."""
+    def _read(self, h: Array, last: Array, extra: Array | None = None) -> dict[str, Array]:
+        """Head outputs for states ``h`` ``[B, S, hidden]`` -> per-step parameters; ``extra``
+        ``[B, S, F]`` is added to every location parameter."""
         raw = self.head(h).astype(jnp.float32)
         raw = raw.reshape(raw.shape[:1] + (-1, self.output_features, self.params_per_value))
-        base = last[:, None, :] if self.residual else 0.0
+        base = last[:, None, :] if self.residual else jnp.zeros_like(last[:, None, :])
+        if extra is not None:
+            base = base + extra
         if self.head_type == "point":
             return {"point": raw[..., 0] + base}
         if self.head_type == "gaussian":
             mean = raw[..., 0] + base
             return {"point": mean, "scale": jax.nn.softplus(raw[..., 1]) + SCALE_EPS}
-        levels = raw + (base[..., None] if self.residual else 0.0)
+        levels = raw + base[..., None]
         # Sorting makes the levels monotone, so quantile forecasts never cross.
         levels = jnp.sort(levels, axis=-1)
         return {"point": levels[..., self.median], "quantiles": levels}
@@ -197,25 +223,41 @@ class Forecaster(nnx.Module):
             raise ValueError(
                 f"batch['inputs'] must be [B, L, {self.rnn.in_features}], got {tuple(x.shape)}"
             )
-        x = x.astype(jnp.float32)
+        x = raw = x.astype(jnp.float32)
+        y_true = batch.get("targets")
+        if self.window_norm:
+            mu = jnp.mean(x, axis=1, keepdims=True)
+            sigma = jnp.sqrt(jnp.var(x, axis=1, keepdims=True) + WINDOW_EPS)
+            x = (x - mu) / sigma
+            mu, sigma = mu[..., : self.output_features], sigma[..., : self.output_features]
+            if y_true is not None:
+                y_true = (
+                    jnp.asarray(y_true, jnp.float32).reshape(x.shape[0], self.horizon, -1) - mu
+                ) / sigma
         last = x[:, -1, : self.output_features]
         kw = dict(deterministic=not train, rngs=rngs)
         if self.mode == "direct":
             h = self.rnn(x, **kw)
-            out = self._read(h[:, -1:], last)
-        elif train and self.teacher_forcing and batch.get("targets") is not None:
+            out = self._read(h[:, -1:], last, self._autoregression(x))
+        elif train and self.teacher_forcing and y_true is not None:
             # One pass over history and the true future but its last value: state t forecasts
             # step t + 1, so the last H states forecast the horizon.
-            y = jnp.asarray(batch["targets"], jnp.float32).reshape(x.shape[0], self.horizon, -1)
+            y = jnp.asarray(y_true, jnp.float32).reshape(x.shape[0], self.horizon, -1)
             full = jnp.concatenate([x, y[:, :-1]], axis=1)
             h = self.rnn(full, **kw)
             prev = jnp.concatenate([x[:, -1:], y[:, :-1]], axis=1)  # the value before each step
             out = self._read_steps(h[:, -self.horizon :], prev)
         else:
             out, h = self._free_run(x, last, kw)
+        if self.window_norm:  # back to the data's units
+            out = dict(out, point=mu + sigma * out["point"])
+            if "scale" in out:
+                out["scale"] = sigma * out["scale"]
+            if "quantiles" in out:
+                out["quantiles"] = mu[..., None] + sigma[..., None] * out["quantiles"]
         aux = {"hidden": h}
         if self.seasonal_period is not None and x.shape[1] >= self.seasonal_period:
-            history = x[..., : self.output_features]
+            history = raw[..., : self.output_features]
             aux["seasonal_naive"] = seasonal_naive(history, self.horizon, self.seasonal_period)
         if "scale" in out:
             aux["scale"] = out["scale"]
@@ -223,6 +265,17 @@ class Forecaster(nnx.Module):
             aux["quantiles"] = out["quantiles"]
             aux["quantile_levels"] = jnp.asarray(self.quantiles, jnp.float32)
         return out["point"], aux
+
+    def _autoregression(self, x: Array) -> Array | None:
+        """The linear component ``[B, H, F]`` from the last ``ar_order`` values per series."""
+        if self.ar is None:
+            return None
+        if x.shape[1] < self.ar_order:
+            raise ValueError(
+                f"inputs must hold at least ar_order={self.ar_order} steps, got {x.shape[1]}"
+            )
+        lags = jnp.swapaxes(x[:, -self.ar_order :, : self.output_features], 1, 2)  # [B, F, p]
+        return jnp.swapaxes(self.ar(lags).astype(jnp.float32), 1, 2)
 
     def _read_steps(self, h: Array, prev: Array) -> dict[str, Array]:
         """One-step head applied at every state, each relative to its own previous value."""
