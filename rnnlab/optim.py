@@ -3,12 +3,16 @@
 The chain applied to a gradient ``g`` is, in order::
 
     record ||g||  ->  clip (global norm | value | adaptive)  ->  record ||clip(g)||
-      ->  [L2: g + wd * w]  ->  optimizer (sgd+momentum | adam | rmsprop)
+      ->  [L2: g + wd * w]  ->  optimizer (sgd+momentum | adam | rmsprop | nt_asgd)
       ->  [decoupled decay: u + wd * w (adamw)]  ->  * -lr(step)  ->  [* plateau scale]
 
-wrapped by ``optax.multi_transform`` when parameters are frozen and by ``optax.MultiSteps``
-for gradient accumulation. Weight decay uses a mask that spares biases and normalisation
-scales (every parameter with fewer than two dimensions, or named ``bias``/``scale``).
+wrapped by ``optax.multi_transform`` when parameters are frozen, then followed by the
+weight average (``nt_asgd``'s iterate average or the ``ema_decay`` average; last, so it
+sees the final updates), and wrapped by ``optax.MultiSteps`` for gradient accumulation.
+:func:`eval_params` reads the parameters to evaluate back from the state.
+
+Weight decay uses a mask that spares biases and normalisation scales (every parameter with
+fewer than two dimensions, or named ``bias``/``scale``).
 
 The recorded norms and the learning rate actually applied live in the optimizer state;
 :func:`stats` reads them back (for logging) without re-computing anything.
@@ -33,11 +37,15 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from rnnlab.regularizers import averaging
+
 __all__ = [
     "OPTIMIZERS",
     "SCHEDULES",
     "build",
     "decay_mask",
+    "eval_params",
+    "has_average",
     "frozen_mask",
     "make",
     "lr_schedule",
@@ -45,7 +53,7 @@ __all__ = [
     "stats",
 ]
 
-OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
+OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "nt_asgd")
 SCHEDULES = ("constant", "cosine", "step", "plateau")
 
 # Leaf names that are never decayed even when they have two or more dimensions.
@@ -208,7 +216,7 @@ def _check(kw: dict[str, Any]) -> None:
     for name in ("eps", "weight_decay", "clip_norm", "clip_value", "clip_adaptive"):
         if not finite(kw[name]) or kw[name] < 0:
             raise _bad(name, "a finite number >= 0 (0 switches it off)", kw[name])
-    if kw["eps"] == 0 and kw["optimizer"] != "sgd":
+    if kw["eps"] == 0 and kw["optimizer"] not in ("sgd", "nt_asgd"):
         raise _bad("eps", "a positive number for adaptive optimizers", kw["eps"])
     for name in ("warmup_steps", "total_steps", "decay_every"):
         if not isinstance(kw[name], int) or kw[name] < 0:
@@ -232,6 +240,13 @@ def _check(kw: dict[str, Any]) -> None:
     for name in ("plateau_patience", "plateau_accumulation"):
         if not isinstance(kw[name], int) or kw[name] < 1:
             raise _bad(name, "an integer >= 1", kw[name])
+    nonmono = kw["nonmono"]
+    if isinstance(nonmono, bool) or not isinstance(nonmono, int) or nonmono < 1:
+        raise _bad("nonmono", "an integer >= 1", nonmono)
+    if not finite(kw["ema_decay"]) or not 0 <= kw["ema_decay"] < 1:
+        raise _bad("ema_decay", "a number in [0, 1) (0 switches it off)", kw["ema_decay"])
+    if kw["ema_decay"] > 0 and kw["optimizer"] == "nt_asgd":
+        raise _bad("ema_decay", "0 with nt_asgd, which keeps its own average", kw["ema_decay"])
     if kw["optimizer"] == "adamw" and kw["weight_decay"] <= 0:
         raise _bad("weight_decay", "a positive number for adamw (or use adam)", kw["weight_decay"])
     for pattern in kw["freeze"]:
@@ -287,6 +302,8 @@ def build(
     plateau_min_scale: float = 0.0,
     accumulate_steps: int = 1,
     freeze: Sequence[str] = (),
+    nonmono: int = 5,
+    ema_decay: float = 0.0,
     mask: Callable[[Any], Any] | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     """Builds the optimizer chain (see the module docstring for the order).
@@ -294,8 +311,10 @@ def build(
     Args:
       optimizer: ``sgd`` (heavy-ball or Nesterov momentum; ``momentum=0`` is plain SGD),
         ``adam`` (Kingma & Ba 2015), ``adamw`` (Loshchilov & Hutter 2019: decay decoupled
-        from the adaptive scaling) or ``rmsprop`` (Tieleman & Hinton 2012; ``momentum`` > 0
-        adds momentum on top).
+        from the adaptive scaling), ``rmsprop`` (Tieleman & Hinton 2012; ``momentum`` > 0
+        adds momentum on top) or ``nt_asgd`` (Merity et al. 2017: plain SGD, ``momentum``
+        unused, whose iterates are averaged uniformly from the non-monotone trigger on, see
+        :func:`rnnlab.regularizers.average_iterates`; evaluate on :func:`eval_params`).
       lr: peak learning rate (> 0).
       momentum, nesterov: momentum of ``sgd``/``rmsprop``.
       b1, b2, eps: Adam moments; ``decay``/``eps`` for RMSProp.
@@ -316,6 +335,11 @@ def build(
         (``optax.MultiSteps``); the schedule counts real updates.
       freeze: regexes on parameter paths (``'embed/embedding'``); matching leaves get zero
         updates and no optimizer state.
+      nonmono: for ``nt_asgd``, averaging starts at the first validation loss (fed with
+        :func:`rnnlab.regularizers.observe_validation`) worse than the best one logged more
+        than ``nonmono`` validations earlier.
+      ema_decay: > 0 keeps ``a = ema_decay * a + (1 - ema_decay) * w`` of the parameters
+        after each update (:func:`rnnlab.regularizers.ema_params`); not with ``nt_asgd``.
       mask: replaces :func:`decay_mask`.
 
     Returns:
@@ -377,6 +401,12 @@ def build(
             return jax.tree.map(lambda f: "frozen" if f else "train", frozen)
 
         tx = optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels)
+    # Outside the freeze split, so the average holds every parameter (frozen ones stay put);
+    # inside MultiSteps, so it counts real updates only.
+    if optimizer == "nt_asgd":
+        tx = optax.chain(tx, averaging.average_iterates(nonmono))
+    elif ema_decay > 0:
+        tx = optax.chain(tx, averaging.ema_params(ema_decay))
     if accumulate_steps > 1:
         # Not .gradient_transformation(): that wrapper would drop the `value` argument.
         multi = optax.MultiSteps(tx, every_k_schedule=accumulate_steps)
@@ -402,6 +432,22 @@ def _standard_promotion(
             return tx.update(updates, state, params, **extra_args)
 
     return optax.GradientTransformationExtraArgs(init, update)
+
+
+def has_average(opt_state: Any) -> bool:
+    """Whether ``opt_state`` keeps a weight average (``nt_asgd`` or ``ema_decay`` > 0)."""
+    kinds = (averaging.AverageIteratesState, averaging.EmaParamsState)
+    leaves = jax.tree.leaves(opt_state, is_leaf=lambda x: isinstance(x, kinds))
+    return any(isinstance(x, kinds) for x in leaves)
+
+
+def eval_params(opt_state: Any, params: Any) -> Any:
+    """The parameters to evaluate, checkpoint as "best" and sample from: the weight average
+    kept in ``opt_state`` (for ``nt_asgd`` only once averaging has started), else
+    ``params``. Works inside ``jit``."""
+    if not has_average(opt_state):
+        return params
+    return averaging.averaged_params(opt_state, params)
 
 
 def stats(opt_state: Any) -> dict[str, jax.Array]:

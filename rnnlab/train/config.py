@@ -75,6 +75,9 @@ def base_config() -> ConfigDict:
             "plateau_min_scale": 0.0,
             "accumulate_steps": 1,
             "freeze": (),
+            # nt_asgd: validations a loss must be worse than the best before averaging starts
+            "nonmono": 5,
+            "ema_decay": 0.0,  # > 0: evaluate on an exponential moving average of the weights
         }
     )
     c.train = ConfigDict(

@@ -19,6 +19,7 @@ import jax
 from flax import nnx
 
 from rnnlab import optim, parallel
+from rnnlab.regularizers import observe_validation
 from rnnlab.train import checkpoint as ckpt_lib
 from rnnlab.train import config as cfg_lib
 from rnnlab.train import files, inputs, integrity, nonfinite, plots, sampling, tasks
@@ -83,6 +84,17 @@ class Run:
         self.shardings = state_lib.state_shardings(self.abstract, self.mesh, self.rules)
         self._init = jax.jit(init, out_shardings=self.shardings)
         self._eval_step = None
+        # nt_asgd / ema_decay: evaluation, the best checkpoint and samples use the average.
+        self.averaging = optim.has_average(self.abstract.opt_state)
+        self._eval_params = jax.jit(
+            lambda s: optim.eval_params(s.opt_state, s.params),
+            out_shardings=self.shardings.params,
+        )
+        self._observe = jax.jit(
+            lambda s, v: s.replace(opt_state=observe_validation(s.opt_state, v)),
+            out_shardings=self.shardings,
+            donate_argnums=0,
+        )
 
     # -- state ----------------------------------------------------------------------------
     def initial_state(self) -> state_lib.TrainState:
@@ -136,9 +148,26 @@ class Run:
         )
 
     # -- evaluation -----------------------------------------------------------------------
+    def eval_state(self, state: state_lib.TrainState) -> state_lib.TrainState:
+        """``state`` with the parameters to evaluate: the weight average of ``nt_asgd``
+        (once started) or ``optim.ema_decay``, else ``state`` itself. Idempotent."""
+        if not self.averaging:
+            return state
+        return state.replace(params=self._eval_params(state))
+
+    def observe_validation(
+        self, state: state_lib.TrainState, metrics: dict[str, float]
+    ) -> state_lib.TrainState:
+        """Feeds the validation ``loss`` to the ``nt_asgd`` trigger (donates ``state``)."""
+        if self.config.optim.optimizer != "nt_asgd":
+            return state
+        return self._observe(state, jax.numpy.float32(metrics["loss"]))
+
     def evaluate(self, state: state_lib.TrainState, split: str) -> dict[str, float]:
-        """Metrics of ``state`` on ``split`` (whole split, or ``eval.max_batches``)."""
+        """Metrics of ``state`` on ``split`` (whole split, or ``eval.max_batches``), on the
+        averaged weights when the optimizer keeps an average (:meth:`eval_state`)."""
         cfg = self.config
+        state = self.eval_state(state)
         batch_size = int(cfg.eval.batch_size)
         if self._eval_step is None:
             step = make_eval_step(self.graphdef, self.task, stateful=self.stateful)
@@ -312,6 +341,7 @@ def train(
     grace, eval_seconds = float(cfg.train.preemption_grace_s), None
     if eval_pending:  # the evaluation a preempted run deferred
         last_eval = run.evaluate(state, split)
+        state = run.observe_validation(state, last_eval)
         writer.write(start, split, last_eval)
         progress.write(f"step {start}: {split} (deferred) " + _fmt(last_eval))
         if early.update(start, last_eval):
@@ -400,6 +430,8 @@ def train(
             if _is_due(step, int(cfg.train.eval_every), total) and not defer:
                 t_eval = time.perf_counter()
                 last_eval = run.evaluate(state, split)
+                # Before the save, so the checkpoint holds the trigger's view of this loss.
+                state = run.observe_validation(state, last_eval)
                 eval_seconds = time.perf_counter() - t_eval
                 eval_metrics = last_eval
                 writer.write(step, split, last_eval)
@@ -469,6 +501,7 @@ def train(
         # Restoring and gathering sharded parameters are collectives: every process joins.
         best = run.checkpoints.best_step()
         params_state = state if best is None or best == step else run.restore(best)[0]
+        params_state = run.eval_state(params_state)
         host = parallel.to_host((params_state.params, params_state.rest))
         if main:
             text = sampling.sample_text(run, params_state.replace(params=host[0], rest=host[1]))
@@ -479,6 +512,7 @@ def train(
         # checkpoint; every process joins, as it may evaluate.
         best = run.checkpoints.best_step()
         report_state = state if best is None or best == step else run.restore(best)[0]
+        report_state = run.eval_state(report_state)
         summary["report"] = run.task.report(run, report_state, workdir)
     if main and stop_reason != "preempted":
         plots.plot_workdir(workdir)
