@@ -92,6 +92,6 @@ def get_config(arg: str = "japanese_vowels,attention") -> ml_collections.ConfigD
         c.optim.warmup_steps = 5
         c.train.steps = 60
         c.train.log_every = 20
-        c.train.eval_every = 30
-        c.train.checkpoint_every = 30
+        c.train.eval_every = 60
+        c.train.checkpoint_every = 60
     return lock(c)

@@ -70,7 +70,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.train.eval_every = 500
     c.train.checkpoint_every = 500
     c.train.stateful = False
-    c.eval.batch_size = 100
+    c.eval.batch_size = 128
 
     if arg == "librispeech":
         c.data = ml_collections.ConfigDict({"name": "librispeech_features"})
@@ -86,14 +86,15 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         c.eval.max_batches = 50
     elif arg == "small":
         c.data.max_digits = 2
-        c.data.eval_examples = 100
+        c.data.eval_examples = 64
         c.model.hidden_features = 32
         c.model.num_layers = 1
         c.optim.lr = 1e-2
         c.optim.warmup_steps = 20
-        c.train.steps = 150
+        c.train.steps = 80
         c.train.batch_size = 16
-        c.train.log_every = 25
-        c.train.eval_every = 75
-        c.train.checkpoint_every = 75
+        c.train.log_every = 20
+        c.train.eval_every = 80
+        c.train.checkpoint_every = 80
+        c.eval.batch_size = 32
     return lock(c)

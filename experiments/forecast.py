@@ -147,7 +147,7 @@ def get_config(arg: str = "co2") -> ml_collections.ConfigDict:
         c.optim.warmup_steps = 10
         c.train.steps = 100
         c.train.log_every = 25
-        c.train.eval_every = 50
-        c.train.checkpoint_every = 50
+        c.train.eval_every = 100
+        c.train.checkpoint_every = 100
         c.baselines.order = (2, 0, 0)
     return lock(c)

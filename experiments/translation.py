@@ -75,7 +75,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.train.stateful = False
     c.train.early_stopping.metric = "exact_match"
     c.train.early_stopping.mode = "max"
-    c.eval.batch_size = 100
+    c.eval.batch_size = 128
 
     if arg == "wmt":
         c.data = ml_collections.ConfigDict(
@@ -101,16 +101,16 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         c.eval.max_batches = 50
     elif arg == "small":
         c.data.seq_len = 6
-        c.data.eval_examples = 200
+        c.data.eval_examples = 100
         c.model.embed_features = 16
         c.model.hidden_features = 32
         c.model.attention_features = 32
         c.optim.lr = 1e-2
         c.optim.warmup_steps = 20
-        c.train.steps = 300
+        c.train.steps = 200
         c.train.batch_size = 32
         c.train.log_every = 50
-        c.train.eval_every = 150
-        c.train.checkpoint_every = 150
-        c.eval.batch_size = 100
+        c.train.eval_every = 200
+        c.train.checkpoint_every = 200
+        c.eval.batch_size = 64
     return lock(c)

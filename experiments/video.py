@@ -72,7 +72,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.train.eval_every = 500
     c.train.checkpoint_every = 500
     c.train.stateful = False
-    c.eval.batch_size = 50
+    c.eval.batch_size = 64
 
     if arg == "large":
         c.data.canvas = 64
@@ -90,7 +90,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         c.data.num_digits = 1
         c.data.seq_len = 4
         c.data.horizon = 2
-        c.data.eval_examples = 50
+        c.data.eval_examples = 32
         c.model.hidden_features = 8
         c.model.num_layers = 1
         c.optim.lr = 1e-2
@@ -98,7 +98,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         c.train.steps = 60
         c.train.batch_size = 8
         c.train.log_every = 20
-        c.train.eval_every = 30
-        c.train.checkpoint_every = 30
-        c.eval.batch_size = 25
+        c.train.eval_every = 60
+        c.train.checkpoint_every = 60
+        c.eval.batch_size = 16
     return lock(c)
