@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from rnnlab import cli
+from rnnlab.train import config as cfg_lib
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -19,6 +20,36 @@ def train(name: str, tmp_path: Path) -> dict:
     assert summary["stop_reason"] == "completed"
     assert (workdir / "plots" / "loss.png").exists()
     return summary
+
+
+VARIANTS = [
+    "translation.py",
+    "translation.py:luong",
+    "translation.py:beam",
+    "translation.py:wmt",
+    "ctc_digits.py",
+    "ctc_digits.py:librispeech",
+    "forecast.py:co2",
+    "forecast.py:sunspots,ar",
+    "forecast.py:co2,gaussian",
+    "forecast.py:sunspots,point",
+    "video.py",
+    "video.py:large",
+    "classify.py:mnist1d,last",
+    "classify.py:japanese_vowels,max,bi",
+]
+
+
+@pytest.mark.parametrize("spec", VARIANTS)
+def test_every_variant_loads(spec):
+    config = cfg_lib.load(str(REPO / "experiments" / spec))
+    assert config.train.steps > 0 and config.data.name
+
+
+@pytest.mark.parametrize("spec", ["translation.py:big", "forecast.py:co2,lstm", "classify.py:x"])
+def test_unknown_variants_are_errors(spec):
+    with pytest.raises(ValueError, match="variant"):
+        cfg_lib.load(str(REPO / "experiments" / spec))
 
 
 @pytest.mark.slow
