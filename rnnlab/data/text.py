@@ -1,9 +1,10 @@
-"""Text datasets for language modelling: austen, text_dir, tiny_shakespeare (characters),
-lm1b (words, packed sentences).
+"""Text datasets for language modelling: austen, text_dir (characters, or words with
+``level="word"``), tiny_shakespeare (characters), lm1b (words, packed sentences).
 
 Options: ``seq_len`` (default 128), ``split_fractions`` (austen, text_dir; default
 (0.9, 0.05, 0.05) per document), ``novels`` ("all" or a list, austen), ``path`` and
-``pattern`` (text_dir, default ``"**/*.txt"``), ``vocab_size`` (lm1b, default 32768),
+``pattern`` (text_dir, default ``"**/*.txt"``), ``level`` ("char" or "word"; austen,
+text_dir), ``max_vocab`` (word level, default 10000), ``vocab_size`` (lm1b, default 32768),
 ``vocab_examples`` (lm1b, training sentences counted for the vocabulary, default 300000).
 """
 
@@ -17,12 +18,14 @@ from typing import Any
 
 import grain
 import numpy as np
+from etils import epath
 
 from rnnlab.data import builders, catalog, lm, pipeline
 from rnnlab.data.config import (
     CATALOG_FIELDS,
     cache_key,
     check_split,
+    choice,
     data_dir,
     option,
     positive_int,
@@ -33,6 +36,7 @@ from rnnlab.data.registry import Dataset, register
 from rnnlab.data.vocab import (
     BOS_ID,
     EOS_ID,
+    WORD_RESERVED,
     CharEncoder,
     WordEncoder,
     as_text,
@@ -41,6 +45,8 @@ from rnnlab.data.vocab import (
 )
 
 DEFAULT_SEQ_LEN = 128
+DEFAULT_MAX_VOCAB = 10_000  # the size of the Penn Treebank's vocabulary
+LEVELS = ("char", "word")
 
 
 # The options that the memoised reads below depend on.
@@ -52,6 +58,8 @@ _FIELDS = (
     "pattern",
     "vocab_size",
     "vocab_examples",
+    "level",
+    "max_vocab",
 )
 
 
@@ -116,6 +124,7 @@ def _builder_corpus(key: str) -> dict[str, Any]:
     cfg = json.loads(key)
     builder = _corpus_builder(cfg)
     keep = _novels(cfg) if cfg["name"] == "austen" else None
+    metadata = builder.info.metadata or {}
     docs = {}
     for split in ("train", "validation", "test"):
         src = builder.as_data_source(split=split)
@@ -124,26 +133,52 @@ def _builder_corpus(key: str) -> dict[str, Any]:
             chunks.setdefault(as_text(ex["document"]), []).append(
                 (int(ex["chunk"]), as_text(ex["text"]))
             )
-        order = [d for d in builder.info.metadata["documents"] if d in chunks]
+        # Under tfds.testing.mock_data the builder has no metadata: names sorted instead.
+        order = [d for d in metadata.get("documents", sorted(chunks)) if d in chunks]
         docs[split] = [
             "".join(t for _, t in sorted(chunks[d])) for d in order if keep is None or d in keep
         ]
-    return {"vocab": list(builder.info.metadata["vocab"]), "documents": docs}
+    return {
+        "vocab": list(metadata.get("vocab") or char_vocab(docs["train"])),
+        "documents": docs,
+        "data_dir": str(builder.data_dir),
+    }
 
 
-def _char_info(cfg: Any) -> dict[str, Any]:
-    corpus = _char_corpus(cache_key(cfg, _FIELDS))
-    vocab = corpus["vocab"]
+def _level(cfg: Any) -> str:
+    level = choice(cfg, "level", "char", LEVELS)
+    if level == "word" and option(cfg, "name") not in ("austen", "text_dir"):
+        raise ValueError(
+            f"level 'word' is read from austen and text_dir, received name {option(cfg, 'name')!r}"
+        )
+    return level
+
+
+def _stream_info(cfg: Any, level: str, vocab: list[str], num_tokens, num_documents):
     return {
         "task": "lm",
-        "level": "char",
+        "level": level,
         "vocab": vocab,
         "vocab_size": len(vocab),
         "pad_id": 0,
         "seq_len": positive_int(cfg, "seq_len", DEFAULT_SEQ_LEN),
-        "num_tokens": {s: sum(len(d) for d in docs) for s, docs in corpus["documents"].items()},
-        "num_documents": {s: len(docs) for s, docs in corpus["documents"].items()},
+        "num_tokens": num_tokens,
+        "num_documents": num_documents,
     }
+
+
+def _char_info(cfg: Any) -> dict[str, Any]:
+    if _level(cfg) == "word":
+        return _word_info(cfg)
+    corpus = _char_corpus(cache_key(cfg, _FIELDS))
+    docs = corpus["documents"]
+    return _stream_info(
+        cfg,
+        "char",
+        corpus["vocab"],
+        {s: sum(len(d) for d in split_docs) for s, split_docs in docs.items()},
+        {s: len(split_docs) for s, split_docs in docs.items()},
+    )
 
 
 def _char_stream(key: str, split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -160,8 +195,12 @@ def _builder_stream(key: str, split: str) -> tuple[np.ndarray, np.ndarray]:
 def _encode_stream(corpus: dict[str, Any], split: str) -> tuple[np.ndarray, np.ndarray]:
     """Token ids of a split's documents laid end to end, and the document starts."""
     encoder = CharEncoder(corpus["vocab"])
-    parts = [encoder.encode(d) for d in corpus["documents"][split]]
-    tokens = np.concatenate(parts) if parts else np.zeros(0, np.int32)
+    return _end_to_end([encoder.encode(d) for d in corpus["documents"][split]])
+
+
+def _end_to_end(parts: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """The documents' ids laid end to end, and True at each document's first token."""
+    tokens = np.concatenate(parts).astype(np.int32) if parts else np.zeros(0, np.int32)
     starts = np.zeros(len(tokens), bool)
     offset = 0
     for part in parts:
@@ -172,7 +211,11 @@ def _encode_stream(corpus: dict[str, Any], split: str) -> tuple[np.ndarray, np.n
 
 
 def _char_load(cfg, info, *, split, **shard):
-    tokens, starts = _char_stream(cache_key(cfg, _FIELDS), check_split(split))
+    key = cache_key(cfg, _FIELDS)
+    if _level(cfg) == "word":
+        tokens, starts = _word_corpus(key)["streams"][check_split(split)]
+    else:
+        tokens, starts = _char_stream(key, check_split(split))
     ds, num_batches = lm.stream_batches(
         tokens,
         starts,
@@ -181,6 +224,50 @@ def _char_load(cfg, info, *, split, **shard):
         what=f"{cfg['name']} split {split!r}",
     )
     return ds.to_iter_dataset(pipeline.read_options(cfg)), num_batches
+
+
+# ------------------------------------------------------- word level (austen, text_dir)
+@functools.lru_cache(maxsize=32)
+def _word_corpus(key: str) -> dict[str, Any]:
+    """Vocabulary and per-split ``(tokens, starts)`` of a corpus read as words.
+
+    Words are runs of letters and digits, and every other non-space character is a token of
+    its own (:func:`rnnlab.data.vocab.words`); case is kept, line breaks are not tokens. The
+    vocabulary is ``<pad> <unk> <s> </s>`` then the ``max_vocab - 4`` most frequent words of
+    the training split (ties alphabetical); other words read as ``<unk>``. It is written
+    next to the prepared corpus (``word_vocab-<max_vocab>-<novels>.json``) and read back
+    from there.
+    """
+    cfg = json.loads(key)
+    size = positive_int(cfg, "max_vocab", DEFAULT_MAX_VOCAB)
+    if size <= len(WORD_RESERVED):
+        raise ValueError(
+            f"max_vocab must be more than the {len(WORD_RESERVED)} reserved tokens, received {size}"
+        )
+    corpus = _builder_corpus(key)
+    novels = _novels(cfg) if cfg["name"] == "austen" else None
+    tag = "all" if novels is None else hashlib.sha1("+".join(novels).encode()).hexdigest()[:8]
+    saved = epath.Path(corpus["data_dir"]) / f"word_vocab-{size}-{tag}.json"
+    if saved.exists():
+        vocab = json.loads(saved.read_text())
+    else:
+        vocab = word_vocab(corpus["documents"]["train"], max_size=size)
+        # Only into a prepared dataset (not the metadata folder tfds's mock data points to).
+        if (saved.parent / "dataset_info.json").exists():
+            saved.write_text(json.dumps(vocab))
+    encoder = WordEncoder(vocab)
+    streams = {
+        split: _end_to_end([encoder.encode(d) for d in docs])
+        for split, docs in corpus["documents"].items()
+    }
+    counts = {split: len(docs) for split, docs in corpus["documents"].items()}
+    return {"vocab": vocab, "streams": streams, "num_documents": counts}
+
+
+def _word_info(cfg: Any) -> dict[str, Any]:
+    corpus = _word_corpus(cache_key(cfg, _FIELDS))
+    num_tokens = {s: len(t) for s, (t, _) in corpus["streams"].items()}
+    return _stream_info(cfg, "word", corpus["vocab"], num_tokens, corpus["num_documents"])
 
 
 # ------------------------------------------------------------------------ lm1b (words)
