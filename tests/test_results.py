@@ -233,7 +233,9 @@ def test_accelerator_configs_train_on_mock_data(spec, tmp_path, monkeypatch):
 
     from rnnlab.train import train
 
-    monkeypatch.setenv("RNNLAB_DATA_DIR", str(tmp_path / "data"))
+    # The fetched corpora (make data) serve word-level configs; never fetch them again here.
+    if not os.environ.get("RNNLAB_DATA_DIR"):
+        monkeypatch.setenv("RNNLAB_DATA_DIR", str(tmp_path / "data"))
     config = cfg_lib.load(os.path.join(ROOT, "experiments", spec))
     with tfds.testing.mock_data(num_examples=24):
         summary = train(config, str(tmp_path / "run"))
