@@ -53,6 +53,11 @@ def flops(cell: str, config: Config, mode: str) -> float:
 # name -> (framework, description). Workers in benchmarks/worker.py build each of them.
 IMPLEMENTATIONS = {
     "torch": ("torch", "PyTorch nn.LSTM (oneDNN on CPU) / nn.GRU (ATen cell loop)"),
+    "torch-passive": (
+        "torch",
+        "the same with OMP_WAIT_POLICY=PASSIVE: idle OpenMP threads sleep instead of spinning, "
+        "which keeps PyTorch usable when other processes load the cores",
+    ),
     "flax": ("jax", "Flax nnx.RNN + OptimizedLSTMCell / GRUCell"),
     "rnnlab-scan": ("jax", "rnnlab RNN, scan path (autodiff through lax.scan)"),
     "rnnlab-fused": ("jax", "rnnlab RNN, fused whole-sequence custom_vjp"),

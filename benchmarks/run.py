@@ -21,6 +21,7 @@ import json
 import math
 import os
 import platform
+import select
 import statistics
 import subprocess
 import sys
@@ -37,19 +38,20 @@ ROOT = Path(__file__).resolve().parent
 # keeps every step's intermediates and needs several GiB at T = 8192. The "malloc" setting
 # reruns configs A and B with glibc told to keep freed memory (same for every peer), to show
 # what the per-step page faults of fresh temporaries cost (docs/performance.md).
+TORCH = ["torch", "torch-passive"]
 PLAN = [
-    ("lstm", "A", ["torch", "flax", "rnnlab-scan", "rnnlab-fused", "rnnlab-fused-bf16"], None, ""),
-    ("lstm", "B", ["torch", "flax", "rnnlab-scan", "rnnlab-fused"], None, ""),
-    ("lstm", "C", ["torch", "flax", "rnnlab-scan", "rnnlab-fused"], None, ""),
-    ("gru", "A", ["torch", "flax", "rnnlab-scan", "rnnlab-fused"], None, ""),
-    ("gru", "B", ["torch", "flax", "rnnlab-fused"], None, ""),
-    ("gru", "C", ["torch", "flax", "rnnlab-fused"], None, ""),
-    ("lstm", "A", ["torch", "flax", "rnnlab-fused"], ["train"], "malloc"),
-    ("lstm", "B", ["torch", "flax", "rnnlab-fused"], ["train"], "malloc"),
+    ("lstm", "A", [*TORCH, "flax", "rnnlab-scan", "rnnlab-fused", "rnnlab-fused-bf16"], None, ""),
+    ("lstm", "B", [*TORCH, "flax", "rnnlab-scan", "rnnlab-fused"], None, ""),
+    ("lstm", "C", [*TORCH, "flax", "rnnlab-scan", "rnnlab-fused"], None, ""),
+    ("gru", "A", [*TORCH, "flax", "rnnlab-scan", "rnnlab-fused"], None, ""),
+    ("gru", "B", [*TORCH, "flax", "rnnlab-fused"], None, ""),
+    ("gru", "C", [*TORCH, "flax", "rnnlab-fused"], None, ""),
+    ("lstm", "A", [*TORCH, "flax", "rnnlab-fused"], ["train"], "malloc"),
+    ("lstm", "B", [*TORCH, "flax", "rnnlab-fused"], ["train"], "malloc"),
     (
         "lstm",
         "long",
-        ["torch", "rnnlab-fused", "rnnlab-fused-remat", "rnnlab-scan-remat"],
+        [*TORCH, "rnnlab-fused", "rnnlab-fused-remat", "rnnlab-scan-remat"],
         ["train"],
         "",
     ),
@@ -69,9 +71,11 @@ SETTINGS = {
 SETTLE_S = 0.25
 
 
-def _env(setting: str = "") -> dict:
+def _env(setting: str = "", impl: str = "") -> dict:
     env = dict(os.environ)
     env.update(SETTINGS[setting])
+    if impl == "torch-passive":
+        env["OMP_WAIT_POLICY"] = "PASSIVE"
     env.setdefault("JAX_PLATFORMS", "cpu")
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT.parent), env.get("PYTHONPATH", "")])
     return env
@@ -87,7 +91,7 @@ class Worker:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
-            env=_env(setting),
+            env=_env(setting, spec.get("impl", "")),
         )
         self.info: dict | None = None
         self.error: str | None = None
@@ -99,8 +103,14 @@ class Worker:
             raise RuntimeError(f"worker {self.spec} exited with code {self.proc.returncode}")
         return json.loads(line)
 
-    def ready(self) -> dict:
+    def ready(self, deadline: float = math.inf) -> dict:
+        """The start-up reply; a worker not ready by ``deadline`` is stopped and raises."""
         if self.info is None:
+            wait = None if deadline == math.inf else max(0.0, deadline - time.time())
+            if not select.select([self.proc.stdout], [], [], wait)[0]:
+                self.proc.kill()
+                self.proc.wait()
+                raise TimeoutError("skipped: not compiled and warmed up within the time budget")
             self.info = self._reply()
         return self.info
 
@@ -159,7 +169,7 @@ def bench_group(
     records = {}
     for impl, w in list(workers.items()):
         try:
-            w.ready()
+            w.ready(math.inf if impl.startswith("rnnlab-fused") else deadline)
         except Exception as err:  # a peer that cannot run here is reported, not fatal
             w.error = str(err)
             records[impl] = dict(

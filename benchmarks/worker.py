@@ -167,7 +167,7 @@ def main() -> None:
     modes = spec.get("modes", ["train", "forward"])
     rss_start = _rss_mb()
     t0 = time.perf_counter()
-    if impl == "torch":
+    if impl.startswith("torch"):
         train, forward, info = build_torch(cell, cfg)
     else:
         train, forward, info = build_jax(impl, cell, cfg)
