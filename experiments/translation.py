@@ -22,8 +22,11 @@ decoder of 128 with attention; Adam 3e-3, clipping at global norm 1, batch 64.
 
 Hardware: 2 cores of an Intel Xeon (Sapphire Rapids), one JAX CPU device.
 
-Expected result (default): validation exact match above 0.9 and BLEU above 95 after 3,000
-steps, about 10 minutes of wall time. ``small`` (200 steps on sources of up to 6 symbols,
+Result (default, measured on the development machine while it was shared with other
+jobs): validation exact match 1.0 and BLEU 100 from step 1,000 on; on the test split after
+3,000 steps exact match 1.0, BLEU 100, token accuracy 1.0; 334 s of wall time (149 s of
+CPU). Attention makes reversal easy: the open question a variant answers is how fast, not
+whether. ``small`` (200 steps on sources of up to 6 symbols,
 about a minute) must reach a validation exact match above 0.5 and BLEU above 50 in CI
 (tests/test_models_experiments.py); it measured 0.99 and 99.
 The numbers measured by the shipped commands go to experiments/README.md.
