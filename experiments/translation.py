@@ -26,10 +26,10 @@ Result (default, measured on the development machine while it was shared with ot
 jobs): validation exact match 1.0 and BLEU 100 from step 1,000 on; on the test split after
 3,000 steps exact match 1.0, BLEU 100, token accuracy 1.0; 334 s of wall time (149 s of
 CPU). Attention makes reversal easy: the open question a variant answers is how fast, not
-whether. ``small`` (200 steps on sources of up to 6 symbols,
-about a minute) must reach a validation exact match above 0.5 and BLEU above 50 in CI
-(tests/test_models_experiments.py); it measured 0.99 and 99.
-The numbers measured by the shipped commands go to experiments/README.md.
+whether. ``small`` (200 steps on sources of up to 6 symbols, about a minute) must reach a
+validation exact match above 0.5 and BLEU above 50 in CI (tests/test_models_experiments.py);
+it measured 0.99 and 99. The numbers measured by the shipped commands go to
+experiments/README.md.
 """
 
 from __future__ import annotations
