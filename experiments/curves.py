@@ -25,6 +25,7 @@ class Group:
     log_y: bool = False
     scale: float = 1.0  # e.g. 1 / ln 2: nats to bits
     ylabel: str = ""
+    lines: tuple[tuple[float, str], ...] = ()  # horizontal references: (value, label)
 
 
 GROUPS: tuple[Group, ...] = (
@@ -42,6 +43,7 @@ GROUPS: tuple[Group, ...] = (
         "mse",
         log_y=True,
         ylabel="validation MSE",
+        lines=((1 / 6, "baseline 1/6"), (0.01, "solved")),
     ),
     Group(
         "mnist1d-curves",
@@ -97,6 +99,16 @@ def plot_group(group: Group, workdirs: str, out_dir: str) -> str | None:
                 style = "-" if split != "train" else ":"
                 label = key if len(group.splits) == 1 else f"{key} ({split})"
                 ax.plot(steps, [v * group.scale for v in values], style, label=label)
+    for value, label in group.lines:
+        ax.axhline(value, color="grey", lw=0.8, ls="--")
+        ax.annotate(
+            label,
+            (0, value),
+            xycoords=("axes fraction", "data"),
+            fontsize=7,
+            color="grey",
+            va="bottom",
+        )
     if group.log_y:
         ax.set_yscale("log")
     ax.set_xlabel("step")
