@@ -118,40 +118,44 @@ def _forward(opts: LSTMOptions, w_ih, w_hh, b, xs, c0, h0, mask, save_gates=Fals
 
 def _gate_grads(opts: LSTMOptions, w_hh, acts, cs, c_prevs, dhs, dc_t, dh_t, mask):
     """The reverse loop over one span of steps: gate gradients ``dZ [T, B, 4H]`` and the
-    gradients of the carry entering the span."""
+    gradients of the carry entering the span.
+
+    Written to keep the loop body to few kernels, which is what bounds small layers: the
+    gate gradients are one ``[B, 4H]`` expression, the derivative of each nonlinearity taken
+    from its output (``a (1 - a)`` for a sigmoid, ``1 - a^2`` for the tanh, both
+    ``s^2 (1 - u)(1 + u)`` with ``u = (a - shift) / s``), and ``c_t`` arrives in the carry
+    from the step after it instead of as one more sliced input.
+    """
     dt = opts.dtype
+    hidden = cs.shape[-1]
+    scale, shift = _gate_constants(hidden)
     # Transposed once, outside the loop: the per-step product then reads a row-major
     # [4H, H] operand (measured faster than contracting W_hh's second axis in place).
     w_hh_t = jnp.transpose(w_hh)
 
     def body(carry, inp):
-        dc, dh = carry
-        act, c, c_prev, dy, m_t = inp
+        dc, dh, c = carry
+        act, c_prev, dy, m_t = inp
         i, f, g, o = split_gates(act, 4)
-        dh_tot = dh + dy
-        dh_in = dh_tot if m_t is None else jnp.where(m_t, dh_tot, 0.0)
-        dc_in = dc if m_t is None else jnp.where(m_t, dc, 0.0)
+        dh_in = dh + dy
+        dc_in = dc
+        if m_t is not None:
+            dh_in, dc_in = jnp.where(m_t, dh_in, 0.0), jnp.where(m_t, dc, 0.0)
         tc = jnp.tanh(c)
         dcc = dc_in + dh_in * o * (1.0 - tc * tc)
-        dz = jnp.concatenate(
-            [
-                dcc * g * i * (1.0 - i),
-                dcc * c_prev * f * (1.0 - f),
-                dcc * i * (1.0 - g * g),
-                dh_in * tc * o * (1.0 - o),
-            ],
-            axis=-1,
-        )
+        u = (act - shift) / scale
+        upstream = jnp.concatenate([dcc * g, dcc * c_prev, dcc * i, dh_in * tc], axis=-1)
+        dz = upstream * (scale * scale) * (1.0 - u) * (1.0 + u)
         dh_prev = hold(m_t, mm(dz, w_hh_t, dt), dh)
         dc_prev = hold(m_t, dcc * f, dc)
-        return (dc_prev, dh_prev), dz
+        return (dc_prev, dh_prev, c_prev), dz
 
     # The gate gradients overwrite the gate activations step by step: acts[t] is dead once
     # dz[t] exists, and reusing its buffer saves allocating and first touching another.
-    (dc0, dh0), dzs = prefetch_scan(
+    (dc0, dh0, _), dzs = prefetch_scan(
         body,
-        (dc_t, dh_t),
-        (acts, cs, c_prevs, dhs, mask),
+        (dc_t, dh_t, cs[-1]),
+        (acts, c_prevs, dhs, mask),
         reverse=True,
         prefetch=opts.prefetch,
         overwrite=0 if opts.prefetch else None,
