@@ -140,7 +140,10 @@ def test_video_predictor_and_metrics():
     sums = video_metrics(out, aux, batch)
     means = {k: float(s) / float(w) for k, (s, w) in sums.items()}
     o, t = np.asarray(out[0], np.float64), np.asarray(target[0], np.float64)
-    np.testing.assert_allclose(means["loss"], ((o - t) ** 2).mean(), rtol=1e-5)
+    np.testing.assert_allclose(means["mse"], ((o - t) ** 2).mean(), rtol=1e-5)
+    z = np.asarray(aux["bce_logits"][0], np.float64)  # BCE with logits: softplus(z) - t z
+    np.testing.assert_allclose(means["loss"], (np.logaddexp(0, z) - t * z).mean(), rtol=1e-5)
+    np.testing.assert_allclose(1 / (1 + np.exp(-z)), o, rtol=1e-5)
     np.testing.assert_allclose(means["mse_t2"], ((o[1] - t[1]) ** 2).mean(), rtol=1e-5)
     last = np.asarray(frames[0, -1], np.float64)
     np.testing.assert_allclose(means["copy_last_mse"], ((last[None] - t) ** 2).mean(), rtol=1e-5)

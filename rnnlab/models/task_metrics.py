@@ -168,17 +168,25 @@ def forecast_derive(means: Mapping[str, float], info: Mapping[str, Any]) -> dict
 
 # -- video ----------------------------------------------------------------------------------
 def video_metrics(outputs: Array, aux: Mapping[str, Any], batch: Mapping[str, Array]) -> Sums:
-    """Mean squared error per pixel (``loss``), at the first and last predicted frame
-    (``mse_t<k>``), SSIM averaged over predicted frames (``ssim``, Wang et al. 2004), and
-    the MSE of repeating the last observed frame (``copy_last_mse``), the baseline."""
-    del aux
+    """The training loss (``loss``: per-pixel binary cross-entropy of ``aux["bce_logits"]``
+    when the model provides them, else the MSE), the mean squared error per pixel (``mse``),
+    at the first and last predicted frame (``mse_t<k>``), SSIM averaged over predicted
+    frames (``ssim``, Wang et al. 2004), and the MSE of repeating the last observed frame
+    (``copy_last_mse``), the baseline."""
     y = jnp.asarray(batch["targets"], jnp.float32)
     last = jnp.asarray(batch["inputs"], jnp.float32)[:, -1:]
     rows = row_weights(batch, y.shape[0])
     per_frame = jnp.mean(jnp.square(outputs.astype(jnp.float32) - y), axis=(2, 3, 4))  # [B, T]
     window = min(7, y.shape[2], y.shape[3])
+    mse = jnp.mean(per_frame, axis=1)
+    if "bce_logits" in aux:
+        bce = optax.sigmoid_binary_cross_entropy(aux["bce_logits"].astype(jnp.float32), y)
+        loss = jnp.mean(bce.reshape(bce.shape[0], -1), axis=1)
+    else:
+        loss = mse
     sums = {
-        "loss": _weighted(jnp.mean(per_frame, axis=1), rows),
+        "loss": _weighted(loss, rows),
+        "mse": _weighted(mse, rows),
         "ssim": _weighted(jnp.mean(ssim(outputs, y, window_size=window), axis=1), rows),
     }
     copy = jnp.mean(jnp.square(last - y), axis=(1, 2, 3, 4))
