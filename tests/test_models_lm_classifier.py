@@ -42,11 +42,15 @@ def test_sampling_with_the_carried_state_equals_rerunning_the_prefix(cell):
     np.testing.assert_allclose(np.stack(stepped, 1), np.asarray(rerun[:, P:]), rtol=1e-5, atol=1e-5)
     # The same sampling distribution: each drawn token is what the re-run logits give.
     keys = jax.random.split(key, N)
+    draw = jax.jit(
+        lambda k, z: sample_logits(k, z, temperature=jnp.float32(0.8), top_k=7, top_p=0.9)
+    )
+    support = jax.jit(lambda z: jnp.isfinite(filter_logits(z, **kw)))
     for k in range(N):
         ref_logits = rerun[:, P - 1 + k]
-        again = sample_logits(keys[k], ref_logits, temperature=jnp.float32(0.8), top_k=7, top_p=0.9)
+        again = draw(keys[k], ref_logits)
         np.testing.assert_array_equal(np.asarray(tokens[:, k]), np.asarray(again))
-        allowed = np.isfinite(np.asarray(filter_logits(ref_logits, **kw)))
+        allowed = np.asarray(support(ref_logits))
         assert np.all(allowed[np.arange(3), np.asarray(tokens[:, k])])
     greedy = generate(model, prompt, N, key=key, temperature=0)
     best = forward(model, {"inputs": jnp.concatenate([prompt, greedy], axis=1)})

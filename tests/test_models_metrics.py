@@ -2,6 +2,7 @@
 
 import functools
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -88,7 +89,7 @@ def test_seq2seq_metrics_on_decoded_predictions():
     }
     weights = jnp.array([[1, 1, 1, 0], [1, 1, 0, 0], [0, 0, 0, 0]], jnp.float32)
     batch = {"targets": targets, "target_lengths": jnp.array([3, 2, 2]), "weights": weights}
-    sums = seq2seq_metrics(logits, aux, batch)
+    sums = jax.jit(seq2seq_metrics)(logits, aux, batch)
     np.testing.assert_allclose(float(sums["loss"][0]) / float(sums["loss"][1]), np.log(8))
     assert float(sums["exact_match"][0]) == 1.0 and float(sums["exact_match"][1]) == 2.0
     # BLEU statistics exclude </s>: hypothesis (7, 7) against reference (7,).
