@@ -95,6 +95,7 @@ class Row:
     also_eval: tuple[str, ...] = ()  # more splits scored on the same checkpoint
     extras: tuple[Extra, ...] = ()
     solved_below: float | None = None  # "solved" when the metric falls below this
+    control: bool = False  # a row expected to miss its target (a demonstration)
     diagnose: str = ""  # cells for `rnnlab diagnose --cells ...` after training
     figures: tuple[str, ...] = ("plots/loss.png",)
     note: str = ""
@@ -134,6 +135,7 @@ def _adding(
     diagnose: str = "",
     note: str = "",
     overrides: tuple[str, ...] = (),
+    control: bool = False,
 ) -> Row:
     # diagnose draws ||dL/dh_t|| of fresh models of each cell side by side, and of the
     # trained model (the vanishing gradient of the Elman RNN against its cures).
@@ -148,11 +150,15 @@ def _adding(
         metric=Metric("validation MSE (best)", "summary:best.metrics.mse", "min"),
         baselines=(
             Baseline(
-                "trivial: predict 1", value=ADDING_BASELINE, source="Le et al. 2015", target=True
+                "trivial predictor (the mean, 1)",
+                value=ADDING_BASELINE,
+                source="Le et al. 2015",
+                target=True,
             ),
         ),
         tier=tier,
         overrides=overrides,
+        control=control,
         solved_below=ADDING_SOLVED,
         diagnose=diagnose,
         figures=figures,
@@ -171,7 +177,7 @@ def _copy(cell: str, tier: str, *, note: str = "") -> Row:
         metric=Metric("validation cross-entropy, nats (best)", "summary:best.metrics.loss", "min"),
         baselines=(
             Baseline(
-                "memoryless: 10 log 8 / (T + 20)",
+                "memoryless predictor, 10 log 8 / (T + 20)",
                 value=base,
                 source="Arjovsky et al. 2016",
                 target=True,
@@ -241,7 +247,9 @@ ROWS: tuple[Row, ...] = (
         200,
         "make",
         diagnose="elman,lstm,gru",
-        note="control: the plain tanh RNN is expected to stay at the baseline",
+        control=True,
+        note="control: the plain tanh RNN is expected to stay at the baseline (its gradient "
+        "vanishes over the first steps, see the gradient-flow figures)",
     ),
     _adding("lstm", 200, "make"),
     _adding("gru", 200, "make"),

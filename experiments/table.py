@@ -143,6 +143,8 @@ def verdict(row: Row, record: Mapping[str, Any], records: Mapping[str, Any]) -> 
         ok = beats(metric, value, row.metric.better)
         who = f" ({b.source})" if b.source else ""
         parts.append(f"{'yes' if ok else 'no'}: {'beats' if ok else 'misses'} {b.label}{who}")
+    if row.control and parts:
+        parts.append("a control, expected to miss")
     return "; ".join(parts) or "—"
 
 

@@ -145,6 +145,8 @@ def test_results_are_formatted_and_compared_with_their_targets(exp):
     assert "**0.0021** validation MSE" in line["adding-lstm-T200"]
     assert "solved (< 0.010)" in line["adding-lstm-T200"]
     assert "not solved" in line["adding-elman-T200"]
+    assert "a control, expected to miss" in line["adding-elman-T200"]
+    assert "a control" not in line["adding-lstm-T200"]
     assert "**4.20e-04** validation MSE" in line["adding-gru-T200"]
     assert "0.1667" in line["adding-elman-T200"]  # the trivial baseline, 1/6
     assert "[loss](figures/adding-lstm-T200-loss.png)" in line["adding-lstm-T200"]
