@@ -87,6 +87,9 @@ def get_config(arg: str = "japanese_vowels,attention") -> ml_collections.ConfigD
     c.train.checkpoint_every = 250
     c.train.stateful = False
 
+    # Read by the end-of-run report (rnnlab.models.reports).
+    c.report = ml_collections.ConfigDict({"split": "test"})
+
     if small:
         c.model.hidden_features = 16
         c.model.attention_features = 16

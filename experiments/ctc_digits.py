@@ -73,6 +73,10 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.train.stateful = False
     c.eval.batch_size = 128
 
+    # Read by the end-of-run report (rnnlab.models.reports): prefix beam search on up to
+    # max_examples utterances of the split.
+    c.report = ml_collections.ConfigDict({"split": "test", "max_examples": 1000})
+
     if arg == "librispeech":
         c.data = ml_collections.ConfigDict({"name": "librispeech_features"})
         c.model.hidden_features = 320

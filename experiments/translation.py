@@ -81,6 +81,9 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.train.early_stopping.mode = "max"
     c.eval.batch_size = 128
 
+    # Read by the end-of-run report (rnnlab.models.reports).
+    c.report = ml_collections.ConfigDict({"split": "test"})
+
     if arg == "wmt":
         c.data = ml_collections.ConfigDict(
             {

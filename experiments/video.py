@@ -79,6 +79,9 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.train.stateful = False
     c.eval.batch_size = 64
 
+    # Read by the end-of-run report (rnnlab.models.reports).
+    c.report = ml_collections.ConfigDict({"split": "test"})
+
     if arg == "large":
         c.data.canvas = 64
         c.data.digit_scale = 3
