@@ -92,13 +92,14 @@ def plot_group(group: Group, workdirs: str, out_dir: str) -> str | None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4))
-    for key, records in series.items():
+    for i, (key, records) in enumerate(series.items()):
         for split in group.splits:
             steps, values = curve(records, split, group.metric)
             if steps:
                 style = "-" if split != "train" else ":"
                 label = key if len(group.splits) == 1 else f"{key} ({split})"
-                ax.plot(steps, [v * group.scale for v in values], style, label=label)
+                values = [v * group.scale for v in values]
+                ax.plot(steps, values, style, color=f"C{i}", label=label)
     for value, label in group.lines:
         ax.axhline(value, color="grey", lw=0.8, ls="--")
         ax.annotate(
