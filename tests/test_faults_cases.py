@@ -44,3 +44,21 @@ def test_the_scan_finds_unsafe_loaders(tmp_path):
 def test_planted_pickles_are_never_run(replace, tmp_path):
     safe, outcome = cases.malicious_checkpoint(tmp_path, replace=replace)
     assert safe, outcome
+
+
+def test_write_errors_are_one_short_line_that_keeps_the_reason():
+    """orbax's disk-full error: several lines and kilobytes of tensorstore JSON; the
+    reason (here only as an os_error_code) must survive the shortening."""
+    from rnnlab.train.checkpoint import describe_error
+
+    spec = "{" + '\\"driver\\":\\"zarr\\",' * 300 + "}"
+    message = (
+        f'RESOURCE_EXHAUSTED: Error writing "params.head.bias/0"\n  in OCDBT database'
+        f" [tensorstore_spec='{spec}'] [os_error_code='28']"
+    )
+    text = describe_error(ValueError(message))
+    assert "\n" not in text and len(text) < 500
+    assert text.startswith("ValueError: RESOURCE_EXHAUSTED: Error writing")
+    assert "No space left on device" in text and "zarr" not in text
+    short = describe_error(OSError(28, "No space left on device"))
+    assert short == "OSError: [Errno 28] No space left on device"

@@ -35,6 +35,14 @@ def namespaces_available() -> bool:
         return done.returncode == 0
 
 
+def _error_line(output: str) -> str:
+    """The CLI's ``rnnlab: error: ...`` line, found anywhere in a line: a background thread
+    (orbax, the event writer) may have written to stderr without a newline just before it.
+    Without one, the output's tail."""
+    found = re.search(r"rnnlab: error: [^\n]*", output)
+    return found.group(0) if found else output[-600:]
+
+
 def _in_tmpfs(suite: Suite, mnt: Path, size: str, before: str, run: str, after: str):
     mnt.mkdir(parents=True, exist_ok=True)
     script = (
@@ -55,8 +63,7 @@ def disk_full(suite: Suite, *, resume: bool = True, size: str = "420k") -> Resul
     run = shlex.join(train_command(mnt / "wd"))
     out = _in_tmpfs(suite, mnt, size, "", run, f"cp -a {shlex.quote(str(mnt / 'wd'))} {dest}")
     steps = committed_steps(dest)
-    error = [line for line in out.output.splitlines() if line.startswith("rnnlab: error")]
-    text = error[0] if error else out.output[-600:]
+    text = _error_line(out.output)
     message = bool(steps) and bool(
         re.search(rf"No space left on device.*checkpoint {steps[-1]} is intact", text)
     )
@@ -85,8 +92,7 @@ def read_only(suite: Suite, base: Path) -> Result:
     listing.mkdir()
     after = f"ls {shlex.quote(str(wd / 'checkpoints'))} > {shlex.quote(str(listing / 'ls'))}"
     out = _in_tmpfs(suite, mnt, "4m", copy + remount, shlex.join(train_command(wd)), after)
-    error = [line for line in out.output.splitlines() if line.startswith("rnnlab: error")]
-    text = error[0] if error else out.output[-600:]
+    text = _error_line(out.output)
     left = sorted(int(n) for n in (listing / "ls").read_text().split() if n.isdigit())
     kept = left == list(committed_steps(base))
     message = "Read-only file system" in text and str(wd) in text

@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import re
 import signal
 import threading
 import time
@@ -181,7 +183,7 @@ class Checkpoints:
         intact = [s for s in self.manager.all_steps() if s != failed]
         last = f"checkpoint {max(intact)} is intact" if intact else "no earlier checkpoint exists"
         return CheckpointWriteError(
-            f"{what}: {type(cause).__name__}: {cause}. Nothing was deleted; {last}. Free space "
+            f"{what}: {describe_error(cause)}. Nothing was deleted; {last}. Free space "
             "or make the directory writable, then rerun to resume."
         )
 
@@ -205,8 +207,7 @@ class Checkpoints:
         try:
             return self.manager.restore(step, args=ocp.args.Composite(**items))
         except Exception as e:  # tensorstore, JSON and orbax errors: unreadable files
-            text = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
-            raise CorruptCheckpointError(step, f"{type(e).__name__}: {text}") from e
+            raise CorruptCheckpointError(step, describe_error(e, 300)) from e
 
     def check_compatible(self, step: int, abstract_state: Any) -> None:
         """Raises ValueError (not corruption) when checkpoint ``step`` holds arrays of other
@@ -376,3 +377,26 @@ class PreemptionFlag:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous.clear()
+
+
+_SPEC = re.compile(r"\s*\[tensorstore_spec='.*?'\]", re.S)
+_OS_CODE = re.compile(r"os_error_code='?(\d+)")
+
+
+def describe_error(cause: BaseException, limit: int = 400) -> str:
+    """``cause`` as one short line: tensorstore's JSON specs dropped, whitespace collapsed,
+    cut at ``limit`` characters, the operating system's reason (``No space left on
+    device``) kept even where the cut would lose it. orbax's messages can run to many
+    kilobytes over several lines; the user needs the reason and the path."""
+    raw = str(cause)
+    text = " ".join(_SPEC.sub("", raw).split())
+    if len(text) > limit:
+        text = text[:limit] + " ..."
+    reasons = [os.strerror(int(c)) for c in _OS_CODE.findall(raw)]
+    errno_ = getattr(cause, "errno", None)
+    if isinstance(errno_, int):
+        reasons.append(os.strerror(errno_))
+    for reason in dict.fromkeys(reasons):
+        if reason not in text:
+            text += f" ({reason})"
+    return f"{type(cause).__name__}: {text}"
