@@ -15,6 +15,7 @@ _MODULES = (
     "rnnlab.data.forecast",
     "rnnlab.data.synthetic",
     "rnnlab.data.seq2seq",
+    "rnnlab.data.speech",
 )
 # Datasets defined next to the models that use them; absent in a core-only install.
 _OPTIONAL_MODULES = ("rnnlab.models.synthetic_tasks",)
