@@ -321,6 +321,76 @@ ROWS: tuple[Row, ...] = (
         baselines=_FORECAST_BASELINES,
         figures=("plots/loss.png", "plots/forecasts.png"),
     ),
+    # Task models: translation, speech-style recognition, video (the task-models issue).
+    Row(
+        key="translation-reverse",
+        experiment="Translation with attention (reversal task)",
+        dataset="reverse (synthetic: 1 to 16 of 28 symbols, reversed)",
+        model="BiLSTM 128 encoder, LSTM 128 decoder, Bahdanau attention, greedy",
+        config="experiments/translation.py",
+        metric=Metric("test exact match", "summary:report.test.exact_match", "max", percent=True),
+        baselines=(
+            Baseline(
+                "the experiment's stated bound (experiments/translation.py)",
+                value=0.99,
+                target=True,
+            ),
+        ),
+        tier="long",
+        extras=(
+            Extra("test BLEU", "summary:report.test.bleu", digits=1),
+            Extra("test token accuracy", "summary:report.test.token_accuracy"),
+        ),
+        figures=("plots/loss.png",),
+        note="no published number exists for this synthetic task: the bound is the "
+        "experiment's own; decoded test examples are in the run's summary.json",
+    ),
+    Row(
+        key="ctc-digits",
+        experiment="CTC recognition of digit strings",
+        dataset="mnist1d_digits (1 to 5 MNIST-1D signals with gaps, no alignments)",
+        model="BiLSTM 2 x 128, CTC (optax.ctc_loss), best-path decoding",
+        config="experiments/ctc_digits.py",
+        metric=Metric("test label error rate", "summary:report.greedy_error_rate", "min", digits=3),
+        baselines=(
+            Baseline(
+                "the experiment's stated bound (experiments/ctc_digits.py)",
+                value=0.15,
+                target=True,
+            ),
+            Baseline(
+                "per-digit error of a GRU on isolated, pre-segmented digits",
+                value=0.09,
+                source="Greydanus 2020",
+            ),
+        ),
+        tier="long",
+        overrides=("train.steps=1500",),
+        extras=(Extra("beam search (width 8) error rate", "summary:report.beam_error_rate"),),
+        figures=("plots/loss.png",),
+        note="1,500 of the config's 4,000 steps (the cosine schedule follows train.steps) to "
+        "keep the row near a quarter of an hour on 2 cores",
+    ),
+    Row(
+        key="video-moving-digits",
+        experiment="Next-frame prediction (10 frames ahead)",
+        dataset="moving_digits (scikit-learn 8x8 digits on a 24x24 canvas, 2 per sequence)",
+        model="ConvLSTM encoder-forecaster, 2 x 16 channels (Shi et al. 2015)",
+        config="experiments/video.py",
+        metric=Metric("test MSE per pixel", "summary:report.test.mse", "min", digits=4),
+        baselines=(
+            Baseline(
+                "repeating the last observed frame (same run)",
+                path="summary:report.test.copy_last_mse",
+                target=True,
+            ),
+        ),
+        tier="long",
+        extras=(Extra("test SSIM", "summary:report.test.ssim"),),
+        figures=("plots/loss.png", "plots/frames.png"),
+        note="a CPU-sized model, far from converged: blurred blobs in the right place; the "
+        "`large` variant is the configuration for an accelerator",
+    ),
     # Accelerator configs with published targets.
     Row(
         key="seqmnist-irnn",
