@@ -15,7 +15,7 @@ computed by ``optax.ctc_loss``. Decoding:
   with an unlimited beam it returns the most probable labelling exactly.
 
 Error rates (character or token) are edit distances over reference lengths
-(:func:`rnnlab.models.metrics.error_rate`).
+(:func:`rnnlab.tasks.scores.error_rate`).
 """
 
 from __future__ import annotations

@@ -23,8 +23,8 @@ import optax
 from flax import nnx
 
 from rnnlab import optim
+from rnnlab.tasks import Task
 from rnnlab.train.state import TrainState
-from rnnlab.train.tasks import Task
 
 Array = jax.Array
 

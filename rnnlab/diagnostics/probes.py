@@ -409,21 +409,3 @@ def jacobian_spectra(
         carry0 = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), rec.carry)
         out[name] = _spectrum(layer.cell.inner, rec.params, rec.xp, carry0, top_k)
     return out
-
-
-# Figures live in their own module (matplotlib, no JAX); re-exported here.
-from rnnlab.diagnostic_plots import (  # noqa: E402
-    plot_gradient_flow,
-    plot_gradient_heatmap,
-    plot_jacobian_spectra,
-)
-
-__all__ = [
-    "GradientFlow",
-    "cell_jacobian_spectrum",
-    "hidden_state_gradients",
-    "jacobian_spectra",
-    "plot_gradient_flow",
-    "plot_gradient_heatmap",
-    "plot_jacobian_spectra",
-]
