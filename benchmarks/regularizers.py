@@ -1,6 +1,6 @@
 """Per-step cost of each recurrent regulariser against the plain layer.
 
-One LSTM layer (:class:`rnnlab.regularizers.RegularizedStackedRNN`), one jitted training
+One LSTM layer (:class:`rnnlab.layers.StackedRNN`), one jitted training
 step each (forward, backward, SGD update; loss ``mean(y^2)`` plus AR/TAR where enabled),
 float32. The default shape is config A of the performance baselines scaled down by two in
 every dimension (batch 16, time 64, input 64, hidden 128). Variants are timed in
@@ -22,7 +22,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from rnnlab import fused
-from rnnlab.regularizers import Regularization, RegularizedStackedRNN, prepare_layer
+from rnnlab.layers import StackedRNN
+from rnnlab.regularizers import Regularization, prepare_layer
 
 DEFAULT_SHAPE = dict(batch=16, time=64, input=64, hidden=128)
 
@@ -46,7 +47,7 @@ VARIANTS: dict[str, Regularization] = {
 
 def _train_step(name: str, shape: dict, cell: str):
     reg = VARIANTS[name]
-    model = RegularizedStackedRNN(
+    model = StackedRNN(
         shape["input"],
         shape["hidden"],
         1,

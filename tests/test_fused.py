@@ -264,12 +264,13 @@ def test_auto_takes_the_fused_path_and_scan_does_not(kind):
 def test_regularised_stack_matches_scan(kind, reg):
     """Regularisers acting outside the loop run on the fused path, in-loop ones fall back:
     either way values and gradients match the scan path under the same random masks."""
-    from rnnlab.regularizers import Regularization, RegularizedStackedRNN
+    from rnnlab.layers import StackedRNN
+    from rnnlab.regularizers import Regularization
 
     x = inputs()
 
     def value_and_grads(implementation):
-        stack = RegularizedStackedRNN(
+        stack = StackedRNN(
             F,
             H,
             2,
