@@ -62,13 +62,21 @@ def resolve_dtype(dtype: Any, argument: str = "dtype"):
 
 
 def set_mode(model: nnx.Module, train: bool | None) -> None:
-    """``model.train()`` for ``True``, ``model.eval()`` for ``False``, nothing for ``None``."""
+    """``model.train()`` for ``True``, ``model.eval()`` for ``False``, nothing for ``None``.
+
+    A model already in the asked mode is left untouched, so that calling it with ``train=``
+    inside a transform that closes over it (where NNX forbids mutation) keeps working.
+    """
     if train is None:
         return
-    if train:
-        model.train()
-    else:
-        model.eval()
+    for _, module in nnx.iter_modules(model):
+        for name in ("deterministic", "use_running_average"):
+            if getattr(module, name, not train) is train:
+                if train:
+                    model.train()
+                else:
+                    model.eval()
+                return
 
 
 def register(name: str) -> Callable[[ModelFactory], ModelFactory]:
