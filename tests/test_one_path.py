@@ -250,3 +250,66 @@ def test_bn_lstm_classifier_trained_by_the_engine_evaluates_on_running_averages(
     model.train()
     with_batch_stats, _ = model(x)
     assert not np.allclose(with_batch_stats, full, atol=1e-4)
+
+
+def _naive_lstm_jnp(cell, x):
+    carry = cell.initialize_carry((x.shape[0], F))
+    ys = []
+    for t in range(x.shape[1]):
+        carry, y = cell(carry, x[:, t])
+        ys.append(y)
+    return jnp.stack(ys, 1)
+
+
+def test_forward_mode_autodiff_works_by_default_and_fused_names_the_way_out():
+    cell = _cell("lstm")
+    x = jnp.asarray(_inputs(8))
+    tangent = jnp.asarray(_inputs(9))
+    layer = rnnlab.RNN(cell)
+    y, dy = jax.jvp(layer, (x,), (tangent,))
+    y_ref, dy_ref = jax.jvp(lambda v: _naive_lstm_jnp(cell, v), (x,), (tangent,))
+    np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(dy, dy_ref, rtol=1e-4, atol=1e-5)
+    jac = jax.jacfwd(lambda v: layer(v)[0, -1])(x[:1])
+    jac_ref = jax.jacrev(lambda v: _naive_lstm_jnp(cell, v)[0, -1])(x[:1])
+    np.testing.assert_allclose(jac, jac_ref, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="implementation='scan'"):
+        jax.jvp(rnnlab.RNN(cell, implementation="fused"), (x,), (tangent,))
+
+
+@pytest.mark.parametrize("kind", ["gru", "lstm", "optimized_lstm"])
+def test_stock_flax_cells_run_with_rnnlab_semantics(kind):
+    make = {"gru": nnx.GRUCell, "lstm": nnx.LSTMCell, "optimized_lstm": nnx.OptimizedLSTMCell}
+    cell = make[kind](F, H, rngs=nnx.Rngs(0))
+    x = jnp.asarray(_inputs(10))
+    ours = rnnlab.RNN(cell)(x)
+    np.testing.assert_allclose(ours, nnx.RNN(cell)(x), rtol=1e-5, atol=1e-5)
+    # Padding against a naive loop over the stock cell: outputs zero past each length,
+    # the carry of the last valid step, reversal of the valid part only.
+    lengths = np.array([7, 3, 5])
+    carry, y = rnnlab.RNN(cell, return_carry=True)(x, seq_lengths=jnp.asarray(lengths))
+    _, y_rev = rnnlab.RNN(cell, return_carry=True, reverse=True, keep_order=True)(
+        x, seq_lengths=jnp.asarray(lengths)
+    )
+    for b, n in enumerate(lengths):
+        c = cell.initialize_carry((1, F))
+        want = []
+        for t in range(n):
+            c, out = cell(c, x[b : b + 1, t])
+            want.append(out[0])
+        np.testing.assert_allclose(y[b, :n], np.stack(want), rtol=1e-5, atol=1e-5)
+        assert np.all(np.asarray(y[b, n:]) == 0)
+        for got, ref in zip(jax.tree.leaves(carry), jax.tree.leaves(c), strict=True):
+            np.testing.assert_allclose(got[b], ref[0], rtol=1e-5, atol=1e-5)
+        c = cell.initialize_carry((1, F))
+        back = {}
+        for t in reversed(range(n)):
+            c, out = cell(c, x[b : b + 1, t])
+            back[t] = out[0]
+        np.testing.assert_allclose(
+            y_rev[b, :n], np.stack([back[t] for t in range(n)]), rtol=1e-5, atol=1e-5
+        )
+    stack = StackedRNN(
+        F, H, 2, cell=lambda i, h, rngs: make[kind](i, h, rngs=rngs), rngs=nnx.Rngs(1)
+    )
+    assert stack(x).shape == (B, T, H)
