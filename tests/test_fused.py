@@ -10,7 +10,7 @@ from flax import nnx
 
 import rnnlab
 import rnnlab.fused
-from rnnlab.fused import GRUOptions, LSTMOptions
+from rnnlab.fused import FusedOptions
 
 B, T, F, H = 3, 7, 5, 4
 LENGTHS = np.array([7, 4, 0], np.int32)
@@ -91,7 +91,7 @@ def test_recompute_matches_saved_gates(kind, chunk):
     xs = jnp.moveaxis(inputs(), 1, 0)
     carry = random_carry(cell)
     mask = jnp.asarray(np.arange(T)[:, None] < LENGTHS[None])
-    options = LSTMOptions if kind == "lstm" else GRUOptions
+    options = FusedOptions
     seq = rnnlab.fused.lstm_sequence if kind == "lstm" else rnnlab.fused.gru_sequence
 
     def value_and_grads(opts):
@@ -118,7 +118,7 @@ def test_every_option_matches_scan(kind, options):
     xs = jnp.moveaxis(inputs(), 1, 0)
     carry = random_carry(cell)
     mask = jnp.asarray(np.arange(T)[:, None] < LENGTHS[None])
-    opts = (LSTMOptions if kind == "lstm" else GRUOptions)(**options)
+    opts = FusedOptions(**options)
     seq = rnnlab.fused.lstm_sequence if kind == "lstm" else rnnlab.fused.gru_sequence
 
     def fused(params, xs, carry):

@@ -6,6 +6,7 @@ The pure functions :func:`lstm_sequence` and :func:`gru_sequence` work on time-m
 for callers outside the layer.
 """
 
+from rnnlab.fused.common import FusedOptions
 from rnnlab.fused.dispatch import (
     IMPLEMENTATIONS,
     REMAT_CHUNK,
@@ -13,14 +14,13 @@ from rnnlab.fused.dispatch import (
     run_fused,
     unsupported_reason,
 )
-from rnnlab.fused.gru import GRUOptions, gru_sequence
-from rnnlab.fused.lstm import LSTMOptions, lstm_sequence
+from rnnlab.fused.gru import gru_sequence
+from rnnlab.fused.lstm import lstm_sequence
 
 __all__ = [
     "IMPLEMENTATIONS",
     "REMAT_CHUNK",
-    "GRUOptions",
-    "LSTMOptions",
+    "FusedOptions",
     "default_options",
     "gru_sequence",
     "lstm_sequence",
