@@ -231,7 +231,7 @@ class RNN(nnx.Module):
                 raise ValueError(f"implementation='fused' does not support {why}")
             if why is None:
                 carry, ys = fused.run_fused(
-                    cell, params, xs, initial_carry, seq_lengths=seq_lengths,
+                    cell, params, xs, initial_carry, seq_lengths=seq_lengths, resets=resets,
                     reverse=reverse, keep_order=keep_order, remat=self.remat,
                 )  # fmt: skip
                 if not self.time_major:
