@@ -92,19 +92,23 @@ def measure(case: str, impl: str, cfg, steps: int, repeats: int) -> dict:
     x = x.astype(jnp.float32)
     jax.block_until_ready(step(state, x))
     jax.block_until_ready(step(state, x))
-    times = []
+    times, cpu = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         for _ in range(steps):
             out = step(state, x)
         jax.block_until_ready(out)
         times.append((time.perf_counter() - start) / steps)
+        cpu.append((time.process_time() - start_cpu) / steps)
     median = statistics.median(times)
+    # Process CPU time (all threads) is disturbed far less than wall time by other tenants
+    # of a shared machine; compare variants by it when the load average is high.
     return dict(
         case=case,
         impl=impl,
         step_ms=round(1e3 * median, 2),
         tokens_per_s=round(cfg.tokens / median),
+        cpu_ms=round(1e3 * statistics.median(cpu), 2),
         all_ms=[round(1e3 * t, 2) for t in times],
     )
 

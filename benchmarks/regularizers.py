@@ -28,8 +28,8 @@ DEFAULT_SHAPE = dict(batch=16, time=64, input=64, hidden=128)
 
 VARIANTS: dict[str, Regularization] = {
     "plain": Regularization(),
-    # The same plain layer forced onto the step-by-step scan: the baseline of the techniques
-    # that need the scan (recurrent masks, zoneout), which the fused LSTM/GRU path lacks.
+    # The same plain layer forced onto the step-by-step scan: the baseline of the technique
+    # that needs the scan (zoneout); recurrent masks and weight drop run fused.
     "plain_scan": Regularization(),
     "dropout_in_out": Regularization(input_dropout=0.3, output_dropout=0.3),
     "variational_in_out": Regularization(input_dropout=0.3, output_dropout=0.3, variational=True),

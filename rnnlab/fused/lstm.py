@@ -22,6 +22,13 @@ and backward, with :math:`\\bar h, \\bar c` the incoming gradients:
 
 Padding (a ``[T, B]`` mask) holds the carry, as :func:`rnnlab.scan.masked_scan` does; the
 gate gradients are zero there and the carry gradients pass through unchanged.
+
+Training features: resets restart the state a step sees from a reset carry (the gradient of
+that state goes to the reset carry, none to the carry before); a Gal recurrent mask scales
+``h_{t-1}`` where it enters ``W_hh`` and a Semeniuta update mask scales ``g``; with a
+projection (LSTMP, Sak et al. 2014) ``h_t = (o \\tanh c_t) W_{proj}``, the reverse loop adds
+``dh_t W_{proj}^T`` and emits ``dh_t`` so that ``W_proj``'s gradient is one product
+``(o \\tanh C)^T dH`` after the loop.
 """
 
 from __future__ import annotations
