@@ -454,6 +454,4 @@ def test_config_round_trip_and_unknown_keys():
     with pytest.raises(ValueError, match="zonout_h"):
         R.Regularization.from_config({"zonout_h": 0.1})
     with pytest.raises(ValueError, match="rngs"):
-        StackedRNN(F, H, regularization=reg, rngs=nnx.Rngs(0))(
-            inputs(), deterministic=False
-        )
+        StackedRNN(F, H, regularization=reg, rngs=nnx.Rngs(0))(inputs(), deterministic=False)

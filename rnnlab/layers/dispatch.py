@@ -26,8 +26,8 @@ from typing import Any
 
 import jax
 
-from rnnlab import fused
 from rnnlab.cells.linear import LinearRecurrentCell
+from rnnlab.layers import fused_path
 
 IMPLEMENTATIONS = ("auto", "scan", "fused", "parallel")
 
@@ -90,7 +90,7 @@ def choose(
         )
     why = "batch statistics (batch-normalised cell in training)" if statistics else None
     if why is None:
-        why = fused.unsupported_reason(
+        why = fused_path.unsupported_reason(
             cell, params, resets=resets, step_transform=step_transform, step_inputs=step_inputs
         )
     if why is not None and requested == "fused":

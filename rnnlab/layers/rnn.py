@@ -15,9 +15,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from rnnlab import fused
 from rnnlab.cells.base import RecurrentCell
-from rnnlab.layers import dispatch
+from rnnlab.layers import dispatch, fused_path
 from rnnlab.layers.checks import check_carry, check_sequence_args
 from rnnlab.layers.parallel import METHODS, run_parallel
 from rnnlab.layers.stock import FlaxCell, follows_cell_contract
@@ -171,11 +170,9 @@ class RNN(nnx.Module):
         carry = ys = None
         if impl == "fused":
             try:
-                # Resets reach the kernels only when present (unused arguments stay unset).
-                extra = {} if resets is None else {"resets": resets, "reset_carry": reset_carry}
-                carry, ys = fused.run_fused(
-                    cell, params, xs, initial_carry, seq_lengths=seq_lengths, reverse=reverse,
-                    keep_order=True, remat=self.remat, **extra,
+                carry, ys = fused_path.run_fused(
+                    cell, params, xs, initial_carry, reverse=reverse, keep_order=True,
+                    remat=self.remat, **run,
                 )  # fmt: skip
             except TypeError as e:
                 if not dispatch.forward_mode_error(e):
