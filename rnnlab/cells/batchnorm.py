@@ -30,6 +30,7 @@ from jax.nn import initializers
 
 from rnnlab.cells.base import Array, Carry, Params, RecurrentCell, check_positive_int, matmul
 from rnnlab.cells.initializers import Initializer, lstm_bias, orthogonal_blocks
+from rnnlab.cells.params import gate_params
 from rnnlab.cells.registry import register_cell
 
 F32 = jnp.float32
@@ -169,9 +170,17 @@ class BNLSTMCell(RecurrentCell):
         self.eps, self.use_running_average = float(eps), bool(use_running_average)
         self.dtype, self.param_dtype, self.carry_init = dtype, param_dtype, None
         h, h4 = hidden_features, 4 * hidden_features
-        self.kernel_ih = nnx.Param(kernel_init(rngs.params(), (in_features, h4), param_dtype))
-        self.kernel_hh = nnx.Param(recurrent_kernel_init(rngs.params(), (h, h4), param_dtype))
-        self.bias = nnx.Param(lstm_bias(h, forget_bias)(None, (h4,), param_dtype))
+        self.kernel_ih, self.kernel_hh, self.bias = gate_params(
+            rngs,
+            input_shape=(in_features,),
+            recurrent_shape=(h,),
+            width=h4,
+            kernel_init=kernel_init,
+            recurrent_kernel_init=recurrent_kernel_init,
+            bias_init=lstm_bias(h, forget_bias),
+            param_dtype=param_dtype,
+            bias_keys=False,
+        )
         self.gamma_x = nnx.Param(jnp.full((h4,), gamma_init, param_dtype))
         self.gamma_h = nnx.Param(jnp.full((h4,), gamma_init, param_dtype))
         self.gamma_c = nnx.Param(jnp.full((h,), gamma_init, param_dtype))

@@ -72,18 +72,65 @@ def plot_gradient_heatmap(
     return path
 
 
-def plot_jacobian_spectra(
-    spectra: Mapping[str, np.ndarray], path: str, *, title: str = "Recurrent Jacobian spectrum"
-) -> str:
-    """Largest and smallest singular value of ``dh_t/dh_{t-1}`` against ``t`` per label.
+def _spectrum_array(label: str, sv) -> np.ndarray:
+    """``sv`` as a float64 ``[N, T, k]`` array (``N = 1`` for a single ``[T, k]`` spectrum)."""
+    arr = np.asarray(sv, np.float64)
+    if arr.ndim < 2 or 0 in arr.shape:
+        raise ValueError(
+            f"spectra[{label!r}] must be [T, k] or [*batch, T, k] singular values (what "
+            f"cell_jacobian_spectrum and jacobian_spectra return), got shape {arr.shape}"
+        )
+    if np.any(arr < 0):
+        raise ValueError(f"spectra[{label!r}] holds negative values: not singular values")
+    return arr.reshape((-1,) + arr.shape[-2:])
 
-    ``spectra[label]`` is ``[T, k]`` (one sequence, or a batch mean).
+
+def plot_jacobian_spectra(
+    spectra: Mapping[str, np.ndarray],
+    path: str,
+    *,
+    title: str = "Recurrent Jacobian spectrum",
+    band: tuple[float, float] = (10.0, 90.0),
+) -> str:
+    """Largest and smallest singular value of ``dh_t/dh_{t-1}`` against ``t`` per label; PNG.
+
+    ``spectra[label]`` is what :func:`~rnnlab.diagnostics.cell_jacobian_spectrum` or
+    :func:`~rnnlab.diagnostics.jacobian_spectra` return, ``[*batch, T, k]`` (singular values
+    in descending order), or one ``[T, k]`` spectrum. With a batch the lines are the median
+    over sequences and the shaded band spans the ``band`` percentiles (10th to 90th by
+    default) of the largest singular value. Shapes are checked first: every entry needs at
+    least two axes, and all entries the same ``T``.
+
+    Example::
+
+        >>> import jax.numpy as jnp
+        >>> from flax import nnx
+        >>> from rnnlab import diagnostics
+        >>> from rnnlab.cells import LSTMCell
+        >>> cell = LSTMCell(3, 8, rngs=nnx.Rngs(0))
+        >>> sv = diagnostics.cell_jacobian_spectrum(cell, jnp.ones((4, 10, 3)))  # [4, 10, 16]
+        >>> diagnostics.plot_jacobian_spectra({"lstm": sv}, "/tmp/spectrum.png")
+        '/tmp/spectrum.png'
     """
+    if not spectra:
+        raise ValueError("spectra is empty: give {label: [*batch, T, k] singular values}")
+    lo, hi = band
+    if not 0.0 <= lo < hi <= 100.0:
+        raise ValueError(f"band must be two percentiles 0 <= low < high <= 100, got {band!r}")
+    arrays = {label: _spectrum_array(label, sv) for label, sv in spectra.items()}
+    lengths = {label: a.shape[1] for label, a in arrays.items()}
+    if len(set(lengths.values())) > 1:
+        raise ValueError(f"spectra must share the number of time steps T, got {lengths}")
     fig, ax = _figure()
-    for label, sv in spectra.items():
-        sv = np.asarray(sv, np.float64)
-        t = np.arange(1, sv.shape[0] + 1)
-        (line,) = ax.plot(t, sv[:, 0], label=f"{label} (max)")
-        ax.plot(t, np.maximum(sv[:, -1], 1e-30), linestyle=":", color=line.get_color())
+    for label, sv in arrays.items():
+        t = np.arange(1, sv.shape[1] + 1)
+        largest, smallest = sv[:, :, 0], np.maximum(sv[:, :, -1], 1e-30)
+        many = sv.shape[0] > 1
+        name = f"{label} (max, median of {sv.shape[0]})" if many else f"{label} (max)"
+        (line,) = ax.plot(t, np.median(largest, axis=0), label=name)
+        ax.plot(t, np.median(smallest, axis=0), linestyle=":", color=line.get_color())
+        if many:
+            low, high = np.percentile(largest, [lo, hi], axis=0)
+            ax.fill_between(t, np.maximum(low, 1e-30), high, color=line.get_color(), alpha=0.2)
     ylabel = "singular value (solid: largest, dotted: smallest)"
     return _save_log_lines(fig, ax, path, ylabel, title)

@@ -23,7 +23,7 @@ from rnnlab.layers import dispatch
 from rnnlab.regularizers import observe_validation
 from rnnlab.train import checkpoint as ckpt_lib
 from rnnlab.train import config as cfg_lib
-from rnnlab.train import files, inputs, integrity, nonfinite, plots, sampling
+from rnnlab.train import export, files, inputs, integrity, nonfinite, plots, sampling
 from rnnlab.train import metrics as metrics_lib
 from rnnlab.train import sharding as sharding_lib
 from rnnlab.train import state as state_lib
@@ -256,6 +256,9 @@ def train(
     if main:
         files.makedirs(workdir)
         _write_json(files.join(workdir, "config.json"), cfg_lib.to_dict(cfg))
+        # The dataset description (vocabulary, sizes) lets rnnlab.train.export.load rebuild
+        # the model from the workdir alone, without the data.
+        export.write_dataset_info(workdir, run.info)
     writer = metrics_lib.MetricWriter(workdir, enabled=main)
     total = int(cfg.train.steps)
 
