@@ -292,7 +292,7 @@ def test_stock_flax_cells_run_with_rnnlab_semantics(kind):
         x, seq_lengths=jnp.asarray(lengths)
     )
     for b, n in enumerate(lengths):
-        c = cell.initialize_carry((1, F))
+        c = cell.initialize_carry((1, F), nnx.Rngs(carry=0))
         want = []
         for t in range(n):
             c, out = cell(c, x[b : b + 1, t])
@@ -301,7 +301,7 @@ def test_stock_flax_cells_run_with_rnnlab_semantics(kind):
         assert np.all(np.asarray(y[b, n:]) == 0)
         for got, ref in zip(jax.tree.leaves(carry), jax.tree.leaves(c), strict=True):
             np.testing.assert_allclose(got[b], ref[0], rtol=1e-5, atol=1e-5)
-        c = cell.initialize_carry((1, F))
+        c = cell.initialize_carry((1, F), nnx.Rngs(carry=0))
         back = {}
         for t in reversed(range(n)):
             c, out = cell(c, x[b : b + 1, t])

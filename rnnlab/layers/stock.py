@@ -12,6 +12,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+from flax import nnx
 
 from rnnlab.cells.base import RecurrentCell
 
@@ -54,8 +55,11 @@ class FlaxCell(RecurrentCell):
         return {}
 
     def initialize_carry(self, input_shape, rngs=None, carry_init=None):
-        del carry_init
-        return self.cell.initialize_carry(tuple(input_shape), rngs)
+        # Stock NNX cells ask for a stream even for their default zero carry; a fixed one
+        # keeps the layer a pure function (pass ``rngs`` for a random carry_init).
+        return self.cell.initialize_carry(
+            tuple(input_shape), nnx.Rngs(carry=0) if rngs is None else rngs, carry_init
+        )
 
     def check_inputs(self, x: Array) -> None:
         if self.in_features is not None and x.shape[-1] != self.in_features:

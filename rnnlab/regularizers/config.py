@@ -1,7 +1,7 @@
 """The regularisation switches of a model, as one validated, hashable value.
 
 :class:`Regularization` is what an experiment's config holds (``config.model.regularization``)
-and what :class:`rnnlab.regularizers.RegularizedStackedRNN` reads. Every field is off by
+and what :class:`rnnlab.layers.StackedRNN` reads (its ``regularization`` option). Every field is off by
 default, and a default ``Regularization()`` leaves a model's outputs bit-identical to the
 plain layers.
 """
