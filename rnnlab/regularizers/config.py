@@ -1,9 +1,9 @@
 """The regularisation switches of a model, as one validated, hashable value.
 
 :class:`Regularization` is what an experiment's config holds (``config.model.regularization``)
-and what :class:`rnnlab.layers.StackedRNN` reads (its ``regularization`` option). Every field is off by
-default, and a default ``Regularization()`` leaves a model's outputs bit-identical to the
-plain layers.
+and what :class:`rnnlab.layers.StackedRNN` reads (its ``regularization`` option). Every
+field is off by default, and a default ``Regularization()`` leaves a model's outputs
+bit-identical to the plain layers.
 """
 
 from __future__ import annotations
