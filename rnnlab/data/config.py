@@ -14,7 +14,11 @@ from pathlib import Path
 from typing import Any
 
 SPLITS = ("train", "validation", "test")
+# The one setting for where data live (raw corpora, vocabulary caches and, under tfds/, the
+# prepared TFDS datasets). TFDS_DATA_DIR, TFDS's own variable, is honoured for the TFDS part
+# only, so that a directory prepared with `tfds build` is found without copying it.
 DATA_DIR_ENV = "RNNLAB_DATA_DIR"
+TFDS_DATA_DIR_ENV = "TFDS_DATA_DIR"
 
 
 def option(cfg: Any, key: str, default: Any = None) -> Any:
@@ -37,7 +41,7 @@ def cache_key(cfg: Any, fields: Sequence[str]) -> str:
     memoising work that depends on those options only."""
     values = {f: option(cfg, f) for f in fields}
     values["data_dir"] = str(data_dir(cfg))
-    values["tfds_data_dir"] = option(cfg, "tfds_data_dir")
+    values["tfds_data_dir"] = tfds_dir(cfg)
     return json.dumps(values, sort_keys=True, default=str)
 
 
@@ -48,12 +52,16 @@ def data_dir(cfg: Any) -> Path:
 
 
 def tfds_dir(cfg: Any) -> str:
-    """Where TFDS datasets are prepared: ``cfg.tfds_data_dir``, else ``<data_dir>/tfds``.
+    """Where TFDS datasets are prepared: ``cfg.tfds_data_dir``, else ``$TFDS_DATA_DIR``, else
+    ``<data_dir>/tfds``.
 
     Kept as a string because it may be a ``gs://`` path.
     """
-    value = option(cfg, "tfds_data_dir")
-    return str(value) if value else str(data_dir(cfg) / "tfds")
+    value = option(cfg, "tfds_data_dir") or os.environ.get(TFDS_DATA_DIR_ENV, "").strip()
+    if not value:
+        return str(data_dir(cfg) / "tfds")
+    value = str(value)
+    return value if "://" in value else os.path.abspath(os.path.expanduser(value))
 
 
 def positive_int(cfg: Any, key: str, default: int | None = None) -> int:
