@@ -19,8 +19,6 @@ resolve_storage
 
 data="\"\$HOME\"/$DATA_DIR"
 store="$(shquote "$DATA_STORE")"
-env_cmd="export RNNLAB_DATA_DIR=$data"
-[[ -n "$TFDS_DATA_DIR" ]] && env_cmd+=" TFDS_DATA_DIR=$(shquote "$TFDS_DATA_DIR")"
 # gcloud storage rsync SOURCE DESTINATION --recursive (no --delete-unmatched-destination-objects:
 # nothing is ever removed). https://cloud.google.com/sdk/gcloud/reference/storage/rsync
 pull="gcloud storage rsync $store $data --recursive"
@@ -29,6 +27,6 @@ push="gcloud storage rsync $data $store --recursive"
 stored="gcloud storage ls $store >/dev/null 2>&1"
 
 WORKER=0 on_workers "set -e; mkdir -p $data; if $stored; then $pull; fi;\
- cd \"\$HOME\"/$REMOTE_DIR && $env_cmd &&\
+ cd \"\$HOME\"/$REMOTE_DIR && export RNNLAB_DATA_DIR=$data &&\
  \"\$HOME\"/$VENV_DIR/bin/python tpu/prepare_data.py $(shjoin "$@"); $push"
 WORKER=all on_workers "set -e; mkdir -p $data; $pull"

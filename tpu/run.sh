@@ -47,7 +47,6 @@ train=("\"\$HOME\"/$VENV_DIR/bin/rnnlab" train --config "$experiment" --workdir 
 # The first word is a shell expression ($HOME), the rest are quoted arguments.
 train_cmd="${train[0]} $(shjoin "${train[@]:1}")"
 env_cmd="export PYTHONUNBUFFERED=1 RNNLAB_DATA_DIR=\"\$HOME\"/$DATA_DIR"
-[[ -n "$TFDS_DATA_DIR" ]] && env_cmd+=" TFDS_DATA_DIR=$(shquote "$TFDS_DATA_DIR")"
 wrapper="tpu/worker.sh $(shquote "$session") \"\$HOME\"/$LOG_DIR $(shquote "$workdir")"
 wrapper+=" $LOG_COPY_EVERY --"
 inner="cd \"\$HOME\"/$REMOTE_DIR && $env_cmd && exec bash $wrapper $train_cmd"

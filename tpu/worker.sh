@@ -8,6 +8,7 @@
 #
 #   tpu/worker.sh SESSION LOG_DIR WORKDIR LOG_COPY_EVERY -- COMMAND [ARGS...]
 set -uo pipefail
+[[ "${1:-}" == -h || "${1:-}" == --help ]] && { sed -n '2,9p' "$0"; exit 0; }
 if [[ $# -lt 6 || "$5" != -- ]]; then
   sed -n '2,9p' "$0" >&2
   exit 2
