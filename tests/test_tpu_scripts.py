@@ -162,11 +162,12 @@ def test_ssh_and_scp_reach_workers_by_internal_ip_or_iap(world):
 def test_data_copies_never_delete(world):
     prepare, pull = world.dry("data.sh", "experiments/faults.py", WORKDIR_PREFIX="lab")
     remote = flag(prepare, "command")
-    assert "gcloud storage rsync gs://my-bucket/lab-data \"$HOME\"/rnnlab-data --recursive" in remote
-    assert "gcloud storage rsync \"$HOME\"/rnnlab-data gs://my-bucket/lab-data --recursive" in remote
+    store, data = "gs://my-bucket/lab-data", '"$HOME"/rnnlab-data'
+    assert f"gcloud storage rsync {store} {data} --recursive" in remote
+    assert f"gcloud storage rsync {data} {store} --recursive" in remote
     assert "tpu/prepare_data.py experiments/faults.py" in remote
     assert flag(pull, "command").endswith(
-        "gcloud storage rsync gs://my-bucket/lab-data \"$HOME\"/rnnlab-data --recursive"
+        'gcloud storage rsync gs://my-bucket/lab-data "$HOME"/rnnlab-data --recursive'
     )
     assert "delete" not in remote + flag(pull, "command")
 
@@ -194,9 +195,8 @@ def test_run_executes_the_trainer_with_every_argument_intact(world):
     assert "start rnnlab-exp1" in text and "step 1 loss 2.5" in text and "exit 0" in text
     assert (world.gcs / "my-bucket/rnnlab/exp1/logs" / f"{HOST0}.log").read_text() == text
     assert (world.home(0) / "rnnlab-logs" / "rnnlab-exp1.status").read_text() == "0\n"
-    assert ["gcloud", "storage", "cp", str(log), f"gs://my-bucket/rnnlab/exp1/logs/{HOST0}.log"] in (
-        world.calls("gcloud")
-    )
+    copy = ["gcloud", "storage", "cp", str(log), f"gs://my-bucket/rnnlab/exp1/logs/{HOST0}.log"]
+    assert copy in world.calls("gcloud")
     # What ran is exactly what a dry run prints.
     (ssh,) = [c for c in world.calls("gcloud") if c[4] == "ssh"]
     Path(world.env["FAKE_CALLS"]).unlink()
