@@ -10,7 +10,7 @@
 # NETWORK, SUBNETWORK, SERVICE_ACCOUNT and INTERNAL_IPS=1 (no external IP addresses) apply
 # to both.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-[[ "${1:-}" == -h || "${1:-}" == --help ]] && { sed -n '2,12p' "$0"; exit 0; }
+[[ "${1:-}" == -h || "${1:-}" == --help ]] && { help_text; exit 0; }
 load_settings
 mapfile -t flags < <(location_flags)
 

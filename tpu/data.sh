@@ -11,7 +11,7 @@
 # defaults to gs://BUCKET/WORKDIR_PREFIX-data. Nothing here deletes data: the copies only
 # add and update files. --config.data.* overrides in TRAIN_ARGS are applied.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-usage() { sed -n '2,13p' "$0"; }
+usage() { help_text; }
 [[ "${1:-}" == -h || "${1:-}" == --help ]] && { usage; exit 0; }
 [[ $# -ge 1 ]] || { usage >&2; die "EXPERIMENT is missing"; }
 load_settings

@@ -6,7 +6,7 @@
 #
 # gcloud asks for confirmation unless --yes is given.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-usage() { sed -n '2,7p' "$0"; }
+usage() { help_text; }
 quiet=()
 case "${1:-}" in
   -h | --help) usage; exit 0 ;;

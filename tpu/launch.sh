@@ -16,7 +16,7 @@
 # (Ctrl-C) first, then tpu/stop.sh RUN_NAME. Under DRY_RUN=1 the commands of one round are
 # printed.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-usage() { sed -n '2,19p' "$0"; }
+usage() { help_text; }
 
 name=""
 keep=0

@@ -19,6 +19,11 @@ SETTINGS=(PROJECT ZONE TPU_NAME ACCELERATOR_TYPE RUNTIME_VERSION BUCKET SPOT RES
   WORKDIR_PREFIX WORKDIR_ROOT DATA_DIR DATA_STORE REMOTE_DIR VENV_DIR LOG_DIR
   LOG_COPY_EVERY PYTHON_VERSION STOP_TIMEOUT POLL_SECONDS MAX_ATTEMPTS TAR)
 
+# Prints the comment block at the top of the running script: its --help.
+help_text() {
+  awk 'NR > 1 { if (!/^#/) exit; print }' "$0"
+}
+
 die() {
   echo "error: $*" >&2
   exit 2

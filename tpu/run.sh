@@ -9,14 +9,14 @@
 # First the experiment's data are prepared once for the slice (tpu/data.sh; --no-data skips
 # this). Then every worker runs `rnnlab train --config EXPERIMENT --workdir
 # WORKDIR_ROOT/RUN_NAME TRAIN_ARGS...` (WORKDIR_ROOT defaults to gs://BUCKET/WORKDIR_PREFIX)
-# in the tmux session rnnlab-RUN_NAME, through tpu/worker.sh: output appended to the worker's
-# log file LOG_DIR/rnnlab-RUN_NAME-<worker hostname>.log, copied to
-# WORKDIR/logs/<hostname>.log. A run already going in that session is stopped first
-# (SIGTERM, so it saves a checkpoint). Running the same command again resumes the run from
-# its workdir. The run name defaults to the experiment's file and variant
+# in the tmux session rnnlab-RUN_NAME, through tpu/worker.sh: output appended to the
+# worker's log file LOG_DIR/rnnlab-RUN_NAME-<worker hostname>.log, which is copied to
+# WORKDIR/logs/<hostname>-<start time>.log. A run already going in that session is stopped
+# first (SIGTERM, so it saves a checkpoint). Running the same command again resumes the run
+# from its workdir. The run name defaults to the experiment's file and variant
 # (experiments/charlm.py:tpu -> charlm-tpu).
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-usage() { sed -n '2,19p' "$0"; }
+usage() { help_text; }
 
 name=""
 prepare=1

@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
 # Runs on a worker, inside the run's tmux session that tpu/run.sh starts: the training
 # command, with its output appended to the worker's log file. The log is copied to
-# WORKDIR/logs/<hostname>.log every LOG_COPY_EVERY seconds and once more at the end, so that
-# it outlives the VM; SIGTERM (tpu/stop.sh, a spot preemption) is passed on to the trainer,
-# which saves a checkpoint and exits; the exit status is left in LOG_DIR/SESSION.status
-# ("running" until then) for tpu/launch.sh.
+# WORKDIR/logs/<hostname>-<start time>.log every LOG_COPY_EVERY seconds and once more at the
+# end, so that it outlives the VM; SIGTERM (tpu/stop.sh, a spot preemption) is passed on to
+# the trainer, which saves a checkpoint and exits; the exit status is left in
+# LOG_DIR/SESSION.status ("running" until then) for tpu/launch.sh.
 #
 #   tpu/worker.sh SESSION LOG_DIR WORKDIR LOG_COPY_EVERY -- COMMAND [ARGS...]
 set -uo pipefail
-[[ "${1:-}" == -h || "${1:-}" == --help ]] && { sed -n '2,9p' "$0"; exit 0; }
+[[ "${1:-}" == -h || "${1:-}" == --help ]] && { awk 'NR > 1 { if (!/^#/) exit; print }' "$0"; exit 0; }
 if [[ $# -lt 6 || "$5" != -- ]]; then
-  sed -n '2,9p' "$0" >&2
+  awk 'NR > 1 { if (!/^#/) exit; print }' "$0" >&2
   exit 2
 fi
 session="$1" log_dir="$2" workdir="$3" every="$4"
@@ -18,7 +18,8 @@ shift 5
 host="$(hostname)"
 log="$log_dir/$session-$host.log"
 status_file="$log_dir/$session.status"
-copy="$workdir/logs/$host.log"
+# One copy per start, so that a resumed run does not overwrite the log of the slice before.
+copy="$workdir/logs/$host-$(date -u +%Y%m%dT%H%M%SZ).log"
 mkdir -p "$log_dir"
 echo running >"$status_file"
 echo "=== $(date -u +%FT%TZ) start $session on $host ===" >>"$log"
