@@ -94,24 +94,22 @@ def fail(message, code=1):
     sys.exit(code)
 
 
-def maybe_preempt(state):
-    # A spot preemption once the file FAKE_PREEMPT_WHEN exists (say, a checkpoint).
-    when = os.environ.get("FAKE_PREEMPT_WHEN")
-    history = load(history_path, {})
-    if not when or history.get("preempted") or state["state"] != "ACTIVE":
-        return state
-    if not Path(when).exists():
-        return state
+def preempt(state):
+    # A spot preemption: every process gets SIGTERM and some time to exit, then the VMs and
+    # their disks are gone and the queued resource is SUSPENDED.
     stop_machines(signal.SIGTERM)
     remove_machines()
     state["state"] = "SUSPENDED" if state["kind"] == "qr" else "PREEMPTED"
     save(state_path, state)
-    history["preempted"] = True
+    history = load(history_path, {})
+    history["preempted"] = history.get("preempted", 0) + 1
     save(history_path, history)
-    return state
 
 
-group, verb = args[2], args[3]
+if args[:2] == ["fake", "preempt"]:  # not a gcloud command: the tests' preemption
+    preempt(load(state_path))
+    sys.exit(0)
+group, verb = (args + ["", ""])[2:4]
 if group in ("queued-resources", "tpu-vm") and verb == "create":
     if state_path.exists():
         fail(f"ERROR: (gcloud) {args[4]} already exists")
@@ -130,7 +128,6 @@ elif group in ("queued-resources", "tpu-vm") and verb == "describe":
     state = load(state_path)
     if state is None:
         fail("ERROR: (gcloud) NOT_FOUND: resource not found")
-    state = maybe_preempt(state)
     if group == "tpu-vm" and state["state"] == "ACTIVE":
         print("READY" if "format" in opts else json.dumps({"state": "READY"}))
     else:
@@ -192,6 +189,11 @@ elif args[0] == "storage" and args[1] == "rsync":
             if not target.exists() or target.read_bytes() != path.read_bytes():
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(path, target)
+elif args[0] == "storage" and args[1] == "cat":
+    path = local(args[2])
+    if not path.is_file():
+        fail(f"ERROR: (gcloud) {args[2]} not found")
+    sys.stdout.write(path.read_text())
 elif args[0] == "storage" and args[1] == "ls":
     path = local(args[2])
     if not path.exists():
@@ -250,10 +252,14 @@ FAKE_HOSTNAME = """#!/bin/sh
 if [ -n "${FAKE_HOSTNAME:-}" ]; then echo "$FAKE_HOSTNAME"; else exec %s "$@"; fi
 """
 
-# The workers' venv: pip does nothing (the machine image already holds the project), python
-# runs the synced code.
+# The workers' venv: pip does nothing (the machine image already holds the project), the
+# device query at the end of tpu/setup.sh is answered without starting JAX (seconds of CPU
+# per worker, and only meaningful on a TPU), and python runs the synced code.
 FAKE_PYTHON = """#!/bin/bash
 if [[ "${1:-} ${2:-}" == "-m pip" ]]; then echo "$*" >> "$HOME/pip-calls.txt"; exit 0; fi
+if [[ "${1:-}" == -c && "${2:-}" == "import jax; print(jax.process_index()"* ]]; then
+  echo "$RNNLAB_PROCESS_ID 1 cpu"; exit 0
+fi
 PYTHONPATH="$HOME/rnnlab" exec %s "$@"
 """
 
@@ -368,6 +374,10 @@ class World:
     def worker_commands(self, worker):
         path = self.tmp / "slice" / f"commands-w{worker}.jsonl"
         return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+
+    def preempt(self):
+        """Preempts the slice the way a spot reclaim does."""
+        self.gcloud("fake", "preempt")
 
     def history(self):
         path = self.tmp / "slice" / "history.json"

@@ -9,7 +9,7 @@
 # Each round: if the slice is not ACTIVE it is deleted (when it exists) and requested again
 # (tpu/create.sh, which waits for capacity), then set up (tpu/setup.sh); then tpu/run.sh
 # starts or resumes the run from its workdir. Every POLL_SECONDS the loop checks whether the
-# run wrote WORKDIR/summary.json (finished), whether the slice is still ACTIVE (a preempted
+# run is finished (WORKDIR/summary.json, not from a preemption), whether the slice is still ACTIVE (a preempted
 # spot slice becomes SUSPENDED) and whether worker 0's trainer exited. A finished run ends
 # the loop and deletes the slice (--keep keeps it); a trainer that failed stops the loop
 # with its exit status; MAX_ATTEMPTS rounds at most. To stop a run for good, stop this loop
@@ -55,7 +55,7 @@ attempt=0
 while true; do
   attempt=$((attempt + 1))
   ((attempt <= MAX_ATTEMPTS)) || die "run $name not finished after $MAX_ATTEMPTS rounds"
-  if workdir_has "$workdir/summary.json"; then break; fi
+  if run_finished "$workdir"; then break; fi
   state="$(slice_state)"
   case "$state" in
     ACTIVE) ;;
@@ -72,7 +72,7 @@ while true; do
   "$TPU_DIR/run.sh" --name "$name" "$experiment" "$@" || { sleep "$POLL_SECONDS"; continue; }
   while true; do
     sleep "$POLL_SECONDS"
-    if workdir_has "$workdir/summary.json"; then break 2; fi
+    if run_finished "$workdir"; then break 2; fi
     state="$(slice_state)"
     if [[ "$state" != ACTIVE ]]; then
       say "slice is ${state:-absent} (preempted?); re-queueing"
@@ -89,6 +89,13 @@ while true; do
 done
 
 say "finished: $workdir/summary.json"
+# The workers copy their logs to the workdir once their trainer has exited: give them up to
+# STOP_TIMEOUT seconds before the slice, with its disks, is deleted.
+for ((waited = 0; waited < STOP_TIMEOUT; waited += POLL_SECONDS)); do
+  statuses="$(on_workers "$status_cmd" 2>/dev/null)" || break
+  grep -qx running <<<"$statuses" || break
+  sleep "$POLL_SECONDS"
+done
 if [[ "$keep" == 0 ]]; then
   "$TPU_DIR/delete.sh" --yes
 fi

@@ -239,13 +239,18 @@ wait_active() {
   done
 }
 
-# Whether a file exists under a workdir, on Cloud Storage or on a local (shared) path.
-workdir_has() {
+# Whether the run in workdir $1 is finished: its summary.json exists and does not say it
+# stopped for a preemption (a preempted run writes one too). The workdir is on Cloud Storage
+# or on a local (shared) path.
+#   https://cloud.google.com/sdk/gcloud/reference/storage/cat
+run_finished() {
+  local summary
   if [[ "$1" == gs://* ]]; then
-    gcloud storage ls "$1" >/dev/null 2>&1
+    summary="$(gcloud storage cat "$1/summary.json" 2>/dev/null)" || return 1
   else
-    [[ -e "$1" ]]
+    summary="$(cat "$1/summary.json" 2>/dev/null)" || return 1
   fi
+  ! grep -q '"stop_reason": *"preempted"' <<<"$summary"
 }
 
 # A run's name from an experiment spec (experiments/charlm.py:tpu -> charlm-tpu) or from a
