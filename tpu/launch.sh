@@ -70,6 +70,7 @@ while true; do
   esac
   say "round $attempt: starting the run"
   "$TPU_DIR/run.sh" --name "$name" "$experiment" "$@" || { sleep "$POLL_SECONDS"; continue; }
+  stopped=0
   while true; do
     sleep "$POLL_SECONDS"
     if run_finished "$workdir"; then break 2; fi
@@ -82,7 +83,11 @@ while true; do
     case "$status" in
       running | unreachable | "") ;;
       none) say "no run on worker 0; starting it again"; break ;;
-      0) say "the trainer stopped before the end (SIGTERM?); resuming"; break ;;
+      0)
+        # Stopped by a SIGTERM before the end. A preempted VM goes down soon after its
+        # trainer has saved; only a slice still ACTIVE a poll later gets the run again.
+        stopped=$((stopped + 1))
+        if ((stopped >= 2)); then say "the trainer stopped before the end; resuming"; break; fi ;;
       *) die "the trainer on worker 0 exited with status $status; see tpu/logs.sh $name" ;;
     esac
   done
