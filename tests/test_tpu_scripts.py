@@ -247,6 +247,20 @@ def test_run_stops_the_previous_run_before_starting(world, old_run):
     assert ops.index("list-panes") < ops.index("new-session")
 
 
+def test_run_refuses_to_start_beside_a_run_of_another_name(world):
+    other = subprocess.Popen(["sleep", "60"])
+    try:
+        (world.home(0) / ".fake-tmux.json").write_text(json.dumps({"rnnlab-other": other.pid}))
+        result = world.script("run.sh", "--no-data", "--name", "exp1", "x.py", check=False)
+        assert result.returncode == 3
+        assert "error: run rnnlab-other is going on t1v-n-fake-w-0" in result.stderr
+        assert "tpu/stop.sh other first" in result.stderr
+        assert other.poll() is None and not _train_records(world)
+    finally:
+        other.kill()
+        other.wait()
+
+
 def test_the_trainer_gets_the_sigterm_sent_to_its_session(world):
     trainer = world.home(0) / "rnnlab-venv" / "bin" / "rnnlab"
     trainer.write_text(

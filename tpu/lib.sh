@@ -285,6 +285,17 @@ stop_snippet() {
     " fi"
 }
 
+# Remote shell snippet: fails (status 3) when a run other than session $1 is going on the
+# worker. A host's TPU chips belong to one process at a time, so a slice runs one run.
+one_run_snippet() {
+  local session
+  session="$(shquote "$1")"
+  printf '%s' "other=\$(tmux list-sessions -F '#{session_name}' 2>/dev/null |" \
+    " grep '^rnnlab-' | grep -vx $session | head -n 1);" \
+    " if [ -n \"\$other\" ]; then echo \"error: run \$other is going on \$(hostname);" \
+    " a slice runs one run at a time: tpu/stop.sh \${other#rnnlab-} first\" >&2; exit 3; fi"
+}
+
 # The per-worker log file of session $1, as a remote shell word ($(hostname) names the worker).
 log_file() {
   printf '"$HOME"/%s/%s-"$(hostname)".log' "$LOG_DIR" "$1"

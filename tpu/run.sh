@@ -12,7 +12,8 @@
 # in the tmux session rnnlab-RUN_NAME, through tpu/worker.sh: output appended to the
 # worker's log file LOG_DIR/rnnlab-RUN_NAME-<worker hostname>.log, which is copied to
 # WORKDIR/logs/<hostname>-<start time>.log. A run already going in that session is stopped
-# first (SIGTERM, so it saves a checkpoint). Running the same command again resumes the run
+# first (SIGTERM, so it saves a checkpoint); a run of another name is refused, since a
+# slice's chips serve one run at a time. Running the same command again resumes the run
 # from its workdir. The run name defaults to the experiment's file and variant
 # (experiments/charlm.py:tpu -> charlm-tpu).
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -51,7 +52,7 @@ wrapper="tpu/worker.sh $(shquote "$session") \"\$HOME\"/$LOG_DIR $(shquote "$wor
 wrapper+=" $LOG_COPY_EVERY --"
 inner="cd \"\$HOME\"/$REMOTE_DIR && $env_cmd && exec bash $wrapper $train_cmd"
 
-on_workers "$(stop_snippet "$session");\
+on_workers "$(one_run_snippet "$session"); $(stop_snippet "$session");\
  mkdir -p \"\$HOME\"/$LOG_DIR && tmux new-session -d -s $(shquote "$session") $(shquote "$inner")"
 
 if [[ "$DRY_RUN" != 1 ]]; then
