@@ -136,8 +136,18 @@ def test_the_spot_run_was_preempted_requeued_and_finished(runs):
     verbs = [c[3:5] for c in spot.calls("gcloud") if c[1:3] == ["compute", "tpus"]]
     creates = [v for v in verbs if v == ["queued-resources", "create"]]
     assert len(creates) == 2 and ["queued-resources", "delete"] in verbs
-    (create, _) = [c for c in spot.calls("gcloud") if c[3:5] == ["queued-resources", "create"]]
-    assert "--spot" in create and "--node-id=test-tpu" in create
+    # What the stand-in received, against the documented form (queued-resources create).
+    received = [c for c in spot.calls("gcloud") if c[3:5] == ["queued-resources", "create"]]
+    assert received == 2 * [
+        ["gcloud", "compute", "tpus", "queued-resources", "create", "test-tpu-qr",
+         "--project=my-project", "--zone=us-central2-b", "--node-id=test-tpu",
+         "--accelerator-type=v4-32", "--runtime-version=tpu-ubuntu2204-base", "--spot"]
+    ]  # fmt: skip
+    deletes = [c for c in spot.calls("gcloud") if c[3:5] == ["queued-resources", "delete"]]
+    assert deletes == [
+        ["gcloud", "compute", "tpus", "queued-resources", "delete", "test-tpu-qr",
+         "--project=my-project", "--zone=us-central2-b", "--force", "--quiet"]
+    ]  # fmt: skip
     # Both slices' worker logs are in the workdir: the first leg stopped with a checkpoint
     # on SIGTERM, the second resumed from it and completed.
     logs = sorted((runs["roots"]["spot"] / "run" / "logs").iterdir())
