@@ -9,12 +9,12 @@
 # Each round: if the slice is not ACTIVE it is deleted (when it exists) and requested again
 # (tpu/create.sh, which waits for capacity), then set up (tpu/setup.sh); then tpu/run.sh
 # starts or resumes the run from its workdir. Every POLL_SECONDS the loop checks whether the
-# run is finished (WORKDIR/summary.json, not from a preemption), whether the slice is still ACTIVE (a preempted
-# spot slice becomes SUSPENDED) and whether worker 0's trainer exited. A finished run ends
-# the loop and deletes the slice (--keep keeps it); a trainer that failed stops the loop
-# with its exit status; MAX_ATTEMPTS rounds at most. To stop a run for good, stop this loop
-# (Ctrl-C) first, then tpu/stop.sh RUN_NAME. Under DRY_RUN=1 the commands of one round are
-# printed.
+# run is finished (WORKDIR/summary.json, not one left by a preemption), whether the slice is
+# still ACTIVE (a preempted spot slice becomes SUSPENDED) and whether worker 0's trainer
+# exited. A finished run ends the loop and deletes the slice (--keep keeps it); a trainer
+# that failed stops the loop with its exit status; MAX_ATTEMPTS rounds at most. To stop a
+# run for good, stop this loop (Ctrl-C) first, then tpu/stop.sh RUN_NAME. Under DRY_RUN=1
+# the commands of one round are printed.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 usage() { help_text; }
 
@@ -64,7 +64,9 @@ while true; do
       (wait_active) || continue ;;
     *)
       say "round $attempt: slice is ${state:-absent}; requesting it"
-      if [[ -n "$state" ]]; then "$TPU_DIR/delete.sh" --yes || { sleep "$POLL_SECONDS"; continue; }; fi
+      if [[ -n "$state" ]]; then
+        "$TPU_DIR/delete.sh" --yes || { sleep "$POLL_SECONDS"; continue; }
+      fi
       "$TPU_DIR/create.sh" || { sleep "$POLL_SECONDS"; continue; }
       "$TPU_DIR/setup.sh" || { sleep "$POLL_SECONDS"; continue; } ;;
   esac
@@ -81,13 +83,17 @@ while true; do
     fi
     status="$(WORKER=0 on_workers "$status_cmd" 2>/dev/null | tail -n 1)" || status=unreachable
     case "$status" in
-      running | unreachable | "") ;;
-      none) say "no run on worker 0; starting it again"; break ;;
-      0)
-        # Stopped by a SIGTERM before the end. A preempted VM goes down soon after its
-        # trainer has saved; only a slice still ACTIVE a poll later gets the run again.
+      running) stopped=0 ;;
+      unreachable | "") ;;
+      0 | none)
+        # Stopped by a SIGTERM before the end (or not started). A preempted VM goes down
+        # soon after its trainer has saved, and a session just started has not yet written
+        # its status: only what two polls in a row see on an ACTIVE slice gets the run again.
         stopped=$((stopped + 1))
-        if ((stopped >= 2)); then say "the trainer stopped before the end; resuming"; break; fi ;;
+        if ((stopped >= 2)); then
+          say "no trainer running on worker 0 (status $status); resuming"
+          break
+        fi ;;
       *) die "the trainer on worker 0 exited with status $status; see tpu/logs.sh $name" ;;
     esac
   done
@@ -96,7 +102,7 @@ done
 say "finished: $workdir/summary.json"
 # The workers copy their logs to the workdir once their trainer has exited: give them up to
 # STOP_TIMEOUT seconds before the slice, with its disks, is deleted.
-for ((waited = 0; waited < STOP_TIMEOUT; waited += POLL_SECONDS)); do
+for ((waited = 0; waited < STOP_TIMEOUT; waited += POLL_SECONDS > 0 ? POLL_SECONDS : 1)); do
   statuses="$(on_workers "$status_cmd" 2>/dev/null)" || break
   grep -qx running <<<"$statuses" || break
   sleep "$POLL_SECONDS"
