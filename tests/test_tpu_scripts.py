@@ -378,3 +378,18 @@ def test_scripts_refuse_missing_arguments(world):
     assert "EXPERIMENT is missing" in world.script("data.sh", check=False).stderr
     assert "exactly one RUN" in world.script("stop.sh", check=False).stderr
     assert "RUN is missing" in world.script("logs.sh", check=False).stderr
+
+
+def test_tensorboard_extra_installs_tensorboard_without_tensorflow():
+    import tomllib
+
+    from tpu_world import ROOT
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    assert any(req.startswith("tensorboard>=") for req in extras["tensorboard"])
+    assert not any(req.startswith("tensorflow") for req in extras["tensorboard"])
+    doc = (ROOT / "docs" / "tpu.md").read_text()
+    assert "pip install -e '.[tensorboard,gcs]'" in doc
+    assert "tensorboard --logdir gs://MY_BUCKET/rnnlab" in doc
