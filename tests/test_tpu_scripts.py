@@ -17,10 +17,11 @@ import shlex
 import shutil
 import signal
 import subprocess
+import tomllib
 from pathlib import Path
 
 import pytest
-from tpu_world import TPU, World
+from tpu_world import ROOT, TPU, World
 
 LOCATION = ["--project=my-project", "--zone=us-central2-b"]
 QR = ["gcloud", "compute", "tpus", "queued-resources"]
@@ -381,10 +382,6 @@ def test_scripts_refuse_missing_arguments(world):
 
 
 def test_tensorboard_extra_installs_tensorboard_without_tensorflow():
-    import tomllib
-
-    from tpu_world import ROOT
-
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
         "optional-dependencies"
     ]
