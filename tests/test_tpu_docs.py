@@ -11,6 +11,7 @@ train on a CPU, so the runs are stopped once they train; tests/test_tpu_launch.p
 small experiment to the end through the same scripts.
 """
 
+import os
 import re
 import shlex
 import shutil
@@ -159,25 +160,23 @@ def test_the_documented_flow_runs_with_real_training(world, tmp_path):
     # The lr override reached the trainer: the workdir's resolved config has it.
     lr3 = world.tmp / "workdirs" / "charlm-lr3" / "config.json"
     assert '"lr": 0.003' in lr3.read_text()
+    # The round by hand (its last command, run.sh, ran above as written), then the spot loop
+    # as documented on that new slice, until it trains; then stopped the documented way.
     for command in ("tpu/delete.sh", "tpu/create.sh", "tpu/setup.sh"):
         sh(command)
-    sh("tpu/run.sh experiments/charlm.py:tpu")
-    _headline(world, "charlm-tpu")
-    sh("tpu/stop.sh charlm-tpu")
-    world.wait_sessions(60)
-    sh("tpu/delete.sh")
-    # The spot loop as documented, until it trains; then stopped the documented way.
     launch = subprocess.Popen(
         ["bash", str(TPU / "launch.sh"), "experiments/charlm.py:tpu"],
         env={**world.env, "SPOT": "1"},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=True,  # its own terminal group, for Ctrl-C
     )
     try:
-        _headline(world, "charlm-tpu")
+        text = _headline(world, "charlm-tpu")
+        assert "starting at step 0 of 20000" in text  # stopped above before a checkpoint
     finally:
-        launch.send_signal(signal.SIGINT)
+        os.killpg(launch.pid, signal.SIGINT)  # Ctrl-C: the loop and what it runs now
         launch.communicate(timeout=60)
     sh("tpu/stop.sh charlm-tpu")
     world.wait_sessions(60)
