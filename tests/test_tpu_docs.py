@@ -20,7 +20,7 @@ import subprocess
 import time
 
 import pytest
-from tpu_world import ROOT, TPU, World
+from tpu_world import ROOT, TPU, World, long_lived_dir
 
 from rnnlab.data.config import data_dir
 
@@ -29,7 +29,7 @@ ENV_WORD = re.compile(r"^[A-Z_]+=\S*$")
 STARTS_WITH_SCRIPT = re.compile(r"^(?:[A-Z_]+=\S*\s+)*tpu/[a-z_]+\.sh\b")
 # Words of a usage synopsis, not of a runnable example.
 PLACEHOLDER = re.compile(r"\[|\b(EXPERIMENT|RUN|RUN_NAME|TRAIN_ARGS|COMMAND|SESSION|DIR|LINES)\b")
-TIMEOUT = 240
+TIMEOUT = 600  # a bound for a loaded machine
 
 
 def _doc_commands() -> list[str]:
@@ -126,8 +126,19 @@ def _sh(world, command, **env):
     return world.script(script, *args, timeout=TIMEOUT, **{**env, **extra})
 
 
+@pytest.fixture
+def long_world():
+    with long_lived_dir("rnnlab-tpu-docs-") as tmp:
+        w = World(tmp, workers=2, trainer="real", active=False)
+        raw = data_dir({}) / "austen"
+        shutil.copytree(raw, w.gcs / "my-bucket" / "rnnlab-data" / "austen")
+        yield w
+        w.close()
+
+
 @pytest.mark.slow
-def test_the_documented_flow_runs_with_real_training(world, tmp_path):
+def test_the_documented_flow_runs_with_real_training(long_world):
+    world, tmp_path = long_world, long_world.tmp
     # Settings of the user's file: workdirs on a local path the real trainer can write (the
     # stand-in bucket is a folder, not Cloud Storage), short waits.
     with world.config.open("a") as f:

@@ -25,7 +25,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-from tpu_world import World
+from tpu_world import World, long_lived_dir
 
 from rnnlab import parallel
 from rnnlab.data.config import data_dir
@@ -36,7 +36,8 @@ from rnnlab.train import metrics as metrics_lib
 EXPERIMENT = "experiments/faults.py"
 STEPS, PREEMPT_AFTER = 60, 10
 TRAIN_ARGS = [f"--config.train.steps={STEPS}", "--config.train.log_every=1"]
-TIMEOUT = 300
+# A bound for a loaded machine, not an expectation (about 2 minutes on 2 idle cores).
+TIMEOUT = 900
 
 
 def _world(tmp: Path, **kw) -> World:
@@ -63,9 +64,14 @@ def _files(root: Path) -> dict[str, bytes]:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    ref = _world(tmp_path_factory.mktemp("reference"))
-    spot = _world(tmp_path_factory.mktemp("spot"), active=False)
+def runs():
+    with long_lived_dir("rnnlab-tpu-launch-") as tmp:
+        (tmp / "reference").mkdir()
+        (tmp / "spot").mkdir()
+        yield _run_both(_world(tmp / "reference"), _world(tmp / "spot", active=False))
+
+
+def _run_both(ref: World, spot: World) -> dict:
     roots = {"ref": ref.tmp / "workdirs", "spot": spot.tmp / "workdirs"}
     common = {"POLL_SECONDS": "1", "LOG_COPY_EVERY": "0", "STOP_TIMEOUT": "60"}
     try:
@@ -93,6 +99,10 @@ def runs(tmp_path_factory):
         watcher.start()
         try:
             out, err = launch.communicate(timeout=TIMEOUT)
+        except subprocess.TimeoutExpired:
+            launch.kill()
+            out, err = launch.communicate()
+            pytest.fail(f"tpu/launch.sh did not finish in {TIMEOUT} s:\n{err[-6000:]}")
         finally:
             done.set()
             launch.kill()

@@ -14,6 +14,7 @@ multi-process program through ``rnnlab.parallel.initialize`` on localhost. A sta
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
@@ -21,6 +22,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -407,6 +409,18 @@ class World:
                     os.killpg(pid, signal.SIGKILL)
                 except OSError:
                     pass
+
+
+@contextlib.contextmanager
+def long_lived_dir(prefix: str):
+    """A temporary folder for runs of minutes. pytest's own ``tmp_path`` folders are removed
+    by later pytest sessions of the same user (it keeps the last few), which on a shared
+    machine can happen while a long run still writes to them."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _alive(pid):
