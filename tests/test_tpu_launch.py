@@ -36,7 +36,8 @@ from rnnlab.train import metrics as metrics_lib
 EXPERIMENT = "experiments/faults.py"
 STEPS, PREEMPT_AFTER = 60, 10
 TRAIN_ARGS = [f"--config.train.steps={STEPS}", "--config.train.log_every=1"]
-# A bound for a loaded machine, not an expectation (about 2 minutes on 2 idle cores).
+# A bound, not an expectation: the whole module took 5 to 7 minutes on 2 cores at a load
+# average near 28.
 TIMEOUT = 900
 
 
