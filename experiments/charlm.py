@@ -4,8 +4,8 @@ Command (what ``make run`` does)::
 
     rnnlab train --config experiments/charlm.py --workdir workdirs/charlm
 
-Variants: ``experiments/charlm.py`` (default, the main job) and ``experiments/charlm.py:small``
-(CI smoke test).
+Variants: ``experiments/charlm.py`` (default, the main job), ``experiments/charlm.py:small``
+(CI smoke test) and ``experiments/charlm.py:tpu`` / ``tpu,v6e`` (a TPU pod slice, below).
 
 Hardware: 2 cores of an Intel Xeon (Sapphire Rapids), no accelerator, one JAX CPU device.
 
@@ -17,17 +17,36 @@ other jobs kept its 2 cores busy (load average 11 to 18; this run got 37 % of on
 7 minutes, start-up, evaluations and checkpoints included. The uniform baseline is
 log2(82) = 6.36 bits, a unigram model about 4.5. The ``small`` variant (120 steps of a
 64-unit LSTM) runs in under a minute and reaches about 3.6 bits per character.
+
+TPU (``tpu`` for a v5e slice, ``tpu,v6e`` for v6e; see docs/tpu.md and
+experiments/tpu_slices.py)::
+
+    tpu/run.sh experiments/charlm.py:tpu
+
+Two LSTM layers of 1024 units over 256-character windows, the size of the larger models of
+Karpathy, Johnson & Fei-Fei (2015, "Visualizing and understanding recurrent networks"),
+bfloat16 compute with float32 parameters and carries, 20,000 steps. Global batch: 32 per
+chip on v5e (``v5litepod-16``: 512), 64 per chip on v6e (``v6e-8``: 512); mesh
+``data=-1`` over every chip. Expected step time and result: not measured.
 """
 
 from __future__ import annotations
 
 import ml_collections
 
+from experiments import tpu_slices
 from rnnlab.train.config import base_config, lock
+
+TPU_BATCH_PER_CHIP = {"v5e": 32, "v6e": 64}
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
-    """``""``: the main job; ``"small"``: a CI-sized run of the same model."""
+    """``""``: the main job; ``"small"``: a CI-sized run of the same model; ``"tpu"``,
+    ``"tpu,v5e"``, ``"tpu,v6e"``: the TPU recipe for one slice of that generation."""
+    parts = [p for p in arg.split(",") if p]
+    generation = tpu_slices.parse(parts, "charlm")
+    if generation is not None and parts:
+        raise ValueError(f"charlm variant must be 'tpu[,v5e|v6e]', got {arg!r}")
     c = base_config()
     c.seed = 0
     c.data.name = "austen"
@@ -73,6 +92,19 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         c.train.checkpoint_every = 60
         c.eval.max_batches = 10
         c.sample.length = 80
+    elif generation is not None:
+        c.data.seq_len = 256
+        c.model.embed_features = 256
+        c.model.hidden_features = 1024
+        c.model.num_layers = 2
+        c.optim.lr = 2e-3
+        c.optim.warmup_steps = 500
+        c.train.steps = 20_000
+        c.train.log_every = 100
+        c.train.eval_every = 1000
+        c.train.checkpoint_every = 1000
+        c.eval.max_batches = 50
+        tpu_slices.apply(c, generation, TPU_BATCH_PER_CHIP)
     elif arg:
-        raise ValueError(f"charlm variant must be '' or 'small', got {arg!r}")
+        raise ValueError(f"charlm variant must be '', 'small' or 'tpu[,v5e|v6e]', got {arg!r}")
     return lock(c)

@@ -17,7 +17,8 @@ Commands::
     rnnlab train --config experiments/seqmnist.py:irnn --workdir workdirs/seqmnist-irnn
     rnnlab eval --workdir workdirs/seqmnist-irnn --split test
 
-Variants: ``irnn`` or ``bn_lstm``, optionally ``,permuted``; ``small``.
+Variants: ``irnn`` or ``bn_lstm``, optionally ``,permuted``, optionally ``,tpu`` or
+``,tpu,v6e``; ``small``; ``tpu`` alone is ``irnn,tpu``.
 
 Models (100 recurrent units as in both papers, the output at the last pixel, a linear
 head): the IRNN (ReLU units, identity recurrent initialisation, input weights N(0, 1e-3))
@@ -27,25 +28,43 @@ Cooijmans et al. Batch 64, 150,000 steps (about 180 epochs) for the IRNN and 50,
 the BN-LSTM, evaluated every 5,000 steps.
 
 Hardware: meant for one GPU or TPU chip; on a CPU a step over 784 pixels takes seconds.
+
+TPU (``,tpu`` for a v5e slice, ``,tpu,v6e`` for v6e; see docs/tpu.md and
+experiments/tpu_slices.py)::
+
+    tpu/run.sh experiments/seqmnist.py:irnn,tpu
+    tpu/run.sh experiments/seqmnist.py:bn_lstm,permuted,tpu,v6e
+
+The papers' models (100 units, 784 steps) in bfloat16 compute with float32 parameters and
+carries. Global batch: 16 per chip on v5e (``v5litepod-16``: 256), 32 per chip on v6e
+(``v6e-8``: 256); mesh ``data=-1``. Steps are scaled by 64 / 256 to keep the papers' number
+of epochs; the learning rates stay the papers', untuned for the larger batch. Expected step
+time and accuracy: not measured.
 """
 
 from __future__ import annotations
 
 import ml_collections
 
+from experiments import tpu_slices
 from rnnlab.train.config import base_config, lock
 
 CELLS = ("irnn", "bn_lstm")
+TPU_BATCH_PER_CHIP = {"v5e": 16, "v6e": 32}
 
 
 def get_config(arg: str = "irnn") -> ml_collections.ConfigDict:
-    """``"<cell>[,permuted]"`` with cell in :data:`CELLS`, or ``"small"``."""
+    """``"<cell>[,permuted][,tpu[,v5e|v6e]]"`` with cell in :data:`CELLS`, or ``"small"``."""
     parts = [p for p in (arg or "irnn").split(",") if p]
+    generation = tpu_slices.parse(parts, "seqmnist")
+    if generation is not None and (not parts or parts[0] not in CELLS):
+        parts.insert(0, "irnn")
     small = parts == ["small"]
     cell = "irnn" if small else parts[0]
     if cell not in CELLS or any(p != "permuted" for p in parts[1:]):
         raise ValueError(
-            f"seqmnist variant must be '<cell>[,permuted]' with cell in {CELLS}, or 'small'; "
+            f"seqmnist variant must be '<cell>[,permuted][,tpu[,v5e|v6e]]' with cell in {CELLS}, "
+            "or 'small'; "
             f"got {arg!r}"
         )
     c = base_config()
@@ -88,4 +107,10 @@ def get_config(arg: str = "irnn") -> ml_collections.ConfigDict:
         c.train.checkpoint_every = 4
         c.eval.batch_size = 8
         c.eval.max_batches = 1
+    if generation is not None:
+        tpu_slices.apply(c, generation, TPU_BATCH_PER_CHIP)
+        scale = 64 / c.train.batch_size
+        c.train.steps = round(c.train.steps * scale)
+        c.train.eval_every = c.train.checkpoint_every = round(5000 * scale)
+        c.train.log_every = 100
     return lock(c)

@@ -1,15 +1,27 @@
 #!/usr/bin/env bash
 # Deletes the TPU VM (and its queued resource). Billing stops when this completes; the
-# workdirs on Cloud Storage are kept.
+# workdirs and the prepared data on Cloud Storage are kept.
 #
-#   tpu/delete.sh
+#   tpu/delete.sh [--yes]
+#
+# gcloud asks for confirmation unless --yes is given.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-[[ "${1:-}" == -h || "${1:-}" == --help ]] && { sed -n '2,5p' "$0"; exit 0; }
+usage() { help_text; }
+quiet=()
+case "${1:-}" in
+  -h | --help) usage; exit 0 ;;
+  --yes) quiet=(--quiet) ;;
+  "") ;;
+  *) usage >&2; die "unknown argument '$1'" ;;
+esac
 load_settings
 mapfile -t flags < <(location_flags)
 if uses_queued_resource; then
   # --force deletes the node together with the queued resource.
-  run gcloud compute tpus queued-resources delete "$QUEUED_RESOURCE" "${flags[@]}" --force
+  # https://cloud.google.com/sdk/gcloud/reference/compute/tpus/queued-resources/delete
+  run gcloud compute tpus queued-resources delete "$QUEUED_RESOURCE" "${flags[@]}" --force \
+    "${quiet[@]}"
 else
-  run gcloud compute tpus tpu-vm delete "$TPU_NAME" "${flags[@]}"
+  # https://cloud.google.com/sdk/gcloud/reference/compute/tpus/tpu-vm/delete
+  run gcloud compute tpus tpu-vm delete "$TPU_NAME" "${flags[@]}" "${quiet[@]}"
 fi

@@ -7,7 +7,7 @@
 # stops following, not the run). --save DIR copies each worker's whole log to DIR/<worker>.log.
 # WORKER=0 tpu/logs.sh RUN shows worker 0 only (process 0, the one that writes summaries).
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-usage() { sed -n '2,8p' "$0"; }
+usage() { help_text; }
 
 run=""
 follow=0

@@ -5,7 +5,7 @@
 #
 #   tpu/setup.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-[[ "${1:-}" == -h || "${1:-}" == --help ]] && { sed -n '2,7p' "$0"; exit 0; }
+[[ "${1:-}" == -h || "${1:-}" == --help ]] && { help_text; exit 0; }
 load_settings
 
 DRY_RUN="$DRY_RUN" "$TPU_DIR/sync.sh"

@@ -6,7 +6,7 @@
 #
 # RUN is the run name or the experiment given to tpu/run.sh. Rerun tpu/run.sh to resume.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-[[ "${1:-}" == -h || "${1:-}" == --help ]] && { sed -n '2,7p' "$0"; exit 0; }
-[[ $# -eq 1 ]] || { sed -n '2,7p' "$0" >&2; die "expected exactly one RUN"; }
+[[ "${1:-}" == -h || "${1:-}" == --help ]] && { help_text; exit 0; }
+[[ $# -eq 1 ]] || { help_text >&2; die "expected exactly one RUN"; }
 load_settings
 on_workers "$(stop_snippet "$(session_name "$(run_name "$1")")")"

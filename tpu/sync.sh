@@ -4,7 +4,7 @@
 #
 #   tpu/sync.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-[[ "${1:-}" == -h || "${1:-}" == --help ]] && { sed -n '2,5p' "$0"; exit 0; }
+[[ "${1:-}" == -h || "${1:-}" == --help ]] && { help_text; exit 0; }
 load_settings
 
 archive="${TMPDIR:-/tmp}/rnnlab-src-$TPU_NAME.tar.gz"

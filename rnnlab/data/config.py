@@ -14,7 +14,11 @@ from pathlib import Path
 from typing import Any
 
 SPLITS = ("train", "validation", "test")
+# The one setting for where data live: raw corpora, vocabulary caches and, under tfds/, the
+# prepared TFDS datasets. Without it, TFDS_DATA_DIR (TFDS's own variable) names where the
+# TFDS datasets are, so that data prepared with `tfds build` are found without copying them.
 DATA_DIR_ENV = "RNNLAB_DATA_DIR"
+TFDS_DATA_DIR_ENV = "TFDS_DATA_DIR"
 
 
 def option(cfg: Any, key: str, default: Any = None) -> Any:
@@ -37,7 +41,13 @@ def cache_key(cfg: Any, fields: Sequence[str]) -> str:
     memoising work that depends on those options only."""
     values = {f: option(cfg, f) for f in fields}
     values["data_dir"] = str(data_dir(cfg))
-    values["tfds_data_dir"] = option(cfg, "tfds_data_dir")
+    # A TFDS directory taken from $TFDS_DATA_DIR is written out: the key is also read back
+    # as a config, whose resolved data_dir would otherwise hide the variable.
+    resolved = tfds_dir(cfg)
+    default = str(data_dir(cfg) / "tfds")
+    values["tfds_data_dir"] = option(cfg, "tfds_data_dir") or (
+        resolved if resolved != default else None
+    )
     return json.dumps(values, sort_keys=True, default=str)
 
 
@@ -48,12 +58,19 @@ def data_dir(cfg: Any) -> Path:
 
 
 def tfds_dir(cfg: Any) -> str:
-    """Where TFDS datasets are prepared: ``cfg.tfds_data_dir``, else ``<data_dir>/tfds``.
+    """Where TFDS datasets are prepared: ``cfg.tfds_data_dir``; else ``<data_dir>/tfds``
+    when ``cfg.data_dir`` or ``$RNNLAB_DATA_DIR`` is set; else ``$TFDS_DATA_DIR``; else
+    ``./data/tfds``.
 
     Kept as a string because it may be a ``gs://`` path.
     """
     value = option(cfg, "tfds_data_dir")
-    return str(value) if value else str(data_dir(cfg) / "tfds")
+    if not value and not (option(cfg, "data_dir") or os.environ.get(DATA_DIR_ENV)):
+        value = os.environ.get(TFDS_DATA_DIR_ENV, "").strip()
+    if not value:
+        return str(data_dir(cfg) / "tfds")
+    value = str(value)
+    return value if "://" in value else os.path.abspath(os.path.expanduser(value))
 
 
 def positive_int(cfg: Any, key: str, default: int | None = None) -> int:

@@ -71,12 +71,18 @@ def _fraction_name(fractions) -> str:
 def _corpus_builder(cfg: Any):
     fractions = split_fractions(cfg, (0.9, 0.05, 0.05))
     if option(cfg, "name") == "austen":
-        raw = data_dir(cfg) / "austen"
-        if not all((raw / f"{n}.txt").exists() for n in builders.AUSTEN_NOVELS):
+        root = data_dir(cfg)
+        read = builders.austen_documents(root / "austen")
+
+        def documents():
+            # Only a builder that is not prepared yet reads the novels: with prepared TFDS data
+            # elsewhere ($TFDS_DATA_DIR, a bucket), nothing is fetched into the data directory.
             from rnnlab.data import fetch
 
-            fetch.fetch_austen(data_dir(cfg))
-        documents, name = builders.austen_documents(raw), "austen"
+            fetch.fetch_austen(root)
+            return read()
+
+        name = "austen"
     else:
         path = option(cfg, "path")
         if not path:

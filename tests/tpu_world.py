@@ -1,0 +1,431 @@
+"""A local stand-in for a Cloud TPU slice, for the tests of the tpu/*.sh scripts.
+
+A stand-in ``gcloud`` keeps the slice's state in a folder: ``create`` makes one home folder
+per worker (copied from a stand-in machine image), ``ssh --worker=all`` runs the command in
+a local bash in every worker's home at once, ``scp`` copies into them, ``storage`` commands
+act on a local folder that stands in for Cloud Storage (``gs://b/p`` is ``<gcs>/b/p``), and
+``delete`` (or a simulated spot preemption) removes the workers with everything on their
+disks. Each worker sees the environment a TPU VM's process would: its own ``HOME`` and host
+name, and the coordinator address, process count and process id that JAX would discover
+from the TPU metadata, here as ``RNNLAB_COORDINATOR`` etc., so that several workers run one
+multi-process program through ``rnnlab.parallel.initialize`` on localhost. A stand-in
+``tmux`` starts sessions as detached process groups. Every call is logged as JSON lines.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TPU = ROOT / "tpu"
+
+FAKE_GCLOUD = r"""
+import json, os, shutil, signal, socket, subprocess, sys, time
+from pathlib import Path
+
+argv = sys.argv[1:]
+with open(os.environ["FAKE_CALLS"], "a") as f:
+    f.write(json.dumps(["gcloud", *argv]) + "\n")
+args = argv[1:] if argv[:1] == ["alpha"] else argv
+root = Path(os.environ["FAKE_ROOT"])
+gcs = Path(os.environ["FAKE_GCS"])
+state_path, history_path = root / "slice.json", root / "history.json"
+workers = int(os.environ.get("FAKE_WORKERS", "1"))
+opts = dict(a[2:].split("=", 1) for a in args if a.startswith("--") and "=" in a)
+flags = {a[2:] for a in args if a.startswith("--") and "=" not in a}
+
+
+def load(path, default=None):
+    return json.loads(path.read_text()) if path.exists() else default
+
+
+def save(path, value):
+    path.write_text(json.dumps(value))
+
+
+def homes():
+    return [root / "workers" / f"w{i}" for i in range(workers)]
+
+
+def alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except OSError:
+        return False
+
+
+def sessions(home):
+    return list(load(home / ".fake-tmux.json", {}).values())
+
+
+def stop_machines(sig):
+    # What a VM's shutdown does: every process gets the signal; wait for them to exit.
+    pids = [pid for home in homes() for pid in sessions(home) if pid and alive(pid)]
+    for pid in pids:
+        try:
+            os.killpg(pid, sig)
+        except OSError:
+            pass
+    deadline = time.time() + 120
+    while any(alive(p) for p in pids) and time.time() < deadline:
+        time.sleep(0.05)
+
+
+def remove_machines():
+    stop_machines(signal.SIGKILL)
+    shutil.rmtree(root / "workers", ignore_errors=True)
+
+
+def local(url):
+    return gcs / url[len("gs://"):] if url.startswith("gs://") else Path(url)
+
+
+def fail(message, code=1):
+    print(message, file=sys.stderr)
+    sys.exit(code)
+
+
+def preempt(state):
+    # A spot preemption: every process gets SIGTERM and some time to exit, then the VMs and
+    # their disks are gone and the queued resource is SUSPENDED.
+    stop_machines(signal.SIGTERM)
+    remove_machines()
+    state["state"] = "SUSPENDED" if state["kind"] == "qr" else "PREEMPTED"
+    save(state_path, state)
+    history = load(history_path, {})
+    history["preempted"] = history.get("preempted", 0) + 1
+    save(history_path, history)
+
+
+if args[:2] == ["fake", "preempt"]:  # not a gcloud command: the tests' preemption
+    preempt(load(state_path))
+    sys.exit(0)
+group, verb = (args + ["", ""])[2:4]
+if group in ("queued-resources", "tpu-vm") and verb == "create":
+    if state_path.exists():
+        fail(f"ERROR: (gcloud) {args[4]} already exists")
+    image = Path(os.environ["FAKE_IMAGE"])
+    for home in homes():
+        shutil.copytree(image, home, symlinks=True)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    kind = "qr" if group == "queued-resources" else "vm"
+    save(state_path, {"kind": kind, "state": "ACTIVE", "port": port})
+    history = load(history_path, {})
+    history["creates"] = history.get("creates", 0) + 1
+    save(history_path, history)
+elif group in ("queued-resources", "tpu-vm") and verb == "describe":
+    state = load(state_path)
+    if state is None:
+        fail("ERROR: (gcloud) NOT_FOUND: resource not found")
+    if group == "tpu-vm" and state["state"] == "ACTIVE":
+        print("READY" if "format" in opts else json.dumps({"state": "READY"}))
+    else:
+        print(state["state"] if "format" in opts else json.dumps(state))
+elif group in ("queued-resources", "tpu-vm") and verb == "delete":
+    if not state_path.exists():
+        fail("ERROR: (gcloud) NOT_FOUND: resource not found")
+    remove_machines()
+    state_path.unlink()
+elif group == "tpu-vm" and verb == "ssh":
+    state = load(state_path)
+    if state is None or state["state"] != "ACTIVE":
+        fail("ssh: connect to host: Connection refused", 255)
+    which = range(workers) if opts["worker"] == "all" else [int(opts["worker"])]
+    base = {k: v for k, v in os.environ.items()
+            if not k.startswith(("RNNLAB_", "JAX_", "XLA_", "TFDS_DATA_DIR", "PYTHONPATH"))}
+    procs = []
+    for i in which:
+        home = homes()[i]
+        with open(root / f"commands-w{i}.jsonl", "a") as f:
+            f.write(json.dumps(opts["command"]) + "\n")
+        env = dict(base, HOME=str(home), FAKE_HOSTNAME=f"t1v-n-fake-w-{i}",
+                   JAX_PLATFORMS="cpu", JAX_NUM_CPU_DEVICES="1",
+                   RNNLAB_COORDINATOR=f"127.0.0.1:{state['port']}",
+                   RNNLAB_NUM_PROCESSES=str(workers), RNNLAB_PROCESS_ID=str(i))
+        procs.append((i, subprocess.Popen(["bash", "-c", opts["command"]], cwd=home, env=env,
+                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                          text=True)))
+    code = 0
+    for i, proc in procs:
+        out, err = proc.communicate()
+        if "output-directory" in opts:
+            Path(opts["output-directory"], f"{i}.log").write_text(out)
+        sys.stdout.write(out)
+        sys.stderr.write(err)
+        code = code or proc.returncode
+    sys.exit(code)
+elif group == "tpu-vm" and verb == "scp":
+    state = load(state_path)
+    if state is None or state["state"] != "ACTIVE":
+        fail("scp: connect to host: Connection refused", 255)
+    src, dest = args[4], args[5].split(":", 1)[1]
+    which = range(workers) if opts["worker"] == "all" else [int(opts["worker"])]
+    for i in which:
+        shutil.copy(src, homes()[i] / dest)
+elif args[0] == "storage" and args[1] == "cp":
+    src, dest = local(args[2]), local(args[3])
+    if not src.is_file():
+        fail(f"ERROR: {args[2]} not found")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(src, dest)
+elif args[0] == "storage" and args[1] == "rsync":
+    src, dest = local(args[2]), local(args[3])
+    if not src.is_dir():
+        fail(f"ERROR: {args[2]} not found")
+    for path in sorted(src.rglob("*")):
+        if path.is_file():
+            target = dest / path.relative_to(src)
+            if not target.exists() or target.read_bytes() != path.read_bytes():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(path, target)
+elif args[0] == "storage" and args[1] == "cat":
+    path = local(args[2])
+    if not path.is_file():
+        fail(f"ERROR: (gcloud) {args[2]} not found")
+    sys.stdout.write(path.read_text())
+elif args[0] == "storage" and args[1] == "ls":
+    path = local(args[2])
+    if not path.exists():
+        fail(f"ERROR: (gcloud) One or more URLs matched no objects: {args[2]}")
+    print(args[2])
+"""
+
+FAKE_TMUX = r"""
+import json, os, signal, subprocess, sys
+from pathlib import Path
+
+args = sys.argv[1:]
+with open(os.environ["FAKE_CALLS"], "a") as f:
+    f.write(json.dumps(["tmux", *args]) + "\n")
+state_file = Path(os.environ["HOME"]) / ".fake-tmux.json"
+state = json.loads(state_file.read_text()) if state_file.exists() else {}
+
+
+def alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except OSError:
+        return False
+
+
+def target():
+    name = args[args.index("-t") + 1]
+    assert name.startswith("="), "sessions must be addressed by exact name"
+    return name[1:]
+
+
+if args[0] == "has-session":
+    sys.exit(0 if target() in state and alive(state[target()]) else 1)
+if args[0] == "list-panes":
+    print(state[target()])
+elif args[0] == "list-sessions":
+    print("\n".join(name for name, pid in state.items() if alive(pid)))
+elif args[0] == "kill-session":
+    pid = state.pop(target(), None)
+    if pid and alive(pid):
+        try:
+            os.killpg(pid, signal.SIGHUP)
+        except OSError:
+            pass
+elif args[0] == "new-session":
+    name, command = args[args.index("-s") + 1], args[-1]
+    proc = subprocess.Popen(["bash", "-c", command], start_new_session=True,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    state[name] = proc.pid
+state_file.write_text(json.dumps(state))
+"""
+
+FAKE_HOSTNAME = """#!/bin/sh
+if [ -n "${FAKE_HOSTNAME:-}" ]; then echo "$FAKE_HOSTNAME"; else exec %s "$@"; fi
+"""
+
+# The workers' venv: pip does nothing (the machine image already holds the project), the
+# device query at the end of tpu/setup.sh is answered without starting JAX (seconds of CPU
+# per worker, and only meaningful on a TPU), and python runs the synced code.
+FAKE_PYTHON = """#!/bin/bash
+if [[ "${1:-} ${2:-}" == "-m pip" ]]; then echo "$*" >> "$HOME/pip-calls.txt"; exit 0; fi
+if [[ "${1:-}" == -c && "${2:-}" == "import jax; print(jax.process_index()"* ]]; then
+  echo "$RNNLAB_PROCESS_ID 1 cpu"; exit 0
+fi
+PYTHONPATH="$HOME/rnnlab" exec %s "$@"
+"""
+
+# The real command line, from the synced code. tensorboardX would import torch when it can
+# (seconds per process); the runs do not need it.
+REAL_TRAINER = """#!/bin/bash
+PYTHONPATH="$HOME/rnnlab" exec %s -c '
+import sys
+sys.modules["torch"] = None
+from rnnlab.cli import main
+sys.exit(main(sys.argv[1:]))' "$@"
+"""
+
+FAKE_TRAINER = r"""
+import json, os, sys
+with open(os.environ["FAKE_TRAIN"], "a") as f:
+    f.write(json.dumps({"argv": sys.argv[1:], "cwd": os.getcwd(),
+                        "unbuffered": os.environ.get("PYTHONUNBUFFERED"),
+                        "data": os.environ.get("RNNLAB_DATA_DIR")}) + "\n")
+print("step 1 loss 2.5")
+"""
+
+CONFIG = """\
+PROJECT=my-project
+ZONE=us-central2-b
+TPU_NAME=test-tpu
+ACCELERATOR_TYPE=v4-32
+RUNTIME_VERSION=tpu-ubuntu2204-base
+BUCKET=gs://my-bucket/
+SPOT=0
+STOP_TIMEOUT=20
+"""
+
+
+def _tool(path: Path, text: str, python: bool = True):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"#!{sys.executable}\n{text}" if python else text)
+    path.chmod(0o755)
+
+
+class World:
+    """Stand-in tools on PATH, a settings file, and a slice of ``workers`` workers."""
+
+    def __init__(self, tmp: Path, *, workers: int = 1, trainer: str = "fake", active=True):
+        self.tmp = tmp
+        self.workers = workers
+        bin_dir, image = tmp / "bin", tmp / "image"
+        _tool(bin_dir / "gcloud", FAKE_GCLOUD)
+        _tool(bin_dir / "tmux", FAKE_TMUX)
+        _tool(bin_dir / "hostname", FAKE_HOSTNAME % shutil.which("hostname"), python=False)
+        _tool(image / ".local" / "bin" / "uv", "#!/bin/sh\nexit 0\n", python=False)
+        _tool(image / "rnnlab-venv" / "bin" / "python", FAKE_PYTHON % sys.executable, False)
+        rnnlab = image / "rnnlab-venv" / "bin" / "rnnlab"
+        if trainer == "real":
+            _tool(rnnlab, REAL_TRAINER % sys.executable, python=False)
+        else:
+            _tool(rnnlab, FAKE_TRAINER)
+        # The code folder as a sync leaves it (the tests that sync replace it).
+        shutil.copytree(TPU, image / "rnnlab" / "tpu")
+        self.gcs = tmp / "gcs"
+        self.gcs.mkdir()
+        self.config = tmp / "tpu.env"
+        self.config.write_text(CONFIG)
+        self.env = {
+            "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+            "HOME": str(tmp / "local-home"),
+            "TMPDIR": str(tmp),
+            "RNNLAB_TPU_CONFIG": str(self.config),
+            "FAKE_CALLS": str(tmp / "calls.jsonl"),
+            "FAKE_ROOT": str(tmp / "slice"),
+            "FAKE_GCS": str(self.gcs),
+            "FAKE_IMAGE": str(image),
+            "FAKE_WORKERS": str(workers),
+            "FAKE_TRAIN": str(tmp / "train.jsonl"),
+            "TFDS_DISABLE_GCS": "1",
+            "NO_GCE_CHECK": "true",
+        }
+        (tmp / "slice").mkdir()
+        if active:
+            self.gcloud("compute", "tpus", "queued-resources", "create", "test-tpu-qr")
+            Path(self.env["FAKE_CALLS"]).unlink()
+
+    def home(self, worker: int = 0) -> Path:
+        return self.tmp / "slice" / "workers" / f"w{worker}"
+
+    def gcloud(self, *args):
+        subprocess.run(["gcloud", *args], env=self.env, check=True, timeout=60)
+
+    def script(self, name, *args, tpu_dir=TPU, check=True, timeout=60, **env):
+        result = subprocess.run(
+            ["bash", str(tpu_dir / name), *args],
+            env={**self.env, **env},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if check:
+            assert result.returncode == 0, result.stderr[-4000:]
+        return result
+
+    def dry(self, name, *args, **env):
+        """The commands a script prints under DRY_RUN=1, each split into its argv."""
+        out = self.script(name, *args, DRY_RUN="1", **env).stdout
+        assert not Path(self.env["FAKE_CALLS"]).exists(), "a dry run must not call gcloud"
+        return [shlex.split(line) for line in out.splitlines()]
+
+    def calls(self, tool=None):
+        path = Path(self.env["FAKE_CALLS"])
+        lines = path.read_text().splitlines() if path.exists() else []
+        return [c for c in map(json.loads, lines) if tool is None or c[0] == tool]
+
+    def worker_commands(self, worker):
+        path = self.tmp / "slice" / f"commands-w{worker}.jsonl"
+        return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+
+    def preempt(self):
+        """Preempts the slice the way a spot reclaim does."""
+        self.gcloud("fake", "preempt")
+
+    def history(self):
+        path = self.tmp / "slice" / "history.json"
+        return json.loads(path.read_text()) if path.exists() else {}
+
+    def session_pids(self):
+        pids = []
+        for i in range(self.workers):
+            state = self.home(i) / ".fake-tmux.json"
+            if state.exists():
+                pids += [p for p in json.loads(state.read_text()).values() if p]
+        return pids
+
+    def wait_sessions(self, timeout):
+        """Waits until no session runs on any worker."""
+        deadline = time.time() + timeout
+        while any(_alive(p) for p in self.session_pids()):
+            if time.time() > deadline:
+                raise TimeoutError(f"sessions still running after {timeout} s")
+            time.sleep(0.1)
+
+    def close(self):
+        """Ends the sessions this world started (by their own process groups)."""
+        for pid in self.session_pids():
+            if _alive(pid):
+                try:
+                    os.killpg(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+
+
+@contextlib.contextmanager
+def long_lived_dir(prefix: str):
+    """A temporary folder for runs of minutes. pytest's own ``tmp_path`` folders are removed
+    by later pytest sessions of the same user (it keeps the last few), which on a shared
+    machine can happen while a long run still writes to them."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except OSError:
+        return False
