@@ -13,11 +13,11 @@ Batches: ``inputs [B, T, num_mels]`` float32, ``targets [B, L]`` int32 labels ``
 Options: ``synthesis_seed`` (0), ``train_examples`` (2000), ``validation_examples`` (200),
 ``test_examples`` (400), ``noisy_train`` (True: train and validation are read with their
 noise; False reads them clean, the test split is noisy either way: every utterance is stored
-with and without its noise), ``num_mels`` (40), ``normalize``
-(True), ``pad_multiple`` (frames, 16), ``pad_to`` (``"batch"`` or ``"max"``),
-``bucket_window`` (8), ``shuffle`` (train only), plus ``data_dir`` / ``tfds_data_dir``.
-The set is synthesised the first time it is read (about 0.1 s per utterance on one core)
-and kept under ``<data_dir>/tfds/rnnlab_spoken_digits/<config>``.
+with and without its noise), ``num_mels`` (40), ``normalize`` (True), ``pad_multiple``
+(frames, 64: few distinct shapes, few compilations), ``pad_to`` (``"batch"`` or ``"max"``),
+``bucket_window`` (8), ``shuffle`` (train only), plus ``data_dir`` / ``tfds_data_dir``. The
+set is synthesised the first time it is read (about 0.1 s per utterance on one core) and
+kept under ``<data_dir>/tfds/rnnlab_spoken_digits/<config>``.
 """
 
 from __future__ import annotations
@@ -127,7 +127,7 @@ def _load(cfg, info, *, split, **shard):
             collate,
             max_frames=info["max_frames"],
             max_label=info["max_label"],
-            pad_multiple=positive_int(cfg, "pad_multiple", 16),
+            pad_multiple=positive_int(cfg, "pad_multiple", 64),
             fixed=choice(cfg, "pad_to", "batch", ("batch", "max")) == "max",
         ),
         bucket_window=int(option(cfg, "bucket_window", 8)),
