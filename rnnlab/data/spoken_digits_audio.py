@@ -16,6 +16,7 @@ utterance; ``rnnlab.data.spoken_digits`` reads it as the ``spoken_digits`` datas
 
 from __future__ import annotations
 
+import functools
 import shutil
 import subprocess
 
@@ -47,7 +48,7 @@ BABBLE_WORDS = (
     "the house river morning garden yellow window people water little story table over "
     "under music quickly station letter between summer paper mountain evening orange"
 ).split()
-BABBLE_CLIPS, BABBLE_TALKERS = 8, 4
+BABBLE_CLIPS, BABBLE_TALKERS, BABBLE_WORDS_PER_CLIP = 6, 4, 10
 NUM_MELS = 40
 WINDOW, HOP, FFT = 400, 160, 512  # 25 ms Hann windows every 10 ms at 16 kHz
 LOG_FLOOR = 1e-10
@@ -120,7 +121,7 @@ def babble_pool(seed: int, split: str) -> list[np.ndarray]:
     voices, variants = SPEAKERS[split]
     clips = []
     for _ in range(BABBLE_CLIPS):
-        words = " ".join(rng.choice(BABBLE_WORDS, size=12))
+        words = " ".join(rng.choice(BABBLE_WORDS, size=BABBLE_WORDS_PER_CLIP))
         clips.append(
             synthesise(
                 words,
@@ -176,9 +177,10 @@ def log_mel(audio: np.ndarray, num_mels: int = NUM_MELS) -> np.ndarray:
 
 
 # -- one utterance --------------------------------------------------------------------------
-def utterance(seed: int, split: str, index: int, *, pool, num_mels: int = NUM_MELS) -> dict:
+def utterance(seed: int, split: str, index: int, *, pool=None, num_mels: int = NUM_MELS) -> dict:
     """Utterance ``index`` of ``split``: log-mel frames with and without its noise, labels
-    and the recipe.
+    and the recipe. ``pool``: a callable returning the split's babble clips (made on first
+    use by default: a split whose utterances draw no babble never synthesises them).
 
     ``features`` hears the noise (none when the utterance drew "clean"), ``clean_features``
     the same speech and silence without it. Labels are ``digit + 1`` (0 is the CTC blank).
@@ -205,7 +207,8 @@ def utterance(seed: int, split: str, index: int, *, pool, num_mels: int = NUM_ME
     elif kind == "pink":
         noisy = add_noise(clean, pink_noise(noise_rng, len(clean)), snr, reference)
     else:
-        noisy = add_noise(clean, babble_noise(noise_rng, len(clean), pool), snr, reference)
+        clips = pool() if pool is not None else babble_pool(seed, split)
+        noisy = add_noise(clean, babble_noise(noise_rng, len(clean), clips), snr, reference)
     clean_features = log_mel(clean, num_mels)
     return {
         "features": clean_features if noisy is clean else log_mel(noisy, num_mels),
@@ -275,6 +278,6 @@ class SpokenDigits(tfds.core.GeneratorBasedBuilder):
 
     def _generate_examples(self, split, size):
         c = self.builder_config
-        pool = babble_pool(c.seed, split)
+        pool = functools.cache(functools.partial(babble_pool, c.seed, split))
         for i in range(size):
             yield i, utterance(c.seed, split, i, pool=pool, num_mels=c.num_mels)
