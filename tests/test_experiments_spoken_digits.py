@@ -61,3 +61,13 @@ def test_ci_variant_learns_from_audio(tmp_path):
     for decoder in ("greedy", "beam"):
         assert 0 <= report[f"{decoder}_error_rate"] <= 1.5
         assert 0 <= report[f"{decoder}_sequence_error_rate"] <= 1
+
+
+def test_sequence_error_rate_counts_utterances_with_any_error():
+    from rnnlab.tasks.ctc import sequence_error_rate
+
+    refs = [(1, 2, 3), (4,), (5, 6), ()]
+    hyps = [(1, 2, 3), (4, 4), (6, 5), ()]  # right, an insertion, two substitutions, right
+    assert sequence_error_rate(hyps, refs) == 0.5
+    with pytest.raises(ValueError, match="same length"):
+        sequence_error_rate(hyps[:2], refs)
