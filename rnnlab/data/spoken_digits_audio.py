@@ -52,6 +52,7 @@ BABBLE_CLIPS, BABBLE_TALKERS, BABBLE_WORDS_PER_CLIP = 6, 4, 10
 NUM_MELS = 40
 WINDOW, HOP, FFT = 400, 160, 512  # 25 ms Hann windows every 10 ms at 16 kHz
 LOG_FLOOR = 1e-10
+TOP_DB = 80.0  # dynamic range kept below the loudest band energy
 INSTALL = "apt-get install -y espeak-ng (Debian/Ubuntu), brew install espeak-ng (macOS)"
 
 
@@ -156,8 +157,10 @@ def add_noise(speech: np.ndarray, noise: np.ndarray, snr_db: float, reference: f
 
 # -- features -------------------------------------------------------------------------------
 def log_mel(audio: np.ndarray, num_mels: int = NUM_MELS) -> np.ndarray:
-    """``log(max(mel power, 1e-10))`` ``[T, num_mels]`` float32 by librosa: 25 ms Hann
-    windows every 10 ms, 512-point FFT, librosa's (Slaney) mel filters from 20 Hz to 8 kHz."""
+    """``log(max(mel power, floor))`` ``[T, num_mels]`` float32 by librosa: 25 ms Hann
+    windows every 10 ms, 512-point FFT, librosa's (Slaney) mel filters from 20 Hz to 8 kHz;
+    ``floor`` is 80 dB below the utterance's largest mel energy (librosa.power_to_db's
+    ``top_db``), at least 1e-10."""
     import librosa
 
     mel = librosa.feature.melspectrogram(
@@ -173,7 +176,11 @@ def log_mel(audio: np.ndarray, num_mels: int = NUM_MELS) -> np.ndarray:
         fmin=20.0,
         fmax=SAMPLE_RATE / 2,
     )
-    return np.log(np.maximum(mel, LOG_FLOOR)).T.astype(np.float32)
+    # Clamped 80 dB below the utterance's strongest band energy, as librosa.power_to_db's
+    # top_db=80: espeak-ng's silence is digital zero, and an absolute floor would put clean
+    # silence tens of nats below any speech, dominating the per-utterance normalisation.
+    floor = max(float(mel.max()) * 10.0 ** (-TOP_DB / 10.0), LOG_FLOOR)
+    return np.log(np.maximum(mel, floor)).T.astype(np.float32)
 
 
 # -- one utterance --------------------------------------------------------------------------
