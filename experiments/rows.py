@@ -234,6 +234,44 @@ _FORECAST_BASELINES = (
     Baseline("ETS (same run)", path="summary:report.ets.mase"),
 )
 
+# -- spoken digits: espeak-ng audio + noise -> log-mel -> BiLSTM CTC (one block) -------------
+SPOKEN_DIGITS_BOUND = 0.10  # test digit error rate (experiments/spoken_digits.py)
+_SPOKEN_DIGITS_PEERS = (
+    ("gru", "BiGRU 2 x 96 (same size and budget)"),
+    ("lnlstm", "layer-norm BiLSTM 2 x 96 (same size and budget)"),
+    ("clean", "BiLSTM 2 x 96 trained without noise"),
+)
+
+
+def _spoken_digits(variant: str, model: str, peers: tuple[Baseline, ...] = ()) -> Row:
+    report = "summary:report"
+    bound = Baseline(
+        "the experiment's stated bound (experiments/spoken_digits.py)",
+        value=SPOKEN_DIGITS_BOUND,
+        target=True,
+    )
+    return Row(
+        key="spoken-digits" + (f"-{variant}" if variant else ""),
+        experiment="Speech recognition from audio: spoken digit strings",
+        dataset="spoken_digits (espeak-ng, 1 to 7 digits, white/pink/babble noise at "
+        "clean/20/10/5/0 dB; 2,000 / 200 / 400 utterances, test speakers unseen)",
+        model=model,
+        config="experiments/spoken_digits.py" + (f":{variant}" if variant else ""),
+        metric=Metric("test digit error rate (best path)", f"{report}.greedy_error_rate", digits=4),
+        baselines=(bound, *peers),
+        tier="long",
+        extras=(
+            Extra("digit error rate, beam search (width 8)", f"{report}.beam_error_rate", digits=4),
+            Extra("string error rate, best path", f"{report}.greedy_sequence_error_rate"),
+            Extra("string error rate, beam search", f"{report}.beam_sequence_error_rate"),
+        ),
+        figures=("plots/loss.png",),
+        note="the digit error rate is the word error rate of digit recognition (TIDIGITS); "
+        "the string error rate counts utterances with any error"
+        + ("; trained and validated on the clean audio" if variant == "clean" else ""),
+    )
+
+
 _NO_DATA = (
     "The TFDS catalog data cannot be fetched on the development machine (no network); "
     "the `small` variant trains on `tfds.testing.mock_data` in tests/test_results.py, "
@@ -391,6 +429,17 @@ ROWS: tuple[Row, ...] = (
         figures=("plots/loss.png", "plots/frames.png"),
         note="a CPU-sized model, far from converged: blurred blobs in the right place; the "
         "`large` variant is the configuration for an accelerator",
+    ),
+    # Speech recognition from audio (spoken digit strings): the peers first, then the row
+    # that compares with them (its "row:" baselines read their metrics).
+    *(_spoken_digits(v, model) for v, model in _SPOKEN_DIGITS_PEERS),
+    _spoken_digits(
+        "",
+        "BiLSTM 2 x 96, CTC, best path (beam search in the notes)",
+        peers=tuple(
+            Baseline(f"{model} (same run)", path=f"row:spoken-digits-{v}")
+            for v, model in _SPOKEN_DIGITS_PEERS
+        ),
     ),
     # Accelerator configs with published targets.
     Row(

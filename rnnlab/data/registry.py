@@ -15,6 +15,7 @@ _MODULES = (
     "rnnlab.data.synthetic",
     "rnnlab.data.seq2seq",
     "rnnlab.data.speech",
+    "rnnlab.data.spoken_digits",
     "rnnlab.data.generated",
 )
 

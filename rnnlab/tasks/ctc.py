@@ -39,7 +39,13 @@ def ctc_metrics(outputs: Array, aux: Mapping[str, Any], batch: Mapping[str, Arra
 
 
 def ctc_report(run, state, workdir: str, *, beam_width: int = 8) -> dict[str, Any]:
-    """Best-path and prefix-beam-search label error rates on the report split."""
+    """Best-path and prefix-beam-search error rates on the report split.
+
+    ``*_error_rate``: label edit distance over reference labels (character error rate for
+    characters; for digit strings the digit error rate, which TIDIGITS calls the word error
+    rate). ``*_sequence_error_rate``: the fraction of utterances decoded with any error (the
+    string, or sentence, error rate).
+    """
     del workdir
     split = report_split(run)
     limit = int(option(run.config, "report", "max_examples", 1000))
@@ -60,8 +66,23 @@ def ctc_report(run, state, workdir: str, *, beam_width: int = 8) -> dict[str, An
         "examples": len(refs),
         "greedy_error_rate": error_rate(greedy, refs),
         "beam_error_rate": error_rate(beam, refs),
+        "greedy_sequence_error_rate": sequence_error_rate(greedy, refs),
+        "beam_sequence_error_rate": sequence_error_rate(beam, refs),
         "beam_width": beam_width,
     }
+
+
+def sequence_error_rate(hypotheses, references) -> float:
+    """Fraction of utterances whose hypothesis differs from the reference in any label."""
+    if len(hypotheses) != len(references):
+        raise ValueError(
+            f"hypotheses and references must have the same length, received "
+            f"{len(hypotheses)} and {len(references)}"
+        )
+    if not references:
+        return float("nan")
+    wrong = sum(tuple(h) != tuple(r) for h, r in zip(hypotheses, references, strict=True))
+    return wrong / len(references)
 
 
 def _best_path(log_probs: np.ndarray, blank: int) -> tuple[int, ...]:

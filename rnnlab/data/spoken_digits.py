@@ -1,0 +1,148 @@
+"""``spoken_digits`` (task ``"ctc"``): digit strings spoken by espeak-ng, as log-mel frames.
+
+Each utterance reads 1 to 7 random digits ("3 1 4") in one of espeak-ng's English accents
+and voice variants, at a random rate and pitch, between random stretches of silence; noise
+is added at a random SNR (see ``rnnlab.data.spoken_digits_audio`` for the recipe and the
+speaker lists: the accents and variants of train, validation and test are disjoint). librosa
+turns the audio into 40 log-mel bands every 10 ms; at load time each utterance's bands are
+normalised to zero mean and unit variance (``normalize``).
+
+Batches: ``inputs [B, T, num_mels]`` float32, ``targets [B, L]`` int32 labels ``digit + 1``
+(0 is the CTC blank, 0-padded), ``input_lengths``, ``target_lengths``, ``weights``.
+
+Options: ``synthesis_seed`` (0), ``train_examples`` (2000), ``validation_examples`` (200),
+``test_examples`` (400), ``noisy_train`` (True: train and validation are read with their
+noise; False reads them clean, the test split is noisy either way: every utterance is stored
+with and without its noise), ``num_mels`` (40), ``normalize`` (True), ``pad_multiple``
+(frames, 64: few distinct shapes, few compilations), ``pad_to`` (``"batch"`` or ``"max"``),
+``bucket_window`` (8), ``shuffle`` (train only), plus ``data_dir`` / ``tfds_data_dir``. The
+set is synthesised the first time it is read (about 0.1 s per utterance on one core) and
+kept under ``<data_dir>/tfds/rnnlab_spoken_digits/<config>``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from typing import Any
+
+import numpy as np
+
+from rnnlab.data import builders, pipeline
+from rnnlab.data import spoken_digits_audio as audio
+from rnnlab.data.config import cache_key, check_split, choice, option, positive_int, tfds_dir
+from rnnlab.data.registry import Dataset, register
+from rnnlab.data.speech import collate
+
+VOCAB = ("<blank>", *"0123456789")
+_SIZES = {"train": 2000, "validation": 200, "test": 400}
+_FIELDS = ("synthesis_seed", "num_mels", *(f"{s}_examples" for s in _SIZES))
+
+
+def builder_config(cfg: Any) -> audio.SpokenDigitsConfig:
+    """The builder config (seed, split sizes, noise, bands) that the options ask for."""
+    seed = int(option(cfg, "synthesis_seed", 0))
+    if seed < 0:
+        raise ValueError(f"synthesis_seed must be >= 0, received {seed}")
+    sizes = tuple(positive_int(cfg, f"{s}_examples", n) for s, n in _SIZES.items())
+    mels = positive_int(cfg, "num_mels", audio.NUM_MELS)
+    return audio.SpokenDigitsConfig(seed=seed, sizes=sizes, num_mels=mels)
+
+
+def noisy_train(cfg: Any) -> bool:
+    """Whether the training and validation splits are read with their noise."""
+    noisy = option(cfg, "noisy_train", True)
+    if not isinstance(noisy, bool | np.bool_):
+        raise ValueError(f"noisy_train must be True or False, received {noisy!r}")
+    return bool(noisy)
+
+
+def _builder(cfg: Any):
+    return builders.make(audio.SpokenDigits, tfds_dir(cfg), builder_config(cfg))
+
+
+@functools.lru_cache(maxsize=8)
+def _lengths(key: str) -> dict[str, tuple[int, int]]:
+    """Longest frames and labels per split (read once per prepared copy)."""
+    cfg = json.loads(key)
+    builder = _builder(cfg)
+    out = {}
+    for split in audio.SPLITS:
+        src = builder.as_data_source(split=split)
+        examples = [src[i] for i in range(len(src))]
+        out[split] = (
+            max(len(e["features"]) for e in examples),
+            max(len(e["labels"]) for e in examples),
+            len(examples),
+        )
+    return out
+
+
+def _info(cfg: Any) -> dict[str, Any]:
+    c = builder_config(cfg)
+    noisy_train(cfg)  # a bad value is an error before training starts
+    lengths = _lengths(cache_key(cfg, _FIELDS))
+    frames = max(v[0] for v in lengths.values())
+    return {
+        "task": "ctc",
+        "input_features": c.num_mels,
+        "num_labels": len(VOCAB),
+        "vocab_size": len(VOCAB),
+        "vocab": list(VOCAB),
+        "blank_id": 0,
+        "seq_len": frames,
+        "max_frames": frames,
+        "max_label": audio.MAX_DIGITS,
+        "sample_rate": audio.SAMPLE_RATE,
+        "hop_length": audio.HOP,
+        "num_examples": {s: v[2] for s, v in lengths.items()},
+        "builder_config": c.name,
+    }
+
+
+def _load(cfg, info, *, split, **shard):
+    src = _builder(cfg).as_data_source(split=check_split(split))
+    normalize = bool(option(cfg, "normalize", True))
+    key = "features" if split == "test" or noisy_train(cfg) else "clean_features"
+
+    def fetch(index):
+        if index < 0:
+            return None
+        example = src[int(index)]
+        feats = np.asarray(example[key], np.float32)
+        if normalize:
+            feats = (feats - feats.mean(axis=0)) / np.maximum(feats.std(axis=0), 1e-5)
+        return feats, np.asarray(example["labels"], np.int32)
+
+    order, num_batches = pipeline.example_order(
+        len(src),
+        shuffle=bool(option(cfg, "shuffle", split == "train")),
+        what=f"spoken_digits split {split!r}",
+        **shard,
+    )
+    ds = pipeline.batched(
+        order.map(fetch),
+        batch_size=shard["batch_size"],
+        collate=functools.partial(
+            collate,
+            max_frames=info["max_frames"],
+            max_label=info["max_label"],
+            pad_multiple=positive_int(cfg, "pad_multiple", 64),
+            fixed=choice(cfg, "pad_to", "batch", ("batch", "max")) == "max",
+        ),
+        bucket_window=int(option(cfg, "bucket_window", 8)),
+        seed=shard["seed"],
+        length_fn=lambda e: 0 if e is None else len(e[0]),
+    )
+    return ds.to_iter_dataset(pipeline.read_options(cfg)), num_batches
+
+
+register(
+    Dataset(
+        "spoken_digits",
+        "ctc",
+        _info,
+        _load,
+        "digit strings spoken by espeak-ng with noise, log-mel frames (librosa)",
+    )
+)
