@@ -32,6 +32,7 @@ from rnnlab.data.config import (
     positive_int,
     tfds_dir,
 )
+from rnnlab.data.options import CATALOG, COMMON, PIPELINE, Option
 from rnnlab.data.registry import Dataset, register
 
 # The options that the memoised reads below depend on.
@@ -199,10 +200,30 @@ def _load(cfg, info, *, split, **shard):
     return ds.to_iter_dataset(pipeline.read_options(cfg)), num_batches
 
 
+_SEQUENCES = {
+    **COMMON,
+    **PIPELINE,
+    "max_len": Option(None, "longest sequence kept (None: the longest in the data)"),
+    "bucket_window": Option(None, "batches sorted by length together (None: 8 if lengths vary)"),
+    "pad_to": Option("batch", '"batch" (the longest in the batch) or "max" (max_len)'),
+    "pad_multiple": Option(8, "padded lengths are a multiple of this"),
+}
+OPTIONS = {
+    "mnist": {
+        **_SEQUENCES,
+        **CATALOG,
+        "mode": Option("pixel", '"pixel" (784 steps of 1) or "row" (28 steps of 28)'),
+        "permuted": Option(False, "a fixed permutation of the pixels (pMNIST)"),
+        "permutation_seed": Option(0, "seed of that permutation"),
+    },
+    "mnist1d": _SEQUENCES,
+    "japanese_vowels": {**_SEQUENCES, "standardize": Option(True, "per-channel z-scores")},
+    "basic_motions": {**_SEQUENCES, "standardize": Option(True, "per-channel z-scores")},
+}
 for _name, _what in {
     "mnist": "TFDS mnist as a sequence (pixel or row), optionally permuted",
     "mnist1d": "MNIST-1D (Greydanus 2020), generated locally",
     "japanese_vowels": "UEA JapaneseVowels: 9 speakers, 12 LPC channels, lengths 7-29",
     "basic_motions": "UEA BasicMotions: 4 activities, 6 channels, length 100",
 }.items():
-    register(Dataset(_name, "classification", _info, _load, _what))
+    register(Dataset(_name, "classification", _info, _load, _what, OPTIONS[_name]))

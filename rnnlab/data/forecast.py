@@ -39,6 +39,7 @@ from rnnlab.data.config import (
     split_fractions,
     tfds_dir,
 )
+from rnnlab.data.options import COMMON, PIPELINE, Option
 from rnnlab.data.registry import Dataset, register
 
 SEASONAL_PERIOD = {"co2": 52, "sunspots": 11, "mackey_glass": 1}
@@ -263,6 +264,41 @@ def _mg_load(cfg, info, *, split, **shard):
     return ds.to_iter_dataset(pipeline.read_options(cfg)), num_batches
 
 
-for _name in ("co2", "sunspots", "csv_series"):
-    register(Dataset(_name, "forecast", _info, _load, f"{_name} series windows"))
-register(Dataset("mackey_glass", "forecast", _mg_info, _mg_load, "Mackey-Glass tau=17"))
+_WINDOWS = {
+    "seq_len": Option(64, "lookback steps L of a window"),
+    "horizon": Option(16, "steps H to forecast"),
+}
+SERIES_OPTIONS = {
+    **COMMON,
+    **PIPELINE,
+    **_WINDOWS,
+    "window_stride": Option(1, "steps between the starts of two training windows"),
+    "fill_gaps": Option(None, '"interpolate" or "error" on NaN (None: the series\' own)'),
+    "split_fractions": Option((0.7, 0.1, 0.2), "train, validation, test shares, in time order"),
+    "seasonal_period": Option(None, "season length m of MASE (None: the series' own, else 1)"),
+}
+CSV_OPTIONS = {
+    **SERIES_OPTIONS,
+    "path": Option(None, "the CSV file (required)"),
+    "columns": Option(None, "columns read (None: every numeric column)"),
+}
+MACKEY_GLASS_OPTIONS = {
+    **synthetic.GENERATED,
+    **_WINDOWS,
+}
+for _name, _options in (
+    ("co2", SERIES_OPTIONS),
+    ("sunspots", SERIES_OPTIONS),
+    ("csv_series", CSV_OPTIONS),
+):
+    register(Dataset(_name, "forecast", _info, _load, f"{_name} series windows", _options))
+register(
+    Dataset(
+        "mackey_glass",
+        "forecast",
+        _mg_info,
+        _mg_load,
+        "Mackey-Glass tau=17",
+        MACKEY_GLASS_OPTIONS,
+    )
+)

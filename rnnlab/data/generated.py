@@ -218,13 +218,37 @@ def _loader(make):
 
 def register_datasets() -> None:
     """Registers ``mnist1d_digits`` and ``moving_digits`` with :mod:`rnnlab.data`."""
+    from rnnlab.data.options import Option
     from rnnlab.data.registry import Dataset, register
+    from rnnlab.data.synthetic import GENERATED
 
+    ctc = {
+        **GENERATED,
+        "max_digits": Option(5, "most digits in a string"),
+        "max_gap": Option(8, "most blank steps between two digits"),
+    }
+    video = {
+        **GENERATED,
+        "canvas": Option(32, "frame height and width in pixels"),
+        "digit_scale": Option(1, "digit size: 8 * digit_scale pixels"),
+        "seq_len": Option(10, "input frames"),
+        "horizon": Option(10, "frames to predict"),
+        "num_digits": Option(2, "digits moving in each clip"),
+    }
     register(
-        Dataset("mnist1d_digits", "ctc", _ctc_info, _loader(_ctc_example), "MNIST-1D digit strings")
+        Dataset(
+            "mnist1d_digits",
+            "ctc",
+            _ctc_info,
+            _loader(_ctc_example),
+            "MNIST-1D digit strings",
+            ctc,
+        )
     )
     register(
-        Dataset("moving_digits", "video", _video_info, _loader(_video_example), "moving digits")
+        Dataset(
+            "moving_digits", "video", _video_info, _loader(_video_example), "moving digits", video
+        )
     )
 
 

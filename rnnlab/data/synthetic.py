@@ -18,6 +18,7 @@ import numpy as np
 
 from rnnlab.data import pipeline
 from rnnlab.data.config import check_split, option, positive_int
+from rnnlab.data.options import COMMON, PIPELINE, Option
 from rnnlab.data.registry import Dataset, register
 
 STREAMS = {"train": 0, "validation": 1, "test": 2}
@@ -197,5 +198,31 @@ def _copy_make(rng, info):
     return {"inputs": x, "targets": y, "weights": np.ones(len(x), np.float32)}
 
 
-register(Dataset("adding", "regression", _adding_info, per_example_load(_adding_make), "adding"))
-register(Dataset("copy", "copy", _copy_info, per_example_load(_copy_make), "copy memory"))
+# Options of every dataset generated example by example (index_batches).
+GENERATED = {
+    **COMMON,
+    "num_threads": PIPELINE["num_threads"],
+    "prefetch": PIPELINE["prefetch"],
+    "eval_examples": Option(1000, "examples of each evaluation split (fixed by data_seed)"),
+    "data_seed": Option(0, "seed of the evaluation examples"),
+}
+ADDING_OPTIONS = {**GENERATED, "seq_len": Option(200, "sequence length T")}
+COPY_OPTIONS = {
+    **GENERATED,
+    "seq_len": Option(100, "delay T between the symbols and the recall marker"),
+    "num_symbols": Option(8, "alphabet size of the copied symbols"),
+    "copy_len": Option(10, "symbols to copy"),
+}
+register(
+    Dataset(
+        "adding",
+        "regression",
+        _adding_info,
+        per_example_load(_adding_make),
+        "adding",
+        ADDING_OPTIONS,
+    )
+)
+register(
+    Dataset("copy", "copy", _copy_info, per_example_load(_copy_make), "copy memory", COPY_OPTIONS)
+)

@@ -32,6 +32,7 @@ from rnnlab.data.config import (
     split_fractions,
     tfds_dir,
 )
+from rnnlab.data.options import CATALOG, COMMON, PIPELINE, Option
 from rnnlab.data.registry import Dataset, register
 from rnnlab.data.vocab import (
     BOS_ID,
@@ -354,7 +355,40 @@ def _lm1b_load(cfg, info, *, split, batch_size, seed, shard_index, shard_count, 
     )
 
 
-register(Dataset("austen", "lm", _char_info, _char_load, "Jane Austen's six novels, characters"))
-register(Dataset("text_dir", "lm", _char_info, _char_load, "a directory of text files"))
-register(Dataset("tiny_shakespeare", "lm", _char_info, _char_load, "TFDS tiny_shakespeare"))
-register(Dataset("lm1b", "lm", _lm1b_info, _lm1b_load, "TFDS lm1b, packed word sentences"))
+_STREAM = {
+    **COMMON,
+    "num_threads": PIPELINE["num_threads"],
+    "prefetch": PIPELINE["prefetch"],
+    "seq_len": Option(DEFAULT_SEQ_LEN, "tokens per row of a batch (truncated BPTT length)"),
+}
+_CORPUS = {
+    **_STREAM,
+    "level": Option("char", '"char", or "word" (words and punctuation, a vocabulary)'),
+    "max_vocab": Option(DEFAULT_MAX_VOCAB, "word level: vocabulary size, reserved tokens included"),
+    "split_fractions": Option((0.9, 0.05, 0.05), "train, validation, test shares of the text"),
+}
+AUSTEN_OPTIONS = {
+    **_CORPUS,
+    "novels": Option("all", '"all" or a list of novel names (builders.AUSTEN_NOVELS)'),
+}
+TEXT_DIR_OPTIONS = {
+    **_CORPUS,
+    "path": Option(None, "the directory of text files (required)"),
+    "pattern": Option("**/*.txt", "glob of the files read under path"),
+}
+TINY_SHAKESPEARE_OPTIONS = {**_STREAM, **CATALOG, "level": _CORPUS["level"]}
+LM1B_OPTIONS = {
+    **_STREAM,
+    **CATALOG,
+    "vocab_examples": Option(300_000, "training sentences counted for the word vocabulary"),
+    "vocab_size": Option(32768, "word vocabulary size, reserved tokens included"),
+}
+for _name, _options, _what in (
+    ("austen", AUSTEN_OPTIONS, "Jane Austen's six novels, characters"),
+    ("text_dir", TEXT_DIR_OPTIONS, "a directory of text files"),
+    ("tiny_shakespeare", TINY_SHAKESPEARE_OPTIONS, "TFDS tiny_shakespeare"),
+):
+    register(Dataset(_name, "lm", _char_info, _char_load, _what, options=_options))
+register(
+    Dataset("lm1b", "lm", _lm1b_info, _lm1b_load, "TFDS lm1b, packed word sentences", LM1B_OPTIONS)
+)

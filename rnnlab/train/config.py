@@ -22,11 +22,11 @@ import math
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import ml_collections
 
-from rnnlab import optim
+from rnnlab import data, models, optim
 
 ConfigDict = ml_collections.ConfigDict
 
@@ -39,87 +39,203 @@ class ConfigError(ValueError):
         self.key = key
 
 
-def base_config() -> ConfigDict:
-    """Every key the training engine reads, with its default (unlocked; fill then lock)."""
-    c = ConfigDict()
-    c.seed = 0
-    # Passed to rnnlab.data.info/load; the data module owns every key except `name`.
-    c.data = ConfigDict({"name": ""})
-    # `name` picks rnnlab.models.build's model; the other keys are its keyword arguments.
-    c.model = ConfigDict({"name": "language_model", "dtype": "float32"})
-    c.optim = ConfigDict(
-        {
-            "optimizer": "adam",
-            "lr": 1e-3,
-            "momentum": 0.9,
-            "nesterov": False,
-            "b1": 0.9,
-            "b2": 0.999,
-            "eps": 1e-8,
-            "decay": 0.9,
-            "weight_decay": 0.0,
-            "clip_norm": 0.0,
-            "clip_value": 0.0,
-            "clip_adaptive": 0.0,
-            "schedule": "constant",
-            "warmup_steps": 0,
-            "total_steps": 0,  # 0: train.steps
-            "final_lr_fraction": 0.0,
-            "decay_every": 0,
-            "decay_factor": 0.1,
-            "plateau_factor": 0.5,
-            "plateau_patience": 10,
-            "plateau_accumulation": 50,
-            "plateau_rtol": 1e-4,
-            "plateau_cooldown": 0,
-            "plateau_min_scale": 0.0,
-            "accumulate_steps": 1,
-            "freeze": (),
-            # nt_asgd: validations a loss must be worse than the best before averaging starts
-            "nonmono": 5,
-            "ema_decay": 0.0,  # > 0: evaluate on an exponential moving average of the weights
-        }
-    )
-    c.train = ConfigDict(
-        {
-            "steps": 1000,
-            "batch_size": 32,  # global, over all devices and processes
-            "log_every": 50,
-            "eval_every": 500,  # 0: only at the end
-            "checkpoint_every": 500,
-            "keep_checkpoints": 2,
-            "async_checkpoints": True,
-            "stateful": True,  # carry the state across batches (models with init_carry)
-            "max_nonfinite": 20,  # consecutive skipped updates before nonfinite_action
-            # "stop": raise naming the step, the loss and the largest gradient; "restore":
-            # go back to the last checkpoint before them with the learning rate scaled by
-            # nonfinite_lr_factor, at most nonfinite_max_restores times, then stop.
-            "nonfinite_action": "stop",
-            "nonfinite_lr_factor": 0.5,
-            "nonfinite_max_restores": 3,
-            # Seconds between SIGTERM and the hard kill on this platform (30 on GCE spot
-            # VMs): a due evaluation is deferred to the resumed run unless it fits.
-            "preemption_grace_s": 30.0,
-            "early_stopping": ConfigDict(
-                {"metric": "", "mode": "", "patience": 0, "min_delta": 0.0}
+class Key(NamedTuple):
+    """A leaf of :func:`base_config`: its default and a one-line help."""
+
+    default: Any
+    help: str
+
+
+def _spec() -> dict[str, Any]:
+    """The engine's keys, the one place their defaults and help are written (the optimiser's
+    come from :class:`rnnlab.optim.Options`; the options of the named model and dataset
+    from their own modules, see :func:`fill_defaults`)."""
+    helps = optim.help_strings()
+    return {
+        "seed": Key(0, "seed of the parameters, dropout and the data order"),
+        "data": {
+            "name": Key("", "dataset, one of rnnlab.data.names(); its options: docs/data.md"),
+        },
+        "model": {
+            "name": Key("language_model", "model, one of rnnlab.models.model_names()"),
+            "dtype": Key("float32", 'compute dtype; "bfloat16" for mixed precision'),
+        },
+        "optim": {k: Key(v, helps[k]) for k, v in optim.defaults().items()},
+        "train": {
+            "steps": Key(1000, "optimizer updates of the run"),
+            "batch_size": Key(32, "global batch, over all devices and processes"),
+            "log_every": Key(50, "steps between metric lines"),
+            "eval_every": Key(500, "steps between evaluations (0: only at the end)"),
+            "checkpoint_every": Key(500, "steps between checkpoints (0: only the final one)"),
+            "keep_checkpoints": Key(2, "latest checkpoints kept (the best one is kept too)"),
+            "async_checkpoints": Key(True, "write checkpoints in the background"),
+            "stateful": Key(True, "carry the state across batches (models with init_carry)"),
+            "max_nonfinite": Key(20, "consecutive skipped updates before nonfinite_action"),
+            "nonfinite_action": Key(
+                "stop",
+                '"stop": raise naming the step; "restore": back to the last checkpoint '
+                "with the learning rate scaled by nonfinite_lr_factor",
             ),
-        }
+            "nonfinite_lr_factor": Key(0.5, "learning-rate factor of each restore, in (0, 1]"),
+            "nonfinite_max_restores": Key(3, "restores before the run stops"),
+            "preemption_grace_s": Key(
+                30.0,
+                "seconds between SIGTERM and the hard kill (30 on GCE spot VMs); a due "
+                "evaluation is deferred to the resumed run unless it fits",
+            ),
+            "early_stopping": {
+                "metric": Key("", "validation metric watched (empty: the task's default)"),
+                "mode": Key("", "min or max (empty: the direction the metric is known for)"),
+                "patience": Key(0, "evaluations without improvement before stopping (0: off)"),
+                "min_delta": Key(0.0, "smallest change that counts as an improvement"),
+            },
+        },
+        "eval": {
+            "split": Key("validation", "split evaluated during training"),
+            "batch_size": Key(0, "global evaluation batch (0: train.batch_size)"),
+            "max_batches": Key(0, "batches per evaluation (0: the whole split)"),
+        },
+        # Any axis name may be added from the command line (--config.mesh.fsdp=2).
+        "mesh": {
+            "data": Key(
+                -1,
+                "size of the data axis (-1: the devices left over); add axes "
+                "with --config.mesh.<name>=<size>, see rnnlab.train.sharding",
+            ),
+        },
+        "sharding": {
+            "rules": Key("replicated", '"replicated", or "fsdp": matrices split on the mesh'),
+            "fsdp_min_dim": Key(1024, "fsdp: smallest dimension that is split"),
+            "fsdp_axis": Key("fsdp", 'fsdp: mesh axes, comma-separated ("data,fsdp": ZeRO-3)'),
+        },
+        "sample": {
+            "length": Key(0, "characters/tokens sampled after training (0: none)"),
+            "temperature": Key(0.8, "softmax temperature of sampling (0: greedy)"),
+            "top_k": Key(0, "sample among the k most likely tokens (0: all)"),
+            "top_p": Key(1.0, "nucleus sampling mass, in (0, 1]"),
+            "prompt": Key("", "text the samples continue"),
+            "num": Key(1, "samples drawn"),
+        },
+        "debug": {
+            "nan_at_steps": Key((), "fault injection: NaN weights on these steps' batches"),
+        },
+    }
+
+
+def _walk(spec: dict[str, Any], prefix: str = ""):
+    for key, value in spec.items():
+        if isinstance(value, Key):
+            yield prefix + key, value
+        else:
+            yield from _walk(value, f"{prefix}{key}.")
+
+
+def base_config() -> ConfigDict:
+    """Every key the training engine reads, with its default (unlocked; fill then lock).
+
+    The ``model`` and ``data`` groups hold only ``name`` (and ``model.dtype``) here;
+    :func:`load` completes them with the options of the named model and dataset.
+    """
+
+    def build(spec):
+        return ConfigDict(
+            {k: v.default if isinstance(v, Key) else build(v) for k, v in spec.items()}
+        )
+
+    return build(_spec())
+
+
+def group_options(config: ConfigDict, group: str) -> dict[str, Any] | None:
+    """``{key: Option(default, help)}`` of the model (``group='model'``) or dataset
+    (``'data'``) the config names; None for a dataset that ``rnnlab.data`` does not
+    register (a test's own data source checks its options itself).
+
+    Raises:
+      ConfigError: ``model.name`` is not a registered model.
+    """
+    name = config[group].get("name")
+    if group == "model":
+        try:
+            return models.options(name)
+        except ValueError as e:
+            raise ConfigError("model.name", str(e)) from e
+    if name in data.names():
+        return data.options(name)
+    return None
+
+
+def help_strings(config: ConfigDict | None = None) -> dict[str, str]:
+    """``{dotted key: one-line help}`` of every key of :func:`base_config` and, given a
+    config, of the options of its model and dataset."""
+    out = {key: k.help for key, k in _walk(_spec())}
+    for group in ("model", "data"):
+        options = group_options(config, group) if config is not None else None
+        for key, option in (options or {}).items():
+            out.setdefault(f"{group}.{key}", option.help)
+    return out
+
+
+def describe(config: ConfigDict) -> str:
+    """Every key of ``config`` with its value and help, one per line (``--help-config``)."""
+    helps = help_strings(config)
+    return "\n".join(
+        f"{key} = {_get(config, key)!r}  # {helps.get(key, '')}".rstrip(" #")
+        for key in flat_keys(config)
     )
-    c.eval = ConfigDict({"split": "validation", "batch_size": 0, "max_batches": 0})
-    # Mesh axes and their sizes (-1: the devices left over); any axis name may be added
-    # from the command line (--config.mesh.fsdp=2). See rnnlab.train.sharding.
-    c.mesh = ConfigDict({"data": -1})
-    # How parameters and optimizer state are laid out on the mesh: "replicated", or "fsdp"
-    # (matrices with a dimension >= fsdp_min_dim split over the fsdp_axis mesh axes,
-    # comma-separated, e.g. "data,fsdp" for ZeRO-3 over every device).
-    c.sharding = ConfigDict({"rules": "replicated", "fsdp_min_dim": 1024, "fsdp_axis": "fsdp"})
-    c.sample = ConfigDict(
-        {"length": 0, "temperature": 0.8, "top_k": 0, "top_p": 1.0, "prompt": "", "num": 1}
-    )
-    # Fault injection for the reliability suite (rnnlab.faults): the batches of these steps
-    # get NaN weights, the first time each step runs in a process.
-    c.debug = ConfigDict({"nan_at_steps": ()})
-    return c
+
+
+def _get(config: ConfigDict, key: str) -> Any:
+    node = config
+    for part in key.split("."):
+        node = node[part]
+    return node
+
+
+def _unknown_option(group: str, key: str, options: dict[str, Any], owner: str) -> ConfigError:
+    close = difflib.get_close_matches(key, list(options), n=1, cutoff=0.6)
+    hint = f"; did you mean '{group}.{close[0]}'?" if close else ""
+    return ConfigError(f"{group}.{key}", f"no such option of {owner}{hint}")
+
+
+def fill_defaults(config: ConfigDict, previous: dict[str, dict[str, Any] | None] | None = None):
+    """Completes the ``model`` and ``data`` groups in place with the defaults of the named
+    model (its constructor's keyword arguments) and dataset (its declared options), so that
+    every key can be overridden and is recorded in ``config.json``.
+
+    ``previous``: the options before a ``name`` changed; keys still at those defaults are
+    dropped (or take the new default) rather than carried to the new model or dataset.
+
+    Raises:
+      ConfigError: a key the model or dataset does not take, naming the closest one.
+    """
+    for group in ("model", "data"):
+        options = group_options(config, group)
+        node = config[group]
+        old = (previous or {}).get(group)
+        with node.unlocked():
+            for key in list(node.keys()):
+                if old and key in old and key != "name" and same_value(node[key], old[key].default):
+                    if options is None or key not in options:
+                        del node[key]
+                    else:
+                        node[key] = options[key].default
+            if options is None:
+                continue
+            owner = f"{group} {node.get('name')!r}"
+            for key in node.keys():
+                if key != "name" and key not in options:
+                    raise _unknown_option(group, key, options, owner)
+            for key, option in options.items():
+                if key not in node:
+                    node[key] = option.default
+
+
+def same_value(value: Any, default: Any) -> bool:
+    """Whether a config value is the option's default (lists as tuples, types equal)."""
+    value = value.to_dict() if isinstance(value, ConfigDict) else value
+    if isinstance(value, list):
+        value = tuple(value)
+    return type(value) is type(default) and value == default
 
 
 def lock(config: ConfigDict) -> ConfigDict:
@@ -147,6 +263,7 @@ def load(spec: str) -> ConfigDict:
     config = module.get_config(arg)
     if not isinstance(config, ConfigDict):
         raise ConfigError("config", f"get_config({arg!r}) must return a ConfigDict")
+    fill_defaults(config)
     config.lock()
     return config
 
@@ -229,10 +346,14 @@ def override(config: ConfigDict, assignments: Iterable[str]) -> ConfigDict:
         if isinstance(node[leaf], ConfigDict):
             raise ConfigError(key, "is a group of keys; set one of its fields")
         value = parse_value(text, node[leaf], key)
+        renames = key in ("model.name", "data.name")
+        before = {g: group_options(config, g) for g in ("model", "data")} if renames else None
         try:
             node[leaf] = value
         except TypeError as e:
             raise ConfigError(key, str(e)) from e
+        if renames:  # the new model's (dataset's) options replace the old defaults
+            fill_defaults(config, before)
     return config
 
 
@@ -286,6 +407,7 @@ def from_dict(data: dict[str, Any]) -> ConfigDict:
 def resolved(config: ConfigDict) -> ConfigDict:
     """A copy with defaults that depend on other keys filled in (what the run uses)."""
     out = ConfigDict(config.to_dict())
+    fill_defaults(out)
     if out.optim.total_steps == 0:
         out.optim.total_steps = int(out.train.steps)
     if out.eval.batch_size == 0:
@@ -366,6 +488,39 @@ def _check_keys_and_types(config: ConfigDict, context: dict[str, Any]) -> None:
                 raise error
 
 
+def check_model(config: ConfigDict) -> None:
+    """The model group against the named model's options (see :func:`_check_groups`)."""
+    _check_groups(config, ("model",))
+
+
+@register_check
+def _check_model_and_data(config: ConfigDict, context: dict[str, Any]) -> None:
+    del context
+    _check_groups(config, ("model", "data"))
+
+
+def _check_groups(config: ConfigDict, groups: Sequence[str]) -> None:
+    """Keys the named model or dataset does not take, and model values whose type differs
+    from the constructor's default, name their key."""
+    for group in groups:
+        options = group_options(config, group)
+        if options is None:
+            continue
+        owner = f"{group} {config[group].get('name')!r}"
+        for key, value in config[group].items():
+            if key == "name":
+                continue
+            if key not in options:
+                raise _unknown_option(group, key, options, owner)
+            default = options[key].default
+            # Dataset options are checked by their readers (which name the key); a None
+            # default takes any type.
+            if group == "model" and default is not None and not isinstance(value, ConfigDict):
+                error = _type_error(f"model.{key}", default, value)
+                if error is not None:
+                    raise error
+
+
 @register_check
 def _check_train(config: ConfigDict, context: dict[str, Any]) -> None:
     for key in ("train.steps", "train.batch_size", "train.log_every", "train.keep_checkpoints"):
@@ -405,8 +560,8 @@ def _check_optim(config: ConfigDict, context: dict[str, Any]) -> None:
     kwargs = dict(config.optim.to_dict())
     if kwargs.get("total_steps", 0) == 0:
         kwargs["total_steps"] = config.train.steps
-    try:
-        optim.make(**kwargs)
+    try:  # the optimiser's one validation, without building the chain
+        optim.check(**kwargs)
     except TypeError as e:
         raise ConfigError("optim", str(e)) from e
     except ValueError as e:
