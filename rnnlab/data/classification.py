@@ -207,6 +207,7 @@ _SEQUENCES = {
     "bucket_window": Option(None, "batches sorted by length together (None: 8 if lengths vary)"),
     "pad_to": Option("batch", '"batch" (the longest in the batch) or "max" (max_len)'),
     "pad_multiple": Option(8, "padded lengths are a multiple of this"),
+    "validation_fraction": CATALOG["validation_fraction"],
 }
 OPTIONS = {
     "mnist": {
