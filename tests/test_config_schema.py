@@ -128,12 +128,24 @@ def test_tie_embeddings_override_trains_and_lands_in_config_json(tmp_path):
 
 def test_changing_the_model_name_swaps_the_defaults():
     c = cfg_lib.load(CHARLM + ":small")
-    with pytest.raises(ConfigError) as info:  # the charlm keys do not all fit a classifier
-        cfg_lib.override(c, ["model.name=video_predictor"])
-    assert info.value.key.startswith("model.")
+    cfg_lib.override(c, ["model.name=video_predictor"])
+    # Keys only the language model takes go; the ones charlm set stay; the rest are the
+    # video predictor's defaults.
+    assert set(c.model) == {"name", *models.options("video_predictor")}
+    assert c.model.hidden_features == 64 and c.model.kernel_size == 5
     c = cfg_lib.load(CHARLM + ":small")
     cfg_lib.override(c, ["model.name=regularized_language_model"])
     assert c.model.regularization is None and c.model.hidden_features == 64
+
+
+def test_changing_the_dataset_name_swaps_its_options():
+    c = cfg_lib.load(CHARLM + ":small")
+    cfg_lib.override(c, ["data.name=text_dir", "data.path=/tmp/corpus"])
+    assert "novels" not in c.data and c.data.pattern == "**/*.txt"
+    assert (
+        c.data.path == "/tmp/corpus"
+        and c.data.seq_len == cfg_lib.load(CHARLM + ":small").data.seq_len
+    )
 
 
 # -- typos in every group name the closest key -------------------------------------------------

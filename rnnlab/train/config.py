@@ -202,8 +202,9 @@ def fill_defaults(config: ConfigDict, previous: dict[str, dict[str, Any] | None]
     model (its constructor's keyword arguments) and dataset (its declared options), so that
     every key can be overridden and is recorded in ``config.json``.
 
-    ``previous``: the options before a ``name`` changed; keys still at those defaults are
-    dropped (or take the new default) rather than carried to the new model or dataset.
+    ``previous``: the options before a ``name`` changed (an override of ``model.name`` or
+    ``data.name``): keys the new model or dataset does not take are dropped (they belonged
+    to the old one), and keys still at the old defaults take the new ones.
 
     Raises:
       ConfigError: a key the model or dataset does not take, naming the closest one.
@@ -213,9 +214,13 @@ def fill_defaults(config: ConfigDict, previous: dict[str, dict[str, Any] | None]
         node = config[group]
         old = (previous or {}).get(group)
         with node.unlocked():
-            for key in list(node.keys()):
-                if old and key in old and key != "name" and same_value(node[key], old[key].default):
-                    if options is None or key not in options:
+            for key in list(node.keys()) if old is not None else ():
+                if key == "name" or key not in old:
+                    continue
+                if options is not None and key not in options:
+                    del node[key]
+                elif same_value(node[key], old[key].default):
+                    if options is None:
                         del node[key]
                     else:
                         node[key] = options[key].default
