@@ -63,9 +63,9 @@ def _to_sequence(cfg: Any, example: dict) -> np.ndarray:
     name = cfg["name"]
     if name == "mnist":
         pixels = np.asarray(example["image"], np.float32).reshape(784) / 255.0
-        if option(cfg, "permuted", False):
-            pixels = pixels[_permutation(int(option(cfg, "permutation_seed", 0)))]
-        if choice(cfg, "mode", "pixel", ("pixel", "row")) == "row":
+        if option(cfg, "permuted"):
+            pixels = pixels[_permutation(int(option(cfg, "permutation_seed")))]
+        if choice(cfg, "mode", allowed=("pixel", "row")) == "row":
             return pixels.reshape(28, 28)
         return pixels.reshape(784, 1)
     seq = np.asarray(example["sequence"], np.float32)
@@ -78,7 +78,7 @@ def _stats(key: str) -> dict[str, Any]:
     if cfg["name"] != "mnist":
         return _builder_stats(key)
     # Catalog data is not memoised (mock data and real data may share a config).
-    row = choice(cfg, "mode", "pixel", ("pixel", "row")) == "row"
+    row = choice(cfg, "mode", allowed=("pixel", "row")) == "row"
     length, features = (28, 28) if row else (784, 1)
     return {
         "lengths": None,
@@ -161,7 +161,7 @@ def collate(examples, *, max_len: int, pad_multiple: int, fixed: bool, features:
 
 def _load(cfg, info, *, split, **shard):
     src = _source(cfg, check_split(split))
-    standardize = cfg["name"] in builders.UEA_SETS and option(cfg, "standardize", True)
+    standardize = cfg["name"] in builders.UEA_SETS and option(cfg, "standardize")
     mean = np.asarray(info.get("mean", 0.0), np.float32)
     std = np.asarray(info.get("std", 1.0), np.float32)
 
@@ -182,14 +182,14 @@ def _load(cfg, info, *, split, **shard):
     )
     variable = info["variable_length"]
     window = int(option(cfg, "bucket_window", 8 if variable else 0))
-    pad_to = choice(cfg, "pad_to", "batch", ("batch", "max"))
+    pad_to = choice(cfg, "pad_to", allowed=("batch", "max"))
     ds = pipeline.batched(
         order.map(fetch),
         batch_size=shard["batch_size"],
         collate=functools.partial(
             collate,
             max_len=info["seq_len"],
-            pad_multiple=positive_int(cfg, "pad_multiple", 8),
+            pad_multiple=positive_int(cfg, "pad_multiple"),
             fixed=pad_to == "max" or not variable,
             features=info["input_features"],
         ),

@@ -134,7 +134,7 @@ def _series(key: str) -> dict[str, Any]:
     default_fill = "interpolate" if name == "co2" else "error"
     how = choice(cfg, "fill_gaps", default_fill, ("interpolate", "error"))
     values = fill_gaps(values, how, f"series {name!r}")
-    cuts = builders.split_points(len(values), split_fractions(cfg, (0.7, 0.1, 0.2)))
+    cuts = builders.split_points(len(values), split_fractions(cfg))
     train = values[: cuts[1]]
     std = train.std(axis=0)
     m = positive_int(cfg, "seasonal_period", SEASONAL_PERIOD.get(name, 1))
@@ -158,8 +158,8 @@ def window_starts(cuts, split: str, lookback: int, horizon: int, stride: int) ->
 
 def _info(cfg: Any) -> dict[str, Any]:
     series = _series(cache_key(cfg, _FIELDS))
-    L, H = positive_int(cfg, "seq_len", 64), positive_int(cfg, "horizon", 16)
-    stride = positive_int(cfg, "window_stride", 1)
+    L, H = positive_int(cfg, "seq_len"), positive_int(cfg, "horizon")
+    stride = positive_int(cfg, "window_stride")
     counts = {s: len(window_starts(series["cuts"], s, L, H, stride)) for s in SPLITS}
     return {
         "task": "forecast",
@@ -181,7 +181,7 @@ def _load(cfg, info, *, split, **shard):
     series = _series(cache_key(cfg, _FIELDS))
     L, H = info["seq_len"], info["horizon"]
     starts = window_starts(
-        series["cuts"], check_split(split), L, H, positive_int(cfg, "window_stride", 1)
+        series["cuts"], check_split(split), L, H, positive_int(cfg, "window_stride")
     )
     if len(starts) == 0:
         raise ValueError(
@@ -227,13 +227,13 @@ def _mg_info(cfg: Any) -> dict[str, Any]:
         "task": "forecast",
         "input_features": 1,
         "output_features": 1,
-        "seq_len": positive_int(cfg, "seq_len", 64),
-        "horizon": positive_int(cfg, "horizon", 16),
+        "seq_len": positive_int(cfg, "seq_len"),
+        "horizon": positive_int(cfg, "horizon"),
         "mean": [mean],
         "std": [std],
         "seasonal_period": 1,
         "mase_scale": [scale],
-        "eval_examples": positive_int(cfg, "eval_examples", 1000),
+        "eval_examples": positive_int(cfg, "eval_examples"),
     }
 
 

@@ -71,11 +71,11 @@ def reverse_example(rng: np.random.Generator, vocab_size: int, min_len: int, max
 
 
 def _reverse_info(cfg):
-    V = positive_int(cfg, "vocab_size", 32)
+    V = positive_int(cfg, "vocab_size")
     if V <= RESERVED:
         raise ValueError(f"vocab_size must be > {RESERVED} (reserved ids), received {V}")
-    S = positive_int(cfg, "seq_len", 16)
-    min_len = positive_int(cfg, "min_len", 1)
+    S = positive_int(cfg, "seq_len")
+    min_len = positive_int(cfg, "min_len")
     if min_len > S:
         raise ValueError(f"min_len must be <= seq_len ({S}), received {min_len}")
     vocab = list(WORD_RESERVED) + [f"s{i}" for i in range(RESERVED, V)]
@@ -132,7 +132,7 @@ _FIELDS = (
 
 
 def _langs(cfg: Any) -> tuple[str, str]:
-    name = str(option(cfg, "tfds_name", "wmt14_translate/de-en"))
+    name = str(option(cfg, "tfds_name"))
     pair = name.split("/")[-1].split("-")
     src = option(cfg, "source_lang", pair[0] if len(pair) == 2 else None)
     tgt = option(cfg, "target_lang", pair[1] if len(pair) == 2 else None)
@@ -145,7 +145,7 @@ def _langs(cfg: Any) -> tuple[str, str]:
 
 
 def _wmt_source(cfg: Any, split: str):
-    name = str(option(cfg, "tfds_name", "wmt14_translate/de-en"))
+    name = str(option(cfg, "tfds_name"))
     return catalog.data_source(cfg, name, split)
 
 
@@ -153,8 +153,8 @@ def _wmt_vocabs(key: str) -> tuple[list[str], list[str]]:
     cfg = json.loads(key)
     src_lang, tgt_lang = _langs(cfg)
     source = _wmt_source(cfg, "train")
-    count = min(len(source), int(option(cfg, "vocab_examples", 200_000)))
-    size = positive_int(cfg, "vocab_size", 32000)
+    count = min(len(source), int(option(cfg, "vocab_examples")))
+    size = positive_int(cfg, "vocab_size")
     head = [str(source[i]) for i in range(min(count, 3))]
     tag = json.dumps([option(cfg, "tfds_name", ""), len(source), count, size, head])
     cache = data_dir(cfg) / "vocab" / f"wmt-{hashlib.sha1(tag.encode()).hexdigest()[:16]}.json"
@@ -174,7 +174,7 @@ def _wmt_vocabs(key: str) -> tuple[list[str], list[str]]:
 
 def _wmt_info(cfg):
     src_vocab, tgt_vocab = _wmt_vocabs(cache_key(cfg, _FIELDS))
-    max_len = positive_int(cfg, "max_len", 64)
+    max_len = positive_int(cfg, "max_len")
     langs = _langs(cfg)
     return _s2s_info(src_vocab, tgt_vocab, max_len, max_len) | {"languages": list(langs)}
 
@@ -208,10 +208,10 @@ def _wmt_load(cfg, info, *, split, **shard):
             collate,
             max_source=S,
             max_target=T,
-            pad_multiple=positive_int(cfg, "pad_multiple", 8),
-            fixed=choice(cfg, "pad_to", "batch", ("batch", "max")) == "max",
+            pad_multiple=positive_int(cfg, "pad_multiple"),
+            fixed=choice(cfg, "pad_to", allowed=("batch", "max")) == "max",
         ),
-        bucket_window=int(option(cfg, "bucket_window", 8)),
+        bucket_window=int(option(cfg, "bucket_window")),
         seed=shard["seed"],
         length_fn=lambda e: 0 if e is None else max(len(e[0]), len(e[1])),
     )

@@ -196,27 +196,27 @@ def _audio_feature_without_tensorflow():
 
 
 def _source(cfg: Any, split: str):
-    name = str(option(cfg, "tfds_name", "librispeech"))
+    name = str(option(cfg, "tfds_name"))
     spec = str(option(cfg, f"{split}_split", _SPLIT_DEFAULTS[split]))
     # A missing corpus is an error with instructions, not a 60 GB download, unless asked for.
-    opts = {**dict(cfg.items()), "download": bool(option(cfg, "download", False))}
+    opts = {**dict(cfg.items()), "download": bool(option(cfg, "download"))}
     with _audio_feature_without_tensorflow():
         return catalog.data_source(opts, name, spec)
 
 
 def _info(cfg: Any) -> dict[str, Any]:
-    rate = positive_int(cfg, "sample_rate", 16000)
-    mels = positive_int(cfg, "num_mels", 80)
-    window_ms, hop_ms = float(option(cfg, "window_ms", 25.0)), float(option(cfg, "hop_ms", 10.0))
+    rate = positive_int(cfg, "sample_rate")
+    mels = positive_int(cfg, "num_mels")
+    window_ms, hop_ms = float(option(cfg, "window_ms")), float(option(cfg, "hop_ms"))
     if not 0 < hop_ms <= window_ms:
         raise ValueError(
             f"hop_ms and window_ms must satisfy 0 < hop_ms <= window_ms, received {hop_ms} "
             f"and {window_ms}"
         )
-    if float(option(cfg, "log_floor", 1e-10)) <= 0:
+    if float(option(cfg, "log_floor")) <= 0:
         raise ValueError(f"log_floor must be > 0, received {option(cfg, 'log_floor')!r}")
     window, hop, fft, _, _ = _analysis(rate, mels, window_ms, hop_ms)
-    max_frames = positive_int(cfg, "max_frames", 3600)
+    max_frames = positive_int(cfg, "max_frames")
     return {
         "task": "ctc",
         "input_features": mels,
@@ -226,7 +226,7 @@ def _info(cfg: Any) -> dict[str, Any]:
         "blank_id": BLANK_ID,
         "seq_len": max_frames,
         "max_frames": max_frames,
-        "max_label": positive_int(cfg, "max_label", 800),
+        "max_label": positive_int(cfg, "max_label"),
         "sample_rate": rate,
         "window_length": window,
         "hop_length": hop,
@@ -259,8 +259,8 @@ def collate(examples, *, max_frames: int, max_label: int, pad_multiple: int, fix
 
 def _load(cfg, info, *, split, **shard):
     source = _source(cfg, check_split(split))
-    speech_key = str(option(cfg, "speech_key", "speech"))
-    text_key = str(option(cfg, "text_key", "text"))
+    speech_key = str(option(cfg, "speech_key"))
+    text_key = str(option(cfg, "text_key"))
     declared = _declared_rate(source, speech_key)
     if declared and declared != info["sample_rate"]:
         raise ValueError(
@@ -271,10 +271,10 @@ def _load(cfg, info, *, split, **shard):
         log_mel,
         sample_rate=info["sample_rate"],
         num_mels=info["input_features"],
-        window_ms=float(option(cfg, "window_ms", 25.0)),
-        hop_ms=float(option(cfg, "hop_ms", 10.0)),
-        log_floor=float(option(cfg, "log_floor", 1e-10)),
-        normalize=bool(option(cfg, "normalize", True)),
+        window_ms=float(option(cfg, "window_ms")),
+        hop_ms=float(option(cfg, "hop_ms")),
+        log_floor=float(option(cfg, "log_floor")),
+        normalize=bool(option(cfg, "normalize")),
     )
 
     def fetch(index):
@@ -303,10 +303,10 @@ def _load(cfg, info, *, split, **shard):
             collate,
             max_frames=info["max_frames"],
             max_label=info["max_label"],
-            pad_multiple=positive_int(cfg, "pad_multiple", 64),
-            fixed=choice(cfg, "pad_to", "batch", ("batch", "max")) == "max",
+            pad_multiple=positive_int(cfg, "pad_multiple"),
+            fixed=choice(cfg, "pad_to", allowed=("batch", "max")) == "max",
         ),
-        bucket_window=int(option(cfg, "bucket_window", 8)),
+        bucket_window=int(option(cfg, "bucket_window")),
         seed=shard["seed"],
         length_fn=lambda e: 0 if e is None else len(e[0]),
     )

@@ -126,7 +126,7 @@ def index_batches(cfg, *, split, batch_size, seed, shard_index, shard_count, rep
         num_batches, stream_seed = None, seed
     else:
         ds, num_batches = pipeline.example_order(
-            positive_int(cfg, "eval_examples", 1000),
+            positive_int(cfg, "eval_examples"),
             batch_size=batch_size,
             seed=0,
             shuffle=False,
@@ -134,7 +134,7 @@ def index_batches(cfg, *, split, batch_size, seed, shard_index, shard_count, rep
             shard_count=shard_count,
             repeat=False,
         )
-        stream_seed = int(option(cfg, "data_seed", 0))
+        stream_seed = int(option(cfg, "data_seed"))
     return ds, num_batches, stream_seed
 
 
@@ -161,7 +161,7 @@ def per_example_load(make: Callable[[np.random.Generator, Any], dict[str, np.nda
 
 
 def _adding_info(cfg):
-    T = positive_int(cfg, "seq_len", 200)
+    T = positive_int(cfg, "seq_len")
     return {
         "task": "regression",
         "input_features": 2,
@@ -177,9 +177,9 @@ def _adding_make(rng, info):
 
 
 def _copy_info(cfg):
-    delay = positive_int(cfg, "seq_len", 100)
-    num_symbols = positive_int(cfg, "num_symbols", 8)
-    copy_len = positive_int(cfg, "copy_len", 10)
+    delay = positive_int(cfg, "seq_len")
+    num_symbols = positive_int(cfg, "num_symbols")
+    copy_len = positive_int(cfg, "copy_len")
     total = delay + 2 * copy_len
     return {
         "task": "copy",

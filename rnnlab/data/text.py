@@ -70,7 +70,7 @@ def _fraction_name(fractions) -> str:
 
 # ------------------------------------------------------------------ character corpora
 def _corpus_builder(cfg: Any):
-    fractions = split_fractions(cfg, (0.9, 0.05, 0.05))
+    fractions = split_fractions(cfg)
     if option(cfg, "name") == "austen":
         raw = data_dir(cfg) / "austen"
         if not all((raw / f"{n}.txt").exists() for n in builders.AUSTEN_NOVELS):
@@ -82,7 +82,7 @@ def _corpus_builder(cfg: Any):
         path = option(cfg, "path")
         if not path:
             raise ValueError("text_dir needs path: expected a directory of text files, got None")
-        pattern = str(option(cfg, "pattern", "**/*.txt"))
+        pattern = str(option(cfg, "pattern"))
         documents, digest = builders.directory_documents(Path(path).expanduser(), pattern)
         name = f"dir-{digest}"
     config = builders.TextCorpusConfig(
@@ -92,7 +92,7 @@ def _corpus_builder(cfg: Any):
 
 
 def _novels(cfg: Any) -> list[str] | None:
-    novels = option(cfg, "novels", "all")
+    novels = option(cfg, "novels")
     if novels == "all":
         return None
     novels = [novels] if isinstance(novels, str) else list(novels)
@@ -147,7 +147,7 @@ def _builder_corpus(key: str) -> dict[str, Any]:
 
 
 def _level(cfg: Any) -> str:
-    level = choice(cfg, "level", "char", LEVELS)
+    level = choice(cfg, "level", allowed=LEVELS)
     if level == "word" and option(cfg, "name") not in ("austen", "text_dir"):
         raise ValueError(
             f"level 'word' is read from austen and text_dir, received name {option(cfg, 'name')!r}"
@@ -162,7 +162,7 @@ def _stream_info(cfg: Any, level: str, vocab: list[str], num_tokens, num_documen
         "vocab": vocab,
         "vocab_size": len(vocab),
         "pad_id": 0,
-        "seq_len": positive_int(cfg, "seq_len", DEFAULT_SEQ_LEN),
+        "seq_len": positive_int(cfg, "seq_len"),
         "num_tokens": num_tokens,
         "num_documents": num_documents,
     }
@@ -240,7 +240,7 @@ def _word_corpus(key: str) -> dict[str, Any]:
     from there.
     """
     cfg = json.loads(key)
-    size = positive_int(cfg, "max_vocab", DEFAULT_MAX_VOCAB)
+    size = positive_int(cfg, "max_vocab")
     if size <= len(WORD_RESERVED):
         raise ValueError(
             f"max_vocab must be more than the {len(WORD_RESERVED)} reserved tokens, received {size}"
@@ -279,8 +279,8 @@ def _lm1b_source(cfg: Any, split: str):
 def _lm1b_vocab(key: str) -> list[str]:
     cfg = json.loads(key)
     src = _lm1b_source(cfg, "train")
-    count = min(len(src), int(option(cfg, "vocab_examples", 300_000)))
-    size = positive_int(cfg, "vocab_size", 32768)
+    count = min(len(src), int(option(cfg, "vocab_examples")))
+    size = positive_int(cfg, "vocab_size")
     head = [as_text(src[i]["text"]) for i in range(min(count, 3))]
     fingerprint = hashlib.sha1(json.dumps([len(src), count, size, head]).encode()).hexdigest()
     cache = data_dir(cfg) / "vocab" / f"lm1b-{fingerprint[:16]}.json"
@@ -304,7 +304,7 @@ def _lm1b_info(cfg: Any) -> dict[str, Any]:
         "pad_id": 0,
         "bos_id": BOS_ID,
         "eos_id": EOS_ID,
-        "seq_len": positive_int(cfg, "seq_len", DEFAULT_SEQ_LEN),
+        "seq_len": positive_int(cfg, "seq_len"),
     }
 
 
@@ -349,7 +349,7 @@ def _lm1b_load(cfg, info, *, split, batch_size, seed, shard_index, shard_count, 
     ds = lm.PackedBatches(
         segments, seq_len=T, batch_size=batch_size, limit=limit, num_batches=num_batches
     )
-    prefetch = int(option(cfg, "prefetch", 4))
+    prefetch = int(option(cfg, "prefetch"))
     return grain.experimental.ThreadPrefetchIterDataset(ds, prefetch_buffer_size=prefetch), (
         num_batches
     )
