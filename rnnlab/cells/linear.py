@@ -3,7 +3,7 @@
 Each is ``h_t = a_t * h_{t-1} + b_t`` with ``a_t`` and ``b_t`` functions of the input alone,
 followed by a readout ``y_t = r(h_t, x_t)``. Because the state enters linearly, the whole
 sequence can be solved time-parallel with an associative scan
-(:class:`rnnlab.linear_layers.LinearRecurrence`); the cells here also follow the per-step
+(:class:`rnnlab.layers.LinearRecurrence`); the cells here also follow the per-step
 contract, so they run in :class:`rnnlab.RNN` for sampling, streaming and diagnostics.
 
 A linear cell splits its maths three ways, all of which work on any leading dimensions:

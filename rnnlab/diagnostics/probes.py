@@ -8,7 +8,7 @@
   PNG figures (matplotlib's Agg canvas, imported only when a plot is drawn).
 
 How ``dL/dh_t`` is computed. Each recurrent layer (:class:`rnnlab.RNN`,
-:class:`rnnlab.linear_layers.LinearRecurrence`) of a copy of the model gets its cell wrapped in
+:class:`rnnlab.layers.LinearRecurrence`) of a copy of the model gets its cell wrapped in
 a probe that adds a perturbation ``e_t`` to the state after step ``t``, before the step's
 output is read from it:
 
@@ -41,8 +41,7 @@ from flax import nnx
 
 from rnnlab.cells.base import RecurrentCell
 from rnnlab.cells.linear import LinearRecurrentCell
-from rnnlab.layers import RNN
-from rnnlab.linear_layers import LinearRecurrence
+from rnnlab.layers import RNN, LinearRecurrence
 
 Array = jax.Array
 
@@ -279,7 +278,7 @@ def hidden_state_gradients(
 
     Args:
       model: any NNX module whose recurrences are :class:`rnnlab.RNN` or
-        :class:`~rnnlab.linear_layers.LinearRecurrence` layers (an ``RNN``, a
+        :class:`~rnnlab.layers.LinearRecurrence` layers (an ``RNN``, a
         ``StackedRNN``, a task model), each run once per loss evaluation. The model is not
         modified: the probes act on a copy.
       loss_fn: ``loss_fn(model) -> scalar``, closing over the batch.

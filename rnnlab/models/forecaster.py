@@ -44,7 +44,7 @@ from flax import nnx
 
 from rnnlab.cells.base import check_positive_int
 from rnnlab.layers import StackedRNN
-from rnnlab.models import register, resolve_dtype
+from rnnlab.models import register, resolve_dtype, set_mode
 
 Array = jax.Array
 
@@ -167,6 +167,7 @@ class Forecaster(nnx.Module):
         dtype = resolve_dtype(dtype)
         self.mode, self.head_type, self.residual = mode, head, residual
         self.teacher_forcing, self.window_norm = teacher_forcing, window_norm
+        self.deterministic = False  # NNX mode; .eval() sets it
         self.seasonal_period = (
             None
             if seasonal_period is None
@@ -221,13 +222,15 @@ class Forecaster(nnx.Module):
         self,
         batch: Mapping[str, Array],
         *,
-        train: bool = False,
+        train: bool | None = None,
         rngs: nnx.Rngs | None = None,
         carry: Any = None,
     ) -> tuple[Array, dict[str, Any]]:
         """Point forecast ``[B, H, F_out]``; ``aux["scale"]`` / ``aux["quantiles"]``,
         ``aux["hidden"]``."""
         del carry
+        set_mode(self, train)
+        train = not self.deterministic
         x = batch["inputs"]
         if x.ndim == 2:
             x = x[..., None]
@@ -247,7 +250,7 @@ class Forecaster(nnx.Module):
                     jnp.asarray(y_true, jnp.float32).reshape(x.shape[0], self.horizon, -1) - mu
                 ) / sigma
         last = x[:, -1, : self.output_features]
-        kw = dict(deterministic=not train, rngs=rngs)
+        kw = dict(rngs=rngs)
         if self.mode == "direct":
             h = self.rnn(x, **kw)
             out = self._read(h[:, -1:], last, self._autoregression(x))

@@ -19,6 +19,7 @@ import jax
 from flax import nnx
 
 from rnnlab import optim, parallel, tasks
+from rnnlab.layers import dispatch
 from rnnlab.regularizers import observe_validation
 from rnnlab.train import checkpoint as ckpt_lib
 from rnnlab.train import config as cfg_lib
@@ -344,6 +345,7 @@ def train(
     split = cfg.eval.split
     tokens, t_log, steps_since = 0, time.perf_counter(), 0
     step = start
+    paths = None  # the recurrent layers' implementations, recorded at the first step
     guard = nonfinite.NonFiniteGuard(
         int(cfg.train.max_nonfinite), nonfinite.param_names(run.abstract.params)
     )
@@ -365,7 +367,15 @@ def train(
                 poisoned.add(step + 1)
                 batch = nonfinite.poison(batch, step + 1)
             tokens += inputs.tokens_in(batch, jax.process_count())
-            state, m = train_step(state, inputs.to_global(batch, run.mesh))
+            if paths is None:
+                # The first call traces the step: record which implementation each
+                # recurrent layer takes (and why a fallback happened) for the header.
+                with dispatch.recording() as paths:
+                    state, m = train_step(state, inputs.to_global(batch, run.mesh))
+                if main:
+                    progress.write("recurrence: " + dispatch.summary(paths))
+            else:
+                state, m = train_step(state, inputs.to_global(batch, run.mesh))
             step += 1
             steps_since += 1
             guard.add(step, m)
