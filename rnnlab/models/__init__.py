@@ -177,7 +177,7 @@ def options(name: str) -> dict[str, Option]:
     """The options of model ``name``: every keyword argument with a default of the class its
     factory returns (the factory's return annotation), read from the signatures so that the
     constructor stays the one place they are written. A constructor taking ``**kwargs``
-    adds those of its base class (``RegularizedLanguageModel`` -> ``LanguageModel``).
+    adds those of its base class.
     Arguments without a default come from the dataset (``vocab_size``, ...), not a config.
 
     Raises:
