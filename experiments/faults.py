@@ -32,10 +32,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.data.name = "austen"
     c.data.seq_len = 16
     c.data.novels = ("persuasion",)
-    # Declared so that the suite can point a resumed run at another corpus (text_dir) and
-    # check that the vocabulary mismatch is refused; austen ignores them.
-    c.data.path = ""
-    c.data.tfds_data_dir = ""
+    # The suite points a resumed run at another corpus (data.name=text_dir, data.path=...)
+    # to check that the vocabulary mismatch is refused: text_dir's options come with its name.
     c.model.name = "language_model"
     c.model.cell = "lstm"
     c.model.embed_features = 8

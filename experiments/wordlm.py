@@ -116,6 +116,7 @@ def get_config(arg: str = "medium") -> ml_collections.ConfigDict:
         c.model.hidden_features = 16
         c.model.num_layers = 1
         c.data.name = "austen"
+        del c.data["vocab_size"]  # lm1b's option; austen's word vocabulary is max_vocab
         c.data.level = "word"
         c.data.max_vocab = 256
         c.data.seq_len = 4  # the tests read 24 mock examples of a few words each

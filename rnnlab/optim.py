@@ -27,6 +27,8 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import functools
 import math
 import re
@@ -37,19 +39,23 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from rnnlab.parallel.rules import path_to_str
 from rnnlab.regularizers import averaging
 
 __all__ = [
     "OPTIMIZERS",
     "SCHEDULES",
+    "Options",
     "build",
+    "check",
     "decay_mask",
+    "defaults",
     "eval_params",
     "has_average",
     "frozen_mask",
     "make",
+    "help_strings",
     "lr_schedule",
-    "path_str",
     "stats",
 ]
 
@@ -67,20 +73,76 @@ def _bad(argument: str, expected: str, got: Any) -> ValueError:
     return err
 
 
-def path_str(path: Sequence[Any]) -> str:
-    """``'layers/0/cell/kernel'`` from a ``jax.tree_util`` key path (dict, attr, index keys)."""
-    parts = []
-    for key in path:
-        for attr in ("key", "name", "idx"):
-            if hasattr(key, attr):
-                parts.append(str(getattr(key, attr)))
-                break
-        else:
-            parts.append(str(key))
-    # nnx Variables add a trailing '.value' attribute that names nothing useful.
-    if parts and parts[-1] == "value":
-        parts = parts[:-1]
-    return "/".join(parts)
+def _opt(default: Any, text: str) -> Any:
+    return dataclasses.field(default=default, metadata={"help": text})
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """Every option of :func:`build`, with its default and a one-line help: the one place
+    they are written (``rnnlab.train.config.base_config`` reads its ``optim`` group here).
+
+    See :func:`build` for what each does and the papers behind them.
+    """
+
+    optimizer: str = _opt("adam", f"one of {OPTIMIZERS}")
+    lr: float = _opt(1e-3, "peak learning rate (> 0)")
+    momentum: float = _opt(0.9, "momentum of sgd and rmsprop, in [0, 1)")
+    nesterov: bool = _opt(False, "Nesterov momentum for sgd and rmsprop")
+    b1: float = _opt(0.9, "Adam's first-moment decay, in [0, 1)")
+    b2: float = _opt(0.999, "Adam's second-moment decay, in [0, 1)")
+    eps: float = _opt(1e-8, "Adam/RMSProp denominator offset (> 0 for adaptive optimizers)")
+    decay: float = _opt(0.9, "RMSProp's squared-gradient decay, in [0, 1)")
+    weight_decay: float = _opt(0.0, "decoupled decay for adamw, an L2 penalty otherwise (0: off)")
+    clip_norm: float = _opt(0.0, "clip the gradient to this global norm (0: off)")
+    clip_value: float = _opt(0.0, "clip every gradient element to [-c, c] (0: off)")
+    clip_adaptive: float = _opt(0.0, "adaptive unit-wise clipping ratio (0: off)")
+    schedule: str = _opt("constant", f"learning-rate schedule, one of {SCHEDULES}")
+    warmup_steps: int = _opt(0, "linear warm-up steps before the schedule")
+    total_steps: int = _opt(0, "length of the cosine schedule (0 in a run config: train.steps)")
+    final_lr_fraction: float = _opt(0.0, "cosine: final learning rate as a fraction of lr")
+    decay_every: int = _opt(0, "step schedule: steps between decays")
+    decay_factor: float = _opt(0.1, "step schedule: factor applied at each decay, in (0, 1]")
+    plateau_factor: float = _opt(0.5, "plateau: factor applied at each reduction, in (0, 1)")
+    plateau_patience: int = _opt(10, "plateau: observations without improvement to reduce")
+    plateau_accumulation: int = _opt(50, "plateau: updates averaged into one observation")
+    plateau_rtol: float = _opt(1e-4, "plateau: relative improvement that counts")
+    plateau_cooldown: int = _opt(0, "plateau: observations to wait after a reduction")
+    plateau_min_scale: float = _opt(0.0, "plateau: smallest scale of the learning rate")
+    accumulate_steps: int = _opt(1, "average gradients over this many steps per update")
+    freeze: tuple[str, ...] = _opt((), "regexes on parameter paths that get no updates")
+    nonmono: int = _opt(5, "nt_asgd: validations worse than the best before averaging")
+    ema_decay: float = _opt(0.0, "> 0: evaluate on an EMA of the weights with this decay")
+
+
+def defaults() -> dict[str, Any]:
+    """``{option: default}`` for every option of :func:`build`."""
+    return {f.name: f.default for f in dataclasses.fields(Options)}
+
+
+def help_strings() -> dict[str, str]:
+    """``{option: one-line help}`` for every option of :func:`build`."""
+    return {f.name: f.metadata["help"] for f in dataclasses.fields(Options)}
+
+
+def check(**kwargs: Any) -> Options:
+    """The :class:`Options` of ``kwargs`` (defaults for the rest), validated.
+
+    Raises:
+      TypeError: an unknown option (the message names the closest one).
+      ValueError: an impossible value; its ``.argument`` names the option.
+    """
+    known = defaults()
+    for name in kwargs:
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise TypeError(f"optim: unknown option {name!r}{hint}")
+    if "freeze" in kwargs:
+        kwargs = {**kwargs, "freeze": tuple(kwargs["freeze"])}
+    options = Options(**kwargs)
+    _check(dataclasses.asdict(options))
+    return options
 
 
 def decay_mask(params: Any) -> Any:
@@ -92,7 +154,7 @@ def decay_mask(params: Any) -> Any:
     """
 
     def keep(path, leaf):
-        name = path_str(path).rsplit("/", 1)[-1]
+        name = path_to_str(path).rsplit("/", 1)[-1]
         return bool(jnp.ndim(leaf) >= 2 and name not in _NO_DECAY_NAMES)
 
     return jax.tree_util.tree_map_with_path(keep, params)
@@ -103,7 +165,7 @@ def frozen_mask(params: Any, patterns: Sequence[str]) -> Any:
     compiled = [re.compile(p) for p in patterns]
 
     def frozen(path, _):
-        text = path_str(path)
+        text = path_to_str(path)
         return any(c.search(text) for c in compiled)
 
     return jax.tree_util.tree_map_with_path(frozen, params)
@@ -275,38 +337,12 @@ def _make_cached(key: tuple) -> optax.GradientTransformationExtraArgs:
 
 
 def build(
-    *,
-    optimizer: str = "adam",
-    lr: float = 1e-3,
-    momentum: float = 0.9,
-    nesterov: bool = False,
-    b1: float = 0.9,
-    b2: float = 0.999,
-    eps: float = 1e-8,
-    decay: float = 0.9,
-    weight_decay: float = 0.0,
-    clip_norm: float = 0.0,
-    clip_value: float = 0.0,
-    clip_adaptive: float = 0.0,
-    schedule: str = "constant",
-    warmup_steps: int = 0,
-    total_steps: int = 0,
-    final_lr_fraction: float = 0.0,
-    decay_every: int = 0,
-    decay_factor: float = 0.1,
-    plateau_factor: float = 0.5,
-    plateau_patience: int = 10,
-    plateau_accumulation: int = 50,
-    plateau_rtol: float = 1e-4,
-    plateau_cooldown: int = 0,
-    plateau_min_scale: float = 0.0,
-    accumulate_steps: int = 1,
-    freeze: Sequence[str] = (),
-    nonmono: int = 5,
-    ema_decay: float = 0.0,
-    mask: Callable[[Any], Any] | None = None,
+    *, mask: Callable[[Any], Any] | None = None, **options: Any
 ) -> optax.GradientTransformationExtraArgs:
     """Builds the optimizer chain (see the module docstring for the order).
+
+    Every option and its default is a field of :class:`Options`; :func:`check` validates
+    them (the engine's config check calls it without building the chain).
 
     Args:
       optimizer: ``sgd`` (heavy-ball or Nesterov momentum; ``momentum=0`` is plain SGD),
@@ -346,55 +382,53 @@ def build(
       A ``GradientTransformationExtraArgs``; pass ``value=loss`` to ``update`` (needed by
       the plateau schedule, ignored otherwise).
     """
-    kw = dict(locals())
-    kw["freeze"] = tuple(freeze)
-    _check(kw)
+    o = check(**options)
     lr_fn = lr_schedule(
-        lr=lr,
-        schedule=schedule,
-        warmup_steps=warmup_steps,
-        total_steps=total_steps,
-        final_lr_fraction=final_lr_fraction,
-        decay_every=decay_every,
-        decay_factor=decay_factor,
+        lr=o.lr,
+        schedule=o.schedule,
+        warmup_steps=o.warmup_steps,
+        total_steps=o.total_steps,
+        final_lr_fraction=o.final_lr_fraction,
+        decay_every=o.decay_every,
+        decay_factor=o.decay_factor,
     )
     wd_mask = mask or decay_mask
     parts: list[optax.GradientTransformation] = [_record_norm(GradNormState)]
-    if clip_norm > 0:
-        parts.append(optax.clip_by_global_norm(clip_norm))
-    if clip_value > 0:
-        parts.append(optax.clip(clip_value))
-    if clip_adaptive > 0:
-        parts.append(optax.adaptive_grad_clip(clip_adaptive))
+    if o.clip_norm > 0:
+        parts.append(optax.clip_by_global_norm(o.clip_norm))
+    if o.clip_value > 0:
+        parts.append(optax.clip(o.clip_value))
+    if o.clip_adaptive > 0:
+        parts.append(optax.adaptive_grad_clip(o.clip_adaptive))
     parts.append(_record_norm(ClippedGradNormState))
-    if weight_decay > 0 and optimizer != "adamw":
-        parts.append(optax.add_decayed_weights(weight_decay, mask=wd_mask))
-    if optimizer == "sgd":
-        if momentum > 0:
-            parts.append(optax.trace(decay=momentum, nesterov=nesterov))
-    elif optimizer in ("adam", "adamw"):
-        parts.append(optax.scale_by_adam(b1=b1, b2=b2, eps=eps))
-    elif optimizer == "rmsprop":
-        parts.append(optax.scale_by_rms(decay=decay, eps=eps))
-        if momentum > 0:
-            parts.append(optax.trace(decay=momentum, nesterov=nesterov))
-    if optimizer == "adamw":
-        parts.append(optax.add_decayed_weights(weight_decay, mask=wd_mask))
+    if o.weight_decay > 0 and o.optimizer != "adamw":
+        parts.append(optax.add_decayed_weights(o.weight_decay, mask=wd_mask))
+    if o.optimizer == "sgd":
+        if o.momentum > 0:
+            parts.append(optax.trace(decay=o.momentum, nesterov=o.nesterov))
+    elif o.optimizer in ("adam", "adamw"):
+        parts.append(optax.scale_by_adam(b1=o.b1, b2=o.b2, eps=o.eps))
+    elif o.optimizer == "rmsprop":
+        parts.append(optax.scale_by_rms(decay=o.decay, eps=o.eps))
+        if o.momentum > 0:
+            parts.append(optax.trace(decay=o.momentum, nesterov=o.nesterov))
+    if o.optimizer == "adamw":
+        parts.append(optax.add_decayed_weights(o.weight_decay, mask=wd_mask))
     parts.append(scale_by_schedule_logged(lr_fn))
-    if schedule == "plateau":
+    if o.schedule == "plateau":
         parts.append(
             optax.contrib.reduce_on_plateau(
-                factor=plateau_factor,
-                patience=plateau_patience,
-                rtol=plateau_rtol,
-                cooldown=plateau_cooldown,
-                accumulation_size=plateau_accumulation,
-                min_scale=plateau_min_scale,
+                factor=o.plateau_factor,
+                patience=o.plateau_patience,
+                rtol=o.plateau_rtol,
+                cooldown=o.plateau_cooldown,
+                accumulation_size=o.plateau_accumulation,
+                min_scale=o.plateau_min_scale,
             )
         )
     tx = optax.chain(*parts)
-    if freeze:
-        patterns = tuple(freeze)
+    if o.freeze:
+        patterns = tuple(o.freeze)
 
         def labels(params):
             frozen = frozen_mask(params, patterns)
@@ -403,13 +437,13 @@ def build(
         tx = optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels)
     # Outside the freeze split, so the average holds every parameter (frozen ones stay put);
     # inside MultiSteps, so it counts real updates only.
-    if optimizer == "nt_asgd":
-        tx = optax.chain(tx, averaging.average_iterates(nonmono))
-    elif ema_decay > 0:
-        tx = optax.chain(tx, averaging.ema_params(ema_decay))
-    if accumulate_steps > 1:
+    if o.optimizer == "nt_asgd":
+        tx = optax.chain(tx, averaging.average_iterates(o.nonmono))
+    elif o.ema_decay > 0:
+        tx = optax.chain(tx, averaging.ema_params(o.ema_decay))
+    if o.accumulate_steps > 1:
         # Not .gradient_transformation(): that wrapper would drop the `value` argument.
-        multi = optax.MultiSteps(tx, every_k_schedule=accumulate_steps)
+        multi = optax.MultiSteps(tx, every_k_schedule=o.accumulate_steps)
         tx = optax.GradientTransformationExtraArgs(multi.init, multi.update)
     return _standard_promotion(optax.with_extra_args_support(tx))
 

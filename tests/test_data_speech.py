@@ -136,7 +136,7 @@ def test_batches_under_mock_data_decode_back_to_the_mock_text(tmp_path):
     with tfds.testing.mock_data(num_examples=10):
         spec = data.info(cfg)
         batches = list(data.load(cfg, split="validation", batch_size=4, seed=0, repeat=False))
-        source = speech._source(cfg, "validation")
+        source = speech._source(data.resolve(cfg), "validation")  # as load resolves it
         raw = [source[i] for i in range(len(source))]
     assert spec["task"] == "ctc" and spec["input_features"] == 80
     assert spec["num_labels"] == len(spec["vocab"]) == 29 and spec["blank_id"] == 0

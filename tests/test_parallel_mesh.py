@@ -192,7 +192,9 @@ def test_rules_apply_to_eval_shape_output_and_optimizer_moments():
     assert specs["params/layers/0/bias"] == P()
     assert specs["opt/0/count"] == P()
 
-    state, state_sh = parallel.sharded_init(init, mesh, parallel.fsdp_rules(min_dim=8))
+    # The engine's sharded init: jit with out_shardings, so no leaf ever exists whole.
+    state_sh = parallel.param_shardings(abstract, mesh, parallel.fsdp_rules(min_dim=8))
+    state = jax.jit(init, out_shardings=state_sh)()
     kernel = state["params"]["layers"][0]["kernel"][...]
     assert kernel.sharding.spec == P(None, "fsdp")
     assert {s.data.shape for s in kernel.addressable_shards} == {(8, 8)}

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rnnlab import optim, tasks
+from rnnlab import optim, parallel, tasks
 from rnnlab.train import config as cfg_lib
 from rnnlab.train import state as state_lib
 from rnnlab.train.step import make_train_step
@@ -34,7 +34,9 @@ def _setup(name, model, freeze=(), **optim_kw):
 
 
 def _leaves(tree):
-    return {optim.path_str(p): np.asarray(x) for p, x in jax.tree_util.tree_leaves_with_path(tree)}
+    return {
+        parallel.path_to_str(p): np.asarray(x) for p, x in jax.tree_util.tree_leaves_with_path(tree)
+    }
 
 
 LM = {"name": "language_model", "embed_features": 6, "hidden_features": 8, "num_layers": 2}

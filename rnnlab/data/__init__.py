@@ -16,11 +16,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from rnnlab.data import options as _options
 from rnnlab.data.config import SPLITS, check_split, option
+from rnnlab.data.options import Option
 from rnnlab.data.pipeline import DataIterator
 from rnnlab.data.registry import names
 
-__all__ = ["SPLITS", "DataIterator", "info", "load", "make_global_batch", "names"]
+__all__ = ["SPLITS", "DataIterator", "Option", "info", "load", "names", "options", "resolve"]
 
 
 def _dataset(cfg: Any):
@@ -29,12 +31,30 @@ def _dataset(cfg: Any):
     return registry.get(option(cfg, "name"))
 
 
+def options(name: str) -> dict[str, Option]:
+    """``{key: Option(default, help)}`` of the dataset ``name`` (ValueError if unknown); an
+    empty dict for a dataset registered without a schema."""
+    from rnnlab.data import registry
+
+    return dict(registry.get(name).options or {})
+
+
+def resolve(cfg: Any) -> Any:
+    """``cfg`` with every option of its dataset filled in (an unknown key is a ValueError
+    naming the closest option); unchanged for a dataset registered without a schema."""
+    dataset = _dataset(cfg)
+    if dataset.options is None:
+        return cfg
+    return _options.resolve(cfg, dataset.options, dataset.name)
+
+
 def info(cfg: Any) -> dict[str, Any]:
     """Describes the dataset named by ``cfg.name``: a dict with ``name``, ``task`` (one of
     "lm", "classification", "regression", "copy", "forecast", "seq2seq") and the shapes a
     model needs (``vocab_size``, ``num_classes``, ``input_features``, ``output_features``,
     ``horizon``, ``seq_len``, ``vocab``, ...; see ``docs/data.md``)."""
     dataset = _dataset(cfg)
+    cfg = resolve(cfg)
     out = dataset.info(cfg)
     return {"name": dataset.name, **out, "task": dataset.task}
 
@@ -65,6 +85,7 @@ def load(
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, received {seed!r}")
     dataset = _dataset(cfg)
+    cfg = resolve(cfg)
     spec = info(cfg)
     ds, num_batches = dataset.load(
         cfg,
@@ -86,10 +107,3 @@ def load(
         "repeat": bool(repeat),
     }
     return DataIterator(ds, meta=meta, num_batches=num_batches)
-
-
-def make_global_batch(local_batch, mesh=None, sharding=None, *, axis="data"):
-    """Local batches -> global ``jax.Array``s (see ``rnnlab.data.global_batch``)."""
-    from rnnlab.data.global_batch import make_global_batch as _make
-
-    return _make(local_batch, mesh, sharding, axis=axis)

@@ -91,12 +91,12 @@ def data_source(cfg: Any, name: str, split: str):
                     f"source ({type(e).__name__}: {e}); it must be prepared with "
                     "--file_format=array_record (tfrecord files need TensorFlow)"
                 ) from e
-    if not option(cfg, "download", True):
+    if not option(cfg, "download"):
         raise ValueError(offline_message(name, cfg, "download=False"))
     if not _online():
         raise ValueError(offline_message(name, cfg, "no network"))
     try:
-        with _few_retries(int(option(cfg, "download_retries", 2))):
+        with _few_retries(int(option(cfg, "download_retries"))):
             return tfds.data_source(name, split=split, data_dir=candidate_dirs(cfg)[0])
     except Exception as e:  # noqa: BLE001
         raise ValueError(offline_message(name, cfg, f"{type(e).__name__}: {e}")) from e
@@ -108,7 +108,7 @@ def split_spec(cfg: Any, split: str, has_validation: bool) -> str:
     train split loses that part."""
     if split == "test" or has_validation:
         return split
-    percent = int(round(100 * float(option(cfg, "validation_fraction", 0.1))))
+    percent = int(round(100 * float(option(cfg, "validation_fraction"))))
     if not 0 < percent < 100:
         raise ValueError(f"validation_fraction must be in (0, 1), received {percent / 100}")
     if split == "validation":

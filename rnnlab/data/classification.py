@@ -32,6 +32,7 @@ from rnnlab.data.config import (
     positive_int,
     tfds_dir,
 )
+from rnnlab.data.options import CATALOG, COMMON, PIPELINE, Option
 from rnnlab.data.registry import Dataset, register
 
 # The options that the memoised reads below depend on.
@@ -62,9 +63,9 @@ def _to_sequence(cfg: Any, example: dict) -> np.ndarray:
     name = cfg["name"]
     if name == "mnist":
         pixels = np.asarray(example["image"], np.float32).reshape(784) / 255.0
-        if option(cfg, "permuted", False):
-            pixels = pixels[_permutation(int(option(cfg, "permutation_seed", 0)))]
-        if choice(cfg, "mode", "pixel", ("pixel", "row")) == "row":
+        if option(cfg, "permuted"):
+            pixels = pixels[_permutation(int(option(cfg, "permutation_seed")))]
+        if choice(cfg, "mode", allowed=("pixel", "row")) == "row":
             return pixels.reshape(28, 28)
         return pixels.reshape(784, 1)
     seq = np.asarray(example["sequence"], np.float32)
@@ -77,7 +78,7 @@ def _stats(key: str) -> dict[str, Any]:
     if cfg["name"] != "mnist":
         return _builder_stats(key)
     # Catalog data is not memoised (mock data and real data may share a config).
-    row = choice(cfg, "mode", "pixel", ("pixel", "row")) == "row"
+    row = choice(cfg, "mode", allowed=("pixel", "row")) == "row"
     length, features = (28, 28) if row else (784, 1)
     return {
         "lengths": None,
@@ -160,7 +161,7 @@ def collate(examples, *, max_len: int, pad_multiple: int, fixed: bool, features:
 
 def _load(cfg, info, *, split, **shard):
     src = _source(cfg, check_split(split))
-    standardize = cfg["name"] in builders.UEA_SETS and option(cfg, "standardize", True)
+    standardize = cfg["name"] in builders.UEA_SETS and option(cfg, "standardize")
     mean = np.asarray(info.get("mean", 0.0), np.float32)
     std = np.asarray(info.get("std", 1.0), np.float32)
 
@@ -181,14 +182,14 @@ def _load(cfg, info, *, split, **shard):
     )
     variable = info["variable_length"]
     window = int(option(cfg, "bucket_window", 8 if variable else 0))
-    pad_to = choice(cfg, "pad_to", "batch", ("batch", "max"))
+    pad_to = choice(cfg, "pad_to", allowed=("batch", "max"))
     ds = pipeline.batched(
         order.map(fetch),
         batch_size=shard["batch_size"],
         collate=functools.partial(
             collate,
             max_len=info["seq_len"],
-            pad_multiple=positive_int(cfg, "pad_multiple", 8),
+            pad_multiple=positive_int(cfg, "pad_multiple"),
             fixed=pad_to == "max" or not variable,
             features=info["input_features"],
         ),
@@ -199,10 +200,31 @@ def _load(cfg, info, *, split, **shard):
     return ds.to_iter_dataset(pipeline.read_options(cfg)), num_batches
 
 
+_SEQUENCES = {
+    **COMMON,
+    **PIPELINE,
+    "max_len": Option(None, "longest sequence kept (None: the longest in the data)"),
+    "bucket_window": Option(None, "batches sorted by length together (None: 8 if lengths vary)"),
+    "pad_to": Option("batch", '"batch" (the longest in the batch) or "max" (max_len)'),
+    "pad_multiple": Option(8, "padded lengths are a multiple of this"),
+    "validation_fraction": CATALOG["validation_fraction"],
+}
+OPTIONS = {
+    "mnist": {
+        **_SEQUENCES,
+        **CATALOG,
+        "mode": Option("pixel", '"pixel" (784 steps of 1) or "row" (28 steps of 28)'),
+        "permuted": Option(False, "a fixed permutation of the pixels (pMNIST)"),
+        "permutation_seed": Option(0, "seed of that permutation"),
+    },
+    "mnist1d": _SEQUENCES,
+    "japanese_vowels": {**_SEQUENCES, "standardize": Option(True, "per-channel z-scores")},
+    "basic_motions": {**_SEQUENCES, "standardize": Option(True, "per-channel z-scores")},
+}
 for _name, _what in {
     "mnist": "TFDS mnist as a sequence (pixel or row), optionally permuted",
     "mnist1d": "MNIST-1D (Greydanus 2020), generated locally",
     "japanese_vowels": "UEA JapaneseVowels: 9 speakers, 12 LPC channels, lengths 7-29",
     "basic_motions": "UEA BasicMotions: 4 activities, 6 channels, length 100",
 }.items():
-    register(Dataset(_name, "classification", _info, _load, _what))
+    register(Dataset(_name, "classification", _info, _load, _what, OPTIONS[_name]))

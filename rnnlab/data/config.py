@@ -1,8 +1,8 @@
 """Reading dataset options from a config, and where data lives on disk.
 
 A dataset config is an ``ml_collections.ConfigDict`` or a plain dict with at least ``name``;
-every other option has a documented default (see ``docs/data.md``). Options that a dataset
-does not use are ignored, so one experiment config can switch datasets by name alone.
+every other option is declared with its default by the dataset (``rnnlab.data.options``),
+and ``rnnlab.data.info``/``load`` hand the readers below a config with every option filled.
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ def positive_int(cfg: Any, key: str, default: int | None = None) -> int:
     return int(value)
 
 
-def choice(cfg: Any, key: str, default: str, allowed: Sequence[str]) -> str:
+def choice(cfg: Any, key: str, default: str | None = None, allowed: Sequence[str] = ()) -> str:
     """A string option restricted to ``allowed``."""
     value = option(cfg, key, default)
     if value not in allowed:
@@ -91,7 +91,7 @@ def choice(cfg: Any, key: str, default: str, allowed: Sequence[str]) -> str:
     return value
 
 
-def fraction(cfg: Any, key: str, default: float) -> float:
+def fraction(cfg: Any, key: str, default: float | None = None) -> float:
     """A float option in [0, 1)."""
     value = float(option(cfg, key, default))
     if not 0.0 <= value < 1.0:
@@ -99,7 +99,7 @@ def fraction(cfg: Any, key: str, default: float) -> float:
     return value
 
 
-def split_fractions(cfg: Any, default: Sequence[float]) -> tuple[float, float, float]:
+def split_fractions(cfg: Any, default: Sequence[float] | None = None) -> tuple[float, float, float]:
     """``cfg.split_fractions``: (train, validation, test) fractions, positive, summing to 1."""
     value = option(cfg, "split_fractions", default)
     if isinstance(value, Mapping):

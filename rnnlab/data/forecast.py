@@ -39,6 +39,7 @@ from rnnlab.data.config import (
     split_fractions,
     tfds_dir,
 )
+from rnnlab.data.options import COMMON, PIPELINE, Option
 from rnnlab.data.registry import Dataset, register
 
 SEASONAL_PERIOD = {"co2": 52, "sunspots": 11, "mackey_glass": 1}
@@ -133,7 +134,7 @@ def _series(key: str) -> dict[str, Any]:
     default_fill = "interpolate" if name == "co2" else "error"
     how = choice(cfg, "fill_gaps", default_fill, ("interpolate", "error"))
     values = fill_gaps(values, how, f"series {name!r}")
-    cuts = builders.split_points(len(values), split_fractions(cfg, (0.7, 0.1, 0.2)))
+    cuts = builders.split_points(len(values), split_fractions(cfg))
     train = values[: cuts[1]]
     std = train.std(axis=0)
     m = positive_int(cfg, "seasonal_period", SEASONAL_PERIOD.get(name, 1))
@@ -157,8 +158,8 @@ def window_starts(cuts, split: str, lookback: int, horizon: int, stride: int) ->
 
 def _info(cfg: Any) -> dict[str, Any]:
     series = _series(cache_key(cfg, _FIELDS))
-    L, H = positive_int(cfg, "seq_len", 64), positive_int(cfg, "horizon", 16)
-    stride = positive_int(cfg, "window_stride", 1)
+    L, H = positive_int(cfg, "seq_len"), positive_int(cfg, "horizon")
+    stride = positive_int(cfg, "window_stride")
     counts = {s: len(window_starts(series["cuts"], s, L, H, stride)) for s in SPLITS}
     return {
         "task": "forecast",
@@ -180,7 +181,7 @@ def _load(cfg, info, *, split, **shard):
     series = _series(cache_key(cfg, _FIELDS))
     L, H = info["seq_len"], info["horizon"]
     starts = window_starts(
-        series["cuts"], check_split(split), L, H, positive_int(cfg, "window_stride", 1)
+        series["cuts"], check_split(split), L, H, positive_int(cfg, "window_stride")
     )
     if len(starts) == 0:
         raise ValueError(
@@ -226,13 +227,13 @@ def _mg_info(cfg: Any) -> dict[str, Any]:
         "task": "forecast",
         "input_features": 1,
         "output_features": 1,
-        "seq_len": positive_int(cfg, "seq_len", 64),
-        "horizon": positive_int(cfg, "horizon", 16),
+        "seq_len": positive_int(cfg, "seq_len"),
+        "horizon": positive_int(cfg, "horizon"),
         "mean": [mean],
         "std": [std],
         "seasonal_period": 1,
         "mase_scale": [scale],
-        "eval_examples": positive_int(cfg, "eval_examples", 1000),
+        "eval_examples": positive_int(cfg, "eval_examples"),
     }
 
 
@@ -263,6 +264,41 @@ def _mg_load(cfg, info, *, split, **shard):
     return ds.to_iter_dataset(pipeline.read_options(cfg)), num_batches
 
 
-for _name in ("co2", "sunspots", "csv_series"):
-    register(Dataset(_name, "forecast", _info, _load, f"{_name} series windows"))
-register(Dataset("mackey_glass", "forecast", _mg_info, _mg_load, "Mackey-Glass tau=17"))
+_WINDOWS = {
+    "seq_len": Option(64, "lookback steps L of a window"),
+    "horizon": Option(16, "steps H to forecast"),
+}
+SERIES_OPTIONS = {
+    **COMMON,
+    **PIPELINE,
+    **_WINDOWS,
+    "window_stride": Option(1, "steps between the starts of two training windows"),
+    "fill_gaps": Option(None, '"interpolate" or "error" on NaN (None: the series\' own)'),
+    "split_fractions": Option((0.7, 0.1, 0.2), "train, validation, test shares, in time order"),
+    "seasonal_period": Option(None, "season length m of MASE (None: the series' own, else 1)"),
+}
+CSV_OPTIONS = {
+    **SERIES_OPTIONS,
+    "path": Option(None, "the CSV file (required)"),
+    "columns": Option(None, "columns read (None: every numeric column)"),
+}
+MACKEY_GLASS_OPTIONS = {
+    **synthetic.GENERATED,
+    **_WINDOWS,
+}
+for _name, _options in (
+    ("co2", SERIES_OPTIONS),
+    ("sunspots", SERIES_OPTIONS),
+    ("csv_series", CSV_OPTIONS),
+):
+    register(Dataset(_name, "forecast", _info, _load, f"{_name} series windows", _options))
+register(
+    Dataset(
+        "mackey_glass",
+        "forecast",
+        _mg_info,
+        _mg_load,
+        "Mackey-Glass tau=17",
+        MACKEY_GLASS_OPTIONS,
+    )
+)

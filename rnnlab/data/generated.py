@@ -31,9 +31,9 @@ SPLIT_INDEX = {"train": 0, "validation": 1, "test": 2}
 SIGNAL_LEN = 40  # MNIST-1D's sequence length
 
 
-def _int(cfg: Any, key: str, default: int, low: int = 1) -> int:
-    value = cfg.get(key, default) if hasattr(cfg, "get") else default
-    value = default if value is None else value
+def _int(cfg: Any, key: str, low: int = 1) -> int:
+    """An integer option >= ``low`` (the config is resolved: every option is there)."""
+    value = cfg.get(key) if hasattr(cfg, "get") else None
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
         raise ValueError(f"{key} must be an integer >= {low}, received {value!r}")
     return value
@@ -89,8 +89,8 @@ def digit_string(
 
 
 def _ctc_info(cfg: Any) -> dict[str, Any]:
-    max_digits = _int(cfg, "max_digits", 5)
-    max_gap = _int(cfg, "max_gap", 8, low=0)
+    max_digits = _int(cfg, "max_digits")
+    max_gap = _int(cfg, "max_gap", low=0)
     return {
         "task": "ctc",
         "input_features": 1,
@@ -99,7 +99,7 @@ def _ctc_info(cfg: Any) -> dict[str, Any]:
         "max_digits": max_digits,
         "max_gap": max_gap,
         "seq_len": max_digits * SIGNAL_LEN + (max_digits - 1) * max_gap,
-        "eval_examples": _int(cfg, "eval_examples", 1000),
+        "eval_examples": _int(cfg, "eval_examples"),
     }
 
 
@@ -166,18 +166,18 @@ def moving_digits(
 
 
 def _video_info(cfg: Any) -> dict[str, Any]:
-    canvas = _int(cfg, "canvas", 32)
-    scale = _int(cfg, "digit_scale", 1)
+    canvas = _int(cfg, "canvas")
+    scale = _int(cfg, "digit_scale")
     if canvas < 8 * scale + 1:
         raise ValueError(f"canvas must exceed the digit size {8 * scale}, received {canvas}")
     return {
         "task": "video",
         "frame_shape": [canvas, canvas, 1],
-        "seq_len": _int(cfg, "seq_len", 10),
-        "horizon": _int(cfg, "horizon", 10),
-        "num_digits": _int(cfg, "num_digits", 2),
+        "seq_len": _int(cfg, "seq_len"),
+        "horizon": _int(cfg, "horizon"),
+        "num_digits": _int(cfg, "num_digits"),
         "digit_scale": scale,
-        "eval_examples": _int(cfg, "eval_examples", 1000),
+        "eval_examples": _int(cfg, "eval_examples"),
     }
 
 
@@ -218,13 +218,37 @@ def _loader(make):
 
 def register_datasets() -> None:
     """Registers ``mnist1d_digits`` and ``moving_digits`` with :mod:`rnnlab.data`."""
+    from rnnlab.data.options import Option
     from rnnlab.data.registry import Dataset, register
+    from rnnlab.data.synthetic import GENERATED
 
+    ctc = {
+        **GENERATED,
+        "max_digits": Option(5, "most digits in a string"),
+        "max_gap": Option(8, "most blank steps between two digits"),
+    }
+    video = {
+        **GENERATED,
+        "canvas": Option(32, "frame height and width in pixels"),
+        "digit_scale": Option(1, "digit size: 8 * digit_scale pixels"),
+        "seq_len": Option(10, "input frames"),
+        "horizon": Option(10, "frames to predict"),
+        "num_digits": Option(2, "digits moving in each clip"),
+    }
     register(
-        Dataset("mnist1d_digits", "ctc", _ctc_info, _loader(_ctc_example), "MNIST-1D digit strings")
+        Dataset(
+            "mnist1d_digits",
+            "ctc",
+            _ctc_info,
+            _loader(_ctc_example),
+            "MNIST-1D digit strings",
+            ctc,
+        )
     )
     register(
-        Dataset("moving_digits", "video", _video_info, _loader(_video_example), "moving digits")
+        Dataset(
+            "moving_digits", "video", _video_info, _loader(_video_example), "moving digits", video
+        )
     )
 
 

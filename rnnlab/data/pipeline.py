@@ -88,8 +88,8 @@ def read_options(cfg: Any) -> grain.ReadOptions:
     from rnnlab.data.config import option
 
     return grain.ReadOptions(
-        num_threads=int(option(cfg, "num_threads", 2)),
-        prefetch_buffer_size=int(option(cfg, "prefetch", 4)),
+        num_threads=int(option(cfg, "num_threads")),
+        prefetch_buffer_size=int(option(cfg, "prefetch")),
     )
 
 

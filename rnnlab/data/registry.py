@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
+
+from rnnlab.data.options import Option
 
 TASKS = ("lm", "classification", "regression", "copy", "forecast", "seq2seq", "ctc", "video")
 _MODULES = (
@@ -26,6 +28,9 @@ class Dataset:
 
     ``info(cfg) -> dict`` describes shapes and vocabularies; ``load(cfg, info, *, split,
     batch_size, seed, shard_index, shard_count, repeat) -> DataIterator`` builds the pipeline.
+    ``options``: every config key the two read, with its default and help (see
+    :mod:`rnnlab.data.options`); both receive the config resolved against it. ``None``
+    (datasets registered outside rnnlab) passes the config through unchecked.
     """
 
     name: str
@@ -33,6 +38,7 @@ class Dataset:
     info: Callable[[Any], dict[str, Any]]
     load: Callable[..., Any]
     description: str = ""
+    options: Mapping[str, Option] | None = None
 
 
 _REGISTRY: dict[str, Dataset] = {}

@@ -33,6 +33,7 @@ from rnnlab.data.config import (
     option,
     positive_int,
 )
+from rnnlab.data.options import CATALOG, COMMON, PIPELINE, Option
 from rnnlab.data.registry import Dataset, register
 from rnnlab.data.vocab import BOS_ID, EOS_ID, PAD_ID, UNK_ID, WORD_RESERVED, as_text, word_vocab
 
@@ -70,11 +71,11 @@ def reverse_example(rng: np.random.Generator, vocab_size: int, min_len: int, max
 
 
 def _reverse_info(cfg):
-    V = positive_int(cfg, "vocab_size", 32)
+    V = positive_int(cfg, "vocab_size")
     if V <= RESERVED:
         raise ValueError(f"vocab_size must be > {RESERVED} (reserved ids), received {V}")
-    S = positive_int(cfg, "seq_len", 16)
-    min_len = positive_int(cfg, "min_len", 1)
+    S = positive_int(cfg, "seq_len")
+    min_len = positive_int(cfg, "min_len")
     if min_len > S:
         raise ValueError(f"min_len must be <= seq_len ({S}), received {min_len}")
     vocab = list(WORD_RESERVED) + [f"s{i}" for i in range(RESERVED, V)]
@@ -131,7 +132,7 @@ _FIELDS = (
 
 
 def _langs(cfg: Any) -> tuple[str, str]:
-    name = str(option(cfg, "tfds_name", "wmt14_translate/de-en"))
+    name = str(option(cfg, "tfds_name"))
     pair = name.split("/")[-1].split("-")
     src = option(cfg, "source_lang", pair[0] if len(pair) == 2 else None)
     tgt = option(cfg, "target_lang", pair[1] if len(pair) == 2 else None)
@@ -144,7 +145,7 @@ def _langs(cfg: Any) -> tuple[str, str]:
 
 
 def _wmt_source(cfg: Any, split: str):
-    name = str(option(cfg, "tfds_name", "wmt14_translate/de-en"))
+    name = str(option(cfg, "tfds_name"))
     return catalog.data_source(cfg, name, split)
 
 
@@ -152,8 +153,8 @@ def _wmt_vocabs(key: str) -> tuple[list[str], list[str]]:
     cfg = json.loads(key)
     src_lang, tgt_lang = _langs(cfg)
     source = _wmt_source(cfg, "train")
-    count = min(len(source), int(option(cfg, "vocab_examples", 200_000)))
-    size = positive_int(cfg, "vocab_size", 32000)
+    count = min(len(source), int(option(cfg, "vocab_examples")))
+    size = positive_int(cfg, "vocab_size")
     head = [str(source[i]) for i in range(min(count, 3))]
     tag = json.dumps([option(cfg, "tfds_name", ""), len(source), count, size, head])
     cache = data_dir(cfg) / "vocab" / f"wmt-{hashlib.sha1(tag.encode()).hexdigest()[:16]}.json"
@@ -173,7 +174,7 @@ def _wmt_vocabs(key: str) -> tuple[list[str], list[str]]:
 
 def _wmt_info(cfg):
     src_vocab, tgt_vocab = _wmt_vocabs(cache_key(cfg, _FIELDS))
-    max_len = positive_int(cfg, "max_len", 64)
+    max_len = positive_int(cfg, "max_len")
     langs = _langs(cfg)
     return _s2s_info(src_vocab, tgt_vocab, max_len, max_len) | {"languages": list(langs)}
 
@@ -207,15 +208,39 @@ def _wmt_load(cfg, info, *, split, **shard):
             collate,
             max_source=S,
             max_target=T,
-            pad_multiple=positive_int(cfg, "pad_multiple", 8),
-            fixed=choice(cfg, "pad_to", "batch", ("batch", "max")) == "max",
+            pad_multiple=positive_int(cfg, "pad_multiple"),
+            fixed=choice(cfg, "pad_to", allowed=("batch", "max")) == "max",
         ),
-        bucket_window=int(option(cfg, "bucket_window", 8)),
+        bucket_window=int(option(cfg, "bucket_window")),
         seed=shard["seed"],
         length_fn=lambda e: 0 if e is None else max(len(e[0]), len(e[1])),
     )
     return ds.to_iter_dataset(pipeline.read_options(cfg)), num_batches
 
 
-register(Dataset("reverse", "seq2seq", _reverse_info, _reverse_load, "reverse a sequence"))
-register(Dataset("wmt", "seq2seq", _wmt_info, _wmt_load, "TFDS wmt translation pair"))
+REVERSE_OPTIONS = {
+    **synthetic.GENERATED,
+    "vocab_size": Option(32, "tokens, the reserved ones included"),
+    "seq_len": Option(16, "longest sequence"),
+    "min_len": Option(1, "shortest sequence"),
+}
+WMT_OPTIONS = {
+    **COMMON,
+    **PIPELINE,
+    **CATALOG,
+    "tfds_name": Option("wmt14_translate/de-en", "TFDS translation dataset"),
+    "source_lang": Option(None, "source language (None: the first of the TFDS pair)"),
+    "target_lang": Option(None, "target language (None: the second of the TFDS pair)"),
+    "vocab_examples": Option(200_000, "training pairs counted for the vocabularies"),
+    "vocab_size": Option(32000, "size of each vocabulary, reserved tokens included"),
+    "max_len": Option(64, "longest sentence kept, in tokens"),
+    "bucket_window": Option(8, "batches sorted by length together"),
+    "pad_to": Option("batch", '"batch" (the longest in the batch) or "max" (max_len)'),
+    "pad_multiple": Option(8, "padded lengths are a multiple of this"),
+}
+register(
+    Dataset(
+        "reverse", "seq2seq", _reverse_info, _reverse_load, "reverse a sequence", REVERSE_OPTIONS
+    )
+)
+register(Dataset("wmt", "seq2seq", _wmt_info, _wmt_load, "TFDS wmt translation pair", WMT_OPTIONS))

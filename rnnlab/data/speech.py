@@ -40,6 +40,7 @@ import numpy as np
 
 from rnnlab.data import catalog, pipeline
 from rnnlab.data.config import check_split, choice, option, positive_int
+from rnnlab.data.options import CATALOG, COMMON, PIPELINE, Option
 from rnnlab.data.registry import Dataset, register
 from rnnlab.data.vocab import as_text
 
@@ -195,27 +196,27 @@ def _audio_feature_without_tensorflow():
 
 
 def _source(cfg: Any, split: str):
-    name = str(option(cfg, "tfds_name", "librispeech"))
+    name = str(option(cfg, "tfds_name"))
     spec = str(option(cfg, f"{split}_split", _SPLIT_DEFAULTS[split]))
     # A missing corpus is an error with instructions, not a 60 GB download, unless asked for.
-    opts = {**dict(cfg.items()), "download": bool(option(cfg, "download", False))}
+    opts = {**dict(cfg.items()), "download": bool(option(cfg, "download"))}
     with _audio_feature_without_tensorflow():
         return catalog.data_source(opts, name, spec)
 
 
 def _info(cfg: Any) -> dict[str, Any]:
-    rate = positive_int(cfg, "sample_rate", 16000)
-    mels = positive_int(cfg, "num_mels", 80)
-    window_ms, hop_ms = float(option(cfg, "window_ms", 25.0)), float(option(cfg, "hop_ms", 10.0))
+    rate = positive_int(cfg, "sample_rate")
+    mels = positive_int(cfg, "num_mels")
+    window_ms, hop_ms = float(option(cfg, "window_ms")), float(option(cfg, "hop_ms"))
     if not 0 < hop_ms <= window_ms:
         raise ValueError(
             f"hop_ms and window_ms must satisfy 0 < hop_ms <= window_ms, received {hop_ms} "
             f"and {window_ms}"
         )
-    if float(option(cfg, "log_floor", 1e-10)) <= 0:
+    if float(option(cfg, "log_floor")) <= 0:
         raise ValueError(f"log_floor must be > 0, received {option(cfg, 'log_floor')!r}")
     window, hop, fft, _, _ = _analysis(rate, mels, window_ms, hop_ms)
-    max_frames = positive_int(cfg, "max_frames", 3600)
+    max_frames = positive_int(cfg, "max_frames")
     return {
         "task": "ctc",
         "input_features": mels,
@@ -225,7 +226,7 @@ def _info(cfg: Any) -> dict[str, Any]:
         "blank_id": BLANK_ID,
         "seq_len": max_frames,
         "max_frames": max_frames,
-        "max_label": positive_int(cfg, "max_label", 800),
+        "max_label": positive_int(cfg, "max_label"),
         "sample_rate": rate,
         "window_length": window,
         "hop_length": hop,
@@ -258,8 +259,8 @@ def collate(examples, *, max_frames: int, max_label: int, pad_multiple: int, fix
 
 def _load(cfg, info, *, split, **shard):
     source = _source(cfg, check_split(split))
-    speech_key = str(option(cfg, "speech_key", "speech"))
-    text_key = str(option(cfg, "text_key", "text"))
+    speech_key = str(option(cfg, "speech_key"))
+    text_key = str(option(cfg, "text_key"))
     declared = _declared_rate(source, speech_key)
     if declared and declared != info["sample_rate"]:
         raise ValueError(
@@ -270,10 +271,10 @@ def _load(cfg, info, *, split, **shard):
         log_mel,
         sample_rate=info["sample_rate"],
         num_mels=info["input_features"],
-        window_ms=float(option(cfg, "window_ms", 25.0)),
-        hop_ms=float(option(cfg, "hop_ms", 10.0)),
-        log_floor=float(option(cfg, "log_floor", 1e-10)),
-        normalize=bool(option(cfg, "normalize", True)),
+        window_ms=float(option(cfg, "window_ms")),
+        hop_ms=float(option(cfg, "hop_ms")),
+        log_floor=float(option(cfg, "log_floor")),
+        normalize=bool(option(cfg, "normalize")),
     )
 
     def fetch(index):
@@ -302,10 +303,10 @@ def _load(cfg, info, *, split, **shard):
             collate,
             max_frames=info["max_frames"],
             max_label=info["max_label"],
-            pad_multiple=positive_int(cfg, "pad_multiple", 64),
-            fixed=choice(cfg, "pad_to", "batch", ("batch", "max")) == "max",
+            pad_multiple=positive_int(cfg, "pad_multiple"),
+            fixed=choice(cfg, "pad_to", allowed=("batch", "max")) == "max",
         ),
-        bucket_window=int(option(cfg, "bucket_window", 8)),
+        bucket_window=int(option(cfg, "bucket_window")),
         seed=shard["seed"],
         length_fn=lambda e: 0 if e is None else len(e[0]),
     )
@@ -319,4 +320,25 @@ def _declared_rate(source: Any, key: str) -> int | None:
     return None
 
 
-register(Dataset("librispeech", "ctc", _info, _load, "TFDS librispeech as log-mel frames"))
+OPTIONS = {
+    **COMMON,
+    **PIPELINE,
+    **CATALOG,
+    "download": Option(False, "download and prepare librispeech (about 60 GB) if missing"),
+    "tfds_name": Option("librispeech", "TFDS speech dataset"),
+    **{f"{s}_split": Option(d, f"TFDS split read as {s}") for s, d in _SPLIT_DEFAULTS.items()},
+    "speech_key": Option("speech", "feature holding the audio"),
+    "text_key": Option("text", "feature holding the transcript"),
+    "sample_rate": Option(16000, "audio sample rate in Hz"),
+    "num_mels": Option(80, "mel bands per frame"),
+    "window_ms": Option(25.0, "analysis window in milliseconds"),
+    "hop_ms": Option(10.0, "hop between frames in milliseconds"),
+    "log_floor": Option(1e-10, "floor added before the log (> 0)"),
+    "normalize": Option(True, "per-utterance mean and variance normalisation"),
+    "max_frames": Option(3600, "longest utterance kept, in frames"),
+    "max_label": Option(800, "longest transcript kept, in characters"),
+    "bucket_window": Option(8, "batches sorted by length together"),
+    "pad_to": Option("batch", '"batch" (the longest in the batch) or "max"'),
+    "pad_multiple": Option(64, "padded frame counts are a multiple of this"),
+}
+register(Dataset("librispeech", "ctc", _info, _load, "TFDS librispeech as log-mel frames", OPTIONS))

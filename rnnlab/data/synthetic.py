@@ -18,6 +18,7 @@ import numpy as np
 
 from rnnlab.data import pipeline
 from rnnlab.data.config import check_split, option, positive_int
+from rnnlab.data.options import COMMON, PIPELINE, Option
 from rnnlab.data.registry import Dataset, register
 
 STREAMS = {"train": 0, "validation": 1, "test": 2}
@@ -125,7 +126,7 @@ def index_batches(cfg, *, split, batch_size, seed, shard_index, shard_count, rep
         num_batches, stream_seed = None, seed
     else:
         ds, num_batches = pipeline.example_order(
-            positive_int(cfg, "eval_examples", 1000),
+            positive_int(cfg, "eval_examples"),
             batch_size=batch_size,
             seed=0,
             shuffle=False,
@@ -133,7 +134,7 @@ def index_batches(cfg, *, split, batch_size, seed, shard_index, shard_count, rep
             shard_count=shard_count,
             repeat=False,
         )
-        stream_seed = int(option(cfg, "data_seed", 0))
+        stream_seed = int(option(cfg, "data_seed"))
     return ds, num_batches, stream_seed
 
 
@@ -160,7 +161,7 @@ def per_example_load(make: Callable[[np.random.Generator, Any], dict[str, np.nda
 
 
 def _adding_info(cfg):
-    T = positive_int(cfg, "seq_len", 200)
+    T = positive_int(cfg, "seq_len")
     return {
         "task": "regression",
         "input_features": 2,
@@ -176,9 +177,9 @@ def _adding_make(rng, info):
 
 
 def _copy_info(cfg):
-    delay = positive_int(cfg, "seq_len", 100)
-    num_symbols = positive_int(cfg, "num_symbols", 8)
-    copy_len = positive_int(cfg, "copy_len", 10)
+    delay = positive_int(cfg, "seq_len")
+    num_symbols = positive_int(cfg, "num_symbols")
+    copy_len = positive_int(cfg, "copy_len")
     total = delay + 2 * copy_len
     return {
         "task": "copy",
@@ -197,5 +198,31 @@ def _copy_make(rng, info):
     return {"inputs": x, "targets": y, "weights": np.ones(len(x), np.float32)}
 
 
-register(Dataset("adding", "regression", _adding_info, per_example_load(_adding_make), "adding"))
-register(Dataset("copy", "copy", _copy_info, per_example_load(_copy_make), "copy memory"))
+# Options of every dataset generated example by example (index_batches).
+GENERATED = {
+    **COMMON,
+    "num_threads": PIPELINE["num_threads"],
+    "prefetch": PIPELINE["prefetch"],
+    "eval_examples": Option(1000, "examples of each evaluation split (fixed by data_seed)"),
+    "data_seed": Option(0, "seed of the evaluation examples"),
+}
+ADDING_OPTIONS = {**GENERATED, "seq_len": Option(200, "sequence length T")}
+COPY_OPTIONS = {
+    **GENERATED,
+    "seq_len": Option(100, "delay T between the symbols and the recall marker"),
+    "num_symbols": Option(8, "alphabet size of the copied symbols"),
+    "copy_len": Option(10, "symbols to copy"),
+}
+register(
+    Dataset(
+        "adding",
+        "regression",
+        _adding_info,
+        per_example_load(_adding_make),
+        "adding",
+        ADDING_OPTIONS,
+    )
+)
+register(
+    Dataset("copy", "copy", _copy_info, per_example_load(_copy_make), "copy memory", COPY_OPTIONS)
+)

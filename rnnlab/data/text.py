@@ -32,6 +32,7 @@ from rnnlab.data.config import (
     split_fractions,
     tfds_dir,
 )
+from rnnlab.data.options import CATALOG, COMMON, PIPELINE, Option
 from rnnlab.data.registry import Dataset, register
 from rnnlab.data.vocab import (
     BOS_ID,
@@ -69,7 +70,7 @@ def _fraction_name(fractions) -> str:
 
 # ------------------------------------------------------------------ character corpora
 def _corpus_builder(cfg: Any):
-    fractions = split_fractions(cfg, (0.9, 0.05, 0.05))
+    fractions = split_fractions(cfg)
     if option(cfg, "name") == "austen":
         root = data_dir(cfg)
         read = builders.austen_documents(root / "austen")
@@ -87,7 +88,7 @@ def _corpus_builder(cfg: Any):
         path = option(cfg, "path")
         if not path:
             raise ValueError("text_dir needs path: expected a directory of text files, got None")
-        pattern = str(option(cfg, "pattern", "**/*.txt"))
+        pattern = str(option(cfg, "pattern"))
         documents, digest = builders.directory_documents(Path(path).expanduser(), pattern)
         name = f"dir-{digest}"
     config = builders.TextCorpusConfig(
@@ -97,7 +98,7 @@ def _corpus_builder(cfg: Any):
 
 
 def _novels(cfg: Any) -> list[str] | None:
-    novels = option(cfg, "novels", "all")
+    novels = option(cfg, "novels")
     if novels == "all":
         return None
     novels = [novels] if isinstance(novels, str) else list(novels)
@@ -152,7 +153,7 @@ def _builder_corpus(key: str) -> dict[str, Any]:
 
 
 def _level(cfg: Any) -> str:
-    level = choice(cfg, "level", "char", LEVELS)
+    level = choice(cfg, "level", allowed=LEVELS)
     if level == "word" and option(cfg, "name") not in ("austen", "text_dir"):
         raise ValueError(
             f"level 'word' is read from austen and text_dir, received name {option(cfg, 'name')!r}"
@@ -167,7 +168,7 @@ def _stream_info(cfg: Any, level: str, vocab: list[str], num_tokens, num_documen
         "vocab": vocab,
         "vocab_size": len(vocab),
         "pad_id": 0,
-        "seq_len": positive_int(cfg, "seq_len", DEFAULT_SEQ_LEN),
+        "seq_len": positive_int(cfg, "seq_len"),
         "num_tokens": num_tokens,
         "num_documents": num_documents,
     }
@@ -245,7 +246,7 @@ def _word_corpus(key: str) -> dict[str, Any]:
     from there.
     """
     cfg = json.loads(key)
-    size = positive_int(cfg, "max_vocab", DEFAULT_MAX_VOCAB)
+    size = positive_int(cfg, "max_vocab")
     if size <= len(WORD_RESERVED):
         raise ValueError(
             f"max_vocab must be more than the {len(WORD_RESERVED)} reserved tokens, received {size}"
@@ -284,8 +285,8 @@ def _lm1b_source(cfg: Any, split: str):
 def _lm1b_vocab(key: str) -> list[str]:
     cfg = json.loads(key)
     src = _lm1b_source(cfg, "train")
-    count = min(len(src), int(option(cfg, "vocab_examples", 300_000)))
-    size = positive_int(cfg, "vocab_size", 32768)
+    count = min(len(src), int(option(cfg, "vocab_examples")))
+    size = positive_int(cfg, "vocab_size")
     head = [as_text(src[i]["text"]) for i in range(min(count, 3))]
     fingerprint = hashlib.sha1(json.dumps([len(src), count, size, head]).encode()).hexdigest()
     cache = data_dir(cfg) / "vocab" / f"lm1b-{fingerprint[:16]}.json"
@@ -309,7 +310,7 @@ def _lm1b_info(cfg: Any) -> dict[str, Any]:
         "pad_id": 0,
         "bos_id": BOS_ID,
         "eos_id": EOS_ID,
-        "seq_len": positive_int(cfg, "seq_len", DEFAULT_SEQ_LEN),
+        "seq_len": positive_int(cfg, "seq_len"),
     }
 
 
@@ -354,13 +355,46 @@ def _lm1b_load(cfg, info, *, split, batch_size, seed, shard_index, shard_count, 
     ds = lm.PackedBatches(
         segments, seq_len=T, batch_size=batch_size, limit=limit, num_batches=num_batches
     )
-    prefetch = int(option(cfg, "prefetch", 4))
+    prefetch = int(option(cfg, "prefetch"))
     return grain.experimental.ThreadPrefetchIterDataset(ds, prefetch_buffer_size=prefetch), (
         num_batches
     )
 
 
-register(Dataset("austen", "lm", _char_info, _char_load, "Jane Austen's six novels, characters"))
-register(Dataset("text_dir", "lm", _char_info, _char_load, "a directory of text files"))
-register(Dataset("tiny_shakespeare", "lm", _char_info, _char_load, "TFDS tiny_shakespeare"))
-register(Dataset("lm1b", "lm", _lm1b_info, _lm1b_load, "TFDS lm1b, packed word sentences"))
+_STREAM = {
+    **COMMON,
+    "num_threads": PIPELINE["num_threads"],
+    "prefetch": PIPELINE["prefetch"],
+    "seq_len": Option(DEFAULT_SEQ_LEN, "tokens per row of a batch (truncated BPTT length)"),
+}
+_CORPUS = {
+    **_STREAM,
+    "level": Option("char", '"char", or "word" (words and punctuation, a vocabulary)'),
+    "max_vocab": Option(DEFAULT_MAX_VOCAB, "word level: vocabulary size, reserved tokens included"),
+    "split_fractions": Option((0.9, 0.05, 0.05), "train, validation, test shares of the text"),
+}
+AUSTEN_OPTIONS = {
+    **_CORPUS,
+    "novels": Option("all", '"all" or a list of novel names (builders.AUSTEN_NOVELS)'),
+}
+TEXT_DIR_OPTIONS = {
+    **_CORPUS,
+    "path": Option(None, "the directory of text files (required)"),
+    "pattern": Option("**/*.txt", "glob of the files read under path"),
+}
+TINY_SHAKESPEARE_OPTIONS = {**_STREAM, **CATALOG, "level": _CORPUS["level"]}
+LM1B_OPTIONS = {
+    **_STREAM,
+    **CATALOG,
+    "vocab_examples": Option(300_000, "training sentences counted for the word vocabulary"),
+    "vocab_size": Option(32768, "word vocabulary size, reserved tokens included"),
+}
+for _name, _options, _what in (
+    ("austen", AUSTEN_OPTIONS, "Jane Austen's six novels, characters"),
+    ("text_dir", TEXT_DIR_OPTIONS, "a directory of text files"),
+    ("tiny_shakespeare", TINY_SHAKESPEARE_OPTIONS, "TFDS tiny_shakespeare"),
+):
+    register(Dataset(_name, "lm", _char_info, _char_load, _what, options=_options))
+register(
+    Dataset("lm1b", "lm", _lm1b_info, _lm1b_load, "TFDS lm1b, packed word sentences", LM1B_OPTIONS)
+)

@@ -7,7 +7,9 @@ Imports only jax and numpy. A trainer uses it in this order::
     parallel.initialize()                                  # multi-host when asked
     mesh = parallel.make_mesh({"data": -1, "fsdp": 1})     # from the config
     rules = parallel.fsdp_rules(min_dim=1024)
-    state, state_sh = parallel.sharded_init(init_fn, mesh, rules)
+    abstract = jax.eval_shape(init_fn)                     # shapes, nothing allocated
+    state_sh = parallel.param_shardings(abstract, mesh, rules)
+    state = jax.jit(init_fn, out_shardings=state_sh)()     # born sharded
     local_bs = parallel.local_batch_size(global_bs, mesh)
     shard, num_shards = parallel.process_data_shard(mesh)  # which data this process reads
     batch = parallel.global_batch(local_numpy_batch, mesh)
@@ -22,7 +24,6 @@ from rnnlab.parallel.batch import (
     global_batch,
     local_batch_size,
     process_data_shard,
-    sharded_init,
     to_host,
 )
 from rnnlab.parallel.distributed import (
@@ -37,6 +38,7 @@ from rnnlab.parallel.distributed import (
 )
 from rnnlab.parallel.mesh import (
     DATA_AXES,
+    check_axes,
     data_axes,
     data_parallel_size,
     data_sharding,
@@ -61,6 +63,7 @@ __all__ = [
     "DistributedSettings",
     "Rule",
     "any_process",
+    "check_axes",
     "check_spec",
     "data_axes",
     "data_parallel_size",
@@ -83,7 +86,6 @@ __all__ = [
     "replicated",
     "resolve_settings",
     "sequence_parallel_linear_scan",
-    "sharded_init",
     "spec_for",
     "to_host",
 ]

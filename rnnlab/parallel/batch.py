@@ -19,7 +19,6 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
 from rnnlab.parallel.mesh import DATA_AXES, data_axes, data_parallel_size, data_sharding
-from rnnlab.parallel.rules import param_shardings
 
 
 def _batch_blocks(mesh: Mesh, batch_axes: Sequence[str]) -> dict[int, tuple[int, ...]]:
@@ -152,18 +151,3 @@ def to_host(tree):
         return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
     return jax.tree.map(one, tree)
-
-
-def sharded_init(init_fn, mesh: Mesh, rules=(), *args):
-    """Runs ``init_fn(*args)`` so that every output leaf is born sharded.
-
-    Shapes come from ``jax.eval_shape`` first, shardings from :func:`param_shardings` with
-    ``rules``, and the jitted ``init_fn`` writes each shard straight onto its device: a
-    model too large for one device never exists whole.
-
-    Returns:
-      ``(tree, shardings)``.
-    """
-    abstract = jax.eval_shape(init_fn, *args)
-    shardings = param_shardings(abstract, mesh, rules)
-    return jax.jit(init_fn, out_shardings=shardings)(*args), shardings

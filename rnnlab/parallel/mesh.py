@@ -22,7 +22,23 @@ DATA_AXES: tuple[str, ...] = ("data", "fsdp")
 AxesSpec = Mapping[str, int] | Sequence[tuple[str, int]]
 
 
-def _normalise_axes(axes) -> list[tuple[str, int]]:
+def _bad_axis(axis: str, message: str) -> ValueError:
+    """A ValueError whose ``.axis`` names the offending axis ("" for the spec as a whole),
+    so that a config layer can name its key."""
+    err = ValueError(message)
+    err.axis = axis  # type: ignore[attr-defined]
+    return err
+
+
+def check_axes(axes: AxesSpec | None) -> list[tuple[str, int]]:
+    """Validates a mesh axes spec: ``[(name, size), ...]`` in the given order.
+
+    The one check of mesh axes: names non-empty and distinct, sizes positive ints or ``-1``,
+    at most one ``-1``. ``None`` is ``{"data": -1}``.
+
+    Raises:
+      ValueError: with ``.axis`` naming the bad axis ("" when the spec itself is bad).
+    """
     if axes is None:
         return [("data", -1)]
     if hasattr(axes, "items"):  # dict, ml_collections.ConfigDict
@@ -30,29 +46,29 @@ def _normalise_axes(axes) -> list[tuple[str, int]]:
     elif isinstance(axes, Sequence) and not isinstance(axes, str):
         pairs = list(axes)
     else:
-        raise ValueError(
-            f"axes must be a mapping or a sequence of (name, size) pairs, got {axes!r}"
+        raise _bad_axis(
+            "", f"axes must be a mapping or a sequence of (name, size) pairs, got {axes!r}"
         )
     if not pairs:
-        raise ValueError("axes must name at least one mesh axis, got an empty spec")
+        raise _bad_axis("", "axes must name at least one mesh axis, got an empty spec")
     out: list[tuple[str, int]] = []
     for pair in pairs:
         if not (isinstance(pair, Sequence) and len(pair) == 2):
-            raise ValueError(f"axes entries must be (name, size) pairs, got {pair!r}")
+            raise _bad_axis("", f"axes entries must be (name, size) pairs, got {pair!r}")
         name, size = pair
         if not isinstance(name, str) or not name:
-            raise ValueError(f"mesh axis names must be non-empty strings, got {name!r}")
+            raise _bad_axis("", f"mesh axis names must be non-empty strings, got {name!r}")
         if isinstance(size, bool) or not isinstance(size, int) or (size < 1 and size != -1):
-            raise ValueError(
-                f"mesh axis {name!r} must have a positive int size or -1, got {size!r}"
+            raise _bad_axis(
+                name, f"mesh axis {name!r} must have a positive int size or -1, got {size!r}"
             )
-        out.append((name, size))
+        out.append((name, int(size)))
     names = [name for name, _ in out]
     if len(set(names)) != len(names):
-        raise ValueError(f"mesh axis names must be distinct, got {names}")
+        raise _bad_axis("", f"mesh axis names must be distinct, got {names}")
     if sum(size == -1 for _, size in out) > 1:
         fill = [name for name, size in out if size == -1]
-        raise ValueError(f"at most one mesh axis may be -1, got {fill}")
+        raise _bad_axis(fill[-1], f"at most one mesh axis may be -1, got {fill}")
     return out
 
 
@@ -63,7 +79,7 @@ def mesh_shape(axes: AxesSpec | None, num_devices: int) -> dict[str, int]:
       ValueError: an axis size does not divide the device count, or the sizes multiply to
         something other than the device count.
     """
-    pairs = _normalise_axes(axes)
+    pairs = check_axes(axes)
     for name, size in pairs:
         if size != -1 and num_devices % size:
             raise ValueError(

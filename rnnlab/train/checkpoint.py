@@ -41,7 +41,7 @@ from etils import epath
 from jax.experimental import multihost_utils
 from orbax.checkpoint import checkpoint_managers as policies
 
-from rnnlab.optim import path_str
+from rnnlab.parallel import path_to_str
 from rnnlab.train import integrity
 from rnnlab.train.integrity import CorruptCheckpointError
 
@@ -218,8 +218,8 @@ class Checkpoints:
             )
         except Exception as e:
             raise CorruptCheckpointError(step, f"array metadata unreadable: {e}") from e
-        saved = {path_str(p): (tuple(x.shape), str(x.dtype)) for p, x in _flat(saved_tree)}
-        now = {path_str(p): (tuple(x.shape), str(x.dtype)) for p, x in _flat(abstract_state)}
+        saved = {path_to_str(p): (tuple(x.shape), str(x.dtype)) for p, x in _flat(saved_tree)}
+        now = {path_to_str(p): (tuple(x.shape), str(x.dtype)) for p, x in _flat(abstract_state)}
         if saved == now:
             return
         diffs = [

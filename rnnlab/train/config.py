@@ -1,5 +1,6 @@
-"""Experiment configs: loading ``experiments/<file>.py:<arg>``, command-line overrides,
-defaults and validation that names the offending key.
+"""Experiment configs: loading ``experiments/<file>.py:<arg>``, command-line overrides and
+validation that names the offending key. The defaults and help of every key are in
+:mod:`rnnlab.train.defaults` (re-exported here).
 
 An experiment file defines ``get_config(arg: str) -> ml_collections.ConfigDict``, normally
 starting from :func:`base_config` so that every key the engine reads exists (and a
@@ -27,99 +28,20 @@ from typing import Any
 import ml_collections
 
 from rnnlab import optim
+from rnnlab.train.defaults import (  # noqa: F401 (the config API, re-exported)
+    ConfigError,
+    Key,
+    base_config,
+    describe,
+    fill_defaults,
+    flat_keys,
+    group_options,
+    help_strings,
+    same_value,
+    unknown_option,
+)
 
 ConfigDict = ml_collections.ConfigDict
-
-
-class ConfigError(ValueError):
-    """A bad config value; ``key`` is its dotted path (``'optim.lr'``)."""
-
-    def __init__(self, key: str, message: str):
-        super().__init__(f"config key {key!r}: {message}")
-        self.key = key
-
-
-def base_config() -> ConfigDict:
-    """Every key the training engine reads, with its default (unlocked; fill then lock)."""
-    c = ConfigDict()
-    c.seed = 0
-    # Passed to rnnlab.data.info/load; the data module owns every key except `name`.
-    c.data = ConfigDict({"name": ""})
-    # `name` picks rnnlab.models.build's model; the other keys are its keyword arguments.
-    c.model = ConfigDict({"name": "language_model", "dtype": "float32"})
-    c.optim = ConfigDict(
-        {
-            "optimizer": "adam",
-            "lr": 1e-3,
-            "momentum": 0.9,
-            "nesterov": False,
-            "b1": 0.9,
-            "b2": 0.999,
-            "eps": 1e-8,
-            "decay": 0.9,
-            "weight_decay": 0.0,
-            "clip_norm": 0.0,
-            "clip_value": 0.0,
-            "clip_adaptive": 0.0,
-            "schedule": "constant",
-            "warmup_steps": 0,
-            "total_steps": 0,  # 0: train.steps
-            "final_lr_fraction": 0.0,
-            "decay_every": 0,
-            "decay_factor": 0.1,
-            "plateau_factor": 0.5,
-            "plateau_patience": 10,
-            "plateau_accumulation": 50,
-            "plateau_rtol": 1e-4,
-            "plateau_cooldown": 0,
-            "plateau_min_scale": 0.0,
-            "accumulate_steps": 1,
-            "freeze": (),
-            # nt_asgd: validations a loss must be worse than the best before averaging starts
-            "nonmono": 5,
-            "ema_decay": 0.0,  # > 0: evaluate on an exponential moving average of the weights
-        }
-    )
-    c.train = ConfigDict(
-        {
-            "steps": 1000,
-            "batch_size": 32,  # global, over all devices and processes
-            "log_every": 50,
-            "eval_every": 500,  # 0: only at the end
-            "checkpoint_every": 500,
-            "keep_checkpoints": 2,
-            "async_checkpoints": True,
-            "stateful": True,  # carry the state across batches (models with init_carry)
-            "max_nonfinite": 20,  # consecutive skipped updates before nonfinite_action
-            # "stop": raise naming the step, the loss and the largest gradient; "restore":
-            # go back to the last checkpoint before them with the learning rate scaled by
-            # nonfinite_lr_factor, at most nonfinite_max_restores times, then stop.
-            "nonfinite_action": "stop",
-            "nonfinite_lr_factor": 0.5,
-            "nonfinite_max_restores": 3,
-            # Seconds between SIGTERM and the hard kill on this platform (30 on GCE spot
-            # VMs): a due evaluation is deferred to the resumed run unless it fits.
-            "preemption_grace_s": 30.0,
-            "early_stopping": ConfigDict(
-                {"metric": "", "mode": "", "patience": 0, "min_delta": 0.0}
-            ),
-        }
-    )
-    c.eval = ConfigDict({"split": "validation", "batch_size": 0, "max_batches": 0})
-    # Mesh axes and their sizes (-1: the devices left over); any axis name may be added
-    # from the command line (--config.mesh.fsdp=2). See rnnlab.train.sharding.
-    c.mesh = ConfigDict({"data": -1})
-    # How parameters and optimizer state are laid out on the mesh: "replicated", or "fsdp"
-    # (matrices with a dimension >= fsdp_min_dim split over the fsdp_axis mesh axes,
-    # comma-separated, e.g. "data,fsdp" for ZeRO-3 over every device).
-    c.sharding = ConfigDict({"rules": "replicated", "fsdp_min_dim": 1024, "fsdp_axis": "fsdp"})
-    c.sample = ConfigDict(
-        {"length": 0, "temperature": 0.8, "top_k": 0, "top_p": 1.0, "prompt": "", "num": 1}
-    )
-    # Fault injection for the reliability suite (rnnlab.faults): the batches of these steps
-    # get NaN weights, the first time each step runs in a process.
-    c.debug = ConfigDict({"nan_at_steps": ()})
-    return c
 
 
 def lock(config: ConfigDict) -> ConfigDict:
@@ -147,20 +69,9 @@ def load(spec: str) -> ConfigDict:
     config = module.get_config(arg)
     if not isinstance(config, ConfigDict):
         raise ConfigError("config", f"get_config({arg!r}) must return a ConfigDict")
+    fill_defaults(config)
     config.lock()
     return config
-
-
-def flat_keys(config: ConfigDict, prefix: str = "") -> list[str]:
-    """Every leaf key as a dotted path."""
-    out = []
-    for key, value in config.items():
-        path = f"{prefix}{key}"
-        if isinstance(value, ConfigDict):
-            out.extend(flat_keys(value, path + "."))
-        else:
-            out.append(path)
-    return out
 
 
 def _unknown(config: ConfigDict, key: str) -> ConfigError:
@@ -229,10 +140,14 @@ def override(config: ConfigDict, assignments: Iterable[str]) -> ConfigDict:
         if isinstance(node[leaf], ConfigDict):
             raise ConfigError(key, "is a group of keys; set one of its fields")
         value = parse_value(text, node[leaf], key)
+        renames = key in ("model.name", "data.name")
+        before = {g: group_options(config, g) for g in ("model", "data")} if renames else None
         try:
             node[leaf] = value
         except TypeError as e:
             raise ConfigError(key, str(e)) from e
+        if renames:  # the new model's (dataset's) options replace the old defaults
+            fill_defaults(config, before)
     return config
 
 
@@ -286,6 +201,7 @@ def from_dict(data: dict[str, Any]) -> ConfigDict:
 def resolved(config: ConfigDict) -> ConfigDict:
     """A copy with defaults that depend on other keys filled in (what the run uses)."""
     out = ConfigDict(config.to_dict())
+    fill_defaults(out)
     if out.optim.total_steps == 0:
         out.optim.total_steps = int(out.train.steps)
     if out.eval.batch_size == 0:
@@ -366,6 +282,39 @@ def _check_keys_and_types(config: ConfigDict, context: dict[str, Any]) -> None:
                 raise error
 
 
+def check_model(config: ConfigDict) -> None:
+    """The model group against the named model's options (see :func:`_check_groups`)."""
+    _check_groups(config, ("model",))
+
+
+@register_check
+def _check_model_and_data(config: ConfigDict, context: dict[str, Any]) -> None:
+    del context
+    _check_groups(config, ("model", "data"))
+
+
+def _check_groups(config: ConfigDict, groups: Sequence[str]) -> None:
+    """Keys the named model or dataset does not take, and model values whose type differs
+    from the constructor's default, name their key."""
+    for group in groups:
+        options = group_options(config, group)
+        if options is None:
+            continue
+        owner = f"{group} {config[group].get('name')!r}"
+        for key, value in config[group].items():
+            if key == "name":
+                continue
+            if key not in options:
+                raise unknown_option(group, key, options, owner)
+            default = options[key].default
+            # Dataset options are checked by their readers (which name the key); a None
+            # default takes any type.
+            if group == "model" and default is not None and not isinstance(value, ConfigDict):
+                error = _type_error(f"model.{key}", default, value)
+                if error is not None:
+                    raise error
+
+
 @register_check
 def _check_train(config: ConfigDict, context: dict[str, Any]) -> None:
     for key in ("train.steps", "train.batch_size", "train.log_every", "train.keep_checkpoints"):
@@ -405,8 +354,8 @@ def _check_optim(config: ConfigDict, context: dict[str, Any]) -> None:
     kwargs = dict(config.optim.to_dict())
     if kwargs.get("total_steps", 0) == 0:
         kwargs["total_steps"] = config.train.steps
-    try:
-        optim.make(**kwargs)
+    try:  # the optimiser's one validation, without building the chain
+        optim.check(**kwargs)
     except TypeError as e:
         raise ConfigError("optim", str(e)) from e
     except ValueError as e:

@@ -106,9 +106,9 @@ class NonFiniteGuard:
 
 def param_names(params: Any) -> list[str]:
     """``'layers/0/cell/kernel'``-style names of the leaves of ``params``, in leaf order."""
-    from rnnlab.optim import path_str
+    from rnnlab.parallel import path_to_str
 
-    return [path_str(path) for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+    return [path_to_str(path) for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
 
 
 def restore_target(steps: Sequence[int], streak: Streak) -> int | None:

@@ -49,16 +49,17 @@ def mesh_axes(mesh_config: Any) -> list[tuple[str, int]]:
     """``config.mesh`` as ``[(name, size), ...]`` in the trainer's order (module docstring).
 
     Raises:
-      ConfigError: a size that is not a positive int or ``-1`` (the key names the axis).
+      ConfigError: a size that is not a positive int or ``-1`` (the key names the axis;
+        the check itself is :func:`rnnlab.parallel.check_axes`).
     """
     items = dict(mesh_config.items() if hasattr(mesh_config, "items") else mesh_config)
     if not items:
         raise ConfigError("mesh", "names no mesh axis; give at least one, e.g. mesh.data=-1")
-    for name, size in items.items():
-        if isinstance(size, bool) or not isinstance(size, int | np.integer):
-            raise ConfigError(f"mesh.{name}", f"expected an int size or -1, got {size!r}")
-        if size < 1 and size != -1:
-            raise ConfigError(f"mesh.{name}", f"expected a positive size or -1, got {size}")
+    try:
+        parallel.check_axes(items)
+    except ValueError as e:
+        axis = getattr(e, "axis", "")
+        raise ConfigError(f"mesh.{axis}" if axis else "mesh", str(e)) from e
     known = [name for name in AXIS_ORDER if name in items]
     others = sorted(name for name in items if name not in AXIS_ORDER)
     return [(name, int(items[name])) for name in known + others]

@@ -56,26 +56,30 @@ class TrainState:
 
 
 def model_kwargs(config: ConfigDict) -> dict[str, Any]:
-    """The model's keyword arguments from ``config.model`` (all keys but ``name``)."""
+    """The model's keyword arguments from ``config.model``: every key but ``name`` whose
+    value differs from the constructor's default (``config.json`` records them all; a key
+    at its default is left to the factory, which may fill it from the dataset, e.g. the
+    forecaster's ``output_features``)."""
+    options = models.options(config.model.name)
     kwargs = config.model.to_dict()
     kwargs.pop("name", None)
-    return kwargs
+    return {
+        k: v
+        for k, v in kwargs.items()
+        if k not in options or not cfg_lib.same_value(v, options[k].default)
+    }
 
 
 def build_model(config: ConfigDict, info: Mapping[str, Any], seed: int) -> nnx.Module:
-    """``rnnlab.models.build`` from the config; bad model keys raise naming the key."""
+    """``rnnlab.models.build`` from the config. The model group is checked against the
+    model's options first (an unknown key names the closest one); a value the model
+    rejects raises naming its key."""
+    cfg_lib.check_model(config)
     name = config.model.name
     try:
         return models.build(name, info, nnx.Rngs(params=seed), **model_kwargs(config))
-    except TypeError as e:
-        text = str(e)
-        bad = next((k for k in model_kwargs(config) if f"'{k}'" in text), None)
-        key = f"model.{bad}" if bad else "model"
-        raise ConfigError(key, f"not accepted by model {name!r}: {text}") from e
     except ValueError as e:
         text = str(e)
-        if text.startswith("model name"):
-            raise ConfigError("model.name", text) from e
         bad = next((k for k in model_kwargs(config) if text.startswith(k)), None)
         raise ConfigError(f"model.{bad}" if bad else "model", text) from e
 
@@ -168,22 +172,6 @@ def state_shardings(abstract: TrainState, mesh: Mesh, rules=()) -> TrainState:
     batch_sharding = parallel.data_sharding(mesh)
     carry = jax.tree.map(lambda _: batch_sharding, abstract.carry)
     return shardings.replace(carry=carry)
-
-
-def create(
-    config: ConfigDict,
-    info: Mapping[str, Any],
-    tx: optax.GradientTransformation,
-    mesh: Mesh,
-    rules=(),
-) -> tuple[TrainState, TrainState, TrainState]:
-    """``(state, abstract_state, shardings)``: shapes from ``jax.eval_shape`` first, then
-    a jitted init whose outputs are born sharded."""
-    init = initializer(config, info, tx, int(config.train.batch_size))
-    abstract = jax.eval_shape(init)
-    shardings = state_shardings(abstract, mesh, rules)
-    state = jax.jit(init, out_shardings=shardings)()
-    return state, abstract, shardings
 
 
 def count_params(params: Any) -> int:

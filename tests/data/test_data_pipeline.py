@@ -187,10 +187,12 @@ def test_nothing_imports_tensorflow(data_root):
     assert result.stdout.strip().endswith("ok")
 
 
-def test_make_global_batch_on_eight_devices():
+def test_global_batch_of_local_batches_on_eight_devices():
+    from rnnlab import parallel  # the engine's one path from local batches to global arrays
+
     mesh = Mesh(np.array(jax.devices()[:8]), ("data",))
     batch = next(data.load({"name": "copy", "seq_len": 6}, split="train", batch_size=16, seed=0))
-    arrays = data.make_global_batch(batch, mesh)
+    arrays = parallel.global_batch(batch, mesh)
     assert arrays["inputs"].shape == (16, 26)
     assert len(arrays["inputs"].addressable_shards) == 8
     assert arrays["inputs"].addressable_shards[0].data.shape == (2, 26)
