@@ -31,6 +31,7 @@ import numpy as np
 from rnnlab.data import builders, pipeline
 from rnnlab.data import spoken_digits_audio as audio
 from rnnlab.data.config import cache_key, check_split, choice, option, positive_int, tfds_dir
+from rnnlab.data.options import COMMON, PIPELINE, Option
 from rnnlab.data.registry import Dataset, register
 from rnnlab.data.speech import collate
 
@@ -137,6 +138,19 @@ def _load(cfg, info, *, split, **shard):
     return ds.to_iter_dataset(pipeline.read_options(cfg)), num_batches
 
 
+OPTIONS = {
+    **COMMON,
+    **PIPELINE,
+    "synthesis_seed": Option(0, "seed of the synthesis: digits, speakers, rates, noise"),
+    **{f"{s}_examples": Option(n, f"utterances in the {s} split") for s, n in _SIZES.items()},
+    "noisy_train": Option(True, "train and validate on the noisy audio (False: the clean copy)"),
+    "num_mels": Option(audio.NUM_MELS, "log-mel bands per 10 ms frame"),
+    "normalize": Option(True, "per-utterance mean and variance normalisation"),
+    "pad_multiple": Option(64, "padded frame counts are a multiple of this"),
+    "pad_to": Option("batch", '"batch" (the longest in the batch) or "max" (of the split)'),
+    "bucket_window": Option(8, "batches sorted by length together"),
+}
+
 register(
     Dataset(
         "spoken_digits",
@@ -144,5 +158,6 @@ register(
         _info,
         _load,
         "digit strings spoken by espeak-ng with noise, log-mel frames (librosa)",
+        options=OPTIONS,
     )
 )
