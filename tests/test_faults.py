@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from rnnlab.faults import failures, run_suite, table
-from rnnlab.faults.process import REPO
+from tools.faults import failures, run_suite, table
+from tools.faults.process import REPO
 
 
 @pytest.mark.slow

@@ -13,7 +13,7 @@ public API::
 See docs/training.md.
 """
 
-from rnnlab.train import checkpoint, config, metrics, plots, tasks
+from rnnlab.train import checkpoint, config, metric_log, plots, tasks
 from rnnlab.train.config import ConfigError, base_config
 from rnnlab.train.early_stopping import EarlyStopping
 from rnnlab.train.loop import NonFiniteError, Run, train
@@ -33,7 +33,7 @@ __all__ = [
     "config",
     "make_eval_step",
     "make_train_step",
-    "metrics",
+    "metric_log",
     "plots",
     "tasks",
     "train",

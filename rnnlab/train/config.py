@@ -97,6 +97,11 @@ def base_config() -> ConfigDict:
             "nonfinite_action": "stop",
             "nonfinite_lr_factor": 0.5,
             "nonfinite_max_restores": 3,
+            # Log windows in a row whose loss is off (rnnlab.train.divergence: above
+            # divergence_factor x its running baseline, or far above the uniform
+            # prediction's) before nonfinite_action applies; 0 turns the check off.
+            "divergence_patience": 3,
+            "divergence_factor": 3.0,
             # Seconds between SIGTERM and the hard kill on this platform (30 on GCE spot
             # VMs): a due evaluation is deferred to the resumed run unless it fits.
             "preemption_grace_s": 30.0,
@@ -116,7 +121,7 @@ def base_config() -> ConfigDict:
     c.sample = ConfigDict(
         {"length": 0, "temperature": 0.8, "top_k": 0, "top_p": 1.0, "prompt": "", "num": 1}
     )
-    # Fault injection for the reliability suite (rnnlab.faults): the batches of these steps
+    # Fault injection for the reliability suite (tools.faults): the batches of these steps
     # get NaN weights, the first time each step runs in a process.
     c.debug = ConfigDict({"nan_at_steps": ()})
     return c

@@ -1,15 +1,18 @@
 """The training loop: ``train(config, workdir)``.
 
-Sections, in order: start-up (processes, mesh, config validation), data description and
-model, optimizer, state (restore or init), jitted steps, the loop (log, evaluate, early
-stopping, checkpoint, preemption, non-finite guard), and the end of the run (final
-evaluation, summary, plots, samples). Running ``train`` again on the same workdir resumes
-from the latest checkpoint with the same data position and random numbers.
+Sections, in order: start-up (processes, mesh, config validation, the workdir's lock),
+data description and model, optimizer, state (restore or init; only then is the config
+recorded), jitted steps, the loop (log, evaluate, early stopping, checkpoint, preemption,
+non-finite and divergence guards), and the end of the run (final evaluation, summary,
+plots, samples). Running ``train`` again on the same workdir resumes from the latest
+checkpoint with the same data position and random numbers.
 """
 
 from __future__ import annotations
 
 import errno
+import math
+import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -17,17 +20,20 @@ from typing import Any
 
 import jax
 from flax import nnx
+from jax.experimental import multihost_utils
 
 from rnnlab import optim, parallel
 from rnnlab.regularizers import observe_validation
 from rnnlab.train import checkpoint as ckpt_lib
 from rnnlab.train import config as cfg_lib
-from rnnlab.train import files, inputs, integrity, nonfinite, plots, sampling, tasks
-from rnnlab.train import metrics as metrics_lib
+from rnnlab.train import divergence as divergence_lib
+from rnnlab.train import files, inputs, integrity, nonfinite, plots, record, sampling, tasks
+from rnnlab.train import lock as lock_lib
+from rnnlab.train import metric_log as metrics_lib
+from rnnlab.train import progress as progress_lib
 from rnnlab.train import sharding as sharding_lib
 from rnnlab.train import state as state_lib
 from rnnlab.train.early_stopping import EarlyStopping
-from rnnlab.train.progress import Progress
 from rnnlab.train.step import make_eval_step, make_train_step
 
 
@@ -46,8 +52,11 @@ class Run:
         *,
         source: Any = None,
         devices: Sequence[Any] | None = None,
+        read_only: bool = False,
     ):
-        """``devices``: the devices of the mesh (default: all devices of all processes)."""
+        """``devices``: the devices of the mesh (default: all devices of all processes).
+        ``read_only``: only read checkpoints (``eval``, ``sample``): a run training in the
+        same workdir keeps its checkpoint writes in progress."""
         parallel.initialize()
         self.workdir = workdir
         self.source = source if source is not None else inputs.default_source()
@@ -71,13 +80,8 @@ class Run:
         default_mode = self.task.best_mode if self.best_metric == self.task.best_metric else "min"
         self.best_mode = es.mode or default_mode
         self.main = jax.process_index() == 0
-        self.checkpoints = ckpt_lib.Checkpoints(
-            files.join(workdir, "checkpoints"),
-            keep=int(config.train.keep_checkpoints),
-            best_metric=self.best_metric,
-            best_mode=self.best_mode,
-            async_save=bool(config.train.async_checkpoints),
-        )
+        self.read_only = read_only
+        self._checkpoints: ckpt_lib.Checkpoints | None = None
         init = state_lib.initializer(config, self.info, self.tx, config.train.batch_size)
         self.abstract = jax.eval_shape(init)
         self.rules = sharding_lib.rules(config, self.mesh)
@@ -95,6 +99,22 @@ class Run:
             out_shardings=self.shardings,
             donate_argnums=0,
         )
+
+    @property
+    def checkpoints(self) -> ckpt_lib.Checkpoints:
+        """The checkpoint manager, opened on first use: orbax tidies the directory when it
+        opens it, which ``train`` must do only once it holds the workdir's lock."""
+        if self._checkpoints is None:
+            cfg = self.config
+            self._checkpoints = ckpt_lib.Checkpoints(
+                files.join(self.workdir, "checkpoints"),
+                keep=int(cfg.train.keep_checkpoints),
+                best_metric=self.best_metric,
+                best_mode=self.best_mode,
+                async_save=bool(cfg.train.async_checkpoints),
+                read_only=self.read_only,
+            )
+        return self._checkpoints
 
     # -- state ----------------------------------------------------------------------------
     def initial_state(self) -> state_lib.TrainState:
@@ -122,8 +142,8 @@ class Run:
             raise integrity.CorruptCheckpointError(
                 None,
                 f"none of the checkpoints {sorted(had)} in {self.checkpoints.directory} reads "
-                f"back intact (all moved to {ckpt_lib.CORRUPT_DIR}/); start over in another "
-                "workdir or restore one by hand",
+                f"back intact (all moved to {ckpt_lib.CORRUPT_DIR}/); rerun with --restart to "
+                "start over from step 0 (the old logs are kept), or restore one by hand",
             )
         return found
 
@@ -204,7 +224,7 @@ _WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EP
 
 
 def _fmt(metrics: dict[str, float]) -> str:
-    return ", ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items()))
+    return ", ".join(f"{k} {progress_lib.number(v)}" for k, v in sorted(metrics.items()))
 
 
 def _write_json(path: str, obj: Any) -> None:
@@ -214,12 +234,22 @@ def _write_json(path: str, obj: Any) -> None:
 Hook = Callable[[int, state_lib.TrainState], None]
 
 
+def _before(checkpoints: ckpt_lib.Checkpoints, step: int) -> str:
+    """Which checkpoint holds the parameters from before ``step``, named only if it exists."""
+    target = nonfinite.restore_target(checkpoints.all_steps(), step)
+    if target is None:
+        return f"no checkpoint was written before step {step}"
+    return f"checkpoint {target} holds the parameters from before step {step}"
+
+
 def train(
     config: cfg_lib.ConfigDict,
     workdir: str,
     *,
     source: Any = None,
     hooks: Sequence[Hook] = (),
+    loggers: Sequence[metrics_lib.Logger] = (),
+    restart: bool = False,
 ) -> dict[str, Any]:
     """Trains (or resumes) the run described by ``config`` in ``workdir``.
 
@@ -230,23 +260,62 @@ def train(
       hooks: ``hook(step, state)`` called on every process after each update, before
         logging and checkpointing (fault injection, custom probes). The state must not
         be kept: the next step donates its buffers.
+      loggers: ``logger(step, split, metrics)`` called on the main process with every
+        record written to ``metrics.jsonl`` (train windows, evaluations): forward them to
+        an experiment tracker.
+      restart: start over from step 0 even though the workdir holds a run; its
+        checkpoints, logs and summary move to ``previous/<time>/`` (nothing is deleted).
 
     Returns:
       The summary (also written to ``summary.json``).
 
     Raises:
-      ConfigError: a bad config, before any training.
-      NonFiniteError: ``train.max_nonfinite`` consecutive skipped updates.
+      ConfigError: a bad config, before any training and before the workdir is touched.
+      WorkdirLockedError: another run holds the workdir.
+      RestartRefusedError: the workdir had checkpoints and none is left (``restart``).
+      NonFiniteError, DivergenceError: the run went wrong and was stopped.
     """
     t_start = time.time()
+    run = Run(config, workdir, source=source)  # validates the config; writes nothing
+    main = run.main
+
+    def warn(text: str) -> None:
+        if main:
+            print(f"rnnlab: warning: {text}", file=sys.stderr, flush=True)
+
+    lock = lock_lib.WorkdirLock(workdir, note=warn) if main else None
+    refused: Exception | None = None
+    if lock is not None:
+        try:
+            lock.acquire()
+        except lock_lib.WorkdirLockedError as e:
+            refused = e
+    if parallel.any_process(refused is not None):  # every process stops, or none
+        raise refused or lock_lib.WorkdirLockedError(f"workdir {workdir} is in use")
+    try:
+        return _train(run, workdir, t_start, warn, hooks, loggers, restart)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train(run, workdir, t_start, warn, hooks, loggers, restart) -> dict[str, Any]:
     # ---------------------------------------------------------------- start-up
-    run = Run(config, workdir, source=source)
     cfg, main = run.config, run.main
-    if main:
-        files.makedirs(workdir)
-        _write_json(files.join(workdir, "config.json"), cfg_lib.to_dict(cfg))
-    writer = metrics_lib.MetricWriter(workdir, enabled=main)
     total = int(cfg.train.steps)
+    if restart:
+        if main:
+            moved = record.archive_for_restart(workdir, checkpoints=True)
+            warn(f"restarting from step 0; the earlier run's files are in {moved}")
+        if jax.process_count() > 1:  # the others open the checkpoints only once moved
+            multihost_utils.sync_global_devices("rnnlab_restart")
+    elif not files.is_dir(files.join(workdir, "checkpoints")) or not run.checkpoints.all_steps():
+        if record.had_checkpoints(workdir):
+            raise record.RestartRefusedError(
+                f"workdir {workdir} had checkpoints and none is left (damaged ones are in "
+                f"{files.join(workdir, record.CORRUPT_DIR)}); rerun with --restart to start "
+                "over from step 0 (the old logs move to previous/), or restore one by hand"
+            )
 
     # ---------------------------------------------------------------- state
     early = EarlyStopping(
@@ -254,6 +323,10 @@ def train(
         run.best_mode,
         patience=int(cfg.train.early_stopping.patience),
         min_delta=float(cfg.train.early_stopping.min_delta),
+    )
+    uniform = divergence_lib.uniform_loss(run.task.name, run.info)
+    diverge = divergence_lib.DivergenceGuard(
+        int(cfg.train.divergence_patience), float(cfg.train.divergence_factor), uniform
     )
     train_it = inputs.iterator(
         run.source,
@@ -264,17 +337,13 @@ def train(
         repeat=True,
     )
 
-    def warn(text: str) -> None:
-        if main:
-            print(f"rnnlab: warning: {text}", file=sys.stderr, flush=True)
-
     found = run.restore_latest(report=warn)
-    latest, lr_scale, restores, eval_pending = None, 1.0, 0, False
+    latest, lr_scale, restores, eval_pending, extra = None, 1.0, 0, False, {}
     if found is not None:
         latest, state, extra = found
         train_it.set_state(extra["data"][jax.process_index()])
         early.load(extra.get("early_stopping", {}))
-        writer.truncate_after(latest)
+        diverge.load(extra.get("divergence", {}))
         lr_scale = float(extra.get("lr_scale", 1.0))
         restores = int(extra.get("nonfinite_restores", 0))
         eval_pending = bool(extra.get("eval_pending", False))
@@ -282,19 +351,36 @@ def train(
             run.scale_lr(lr_scale)
     else:
         state = run.initial_state()
-        # Records of an earlier attempt that died before its first checkpoint are replayed.
-        writer.truncate_after(0)
     start = int(jax.device_get(state.step))
     num_params = state_lib.count_params(state.params)
     summary_path = files.join(workdir, "summary.json")
-    if start >= total and files.exists(summary_path) and not eval_pending:
-        # A finished run: report it as it ended instead of overwriting its summary.
-        writer.close()
+    ended = "completed" if start >= total else ""
+    if extra.get("stop_reason") == "early_stopping" and extra.get("steps") == total:
+        ended = "early_stopping"
+    if ended and not eval_pending and files.exists(summary_path):
+        # A finished run: report it as it ended, and leave its config as it was.
+        diff = record.changes(record.saved_config(workdir), cfg_lib.to_dict(cfg))
+        if diff:
+            warn(
+                f"the run in {workdir} ended at step {start} ({ended}); not applied: "
+                + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in list(diff.items())[:4])
+                + ". Use --extend N to train it further, or another workdir."
+            )
         run.checkpoints.close()
         return files.read_json(summary_path)
+    if main:  # the run has accepted the workdir: now its config is recorded
+        event = "restart" if restart else ("resume" if found is not None else "start")
+        diff = record.accept(workdir, cfg, start, event)
+        if found is not None:
+            for text in record.surprising(diff, cfg):
+                warn(text)
+    writer = metrics_lib.MetricWriter(
+        workdir, enabled=main, start_step=latest or 0, loggers=loggers
+    )
 
     # ---------------------------------------------------------------- steps
     train_step = run.jit_train_step()
+    meter = progress_lib.Throughput()
 
     def save(
         step: int, eval_metrics: dict[str, float] | None = None, *, eval_pending: bool = False
@@ -302,17 +388,23 @@ def train(
         extra = {
             "data": ckpt_lib.gather_json(train_it.get_state()),
             "early_stopping": early.state(),
+            "divergence": diverge.state(),
             "dataset": integrity.dataset_identity(run.info),
             "lr_scale": lr_scale,
             "nonfinite_restores": restores,
         }
         if eval_pending:  # preempted before the evaluation due at this step
             extra["eval_pending"] = True
+        if stop_reason in ("completed", "early_stopping"):  # a late kill rebuilds the summary
+            extra["stop_reason"], extra["steps"] = stop_reason, total
         if len(acc):  # between two log steps: the resumed run completes this window
             extra["train_window"] = acc.state()
-        run.checkpoints.save(step, state, extra, metrics=eval_metrics)
+        jax.block_until_ready(state)  # the steps before belong to training time
+        with meter.paused():
+            run.checkpoints.save(step, state, extra, metrics=eval_metrics)
+            writer.flush()
 
-    progress = Progress(start, total, enabled=main)
+    progress = progress_lib.Progress(start, total, enabled=main)
     if main:
         what = "resuming from step" if latest is not None else "starting at step"
         progress.write(
@@ -327,18 +419,26 @@ def train(
     # ---------------------------------------------------------------- loop
     preempt = ckpt_lib.PreemptionFlag()
     acc = metrics_lib.MeanAccumulator()
-    acc.load(extra.get("train_window", []) if found is not None else [])
-    stop_reason = "completed" if start >= total else ""
+    acc.load(extra.get("train_window", []))
+    stop_reason = ended
     last_train: dict[str, float] = {}
     last_eval: dict[str, float] = {}
     split = cfg.eval.split
-    tokens, t_log, steps_since = 0, time.perf_counter(), 0
     step = start
     guard = nonfinite.NonFiniteGuard(
         int(cfg.train.max_nonfinite), nonfinite.param_names(run.abstract.params)
     )
     nan_steps, poisoned = set(cfg.debug.nan_at_steps), set()
     grace, eval_seconds = float(cfg.train.preemption_grace_s), None
+    compiled = False  # the first call of a freshly jitted step compiles it
+    if ended and not eval_pending:
+        # Killed after its last checkpoint, before summary.json: the checkpoint's evaluation
+        # and the log's last window are the run's final metrics.
+        last_eval = dict(run.checkpoints.metrics(start) or {})
+        trains = [r for r in writer.records() if r["split"] == "train" and r["step"] <= start]
+        last = trains[-1] if trains else {}
+        last_train = {k: v for k, v in last.items() if k not in ("step", "split", "time")}
+        warn(f"summary.json was missing; rebuilt from checkpoint {start}")
     if eval_pending:  # the evaluation a preempted run deferred
         last_eval = run.evaluate(state, split)
         state = run.observe_validation(state, last_eval)
@@ -348,72 +448,96 @@ def train(
             stop_reason = "early_stopping"
         elif start >= total:
             stop_reason = "completed"
+
+    def roll_back(
+        first_bad: int, what: str, raise_error: type[Exception], fields: dict[str, Any]
+    ) -> int:
+        """Stops (raises) or restores the newest checkpoint before ``first_bad``, as
+        ``train.nonfinite_action`` says; returns the step restored."""
+        nonlocal restores, lr_scale, train_step, state, acc, compiled
+        if cfg.train.nonfinite_action == "stop" or (
+            restores >= int(cfg.train.nonfinite_max_restores)
+        ):
+            done = f" after {restores} restore(s)" if restores else ""
+            raise raise_error(
+                f"{what}{done}. {_before(run.checkpoints, first_bad)}; lower optim.lr, set "
+                "optim.clip_norm or train.nonfinite_action='restore'."
+            )
+        target = nonfinite.restore_target(run.checkpoints.all_steps(), first_bad)
+        if target is None:
+            raise raise_error(
+                f"{what}; no checkpoint before step {first_bad} is left to restore (raise "
+                "train.keep_checkpoints or lower train.checkpoint_every)."
+            )
+        run.checkpoints.wait()
+        run.checkpoints.discard_after(target)
+        restores += 1
+        lr_scale *= float(cfg.train.nonfinite_lr_factor)
+        run.scale_lr(lr_scale)
+        train_step, compiled = run.jit_train_step(), False
+        state, restored = run.restore(target)
+        train_it.set_state(restored["data"][jax.process_index()])
+        early.load(restored.get("early_stopping", {}))
+        diverge.load(restored.get("divergence", {}))
+        writer.truncate_after(target)
+        writer.write(target, "nonfinite_restore", {**fields, "lr_scale": lr_scale})
+        progress.write(
+            f"{what}; restored checkpoint {target} with the learning rate scaled by "
+            f"{lr_scale:g} (restore {restores} of {cfg.train.nonfinite_max_restores})"
+        )
+        acc = metrics_lib.MeanAccumulator()
+        acc.load(restored.get("train_window", []))
+        meter.reset()
+        guard.reset()
+        diverge.reset_streak()
+        return target
+
     try:
         while step < total and not stop_reason:
             batch = next(train_it)
             if step + 1 in nan_steps and step + 1 not in poisoned:
                 poisoned.add(step + 1)
                 batch = nonfinite.poison(batch, step + 1)
-            tokens += inputs.tokens_in(batch, jax.process_count())
-            state, m = train_step(state, inputs.to_global(batch, run.mesh))
+            meter.add(inputs.tokens_in(batch, jax.process_count()))
+            if compiled:
+                state, m = train_step(state, inputs.to_global(batch, run.mesh))
+            else:
+                with meter.paused():  # compilation is no training
+                    state, m = train_step(state, inputs.to_global(batch, run.mesh))
+                compiled = True
             step += 1
-            steps_since += 1
             guard.add(step, m)
             acc.add(m)
-            for hook in hooks:
-                hook(step, state)
-            if _is_due(step, int(cfg.train.log_every), total):
+            if hooks:
+                with meter.paused():
+                    for hook in hooks:
+                        hook(step, state)
+            log_now = _is_due(step, int(cfg.train.log_every), total)
+            if log_now:
                 last_train = acc.result()
-                elapsed = time.perf_counter() - t_log
-                last_train["steps_per_second"] = steps_since / elapsed
-                last_train["tokens_per_second"] = tokens / elapsed
-                last_train["step_time"] = elapsed / steps_since
-                tokens, t_log, steps_since = 0, time.perf_counter(), 0
+                last_train.update(meter.result())
                 writer.write(step, "train", last_train)
                 progress.update(step, last_train)
-            if guard.due() or _is_due(step, int(cfg.train.log_every), total):
+            if guard.due() or log_now:
                 streak = guard.check()
                 if streak is not None:
-                    if cfg.train.nonfinite_action == "stop" or (
-                        restores >= int(cfg.train.nonfinite_max_restores)
-                    ):
-                        done = f" after {restores} restore(s)" if restores else ""
-                        raise NonFiniteError(
-                            f"{streak.describe()}{done}. The last checkpoint before step "
-                            f"{streak.first} holds the parameters before them; lower optim.lr, "
-                            "set optim.clip_norm or train.nonfinite_action='restore'."
-                        )
-                    target = nonfinite.restore_target(run.checkpoints.all_steps(), streak)
-                    if target is None:
-                        raise NonFiniteError(
-                            f"{streak.describe()}; no checkpoint before step {streak.first} is "
-                            "left to restore (raise train.keep_checkpoints or lower "
-                            "train.checkpoint_every)."
-                        )
-                    run.checkpoints.wait()
-                    run.checkpoints.discard_after(target)
-                    restores += 1
-                    lr_scale *= float(cfg.train.nonfinite_lr_factor)
-                    run.scale_lr(lr_scale)
-                    train_step = run.jit_train_step()
-                    state, extra = run.restore(target)
-                    train_it.set_state(extra["data"][jax.process_index()])
-                    early.load(extra.get("early_stopping", {}))
-                    writer.truncate_after(target)
-                    writer.write(
-                        target,
-                        "nonfinite_restore",
-                        {"first": streak.first, "last": streak.last, "lr_scale": lr_scale},
+                    step = roll_back(
+                        streak.first,
+                        streak.describe(),
+                        NonFiniteError,
+                        {"first": streak.first, "last": streak.last},
                     )
-                    progress.write(
-                        f"{streak.describe()}; restored checkpoint {target} with the learning "
-                        f"rate scaled by {lr_scale:g} (restore {restores} of "
-                        f"{cfg.train.nonfinite_max_restores})"
+                    continue
+            if log_now:
+                found_div = diverge.update(step, float(last_train.get("loss", math.nan)))
+                if found_div is not None:
+                    window_start = found_div.first - int(cfg.train.log_every) + 1
+                    step = roll_back(
+                        max(window_start, 1),
+                        found_div.describe(),
+                        divergence_lib.DivergenceError,
+                        {"first": window_start, "last": found_div.last, "diverged": 1},
                     )
-                    step, acc = target, metrics_lib.MeanAccumulator()
-                    acc.load(extra.get("train_window", []))
-                    tokens, t_log, steps_since = 0, time.perf_counter(), 0
-                    guard.reset()
                     continue
             # All processes must agree, or some would enter the save while others step on.
             preempted = bool(
@@ -428,17 +552,16 @@ def train(
             )
             eval_metrics = None
             if _is_due(step, int(cfg.train.eval_every), total) and not defer:
-                t_eval = time.perf_counter()
-                last_eval = run.evaluate(state, split)
-                # Before the save, so the checkpoint holds the trigger's view of this loss.
-                state = run.observe_validation(state, last_eval)
-                eval_seconds = time.perf_counter() - t_eval
+                jax.block_until_ready(state)
+                with meter.paused():
+                    t_eval = time.perf_counter()
+                    last_eval = run.evaluate(state, split)
+                    # Before the save, so the checkpoint holds the trigger's view of this loss.
+                    state = run.observe_validation(state, last_eval)
+                    eval_seconds = time.perf_counter() - t_eval
                 eval_metrics = last_eval
                 writer.write(step, split, last_eval)
-                progress.write(
-                    f"step {step}: {split} "
-                    + ", ".join(f"{k} {v:.4f}" for k, v in sorted(last_eval.items()))
-                )
+                progress.write(f"step {step}: {split} " + _fmt(last_eval))
                 if early.update(step, last_eval):
                     stop_reason = "early_stopping"
                     progress.write(
@@ -446,20 +569,22 @@ def train(
                         f"by {early.min_delta} for {early.patience} evaluations "
                         f"(best {early.best:.4f} at step {early.best_step})"
                     )
+            if stop_reason == "" and step >= total and not preempted:
+                stop_reason = "completed"
             if preempted:
                 pending = defer and _is_due(step, int(cfg.train.eval_every), total)
                 save(step, eval_metrics, eval_pending=pending)
                 run.checkpoints.wait()
-                stop_reason = "preempted"
+                interrupted = preempt.signum == signal.SIGINT
+                stop_reason = "interrupted" if interrupted else "preempted"
+                what = "interrupted" if interrupted else "preempted"
                 progress.write(
-                    f"preempted at step {step}: checkpoint saved {preempt.elapsed():.1f} s after "
+                    f"{what} at step {step}: checkpoint saved {preempt.elapsed():.1f} s after "
                     f"the signal (grace period {grace:g} s); rerun to resume"
                 )
             elif eval_metrics is not None or _is_due(step, int(cfg.train.checkpoint_every), total):
                 save(step, eval_metrics)
-            if stop_reason == "" and step >= total:
-                stop_reason = "completed"
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # a second Ctrl-C, or one outside the loop's polling
         save(step)
         run.checkpoints.wait()
         progress.close()
@@ -484,6 +609,7 @@ def train(
     progress.close()
 
     # ---------------------------------------------------------------- end of run
+    stopped_early = stop_reason in ("preempted", "interrupted")
     summary = {
         "steps": step,
         "stop_reason": stop_reason,
@@ -497,7 +623,9 @@ def train(
         "workdir": files.absolute(workdir),
         "plots": files.join(files.absolute(workdir), "plots"),
     }
-    if stop_reason != "preempted" and run.task.name == "lm" and cfg.sample.length > 0:
+    if ended and not eval_pending:
+        summary["rebuilt_from_checkpoint"] = start
+    if not stopped_early and run.task.name == "lm" and cfg.sample.length > 0:
         # Restoring and gathering sharded parameters are collectives: every process joins.
         best = run.checkpoints.best_step()
         params_state = state if best is None or best == step else run.restore(best)[0]
@@ -507,16 +635,16 @@ def train(
             text = sampling.sample_text(run, params_state.replace(params=host[0], rest=host[1]))
             files.write_text(files.join(workdir, "samples.txt"), text + "\n")
             summary["sample"] = text
-    if stop_reason != "preempted" and run.task.report is not None:
+    if not stopped_early and run.task.report is not None:
         # The task's end-of-run report (baselines, decoded examples, figures) on the best
         # checkpoint; every process joins, as it may evaluate.
         best = run.checkpoints.best_step()
         report_state = state if best is None or best == step else run.restore(best)[0]
         report_state = run.eval_state(report_state)
         summary["report"] = run.task.report(run, report_state, workdir)
-    if main and stop_reason != "preempted":
+    writer.close()
+    if main and not stopped_early:
         plots.plot_workdir(workdir)
     if main:
         _write_json(files.join(workdir, "summary.json"), summary)
-    writer.close()
     return summary

@@ -19,7 +19,7 @@ from collections import defaultdict
 from typing import Any
 
 from rnnlab.train import files
-from rnnlab.train import metrics as metrics_lib
+from rnnlab.train import metric_log as metrics_lib
 
 _SKIP = {"step", "split", "time", "lr", "grad_norm", "clipped_grad_norm", "clipped"}
 _NOT_CURVES = {"steps_per_second", "tokens_per_second", "step_time", "nonfinite", "epoch"}
