@@ -33,7 +33,7 @@ import importlib.metadata
 import re
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 COMMAND_MODULES: tuple[str, ...] = ("rnnlab.cli.commands", "rnnlab.cli.diagnose")
 
@@ -62,23 +62,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def quiet_third_party() -> None:
+def quiet_third_party() -> Callable[[], None]:
     """Silences the logs of orbax, absl, TFDS and asyncio and the tracebacks of background
-    threads: their failures reach the user as rnnlab's one-line errors instead."""
+    threads: their failures reach the user as rnnlab's one-line errors instead. Returns a
+    function that puts everything back (for callers of :func:`main` in a larger program)."""
     import logging
     import threading
 
-    logging.getLogger().setLevel(logging.CRITICAL)
-    for name in ("absl", "asyncio", "orbax", "jax", "tensorflow", "tensorflow_datasets"):
+    names = ("", "absl", "asyncio", "orbax", "jax", "tensorflow", "tensorflow_datasets")
+    levels = {name: logging.getLogger(name).level for name in names}
+    hooks = threading.excepthook, sys.unraisablehook
+    for name in names:
         logging.getLogger(name).setLevel(logging.CRITICAL)
+    absl_level = None
     try:
         from absl import logging as absl_logging
 
+        absl_level = absl_logging.get_verbosity()
         absl_logging.set_verbosity(absl_logging.FATAL)
     except ImportError:
         pass
     threading.excepthook = lambda args: None
     sys.unraisablehook = lambda unraisable: None
+
+    def restore() -> None:
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
+        if absl_level is not None:
+            absl_logging.set_verbosity(absl_level)
+        threading.excepthook, sys.unraisablehook = hooks
+
+    return restore
 
 
 _NOISE = (
@@ -110,8 +124,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     verbose = "--verbose" in argv
     argv = [a for a in argv if a != "--verbose"]
-    if not verbose:
-        quiet_third_party()
+    restore = (lambda: None) if verbose else quiet_third_party()
+    try:
+        return _main(argv, verbose)
+    finally:
+        restore()
+
+
+def _main(argv: list[str], verbose: bool) -> int:
     from rnnlab.train.config import ConfigError, split_argv
 
     try:

@@ -70,11 +70,14 @@ class WorkdirLock:
     """
 
     def __init__(self, workdir: str, *, note: Callable[[str], None] = print):
-        self.path = files.join(workdir, LOCK_FILE)
+        self._remote = files.is_remote(workdir)
+        # Remote paths are joined as text: fsspec, not etils, opens them here.
+        self.path = (
+            f"{workdir.rstrip('/')}/{LOCK_FILE}" if self._remote else files.join(workdir, LOCK_FILE)
+        )
         self.workdir = workdir
         self.note = note
         self._fd: int | None = None
-        self._remote = "://" in str(workdir)
         self.held = False
 
     def refused(self, holder: dict[str, Any]) -> WorkdirLockedError:
@@ -86,10 +89,10 @@ class WorkdirLock:
 
     def acquire(self) -> WorkdirLock:
         """Takes the lock or raises :class:`WorkdirLockedError`."""
-        files.makedirs(self.workdir)
-        if self._remote:
+        if self._remote:  # object stores have no folders to create
             self._acquire_remote()
         else:
+            files.makedirs(self.workdir)
             self._acquire_local()
         self.held = True
         return self

@@ -120,8 +120,8 @@ class Throughput:
       clock: seconds, monotonic (``time.perf_counter``; tests pass a fake one).
     """
 
-    def __init__(self, clock: Callable[[], float] = time.perf_counter):
-        self.clock = clock
+    def __init__(self, clock: Callable[[], float] | None = None):
+        self.clock = clock or (lambda: time.perf_counter())  # looked up at each reading
         self.reset()
 
     def reset(self) -> None:
