@@ -217,7 +217,9 @@ class Checkpoints:
                 self.directory / str(step) / "state"
             )
         except Exception as e:
-            raise CorruptCheckpointError(step, f"array metadata unreadable: {e}") from e
+            raise CorruptCheckpointError(
+                step, f"array metadata unreadable: {describe_error(e, 300)}"
+            ) from e
         saved = {path_str(p): (tuple(x.shape), str(x.dtype)) for p, x in _flat(saved_tree)}
         now = {path_str(p): (tuple(x.shape), str(x.dtype)) for p, x in _flat(abstract_state)}
         if saved == now:
@@ -386,6 +388,8 @@ class PreemptionFlag:
 
 
 _SPEC = re.compile(r"\s*\[tensorstore_spec='.*?'\]", re.S)
+# Reprs that some bindings put in their messages (pybind11's bound methods, objects).
+_REPRS = re.compile(r"<bound method [^<>]*(?:<[^<>]*>)?[^<>]*>|<[\w.]+ object at 0x[0-9a-f]+>")
 _OS_CODE = re.compile(r"os_error_code='?(\d+)")
 
 
@@ -395,7 +399,7 @@ def describe_error(cause: BaseException, limit: int = 400) -> str:
     device``) kept even where the cut would lose it. orbax's messages can run to many
     kilobytes over several lines; the user needs the reason and the path."""
     raw = str(cause)
-    text = " ".join(_SPEC.sub("", raw).split())
+    text = " ".join(_REPRS.sub("", _SPEC.sub("", raw)).split())
     if len(text) > limit:
         text = text[:limit] + " ..."
     reasons = [os.strerror(int(c)) for c in _OS_CODE.findall(raw)]
