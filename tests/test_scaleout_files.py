@@ -82,10 +82,12 @@ def test_metric_log_config_and_plots_write_to_gs(gcs):
     for step, loss in ((1, 2.0), (2, 1.5), (3, float("nan"))):
         writer.write(step, "train", {"loss": loss, "grad_norm": 1.0 / step, "lr": 0.01})
     writer.write(2, "validation", {"loss": 1.7})
+    writer.close()  # on gs:// the log is rewritten in batches: at flush, close, checkpoints
     # A resumed run from step 2 drops what came later, then logs again.
     resumed = metrics_lib.MetricWriter(WORKDIR, tensorboard=False)
     resumed.truncate_after(2)
     resumed.write(3, "train", {"loss": 1.2, "grad_norm": 0.3, "lr": 0.01})
+    resumed.close()
     records = metrics_lib.read(files.join(WORKDIR, "metrics.jsonl"))
     assert [(r["step"], r["split"]) for r in records] == [
         (1, "train"),

@@ -123,8 +123,8 @@ def bad_command_line(suite: Suite) -> Result:
 
 
 def other_dataset(suite: Suite, base: Path) -> Result:
-    """Resuming an austen run on another corpus (another vocabulary): refused with a message
-    naming the vocabulary, the checkpoints left where they are."""
+    """Resuming an austen run on another corpus (another vocabulary): refused as bad input
+    (exit 2) with a message naming the vocabulary, the checkpoints left where they are."""
     res = Result("vocabulary mismatch on resume")
     workdir = suite.fresh("othervocab")
     shutil.copytree(base, workdir)
@@ -141,7 +141,7 @@ def other_dataset(suite: Suite, base: Path) -> Result:
     message = bool(re.search(r"trained on another dataset.*vocab", out.output))
     kept = committed_steps(workdir) == committed_steps(base)
     kept = kept and not (workdir / "corrupt_checkpoints").exists()
-    res.add(out.returncode == 1 and kept, lost=not kept, message=message, note=out.output[-500:])
+    res.add(out.returncode == 2 and kept, lost=not kept, message=message, note=out.output[-500:])
     return res
 
 
