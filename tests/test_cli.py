@@ -184,6 +184,8 @@ def test_list_shows_experiments_and_their_variants(capsys):
     assert "Character-level LSTM language model on Jane Austen" in out
     assert '``"small"``: a CI-sized run of the same model' in out
     assert "faults" in out and "rows" not in out.split()  # helpers without get_config
+    ctc = next(line for line in out.splitlines()[1:] if '"librispeech"' in line)
+    assert '"small"' in ctc  # "One of :data:`VARIANTS`" is spelt out
 
 
 def test_dry_run_prints_config_and_parameters_per_layer_without_training(tmp_path, env, capsys):

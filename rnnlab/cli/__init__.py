@@ -150,6 +150,11 @@ def _main(argv: list[str], verbose: bool) -> int:
     except KeyboardInterrupt:
         print("rnnlab: interrupted", file=sys.stderr)
         return INTERRUPTED
+    except BrokenPipeError:  # `rnnlab list | head`: the reader has gone, nothing to say
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as e:
         if verbose:
             traceback.print_exc()

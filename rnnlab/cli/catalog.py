@@ -50,8 +50,28 @@ def experiments(directory: str) -> list[Experiment]:
         doc = ast.get_docstring(tree) or ""
         title = _one_line(doc.split("\n\n", 1)[0]) if doc else ""
         variants = _one_line(ast.get_docstring(get_config) or "")
+        named = _literal(tree, "VARIANTS")
+        if named and "VARIANTS" in variants:  # "One of :data:`VARIANTS`": list them
+            variants += " " + ", ".join(f'"{v}"' for v in named)
         out.append(Experiment(path.stem, os.fspath(path), title, variants))
     return out
+
+
+def _literal(tree: ast.Module, name: str) -> list[str]:
+    """The keys (or items) of a module-level literal ``name = ...``, as strings."""
+    for node in tree.body:
+        targets = node.targets if isinstance(node, ast.Assign) else []
+        if isinstance(node, ast.AnnAssign):
+            targets = [node.target]
+        if any(isinstance(t, ast.Name) and t.id == name for t in targets) and node.value:
+            if isinstance(node.value, ast.Dict):
+                keys = node.value.keys
+            elif isinstance(node.value, ast.Tuple | ast.List):
+                keys = node.value.elts
+            else:
+                return []
+            return [k.value for k in keys if isinstance(k, ast.Constant)]
+    return []
 
 
 def render(entries: list[Experiment]) -> str:
