@@ -121,6 +121,7 @@ def _status(error: BaseException) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the command line; returns the exit status (module docstring)."""
+    as_command = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     verbose = "--verbose" in argv
     argv = [a for a in argv if a != "--verbose"]
@@ -128,7 +129,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _main(argv, verbose)
     finally:
-        restore()
+        # The command stays quiet until the interpreter exits (orbax's coroutines are
+        # collected then); a caller in a larger program gets its logging back.
+        if not as_command:
+            restore()
 
 
 def _main(argv: list[str], verbose: bool) -> int:
