@@ -227,7 +227,8 @@ def _train(run, workdir, t_start, warn, hooks, loggers, restart) -> dict[str, An
         jax.block_until_ready(state)  # the steps before belong to training time
         with meter.paused():
             run.checkpoints.save(step, state, extra, metrics=eval_metrics)
-            writer.flush()
+            if writer.remote:  # the batched gs:// log is written through with each checkpoint
+                writer.flush()
 
     progress = progress_lib.Progress(start, total, enabled=main)
     if main:
