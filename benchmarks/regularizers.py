@@ -1,6 +1,6 @@
 """Per-step cost of each recurrent regulariser against the plain layer.
 
-One LSTM layer (:class:`rnnlab.regularizers.RegularizedStackedRNN`), one jitted training
+One LSTM layer (:class:`rnnlab.layers.StackedRNN`), one jitted training
 step each (forward, backward, SGD update; loss ``mean(y^2)`` plus AR/TAR where enabled),
 float32. The default shape is config A of the performance baselines scaled down by two in
 every dimension (batch 16, time 64, input 64, hidden 128). Variants are timed in
@@ -21,15 +21,15 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from rnnlab import fused
-from rnnlab.regularizers import Regularization, RegularizedStackedRNN, prepare_layer
+from rnnlab.layers import StackedRNN, fused_path
+from rnnlab.regularizers import Regularization, prepare_layer
 
 DEFAULT_SHAPE = dict(batch=16, time=64, input=64, hidden=128)
 
 VARIANTS: dict[str, Regularization] = {
     "plain": Regularization(),
-    # The same plain layer forced onto the step-by-step scan: the baseline of the techniques
-    # that need the scan (recurrent masks, zoneout), which the fused LSTM/GRU path lacks.
+    # The same plain layer forced onto the step-by-step scan: the baseline of the technique
+    # that needs the scan (zoneout); recurrent masks and weight drop run fused.
     "plain_scan": Regularization(),
     "dropout_in_out": Regularization(input_dropout=0.3, output_dropout=0.3),
     "variational_in_out": Regularization(input_dropout=0.3, output_dropout=0.3, variational=True),
@@ -46,7 +46,7 @@ VARIANTS: dict[str, Regularization] = {
 
 def _train_step(name: str, shape: dict, cell: str):
     reg = VARIANTS[name]
-    model = RegularizedStackedRNN(
+    model = StackedRNN(
         shape["input"],
         shape["hidden"],
         1,
@@ -61,7 +61,7 @@ def _train_step(name: str, shape: dict, cell: str):
         rnn, reg, batch_shape=(shape["batch"],), num_steps=shape["time"], rngs=jax.random.key(0),
         deterministic=False,
     )  # fmt: skip
-    why = fused.unsupported_reason(
+    why = fused_path.unsupported_reason(
         rnn.cell,
         plan.params or rnn.cell.cell_params(),
         step_transform=plan.step_transform,

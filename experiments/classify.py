@@ -87,7 +87,7 @@ def get_config(arg: str = "japanese_vowels,attention") -> ml_collections.ConfigD
     c.train.checkpoint_every = 250
     c.train.stateful = False
 
-    # Read by the end-of-run report (rnnlab.models.reports).
+    # Read by the end-of-run report (rnnlab.tasks).
     c.report = ml_collections.ConfigDict({"split": "test"})
 
     if small:

@@ -1,6 +1,6 @@
 """Speech-style recognition with CTC: digit strings made of MNIST-1D signals, no alignments.
 
-Data (``mnist1d_digits``, generated locally by rnnlab.models.synthetic_tasks): each
+Data (``mnist1d_digits``, generated locally by rnnlab.data.generated): each
 utterance concatenates the 40-step MNIST-1D signals (Greydanus 2020) of 1 to 5 digits with
 gaps of 0 to 8 near-silent steps; the label is the digit string. The recogniser never sees
 where a digit starts: CTC (Graves et al. 2006) sums over every alignment. Training
@@ -79,7 +79,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.train.stateful = False
     c.eval.batch_size = 128
 
-    # Read by the end-of-run report (rnnlab.models.reports): prefix beam search on up to
+    # Read by the end-of-run report (rnnlab.tasks): prefix beam search on up to
     # max_examples utterances of the split.
     c.report = ml_collections.ConfigDict({"split": "test", "max_examples": 1000})
 

@@ -6,7 +6,7 @@ The score is MASE (Hyndman & Koehler 2006): MAE divided by the in-sample MAE of 
 seasonal-naive forecast on the training series (period 52 weeks for co2, 11 years for
 sunspots). Below 1 beats that scale.
 
-Baselines computed in the same run, on the same test windows (``rnnlab.models.baselines``,
+Baselines computed in the same run, on the same test windows (``rnnlab.tasks.forecast_baselines``,
 at the end of training): the seasonal-naive forecast, a statsmodels ARIMA (co2: with
 Fourier terms for the 52-week season; sunspots: AR(9)) and a statsmodels exponential
 smoothing model (ETS with additive error, Hyndman et al. 2008), both fitted on the training
@@ -130,7 +130,7 @@ def get_config(arg: str = "co2") -> ml_collections.ConfigDict:
     c.train.early_stopping.mode = "min"
     c.eval.batch_size = 64
 
-    # Read at the end of the run by rnnlab.models.reports (the split) and baselines.
+    # Read at the end of the run by rnnlab.tasks (the split) and baselines.
     c.report = ml_collections.ConfigDict({"split": "test"})
     c.baselines = ml_collections.ConfigDict(
         {

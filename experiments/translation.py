@@ -81,7 +81,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.train.early_stopping.mode = "max"
     c.eval.batch_size = 128
 
-    # Read by the end-of-run report (rnnlab.models.reports).
+    # Read by the end-of-run report (rnnlab.tasks).
     c.report = ml_collections.ConfigDict({"split": "test"})
 
     if arg == "wmt":

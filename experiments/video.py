@@ -1,6 +1,6 @@
 """Next-frame prediction on moving digits with a ConvLSTM encoder-forecaster.
 
-Data (``moving_digits``, generated locally by rnnlab.models.synthetic_tasks): scikit-learn's
+Data (``moving_digits``, generated locally by rnnlab.data.generated): scikit-learn's
 8x8 handwritten digits bouncing inside a square canvas, Moving-MNIST style (Srivastava et
 al. 2015); the model sees ``seq_len`` frames and predicts the next ``horizon``. Digits of
 the validation and test sequences are images the training sequences never use.
@@ -79,7 +79,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.train.stateful = False
     c.eval.batch_size = 64
 
-    # Read by the end-of-run report (rnnlab.models.reports).
+    # Read by the end-of-run report (rnnlab.tasks).
     c.report = ml_collections.ConfigDict({"split": "test"})
 
     if arg == "large":

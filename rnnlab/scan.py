@@ -73,7 +73,7 @@ def reverse_valid(xs: Any, seq_lengths: jax.Array | None) -> Any:
     return jax.tree.map(gather, xs)
 
 
-def _reverse_resets(resets: jax.Array, seq_lengths: jax.Array | None) -> jax.Array:
+def reverse_resets(resets: jax.Array, seq_lengths: jax.Array | None) -> jax.Array:
     """Reset flags for a reversed pass: a segment that starts at ``t+1`` ends at ``t``.
 
     Walking backwards, the state must restart on the last step of every segment, that is on
@@ -99,6 +99,7 @@ def masked_scan(
     reverse: bool = False,
     unroll: int = 1,
     remat: RematPolicy = None,
+    extras: bool = False,
 ) -> tuple[Carry, Any]:
     """Runs ``step`` over time-major ``xs`` with padding, resets and reversal.
 
@@ -126,15 +127,19 @@ def masked_scan(
       unroll: how many steps ``lax.scan`` unrolls per iteration.
       remat: rematerialise the step in the backward pass: ``"full"`` keeps only carries,
         ``"dots_saveable"`` keeps matmul results, ``None`` / ``"none"`` keeps everything.
+      extras: the step returns ``(carry, (y_t, e_t))`` where ``e_t`` is a per-step value
+        that is not per example (e.g. the batch statistics of a batch-normalised cell):
+        it is neither masked nor reordered.
 
     Returns:
-      ``(final_carry, ys)`` with ``ys`` time-major like ``xs``.
+      ``(final_carry, ys)`` with ``ys`` time-major like ``xs``; with ``extras``
+      ``(final_carry, (ys, es))`` where ``es`` is stacked in processing order.
     """
     num_steps = jax.tree.leaves(xs)[0].shape[0]
     reset_carry = init_carry if reset_carry is None else reset_carry
     if reverse:
         if resets is not None:
-            resets = _reverse_resets(resets, seq_lengths)
+            resets = reverse_resets(resets, seq_lengths)
         xs = reverse_valid(xs, seq_lengths)
     mask = None if seq_lengths is None else valid_mask(seq_lengths, num_steps)
 
@@ -142,11 +147,13 @@ def masked_scan(
         x_t, m_t, r_t = inputs
         state = carry if r_t is None else tree_where(r_t, reset_carry, carry)
         new_carry, y_t = step(state, x_t)
+        if extras:
+            y_t, e_t = y_t
         if m_t is not None:
             # Padding leaves the carry untouched, including any reset flagged there.
             new_carry = tree_where(m_t, new_carry, carry)
             y_t = jax.tree.map(lambda y: jnp.where(_expand_to(m_t, y), y, jnp.zeros_like(y)), y_t)
-        return new_carry, y_t
+        return new_carry, ((y_t, e_t) if extras else y_t)
 
     if remat not in (None, "none"):
         if remat not in _POLICIES:
@@ -154,9 +161,11 @@ def masked_scan(
         body = jax.checkpoint(body, policy=_POLICIES[remat], prevent_cse=False)
 
     carry, ys = jax.lax.scan(body, init_carry, (xs, mask, resets), unroll=unroll)
+    if extras:
+        ys, es = ys
     if reverse:
         ys = reverse_valid(ys, seq_lengths)
-    return carry, ys
+    return carry, ((ys, es) if extras else ys)
 
 
 def linear_scan(

@@ -51,15 +51,20 @@ def simple_step(p, h, x, activation="tanh"):
     return h, h
 
 
-def lstm_step(p, carry, x):
+def lstm_step(p, carry, x, rec_mask=None, upd_mask=None):
+    """One LSTM(P) step; ``rec_mask`` scales ``h`` where it meets ``W_hh`` (Gal), ``upd_mask``
+    the candidate ``tanh(g)`` (Semeniuta)."""
     c, h = carry
     size = c.shape[-1]
+    h_rec = h if rec_mask is None else h * rec_mask
 
     def gate(k):
         cols = slice(k * size, (k + 1) * size)
-        return x @ p["kernel_ih"][:, cols] + h @ p["kernel_hh"][:, cols] + p["bias"][cols]
+        return x @ p["kernel_ih"][:, cols] + h_rec @ p["kernel_hh"][:, cols] + p["bias"][cols]
 
     i, f, g, o = sigmoid(gate(0)), sigmoid(gate(1)), np.tanh(gate(2)), sigmoid(gate(3))
+    if upd_mask is not None:
+        g = g * upd_mask
     c = f * c + i * g
     h = o * np.tanh(c)
     if "kernel_proj" in p:
@@ -67,16 +72,20 @@ def lstm_step(p, carry, x):
     return (c, h), h
 
 
-def gru_step(p, h, x, reset_after=True):
+def gru_step(p, h, x, reset_after=True, rec_mask=None, upd_mask=None):
+    """One GRU step; ``rec_mask`` scales ``h`` inside the gates only, ``upd_mask`` scales ``n``."""
     size = h.shape[-1]
     w, u, b_i, b_h = p["kernel_ih"], p["kernel_hh"], p["bias_ih"], p["bias_hh"]
     s = [slice(k * size, (k + 1) * size) for k in range(3)]
-    r = sigmoid(x @ w[:, s[0]] + b_i[s[0]] + h @ u[:, s[0]] + b_h[s[0]])
-    z = sigmoid(x @ w[:, s[1]] + b_i[s[1]] + h @ u[:, s[1]] + b_h[s[1]])
+    hr = h if rec_mask is None else h * rec_mask
+    r = sigmoid(x @ w[:, s[0]] + b_i[s[0]] + hr @ u[:, s[0]] + b_h[s[0]])
+    z = sigmoid(x @ w[:, s[1]] + b_i[s[1]] + hr @ u[:, s[1]] + b_h[s[1]])
     if reset_after:
-        n = np.tanh(x @ w[:, s[2]] + b_i[s[2]] + r * (h @ u[:, s[2]] + b_h[s[2]]))
+        n = np.tanh(x @ w[:, s[2]] + b_i[s[2]] + r * (hr @ u[:, s[2]] + b_h[s[2]]))
     else:
-        n = np.tanh(x @ w[:, s[2]] + b_i[s[2]] + (r * h) @ u[:, s[2]] + b_h[s[2]])
+        n = np.tanh(x @ w[:, s[2]] + b_i[s[2]] + (r * hr) @ u[:, s[2]] + b_h[s[2]])
+    if upd_mask is not None:
+        n = n * upd_mask
     h = (1.0 - z) * n + z * h
     return h, h
 
@@ -121,7 +130,9 @@ def run_sequence(step, carry0, xs, length=None, reverse=False, resets=None, rese
     With ``reverse`` the valid part is processed from ``length - 1`` down to 0. ``resets[t]``
     marks the first step of a segment; whenever the step being processed lies in another
     segment than the previous one, the state restarts from ``reset_carry`` (default
-    ``carry0``).
+    ``carry0``). Going forwards, a flag on step 0 restarts too (the carry came from an
+    earlier batch of a stream and a new segment starts here); going backwards the first step
+    processed is a segment's last, and nothing restarts there.
     """
     reset_carry = carry0 if reset_carry is None else reset_carry
     num_steps = xs.shape[0]
@@ -132,6 +143,8 @@ def run_sequence(step, carry0, xs, length=None, reverse=False, resets=None, rese
     for t in order:
         if previous is not None and segment[t] != segment[previous]:
             carry = reset_carry
+        if previous is None and not reverse and resets is not None and resets[t]:
+            carry = reset_carry
         carry, outputs[t] = step(carry, xs[t])
         previous = t
     out_size = np.shape(step(carry0, xs[0])[1])[-1]
@@ -141,17 +154,22 @@ def run_sequence(step, carry0, xs, length=None, reverse=False, resets=None, rese
     return carry, ys
 
 
-def run_batch(step, carries0, xs, lengths=None, reverse=False, resets=None):
-    """:func:`run_sequence` for each row of ``xs[B, T, F]``; returns ``(stacked carry, ys)``."""
+def run_batch(step, carries0, xs, lengths=None, reverse=False, resets=None, reset_carries=None):
+    """:func:`run_sequence` for each row of ``xs[B, T, F]``; returns ``(stacked carry, ys)``.
+
+    ``step`` is one step function or a list of one per row (e.g. per-row dropout masks);
+    ``reset_carries`` a list of per-row reset carries (default: each row's ``carries0``).
+    """
     carries, ys = [], []
     for b in range(xs.shape[0]):
         carry, y = run_sequence(
-            step,
+            step[b] if isinstance(step, list) else step,
             carries0[b],
             np.asarray(xs[b], np.float64),
             None if lengths is None else lengths[b],
             reverse,
             None if resets is None else resets[b],
+            None if reset_carries is None else reset_carries[b],
         )
         carries.append(carry)
         ys.append(y)

@@ -17,7 +17,6 @@ from rnn_reference import randomize
 
 import rnnlab
 from rnnlab.cells import (
-    BNLSTM,
     BNLSTMCell,
     IndRNNCell,
     LayerNormGRUCell,
@@ -25,6 +24,7 @@ from rnnlab.cells import (
     OrthogonalCell,
     make_cell,
 )
+from rnnlab.layers import BNLSTM
 
 B, IN, H, T = 3, 4, 5, 6
 

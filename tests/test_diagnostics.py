@@ -14,7 +14,7 @@ from rnn_reference import randomize, step_fn
 import rnnlab
 from rnnlab import diagnostics
 from rnnlab.cells import GRUCell, LRUCell, LSTMCell, OrthogonalCell, SimpleCell
-from rnnlab.linear_layers import LinearRecurrence
+from rnnlab.layers import LinearRecurrence
 
 B, IN, H, T = 2, 3, 4, 5
 

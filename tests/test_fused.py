@@ -10,7 +10,8 @@ from flax import nnx
 
 import rnnlab
 import rnnlab.fused
-from rnnlab.fused import GRUOptions, LSTMOptions
+import rnnlab.layers.fused_path
+from rnnlab.fused import FusedOptions
 
 B, T, F, H = 3, 7, 5, 4
 LENGTHS = np.array([7, 4, 0], np.int32)
@@ -91,7 +92,7 @@ def test_recompute_matches_saved_gates(kind, chunk):
     xs = jnp.moveaxis(inputs(), 1, 0)
     carry = random_carry(cell)
     mask = jnp.asarray(np.arange(T)[:, None] < LENGTHS[None])
-    options = LSTMOptions if kind == "lstm" else GRUOptions
+    options = FusedOptions
     seq = rnnlab.fused.lstm_sequence if kind == "lstm" else rnnlab.fused.gru_sequence
 
     def value_and_grads(opts):
@@ -118,7 +119,7 @@ def test_every_option_matches_scan(kind, options):
     xs = jnp.moveaxis(inputs(), 1, 0)
     carry = random_carry(cell)
     mask = jnp.asarray(np.arange(T)[:, None] < LENGTHS[None])
-    opts = (LSTMOptions if kind == "lstm" else GRUOptions)(**options)
+    opts = FusedOptions(**options)
     seq = rnnlab.fused.lstm_sequence if kind == "lstm" else rnnlab.fused.gru_sequence
 
     def fused(params, xs, carry):
@@ -158,8 +159,8 @@ def test_remat_layer_recomputes_and_matches_scan():
     sgraph, sparams = nnx.split(scan_layer)
     f = lambda g: lambda p: jnp.sum(jnp.sin(nnx.merge(g, p)(x, initial_carry=carry)))
     assert_trees_close(jax.grad(f(graphdef))(params), jax.grad(f(sgraph))(sparams))
-    opts = rnnlab.fused.default_options(cell, "full")
-    assert opts.recompute and opts.chunk == rnnlab.fused.REMAT_CHUNK
+    opts = rnnlab.layers.fused_path.default_options(cell, "full")
+    assert opts.recompute and opts.chunk == rnnlab.layers.fused_path.REMAT_CHUNK
 
 
 def test_bfloat16_compute_keeps_float32_carries_and_tracks_scan():
@@ -209,29 +210,53 @@ def test_lstm_gradients_match_pytorch():
 @pytest.mark.parametrize(
     "build, call, reason",
     [
-        (lambda: make_cell("lstm", proj_features=3), {}, "proj_features"),
         (lambda: make_cell("gru", reset_after=False), {}, "reset_after=False"),
-        (lambda: make_cell("lstm"), {"resets": "yes"}, "resets"),
-        (lambda: make_cell("lstm"), {"params": "mask"}, "regularisation masks"),
+        (lambda: make_cell("lstm"), {"step_transform": lambda step: step}, "step_transform"),
+        (lambda: make_cell("lstm"), {"params": "scale"}, "scale"),
         (lambda: rnnlab.SimpleCell(F, H, rngs=nnx.Rngs(0)), {}, "SimpleCell"),
     ],
-    ids=["lstm-proj", "gru-reset-before", "resets", "recurrent-mask", "elman"],
+    ids=["gru-reset-before", "zoneout-hook", "unknown-param", "elman"],
 )
 def test_unsupported_configurations_fall_back_or_refuse(build, call, reason):
     cell = build()
     x = inputs()
-    kwargs = {}
-    if "resets" in call:
-        kwargs["resets"] = jnp.zeros((B, T), bool).at[:, 3].set(True)
+    kwargs = {k: v for k, v in call.items() if k != "params"}
     if "params" in call:
-        params = dict(cell.cell_params())
-        params["recurrent_mask"] = jnp.full((B, H), 0.5, jnp.float32)
-        kwargs["params"] = params
+        kwargs["params"] = {**cell.cell_params(), "scale": jnp.ones(())}
+        # The cell ignores unknown entries, so scan runs it; fused cannot know that.
     auto = rnnlab.RNN(cell)(x, **kwargs)
     scan = rnnlab.RNN(cell, implementation="scan")(x, **kwargs)
     np.testing.assert_array_equal(np.asarray(auto), np.asarray(scan))
     with pytest.raises(ValueError, match=reason):
         rnnlab.RNN(cell, implementation="fused")(x, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "build, call",
+    [
+        (lambda: make_cell("lstm", proj_features=3), {}),
+        (lambda: make_cell("lstm"), {"resets": True}),
+        (lambda: make_cell("gru"), {"resets": True, "recurrent_mask": True}),
+    ],
+    ids=["lstm-proj", "lstm-resets", "gru-resets-recurrent-mask"],
+)
+def test_training_features_take_the_fused_path_and_match_scan(build, call):
+    """Resets, masks and the projection run fused under ``auto`` and agree with the scan."""
+    cell = build()
+    x, carry = inputs(), random_carry(cell)
+    kwargs = dict(seq_lengths=jnp.asarray(LENGTHS))
+    if "resets" in call:
+        kwargs["resets"] = jnp.zeros((B, T), bool).at[:, 3].set(True).at[0, 0].set(True)
+    if "recurrent_mask" in call:
+        mask = jnp.asarray(np.random.default_rng(0).random((B, H)) > 0.5, jnp.float32)
+        kwargs["params"] = {**cell.cell_params(), "recurrent_mask": mask}
+    layer = rnnlab.RNN(cell)
+    traced = jax.make_jaxpr(lambda x: layer(x, initial_carry=carry, **kwargs))(x)
+    assert "custom_vjp_call" in str(traced)
+    fused_out, fused_grads = run(cell, "auto", x, carry, **kwargs)
+    scan_out, scan_grads = run(cell, "scan", x, carry, **kwargs)
+    assert_trees_close(fused_out, scan_out)
+    assert_trees_close(fused_grads, scan_grads)
 
 
 def test_bad_implementation_name_is_refused():
@@ -264,12 +289,13 @@ def test_auto_takes_the_fused_path_and_scan_does_not(kind):
 def test_regularised_stack_matches_scan(kind, reg):
     """Regularisers acting outside the loop run on the fused path, in-loop ones fall back:
     either way values and gradients match the scan path under the same random masks."""
-    from rnnlab.regularizers import Regularization, RegularizedStackedRNN
+    from rnnlab.layers import StackedRNN
+    from rnnlab.regularizers import Regularization
 
     x = inputs()
 
     def value_and_grads(implementation):
-        stack = RegularizedStackedRNN(
+        stack = StackedRNN(
             F,
             H,
             2,

@@ -3,9 +3,7 @@ core import that stays free of the harness and of torch."""
 
 import json
 import os
-import pathlib
 import pickle
-import re
 import subprocess
 import sys
 
@@ -297,16 +295,3 @@ def test_core_import_pulls_in_neither_the_harness_nor_torch():
         timeout=120,
     )
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
-
-
-# -- docs/interop.md ------------------------------------------------------------------------
-
-DOC = pathlib.Path(__file__).resolve().parents[1] / "docs" / "interop.md"
-
-
-@pytest.mark.filterwarnings("ignore:LSTM with projections is not supported")
-@pytest.mark.parametrize("index", range(5))
-def test_docs_examples_run_as_printed(index):
-    blocks = re.findall(r"```python\n(.*?)```", DOC.read_text(), re.S)
-    assert len(blocks) == 5, "update the parametrisation when examples are added"
-    exec(compile(blocks[index], f"{DOC}:example{index}", "exec"), {})

@@ -292,7 +292,7 @@ def test_bad_arguments_raise_value_error_before_tracing(name, monkeypatch):
     def no_scan(*args, **kw):
         raise AssertionError("the time loop was reached before the arguments were checked")
 
-    monkeypatch.setattr(rnnlab.layers, "masked_scan", no_scan)
+    monkeypatch.setattr(rnnlab.layers.rnn, "masked_scan", no_scan)
     with pytest.raises(ValueError, match=match):
         rnnlab.RNN(make_cell("lstm"))(x, **kwargs)
 

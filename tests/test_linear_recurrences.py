@@ -11,7 +11,7 @@ from rnn_reference import randomize
 
 import rnnlab
 from rnnlab.cells import LRUCell, MinGRUCell, MinLSTMCell, SimpleCell
-from rnnlab.linear_layers import LinearRecurrence, LRULayer, MinGRULayer, MinLSTMLayer
+from rnnlab.layers import LinearRecurrence, LRULayer, MinGRULayer, MinLSTMLayer
 
 B, IN, H, T = 3, 4, 6, 7
 

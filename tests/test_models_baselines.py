@@ -7,7 +7,7 @@ import pytest
 from statsmodels.tsa.exponential_smoothing.ets import ETSModel
 from statsmodels.tsa.statespace.sarimax import SARIMAX
 
-from rnnlab.models.baselines import (
+from rnnlab.tasks.forecast_baselines import (
     arima_forecasts,
     ets_forecasts,
     fourier_terms,

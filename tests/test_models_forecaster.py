@@ -8,8 +8,8 @@ from flax import nnx
 from scipy import stats
 
 from rnnlab.models.forecaster import Forecaster, gaussian_nll, pinball_loss
-from rnnlab.models.metrics import mae, mase, rmse, seasonal_naive, seasonal_scale
-from rnnlab.models.task_metrics import forecast_derive, forecast_metrics
+from rnnlab.tasks.forecast import forecast_derive, forecast_metrics
+from rnnlab.tasks.scores import mae, mase, rmse, seasonal_naive, seasonal_scale
 
 rng = np.random.default_rng(0)
 

@@ -9,7 +9,8 @@ import pytest
 import sacrebleu
 from sklearn.metrics import precision_recall_fscore_support
 
-from rnnlab.models.metrics import (
+from rnnlab.tasks.classification import per_class_derive, per_class_sums
+from rnnlab.tasks.scores import (
     bleu,
     bleu_from_stats,
     bleu_stats,
@@ -20,7 +21,7 @@ from rnnlab.models.metrics import (
     exact_match,
     per_class_metrics,
 )
-from rnnlab.models.task_metrics import per_class_derive, per_class_sums, seq2seq_metrics
+from rnnlab.tasks.seq2seq import seq2seq_metrics
 
 
 def levenshtein(a, b):

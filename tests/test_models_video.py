@@ -9,9 +9,9 @@ from flax import nnx
 
 import rnnlab
 from rnnlab.cells.conv_lstm import ConvLSTMCell, conv2d
-from rnnlab.models.metrics import gaussian_window, ssim
-from rnnlab.models.task_metrics import video_metrics
 from rnnlab.models.video import VideoPredictor, from_patches, to_patches
+from rnnlab.tasks.scores import gaussian_window, ssim
+from rnnlab.tasks.video import video_metrics
 
 
 def np_conv_same(x, k):

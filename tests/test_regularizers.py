@@ -14,6 +14,7 @@ from flax import nnx
 
 import rnnlab
 from rnnlab import regularizers as R
+from rnnlab.layers import StackedRNN, regularized_rnn
 
 B, T, F, H = 3, 6, 4, 5
 
@@ -156,7 +157,7 @@ def test_recurrent_dropout_matches_naive_loop(kind, variant, hoist):
     reg = R.Regularization(recurrent_dropout=0.4, recurrent_dropout_kind=variant)
     x, key = inputs(), jax.random.key(7)
     masks = R.sample_layer_masks(key, rnn, reg, (B,), T)
-    y = R.regularized_rnn(rnn, x, reg, rngs=key, deterministic=False)
+    y = regularized_rnn(rnn, x, reg, rngs=key, deterministic=False)
     mask = np.asarray(masks.recurrent if variant == "gal" else masks.update)
     assert mask.shape == (B, H) and (mask == 0).any()
     kw = {"rec": mask} if variant == "gal" else {"upd": mask}
@@ -167,7 +168,7 @@ def test_recurrent_dropout_matches_naive_loop(kind, variant, hoist):
 def test_semeniuta_on_a_cell_without_a_candidate_raises():
     reg = R.Regularization(recurrent_dropout=0.3, recurrent_dropout_kind="semeniuta")
     with pytest.raises(ValueError, match="update_mask"):
-        R.regularized_rnn(
+        regularized_rnn(
             make_rnn("simple"), inputs(), reg, rngs=jax.random.key(0), deterministic=False
         )
 
@@ -178,7 +179,7 @@ def test_zoneout_matches_naive_loop_with_padding():
     reg = R.Regularization(zoneout_c=0.5, zoneout_h=0.3)
     x, key, lengths = inputs(), jax.random.key(3), jnp.array([6, 2, 4])
     masks = R.sample_layer_masks(key, rnn, reg, (B,), T)
-    carry, y = R.regularized_rnn(
+    carry, y = regularized_rnn(
         rnn, x, reg, rngs=key, deterministic=False, seq_lengths=lengths, return_carry=True
     )
     zone = [np.asarray(m) for m in masks.zoneout]
@@ -189,7 +190,7 @@ def test_zoneout_matches_naive_loop_with_padding():
     close(carry[0], leaves[0])
     close(carry[1], leaves[1])
     # Evaluation uses the expectation z * old + (1 - z) * new (Krueger et al. 2016).
-    y_eval = R.regularized_rnn(rnn, x, reg, deterministic=True, seq_lengths=lengths)
+    y_eval = regularized_rnn(rnn, x, reg, deterministic=True, seq_lengths=lengths)
     ref_eval, _ = np_run(
         "lstm", p, x, zero_carry("lstm"), rates=(0.5, 0.3), lengths=np.asarray(lengths)
     )
@@ -201,7 +202,7 @@ def test_zoneout_rate_one_keeps_the_state():
     reg = R.Regularization(zoneout_h=1.0)
     h0 = jax.random.normal(jax.random.key(5), (B, H))
     for det in (False, True):
-        carry, y = R.regularized_rnn(
+        carry, y = regularized_rnn(
             rnn, inputs(), reg, rngs=jax.random.key(0), deterministic=det,
             initial_carry=h0, return_carry=True,
         )  # fmt: skip
@@ -216,11 +217,11 @@ def test_zoneout_with_no_unit_zoned_is_the_plain_cell():
     rnn = make_rnn("lstm")
     masks = R.LayerMasks(zoneout=tuple(jnp.zeros((B, T, H), bool) for _ in range(2)))
     reg = R.Regularization(zoneout_h=0.5)
-    y = R.regularized_rnn(rnn, inputs(), reg, deterministic=False, masks=masks)
+    y = regularized_rnn(rnn, inputs(), reg, deterministic=False, masks=masks)
     # A different XLA program (the select is fused in) may round differently in the last bit.
     np.testing.assert_allclose(np.asarray(y), np.asarray(rnn(inputs())), rtol=1e-6, atol=1e-6)
     off = R.Regularization(zoneout_c=0.0, zoneout_h=0.0)
-    y0 = R.regularized_rnn(rnn, inputs(), off, rngs=jax.random.key(0), deterministic=False)
+    y0 = regularized_rnn(rnn, inputs(), off, rngs=jax.random.key(0), deterministic=False)
     np.testing.assert_array_equal(np.asarray(y0), np.asarray(rnn(inputs())))
 
 
@@ -233,10 +234,10 @@ def test_zoneout_preserves_expectation_of_one_step():
     h0 = jnp.broadcast_to(jax.random.normal(jax.random.key(9), (1, H)), (n, H))
     c0 = jnp.broadcast_to(jax.random.normal(jax.random.key(8), (1, H)), (n, H))
     kw = dict(initial_carry=(c0, h0), return_carry=True)
-    (c_tr, h_tr), _ = R.regularized_rnn(
+    (c_tr, h_tr), _ = regularized_rnn(
         rnn, x, reg, rngs=jax.random.key(1), deterministic=False, **kw
     )
-    (c_ev, h_ev), _ = R.regularized_rnn(rnn, x, reg, deterministic=True, **kw)
+    (c_ev, h_ev), _ = regularized_rnn(rnn, x, reg, deterministic=True, **kw)
     for tr, ev, old in ((c_tr, c_ev, c0), (h_tr, h_ev, h0)):
         spread = np.abs(np.asarray(ev[0] - old[0])) / 0.4  # |new - old|
         se = spread * np.sqrt(0.4 * 0.6 / n)
@@ -249,8 +250,8 @@ def test_zoneout_time_major_layer_sees_the_same_masks():
     key, x = jax.random.key(2), inputs()
     masks = R.sample_layer_masks(key, bm, reg, (B,), T)
     tm_masks = R.LayerMasks(zoneout=(jnp.swapaxes(masks.zoneout[0], 0, 1),))
-    y_bm = R.regularized_rnn(bm, x, reg, deterministic=False, masks=masks)
-    y_tm = R.regularized_rnn(tm, jnp.swapaxes(x, 0, 1), reg, deterministic=False, masks=tm_masks)
+    y_bm = regularized_rnn(bm, x, reg, deterministic=False, masks=masks)
+    y_tm = regularized_rnn(tm, jnp.swapaxes(x, 0, 1), reg, deterministic=False, masks=tm_masks)
     ref, _ = np_run(
         "simple", np_params(bm.cell), x, zero_carry("simple"), zone=[np.asarray(masks.zoneout[0])]
     )
@@ -267,7 +268,7 @@ def test_weight_drop_zeroes_whole_recurrent_weights_for_the_batch():
     assert kernel.shape == (H, 4 * H)  # one mask for every sequence of the batch
     assert set(np.unique(kernel)) == {0.0, 2.0}
     p = np_params(rnn.cell)
-    y = R.regularized_rnn(rnn, x, reg, rngs=key, deterministic=False)
+    y = regularized_rnn(rnn, x, reg, rngs=key, deterministic=False)
     ref, _ = np_run("lstm", {**p, "kernel_hh": p["kernel_hh"] * kernel}, x, zero_carry("lstm"))
     close(y, ref)
 
@@ -311,7 +312,7 @@ def test_regularization_off_is_bit_identical_to_the_plain_stack():
     kw = dict(num_layers=1, cell="lstm", bidirectional=True, residual=True)
     x, lengths = inputs(shape=(B, T, 2 * H)), jnp.array([6, 3, 1])
     plain = rnnlab.StackedRNN(2 * H, H, rngs=nnx.Rngs(0), **kw)
-    reg_stack = R.RegularizedStackedRNN(2 * H, H, rngs=nnx.Rngs(0), regularization=None, **kw)
+    reg_stack = StackedRNN(2 * H, H, rngs=nnx.Rngs(0), regularization=None, **kw)
     want = np.asarray(plain(x, seq_lengths=lengths))
     got = reg_stack(x, seq_lengths=lengths, deterministic=False, rngs=jax.random.key(0))
     np.testing.assert_array_equal(np.asarray(got), want)
@@ -321,7 +322,7 @@ def test_dropout_only_regularization_is_the_plain_stack_at_evaluation():
     x = inputs()
     reg = R.Regularization.awd_lstm(recurrent_dropout=0.3)
     plain = rnnlab.StackedRNN(F, H, 1, rngs=nnx.Rngs(0))
-    stack = R.RegularizedStackedRNN(F, H, 1, rngs=nnx.Rngs(0), regularization=reg)
+    stack = StackedRNN(F, H, 1, rngs=nnx.Rngs(0), regularization=reg)
     a = stack(x, deterministic=True, rngs=jax.random.key(0))
     b = stack(x, deterministic=True, rngs=jax.random.key(1))
     np.testing.assert_array_equal(np.asarray(a), np.asarray(plain(x)))
@@ -337,7 +338,7 @@ def test_two_layer_stack_draws_hidden_dropout_between_layers():
     """Locked hidden dropout equals running the two layers by hand with that mask."""
     x, key = inputs(), jax.random.key(3)
     reg = R.Regularization(hidden_dropout=0.5, variational=True)
-    stack = R.RegularizedStackedRNN(F, H, 2, regularization=reg, rngs=nnx.Rngs(0))
+    stack = StackedRNN(F, H, 2, regularization=reg, rngs=nnx.Rngs(0))
     y = stack(x, deterministic=False, rngs=key)
     mid = R.locked_dropout(stack.layers[0](x), 0.5, jax.random.split(key, 5)[2])
     np.testing.assert_array_equal(np.asarray(y), np.asarray(stack.layers[1](mid)))
@@ -347,7 +348,7 @@ def test_stack_applies_locked_input_dropout_before_the_first_layer():
     """Input dropout of the stack equals running the plain stack on locked-dropped input."""
     x = inputs()
     reg = R.Regularization(input_dropout=0.5, variational=True, ar=1.0, tar=0.5)
-    stack = R.RegularizedStackedRNN(F, H, 1, regularization=reg, rngs=nnx.Rngs(0))
+    stack = StackedRNN(F, H, 1, regularization=reg, rngs=nnx.Rngs(0))
     plain = rnnlab.StackedRNN(F, H, 1, rngs=nnx.Rngs(0))
     key = jax.random.key(4)
     y, aux = stack(x, deterministic=False, rngs=key, return_aux=True)
@@ -453,6 +454,4 @@ def test_config_round_trip_and_unknown_keys():
     with pytest.raises(ValueError, match="zonout_h"):
         R.Regularization.from_config({"zonout_h": 0.1})
     with pytest.raises(ValueError, match="rngs"):
-        R.RegularizedStackedRNN(F, H, regularization=reg, rngs=nnx.Rngs(0))(
-            inputs(), deterministic=False
-        )
+        StackedRNN(F, H, regularization=reg, rngs=nnx.Rngs(0))(inputs(), deterministic=False)

@@ -5,10 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rnnlab import optim
+from rnnlab import optim, tasks
 from rnnlab.train import config as cfg_lib
 from rnnlab.train import state as state_lib
-from rnnlab.train import tasks
 from rnnlab.train.step import make_train_step
 from rnnlab.train.testing import FakeSource
 

@@ -2,7 +2,7 @@
 
 from rnnlab.cells import initializers
 from rnnlab.cells.base import RecurrentCell
-from rnnlab.cells.batchnorm import BNLSTM, BNLSTMCell
+from rnnlab.cells.batchnorm import BNLSTMCell
 from rnnlab.cells.conv_lstm import ConvLSTMCell
 from rnnlab.cells.gru import GRUCell, gru_project, gru_step
 from rnnlab.cells.indrnn import IndRNNCell
@@ -14,7 +14,6 @@ from rnnlab.cells.registry import cell_names, make_cell, register_cell
 from rnnlab.cells.simple import SimpleCell, simple_project, simple_step
 
 __all__ = [
-    "BNLSTM",
     "BNLSTMCell",
     "ConvLSTMCell",
     "IndRNNCell",

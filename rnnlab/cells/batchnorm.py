@@ -12,10 +12,13 @@ all batch axes. Under ``jax.jit`` with the batch sharded over a data-parallel me
 an explicit collective (XLA inserts the all-reduce). Evaluation (``use_running_average``,
 set by ``model.eval()``) uses running averages kept as ``nnx.BatchStat`` per time step.
 
-The running averages are updated by :class:`BNLSTM`, the layer that trains this cell: a
-per-step cell function cannot return statistics through ``rnnlab.RNN``. Inside a generic
-``rnnlab.RNN`` the cell normalises with batch statistics (training) or running averages
-(evaluation) but leaves the averages as they are.
+The running averages are NNX batch statistics updated by :class:`rnnlab.RNN`, the one
+sequence runner, through the cell's statistics protocol: in training
+(``collects_statistics``) the layer passes each step's validity mask to
+:meth:`BNLSTMCell.step_with_statistics`, collects the statistics it used, and hands them to
+:meth:`BNLSTMCell.update_statistics` after the sequence. ``model.train()`` / ``model.eval()``
+switch between the two modes; the training engine does so for training and evaluation
+steps, so the updated averages travel in the train state like any other variable.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from jax.nn import initializers
 
 from rnnlab.cells.base import Array, Carry, Params, RecurrentCell, check_positive_int, matmul
 from rnnlab.cells.initializers import Initializer, lstm_bias, orthogonal_blocks
+from rnnlab.cells.params import gate_params
 from rnnlab.cells.registry import register_cell
 
 F32 = jnp.float32
@@ -124,6 +128,10 @@ class BNLSTMCell(RecurrentCell):
       in_features: input size.
       hidden_features: cell size ``H``.
       max_stat_steps: number of per-step statistics; later steps share the last.
+      momentum: running-average momentum ``m``: after a training sequence every statistics
+        slot ``s`` it reached moves as :math:`\\bar\\mu_s \\leftarrow m \\bar\\mu_s +
+        (1 - m) \\mu_s`, slot ``max_stat_steps - 1`` taking the example-weighted mean of the
+        statistics of all steps at or past it.
       gamma_init: initial normalisation gain (0.1 in the paper).
       forget_bias: initial forget-gate bias.
       eps: variance epsilon.
@@ -142,6 +150,7 @@ class BNLSTMCell(RecurrentCell):
         hidden_features: int,
         *,
         max_stat_steps: int = 100,
+        momentum: float = 0.99,
         gamma_init: float = 0.1,
         forget_bias: float = 1.0,
         eps: float = 1e-5,
@@ -155,12 +164,23 @@ class BNLSTMCell(RecurrentCell):
         self.in_features = check_positive_int("in_features", in_features)
         self.hidden_features = check_positive_int("hidden_features", hidden_features)
         self.max_stat_steps = check_positive_int("max_stat_steps", max_stat_steps)
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
+        self.momentum = float(momentum)
         self.eps, self.use_running_average = float(eps), bool(use_running_average)
         self.dtype, self.param_dtype, self.carry_init = dtype, param_dtype, None
         h, h4 = hidden_features, 4 * hidden_features
-        self.kernel_ih = nnx.Param(kernel_init(rngs.params(), (in_features, h4), param_dtype))
-        self.kernel_hh = nnx.Param(recurrent_kernel_init(rngs.params(), (h, h4), param_dtype))
-        self.bias = nnx.Param(lstm_bias(h, forget_bias)(None, (h4,), param_dtype))
+        self.kernel_ih, self.kernel_hh, self.bias = gate_params(
+            rngs,
+            input_shape=(in_features,),
+            recurrent_shape=(h,),
+            width=h4,
+            kernel_init=kernel_init,
+            recurrent_kernel_init=recurrent_kernel_init,
+            bias_init=lstm_bias(h, forget_bias),
+            param_dtype=param_dtype,
+            bias_keys=False,
+        )
         self.gamma_x = nnx.Param(jnp.full((h4,), gamma_init, param_dtype))
         self.gamma_h = nnx.Param(jnp.full((h4,), gamma_init, param_dtype))
         self.gamma_c = nnx.Param(jnp.full((h,), gamma_init, param_dtype))
@@ -192,6 +212,43 @@ class BNLSTMCell(RecurrentCell):
         # Only the matmul: its normalisation needs per-step statistics, so it is in the step.
         return matmul(x, params["kernel_ih"], self.compute_dtype)
 
+    @property
+    def collects_statistics(self) -> bool:
+        """In training the layer collects per-step statistics (see the module docstring)."""
+        return not self.use_running_average
+
+    def step_with_statistics(
+        self, params: Params, carry: Carry, xp: Array, weights: Array | None
+    ) -> tuple[Carry, Array, tuple[Array, ...]]:
+        """A training step normalised with the statistics of the ``weights``-valid examples;
+        returns ``(carry, y, statistics)``."""
+        return bn_lstm_step(
+            params,
+            carry,
+            xp,
+            self.compute_dtype,
+            use_running_average=False,
+            weights=weights,
+            eps=self.eps,
+        )
+
+    def update_statistics(self, stats: tuple[Array, ...], counts: Array) -> None:
+        """Moves each reached slot's running average towards this sequence's statistics.
+
+        ``stats`` are the per-step statistics ``[T, F]`` (in :data:`STAT_NAMES` order) and
+        ``counts [T]`` the number of valid examples at each step.
+        """
+        num_slots, num_steps = self.max_stat_steps, counts.shape[0]
+        slot = jnp.minimum(jnp.arange(num_steps), num_slots - 1)
+        totals = jax.ops.segment_sum(counts, slot, num_slots)
+        reached = (totals > 0)[:, None]
+        for name, value in zip(STAT_NAMES, stats, strict=True):
+            pooled = jax.ops.segment_sum(counts[:, None] * value, slot, num_slots)
+            pooled = pooled / jnp.maximum(totals, 1.0)[:, None]
+            old = getattr(self, name)[...]
+            new = self.momentum * old + (1.0 - self.momentum) * pooled
+            getattr(self, name)[...] = jnp.where(reached, new, old)
+
     def step_with(self, params: Params, carry: Carry, xp: Array) -> tuple[Carry, Array]:
         carry, y, _ = bn_lstm_step(
             params,
@@ -202,124 +259,6 @@ class BNLSTMCell(RecurrentCell):
             eps=self.eps,
         )
         return carry, y
-
-
-class BNLSTM(nnx.Module):
-    """A BN-LSTM layer over batch-major sequences that keeps the running averages.
-
-    In training (``cell.use_running_average`` false) every step normalises with the
-    statistics of the valid examples of the batch at that step, and after the sequence the
-    running averages move towards them:
-
-    .. math:: \\bar\\mu_s \\leftarrow m \\bar\\mu_s + (1 - m) \\mu_s
-
-    for every statistics slot ``s`` the sequence reached, where slot ``max_stat_steps - 1``
-    takes the example-weighted mean of the statistics of all steps at or past it. In
-    evaluation the layer runs the cell with its running averages and updates nothing.
-
-    Example::
-
-        >>> import jax.numpy as jnp
-        >>> from flax import nnx
-        >>> from rnnlab.cells import BNLSTM
-        >>> layer = BNLSTM(3, 8, max_stat_steps=20, rngs=nnx.Rngs(0))
-        >>> y = layer(jnp.ones((4, 10, 3)))          # training: updates the averages
-        >>> layer.eval()
-        >>> y = layer(jnp.ones((4, 10, 3)))          # evaluation: uses them
-        >>> y.shape
-        (4, 10, 8)
-
-    Args:
-      in_features, hidden_features: sizes.
-      momentum: running-average momentum ``m``.
-      time_major: inputs are ``[time, *batch, features]``.
-      return_carry: return ``(carry, outputs)``.
-      rngs: parameter stream.
-      **cell_kwargs: passed to :class:`BNLSTMCell` (``max_stat_steps``, ``gamma_init``...).
-    """
-
-    def __init__(
-        self,
-        in_features: int,
-        hidden_features: int,
-        *,
-        momentum: float = 0.99,
-        time_major: bool = False,
-        return_carry: bool = False,
-        rngs: nnx.Rngs,
-        **cell_kwargs,
-    ):
-        if not 0.0 <= momentum < 1.0:
-            raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
-        self.cell = BNLSTMCell(in_features, hidden_features, rngs=rngs, **cell_kwargs)
-        self.momentum, self.time_major, self.return_carry = momentum, time_major, return_carry
-
-    @property
-    def output_features(self) -> int:
-        return self.cell.output_features
-
-    def __call__(
-        self,
-        inputs: Array,
-        *,
-        seq_lengths: Array | None = None,
-        initial_carry: Carry | None = None,
-        return_carry: bool | None = None,
-    ):
-        from rnnlab.layers import check_sequence_args  # rnnlab.layers imports rnnlab.cells
-        from rnnlab.scan import valid_mask
-
-        cell = self.cell
-        return_carry = self.return_carry if return_carry is None else return_carry
-        batch, num_steps = check_sequence_args(inputs, 1, self.time_major, seq_lengths, None)
-        cell.check_inputs(inputs)
-        if initial_carry is None:
-            initial_carry = cell.initialize_carry(batch + tuple(inputs.shape[-1:]))
-        xs = inputs if self.time_major else jnp.moveaxis(inputs, -2, 0)
-        if seq_lengths is None:
-            mask = jnp.ones((num_steps,) + batch, jnp.bool_)
-        else:
-            mask = valid_mask(jnp.asarray(seq_lengths, jnp.int32), num_steps)
-        params = cell.cell_params()
-        training = not cell.use_running_average
-
-        def step(carry, inputs_t):
-            x_t, m_t = inputs_t
-            new, y, stats = bn_lstm_step(
-                params,
-                carry,
-                cell.project(params, x_t),
-                cell.compute_dtype,
-                use_running_average=not training,
-                weights=m_t if seq_lengths is not None else None,
-                eps=cell.eps,
-            )
-            keep = lambda a, b: jnp.where(m_t.reshape(m_t.shape + (1,) * (a.ndim - m_t.ndim)), a, b)
-            new = jax.tree.map(keep, new, carry)
-            y = jnp.where(m_t[..., None], y, jnp.zeros_like(y))
-            return new, (y, stats if training else ())
-
-        carry, (ys, stats) = jax.lax.scan(step, initial_carry, (xs, mask))
-        if training:
-            counts = jnp.sum(mask.reshape(num_steps, -1).astype(F32), axis=1)
-            self._update_running_averages(stats, counts)
-        if not self.time_major:
-            ys = jnp.moveaxis(ys, 0, -2)
-        return (carry, ys) if return_carry else ys
-
-    def _update_running_averages(self, stats: tuple[Array, ...], counts: Array) -> None:
-        """Moves each reached slot's running average towards this batch's statistics."""
-        cell = self.cell
-        num_slots, num_steps = cell.max_stat_steps, counts.shape[0]
-        slot = jnp.minimum(jnp.arange(num_steps), num_slots - 1)
-        totals = jax.ops.segment_sum(counts, slot, num_slots)
-        reached = (totals > 0)[:, None]
-        for name, value in zip(STAT_NAMES, stats, strict=True):
-            pooled = jax.ops.segment_sum(counts[:, None] * value, slot, num_slots)
-            pooled = pooled / jnp.maximum(totals, 1.0)[:, None]
-            old = getattr(cell, name)[...]
-            new = self.momentum * old + (1.0 - self.momentum) * pooled
-            getattr(cell, name)[...] = jnp.where(reached, new, old)
 
 
 register_cell("bn_lstm", BNLSTMCell)

@@ -14,6 +14,7 @@ from jax.nn import initializers
 
 from rnnlab.cells.base import CARRY_DTYPE, Array, Carry, Params, RecurrentCell, check_positive_int
 from rnnlab.cells.initializers import Initializer, lstm_bias
+from rnnlab.cells.params import gate_params
 from rnnlab.cells.registry import register_cell
 
 F32 = jnp.float32
@@ -147,14 +148,15 @@ class ConvLSTMCell(RecurrentCell):
         self.kernel_size, self.spatial_shape = ks, spatial_shape
         self.dtype, self.param_dtype = dtype, param_dtype
         hid = hidden_features
-        self.kernel_ih = nnx.Param(
-            kernel_init(rngs.params(), ks + (in_features, 4 * hid), param_dtype)
-        )
-        self.kernel_hh = nnx.Param(
-            recurrent_kernel_init(rngs.params(), ks + (hid, 4 * hid), param_dtype)
-        )
-        self.bias = nnx.Param(
-            lstm_bias(hid, forget_bias, None)(rngs.params(), (4 * hid,), param_dtype)
+        self.kernel_ih, self.kernel_hh, self.bias = gate_params(
+            rngs,
+            input_shape=ks + (in_features,),
+            recurrent_shape=ks + (hid,),
+            width=4 * hid,
+            kernel_init=kernel_init,
+            recurrent_kernel_init=recurrent_kernel_init,
+            bias_init=lstm_bias(hid, forget_bias, None),
+            param_dtype=param_dtype,
         )
         self.peephole = (
             nnx.Param(jnp.zeros(tuple(spatial_shape) + (3 * hid,), param_dtype))

@@ -9,6 +9,7 @@ from jax.nn import initializers
 
 from rnnlab.cells.base import Array, Carry, Params, RecurrentCell, check_positive_int, matmul
 from rnnlab.cells.initializers import Initializer, orthogonal_blocks
+from rnnlab.cells.params import gate_params
 
 F32 = jnp.float32
 
@@ -99,13 +100,17 @@ class GRUCell(RecurrentCell):
         self.hidden_features = check_positive_int("hidden_features", hidden_features)
         self.reset_after = bool(reset_after)
         self.dtype, self.param_dtype, self.carry_init = dtype, param_dtype, carry_init
-        h3 = 3 * hidden_features
-        self.kernel_ih = nnx.Param(kernel_init(rngs.params(), (in_features, h3), param_dtype))
-        self.kernel_hh = nnx.Param(
-            recurrent_kernel_init(rngs.params(), (hidden_features, h3), param_dtype)
+        self.kernel_ih, self.kernel_hh, self.bias_ih, self.bias_hh = gate_params(
+            rngs,
+            input_shape=(in_features,),
+            recurrent_shape=(hidden_features,),
+            width=3 * hidden_features,
+            kernel_init=kernel_init,
+            recurrent_kernel_init=recurrent_kernel_init,
+            bias_init=bias_init,
+            num_biases=2,
+            param_dtype=param_dtype,
         )
-        self.bias_ih = nnx.Param(bias_init(rngs.params(), (h3,), param_dtype))
-        self.bias_hh = nnx.Param(bias_init(rngs.params(), (h3,), param_dtype))
 
     def project(self, params: Params, x: Array) -> Array:
         return gru_project(params, x, self.compute_dtype)

@@ -29,6 +29,7 @@ from jax.nn import initializers
 
 from rnnlab.cells.base import Array, Carry, Params, RecurrentCell, check_positive_int, matmul
 from rnnlab.cells.initializers import Initializer
+from rnnlab.cells.params import gate_params
 from rnnlab.cells.registry import register_cell
 
 F32 = jnp.float32
@@ -153,10 +154,17 @@ class IndRNNCell(RecurrentCell):
         self.dtype, self.param_dtype, self.carry_init = dtype, param_dtype, carry_init
         hi = 1.0 if self.max_abs is None else min(1.0, self.max_abs)
         recurrent_init = recurrent_init or _uniform(self.min_abs, hi)
-        h = hidden_features
-        self.kernel_ih = nnx.Param(kernel_init(rngs.params(), (in_features, h), param_dtype))
-        self.recurrent_weight = nnx.Param(recurrent_init(rngs.params(), (h,), param_dtype))
-        self.bias = nnx.Param(bias_init(rngs.params(), (h,), param_dtype))
+        # One scalar recurrent weight per unit: a recurrent "kernel" of shape [H].
+        self.kernel_ih, self.recurrent_weight, self.bias = gate_params(
+            rngs,
+            input_shape=(in_features,),
+            recurrent_shape=(),
+            width=hidden_features,
+            kernel_init=kernel_init,
+            recurrent_kernel_init=recurrent_init,
+            bias_init=bias_init,
+            param_dtype=param_dtype,
+        )
 
     def project(self, params: Params, x: Array) -> Array:
         return indrnn_project(params, x, self.compute_dtype)

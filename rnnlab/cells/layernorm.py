@@ -20,6 +20,7 @@ from jax.nn import initializers
 
 from rnnlab.cells.base import Array, Carry, Params, RecurrentCell, check_positive_int, matmul
 from rnnlab.cells.initializers import Initializer, lstm_bias, orthogonal_blocks
+from rnnlab.cells.params import gate_params
 from rnnlab.cells.registry import register_cell
 
 F32 = jnp.float32
@@ -172,11 +173,17 @@ class LayerNormLSTMCell(RecurrentCell):
         self.per_gate = bool(per_gate)
         self.dtype, self.param_dtype, self.carry_init = dtype, param_dtype, carry_init
         h4 = 4 * hidden_features
-        self.kernel_ih = nnx.Param(kernel_init(rngs.params(), (in_features, h4), param_dtype))
-        self.kernel_hh = nnx.Param(
-            recurrent_kernel_init(rngs.params(), (hidden_features, h4), param_dtype)
+        self.kernel_ih, self.kernel_hh, self.bias = gate_params(
+            rngs,
+            input_shape=(in_features,),
+            recurrent_shape=(hidden_features,),
+            width=h4,
+            kernel_init=kernel_init,
+            recurrent_kernel_init=recurrent_kernel_init,
+            bias_init=lstm_bias(hidden_features, forget_bias),
+            param_dtype=param_dtype,
+            bias_keys=False,
         )
-        self.bias = nnx.Param(lstm_bias(hidden_features, forget_bias)(None, (h4,), param_dtype))
         self.ln_ih_scale = nnx.Param(jnp.ones((h4,), param_dtype))
         self.ln_hh_scale = nnx.Param(jnp.ones((h4,), param_dtype))
         self.ln_c_scale = nnx.Param(jnp.ones((hidden_features,), param_dtype))
@@ -242,12 +249,18 @@ class LayerNormGRUCell(RecurrentCell):
         self.per_gate = bool(per_gate)
         self.dtype, self.param_dtype, self.carry_init = dtype, param_dtype, carry_init
         h3 = 3 * hidden_features
-        self.kernel_ih = nnx.Param(kernel_init(rngs.params(), (in_features, h3), param_dtype))
-        self.kernel_hh = nnx.Param(
-            recurrent_kernel_init(rngs.params(), (hidden_features, h3), param_dtype)
+        self.kernel_ih, self.kernel_hh, self.bias_ih, self.bias_hh = gate_params(
+            rngs,
+            input_shape=(in_features,),
+            recurrent_shape=(hidden_features,),
+            width=h3,
+            kernel_init=kernel_init,
+            recurrent_kernel_init=recurrent_kernel_init,
+            bias_init=initializers.zeros,
+            num_biases=2,
+            param_dtype=param_dtype,
+            bias_keys=False,
         )
-        self.bias_ih = nnx.Param(jnp.zeros((h3,), param_dtype))
-        self.bias_hh = nnx.Param(jnp.zeros((h3,), param_dtype))
         self.ln_ih_scale = nnx.Param(jnp.ones((h3,), param_dtype))
         self.ln_hh_scale = nnx.Param(jnp.ones((h3,), param_dtype))
 

@@ -3,7 +3,7 @@
 Each is ``h_t = a_t * h_{t-1} + b_t`` with ``a_t`` and ``b_t`` functions of the input alone,
 followed by a readout ``y_t = r(h_t, x_t)``. Because the state enters linearly, the whole
 sequence can be solved time-parallel with an associative scan
-(:class:`rnnlab.linear_layers.LinearRecurrence`); the cells here also follow the per-step
+(:class:`rnnlab.layers.LinearRecurrence`); the cells here also follow the per-step
 contract, so they run in :class:`rnnlab.RNN` for sampling, streaming and diagnostics.
 
 A linear cell splits its maths three ways, all of which work on any leading dimensions:
@@ -22,6 +22,7 @@ from jax.nn import initializers
 
 from rnnlab.cells.base import Array, Carry, Params, RecurrentCell, check_positive_int, matmul
 from rnnlab.cells.initializers import Initializer
+from rnnlab.cells.params import gate_params, init_param
 from rnnlab.cells.registry import register_cell
 
 F32 = jnp.float32
@@ -167,18 +168,18 @@ class LRUCell(LinearRecurrentCell):
         self.nu_log = nnx.Param(nu.astype(param_dtype))
         self.theta_log = nnx.Param(theta.astype(param_dtype))
         self.gamma_log = nnx.Param(gamma.astype(param_dtype))
-        normal = initializers.normal(1.0)
-        b_scale, c_scale = 1.0 / math.sqrt(2 * h_in), 1.0 / math.sqrt(n)
-        self.B_re = nnx.Param(normal(rngs.params(), (h_in, n), param_dtype) * b_scale)
-        self.B_im = nnx.Param(normal(rngs.params(), (h_in, n), param_dtype) * b_scale)
-        self.C_re = nnx.Param(normal(rngs.params(), (n, h_out), param_dtype) * c_scale)
-        self.C_im = nnx.Param(normal(rngs.params(), (n, h_out), param_dtype) * c_scale)
+        b_init = initializers.normal(1.0 / math.sqrt(2 * h_in))
+        c_init = initializers.normal(1.0 / math.sqrt(n))
+        self.B_re = init_param(b_init, rngs.params(), (h_in, n), param_dtype)
+        self.B_im = init_param(b_init, rngs.params(), (h_in, n), param_dtype)
+        self.C_re = init_param(c_init, rngs.params(), (n, h_out), param_dtype)
+        self.C_im = init_param(c_init, rngs.params(), (n, h_out), param_dtype)
         d_shape = (h_in,) if h_in == h_out else (h_in, h_out)
-        d_scale = 1.0 if h_in == h_out else 1.0 / math.sqrt(h_in)
-        self.D = nnx.Param(normal(rngs.params(), d_shape, param_dtype) * d_scale)
+        d_init = initializers.normal(1.0 if h_in == h_out else 1.0 / math.sqrt(h_in))
+        self.D = init_param(d_init, rngs.params(), d_shape, param_dtype)
         lecun = initializers.lecun_normal()
         self.glu_kernel = (
-            nnx.Param(lecun(rngs.params(), (h_out, 2 * h_out), param_dtype)) if self.glu else None
+            init_param(lecun, rngs.params(), (h_out, 2 * h_out), param_dtype) if self.glu else None
         )
         self.glu_bias = nnx.Param(jnp.zeros((2 * h_out,), param_dtype)) if self.glu else None
 
@@ -252,9 +253,16 @@ class _MinCell(LinearRecurrentCell):
         self.hidden_features = check_positive_int("hidden_features", hidden_features)
         self.candidate = candidate
         self.dtype, self.param_dtype, self.carry_init = dtype, param_dtype, None
-        width = self.num_blocks * hidden_features
-        self.kernel = nnx.Param(kernel_init(rngs.params(), (in_features, width), param_dtype))
-        self.bias = nnx.Param(bias_init(rngs.params(), (width,), param_dtype))
+        # No recurrent kernel: the gates see the input only.
+        self.kernel, self.bias = gate_params(
+            rngs,
+            input_shape=(in_features,),
+            recurrent_shape=None,
+            width=self.num_blocks * hidden_features,
+            kernel_init=kernel_init,
+            bias_init=bias_init,
+            param_dtype=param_dtype,
+        )
 
     def project(self, params: Params, x: Array) -> Array:
         return matmul(x, params["kernel"], self.compute_dtype) + params["bias"].astype(F32)

@@ -9,6 +9,7 @@ from jax.nn import initializers
 
 from rnnlab.cells.base import Array, Carry, Params, RecurrentCell, check_positive_int, matmul
 from rnnlab.cells.initializers import Initializer, lstm_bias, orthogonal_blocks
+from rnnlab.cells.params import gate_params, init_param
 
 F32 = jnp.float32
 
@@ -123,15 +124,18 @@ class LSTMCell(RecurrentCell):
         self.dtype, self.param_dtype, self.carry_init = dtype, param_dtype, carry_init
         hidden, rec = self.hidden_features, self.proj_features or self.hidden_features
         bias_init = bias_init or lstm_bias(hidden, forget_bias, chrono_max_timescale)
-        self.kernel_ih = nnx.Param(
-            kernel_init(rngs.params(), (in_features, 4 * hidden), param_dtype)
+        self.kernel_ih, self.kernel_hh, self.bias = gate_params(
+            rngs,
+            input_shape=(in_features,),
+            recurrent_shape=(rec,),
+            width=4 * hidden,
+            kernel_init=kernel_init,
+            recurrent_kernel_init=recurrent_kernel_init,
+            bias_init=bias_init,
+            param_dtype=param_dtype,
         )
-        self.kernel_hh = nnx.Param(
-            recurrent_kernel_init(rngs.params(), (rec, 4 * hidden), param_dtype)
-        )
-        self.bias = nnx.Param(bias_init(rngs.params(), (4 * hidden,), param_dtype))
         self.kernel_proj = (
-            nnx.Param(kernel_init(rngs.params(), (hidden, rec), param_dtype))
+            init_param(kernel_init, rngs.params(), (hidden, rec), param_dtype)
             if self.proj_features
             else None
         )

@@ -24,6 +24,7 @@ from jax.nn import initializers
 
 from rnnlab.cells.base import Array, Carry, Params, RecurrentCell, check_positive_int, matmul
 from rnnlab.cells.initializers import Initializer
+from rnnlab.cells.params import gate_params, init_param
 from rnnlab.cells.registry import register_cell
 
 F32 = jnp.float32
@@ -160,10 +161,18 @@ class OrthogonalCell(RecurrentCell):
         self.dtype, self.param_dtype, self.carry_init = dtype, param_dtype, carry_init
         h = hidden_features
         modrelu_bias_init = modrelu_bias_init or symmetric_uniform(0.01)
-        self.kernel_ih = nnx.Param(kernel_init(rngs.params(), (in_features, h), param_dtype))
-        self.recurrent_skew = nnx.Param(skew_init(rngs.params(), (h, h), param_dtype))
-        self.bias = nnx.Param(bias_init(rngs.params(), (h,), param_dtype))
-        self.modrelu_bias = nnx.Param(modrelu_bias_init(rngs.params(), (h,), param_dtype))
+        # The recurrent "kernel" is the skew parameter A of W = expm(A - A^T).
+        self.kernel_ih, self.recurrent_skew, self.bias = gate_params(
+            rngs,
+            input_shape=(in_features,),
+            recurrent_shape=(h,),
+            width=h,
+            kernel_init=kernel_init,
+            recurrent_kernel_init=skew_init,
+            bias_init=bias_init,
+            param_dtype=param_dtype,
+        )
+        self.modrelu_bias = init_param(modrelu_bias_init, rngs.params(), (h,), param_dtype)
 
     def cell_params(self) -> Params:
         """Parameters plus ``kernel_hh = expm(A - A^T)``, computed once per sequence."""

@@ -11,6 +11,7 @@ from jax.nn import initializers
 
 from rnnlab.cells.base import Array, Carry, Params, RecurrentCell, check_positive_int, matmul
 from rnnlab.cells.initializers import Initializer, identity
+from rnnlab.cells.params import gate_params
 
 F32 = jnp.float32
 
@@ -75,10 +76,16 @@ class SimpleCell(RecurrentCell):
         self.hidden_features = check_positive_int("hidden_features", hidden_features)
         self.activation = activation
         self.dtype, self.param_dtype, self.carry_init = dtype, param_dtype, carry_init
-        h = hidden_features
-        self.kernel_ih = nnx.Param(kernel_init(rngs.params(), (in_features, h), param_dtype))
-        self.kernel_hh = nnx.Param(recurrent_kernel_init(rngs.params(), (h, h), param_dtype))
-        self.bias = nnx.Param(bias_init(rngs.params(), (h,), param_dtype))
+        self.kernel_ih, self.kernel_hh, self.bias = gate_params(
+            rngs,
+            input_shape=(in_features,),
+            recurrent_shape=(hidden_features,),
+            width=hidden_features,
+            kernel_init=kernel_init,
+            recurrent_kernel_init=recurrent_kernel_init,
+            bias_init=bias_init,
+            param_dtype=param_dtype,
+        )
 
     @classmethod
     def irnn(cls, in_features: int, hidden_features: int, *, scale: float = 1.0, **kwargs):

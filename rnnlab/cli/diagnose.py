@@ -38,11 +38,11 @@ import numpy as np
 from flax import nnx
 
 from rnnlab import diagnostics as diag
+from rnnlab import tasks as tasks_lib
 from rnnlab.cli.workdir import checkpoint_arg, load_config, pick_step
 from rnnlab.train import config as cfg_lib
 from rnnlab.train import inputs
 from rnnlab.train import state as state_lib
-from rnnlab.train import tasks as tasks_lib
 
 HISTORY = "history.jsonl"
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import importlib
 from collections.abc import Callable
@@ -16,9 +15,8 @@ _MODULES = (
     "rnnlab.data.synthetic",
     "rnnlab.data.seq2seq",
     "rnnlab.data.speech",
+    "rnnlab.data.generated",
 )
-# Datasets defined next to the models that use them; absent in a core-only install.
-_OPTIONAL_MODULES = ("rnnlab.models.synthetic_tasks",)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,9 +48,6 @@ def register(dataset: Dataset) -> Dataset:
 def _load_modules() -> None:
     for module in _MODULES:
         importlib.import_module(module)
-    for module in _OPTIONAL_MODULES:
-        with contextlib.suppress(ModuleNotFoundError):
-            importlib.import_module(module)
 
 
 def names() -> list[str]:

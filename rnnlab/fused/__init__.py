@@ -1,29 +1,14 @@
 """Fused whole-sequence recurrences: one ``jax.custom_vjp`` per layer call.
 
-:class:`rnnlab.RNN` takes this path by default (``implementation="auto"``) for the
-configurations it covers: :func:`unsupported_reason` says which, :func:`run_fused` runs it.
-The pure functions :func:`lstm_sequence` and :func:`gru_sequence` work on time-major arrays
-for callers outside the layer.
+The pure functions :func:`lstm_sequence` (with or without projection) and
+:func:`gru_sequence` run a recurrence over time-major arrays with padding, resets from a
+reset carry and the regulariser masks, and compute the weight gradients as single large
+matmuls after the backward loop. :class:`rnnlab.RNN` takes this path by default where it
+applies (:mod:`rnnlab.layers.fused_path` says where and runs it with the layer's semantics).
 """
 
-from rnnlab.fused.dispatch import (
-    IMPLEMENTATIONS,
-    REMAT_CHUNK,
-    default_options,
-    run_fused,
-    unsupported_reason,
-)
-from rnnlab.fused.gru import GRUOptions, gru_sequence
-from rnnlab.fused.lstm import LSTMOptions, lstm_sequence
+from rnnlab.fused.common import FusedOptions
+from rnnlab.fused.gru import gru_sequence
+from rnnlab.fused.lstm import lstm_sequence
 
-__all__ = [
-    "IMPLEMENTATIONS",
-    "REMAT_CHUNK",
-    "GRUOptions",
-    "LSTMOptions",
-    "default_options",
-    "gru_sequence",
-    "lstm_sequence",
-    "run_fused",
-    "unsupported_reason",
-]
+__all__ = ["FusedOptions", "gru_sequence", "lstm_sequence"]

@@ -10,13 +10,48 @@ come afterwards as one large matmul over all ``B * T`` rows, as oneDNN and cuDNN
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 Array = jax.Array
 F32 = jnp.float32
+
+
+class FusedOptions(NamedTuple):
+    """Static choices of the fused LSTM and GRU (hashable: part of the compiled program).
+
+    Attributes:
+      dtype: matmul compute dtype (carries, gates and accumulations stay float32).
+      hoist: compute ``x W_ih + b`` for all steps in one matmul before the loop.
+      prefetch: materialise each step's slices one step ahead (see ``prefetch_scan``).
+      one_tanh: evaluate the gate sigmoids through ``tanh``,
+        :math:`\\sigma(x) = (1 + \\tanh(x/2)) / 2` (the LSTM: one ``tanh`` over ``[B, 4H]``).
+      recompute: keep only the carries for the backward pass and recompute the gates there,
+        ``chunk`` steps at a time (rematerialisation for long sequences).
+      chunk: span length of the recomputing backward pass (``None``: the whole sequence);
+        its gate activations and gradients are the only ``[chunk, B, G H]`` buffers alive.
+    """
+
+    dtype: Any = F32
+    hoist: bool = False
+    prefetch: bool = True
+    one_tanh: bool = True
+    recompute: bool = False
+    chunk: int | None = None
+
+
+def restart(resets: Array | None, fresh: Array | None, state: Array) -> Array:
+    """``fresh`` where the ``[B, 1]`` reset flag is set, else ``state`` (the carry a step sees)."""
+    if resets is None:
+        return state
+    return jnp.where(resets, fresh, state)
+
+
+def scale_by(mask: Array | None, a: Array) -> Array:
+    """``a * mask`` for an optional (regulariser) mask; ``a`` itself without one."""
+    return a if mask is None else a * mask
 
 
 def mm(x: Array, w: Array, dtype) -> Array:
@@ -89,7 +124,8 @@ def prefetch_scan(
     ``overwrite`` names a leaf of ``xs`` (by its index in ``jax.tree.leaves(xs)``) that the
     per-step outputs (one array of the same slice shape) replace step by step: the outputs
     then live in that input's buffer, and no second ``[T, ...]`` buffer is allocated and
-    first touched.
+    first touched. A body may then return ``(y, extra)``: ``y`` goes to the buffer and
+    ``extra`` is stacked as usual; the result is ``(buffer, stacked extra)``.
     """
     leaves, treedef = jax.tree.flatten(xs)
     if not leaves or (not prefetch and overwrite is None):
@@ -106,9 +142,10 @@ def prefetch_scan(
         arrays = leaves if buf is None else [*leaves[:overwrite], buf, *leaves[overwrite + 1 :]]
         carry, y = body(carry, current if prefetch else at(arrays, t))
         if buf is not None:
+            y, extra = y if isinstance(y, tuple) else (y, None)
             buf = jax.lax.dynamic_update_index_in_dim(buf, y.astype(buf.dtype), t, 0)
             arrays[overwrite] = buf
-            y = None
+            y = extra
         nxt = jnp.clip(t - 1 if reverse else t + 1, 0, num_steps - 1)
         return (carry, at(arrays, nxt) if prefetch else None, buf), y
 
@@ -117,7 +154,9 @@ def prefetch_scan(
     (carry, _, buf), ys = jax.lax.scan(
         loop, state, jnp.arange(num_steps, dtype=jnp.int32), reverse=reverse
     )
-    return carry, (ys if buf is None else buf)
+    if buf is None:
+        return carry, ys
+    return carry, (buf if ys is None else (buf, ys))
 
 
 def with_previous(states: Any, first: Any) -> Any:

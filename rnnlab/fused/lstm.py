@@ -22,12 +22,18 @@ and backward, with :math:`\\bar h, \\bar c` the incoming gradients:
 
 Padding (a ``[T, B]`` mask) holds the carry, as :func:`rnnlab.scan.masked_scan` does; the
 gate gradients are zero there and the carry gradients pass through unchanged.
+
+Training features: resets restart the state a step sees from a reset carry (the gradient of
+that state goes to the reset carry, none to the carry before); a Gal recurrent mask scales
+``h_{t-1}`` where it enters ``W_hh`` and a Semeniuta update mask scales ``g``; with a
+projection (LSTMP, Sak et al. 2014) ``h_t = (o \\tanh c_t) W_{proj}``, the reverse loop adds
+``dh_t W_{proj}^T`` and emits ``dh_t`` so that ``W_proj``'s gradient is one product
+``(o \\tanh C)^T dH`` after the loop.
 """
 
 from __future__ import annotations
 
 from functools import partial
-from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -35,39 +41,18 @@ import jax.numpy as jnp
 from rnnlab.fused.common import (
     F32,
     Array,
+    FusedOptions,
     backward_in_spans,
-    cast_like,
     hold,
     mm,
     mm_t,
     prefetch_scan,
+    restart,
     rows_t_mm,
+    scale_by,
     split_gates,
     with_previous,
 )
-
-
-class LSTMOptions(NamedTuple):
-    """Static choices of the fused LSTM (hashable: part of the compiled program).
-
-    Attributes:
-      dtype: matmul compute dtype (carries, gates and accumulations stay float32).
-      hoist: compute ``x W_ih + b`` for all steps in one matmul before the loop.
-      prefetch: materialise each step's slices one step ahead (see ``prefetch_scan``).
-      one_tanh: evaluate all four gate nonlinearities with one ``tanh`` over ``[B, 4H]``,
-        using :math:`\\sigma(x) = (1 + \\tanh(x/2)) / 2`.
-      recompute: keep only the carries ``c_t, h_t`` for the backward pass and recompute the
-        gates there, ``chunk`` steps at a time (rematerialisation for long sequences).
-      chunk: span length of the recomputing backward pass (``None``: the whole sequence);
-        its gate activations and gradients are the only ``[chunk, B, 4H]`` buffers alive.
-    """
-
-    dtype: Any = F32
-    hoist: bool = False
-    prefetch: bool = True
-    one_tanh: bool = True
-    recompute: bool = False
-    chunk: int | None = None
 
 
 def _gate_constants(hidden: int) -> tuple[Array, Array]:
@@ -88,8 +73,10 @@ def gate_activations(z: Array, one_tanh: bool) -> Array:
     return jnp.concatenate([sig(i), sig(f), jnp.tanh(g), sig(o)], axis=-1)
 
 
-def _forward(opts: LSTMOptions, w_ih, w_hh, b, xs, c0, h0, mask, save_gates=False):
+def _forward(opts: FusedOptions, weights, xs, c0, h0, mask, resets, extras, save_gates=False):
     """Runs the recurrence; returns the carries and the residuals for the backward pass."""
+    w_ih, w_hh, b, w_proj = weights
+    (rc_c, rc_h), rec_mask, upd_mask = extras
     dt = opts.dtype
     b32 = b.astype(F32)
     if opts.hoist:
@@ -99,34 +86,46 @@ def _forward(opts: LSTMOptions, w_ih, w_hh, b, xs, c0, h0, mask, save_gates=Fals
 
     def body(carry, inp):
         c, h = carry
-        x_t, m_t = inp
+        x_t, m_t, r_t = inp
+        # A reset restarts the state this step sees; padding holds the carry from before it.
+        c_in, h_in = restart(r_t, rc_c, c), restart(r_t, rc_h, h)
+        h_rec = scale_by(rec_mask, h_in)
         if opts.hoist:
-            z = x_t + mm(h, w_hh, dt)
+            z = x_t + mm(h_rec, w_hh, dt)
         else:
-            z = mm(x_t, w_ih, dt) + mm(h, w_hh, dt) + b32
+            z = mm(x_t, w_ih, dt) + mm(h_rec, w_hh, dt) + b32
         act = gate_activations(z, opts.one_tanh)
         i, f, g, o = split_gates(act, 4)
-        c_new = hold(m_t, f * c + i * g, c)
-        h_new = hold(m_t, o * jnp.tanh(c_new), h)
+        c_new = hold(m_t, f * c_in + i * scale_by(upd_mask, g), c)
+        h_new = o * jnp.tanh(c_new)
+        if w_proj is not None:
+            h_new = mm(h_new, w_proj, dt)
+        h_new = hold(m_t, h_new, h)
         return (c_new, h_new), (act if save_gates else None, c_new, h_new)
 
     (c_t, h_t), (acts, cs, hs) = prefetch_scan(
-        body, (c0, h0), (inputs, mask), prefetch=opts.prefetch
+        body, (c0, h0), (inputs, mask, resets), prefetch=opts.prefetch
     )
     return (hs, c_t, h_t), (acts, cs, hs)
 
 
-def _gate_grads(opts: LSTMOptions, w_hh, acts, cs, c_prevs, dhs, dc_t, dh_t, mask):
-    """The reverse loop over one span of steps: gate gradients ``dZ [T, B, 4H]`` and the
-    gradients of the carry entering the span.
+def _gate_grads(opts: FusedOptions, w_hh, w_proj, extras, acts, cs, c_prevs, seq, carry_grads):
+    """The reverse loop over one span of steps: gate gradients ``dZ [T, B, 4H]`` (and, with a
+    projection, the gradients ``[T, B, P]`` reaching each ``h_t``) and the gradients of the
+    carry entering the span (and of the reset carry, accumulated over the span's resets).
 
     Written to keep the loop body to few kernels, which is what bounds small layers: the
     gate gradients are one ``[B, 4H]`` expression, the derivative of each nonlinearity taken
     from its output (``a (1 - a)`` for a sigmoid, ``1 - a^2`` for the tanh, both
     ``s^2 (1 - u)(1 + u)`` with ``u = (a - shift) / s``), and ``c_t`` arrives in the carry
     from the step after it instead of as one more sliced input.
+
+    At a step with a reset the gradient of the state the step saw goes to the reset carry
+    and the carry from the step before gets none (the forward pass did not use it).
     """
     dt = opts.dtype
+    (rc_c, _), rec_mask, upd_mask = extras
+    dhs, mask, resets = seq
     hidden = cs.shape[-1]
     scale, shift = _gate_constants(hidden)
     # Transposed once, outside the loop: the per-step product then reads a row-major
@@ -134,81 +133,128 @@ def _gate_grads(opts: LSTMOptions, w_hh, acts, cs, c_prevs, dhs, dc_t, dh_t, mas
     w_hh_t = jnp.transpose(w_hh)
 
     def body(carry, inp):
-        dc, dh, c = carry
-        act, c_prev, dy, m_t = inp
+        dc, dh, c, d_reset = carry
+        act, c_prev, dy, m_t, r_t = inp
         i, f, g, o = split_gates(act, 4)
         dh_in = dh + dy
         dc_in = dc
         if m_t is not None:
             dh_in, dc_in = jnp.where(m_t, dh_in, 0.0), jnp.where(m_t, dc, 0.0)
+        # With a projection h_t = (o tanh c_t) W_proj, the cell output gets dh W_proj^T.
+        d_out = dh_in if w_proj is None else mm_t(dh_in, w_proj, dt)
         tc = jnp.tanh(c)
-        dcc = dc_in + dh_in * o * (1.0 - tc * tc)
+        dcc = dc_in + d_out * o * (1.0 - tc * tc)
         u = (act - shift) / scale
-        upstream = jnp.concatenate([dcc * g, dcc * c_prev, dcc * i, dh_in * tc], axis=-1)
+        c_seen = restart(r_t, rc_c, c_prev)
+        upstream = jnp.concatenate(
+            [dcc * scale_by(upd_mask, g), dcc * c_seen, dcc * scale_by(upd_mask, i), d_out * tc],
+            axis=-1,
+        )
         dz = upstream * (scale * scale) * (1.0 - u) * (1.0 + u)
-        dh_prev = hold(m_t, mm(dz, w_hh_t, dt), dh)
-        dc_prev = hold(m_t, dcc * f, dc)
-        return (dc_prev, dh_prev, c_prev), dz
+        dh_seen = scale_by(rec_mask, mm(dz, w_hh_t, dt))
+        dc_seen = dcc * f
+        dh_prev, dc_prev = hold(m_t, dh_seen, dh), hold(m_t, dc_seen, dc)
+        if r_t is not None:
+            d_reset = (
+                d_reset[0] + jnp.where(r_t, dc_seen, 0.0),
+                d_reset[1] + jnp.where(r_t, dh_seen, 0.0),
+            )
+            dc_prev, dh_prev = jnp.where(r_t, 0.0, dc_prev), jnp.where(r_t, 0.0, dh_prev)
+        out = dz if w_proj is None else (dz, dh_in)
+        return (dc_prev, dh_prev, c_prev, d_reset), out
 
     # The gate gradients overwrite the gate activations step by step: acts[t] is dead once
     # dz[t] exists, and reusing its buffer saves allocating and first touching another.
-    (dc0, dh0, _), dzs = prefetch_scan(
+    dc_t, dh_t, d_reset = carry_grads
+    (dc0, dh0, _, d_reset), out = prefetch_scan(
         body,
-        (dc_t, dh_t, cs[-1]),
-        (acts, c_prevs, dhs, mask),
+        (dc_t, dh_t, cs[-1], d_reset),
+        (acts, c_prevs, dhs, mask, resets),
         reverse=True,
         prefetch=opts.prefetch,
         overwrite=0 if opts.prefetch else None,
     )
-    return dzs, dc0, dh0
+    return out, (dc0, dh0, d_reset)
 
 
-def _span_backward(opts, w_ih, w_hh, b, span, carry_grads, acts=None):
+def _span_backward(opts, weights, extras, span, carry_grads, acts=None):
     """Backward over one span of steps: carry, weight and input gradients.
 
     Without saved ``acts`` the gates are recomputed from the saved carries: with every
     ``h_{t-1}`` known, the pre-activations of the whole span are one large product
     ``X W_ih + H_{prev} W_hh`` rather than a sequential loop.
     """
+    w_ih, w_hh, b, w_proj = weights
+    (_, rc_h), rec_mask, _ = extras
     dt = opts.dtype
-    (x, dy, m), ((c, _), (c_prev, h_prev)) = span
+    (x, dy, m, r), ((c, _), (c_prev, h_prev)) = span
+    # The h_{t-1} that entered W_hh: the reset carry after a reset, times the Gal mask.
+    h_rec = scale_by(rec_mask, restart(r, rc_h, h_prev))
     if acts is None:
-        z = mm(x, w_ih, dt) + mm(h_prev, w_hh, dt) + b.astype(F32)
+        z = mm(x, w_ih, dt) + mm(h_rec, w_hh, dt) + b.astype(F32)
         acts = gate_activations(z, opts.one_tanh)
-    dzs, dc0, dh0 = _gate_grads(opts, w_hh, acts, c, c_prev, dy, *carry_grads, m)
-    weight_grads = (rows_t_mm(x, dzs, dt), rows_t_mm(h_prev, dzs, dt), jnp.sum(dzs, axis=(0, 1)))
-    return (dc0, dh0), weight_grads, mm_t(dzs, w_ih, dt)
+    # The cell output o tanh(c_t) for W_proj's gradient, read before the reverse loop
+    # overwrites the gate activations with their gradients.
+    h_cell = None if w_proj is None else split_gates(acts, 4)[3] * jnp.tanh(c)
+    out, carry_grads = _gate_grads(
+        opts, w_hh, w_proj, extras, acts, c, c_prev, (dy, m, r), carry_grads
+    )
+    d_proj = None
+    if w_proj is None:
+        dzs = out
+    else:
+        # W_proj's gradient as one product over all rows: (o tanh c)^T dH.
+        dzs, dh_ins = out
+        d_proj = rows_t_mm(h_cell, dh_ins, dt)
+    weight_grads = (
+        rows_t_mm(x, dzs, dt),
+        rows_t_mm(h_rec, dzs, dt),
+        jnp.sum(dzs, axis=(0, 1)),
+        d_proj,
+    )
+    return carry_grads, weight_grads, mm_t(dzs, w_ih, dt)
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _lstm(opts, w_ih, w_hh, b, xs, c0, h0, mask):
-    return _forward(opts, w_ih, w_hh, b, xs, c0, h0, mask)[0]
+def _lstm(opts, weights, xs, c0, h0, mask, resets, extras):
+    return _forward(opts, weights, xs, c0, h0, mask, resets, extras)[0]
 
 
-def _lstm_fwd(opts, w_ih, w_hh, b, xs, c0, h0, mask):
+def _lstm_fwd(opts, weights, xs, c0, h0, mask, resets, extras):
     out, (acts, cs, hs) = _forward(
-        opts, w_ih, w_hh, b, xs, c0, h0, mask, save_gates=not opts.recompute
+        opts, weights, xs, c0, h0, mask, resets, extras, save_gates=not opts.recompute
     )
-    return out, (w_ih, w_hh, b, xs, c0, h0, mask, acts, cs, hs)
+    return out, (weights, xs, c0, h0, mask, resets, extras, acts, cs, hs)
 
 
 def _lstm_bwd(opts, res, cotangents):
-    w_ih, w_hh, b, xs, c0, h0, mask, acts, cs, hs = res
+    weights, xs, c0, h0, mask, resets, extras, acts, cs, hs = res
     dhs, dc_t, dh_t = cotangents
-    seq, states, first = (xs, dhs, mask), (cs, hs), (c0, h0)
+    reset_carry = extras[0]
+    d_reset = None if resets is None else jax.tree.map(jnp.zeros_like, reset_carry)
+    carry_grads = (dc_t, dh_t, d_reset)
+    seq, states, first = (xs, dhs, mask, resets), (cs, hs), (c0, h0)
     if opts.recompute:
-        zeros = tuple(jnp.zeros(w.shape, F32) for w in (w_ih, w_hh, b))
-        span_fn = lambda span, carry: _span_backward(opts, w_ih, w_hh, b, span, carry)
-        (dc0, dh0), (d_w_ih, d_w_hh, d_b), d_xs = backward_in_spans(
-            span_fn, seq, states, first, opts.chunk, (dc_t, dh_t), zeros
+        zeros = jax.tree.map(lambda w: jnp.zeros(w.shape, F32), weights)
+        span_fn = lambda span, carry: _span_backward(opts, weights, extras, span, carry)
+        carry_grads, weight_grads, d_xs = backward_in_spans(
+            span_fn, seq, states, first, opts.chunk, carry_grads, zeros
         )
     else:
         span = (seq, with_previous(states, first))
-        (dc0, dh0), (d_w_ih, d_w_hh, d_b), d_xs = _span_backward(
-            opts, w_ih, w_hh, b, span, (dc_t, dh_t), acts
+        carry_grads, weight_grads, d_xs = _span_backward(
+            opts, weights, extras, span, carry_grads, acts
         )
-    grads = (d_w_ih, d_w_hh, d_b, d_xs, dc0, dh0, None)
-    return cast_like(grads, (w_ih, w_hh, b, xs, c0, h0, mask))
+    dc0, dh0, d_reset = carry_grads
+    like = lambda g, p: None if g is None else g.astype(p.dtype)
+    weight_grads = tuple(map(like, weight_grads, weights))
+    # Without resets the reset carry is unused (zero cotangent); masks are constants.
+    d_extras = (
+        (None, None) if d_reset is None else tuple(map(like, d_reset, reset_carry)),
+        None,
+        None,
+    )
+    return weight_grads, like(d_xs, xs), like(dc0, c0), like(dh0, h0), None, None, d_extras
 
 
 _lstm.defvjp(_lstm_fwd, _lstm_bwd)
@@ -220,25 +266,51 @@ def lstm_sequence(
     carry: tuple[Array, Array],
     mask: Array | None = None,
     *,
-    options: LSTMOptions = LSTMOptions(),
+    resets: Array | None = None,
+    reset_carry: tuple[Array, Array] | None = None,
+    options: FusedOptions = FusedOptions(),
 ) -> tuple[tuple[Array, Array], Array]:
     """Runs an LSTM over a time-major sequence with the fused backward pass.
 
+    Per step, with :math:`r_t` the reset flag, :math:`m` the optional regulariser masks and
+    :math:`(c^0, h^0)` the reset carry:
+
+    .. math::
+        (c', h') = r_t (c^0, h^0) + (1 - r_t)(c_{t-1}, h_{t-1}), \\quad
+        z = x_t W_{ih} + (h' \\odot m_{rec}) W_{hh} + b, \\\\
+        c_t = f c' + i (g \\odot m_{upd}), \\quad h_t = o \\tanh(c_t) \\, [W_{proj}]
+
+    (Gal & Ghahramani 2016 recurrent dropout, Semeniuta et al. 2016 update dropout, the
+    projection LSTM of Sak et al. 2014.)
+
     Args:
-      params: ``kernel_ih [I, 4H]``, ``kernel_hh [H, 4H]``, ``bias [4H]`` (gate order
-        ``i, f, g, o`` as :class:`rnnlab.cells.LSTMCell`).
+      params: ``kernel_ih [I, 4H]``, ``kernel_hh [P, 4H]``, ``bias [4H]`` (gate order
+        ``i, f, g, o`` as :class:`rnnlab.cells.LSTMCell`), optionally ``kernel_proj [H, P]``
+        (``P = H`` without it), ``recurrent_mask [B, P]`` and ``update_mask [B, H]``.
+        Weight drop is a masked ``kernel_hh``. No gradient flows to the masks.
       xs: inputs ``[T, B, I]``.
-      carry: ``(c, h)``, each float32 ``[B, H]``.
-      mask: optional bool ``[T, B]``; false marks padding (the carry holds, outputs are 0).
-      options: static :class:`LSTMOptions`.
+      carry: ``(c [B, H], h [B, P])`` in float32, the carry before step 0.
+      mask: optional bool ``[T, B]``; false marks padding (the carry holds, outputs are 0,
+        a reset flagged there has no effect).
+      resets: optional bool ``[T, B]``; true restarts the state from ``reset_carry`` before
+        that step (its gradient goes to ``reset_carry``, none to the carry before).
+      reset_carry: ``(c, h)`` like ``carry``; ``None`` means ``carry``.
+      options: static :class:`FusedOptions`.
 
     Returns:
-      ``((c_T, h_T), ys)`` with ``ys [T, B, H]`` in float32 (zero at padding).
+      ``((c_T, h_T), ys)`` with ``ys [T, B, P]`` in float32 (zero at padding).
     """
     c0, h0 = carry
     m = None if mask is None else mask[..., None]
-    hs, c_t, h_t = _lstm(
-        options, params["kernel_ih"], params["kernel_hh"], params["bias"], xs, c0, h0, m
-    )
+    r = None
+    if resets is not None:
+        r = resets[..., None] if m is None else resets[..., None] & m
+        reset_carry = carry if reset_carry is None else tuple(reset_carry)
+    else:
+        reset_carry = (None, None)
+    f32 = lambda a: None if a is None else a.astype(F32)
+    extras = (reset_carry, f32(params.get("recurrent_mask")), f32(params.get("update_mask")))
+    weights = (params["kernel_ih"], params["kernel_hh"], params["bias"], params.get("kernel_proj"))
+    hs, c_t, h_t = _lstm(options, weights, xs, c0, h0, m, r, extras)
     ys = hs if m is None else jnp.where(m, hs, 0.0)
     return (c_t, h_t), ys

@@ -4,6 +4,8 @@
   ``nn.GRU`` (multi-layer, bidirectional, ``proj_size``) into rnnlab layers, and back.
 * :mod:`rnnlab.interop.linen`: rnnlab cells and layers as Flax Linen modules, through
   ``flax.nnx.bridge``.
+* :mod:`rnnlab.interop.flax_cells`: converters to and from Flax's stock ``LSTMCell``,
+  ``OptimizedLSTMCell`` and ``GRUCell`` (NNX and Linen).
 
 The submodules load on first access, so ``import rnnlab`` never imports torch.
 """
@@ -12,7 +14,7 @@ from __future__ import annotations
 
 import importlib
 
-__all__ = ["linen", "torch"]
+__all__ = ["flax_cells", "linen", "torch"]
 
 
 def __getattr__(name: str):

@@ -154,11 +154,40 @@ def _cell_spec(spec: TorchRNNSpec) -> tuple[str, dict[str, Any]]:
     return "simple", {"activation": "tanh" if spec.mode == "RNN_TANH" else "relu"}
 
 
+def resolve_time_major(
+    time_major: bool | None,
+    rnn_kwargs: Mapping[str, Any] | None,
+    source: Any = None,
+) -> bool:
+    """The layout of the layer's inputs, from what the caller said, else from the module.
+
+    An explicit ``time_major`` argument and ``rnn_kwargs["time_major"]`` are both the
+    caller's choice: they must agree (a ValueError otherwise) and are never overridden.
+    Without either, a module's ``batch_first`` decides (``False``, PyTorch's default, gives
+    time-major ``[time, batch, features]`` inputs, so the module's own inputs fit), and a
+    bare ``state_dict``, which does not record the layout, gives rnnlab's batch-major.
+    """
+    given = (rnn_kwargs or {}).get("time_major")
+    if time_major is not None and given is not None and bool(time_major) != bool(given):
+        raise ValueError(
+            f"time_major={time_major!r} contradicts rnn_kwargs['time_major']={given!r}; "
+            "give the layout once"
+        )
+    if time_major is not None:
+        return bool(time_major)
+    if given is not None:
+        return bool(given)
+    batch_first = getattr(source, "batch_first", None)
+    if isinstance(batch_first, bool):
+        return not batch_first
+    return False
+
+
 def build_layer(
     spec: TorchRNNSpec,
     *,
     dropout: float = 0.0,
-    time_major: bool = False,
+    time_major: bool | None = None,
     dtype=None,
     param_dtype=jnp.float32,
     rnn_kwargs: Mapping[str, Any] | None = None,
@@ -168,11 +197,13 @@ def build_layer(
 
     One layer gives an :class:`~rnnlab.RNN`, one bidirectional layer a
     :class:`~rnnlab.Bidirectional`, several layers a :class:`~rnnlab.StackedRNN`.
+    ``time_major`` and ``rnn_kwargs["time_major"]`` must agree (see
+    :func:`resolve_time_major`); neither given means batch-major.
     """
     rngs = rngs if rngs is not None else nnx.Rngs(0)
     name, kwargs = _cell_spec(spec)
     kwargs.update(dtype=dtype, param_dtype=param_dtype)
-    rnn_kwargs = {**(rnn_kwargs or {}), "time_major": time_major}
+    rnn_kwargs = {**(rnn_kwargs or {}), "time_major": resolve_time_major(time_major, rnn_kwargs)}
     if spec.num_layers > 1:
         return StackedRNN(
             spec.input_size,
@@ -297,7 +328,7 @@ def load_torch_rnn(
     prefix: str = "",
     nonlinearity: str | None = None,
     dropout: float | None = None,
-    time_major: bool = False,
+    time_major: bool | None = None,
     dtype=None,
     param_dtype=jnp.float32,
     rnn_kwargs: Mapping[str, Any] | None = None,
@@ -310,8 +341,8 @@ def load_torch_rnn(
         >>> from rnnlab.interop.torch import load_torch_rnn
         >>> lstm = torch.nn.LSTM(4, 8, num_layers=2, bidirectional=True)
         >>> layer = load_torch_rnn(lstm)            # or lstm.state_dict(), or a file path
-        >>> layer(jnp.ones((3, 5, 4))).shape        # batch-major, like batch_first=True
-        (3, 5, 16)
+        >>> layer(jnp.ones((5, 3, 4))).shape        # [time, batch, features]: batch_first=False
+        (5, 3, 16)
 
     Args:
       source: an ``nn.Module``, its ``state_dict`` (tensors or NumPy arrays) or a file saved
@@ -320,8 +351,11 @@ def load_torch_rnn(
       nonlinearity: for ``nn.RNN`` weights given as a ``state_dict``: ``"tanh"`` (PyTorch's
         default) or ``"relu"``. Read from the module when ``source`` is one.
       dropout: between-layer dropout; defaults to the module's, else 0.
-      time_major: inputs of the returned layer are ``[time, batch, features]`` (PyTorch's
-        default layout) instead of rnnlab's batch-major ``[batch, time, features]``.
+      time_major: inputs of the returned layer are ``[time, batch, features]`` (True) or
+        ``[batch, time, features]`` (False). Default: the module's layout
+        (``not module.batch_first``, so a default PyTorch module takes its own time-major
+        inputs), or batch-major for a ``state_dict``, which does not record it.
+        ``rnn_kwargs["time_major"]`` may say the same; a contradiction is a ValueError.
       dtype, param_dtype: compute and parameter dtypes of the cells.
       rnn_kwargs: further :class:`~rnnlab.RNN` arguments for every direction and layer
         (``implementation``, ``unroll``, ``remat``, ``hoist_input_projection``).
@@ -334,6 +368,7 @@ def load_torch_rnn(
         nonlinearity = _module_nonlinearity(source) or "tanh"
     if dropout is None:
         dropout = float(getattr(source, "dropout", 0.0) or 0.0)
+    time_major = resolve_time_major(time_major, rnn_kwargs, source)
     state = read_state_dict(source, prefix)
     spec = infer_spec(state, nonlinearity)
     # Every parameter is overwritten, so the layer is built abstractly (no initialiser

@@ -7,9 +7,11 @@ them alike::
 
 - ``batch`` is the dict a data iterator yields (``inputs``, ``targets``/``labels``,
   ``weights``, ``seq_lengths``, ``resets``, ...); a model reads the keys it needs.
-- ``train`` switches dropout and other training-only behaviour; ``rngs`` supplies its
-  randomness (models keep no random state of their own, so a step's randomness is a pure
-  function of the step's key).
+- Training or evaluation is NNX's mode: ``model.train()`` / ``model.eval()`` switch every
+  dropout, zoneout and batch-normalised cell at once (the engine does so for its training
+  and evaluation steps). ``train=True/False`` sets the mode first, as those calls would;
+  ``None`` (default) keeps it. ``rngs`` supplies the randomness (models keep no random
+  state of their own, so a step's randomness is a pure function of the step's key).
 - ``carry``: the recurrent state from the previous batch for stateful models (truncated
   backpropagation through time); ``None`` starts from zeros.
 - ``outputs``: what the task's loss reads (logits, predictions).
@@ -35,7 +37,7 @@ from typing import Any
 import jax.numpy as jnp
 from flax import nnx
 
-__all__ = ["build", "model_names", "register", "resolve_dtype"]
+__all__ = ["build", "model_names", "register", "resolve_dtype", "set_mode"]
 
 ModelFactory = Callable[..., nnx.Module]
 
@@ -57,6 +59,24 @@ def resolve_dtype(dtype: Any, argument: str = "dtype"):
             raise ValueError(f"{argument} must be one of {sorted(_DTYPES)}, got {dtype!r}")
         return _DTYPES[dtype]
     return jnp.dtype(dtype)
+
+
+def set_mode(model: nnx.Module, train: bool | None) -> None:
+    """``model.train()`` for ``True``, ``model.eval()`` for ``False``, nothing for ``None``.
+
+    A model already in the asked mode is left untouched, so that calling it with ``train=``
+    inside a transform that closes over it (where NNX forbids mutation) keeps working.
+    """
+    if train is None:
+        return
+    for _, module in nnx.iter_modules(model):
+        for name in ("deterministic", "use_running_average"):
+            if getattr(module, name, not train) is train:
+                if train:
+                    model.train()
+                else:
+                    model.eval()
+                return
 
 
 def register(name: str) -> Callable[[ModelFactory], ModelFactory]:
@@ -94,7 +114,6 @@ from rnnlab.models import (  # noqa: E402, F401
     flax_peer,
     forecaster,
     language_model,
-    regularized_lm,
     seq2seq,
     video,
 )

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from rnnlab.layers import StackedRNN
-from rnnlab.models import register, resolve_dtype
+from rnnlab.models import register, resolve_dtype, set_mode
 from rnnlab.models.attention import masked_softmax, source_mask
 
 Array = jax.Array
@@ -136,12 +136,13 @@ class SequenceClassifier(nnx.Module):
         self,
         batch: Mapping[str, Array],
         *,
-        train: bool = False,
+        train: bool | None = None,
         rngs: nnx.Rngs | None = None,
         carry: Any = None,
     ) -> tuple[Array, dict[str, Any]]:
         """Float32 outputs ``[B, num_outputs]``; ``aux["pooled"]``, ``aux["hidden"]``."""
         del carry  # every sequence starts from the zero state
+        set_mode(self, train)
         x = batch["inputs"]
         if self.embed is not None:
             x = self.embed(x)
@@ -151,7 +152,7 @@ class SequenceClassifier(nnx.Module):
         lengths = batch.get("seq_lengths")
         if lengths is None:
             lengths = jnp.full(x.shape[:1], x.shape[1], jnp.int32)
-        h = self.rnn(x, seq_lengths=lengths, deterministic=not train, rngs=rngs)
+        h = self.rnn(x, seq_lengths=lengths, rngs=rngs)
         aux = {"hidden": h}
         if self.pooling == "attention":
             scores = self.att_score(jnp.tanh(self.att_proj(h)))[..., 0]
@@ -160,7 +161,7 @@ class SequenceClassifier(nnx.Module):
         else:
             split = self.rnn.layers[-1].forward_rnn.output_features if self.bidirectional else None
             pooled = pool(h, lengths, self.pooling, split=split)
-        pooled = self.dropout(pooled, deterministic=not train, rngs=rngs)
+        pooled = self.dropout(pooled, rngs=rngs)
         out = self.head(pooled).astype(jnp.float32)
         return out, {"pooled": pooled, **aux}
 

@@ -15,7 +15,7 @@ computed by ``optax.ctc_loss``. Decoding:
   with an unlimited beam it returns the most probable labelling exactly.
 
 Error rates (character or token) are edit distances over reference lengths
-(:func:`rnnlab.models.metrics.error_rate`).
+(:func:`rnnlab.tasks.scores.error_rate`).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from flax import nnx
 
 from rnnlab.cells.base import check_positive_int
 from rnnlab.layers import StackedRNN
-from rnnlab.models import register, resolve_dtype
+from rnnlab.models import register, resolve_dtype, set_mode
 
 Array = jax.Array
 
@@ -214,12 +214,13 @@ class SpeechRecognizer(nnx.Module):
         self,
         batch: Mapping[str, Array],
         *,
-        train: bool = False,
+        train: bool | None = None,
         rngs: nnx.Rngs | None = None,
         carry: Any = None,
     ) -> tuple[Array, dict[str, Any]]:
         """Logits ``[B, T', V]``; ``aux["logit_lengths"]`` ``[B]``, ``aux["hidden"]``."""
         del carry
+        set_mode(self, train)
         x = batch["inputs"]
         if x.ndim == 2:
             x = x[..., None]
@@ -234,7 +235,7 @@ class SpeechRecognizer(nnx.Module):
         x, lengths = stack_frames(
             x.astype(jnp.float32), jnp.asarray(lengths, jnp.int32), self.frame_stack
         )
-        h = self.rnn(x, seq_lengths=lengths, deterministic=not train, rngs=rngs)
+        h = self.rnn(x, seq_lengths=lengths, rngs=rngs)
         logits = self.head(h).astype(jnp.float32)
         return logits, {"logit_lengths": lengths, "hidden": h, "blank_id": self.blank_id}
 

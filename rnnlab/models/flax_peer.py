@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from rnnlab.models import register, resolve_dtype
+from rnnlab.models import register, resolve_dtype, set_mode
 from rnnlab.models.classifier import POOLINGS, pool
 
 Array = jax.Array
@@ -86,11 +86,12 @@ class FlaxClassifier(nnx.Module):
         self,
         batch: Mapping[str, Array],
         *,
-        train: bool = False,
+        train: bool | None = None,
         rngs: nnx.Rngs | None = None,
         carry: Any = None,
     ) -> tuple[Array, dict[str, Any]]:
         """Float32 outputs ``[B, num_outputs]``; ``aux["pooled"]``, ``aux["hidden"]``."""
+        set_mode(self, train)
         del train, rngs, carry  # no dropout; every sequence starts from the zero state
         x = batch["inputs"]
         if x.ndim == 2:

@@ -39,12 +39,12 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from rnnlab.cells.base import check_positive_int
 from rnnlab.layers import StackedRNN
-from rnnlab.models import register, resolve_dtype
-from rnnlab.models.metrics import seasonal_naive
+from rnnlab.models import register, resolve_dtype, set_mode
 
 Array = jax.Array
 
@@ -52,6 +52,18 @@ MODES = ("direct", "autoregressive")
 HEADS = ("point", "gaussian", "quantile")
 SCALE_EPS = 1e-3
 WINDOW_EPS = 1e-4  # variance floor of window normalisation (flat windows)
+
+
+def seasonal_naive(history: Array, horizon: int, period: int) -> Array:
+    """Seasonal-naive forecast: ``y_{L+h} = y_{L+h-m k}``, ``k = ceil(h / m)``, repeating the
+    last observed season. ``history`` is ``[..., L, F]`` with ``L >= period``; returns
+    ``[..., horizon, F]``."""
+    length = history.shape[-2]
+    if period > length:
+        raise ValueError(f"period must be <= the history length {length}, got {period}")
+    h = np.arange(1, horizon + 1)
+    idx = length + h - period * np.ceil(h / period).astype(int) - 1
+    return jnp.take(history, jnp.asarray(idx), axis=-2)
 
 
 def gaussian_nll(y: Array, mean: Array, scale: Array) -> Array:
@@ -101,7 +113,7 @@ class Forecaster(nnx.Module):
       ar_order: lags of the linear autoregressive component (0: none; direct mode only).
       seasonal_period: when set (and the window holds a full season), ``aux`` also carries
         the seasonal-naive forecast of each window, ``aux["seasonal_naive"]``, the baseline
-        of MASE (:func:`rnnlab.models.metrics.seasonal_naive`).
+        of MASE (:func:`seasonal_naive`).
     """
 
     def __init__(
@@ -155,6 +167,7 @@ class Forecaster(nnx.Module):
         dtype = resolve_dtype(dtype)
         self.mode, self.head_type, self.residual = mode, head, residual
         self.teacher_forcing, self.window_norm = teacher_forcing, window_norm
+        self.deterministic = False  # NNX mode; .eval() sets it
         self.seasonal_period = (
             None
             if seasonal_period is None
@@ -209,13 +222,15 @@ class Forecaster(nnx.Module):
         self,
         batch: Mapping[str, Array],
         *,
-        train: bool = False,
+        train: bool | None = None,
         rngs: nnx.Rngs | None = None,
         carry: Any = None,
     ) -> tuple[Array, dict[str, Any]]:
         """Point forecast ``[B, H, F_out]``; ``aux["scale"]`` / ``aux["quantiles"]``,
         ``aux["hidden"]``."""
         del carry
+        set_mode(self, train)
+        train = not self.deterministic
         x = batch["inputs"]
         if x.ndim == 2:
             x = x[..., None]
@@ -235,7 +250,7 @@ class Forecaster(nnx.Module):
                     jnp.asarray(y_true, jnp.float32).reshape(x.shape[0], self.horizon, -1) - mu
                 ) / sigma
         last = x[:, -1, : self.output_features]
-        kw = dict(deterministic=not train, rngs=rngs)
+        kw = dict(rngs=rngs)
         if self.mode == "direct":
             h = self.rnn(x, **kw)
             out = self._read(h[:, -1:], last, self._autoregression(x))

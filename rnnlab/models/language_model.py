@@ -9,7 +9,20 @@ Architecture (Zaremba et al. 2014; tied embeddings: Press & Wolf 2017, Inan et a
 The model is stateful for truncated backpropagation through time: it takes the carry left by
 the previous batch (row ``b`` of batch ``k + 1`` continues row ``b`` of batch ``k``) and
 returns the new one in ``aux["carry"]``. ``resets`` (bool ``[B, T]``) restart the state
-from zeros where a new document begins inside a row.
+from zeros where a new document begins inside a row; the stack's layers take the fused
+path with such resets (:mod:`rnnlab.layers.dispatch`).
+
+Regularisation is an option of the stack (:class:`rnnlab.layers.StackedRNN`), in the order
+of AWD-LSTM (Merity et al. 2017)::
+
+    E -> embedding dropout (whole word types) -> lookup -> input dropout
+      -> layer 1 (weight drop, recurrent dropout) -> hidden dropout -> ... -> layer L
+      -> raw -> output dropout -> decoder            loss += AR(dropped) + TAR(raw)
+
+Masks that must stay fixed over time are drawn once per batch outside the time loop.
+Everything is the identity in evaluation mode, so validation and sampling run the plain
+model. Zoneout is refused: its evaluation form changes the recurrence, which the one-step
+sampler does not apply.
 
 Sampling (:func:`generate`) runs the prompt once, then one jitted step per generated token
 that carries the recurrent state, so the prefix is never re-run.
@@ -25,40 +38,12 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from rnnlab.layers import RNN, StackedRNN, default_hoist
-from rnnlab.models import register, resolve_dtype
+from rnnlab.layers import StackedRNN
+from rnnlab.models import register, resolve_dtype, set_mode
 from rnnlab.models.decoding import sample_logits
-from rnnlab.scan import masked_scan
+from rnnlab.regularizers import Regularization, embedding_dropout
 
 Array = jax.Array
-
-
-def run_rnn(
-    rnn: RNN, x: Array, carry: Any, resets: Array | None, params: dict[str, Array] | None = None
-) -> tuple[Any, Array]:
-    """One layer over batch-major ``x`` from ``carry``; ``resets`` restart from zeros.
-
-    ``RNN.__call__`` restarts at resets from its initial carry, which for a stream is the
-    state carried in from the previous batch, not the start of a document; this runs the
-    same scan with the zero carry as the restart point. ``params`` replaces the cell's
-    parameters (a weight-dropped kernel, recurrent-dropout masks:
-    ``rnnlab.regularizers.prepare_layer``).
-    """
-    cell = rnn.cell
-    params = cell.cell_params() if params is None else params
-    zero = cell.initialize_carry(x.shape[:-2] + x.shape[-1:])
-    xs = jnp.moveaxis(x, -2, 0)
-    rs = None if resets is None else jnp.moveaxis(resets, -1, 0)
-    hoist = default_hoist() if rnn.hoist_input_projection is None else rnn.hoist_input_projection
-    if hoist:
-        xs = cell.project(params, xs)
-        step = lambda c, xp: cell.step_with(params, c, xp)
-    else:
-        step = lambda c, xt: cell.step_with(params, c, cell.project(params, xt))
-    carry, ys = masked_scan(
-        step, carry, xs, resets=rs, reset_carry=zero, unroll=rnn.unroll, remat=rnn.remat
-    )
-    return carry, jnp.moveaxis(ys, 0, -2)
 
 
 class LanguageModel(nnx.Module):
@@ -73,7 +58,11 @@ class LanguageModel(nnx.Module):
       cell_kwargs: extra cell arguments (``forget_bias``, ``proj_features``, ...).
       tie_embeddings: decode with the transposed embedding; when the top layer's size
         differs from ``D`` a linear projection ``P`` maps it to ``D`` first.
-      dropout: rate on the embeddings, between layers and before the decoder (0 = off).
+      dropout: rate on the embeddings, between layers and before the decoder (0 = off);
+        with a ``regularization`` use its input/hidden/output dropout instead.
+      regularization: a :class:`~rnnlab.regularizers.Regularization` or a mapping of its
+        fields (``Regularization.awd_lstm().to_dict()`` for the full recipe); ``None`` is
+        all off. Training adds the weighted ``ar``/``tar`` terms to ``aux["losses"]``.
       dtype: compute dtype (``"bfloat16"`` for mixed precision); parameters stay
         ``param_dtype`` and carries float32.
       rngs: ``nnx.Rngs`` with a ``params`` stream.
@@ -90,6 +79,7 @@ class LanguageModel(nnx.Module):
         cell_kwargs: Mapping[str, Any] | None = None,
         tie_embeddings: bool = False,
         dropout: float = 0.0,
+        regularization: Any = None,
         dtype: Any = None,
         param_dtype: Any = jnp.float32,
         rnn_kwargs: Mapping[str, Any] | None = None,
@@ -104,6 +94,17 @@ class LanguageModel(nnx.Module):
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        reg = Regularization.from_config(regularization)
+        if reg.zoneout_c > 0 or reg.zoneout_h > 0:
+            raise ValueError(
+                "regularization.zoneout_c/zoneout_h must be 0 for the language model (its "
+                f"sampler runs the plain cell), got {reg.zoneout_c}/{reg.zoneout_h}"
+            )
+        if reg.active and dropout:
+            raise ValueError(
+                f"dropout must be 0 when regularization is given (use its input_dropout, "
+                f"hidden_dropout, output_dropout), got {dropout!r}"
+            )
         dtype = resolve_dtype(dtype)
         self.vocab_size, self.tie_embeddings = vocab_size, tie_embeddings
         self.dtype = dtype
@@ -116,9 +117,12 @@ class LanguageModel(nnx.Module):
             num_layers,
             cell=cell,
             cell_kwargs={"dtype": dtype, "param_dtype": param_dtype, **dict(cell_kwargs or {})},
+            dropout=dropout,
+            regularization=reg,
             rnn_kwargs=dict(rnn_kwargs or {}),
             rngs=rngs,
         )
+        self.regularization = reg
         top = self.rnn.output_features
         if tie_embeddings:
             self.proj = (
@@ -137,10 +141,7 @@ class LanguageModel(nnx.Module):
 
     def init_carry(self, batch_size: int) -> list[Any]:
         """Zero float32 state for ``batch_size`` rows: one carry per layer."""
-        return [
-            layer.cell.initialize_carry((batch_size, layer.cell.in_features))
-            for layer in self.rnn.layers
-        ]
+        return self.rnn.initialize_carry((batch_size, self.rnn.in_features))
 
     def decode(self, h: Array) -> Array:
         """Top-layer states ``[..., H]`` -> float32 logits ``[..., V]``."""
@@ -156,11 +157,17 @@ class LanguageModel(nnx.Module):
         self,
         batch: Mapping[str, Array],
         *,
-        train: bool = False,
+        train: bool | None = None,
         rngs: nnx.Rngs | None = None,
         carry: Any = None,
     ) -> tuple[Array, dict[str, Any]]:
-        """Logits ``[B, T, V]`` for ``batch["inputs"]`` (int ``[B, T]``); ``aux["carry"]``."""
+        """Logits ``[B, T, V]`` for ``batch["inputs"]`` (int ``[B, T]``).
+
+        ``aux["carry"]`` is the state for the next batch, ``aux["hidden"]`` the top layer's
+        output; in training with AR/TAR, ``aux["losses"]`` holds the weighted terms.
+        ``train`` sets the NNX mode first (as ``.train()``/``.eval()``); ``None`` keeps it.
+        """
+        set_mode(self, train)
         tokens = batch["inputs"]
         if tokens.ndim != 2 or not jnp.issubdtype(tokens.dtype, jnp.integer):
             raise ValueError(
@@ -170,15 +177,43 @@ class LanguageModel(nnx.Module):
         if carry is None:
             carry = self.init_carry(tokens.shape[0])
         resets = batch.get("resets")
-        deterministic = not train
-        x = self.dropout(self.embed(tokens), deterministic=deterministic, rngs=rngs)
-        carries = []
-        for i, layer in enumerate(self.rnn.layers):
-            c, x = run_rnn(layer, x, carry[i], resets)
-            carries.append(c)
-            x = self.dropout(x, deterministic=deterministic, rngs=rngs)
-        logits = self.decode(x)
-        return logits, {"carry": carries, "hidden": x}
+        zeros = self.init_carry(tokens.shape[0]) if resets is not None else None
+        reg = self.regularization
+        training = not self.rnn.deterministic
+        if reg.active:
+            stochastic = training and reg.stochastic
+            if stochastic and rngs is None:
+                raise ValueError("rngs must be given to train with regularization, got None")
+            k_embed, k_stack = jax.random.split(rngs.dropout()) if stochastic else (None, None)
+            table = embedding_dropout(
+                self.embed.embedding[...],
+                reg.embedding_dropout,
+                k_embed,
+                deterministic=not stochastic,
+            )
+            x = jnp.take(table, tokens, axis=0)
+            if self.dtype is not None:
+                x = x.astype(self.dtype)
+            stack_rngs = k_stack
+        else:
+            x = self.dropout(self.embed(tokens), rngs=rngs)
+            stack_rngs = rngs
+        carries, x, aux = self.rnn(
+            x,
+            initial_carry=carry,
+            resets=resets,
+            reset_carry=zeros,
+            rngs=stack_rngs,
+            return_carry=True,
+            return_aux=True,
+        )
+        if not reg.active:
+            x = self.dropout(x, rngs=rngs)
+        out: dict[str, Any] = {"carry": carries, "hidden": x}
+        losses = {k: aux[k] for k in ("ar", "tar") if k in aux}
+        if training and losses:
+            out["losses"] = losses
+        return self.decode(x), out
 
     def decode_step(self, tokens: Array, carry: Any) -> tuple[Array, Any]:
         """One time step: tokens ``[B]`` -> (logits ``[B, V]``, new carry)."""
@@ -249,6 +284,7 @@ def generate(
 
 
 @register("language_model")
+@register("regularized_language_model")  # the name older configs use for the same model
 def _build(info: Mapping[str, Any], *, rngs: nnx.Rngs, **kwargs) -> LanguageModel:
     """Builds a :class:`LanguageModel` for token data (``info["vocab_size"]``)."""
     if not info.get("vocab_size"):

@@ -36,7 +36,7 @@ from flax import nnx
 from rnnlab.cells.base import check_positive_int
 from rnnlab.cells.registry import make_cell
 from rnnlab.layers import StackedRNN
-from rnnlab.models import register, resolve_dtype
+from rnnlab.models import register, resolve_dtype, set_mode
 from rnnlab.models.attention import make_attention, source_mask
 from rnnlab.models.classifier import pool
 from rnnlab.models.decoding import beam_search, greedy_decode
@@ -154,6 +154,7 @@ class Translator(nnx.Module):
         self.combine = nnx.Linear(h + enc, h, dtype=dtype, rngs=rngs)
         self.readout = nnx.Linear(h, target_vocab_size, dtype=dtype, rngs=rngs)
         self.dropout_rate = float(dropout)
+        self.deterministic = False  # NNX mode; .eval() sets it
 
     # -- encoder ---------------------------------------------------------------------------
     def _dropout(self, x: Array, key: Array | None) -> Array:
@@ -217,7 +218,7 @@ class Translator(nnx.Module):
         self,
         batch: Mapping[str, Array],
         *,
-        train: bool = False,
+        train: bool | None = None,
         rngs: nnx.Rngs | None = None,
         carry: Any = None,
     ) -> tuple[Array, dict[str, Any]]:
@@ -228,6 +229,8 @@ class Translator(nnx.Module):
         ``aux["prediction_lengths"]`` hold the decoded sources, up to the targets' width.
         """
         del carry  # each pair is translated from scratch
+        set_mode(self, train)
+        train = not self.deterministic
         src, tgt = batch["inputs"], batch["targets"]
         _check_tokens("inputs", src)
         _check_tokens("targets", tgt)

@@ -30,7 +30,7 @@ from flax import nnx
 from rnnlab.cells.base import check_positive_int
 from rnnlab.cells.conv_lstm import ConvLSTMCell
 from rnnlab.layers import StackedRNN
-from rnnlab.models import register, resolve_dtype
+from rnnlab.models import register, resolve_dtype, set_mode
 
 Array = jax.Array
 
@@ -110,12 +110,13 @@ class VideoPredictor(nnx.Module):
         self,
         batch: Mapping[str, Array],
         *,
-        train: bool = False,
+        train: bool | None = None,
         rngs: nnx.Rngs | None = None,
         carry: Any = None,
     ) -> tuple[Array, dict[str, Any]]:
         """Predicted frames ``[B, horizon, H, W, C]``; aux: ``encoder_carry``, ``hidden`` and,
         with the cross-entropy loss, ``bce_logits`` (the pixels before the sigmoid)."""
+        set_mode(self, train)
         del train, rngs, carry
         frames = batch["inputs"]
         expected = self.frame_shape + (self.channels,)

@@ -4,9 +4,10 @@
   sequence), :func:`embedding_dropout` / :func:`embed_with_dropout` (whole words).
 * Inside the recurrence (masks drawn once, outside the scan): recurrent dropout (Gal &
   Ghahramani 2016; Semeniuta et al. 2016), zoneout (Krueger et al. 2016), weight drop
-  (Merity et al. 2017): :func:`regularized_rnn`, :func:`sample_layer_masks`.
-* Whole stacks from config: :class:`Regularization`, :class:`RegularizedStackedRNN`,
-  :func:`regularized_stack`.
+  (Merity et al. 2017): :func:`sample_layer_masks`, :func:`prepare_layer`; a layer runs
+  under them with :func:`rnnlab.layers.regularized_rnn`.
+* Whole stacks from config: :class:`Regularization`, the ``regularization`` option of
+  :class:`rnnlab.layers.StackedRNN`.
 * Loss terms: :func:`activation_regularization`, :func:`temporal_activation_regularization`,
   :func:`l2_penalty`.
 * Optax transformations: :func:`ema_params`, :func:`average_iterates`, :func:`nt_asgd`,
@@ -47,12 +48,10 @@ from rnnlab.regularizers.recurrent import (
     LayerPlan,
     masked_params,
     prepare_layer,
-    regularized_rnn,
     sample_layer_masks,
     zoneout_eval_step,
     zoneout_train_step,
 )
-from rnnlab.regularizers.stack import RegularizedStackedRNN, regularized_layer, regularized_stack
 
 __all__ = [
     "RECURRENT_DROPOUT_KINDS",
@@ -60,7 +59,6 @@ __all__ = [
     "EmaParamsState",
     "LayerMasks",
     "LayerPlan",
-    "RegularizedStackedRNN",
     "Regularization",
     "activation_regularization",
     "ar_tar_losses",
@@ -80,9 +78,6 @@ __all__ = [
     "nt_asgd",
     "observe_validation",
     "prepare_layer",
-    "regularized_layer",
-    "regularized_rnn",
-    "regularized_stack",
     "sample_layer_masks",
     "sequence_dropout",
     "temporal_activation_regularization",

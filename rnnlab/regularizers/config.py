@@ -176,6 +176,11 @@ class Regularization:
         )
 
     @property
+    def active(self) -> bool:
+        """Whether any switch is on (a default ``Regularization`` changes nothing)."""
+        return self.stochastic or self.ar > 0 or self.tar > 0
+
+    @property
     def stochastic(self) -> bool:
         """Whether training needs random numbers (any rate above zero)."""
         return any(getattr(self, k) > 0 for k in _DROPOUT_RATES + _ZONEOUT_RATES)

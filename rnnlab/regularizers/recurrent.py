@@ -9,8 +9,9 @@ Every random mask is drawn once, outside the time loop, by :func:`sample_layer_m
   reach the scan as per-step inputs (``RNN(step_inputs=...)``), so the loop body contains no
   random number generation.
 
-:func:`regularized_rnn` runs an :class:`rnnlab.RNN` with these, for training
-(``deterministic=False``) or evaluation.
+:func:`rnnlab.layers.regularized_rnn` runs an :class:`rnnlab.RNN` with these, for training
+(``deterministic=False``) or evaluation. The functions here take the layer only for its
+``cell`` and ``time_major`` (anything with those two attributes serves).
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from rnnlab.layers import RNN
 from rnnlab.regularizers.config import Regularization
 from rnnlab.regularizers.dropout import KeyLike, as_key, keep_mask
 
@@ -75,7 +75,7 @@ def check_layer_support(cell, reg: Regularization) -> None:
 
 def sample_layer_masks(
     rngs: KeyLike,
-    rnn: RNN,
+    rnn: Any,
     reg: Regularization,
     batch_shape: tuple[int, ...],
     num_steps: int,
@@ -198,7 +198,7 @@ class LayerPlan(NamedTuple):
 
 
 def prepare_layer(
-    rnn: RNN,
+    rnn: Any,
     reg: Regularization,
     *,
     batch_shape: tuple[int, ...],
@@ -209,9 +209,8 @@ def prepare_layer(
 ) -> LayerPlan:
     """Draws the masks of one forward pass and says how to run the layer with them.
 
-    :func:`regularized_rnn` passes the plan to :class:`rnnlab.RNN`; a model with its own
-    scan over ``cell.step_with`` applies it itself: use ``plan.params``, wrap the step with
-    ``plan.step_transform`` and scan over ``(x_t, s_t)`` from ``plan.step_inputs``.
+    :func:`rnnlab.layers.regularized_rnn` passes the plan to :class:`rnnlab.RNN`
+    (``params``, ``step_transform``, ``step_inputs``).
     """
     if not reg.recurrent_active:
         return LayerPlan()
@@ -228,53 +227,3 @@ def prepare_layer(
     if masks.zoneout is None:
         return LayerPlan(params=params)
     return LayerPlan(params, zoneout_train_step, masks.zoneout)
-
-
-def regularized_rnn(
-    rnn: RNN,
-    inputs: Array,
-    reg: Regularization,
-    *,
-    rngs: KeyLike | None = None,
-    deterministic: bool = True,
-    masks: LayerMasks | None = None,
-    **call_kwargs,
-):
-    """Calls ``rnn`` with recurrent dropout, zoneout and weight drop as ``reg`` asks.
-
-    Args:
-      rnn: an :class:`rnnlab.RNN`.
-      inputs: ``[*batch, time, features]`` (time first if the layer is ``time_major``).
-      reg: the switches; only ``recurrent_dropout``, ``recurrent_dropout_kind``,
-        ``zoneout_c``, ``zoneout_h`` and ``weight_drop`` act here.
-      rngs: PRNG key or ``nnx.Rngs``; needed for training with any of those above zero.
-      deterministic: evaluation mode: no masks; zoneout uses its expectation.
-      masks: masks to use instead of drawing them (training only), e.g. to reproduce a run.
-      **call_kwargs: passed to the layer (``seq_lengths``, ``resets``, ``initial_carry``,
-        ``reverse``, ``keep_order``, ``return_carry``).
-
-    Returns:
-      What ``rnn(...)`` returns. With nothing active this *is* ``rnn(inputs, ...)``.
-    """
-    if not reg.recurrent_active:
-        return rnn(inputs, **call_kwargs)
-    if rnn.time_major:
-        batch, steps = tuple(inputs.shape[1:-1]), inputs.shape[0]
-    else:
-        batch, steps = tuple(inputs.shape[:-2]), inputs.shape[-2]
-    plan = prepare_layer(
-        rnn,
-        reg,
-        batch_shape=batch,
-        num_steps=steps,
-        rngs=rngs,
-        deterministic=deterministic,
-        masks=masks,
-    )
-    return rnn(
-        inputs,
-        params=plan.params,
-        step_transform=plan.step_transform,
-        step_inputs=plan.step_inputs,
-        **call_kwargs,
-    )

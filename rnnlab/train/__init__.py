@@ -13,13 +13,14 @@ public API::
 See docs/training.md.
 """
 
-from rnnlab.train import checkpoint, config, metric_log, plots, tasks
+from rnnlab import tasks
+from rnnlab.tasks import Task
+from rnnlab.train import checkpoint, config, metric_log, plots
 from rnnlab.train.config import ConfigError, base_config
 from rnnlab.train.early_stopping import EarlyStopping
 from rnnlab.train.loop import NonFiniteError, Run, train
 from rnnlab.train.state import TrainState
 from rnnlab.train.step import make_eval_step, make_train_step
-from rnnlab.train.tasks import Task
 
 __all__ = [
     "ConfigError",

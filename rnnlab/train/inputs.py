@@ -17,8 +17,8 @@ import numpy as np
 from jax.sharding import Mesh
 
 from rnnlab import parallel
+from rnnlab.tasks import names as task_names
 from rnnlab.train.config import ConfigDict, ConfigError
-from rnnlab.train.tasks import names as task_names
 
 
 def default_source() -> Any:
@@ -39,7 +39,7 @@ def dataset_info(source: Any, config: ConfigDict) -> dict[str, Any]:
     if info.get("task") not in task_names():
         raise ConfigError(
             "data.name",
-            f"dataset task {info.get('task')!r} has no loss in rnnlab.train.tasks "
+            f"dataset task {info.get('task')!r} has no loss in rnnlab.tasks "
             f"(known: {task_names()})",
         )
     return info

@@ -22,10 +22,11 @@ import jax
 from jax.experimental import multihost_utils
 
 from rnnlab import parallel
+from rnnlab.layers import dispatch
 from rnnlab.train import checkpoint as ckpt_lib
 from rnnlab.train import config as cfg_lib
 from rnnlab.train import divergence as divergence_lib
-from rnnlab.train import files, inputs, integrity, nonfinite, plots, record, sampling
+from rnnlab.train import export, files, inputs, integrity, nonfinite, plots, record, sampling
 from rnnlab.train import lock as lock_lib
 from rnnlab.train import metric_log as metrics_lib
 from rnnlab.train import progress as progress_lib
@@ -196,6 +197,9 @@ def _train(run, workdir, t_start, warn, hooks, loggers, restart) -> dict[str, An
     if main:  # the run has accepted the workdir: now its config is recorded
         event = "restart" if restart else ("resume" if found is not None else "start")
         diff = record.accept(workdir, cfg, start, event)
+        # The dataset description (vocabulary, sizes) lets rnnlab.train.export.load rebuild
+        # the model from the workdir alone, without the data.
+        export.write_dataset_info(workdir, run.info)
         if found is not None:
             for text in record.surprising(diff, cfg):
                 warn(text)
@@ -251,12 +255,14 @@ def _train(run, workdir, t_start, warn, hooks, loggers, restart) -> dict[str, An
     last_eval: dict[str, float] = {}
     split = cfg.eval.split
     step = start
+    paths = None  # the recurrent layers' implementations, recorded at the first step
     guard = nonfinite.NonFiniteGuard(
         int(cfg.train.max_nonfinite), nonfinite.param_names(run.abstract.params)
     )
     nan_steps, poisoned = set(cfg.debug.nan_at_steps), set()
     grace, eval_seconds = float(cfg.train.preemption_grace_s), None
     compiled = False  # the first call of a freshly jitted step compiles it
+    paths = None  # the recurrent layers' implementations, recorded at the first step
     if ended and not eval_pending:
         # Killed after its last checkpoint, before summary.json: the checkpoint's evaluation
         # and the log's last window are the run's final metrics.
@@ -327,8 +333,16 @@ def _train(run, workdir, t_start, warn, hooks, loggers, restart) -> dict[str, An
             meter.add(inputs.tokens_in(batch, jax.process_count()))
             if compiled:
                 state, m = train_step(state, inputs.to_global(batch, run.mesh))
+            elif paths is None:
+                # The first call traces the step: record which implementation each
+                # recurrent layer takes (and why a fallback happened) for the header.
+                with meter.paused(), dispatch.recording() as paths:  # compilation: no training
+                    state, m = train_step(state, inputs.to_global(batch, run.mesh))
+                compiled = True
+                if main:
+                    progress.write("recurrence: " + dispatch.summary(paths))
             else:
-                with meter.paused():  # compilation is no training
+                with meter.paused():  # recompiled after a restore: no training either
                     state, m = train_step(state, inputs.to_global(batch, run.mesh))
                 compiled = True
             step += 1

@@ -11,11 +11,11 @@ from typing import Any
 import jax
 from flax import nnx
 
-from rnnlab import optim, parallel
+from rnnlab import optim, parallel, tasks
 from rnnlab.regularizers import observe_validation
 from rnnlab.train import checkpoint as ckpt_lib
 from rnnlab.train import config as cfg_lib
-from rnnlab.train import files, inputs, integrity, tasks
+from rnnlab.train import files, inputs, integrity
 from rnnlab.train import metric_log as metrics_lib
 from rnnlab.train import sharding as sharding_lib
 from rnnlab.train import state as state_lib
@@ -163,6 +163,21 @@ class Run:
             return state
         return self._observe(state, jax.numpy.float32(metrics["loss"]))
 
+    def batches(self, split: str):
+        """This process's host batches of ``split`` at the evaluation batch size, once over."""
+        return inputs.iterator(
+            self.source,
+            self.config,
+            self.mesh,
+            split=split,
+            global_batch_size=int(self.config.eval.batch_size),
+            repeat=False,
+        )
+
+    def to_global(self, batch):
+        """A host batch as global arrays sharded over the run's mesh."""
+        return inputs.to_global(batch, self.mesh)
+
     def evaluate(self, state: state_lib.TrainState, split: str) -> dict[str, float]:
         """Metrics of ``state`` on ``split`` (whole split, or ``eval.max_batches``), on the
         averaged weights when the optimizer keeps an average (:meth:`eval_state`)."""
@@ -178,16 +193,11 @@ class Run:
             carry = jax.jit(make_carry, out_shardings=parallel.data_sharding(self.mesh))(
                 state.params, state.rest
             )
-        it = inputs.iterator(
-            self.source, cfg, self.mesh, split=split, global_batch_size=batch_size, repeat=False
-        )
         results = []
-        for i, batch in enumerate(it):
+        for i, batch in enumerate(self.batches(split)):
             if cfg.eval.max_batches and i >= cfg.eval.max_batches:
                 break
-            sums, carry = self._eval_step(
-                state.params, state.rest, carry, inputs.to_global(batch, self.mesh)
-            )
+            sums, carry = self._eval_step(state.params, state.rest, carry, self.to_global(batch))
             results.append(sums)
         totals = metrics_lib.sum_sums(parallel.to_host(results))
         means = tasks.means(totals)

@@ -23,8 +23,8 @@ import optax
 from flax import nnx
 
 from rnnlab import optim
+from rnnlab.tasks import Task
 from rnnlab.train.state import TrainState
-from rnnlab.train.tasks import Task
 
 Array = jax.Array
 
@@ -59,10 +59,16 @@ def apply_model(
     key: Array | None,
     carry: Any,
 ) -> tuple[Any, dict[str, Any], Any]:
-    """Runs the model functionally: ``(outputs, aux, new_rest)``."""
+    """Runs the model functionally in NNX training or evaluation mode (``model.train()`` /
+    ``model.eval()``: dropout, zoneout, batch statistics): ``(outputs, aux, new_rest)``.
+    In training, updated batch statistics come back in ``new_rest``."""
     model = nnx.merge(graphdef, params, rest)
+    if train:
+        model.train()
+    else:
+        model.eval()
     rngs = nnx.Rngs(key) if key is not None else None
-    outputs, aux = model(batch, train=train, rngs=rngs, carry=carry)
+    outputs, aux = model(batch, rngs=rngs, carry=carry)
     _, _, new_rest = nnx.split(model, nnx.Param, ...)
     return outputs, aux, nnx.to_pure_dict(new_rest)
 

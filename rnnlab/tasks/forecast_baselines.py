@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from rnnlab.models.metrics import seasonal_naive
+from rnnlab.models.forecaster import seasonal_naive
 
 
 def windows(data_cfg: Any, split: str) -> tuple[np.ndarray, np.ndarray]:

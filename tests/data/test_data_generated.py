@@ -3,7 +3,7 @@
 import numpy as np
 
 import rnnlab.data
-from rnnlab.models.synthetic_tasks import digit_images, digit_string, moving_digits
+from rnnlab.data.generated import digit_images, digit_string, moving_digits
 
 
 def test_digit_strings_concatenate_whole_signals_with_short_gaps():

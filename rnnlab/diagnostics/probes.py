@@ -8,7 +8,7 @@
   PNG figures (matplotlib's Agg canvas, imported only when a plot is drawn).
 
 How ``dL/dh_t`` is computed. Each recurrent layer (:class:`rnnlab.RNN`,
-:class:`rnnlab.linear_layers.LinearRecurrence`) of a copy of the model gets its cell wrapped in
+:class:`rnnlab.layers.LinearRecurrence`) of a copy of the model gets its cell wrapped in
 a probe that adds a perturbation ``e_t`` to the state after step ``t``, before the step's
 output is read from it:
 
@@ -41,8 +41,7 @@ from flax import nnx
 
 from rnnlab.cells.base import RecurrentCell
 from rnnlab.cells.linear import LinearRecurrentCell
-from rnnlab.layers import RNN
-from rnnlab.linear_layers import LinearRecurrence
+from rnnlab.layers import RNN, LinearRecurrence
 
 Array = jax.Array
 
@@ -279,7 +278,7 @@ def hidden_state_gradients(
 
     Args:
       model: any NNX module whose recurrences are :class:`rnnlab.RNN` or
-        :class:`~rnnlab.linear_layers.LinearRecurrence` layers (an ``RNN``, a
+        :class:`~rnnlab.layers.LinearRecurrence` layers (an ``RNN``, a
         ``StackedRNN``, a task model), each run once per loss evaluation. The model is not
         modified: the probes act on a copy.
       loss_fn: ``loss_fn(model) -> scalar``, closing over the batch.
@@ -409,21 +408,3 @@ def jacobian_spectra(
         carry0 = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), rec.carry)
         out[name] = _spectrum(layer.cell.inner, rec.params, rec.xp, carry0, top_k)
     return out
-
-
-# Figures live in their own module (matplotlib, no JAX); re-exported here.
-from rnnlab.diagnostic_plots import (  # noqa: E402
-    plot_gradient_flow,
-    plot_gradient_heatmap,
-    plot_jacobian_spectra,
-)
-
-__all__ = [
-    "GradientFlow",
-    "cell_jacobian_spectrum",
-    "hidden_state_gradients",
-    "jacobian_spectra",
-    "plot_gradient_flow",
-    "plot_gradient_heatmap",
-    "plot_jacobian_spectra",
-]

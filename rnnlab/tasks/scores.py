@@ -15,6 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rnnlab.models.forecaster import seasonal_naive  # noqa: F401  (re-exported)
+
 Array = jax.Array
 
 
@@ -180,18 +182,6 @@ def mae(y_true: Array, y_pred: Array) -> Array:
 def rmse(y_true: Array, y_pred: Array) -> Array:
     """Root mean squared error over all elements."""
     return jnp.sqrt(jnp.mean(jnp.square(y_true - y_pred)))
-
-
-def seasonal_naive(history: Array, horizon: int, period: int) -> Array:
-    """Seasonal-naive forecast: ``y_{L+h} = y_{L+h-m k}``, ``k = ceil(h / m)``, repeating the
-    last observed season. ``history`` is ``[..., L, F]`` with ``L >= period``; returns
-    ``[..., horizon, F]``."""
-    length = history.shape[-2]
-    if period > length:
-        raise ValueError(f"period must be <= the history length {length}, got {period}")
-    h = np.arange(1, horizon + 1)
-    idx = length + h - period * np.ceil(h / period).astype(int) - 1
-    return jnp.take(history, jnp.asarray(idx), axis=-2)
 
 
 def seasonal_scale(history: Array, period: int) -> Array:

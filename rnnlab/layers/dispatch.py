@@ -1,0 +1,138 @@
+"""Which implementation runs a recurrence, decided in one place.
+
+:class:`rnnlab.RNN` runs every cell through one of three implementations, chosen once per
+call from the cell type, the features the call uses and the backend (the pattern of
+recurrentgemma's ``ScanType``):
+
+* ``"scan"``: the cell's ``step`` under ``jax.lax.scan`` (:func:`rnnlab.scan.masked_scan`);
+  every cell, every feature (padding, resets, step hooks such as zoneout, batch statistics).
+* ``"fused"``: a whole-sequence ``custom_vjp`` whose weight gradients are single large
+  matmuls (:mod:`rnnlab.fused`): LSTM (with or without projection) and reset-after GRU,
+  with padding, resets from a given carry, the regulariser masks and reversal.
+* ``"parallel"``: linear recurrences (LRU, minGRU, minLSTM) solved over the whole sequence
+  with :func:`rnnlab.scan.linear_scan` (associative scan off CPU).
+
+``"auto"`` takes ``"parallel"`` for linear cells, ``"fused"`` wherever it applies and the
+scan otherwise; :func:`recording` collects each fallback's reason so the trainer can print
+it once in the run's header line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import jax
+
+from rnnlab.cells.linear import LinearRecurrentCell
+from rnnlab.layers import fused_path
+
+IMPLEMENTATIONS = ("auto", "scan", "fused", "parallel")
+
+_LOCAL = threading.local()
+
+
+def default_hoist() -> bool:
+    """Whether the scan path computes the input projection for all steps before the loop.
+
+    On GPU/TPU one large matmul beats ``T`` small ones. On XLA's CPU backend the per-step
+    form measured faster: XLA fuses the per-step projection into the gate kernel, while a
+    slice of a hoisted projection made that kernel about 4x slower (docs/performance.md).
+    """
+    return jax.default_backend() != "cpu"
+
+
+def hoist(requested: bool | None) -> bool:
+    """The layer's ``hoist_input_projection`` setting, ``None`` resolved per backend."""
+    return default_hoist() if requested is None else bool(requested)
+
+
+def check_implementation(implementation: str) -> str:
+    if implementation not in IMPLEMENTATIONS:
+        raise ValueError(f"implementation must be one of {IMPLEMENTATIONS}, got {implementation!r}")
+    return implementation
+
+
+def choose(
+    cell: Any,
+    params: dict[str, Any],
+    requested: str,
+    *,
+    resets: Any = None,
+    step_transform: Any = None,
+    step_inputs: Any = None,
+    statistics: bool = False,
+) -> tuple[str, str | None]:
+    """``(implementation, reason)`` for one call; ``reason`` says why ``auto`` fell back.
+
+    Raises a ValueError when an explicitly requested implementation cannot run the call.
+    """
+    hooks = step_transform is not None or step_inputs is not None
+    if requested == "scan":
+        return "scan", None
+    if isinstance(cell, LinearRecurrentCell):
+        if requested == "fused":
+            raise ValueError(
+                f"implementation='fused' has no form for {type(cell).__name__}; "
+                "use 'parallel' (linear recurrences) or 'scan'"
+            )
+        if not hooks:
+            return "parallel", None
+        if requested == "parallel":
+            raise ValueError("implementation='parallel' does not support a step_transform hook")
+        return "scan", "a step_transform or step_inputs hook"
+    if requested == "parallel":
+        raise ValueError(
+            f"implementation='parallel' needs a linear recurrent cell (LRU, minGRU, minLSTM), "
+            f"got {type(cell).__name__}"
+        )
+    why = "batch statistics (batch-normalised cell in training)" if statistics else None
+    if why is None:
+        why = fused_path.unsupported_reason(
+            cell, params, resets=resets, step_transform=step_transform, step_inputs=step_inputs
+        )
+    if why is not None and requested == "fused":
+        raise ValueError(f"implementation='fused' does not support {why}")
+    return ("scan", why) if why is not None else ("fused", None)
+
+
+def forward_mode_error(error: TypeError) -> bool:
+    """True for JAX's refusal to apply forward-mode autodiff to a ``custom_vjp``."""
+    return "forward-mode" in str(error) and "custom_vjp" in str(error)
+
+
+def note(cell: Any, implementation: str, reason: str | None) -> None:
+    """Records a decision in every active :func:`recording` (a no-op otherwise)."""
+    for record in getattr(_LOCAL, "stack", ()):
+        record.append((type(cell).__name__, implementation, reason))
+
+
+@contextlib.contextmanager
+def recording() -> Iterator[list[tuple[str, str, str | None]]]:
+    """Collects ``(cell type, implementation, fallback reason)`` of every layer call traced
+    inside the block, e.g. around ``jax.eval_shape`` of a model's forward pass."""
+    record: list[tuple[str, str, str | None]] = []
+    stack = getattr(_LOCAL, "stack", None)
+    if stack is None:
+        stack = _LOCAL.stack = []
+    stack.append(record)
+    try:
+        yield record
+    finally:
+        stack.remove(record)
+
+
+def summary(record: list[tuple[str, str, str | None]]) -> str:
+    """One line for a run header: ``"fused (2 LSTMCell)"`` or ``"scan (LSTMCell: zoneout)"``."""
+    if not record:
+        return "no recurrent layer"
+    counts: dict[tuple[str, str, str | None], int] = {}
+    for entry in record:
+        counts[entry] = counts.get(entry, 0) + 1
+    parts = []
+    for (kind, impl, reason), n in counts.items():
+        what = f"{n} {kind}" if n > 1 else kind
+        parts.append(f"{impl} ({what}{': ' + reason if reason else ''})")
+    return ", ".join(parts)
