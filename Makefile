@@ -41,7 +41,7 @@ data: $(STAMP)
 	$(PY) -m rnnlab.data.fetch --data-dir $(DATA_DIR)
 
 test: $(STAMP) data
-	$(PY) -m ruff check rnnlab tests experiments benchmarks
+	$(PY) -m ruff check rnnlab tests tools experiments benchmarks
 	RNNLAB_DATA_DIR=$(abspath $(DATA_DIR)) $(PY) -m pytest -q tests
 
 # The core (cells, layers, scan) on the oldest releases pyproject.toml allows. Not part of
@@ -51,12 +51,12 @@ test-lower: $(LOWER_VENV)/.installed
 	JAX_PLATFORMS=cpu $(LOWER_PY) -m pytest -q -p no:cacheprovider $(CORE_TESTS)
 
 lint: $(STAMP)
-	$(PY) -m ruff check rnnlab tests experiments benchmarks
-	$(PY) -m ruff format --check rnnlab tests experiments benchmarks
+	$(PY) -m ruff check rnnlab tests tools experiments benchmarks
+	$(PY) -m ruff format --check rnnlab tests tools experiments benchmarks
 
 format: $(STAMP)
-	$(PY) -m ruff format rnnlab tests experiments benchmarks
-	$(PY) -m ruff check --fix rnnlab tests experiments benchmarks
+	$(PY) -m ruff format rnnlab tests tools experiments benchmarks
+	$(PY) -m ruff check --fix rnnlab tests tools experiments benchmarks
 
 run: $(STAMP) data
 	RNNLAB_DATA_DIR=$(abspath $(DATA_DIR)) $(VENV)/bin/rnnlab train --config $(CONFIG) --workdir $(WORKDIR)
@@ -65,7 +65,7 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.run
 
 faults: $(STAMP) data
-	RNNLAB_DATA_DIR=$(abspath $(DATA_DIR)) $(PY) -m rnnlab.faults
+	RNNLAB_DATA_DIR=$(abspath $(DATA_DIR)) $(PY) -m tools.faults
 
 results: $(STAMP) data
 	RNNLAB_DATA_DIR=$(abspath $(DATA_DIR)) $(PY) -m experiments.results

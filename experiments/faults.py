@@ -2,8 +2,8 @@
 
 Command (what ``make faults`` runs, many times, killing and corrupting it)::
 
-    python -m rnnlab.faults            # full form
-    python -m rnnlab.faults --short    # the CI form
+    python -m tools.faults            # full form
+    python -m tools.faults --short    # the CI form
 
 or a single run::
 

@@ -144,7 +144,7 @@ def set_training(
     c.train.max_nonfinite = 50
     c.eval.split = "validation"
 
-    # Read by `rnnlab diagnose` and its training hook (rnnlab.diagnose): gradient flow on
+    # Read by `rnnlab diagnose` and its training hook (rnnlab.cli.diagnose): gradient flow on
     # `batch_size` validation sequences, every `every` steps of training (0: off), compared
     # across every cell of CELLS (their settings in `cell_kwargs`) on fresh models.
     horizon = variant["horizon"]

@@ -1,4 +1,4 @@
-"""In-process fault cases (rnnlab.faults.cases): bad input to the library, bad configuration,
+"""In-process fault cases (tools.faults.cases): bad input to the library, bad configuration,
 a full disk while saving, and untrusted files. Each bad call must raise the stated error
 with a message that names what is wrong; no loader may run a pickle."""
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import rnnlab
-from rnnlab.faults import cases
+from tools.faults import cases
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ import pytest
 from rnnlab import optim
 from rnnlab.train import config as cfg_lib
 from rnnlab.train import loop
-from rnnlab.train import metrics as metrics_lib
+from rnnlab.train import metric_log as metrics_lib
 from rnnlab.train.testing import FakeSource
 
 

@@ -32,7 +32,7 @@ import pytest
 from rnnlab import parallel
 from rnnlab.train import config as cfg_lib
 from rnnlab.train import loop
-from rnnlab.train import metrics as metrics_lib
+from rnnlab.train import metric_log as metrics_lib
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS, PAUSE_AT = 8, 4

@@ -11,7 +11,7 @@ import pytest
 
 from rnnlab.train import config as cfg_lib
 from rnnlab.train import loop
-from rnnlab.train import metrics as metrics_lib
+from rnnlab.train import metric_log as metrics_lib
 from rnnlab.train.testing import FakeSource
 
 
@@ -143,3 +143,198 @@ def test_repeated_non_finite_updates_stop_the_run_naming_the_step(tmp_path):
     for x, y in zip(jax.tree.leaves(at4.params), jax.tree.leaves(at6.params), strict=True):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
     assert (int(at6.nonfinite_total), int(at6.step)) == (2, 6)
+
+
+def test_a_streak_before_any_checkpoint_names_no_checkpoint(tmp_path):
+    """The message used to say "the last checkpoint before step 1 holds the parameters"
+    when no checkpoint existed."""
+    config = _config(steps=24, log_every=2, eval_every=0, checkpoint_every=20, max_nonfinite=3)
+    with pytest.raises(loop.NonFiniteError) as info:
+        loop.train(config, str(tmp_path / "run"), source=NaNAfter(first_bad=0))
+    assert "no checkpoint was written before step 1" in str(info.value)
+    assert not os.path.exists(os.path.join(tmp_path, "run", "checkpoints", "20"))
+
+
+class HugeTargetsAfter(FakeSource):
+    """Regression batches whose targets jump by a factor 1e4 from a given batch on: a finite
+    loss thousands of times its baseline, which no update can follow."""
+
+    def __init__(self, first_bad):
+        self.first_bad = first_bad
+
+    def load(self, cfg, **kw):
+        it = super().load(cfg, **kw)
+        inner = it._make
+
+        def make(k):
+            batch = inner(k)
+            if kw.get("repeat", True) and k >= self.first_bad:
+                batch["targets"] = batch["targets"] * 1e4
+            return batch
+
+        it._make = make
+        return it
+
+
+def _regression_config(**train):
+    c = cfg_lib.base_config()
+    c.data.name = "fake_regression"
+    c.data.seq_len = 8
+    c.model.update({"name": "classifier", "hidden_features": 8})
+    c.optim.update({"lr": 1e-2, "clip_norm": 1.0})
+    c.train.update(
+        {"steps": 40, "batch_size": 16, "log_every": 2, "eval_every": 0, "checkpoint_every": 4}
+    )
+    c.train.update(train)
+    return cfg_lib.lock(c)
+
+
+def test_divergence_restores_the_checkpoint_before_it_then_gives_up(tmp_path):
+    """From batch 10 on the loss is ~1e8: three off windows (steps 12, 14, 16) roll back to
+    checkpoint 8 (the newest before the first off window began, step 11), with the learning
+    rate halved, until the restores run out."""
+    workdir = str(tmp_path / "run")
+    config = _regression_config(nonfinite_action="restore", nonfinite_max_restores=2)
+    with pytest.raises(loop.divergence_lib.DivergenceError) as info:
+        loop.train(config, workdir, source=HugeTargetsAfter(first_bad=10))
+    text = str(info.value)
+    assert "diverged" in text and "after 2 restore(s)" in text, text
+    assert "checkpoint 8 holds the parameters from before step 11" in text, text
+    records = metrics_lib.read(os.path.join(workdir, "metrics.jsonl"))
+    restores = [r for r in records if r["split"] == "nonfinite_restore"]
+    assert [(r["step"], r["diverged"], r["lr_scale"]) for r in restores] == [
+        (8, 1, 0.5),
+        (8, 1, 0.25),
+    ]
+    train_steps = [r["step"] for r in records if r["split"] == "train"]
+    assert train_steps == sorted(train_steps)  # each restore dropped what it abandoned
+
+
+def test_divergence_guard_is_quiet_on_an_ordinary_run(tmp_path):
+    summary = loop.train(_regression_config(steps=24), str(tmp_path / "run"), source=FakeSource())
+    assert summary["stop_reason"] == "completed"
+
+
+class FakeClock:
+    """Seconds that pass only when told: 1 ms per reading, plus what ``advance`` adds."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        self.now += 1e-3
+        return self.now
+
+    def advance(self, seconds):
+        self.now += seconds
+
+
+def test_throughput_leaves_out_evaluation_checkpoint_and_compile_time(tmp_path, monkeypatch):
+    """Evaluations and saves that take 1000 s of (fake) time must not change the rate of
+    the windows that hold them: before, the window of step 8 read ~1000 times lower."""
+    clock = FakeClock()
+    monkeypatch.setattr(loop.progress_lib.time, "perf_counter", clock)
+    evaluate, save = loop.Run.evaluate, loop.ckpt_lib.Checkpoints.save
+
+    def slow_evaluate(self, *a, **k):
+        clock.advance(1000.0)
+        return evaluate(self, *a, **k)
+
+    def slow_save(self, *a, **k):
+        clock.advance(1000.0)
+        return save(self, *a, **k)
+
+    monkeypatch.setattr(loop.Run, "evaluate", slow_evaluate)
+    monkeypatch.setattr(loop.ckpt_lib.Checkpoints, "save", slow_save)
+    workdir = str(tmp_path / "run")
+    loop.train(_config(steps=16), workdir, source=FakeSource())
+    train = [
+        r for r in metrics_lib.read(os.path.join(workdir, "metrics.jsonl")) if r["split"] == "train"
+    ]
+    rates = {r["step"]: r["tokens_per_second"] for r in train}
+    assert set(rates) == {4, 8, 12, 16}
+    # 16 x 8 tokens per step; fake time passes only by clock readings outside the pauses.
+    assert max(rates.values()) / min(rates.values()) < 3, rates
+    assert min(rates.values()) > 1000, rates
+
+
+def test_metric_log_is_appended_not_rewritten(tmp_path, monkeypatch):
+    writes = []
+    real = metrics_lib.files.write_text
+    monkeypatch.setattr(
+        metrics_lib.files, "write_text", lambda p, t: (writes.append(p), real(p, t))
+    )
+    workdir = str(tmp_path / "run")
+    loop.train(_config(steps=16), workdir, source=FakeSource())
+    assert not [p for p in writes if p.endswith("metrics.jsonl")], writes
+    train = [
+        r for r in metrics_lib.read(os.path.join(workdir, "metrics.jsonl")) if r["split"] == "train"
+    ]
+    assert [r["step"] for r in train] == [4, 8, 12, 16]
+
+
+def _events(logdir):
+    """``[(tag, step)]`` that TensorBoard shows: event files read in the order written, a
+    SessionLog START at step s dropping the events already read at steps >= s."""
+    import glob
+    import struct
+
+    from tensorboardX.proto import event_pb2
+
+    seen = []
+    for path in sorted(
+        glob.glob(os.path.join(logdir, "events.out.tfevents.*")), key=os.path.getmtime
+    ):
+        data = open(path, "rb").read()
+        i = 0
+        while i < len(data):
+            (n,) = struct.unpack("<Q", data[i : i + 8])
+            event = event_pb2.Event.FromString(data[i + 12 : i + 12 + n])
+            i += 12 + n + 4
+            if event.HasField("session_log") and event.session_log.status == 1:  # START
+                seen = [(t, s) for t, s in seen if s < event.step]
+            for value in event.summary.value:
+                seen.append((value.tag, event.step))
+    return seen
+
+
+def test_tensorboard_is_purged_to_the_resumed_step(tmp_path):
+    """A run preempted at step 11 logged steps 4 and 8 and saved checkpoint 11 between
+    log steps; one killed after logging step 12 but before checkpointing it is what is
+    simulated here: its events at step 12 must not show twice after the resume."""
+    config = _config(steps=16)
+    full = str(tmp_path / "full")
+    loop.train(config, full, source=FakeSource())
+
+    def kill_after_logging(step, state):
+        del state
+        if step == 13:  # step 12's window is logged; the newest checkpoint is 8
+            raise KeyboardInterrupt
+
+    part = str(tmp_path / "part")
+    with pytest.raises(KeyboardInterrupt):
+        loop.train(config, part, source=FakeSource(), hooks=[kill_after_logging])
+    # A KeyboardInterrupt saves step 13 too: remove it, as a SIGKILL would never have saved it.
+    import shutil
+
+    shutil.rmtree(os.path.join(part, "checkpoints", "13"))
+    loop.train(config, part, source=FakeSource())
+    got, want = (
+        _events(os.path.join(part, "tensorboard")),
+        _events(os.path.join(full, "tensorboard")),
+    )
+    assert sorted(got) == sorted(want)
+    assert len(got) == len(set(got))
+
+
+def test_loggers_receive_every_record(tmp_path):
+    seen = []
+    workdir = str(tmp_path / "run")
+    loop.train(
+        _config(steps=8),
+        workdir,
+        source=FakeSource(),
+        loggers=[lambda step, split, m: seen.append((step, split, m["loss"]))],
+    )
+    records = metrics_lib.read(os.path.join(workdir, "metrics.jsonl"))
+    assert seen == [(r["step"], r["split"], r["loss"]) for r in records]

@@ -9,7 +9,7 @@ def test_metric_writer_writes_events_without_importing_torch(tmp_path):
     code = textwrap.dedent(
         f"""
         import pathlib, sys
-        from rnnlab.train.metrics import MetricWriter
+        from rnnlab.train.metric_log import MetricWriter
         writer = MetricWriter({str(tmp_path)!r})
         writer._tb.add_scalar("train/loss", 1.5, 3)
         writer._tb.close()

@@ -15,7 +15,7 @@ See docs/training.md.
 
 from rnnlab import tasks
 from rnnlab.tasks import Task
-from rnnlab.train import checkpoint, config, metrics, plots
+from rnnlab.train import checkpoint, config, metric_log, plots
 from rnnlab.train.config import ConfigError, base_config
 from rnnlab.train.early_stopping import EarlyStopping
 from rnnlab.train.loop import NonFiniteError, Run, train
@@ -34,7 +34,7 @@ __all__ = [
     "config",
     "make_eval_step",
     "make_train_step",
-    "metrics",
+    "metric_log",
     "plots",
     "tasks",
     "train",

@@ -217,7 +217,9 @@ class Checkpoints:
                 self.directory / str(step) / "state"
             )
         except Exception as e:
-            raise CorruptCheckpointError(step, f"array metadata unreadable: {e}") from e
+            raise CorruptCheckpointError(
+                step, f"array metadata unreadable: {describe_error(e, 300)}"
+            ) from e
         saved = {path_to_str(p): (tuple(x.shape), str(x.dtype)) for p, x in _flat(saved_tree)}
         now = {path_to_str(p): (tuple(x.shape), str(x.dtype)) for p, x in _flat(abstract_state)}
         if saved == now:
@@ -227,7 +229,7 @@ class Checkpoints:
             for k in sorted(set(saved) | set(now))
             if saved.get(k) != now.get(k)
         ]
-        raise ValueError(
+        raise integrity.IncompatibleCheckpointError(
             f"checkpoint {step} in {self.directory} was saved from another model or optimizer "
             f"than the config builds ({len(diffs)} arrays differ; {'; '.join(diffs[:3])}). "
             "Resume with the config the run was started with, or use another workdir."
@@ -345,15 +347,18 @@ def gather_json(obj: Any) -> list[Any]:
 
 
 class PreemptionFlag:
-    """Turns SIGTERM (spot/preemptible VM shutdown) into a flag the loop polls each step.
+    """Turns SIGTERM (spot/preemptible VM shutdown) and SIGINT (Ctrl-C) into a flag the loop
+    polls each step: it saves a checkpoint of the step and stops cleanly. After the first
+    SIGINT the previous handler is back, so a second Ctrl-C interrupts at once.
 
-    The previous handler is restored by :meth:`close`. Only the main thread can install
+    The previous handlers are restored by :meth:`close`. Only the main thread can install
     signal handlers; elsewhere (a test runner thread) the flag is simply never set.
     """
 
-    def __init__(self, signals: tuple[int, ...] = (signal.SIGTERM,)):
+    def __init__(self, signals: tuple[int, ...] = (signal.SIGTERM, signal.SIGINT)):
         self.event = threading.Event()
         self.time: float | None = None  # time.monotonic() of the first signal
+        self.signum: int | None = None
         self._previous: dict[int, Any] = {}
         if threading.current_thread() is threading.main_thread():
             for sig in signals:
@@ -361,7 +366,10 @@ class PreemptionFlag:
 
     def _handle(self, signum, frame):
         del frame
-        self.signum = signum
+        if self.signum is None or signum == signal.SIGTERM:
+            self.signum = signum
+        if signum == signal.SIGINT and signum in self._previous:
+            signal.signal(signum, self._previous[signum])
         if self.time is None:
             self.time = time.monotonic()
         self.event.set()
@@ -380,6 +388,8 @@ class PreemptionFlag:
 
 
 _SPEC = re.compile(r"\s*\[tensorstore_spec='.*?'\]", re.S)
+# Reprs that some bindings put in their messages (pybind11's bound methods, objects).
+_REPRS = re.compile(r"<bound method [^<>]*(?:<[^<>]*>)?[^<>]*>|<[\w.]+ object at 0x[0-9a-f]+>")
 _OS_CODE = re.compile(r"os_error_code='?(\d+)")
 
 
@@ -389,7 +399,7 @@ def describe_error(cause: BaseException, limit: int = 400) -> str:
     device``) kept even where the cut would lose it. orbax's messages can run to many
     kilobytes over several lines; the user needs the reason and the path."""
     raw = str(cause)
-    text = " ".join(_SPEC.sub("", raw).split())
+    text = " ".join(_REPRS.sub("", _SPEC.sub("", raw)).split())
     if len(text) > limit:
         text = text[:limit] + " ..."
     reasons = [os.strerror(int(c)) for c in _OS_CODE.findall(raw)]

@@ -70,6 +70,12 @@ def _spec() -> dict[str, Any]:
                 "seconds between SIGTERM and the hard kill (30 on GCE spot VMs); a due "
                 "evaluation is deferred to the resumed run unless it fits",
             ),
+            "divergence_patience": Key(
+                3,
+                "log windows in a row whose loss is off (above divergence_factor x its running "
+                "baseline, or far above the uniform baseline) before nonfinite_action",
+            ),
+            "divergence_factor": Key(3.0, "loss over its running baseline that counts as off"),
             "early_stopping": {
                 "metric": Key("", "validation metric watched (empty: the task's default)"),
                 "mode": Key("", "min or max (empty: the direction the metric is known for)"),

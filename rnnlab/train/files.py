@@ -3,9 +3,11 @@
 Every path goes through :mod:`etils.epath`: a local path uses the operating system, a
 ``gs://`` path (also ``s3://``, ``az://``) uses ``tf.io.gfile`` when TensorFlow is installed
 and ``fsspec`` (``gcsfs``, the ``gcs`` extra) otherwise. Checkpoints go through orbax, which
-uses the same paths. Objects on Cloud Storage cannot be appended to, so files that grow
-(``metrics.jsonl``) are rewritten whole, and a file is written to a temporary name and then
-renamed over the old one, so a reader (or a preempted run) never sees half a file.
+uses the same paths. A file is written to a temporary name and then renamed over the old
+one, so a reader (or a preempted run) never sees half a file. Files that grow
+(``metrics.jsonl``) are appended to on local disks (:func:`append_text`); Cloud Storage
+objects cannot be appended to, so there they are rewritten whole, batched (see
+:mod:`rnnlab.train.metric_log`).
 """
 
 from __future__ import annotations
@@ -62,6 +64,20 @@ def write_bytes(p: str | os.PathLike, data: bytes) -> None:
 def write_text(p: str | os.PathLike, text: str) -> None:
     """Atomic like :func:`write_bytes`."""
     write_bytes(p, text.encode("utf-8"))
+
+
+def is_remote(p: str | os.PathLike) -> bool:
+    """Whether ``p`` is a URL (``gs://`` ...) rather than a local path."""
+    return "://" in os.fspath(p)
+
+
+def append_text(p: str | os.PathLike, text: str) -> None:
+    """Appends ``text`` to the local file ``p`` (created if missing) and flushes it to the
+    operating system; remote objects cannot be appended to (NotImplementedError)."""
+    if is_remote(p):
+        raise NotImplementedError(f"{os.fspath(p)}: remote objects cannot be appended to")
+    with path(p).open("a") as f:
+        f.write(text)
 
 
 def write_json(p: str | os.PathLike, obj: Any) -> None:

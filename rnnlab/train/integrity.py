@@ -40,6 +40,11 @@ class CorruptCheckpointError(ValueError):
         self.step, self.reason = step, reason
 
 
+class IncompatibleCheckpointError(ValueError):
+    """A checkpoint of another model, optimizer or dataset than the config describes: bad
+    input, not damage (the checkpoint is left where it is)."""
+
+
 def _words(x: jax.Array) -> jax.Array:
     """The bits of every element of ``x`` as a flat ``uint32`` vector."""
     if x.dtype == jnp.bool_:
@@ -152,7 +157,7 @@ def check_dataset(saved: Mapping[str, Any] | None, info: Mapping[str, Any], what
             parts.append(f"{k[: -len('_sha256')]} (same tokens in the same order) differs")
         else:
             parts.append(f"{k}: checkpoint {saved.get(k)!r}, dataset {now.get(k)!r}")
-    raise ValueError(
+    raise IncompatibleCheckpointError(
         f"{what} was trained on another dataset than data.name={info.get('name')!r} gives: "
         + "; ".join(parts)
         + ". Use the data options the checkpoint was trained with, or another workdir."

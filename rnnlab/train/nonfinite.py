@@ -111,9 +111,10 @@ def param_names(params: Any) -> list[str]:
     return [path_to_str(path) for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
 
 
-def restore_target(steps: Sequence[int], streak: Streak) -> int | None:
-    """The newest checkpoint step before the streak began, or ``None``."""
-    before = [s for s in steps if s < streak.first]
+def restore_target(steps: Sequence[int], first: int) -> int | None:
+    """The newest checkpoint step before step ``first`` (where the trouble began), or
+    ``None``."""
+    before = [s for s in steps if s < first]
     return max(before) if before else None
 
 

@@ -8,6 +8,9 @@
 - ``grad_norm.png``: gradient norm before and after clipping (log scale);
 - ``lr.png``: the learning rate actually applied.
 
+Every figure has a legend naming the split of each curve, the step on the x axis and the
+metric's unit on the y axis (:data:`UNITS`).
+
 Uses matplotlib's non-interactive Agg backend, so it works on headless machines.
 """
 
@@ -19,9 +22,35 @@ from collections import defaultdict
 from typing import Any
 
 from rnnlab.train import files
-from rnnlab.train import metrics as metrics_lib
+from rnnlab.train import metric_log as metrics_lib
 
 _SKIP = {"step", "split", "time", "lr", "grad_norm", "clipped_grad_norm", "clipped"}
+
+# The unit of each metric the engine logs, for the y axis; others are plotted as named.
+UNITS = {
+    "loss": "nats per token",
+    "perplexity": "tokens, exp(loss)",
+    "bpc": "bits per character",
+    "bits_per_token": "bits per token",
+    "accuracy": "fraction correct",
+    "error": "fraction wrong",
+    "error_rate": "fraction wrong",
+    "mse": "squared target units",
+    "rmse": "target units",
+    "lr": "learning rate per update",
+    "grad_norm": "global L2 norm",
+}
+
+
+def ylabel(name: str, names: set[str] | frozenset[str] = frozenset()) -> str:
+    """``name (unit)`` for a known metric, else ``name``; the unit of ``loss`` depends on
+    the task, told by the other metric ``names`` logged."""
+    if name == "loss" and not names & {"perplexity", "bpc", "bits_per_token"}:
+        unit = "nats per example" if names & {"accuracy", "error"} else "the task's loss"
+        return f"loss ({unit})"
+    return f"{name} ({UNITS[name]})" if name in UNITS else name
+
+
 _NOT_CURVES = {"steps_per_second", "tokens_per_second", "step_time", "nonfinite", "epoch"}
 
 
@@ -51,14 +80,13 @@ def _figure(title: str, ylabel: str, curves: list[tuple[str, list, list]], path:
     for label, xs, ys in curves:
         marker = "o" if len(xs) < 30 else None
         ax.plot(xs, ys, label=label, marker=marker, markersize=3)
-    ax.set_xlabel("step")
+    ax.set_xlabel("training step (updates)")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     if log and all(v > 0 for _, _, ys in curves for v in ys):
         ax.set_yscale("log")
     ax.grid(True, alpha=0.3)
-    if len(curves) > 1:
-        ax.legend()
+    ax.legend()  # even one curve: the legend says which split it is
     fig.tight_layout()
     png = io.BytesIO()  # through rnnlab.train.files, so that gs:// workdirs work
     fig.savefig(png, format="png")
@@ -86,15 +114,15 @@ def plot_workdir(workdir: str) -> list[str]:
         if not curves or (name not in ("loss",) and not evals):
             continue
         path = files.join(out_dir, f"{name}.png")
-        _figure(name, name, curves, path, log=name in ("loss", "perplexity"))
+        _figure(name, ylabel(name, names), curves, path, log=name in ("loss", "perplexity"))
         written.append(path)
     grads = [(f"{k} (train)", *train[k]) for k in ("grad_norm", "clipped_grad_norm") if k in train]
     if grads:
         path = files.join(out_dir, "grad_norm.png")
-        _figure("gradient norm", "global norm", grads, path, log=True)
+        _figure("gradient norm", ylabel("grad_norm"), grads, path, log=True)
         written.append(path)
     if "lr" in train:
         path = files.join(out_dir, "lr.png")
-        _figure("learning rate", "lr", [("lr", *train["lr"])], path)
+        _figure("learning rate", ylabel("lr"), [("lr (train)", *train["lr"])], path)
         written.append(path)
     return written

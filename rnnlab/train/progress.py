@@ -1,14 +1,15 @@
 """Progress reporting: a tqdm bar on an interactive terminal, plain log lines otherwise.
 
 Both show the step, the loss, the throughput and the time left. Only the main process
-reports.
+reports. :class:`Throughput` measures the throughput of the training steps alone.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TextIO
 
 
@@ -24,6 +25,17 @@ def _fmt(value: float) -> str:
         return "nan"
     if abs(value) >= 1000 or (abs(value) < 1e-3 and value != 0):
         return f"{value:.3g}"
+    return f"{value:.4f}"
+
+
+def number(value: float) -> str:
+    """A metric for people: four decimals, or four significant digits when large or tiny
+    (the perplexity of a diverged run is ``1.2e+305``, not a 305-digit number)."""
+    value = float(value)
+    if value != value or value in (float("inf"), float("-inf")):
+        return str(value)
+    if abs(value) >= 1e5 or (abs(value) < 1e-4 and value != 0):
+        return f"{value:.4g}"
     return f"{value:.4f}"
 
 
@@ -94,3 +106,51 @@ class Progress:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+
+
+class Throughput:
+    """Steps and tokens per second of the training steps of one log window.
+
+    Evaluation, checkpoint saves and compilation happen inside the window but are not
+    training: the loop runs them under :meth:`paused`, and their time is left out. Without
+    that, the window holding an evaluation on a large validation split reads a fraction of
+    the true rate.
+
+    Args:
+      clock: seconds, monotonic (``time.perf_counter``; tests pass a fake one).
+    """
+
+    def __init__(self, clock: Callable[[], float] | None = None):
+        self.clock = clock or (lambda: time.perf_counter())  # looked up at each reading
+        self.reset()
+
+    def reset(self) -> None:
+        """Starts a new window now."""
+        self.steps, self.tokens, self.paused_s = 0, 0, 0.0
+        self.started = self.clock()
+
+    def add(self, tokens: int) -> None:
+        """Counts one training step of ``tokens`` tokens."""
+        self.steps += 1
+        self.tokens += tokens
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Time spent inside is not training time."""
+        t = self.clock()
+        try:
+            yield
+        finally:
+            self.paused_s += self.clock() - t
+
+    def result(self) -> dict[str, float]:
+        """``steps_per_second``, ``tokens_per_second`` and ``step_time`` of the window, then
+        a new window."""
+        elapsed = max(self.clock() - self.started - self.paused_s, 1e-9)
+        out = {
+            "steps_per_second": self.steps / elapsed,
+            "tokens_per_second": self.tokens / elapsed,
+            "step_time": elapsed / max(self.steps, 1),
+        }
+        self.reset()
+        return out

@@ -1,15 +1,17 @@
-"""The fault-injection suite: training runs that are killed, preempted, fed NaNs, given
-damaged checkpoints, full or read-only disks, bad input and bad configuration.
+"""The fault-injection suite: training runs that are killed (also late, after the
+last checkpoint), preempted, interrupted, fed NaNs or a learning rate that diverges, given
+damaged checkpoints (all of them, too), a second run on the same workdir, a refused resume,
+full or read-only disks, bad input and bad configuration.
 
-Run it with ``make faults`` (``python -m rnnlab.faults``) or, in its CI form, ``python -m
-rnnlab.faults --short`` (what ``tests/test_faults.py`` runs). Every training scenario starts
+Run it with ``make faults`` (``python -m tools.faults``) or, in its CI form, ``python -m
+tools.faults --short`` (what ``tests/test_faults.py`` runs). Every training scenario starts
 ``rnnlab train`` on ``experiments/faults.py`` as a real subprocess and compares the outcome,
 bit for bit, with one uninterrupted reference run. The result is a table: scenario, runs,
 survived, data lost (must be 0), message checked. See docs/reliability.md.
 
 ::
 
-    from rnnlab import faults
+    import tools.faults as faults
     results = faults.run_suite("/tmp/faults", short=True)
     print(faults.table(results))
 """
@@ -21,9 +23,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from rnnlab.faults import cases, scenarios, scenarios_env
-from rnnlab.faults.report import Result, failures, table
-from rnnlab.faults.scenarios import Suite
+from tools.faults import cases, scenarios, scenarios_env, scenarios_record
+from tools.faults.report import Result, failures, table
+from tools.faults.scenarios import Suite
 
 __all__ = ["Result", "Suite", "failures", "run_suite", "table"]
 
@@ -68,6 +70,12 @@ def run_suite(
     if base.exists():
         variants = ["flip"] if short else ["flip", "truncate", "remove", "two", "all"]
         timed(scenarios.corrupt, suite, base, variants)
+        timed(scenarios_record.refused_resume, suite, base)
+        timed(scenarios_record.total_corruption, suite, base)
+    timed(scenarios_record.two_runs, suite)
+    timed(scenarios_record.late_kill, suite)
+    timed(scenarios_record.interrupt, suite)
+    timed(scenarios_record.divergence, suite)
     timed(scenarios.nonfinite_stop, suite)
     timed(scenarios.nonfinite_restore, suite)
     timed(scenarios_env.run_cases, "disk full (injected, in-process)", cases.DISK)

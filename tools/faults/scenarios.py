@@ -19,15 +19,15 @@ from pathlib import Path
 
 import numpy as np
 
-from rnnlab.faults import workdir as wd_lib
-from rnnlab.faults.process import (
+from tools.faults import workdir as wd_lib
+from tools.faults.process import (
     Outcome,
     TrainProcess,
     committed_steps,
     run_to_end,
     writing,
 )
-from rnnlab.faults.report import Result
+from tools.faults.report import Result
 
 STEPS, EVERY = 40, 5  # experiments/faults.py: train.steps, checkpoint_every (= log_every)
 

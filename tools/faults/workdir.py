@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from rnnlab.faults.process import committed_steps
+from tools.faults.process import committed_steps
 
 
 def final_state(workdir: Path, step: int | None = None) -> dict[str, np.ndarray]:
@@ -44,7 +44,7 @@ def differences(got: dict[str, np.ndarray], want: dict[str, np.ndarray]) -> list
 
 
 def read_metrics(workdir: Path) -> list[dict[str, Any]]:
-    from rnnlab.train.metrics import read
+    from rnnlab.train.metric_log import read
 
     return read(str(Path(workdir) / "metrics.jsonl"))
 

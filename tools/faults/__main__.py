@@ -1,4 +1,4 @@
-"""``python -m rnnlab.faults [--short] [--root DIR] [--seed N]``: runs the fault-injection
+"""``python -m tools.faults [--short] [--root DIR] [--seed N]``: runs the fault-injection
 suite and prints its table; the exit status is 1 if any scenario failed."""
 
 from __future__ import annotations
@@ -8,11 +8,11 @@ import sys
 import tempfile
 import time
 
-from rnnlab.faults import failures, run_suite, table
+from tools.faults import failures, run_suite, table
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m rnnlab.faults", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m tools.faults", description=__doc__)
     parser.add_argument("--short", action="store_true", help="the CI form (fewer faults)")
     parser.add_argument("--root", help="where the runs go (default: a temporary directory)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random kill moments")

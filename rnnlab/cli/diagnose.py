@@ -39,6 +39,7 @@ from flax import nnx
 
 from rnnlab import diagnostics as diag
 from rnnlab import tasks as tasks_lib
+from rnnlab.cli.workdir import checkpoint_arg, load_config, pick_step
 from rnnlab.train import config as cfg_lib
 from rnnlab.train import inputs
 from rnnlab.train import state as state_lib
@@ -106,15 +107,10 @@ def _restored(config, workdir: str, which: str):
 
     if which == "none" or not os.path.isdir(os.path.join(workdir, "checkpoints")):
         return None
-    run = Run(config, workdir)
-    if which == "best":
-        step = run.checkpoints.best_step() or run.checkpoints.latest_step()
-    elif which == "latest":
-        step = run.checkpoints.latest_step()
-    else:
-        step = int(which)
-    if step is None:
+    run = Run(config, workdir, read_only=True)
+    if which in ("best", "latest") and not run.checkpoints.all_steps():
         return None
+    step = pick_step(run.checkpoints, which, workdir)
     state, _ = run.restore(step)
     return run, nnx.merge(run.graphdef, state.params, state.rest), step
 
@@ -143,7 +139,7 @@ class TrainingDiagnostics:
 
     Appends ``{"step", "loss", "norms": {layer: [T]}}`` to ``<workdir>/diagnostics/
     history.jsonl`` and redraws ``gradient_heatmap.png`` (first layer). Pass it in
-    ``rnnlab.train.loop.train(..., hooks=[...])``; :func:`hooks_from_config` builds it from
+    ``rnnlab.train.train(..., hooks=[...])``; :func:`hooks_from_config` builds it from
     ``config.diagnostics.every``.
     """
 
@@ -348,8 +344,6 @@ def markdown(report: Mapping[str, Any]) -> str:
 
 
 def cmd_diagnose(args: argparse.Namespace) -> int:
-    from rnnlab.train.commands import load_config
-
     if args.workdir is None and args.config is None:
         raise cfg_lib.ConfigError("config", "give --config, --workdir or both")
     if args.workdir is None:
@@ -389,7 +383,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workdir", default=None, help="a run to diagnose (its checkpoints)")
     p.add_argument("--out", default=None, help="output folder (default <workdir>/diagnostics)")
     p.add_argument(
-        "--checkpoint", default="best", help="best (default), latest, a step, or none (fresh)"
+        "--checkpoint",
+        default="best",
+        type=checkpoint_arg,
+        help="best (default), latest, a step, or none (fresh)",
     )
     p.add_argument("--cells", default=None, help="comma-separated cells to compare")
     p.add_argument("--batch-size", dest="batch_size", type=int, default=None)

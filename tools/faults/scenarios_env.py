@@ -1,5 +1,5 @@
 """Scenarios of the run's surroundings: a full disk, a read-only workdir, a bad command line,
-another dataset, planted pickles, plus the in-process cases of :mod:`rnnlab.faults.cases`.
+another dataset, planted pickles, plus the in-process cases of :mod:`tools.faults.cases`.
 
 The disk scenarios mount a small ``tmpfs`` inside a user and mount namespace
 (``unshare -rm``), so they need neither root nor a spare disk; where namespaces are not
@@ -15,11 +15,11 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from rnnlab.faults import cases
-from rnnlab.faults import workdir as wd_lib
-from rnnlab.faults.process import TrainProcess, committed_steps, run_to_end, train_command
-from rnnlab.faults.report import Result
-from rnnlab.faults.scenarios import Suite
+from tools.faults import cases
+from tools.faults import workdir as wd_lib
+from tools.faults.process import TrainProcess, committed_steps, run_to_end, train_command
+from tools.faults.report import Result
+from tools.faults.scenarios import Suite
 
 
 def namespaces_available() -> bool:
@@ -123,8 +123,8 @@ def bad_command_line(suite: Suite) -> Result:
 
 
 def other_dataset(suite: Suite, base: Path) -> Result:
-    """Resuming an austen run on another corpus (another vocabulary): refused with a message
-    naming the vocabulary, the checkpoints left where they are."""
+    """Resuming an austen run on another corpus (another vocabulary): refused as bad input
+    (exit 2) with a message naming the vocabulary, the checkpoints left where they are."""
     res = Result("vocabulary mismatch on resume")
     workdir = suite.fresh("othervocab")
     shutil.copytree(base, workdir)
@@ -141,7 +141,7 @@ def other_dataset(suite: Suite, base: Path) -> Result:
     message = bool(re.search(r"trained on another dataset.*vocab", out.output))
     kept = committed_steps(workdir) == committed_steps(base)
     kept = kept and not (workdir / "corrupt_checkpoints").exists()
-    res.add(out.returncode == 1 and kept, lost=not kept, message=message, note=out.output[-500:])
+    res.add(out.returncode == 2 and kept, lost=not kept, message=message, note=out.output[-500:])
     return res
 
 
@@ -183,7 +183,7 @@ def run_cases(name: str, group: list[cases.Case]) -> Result:
 def untrusted_in_process() -> Result:
     """The loaders' sources use no pickle, and planted pickles are never run."""
     res = Result("untrusted files (loaders)")
-    package = Path(__file__).resolve().parents[1]
+    package = Path(__file__).resolve().parents[2] / "rnnlab"
     hits = cases.unsafe_loader_calls(package)
     res.add(not hits, note=f"unsafe loader calls: {hits}")
     for replace in (False, True):

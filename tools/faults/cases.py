@@ -1,7 +1,7 @@
 """In-process fault cases: bad input to the library, bad configuration, untrusted files.
 
 Each case is a function that must raise ``ValueError`` (``ConfigError`` is one) whose message
-matches a pattern naming what is wrong. ``python -m rnnlab.faults`` counts them in its table
+matches a pattern naming what is wrong. ``python -m tools.faults`` counts them in its table
 and ``tests/test_faults_cases.py`` runs each as a test. They need no training run: shapes
 are tiny and nothing is compiled beyond a cell step.
 """
@@ -173,8 +173,8 @@ DISK: list[Case] = [
 
 
 def _validate(overrides: list[str], context: dict | None = None):
-    from rnnlab.faults.process import CONFIG
     from rnnlab.train import config as cfg_lib
+    from tools.faults.process import CONFIG
 
     config = cfg_lib.override(cfg_lib.load(str(CONFIG)), overrides)
     cfg_lib.validate(cfg_lib.resolved(config), context or {})
@@ -266,7 +266,7 @@ def malicious_checkpoint(scratch: Path, *, replace: bool) -> tuple[bool, str]:
 
     import jax
 
-    from rnnlab.faults.workdir import plant_pickles
+    from tools.faults.workdir import plant_pickles
 
     marker = scratch / "pwned"
     ckpt, state = _tiny_checkpoint(scratch, {"task": "lm"})

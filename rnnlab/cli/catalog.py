@@ -1,0 +1,86 @@
+"""``rnnlab list``: the experiments of ``experiments/*.py`` and their variants.
+
+Read from the files' docstrings with :mod:`ast`, without importing them (an experiment may
+need data or packages that are not installed): the first line of the module docstring
+says what the experiment is, the docstring of ``get_config`` names the variants.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import os
+from pathlib import Path
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+    name: str
+    path: str
+    title: str
+    variants: str
+
+
+def default_dir() -> str:
+    """``./experiments`` when it exists, else the repository's beside the package."""
+    here = Path("experiments")
+    if here.is_dir():
+        return str(here)
+    return str(Path(__file__).resolve().parents[2] / "experiments")
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def experiments(directory: str) -> list[Experiment]:
+    """Every ``*.py`` in ``directory`` that defines ``get_config``, sorted by name."""
+    out = []
+    for path in sorted(Path(directory).glob("*.py")):
+        try:
+            tree = ast.parse(path.read_text(), filename=str(path))
+        except SyntaxError:
+            continue
+        get_config = next(
+            (n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "get_config"),
+            None,
+        )
+        if get_config is None:
+            continue
+        doc = ast.get_docstring(tree) or ""
+        title = _one_line(doc.split("\n\n", 1)[0]) if doc else ""
+        variants = _one_line(ast.get_docstring(get_config) or "")
+        named = _literal(tree, "VARIANTS")
+        if named and "VARIANTS" in variants:  # "One of :data:`VARIANTS`": list them
+            variants += " " + ", ".join(f'"{v}"' for v in named)
+        out.append(Experiment(path.stem, os.fspath(path), title, variants))
+    return out
+
+
+def _literal(tree: ast.Module, name: str) -> list[str]:
+    """The keys (or items) of a module-level literal ``name = ...``, as strings."""
+    for node in tree.body:
+        targets = node.targets if isinstance(node, ast.Assign) else []
+        if isinstance(node, ast.AnnAssign):
+            targets = [node.target]
+        if any(isinstance(t, ast.Name) and t.id == name for t in targets) and node.value:
+            if isinstance(node.value, ast.Dict):
+                keys = node.value.keys
+            elif isinstance(node.value, ast.Tuple | ast.List):
+                keys = node.value.elts
+            else:
+                return []
+            return [k.value for k in keys if isinstance(k, ast.Constant)]
+    return []
+
+
+def render(entries: list[Experiment]) -> str:
+    """One block per experiment: name and title, then its variants, indented."""
+    width = max(len(e.name) for e in entries)
+    lines = []
+    for e in entries:
+        lines.append(f"{e.name:<{width}}  {e.title}")
+        if e.variants:
+            lines.append(f"{'':<{width}}  variants: {e.variants}")
+    lines.append("\ntrain one: rnnlab train --config experiments/<name>.py[:variant] --workdir DIR")
+    return "\n".join(lines)
