@@ -8,7 +8,7 @@ baselines computed in the same run. ``tier`` says who reruns it:
 - ``"make"``: CPU rows that ``make results`` reruns (together well under an hour on 2 cores);
 - ``"long"``: CPU rows too long for that hour (``python -m experiments.results --tier long``);
 - ``"accelerator"``: configs meant for a GPU/TPU, not run on the development machine; the
-  table keeps whatever figures ``experiments/results.json`` records for them, with the
+  table keeps whatever figures ``experiments/results/records.json`` records for them, with the
   hardware named, or says why there are none.
 
 Metric and baseline paths are ``"<file>:<dotted.key>"`` with file ``summary`` or
