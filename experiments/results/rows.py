@@ -166,8 +166,9 @@ def _adding(
     )
 
 
-def _copy(cell: str, tier: str, *, note: str = "") -> Row:
+def _copy(cell: str, tier: str, *, diagnose: str = "", note: str = "") -> Row:
     base = copy_baseline(COPY_T)
+    flow = ("diagnostics/gradient_flow_cells.png", "diagnostics/gradient_flow.png")
     return Row(
         key=f"copy-{cell}-T{COPY_T}",
         experiment=f"Copy memory, T = {COPY_T}",
@@ -185,6 +186,8 @@ def _copy(cell: str, tier: str, *, note: str = "") -> Row:
         ),
         tier=tier,
         solved_below=base / 10,
+        diagnose=diagnose,
+        figures=("plots/loss.png",) + (flow if diagnose else ()),
         note=note,
     )
 
@@ -253,8 +256,10 @@ ROWS: tuple[Row, ...] = (
     ),
     _adding("lstm", 200, "make"),
     _adding("gru", 200, "make"),
-    _adding("indrnn", 200, "long"),
-    _adding("orthogonal", 200, "long"),
+    # The two non-gated remedies, each with the gradient-flow figures of its trained model
+    # and of fresh models beside the Elman RNN it is meant to cure.
+    _adding("indrnn", 200, "long", diagnose="elman,indrnn,orthogonal"),
+    _adding("orthogonal", 200, "long", diagnose="elman,orthogonal,indrnn"),
     # The LRU stack costs three times an LSTM's step; it solved T = 100 within 1,000 steps.
     _adding("lru", 200, "long", overrides=("train.steps=2500",)),
     # At T = 400 a step costs twice as much: shorter budgets keep each row near 10 minutes
@@ -262,7 +267,7 @@ ROWS: tuple[Row, ...] = (
     _adding("lstm", 400, "long", overrides=("train.steps=4000",)),
     _adding("gru", 400, "long", overrides=("train.steps=3000",)),
     _copy("orthogonal", "make"),
-    _copy("lstm", "long"),
+    _copy("lstm", "long", diagnose="lstm,orthogonal,elman"),
     # MNIST-1D against the paper and against Flax's stock cells with the same budget.
     _mnist1d("gru", "rnnlab GRU, 2 x 128", (GREYDANUS_GRU,), "make"),
     _mnist1d("lstm", "rnnlab LSTM, 2 x 128", (GREYDANUS_GRU,), "make"),
