@@ -51,20 +51,20 @@ def test_lookup_reads_dotted_paths_and_names_what_is_missing(exp):
 def test_record_from_fixture_run_holds_metric_baselines_and_sample(exp, tmp_path):
     rows, table, _ = exp
     row = rows.by_key()["forecast-co2"]
-    report = {
-        "model": {"mase": 0.8},
-        "seasonal_naive": {"mase": 1.25},
-        "arima": {"mase": 0.9},
-        "ets": {"mase": 1.1},
-    }
+    mase = {"model": 0.8, "seasonal_naive": 1.25, "arima": 0.9, "ets": 1.1, "theta": 1.0}
+    report = {k: {"mase": v, "mae": 2 * v, "rmse": 3 * v} for k, v in mase.items()}
     _write_run(str(tmp_path), {**_summary(3000), "report": report, "sample": "abc"})
     record = table.record_from_run(row, table.read_run_files(str(tmp_path)))
     assert record["metric"] == 0.8 and record["steps"] == 3000 and record["sample"] == "abc"
     assert record["baselines"] == {
         "seasonal naive (same run)": 1.25,
-        "ARIMA (same run)": 0.9,
-        "ETS (same run)": 1.1,
+        "statsforecast AutoARIMA on 4 Fourier pairs (same run)": 0.9,
+        "statsforecast MSTL + AutoETS (same run)": 1.1,
+        "statsforecast AutoTheta (same run)": 1.0,
     }
+    # MAE and RMSE (original units) of the model and of every baseline go to the notes.
+    assert record["extras"]["model test MAE (ppm)"] == 1.6
+    assert record["extras"]["Theta test RMSE (ppm)"] == 3.0
 
 
 # -- formatting ----------------------------------------------------------------------------------
