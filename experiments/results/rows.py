@@ -342,9 +342,10 @@ ROWS: tuple[Row, ...] = (
         baselines=_forecast_baselines("AutoARIMA on 4 Fourier pairs", "MSTL + AutoETS"),
         extras=_forecast_extras("(ppm)"),
         figures=("plots/loss.png", "plots/forecasts.png"),
-        note="AutoETS, like R's ets, drops seasons longer than 24 steps, so the ETS baseline "
-        "of the 52-week season is STL + AutoETS (R's stlf); each baseline's chosen form is in "
-        "the run's summary.json",
+        note="the strongest standard baseline, STL + AutoETS (R's stlf; AutoETS, like R's ets, "
+        "drops seasons longer than 24 steps), ties the model: test MASE 0.373 against 0.376 "
+        "(MAE 0.459 against 0.462 ppm), so the model beats seasonal naive, AutoARIMA and "
+        "AutoTheta but not it; each baseline's chosen form is in the run's summary.json",
     ),
     Row(
         key="forecast-sunspots",
@@ -356,7 +357,8 @@ ROWS: tuple[Row, ...] = (
         baselines=_forecast_baselines("AutoARIMA", "AutoETS", ar=True),
         extras=_forecast_extras("(sunspot number)", ar=True),
         note="the automatic searches run on the 11-year cycle; the fixed AR(9), the textbook "
-        "model of this series, is stronger than all of them",
+        "model of this series, is stronger than all of them and than the model (test MASE "
+        "1.104 against 1.162)",
         figures=("plots/loss.png", "plots/forecasts.png"),
     ),
     # Task models: translation, speech-style recognition, video (the task-models issue).
