@@ -315,3 +315,22 @@ def test_package_runs_as_a_module(exp):
     )
     assert out.returncode == 0, out.stderr
     assert "--only" in out.stdout and "--no-run" in out.stdout
+
+
+def test_figure_across_rows_is_kept_when_a_recorded_row_has_no_workdir(exp, tmp_path):
+    """Redrawing the adding curves from one new run would drop the recorded cells' curves."""
+    from experiments.results.curves import GROUPS, plot_group
+
+    group = next(g for g in GROUPS if len(g.rows) > 1)
+    out = tmp_path / "figures"
+    out.mkdir()
+    (out / f"{group.name}.png").write_bytes(b"old")
+    work = tmp_path / "work" / group.rows[0]
+    work.mkdir(parents=True)
+    (work / "metrics.jsonl").write_text(
+        json.dumps({"step": 1, "split": "validation", group.metric: 0.5}) + "\n"
+    )
+    path = plot_group(group, str(tmp_path / "work"), str(out), recorded=set(group.rows))
+    assert (out / f"{group.name}.png").read_bytes() == b"old" and path.endswith(".png")
+    plot_group(group, str(tmp_path / "work"), str(out), recorded={group.rows[0]})
+    assert (out / f"{group.name}.png").read_bytes() != b"old"  # all recorded rows present

@@ -198,7 +198,8 @@ def save_records(records: dict[str, Any], path: str = RESULTS) -> None:
 
 
 def write_readme(records: dict[str, Any], path: str = README) -> None:
-    figures = [plot_group(g, WORKDIRS, FIGURES) for g in GROUPS]
+    recorded = {k for k, r in records.items() if r.get("status") == "ok"}
+    figures = [plot_group(g, WORKDIRS, FIGURES, recorded) for g in GROUPS]
     footer = ""
     listed = [(g, f) for g, f in zip(GROUPS, figures, strict=True) if f]
     if listed:
