@@ -1,2 +1,3 @@
-"""rnnlab's experiments: one config file per experiment (``get_config(arg)``) and the
-results table (``python -m experiments.results``, see experiments/README.md)."""
+"""rnnlab's experiments: one config file per experiment (``get_config(arg)``); the results
+table's machinery and records are the ``experiments.results`` package
+(``python -m experiments.results``, see experiments/README.md)."""

@@ -35,7 +35,7 @@ Commands::
 The driver trains every variant (two at a time), evaluates the last checkpoint on the
 training split in evaluation mode (every dropout off: the "train" column is not the noisy
 training loss), and writes the table of the section "The overfitting study" in
-docs/overfitting.md and the validation curves in experiments/figures/overfitting.png.
+docs/overfitting.md and the validation curves in experiments/results/figures/overfitting.png.
 
 Expected result (measured, table in docs/overfitting.md): train/validation gap 1.15 bits
 per character for ``none`` (train 1.69, validation 2.85 in evaluation mode) and 0.32 for
@@ -146,7 +146,7 @@ def get_config(arg: str = "recipe") -> ml_collections.ConfigDict:
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "experiments" / "overfitting.py"
 DOC = REPO / "docs" / "overfitting.md"
-FIGURE = REPO / "experiments" / "figures" / "overfitting.png"
+FIGURE = REPO / "experiments" / "results" / "figures" / "overfitting.png"
 TABLE_BEGIN = "<!-- overfitting-study-table:begin -->"
 TABLE_END = "<!-- overfitting-study-table:end -->"
 MAX_JOBS = 2  # the development machine has 2 cores, shared

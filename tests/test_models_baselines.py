@@ -1,16 +1,16 @@
-"""Rolling-origin SARIMA and ETS forecasts against statsmodels' own forecasts."""
-
-import warnings
+"""Forecasting baselines: the rolling-origin statsforecast forecasts against statsforecast's
+own forecast from the end of training and against closed forms with the fitted parameters
+(no refit at later origins); seasonal naive against its closed form."""
 
 import numpy as np
 import pytest
-from statsmodels.tsa.exponential_smoothing.ets import ETSModel
-from statsmodels.tsa.statespace.sarimax import SARIMAX
 
+from rnnlab.models.forecaster import seasonal_naive
 from rnnlab.tasks.forecast_baselines import (
-    arima_forecasts,
-    ets_forecasts,
+    errors,
     fourier_terms,
+    make_model,
+    rolling_forecasts,
     series_from_windows,
 )
 
@@ -20,47 +20,84 @@ t = np.arange(N + 30)
 SERIES = 10 + 0.05 * t + 2 * np.sin(2 * np.pi * t / PERIOD) + r.normal(scale=0.4, size=len(t))
 
 
-def test_arima_forecast_from_the_end_of_training_is_statsmodels_forecast():
-    train = SERIES[:N]
-    order, seasonal = (1, 1, 0), (1, 0, 0, PERIOD)
-    got = arima_forecasts(train, SERIES, np.array([N, N + 5]), H, order, seasonal)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        fit = SARIMAX(train, order=order, seasonal_order=seasonal).fit(disp=False)
-        later = SARIMAX(SERIES[: N + 5], order=order, seasonal_order=seasonal).filter(fit.params)
-    np.testing.assert_allclose(got[0], fit.forecast(H), rtol=1e-6)
-    np.testing.assert_allclose(got[1], later.forecast(H), rtol=1e-6)
+@pytest.mark.parametrize("name", ["arima", "ets", "theta"])
+def test_first_window_is_statsforecasts_own_forecast(name):
+    """From the end of training, ``forward`` on the training series is the library's
+    ``predict``; a later origin differs (the history grew) but uses the same fit."""
+    model, _ = make_model(name, PERIOD)
+    got = rolling_forecasts(model, SERIES[:N], SERIES, np.array([N, N + 9]), H)
+    own, _ = make_model(name, PERIOD)
+    want = own.fit(SERIES[:N]).predict(H)["mean"]
+    np.testing.assert_allclose(got[0], want, rtol=1e-6)
+    assert not np.allclose(got[1], want)
 
 
-def test_arima_with_fourier_regressors_forecasts_like_statsmodels():
-    train = SERIES[:N]
-    exog = fourier_terms(len(SERIES), PERIOD, 2)
-    got = arima_forecasts(train, SERIES, np.array([N]), H, (1, 1, 0), period=PERIOD, harmonics=2)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        fit = SARIMAX(train, exog=exog[:N], order=(1, 1, 0)).fit(disp=False)
-    np.testing.assert_allclose(got[0], fit.forecast(H, exog=exog[N : N + H]), rtol=1e-6)
+def test_long_season_ets_is_stl_plus_ets_and_matches_its_own_forecast():
+    model, desc = make_model("ets", 52)
+    assert "MSTL" in desc and type(model).__name__ == "MSTL"
+    long = 10 + 2 * np.sin(2 * np.pi * np.arange(300) / 52) + r.normal(scale=0.2, size=300)
+    got = rolling_forecasts(model, long[:260], long, np.array([260]), 10)
+    own, _ = make_model("ets", 52)
+    np.testing.assert_allclose(got[0], own.fit(long[:260]).predict(10)["mean"], rtol=1e-6)
 
 
-def test_ets_forecast_from_any_origin_is_statsmodels_forecast():
-    trend, seasonal = "add", "add"
-    train = SERIES[:N]
-    got = ets_forecasts(
-        train, SERIES, np.array([N, N + 7]), H, trend=trend, seasonal=seasonal, period=PERIOD
-    )
-    kw = dict(
-        error="add",
-        trend=trend,
-        seasonal=seasonal,
-        seasonal_periods=PERIOD if seasonal else None,
-        initialization_method="heuristic",
-    )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        fit = ETSModel(train, **kw).fit(disp=False)
-        later = ETSModel(SERIES[: N + 7], **kw).smooth(fit.params)
-    np.testing.assert_allclose(got[0], fit.forecast(H), rtol=1e-6)
-    np.testing.assert_allclose(got[1], later.forecast(H), rtol=1e-6)
+def test_fourier_regressors_reach_the_forecast_as_known_future_values():
+    model, desc = make_model("arima", PERIOD, harmonics=2)
+    assert "Fourier" in desc
+    exog = fourier_terms(len(SERIES) + H, PERIOD, 2)
+    got = rolling_forecasts(model, SERIES[:N], SERIES, np.array([N]), H, exog)
+    own, _ = make_model("arima", PERIOD, harmonics=2)
+    want = own.fit(SERIES[:N], X=exog[:N]).predict(H, X=exog[N : N + H])["mean"]
+    np.testing.assert_allclose(got[0], want, rtol=1e-6)
+
+
+def test_later_origins_keep_the_fitted_ses_parameters():
+    """Simple exponential smoothing, ``l_t = l_{t-1} + alpha (y_t - l_{t-1})``, forecast
+    ``l_{s-1}`` at every horizon, with alpha and l_0 from the training fit only."""
+    from statsforecast.models import AutoETS
+
+    model = AutoETS(model="ANN")
+    origins = np.array([N, N + 4, N + 17])
+    got = rolling_forecasts(model, SERIES[:N], SERIES, origins, H)
+    alpha, level0 = model.model_["par"][0], model.model_["par"][4]
+    for row, s in zip(got, origins, strict=True):
+        level = level0
+        for y in SERIES[:s]:
+            level += alpha * (y - level)
+        np.testing.assert_allclose(row, np.full(H, level), rtol=1e-6)
+
+
+def test_later_origins_keep_the_fitted_ar1_parameters():
+    """AR(1) with mean ``mu``: ``y_{s-1+h|s-1} = mu + phi^h (y_{s-1} - mu)``."""
+    from statsforecast.models import ARIMA
+
+    model = ARIMA(order=(1, 0, 0), include_mean=True)
+    noisy = 5 + r.normal(size=N + 30)
+    origins = np.array([N, N + 11])
+    got = rolling_forecasts(model, noisy[:N], noisy, origins, H)
+    phi, mu = model.model_["coef"]["ar1"], model.model_["coef"]["intercept"]
+    for row, s in zip(got, origins, strict=True):
+        want = mu + phi ** np.arange(1, H + 1) * (noisy[s - 1] - mu)
+        np.testing.assert_allclose(row, want, rtol=1e-6)
+
+
+def test_seasonal_naive_repeats_the_last_season():
+    """``y_{L+h} = y_{L+h-m ceil(h/m)}`` by a plain loop."""
+    x = r.normal(size=(3, 20, 2)).astype(np.float32)
+    for m in (1, 5, 20):
+        got = np.asarray(seasonal_naive(x, 12, m))
+        for h in range(1, 13):
+            k = -(-h // m)
+            np.testing.assert_array_equal(got[:, h - 1], x[:, 20 + h - m * k - 1])
+    with pytest.raises(ValueError, match="period must be <= the history length"):
+        seasonal_naive(x, 4, 21)
+
+
+def test_errors_and_unknown_baseline():
+    e = errors(np.array([[1.0, 2.0]]), np.array([[2.0, 0.0]]), scale=0.5)
+    assert e == {"mae": 1.5, "rmse": np.sqrt(2.5), "mase": 3.0}
+    with pytest.raises(ValueError, match="unknown forecasting baseline 'prophet'"):
+        make_model("prophet", 12)
 
 
 def test_series_is_rebuilt_from_consecutive_windows():

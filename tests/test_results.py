@@ -1,4 +1,4 @@
-"""The results table (experiments/results.py, table.py, rows.py) against fixture runs, the
+"""The results table (experiments/results/: run.py, table.py, rows.py) against fixture runs, the
 row configs, and the accelerator configs' plumbing on ``tfds.testing.mock_data``."""
 
 import json
@@ -15,7 +15,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 @pytest.fixture
 def exp(monkeypatch):
     monkeypatch.syspath_prepend(ROOT)
-    from experiments import results, rows, table
+    from experiments.results import rows, table
+    from experiments.results import run as results
 
     return rows, table, results
 
@@ -50,20 +51,20 @@ def test_lookup_reads_dotted_paths_and_names_what_is_missing(exp):
 def test_record_from_fixture_run_holds_metric_baselines_and_sample(exp, tmp_path):
     rows, table, _ = exp
     row = rows.by_key()["forecast-co2"]
-    report = {
-        "model": {"mase": 0.8},
-        "seasonal_naive": {"mase": 1.25},
-        "arima": {"mase": 0.9},
-        "ets": {"mase": 1.1},
-    }
+    mase = {"model": 0.8, "seasonal_naive": 1.25, "arima": 0.9, "ets": 1.1, "theta": 1.0}
+    report = {k: {"mase": v, "mae": 2 * v, "rmse": 3 * v} for k, v in mase.items()}
     _write_run(str(tmp_path), {**_summary(3000), "report": report, "sample": "abc"})
     record = table.record_from_run(row, table.read_run_files(str(tmp_path)))
     assert record["metric"] == 0.8 and record["steps"] == 3000 and record["sample"] == "abc"
     assert record["baselines"] == {
         "seasonal naive (same run)": 1.25,
-        "ARIMA (same run)": 0.9,
-        "ETS (same run)": 1.1,
+        "statsforecast AutoARIMA on 4 Fourier pairs (same run)": 0.9,
+        "statsforecast MSTL + AutoETS (same run)": 1.1,
+        "statsforecast AutoTheta (same run)": 1.0,
     }
+    # MAE and RMSE (original units) of the model and of every baseline go to the notes.
+    assert record["extras"]["model test MAE (ppm)"] == 1.6
+    assert record["extras"]["Theta test RMSE (ppm)"] == 3.0
 
 
 # -- formatting ----------------------------------------------------------------------------------
@@ -86,7 +87,7 @@ def _records(table, rows):
         "adding-lstm-T200": {
             **ok,
             "metric": 0.0021,
-            "figures": ["figures/adding-lstm-T200-loss.png"],
+            "figures": ["results/figures/adding-lstm-T200-loss.png"],
         },
         "adding-elman-T200": {**ok, "metric": 0.1671},
         "adding-gru-T200": {**ok, "metric": 0.00042},
@@ -95,7 +96,10 @@ def _records(table, rows):
         "forecast-co2": {
             **ok,
             "metric": 0.8,
-            "baselines": {"seasonal naive (same run)": 1.25, "ARIMA (same run)": 0.7},
+            "baselines": {
+                "seasonal naive (same run)": 1.25,
+                "statsforecast AutoARIMA on 4 Fourier pairs (same run)": 0.7,
+            },
         },
         "charlm-recipe": {**ok, "metric": 2.1, "sample": "It is a truth universally"},
         "japanese-vowels": {"status": "failed", "error": "exit status 1: boom"},
@@ -149,14 +153,15 @@ def test_results_are_formatted_and_compared_with_their_targets(exp):
     assert "a control" not in line["adding-lstm-T200"]
     assert "**4.20e-04** validation MSE" in line["adding-gru-T200"]
     assert "0.1667" in line["adding-elman-T200"]  # the trivial baseline, 1/6
-    assert "[loss](figures/adding-lstm-T200-loss.png)" in line["adding-lstm-T200"]
+    assert "[loss](results/figures/adding-lstm-T200-loss.png)" in line["adding-lstm-T200"]
     assert "**96.5 %** test accuracy (rerun: identical)" in line["mnist1d-gru"]
     assert "GRU (Greydanus 2020): 91.0 %" in line["mnist1d-gru"]
     assert "yes: beats GRU" in line["mnist1d-gru"]
     # The Flax peer row shows rnnlab's GRU of the same invocation beside it.
     assert "rnnlab GRU (same budget): 96.5 %" in line["mnist1d-flax-gru"]
     assert "seasonal naive (same run): 1.250" in line["forecast-co2"]
-    assert "ARIMA (same run): 0.700" in line["forecast-co2"]
+    # The reference column names the library and the model of each baseline.
+    assert "statsforecast AutoARIMA on 4 Fourier pairs (same run): 0.700" in line["forecast-co2"]
     assert "yes: beats seasonal naive" in line["forecast-co2"]
     # The recipe's peer (the unregularised run) is missing: unknown, not a false verdict.
     assert "same model unregularised (same run): unknown" in line["charlm-recipe"]
@@ -213,13 +218,15 @@ def test_run_row_records_numbers_config_and_figures(exp, tmp_path, monkeypatch):
         return 0, 1.5
 
     monkeypatch.setattr(results, "run_command", fake_command)
-    monkeypatch.setattr(results, "FIGURES", str(tmp_path / "figures"))
+    monkeypatch.setattr(results, "EXPERIMENTS", str(tmp_path))
+    monkeypatch.setattr(results, "FIGURES", str(tmp_path / "results" / "figures"))
     monkeypatch.setattr(results, "CONFIGS", str(tmp_path / "configs"))
     record = results.run_row(row, str(tmp_path / "work" / row.key))
     assert record["status"] == "ok" and record["metric"] == 0.973
     assert record["checkpoint_step"] == 1500 and record["cpu_time_s"] == 3.0
-    assert record["figures"] == ["figures/japanese-vowels-loss.png"]
-    assert (tmp_path / "figures" / "japanese-vowels-loss.png").read_bytes() == b"png"
+    # Links relative to experiments/README.md, where the table is.
+    assert record["figures"] == ["results/figures/japanese-vowels-loss.png"]
+    assert (tmp_path / "results" / "figures" / "japanese-vowels-loss.png").read_bytes() == b"png"
     assert json.loads((tmp_path / "configs" / "japanese-vowels.json").read_text()) == {"seed": 0}
     assert record["hardware"].startswith("CPU: ")
 
@@ -270,3 +277,60 @@ def test_extras_of_a_run_go_to_the_notes(exp, tmp_path):
     ]
     text = table.render(rows.ROWS, {row.key: {**record, "status": "ok"}})
     assert "training-split bpc 1.610, validation bpc 1.950" in text
+
+
+# -- the records and the package layout -----------------------------------------------------------
+def test_records_and_figures_live_in_the_results_package(exp):
+    """experiments/ holds one config per experiment; the machinery, records.json, configs/ and
+    figures/ are in experiments/results/, and every figure a record links exists there."""
+    _, _, results = exp
+    here = os.path.join(ROOT, "experiments", "results")
+    assert results.RESULTS == os.path.join(here, "records.json")
+    assert results.README == os.path.join(ROOT, "experiments", "README.md")
+    assert results.FIGURES == os.path.join(here, "figures")
+    assert results.CONFIGS == os.path.join(here, "configs")
+    records = results.load_records()
+    assert records, "records.json is empty or missing"
+    for key, record in records.items():
+        for fig in record.get("figures", []):
+            assert os.path.exists(os.path.join(ROOT, "experiments", fig)), (key, fig)
+        if record.get("status") == "ok":
+            assert os.path.exists(os.path.join(here, "configs", f"{key}.json")), key
+    with open(results.README) as f:
+        readme = f.read()
+    assert "(results/figures/" in readme and "(figures/" not in readme
+
+
+def test_package_runs_as_a_module(exp):
+    """``python -m experiments.results`` goes through the package's __main__."""
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-m", "experiments.results", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": ROOT},
+    )
+    assert out.returncode == 0, out.stderr
+    assert "--only" in out.stdout and "--no-run" in out.stdout
+
+
+def test_figure_across_rows_is_kept_when_a_recorded_row_has_no_workdir(exp, tmp_path):
+    """Redrawing the adding curves from one new run would drop the recorded cells' curves."""
+    from experiments.results.curves import GROUPS, plot_group
+
+    group = next(g for g in GROUPS if len(g.rows) > 1)
+    out = tmp_path / "figures"
+    out.mkdir()
+    (out / f"{group.name}.png").write_bytes(b"old")
+    work = tmp_path / "work" / group.rows[0]
+    work.mkdir(parents=True)
+    (work / "metrics.jsonl").write_text(
+        json.dumps({"step": 1, "split": "validation", group.metric: 0.5}) + "\n"
+    )
+    path = plot_group(group, str(tmp_path / "work"), str(out), recorded=set(group.rows))
+    assert (out / f"{group.name}.png").read_bytes() == b"old" and path.endswith(".png")
+    plot_group(group, str(tmp_path / "work"), str(out), recorded={group.rows[0]})
+    assert (out / f"{group.name}.png").read_bytes() != b"old"  # all recorded rows present

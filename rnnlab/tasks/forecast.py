@@ -1,5 +1,6 @@
 """Forecasting (task ``"forecast"``): the head's loss, errors in standardised and original
-units, MASE, and a report that scores classical baselines on the same windows."""
+units, MASE, and a report that scores standard baselines (seasonal naive, statsforecast's
+AutoARIMA, AutoETS and AutoTheta) on the same windows."""
 
 from __future__ import annotations
 
@@ -78,7 +79,9 @@ def forecast_derive(means: Mapping[str, float], info: Mapping[str, Any]) -> dict
 
 
 def forecast_report(run, state, workdir: str) -> dict[str, Any]:
-    """Model and baseline errors on the report split, and ``plots/forecasts.png``."""
+    """Model and baseline errors (MAE, RMSE, MASE) on the report split, the baselines of
+    :mod:`rnnlab.tasks.forecast_baselines` (statsforecast's automatic models fitted on the
+    training split, rolled over the same windows), and ``plots/forecasts.png``."""
     split = report_split(run)
     info = run.info
     mean, std = float(info["mean"][0]), float(info["std"][0])
@@ -95,28 +98,39 @@ def forecast_report(run, state, workdir: str) -> dict[str, Any]:
     if not np.allclose(forecasts["truth"], y, atol=1e-3 * std):
         raise RuntimeError(f"the {split} windows of the model and of the baselines differ")
     report = {"split": split, "model": forecast_baselines.errors(y, model, scale), **base}
-    report["figure"] = _plot_forecasts(workdir, forecasts, model, info)
+    report["figure"] = _plot_forecasts(workdir, forecasts, model, info, report)
     return report
 
 
-def _plot_forecasts(workdir: str, forecasts: dict, model: np.ndarray, info) -> str | None:
+def _plot_forecasts(workdir: str, forecasts: dict, model: np.ndarray, info, base) -> str | None:
+    """Three test windows (first, middle, last): the truth, the recurrent forecaster and the
+    strongest baseline (lowest test MAE) in full, the other baselines thin and dashed."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    best = base["strongest"]
+    others = [k for k in forecasts if k not in ("truth", best)]
     n = len(model)
     picks = sorted({0, n // 2, n - 1})
     fig, axes = plt.subplots(len(picks), 1, figsize=(8, 2.6 * len(picks)), squeeze=False)
-    steps = np.arange(model.shape[1])
+    steps = np.arange(1, model.shape[1] + 1)
     for ax, i in zip(axes[:, 0], picks, strict=True):
         ax.plot(steps, forecasts["truth"][i], "k-", lw=2, label="truth")
-        ax.plot(steps, model[i], label="recurrent forecaster")
-        for name in ("arima", "ets", "seasonal_naive"):
-            ax.plot(steps, forecasts[name][i], "--", lw=1, label=name.replace("_", "-"))
+        ax.plot(steps, model[i], lw=1.8, label="recurrent forecaster")
+        ax.plot(steps, forecasts[best][i], lw=1.8, label=f"strongest baseline: {best}")
+        for name in others:
+            ax.plot(steps, forecasts[name][i], "--", lw=0.8, alpha=0.7, label=name)
         ax.set_title(f"{info.get('name', 'series')}: test window {i}")
         ax.set_xlabel("steps ahead")
-    axes[0, 0].legend(fontsize=8)
+    axes[0, 0].legend(fontsize=7)
+    mae = ", ".join(
+        f"{k} {base[k]['mae']:.3g}"
+        for k in sorted(forecasts, key=lambda k: base.get(k, {}).get("mae", 0))
+        if k in base
+    )
+    fig.suptitle(f"test MAE: {mae}", fontsize=8)
     fig.tight_layout()
     return save_figure(fig, workdir, "forecasts.png")
 

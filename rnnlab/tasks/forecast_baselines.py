@@ -1,16 +1,28 @@
-"""Classical forecasting baselines on the same windows as the recurrent forecaster.
+"""Standard forecasting baselines on the same windows as the recurrent forecaster.
 
 For a windowed series (``rnnlab.data`` forecast datasets) this fits, on the training part
-only, a seasonal ARIMA (``statsmodels`` SARIMAX) and an additive-error exponential
-smoothing model (``statsmodels`` ETSModel, Hyndman et al. 2008), then runs each over the
-whole series with the fitted parameters and forecasts ``horizon`` steps from the origin of
-every evaluation window: the rolling-origin evaluation a recurrent forecaster gets, with no
-refitting. The seasonal-naive forecast comes with them. Errors are in original units;
-MASE divides the MAE by the training series' in-sample seasonal-naive MAE
-(``info["mase_scale"]``, Hyndman & Koehler 2006).
+only, the automatic models of Nixtla's ``statsforecast`` (the Python port of R's
+``forecast`` package, Hyndman & Khandakar 2008):
+
+- ``AutoARIMA``: stepwise order search by AICc, optionally on Fourier regressors of the
+  season (dynamic harmonic regression, the usual ARIMA for long seasons such as 52 weeks);
+- ``AutoETS``: the error/trend/season form chosen by AICc (Hyndman et al. 2008). Like R's
+  ``ets``, it drops seasonality for periods above 24, so for long seasons the ETS
+  baseline is ``MSTL`` + ``AutoETS``: STL removes the season, AutoETS forecasts the rest
+  and the last season is added back (R's ``stlf``, Hyndman & Athanasopoulos, FPP3 12.1);
+- ``AutoTheta``: the theta method's variants chosen by in-sample MSE, on a classically
+  deseasonalised series (Assimakopoulos & Nikolopoulos 2000; Fiorucci et al. 2016).
+
+Each fitted model is then run over the test windows exactly as the recurrent model is: a
+rolling origin with the fitted parameters fixed, no refit. ``model.forward(y[:s], h)``
+applies the fitted model to the history before origin ``s`` and forecasts ``h`` steps
+(for MSTL the STL decomposition, which has no fitted parameters, is recomputed on that
+history; the AutoETS inside keeps its parameters). The seasonal-naive forecast comes with
+them. Errors are in original units; MASE divides the MAE by the training series' in-sample
+seasonal-naive MAE (``info["mase_scale"]``, Hyndman & Koehler 2006).
 
 This module belongs to the harness (it reads data through :mod:`rnnlab.data` and needs
-``statsmodels``, in the ``train`` extra); the core never imports it.
+``statsforecast``, in the ``train`` extra); the core never imports it.
 """
 
 from __future__ import annotations
@@ -22,6 +34,12 @@ from typing import Any
 import numpy as np
 
 from rnnlab.models.forecaster import seasonal_naive
+
+# The baselines a config may ask for (``baselines.models``), in report order; ``ar`` is a
+# fixed-order AR(p) (``ar_order``), the textbook model of a series such as sunspots (Box &
+# Jenkins), kept beside the automatic searches when it is stronger than they are.
+MODELS = ("arima", "ets", "theta", "ar")
+ETS_MAX_PERIOD = 24  # statsforecast (like R's ets) ignores seasons longer than this
 
 
 def windows(data_cfg: Any, split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -72,92 +90,70 @@ def fourier_terms(num_steps: int, period: int, harmonics: int) -> np.ndarray | N
     return np.concatenate([np.sin(angle), np.cos(angle)], axis=1)
 
 
-def arima_forecasts(
+def make_model(name: str, period: int, harmonics: int = 0, ar_order: int = 9):
+    """The statsforecast model behind baseline ``name`` (``arima``, ``ets``, ``theta``,
+    ``ar``) for season ``period``, and its description for reports.
+
+    ``arima`` with ``harmonics > 0`` searches a non-seasonal ARIMA on ``harmonics`` Fourier
+    pairs of ``period`` (regression with ARIMA errors); ``ets`` for ``period > 24`` is
+    MSTL + AutoETS (see the module docstring)."""
+    from statsforecast.models import ARIMA, MSTL, AutoARIMA, AutoETS, AutoTheta
+
+    if name == "arima":
+        if harmonics > 0:
+            desc = f"statsforecast AutoARIMA on {harmonics} Fourier pairs of period {period}"
+            return AutoARIMA(season_length=1), desc
+        return AutoARIMA(season_length=period), f"statsforecast AutoARIMA (period {period})"
+    if name == "ets":
+        if period > ETS_MAX_PERIOD:
+            desc = f"statsforecast MSTL (period {period}) + AutoETS on the adjusted series"
+            return MSTL(season_length=period, trend_forecaster=AutoETS(model="ZZN")), desc
+        return AutoETS(season_length=period), f"statsforecast AutoETS (period {period})"
+    if name == "theta":
+        return AutoTheta(season_length=period), f"statsforecast AutoTheta (period {period})"
+    if name == "ar":
+        desc = f"statsforecast ARIMA({ar_order},0,0) with mean, a fixed order"
+        return ARIMA(order=(ar_order, 0, 0), include_mean=True), desc
+    raise ValueError(f"unknown forecasting baseline {name!r}; known: {MODELS}")
+
+
+def chosen_form(model) -> str:
+    """What the automatic search picked, e.g. ``ETS(A,Ad,N)``, ``ARIMA(2,1,1)`` or ``theta
+    DOTM`` (empty when the model was not fitted)."""
+    inner = getattr(model, "trend_forecaster", model)
+    fitted = getattr(inner, "model_", None)
+    if not isinstance(fitted, Mapping):
+        return ""
+    if "arma" in fitted:
+        from statsforecast.arima import arima_string
+
+        return arima_string(fitted)
+    if "modeltype" in fitted:  # theta: STM, OTM, DSTM or DOTM (Fiorucci et al. 2016)
+        return f"theta {fitted['modeltype']}"
+    return str(fitted.get("method", ""))  # ETS: "ETS(A,Ad,N)"
+
+
+def rolling_forecasts(
+    model,
     train: np.ndarray,
     full: np.ndarray,
     origins: np.ndarray,
     horizon: int,
-    order,
-    seasonal_order=(0, 0, 0, 0),
-    *,
-    period: int = 1,
-    harmonics: int = 0,
+    exog: np.ndarray | None = None,
 ) -> np.ndarray:
-    """(S)ARIMA fitted on ``train`` (1-D), then ``horizon``-step forecasts ``[N, H]`` of
-    ``full`` from each origin (index of the first forecast step), conditioning on all
-    observations before it; computed from the Kalman filter's predicted states,
-    ``y_{s+h} = Z T^h x_{s|s-1} + d_{s+h}``.
-
-    ``harmonics > 0`` adds ``harmonics`` Fourier pairs of ``period`` as regressors
-    (dynamic harmonic regression, the usual ARIMA for long seasons such as 52 weeks, where
-    a seasonal ARIMA's state grows with the period).
-    """
-    from statsmodels.tsa.statespace.sarimax import SARIMAX
-
-    exog = fourier_terms(len(full), period, harmonics)
-    spec = dict(order=tuple(order), seasonal_order=tuple(seasonal_order))
-    with warnings.catch_warnings():
+    """Fits ``model`` (a statsforecast model) on ``train`` (1-D), then forecasts ``horizon``
+    steps from each origin ``s`` (index of the first forecast step) with the fitted
+    parameters fixed: ``model.forward(full[:s], horizon)``. ``exog [T + horizon, K]`` are
+    known regressors (Fourier terms). Returns ``[N, H]``."""
+    n = len(train)
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore")
-        train_exog = None if exog is None else exog[: len(train)]
-        fit = SARIMAX(train, exog=train_exog, **spec).fit(disp=False)
-        res = SARIMAX(full, exog=exog, **spec).filter(fit.params)
-    fr = res.filter_results
-    Z, T = fr.design[..., 0], fr.transition[..., 0]
-    d, c = fr.obs_intercept, fr.state_intercept[:, 0]  # d: [1, 1] or [1, T] with regressors
-    x = fr.predicted_state[:, origins]  # [k, N]
-    out = np.empty((len(origins), horizon))
-    for h in range(horizon):
-        intercept = d[0, 0] if d.shape[1] == 1 else d[0, np.minimum(origins + h, d.shape[1] - 1)]
-        out[:, h] = (Z @ x)[0] + intercept
-        x = T @ x + c[:, None]
-    return out
-
-
-def ets_forecasts(
-    train: np.ndarray,
-    full: np.ndarray,
-    origins: np.ndarray,
-    horizon: int,
-    *,
-    trend: str | None,
-    seasonal: str | None,
-    period: int,
-    damped: bool = False,
-) -> np.ndarray:
-    """Additive-error ETS fitted on ``train``, run over ``full`` with those parameters, and
-    ``horizon``-step forecasts ``[N, H]`` from each origin:
-    ``y_{t+h|t} = l_t + (phi + ... + phi^h) b_t + s_{t+h-m(k+1)}``, ``k = floor((h-1)/m)``
-    (Hyndman et al. 2008), for trend and seasonality ``"add"`` or ``None``."""
-    from statsmodels.tsa.exponential_smoothing.ets import ETSModel
-
-    for name, value in (("trend", trend), ("seasonal", seasonal)):
-        if value not in (None, "add"):
-            raise ValueError(f"{name} must be 'add' or None for these forecasts, got {value!r}")
-    kw = dict(
-        error="add",
-        trend=trend,
-        damped_trend=bool(damped and trend),
-        seasonal=seasonal,
-        seasonal_periods=period if seasonal else None,
-    )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        fit = ETSModel(train, initialization_method="heuristic", **kw).fit(disp=False)
-        res = ETSModel(full, initialization_method="heuristic", **kw).smooth(fit.params)
-    states = np.asarray(res.states)  # row t: the states after observing y_t
-    names = list(fit.param_names)
-    phi = float(fit.params[names.index("damping_trend")]) if kw["damped_trend"] else 1.0
-    t = origins - 1
-    level = states[t, 0]
-    out = np.repeat(level[:, None], horizon, axis=1)
-    if trend:
-        damp = np.cumsum(phi ** np.arange(1, horizon + 1))
-        out += damp[None, :] * states[t, 1][:, None]
-    if seasonal:
-        h = np.arange(1, horizon + 1)
-        lag = period * ((h - 1) // period + 1)
-        out += states[t[:, None] + h[None, :] - lag[None, :], -1]
-    return out
+        model.fit(train, X=None if exog is None else exog[:n])
+        out = []
+        for s in np.asarray(origins):
+            kw = {} if exog is None else {"X": exog[:s], "X_future": exog[s : s + horizon]}
+            out.append(model.forward(full[:s], horizon, **kw)["mean"])
+    return np.stack(out).astype(np.float64)
 
 
 def errors(y: np.ndarray, pred: np.ndarray, scale: float) -> dict[str, float]:
@@ -172,18 +168,20 @@ def forecast_baselines(
     info: Mapping[str, Any],
     *,
     split: str = "test",
-    order: Sequence[int] = (1, 1, 1),
-    seasonal_order: Sequence[int] = (0, 0, 0, 0),
+    models: Sequence[str] = MODELS,
     harmonics: int = 0,
-    ets_trend: str | None = "add",
-    ets_seasonal: str | None = None,
     period: int | None = None,
+    ar_order: int = 9,
 ) -> dict[str, Any]:
-    """Seasonal-naive, SARIMA and ETS errors (original units) on ``split``'s windows of the
-    first series; returns ``{"seasonal_naive": {...}, "arima": {...}, "ets": {...},
-    "windows": N, "forecasts": {...}}`` (forecasts ``[N, H]`` for plots)."""
+    """Seasonal-naive and statsforecast baselines' errors (original units) on ``split``'s
+    windows of the first series; returns ``{"seasonal_naive": {...}, "arima": {...}, ...,
+    "strongest": name, "windows": N, "forecasts": {...}}`` (forecasts ``[N, H]`` for plots);
+    each baseline's entry holds ``mae``, ``rmse``, ``mase`` and ``model``, its description."""
     from rnnlab.data.config import SPLITS
 
+    unknown = [m for m in models if m not in MODELS]
+    if unknown:
+        raise ValueError(f"baselines.models: unknown {unknown}; known: {MODELS}")
     m = int(period or info.get("seasonal_period") or 1)
     mean, std = float(info["mean"][0]), float(info["std"][0])
     scale = float(info["mase_scale"][0])
@@ -196,32 +194,17 @@ def forecast_baselines(
     horizon, lookback = targets.shape[1], inputs.shape[1]
     origins = np.arange(len(targets)) + max(start, lookback)
     truth = mean + std * targets[..., 0].astype(np.float64)
-    naive = mean + std * np.asarray(seasonal_naive(inputs, horizon, m))[..., 0]
-    arima = arima_forecasts(
-        y_series[:n_train],
-        y_series,
-        origins,
-        horizon,
-        order,
-        seasonal_order,
-        period=m,
-        harmonics=harmonics,
-    )
-    ets = ets_forecasts(
-        y_series[:n_train],
-        y_series,
-        origins,
-        horizon,
-        trend=ets_trend or None,
-        seasonal=ets_seasonal or None,
-        period=m,
-    )
-    preds = {"seasonal_naive": naive, "arima": arima, "ets": ets}
-    out: dict[str, Any] = {name: errors(truth, p, scale) for name, p in preds.items()}
-    out["arima"]["model"] = f"ARIMA{tuple(order)}{tuple(seasonal_order)}" + (
-        f" + {harmonics} Fourier pairs of period {m}" if harmonics else ""
-    )
-    out["ets"]["model"] = f"ETS(A,{'A' if ets_trend else 'N'},{'A' if ets_seasonal else 'N'})"
+    preds = {"seasonal_naive": mean + std * np.asarray(seasonal_naive(inputs, horizon, m))[..., 0]}
+    out: dict[str, Any] = {"seasonal_naive": {"model": f"seasonal naive (period {m})"}}
+    for name in models:
+        model, desc = make_model(name, m, harmonics if name == "arima" else 0, ar_order)
+        exog = fourier_terms(len(y_series) + horizon, m, harmonics) if name == "arima" else None
+        preds[name] = rolling_forecasts(model, y_series[:n_train], y_series, origins, horizon, exog)
+        form = chosen_form(model)
+        out[name] = {"model": desc + (f", chose {form}" if form else "")}
+    for name, p in preds.items():
+        out[name].update(errors(truth, p, scale))
+    out["strongest"] = min(preds, key=lambda k: out[k]["mae"])
     out["windows"] = len(truth)
     out["forecasts"] = {"truth": truth, **preds}
     return out

@@ -12,6 +12,7 @@ import dataclasses
 import json
 import math
 import os
+from collections.abc import Collection
 from typing import Any
 
 
@@ -77,14 +78,18 @@ def curve(records: list[dict[str, Any]], split: str, metric: str) -> tuple[list,
     return [s for s, _ in pts], [v for _, v in pts]
 
 
-def plot_group(group: Group, workdirs: str, out_dir: str) -> str | None:
-    """Draws ``group`` from the rows' workdirs into ``out_dir/<name>.png``. Without any of
-    those workdirs the figure already there (from an earlier run) is kept; ``None`` when
-    there is none."""
+def plot_group(
+    group: Group, workdirs: str, out_dir: str, recorded: Collection[str] = ()
+) -> str | None:
+    """Draws ``group`` from the rows' workdirs into ``out_dir/<name>.png``. When a row of
+    the group that has a record (``recorded``) has no workdir here, or none has, the figure
+    already there (from an earlier run) is kept rather than redrawn without those rows;
+    ``None`` when there is none."""
     path = os.path.join(out_dir, f"{group.name}.png")
     series = {key: read_metrics(os.path.join(workdirs, key)) for key in group.rows}
     series = {k: v for k, v in series.items() if v}
-    if not series:
+    missing = [k for k in group.rows if k in recorded and k not in series]
+    if not series or (missing and os.path.exists(path)):
         return path if os.path.exists(path) else None
     import matplotlib
 
