@@ -31,7 +31,7 @@ from rnnlab import parallel
 from rnnlab.data.config import data_dir
 from rnnlab.train import config as cfg_lib
 from rnnlab.train import loop
-from rnnlab.train import metrics as metrics_lib
+from rnnlab.train import metric_log as metrics_lib
 
 EXPERIMENT = "experiments/faults.py"
 STEPS, PREEMPT_AFTER = 60, 10
