@@ -56,7 +56,15 @@ def test_tested_versions_cover_every_package_make_venv_installs():
 def test_dataset_only_packages_have_their_own_extra_and_unused_ones_are_gone():
     extras = PROJECT["optional-dependencies"]
     names = lambda specs: {canonical(NAME.match(s).group(1)) for s in specs}
-    dataset_only = {"sktime", "statsmodels", "scikit-learn", "sacrebleu", "mnist1d"}
+    dataset_only = {
+        "sktime",
+        "statsmodels",
+        "scikit-learn",
+        "sacrebleu",
+        "mnist1d",
+        "statsforecast",
+        "librosa",
+    }
     assert names(extras["datasets"]) == dataset_only
     assert not names(extras["train"]) & dataset_only
     everything = names(PROJECT["dependencies"]).union(*map(names, extras.values()))

@@ -11,6 +11,7 @@ from __future__ import annotations
 from flax import nnx
 
 from rnnlab.cells.linear import LinearRecurrentCell, LRUCell, MinGRUCell, MinLSTMCell
+from rnnlab.layers.parallel import METHODS
 from rnnlab.layers.rnn import RNN
 
 
@@ -62,6 +63,12 @@ class LinearRecurrence(RNN):
     @property
     def method(self) -> str:
         return self.scan_method
+
+    def __call__(self, inputs, *, method: str | None = None, **kwargs):
+        """As :meth:`rnnlab.RNN.__call__`; ``method`` overrides the scan method for one call."""
+        if method is not None and method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        return super().__call__(inputs, scan_method=method, **kwargs)
 
 
 def _pop_layer_kwargs(kwargs: dict) -> dict:

@@ -121,6 +121,7 @@ class RNN(nnx.Module):
         params: dict[str, Array] | None = None,
         step_transform: Callable[[Callable], Callable] | None = None,
         step_inputs: Any = None,
+        scan_method: str | None = None,
     ):
         """Runs the layer; ``params`` overrides the cell's parameters (e.g. weight drop).
 
@@ -187,7 +188,7 @@ class RNN(nnx.Module):
         elif impl == "parallel":
             carry, ys = run_parallel(
                 cell, params, xs, initial_carry, reverse=reverse, keep_order=True,
-                method=self.scan_method, **run,
+                method=self.scan_method if scan_method is None else scan_method, **run,
             )  # fmt: skip
         if impl == "scan":
             carry, ys = self._scan(
