@@ -32,20 +32,20 @@ kernel = state.params["rnn"]["layers"][0]["cell"]["kernel_hh"]
 assert len(kernel.sharding.device_set) == 2 and not kernel.sharding.is_fully_replicated
 params = parallel.to_host(optim.eval_params(state.opt_state, state.params))
 flat = jax.tree_util.tree_flatten_with_path(params)[0]
-np.savez(WORKDIR + "/../reference.npz", **{optim.path_str(p): np.asarray(x) for p, x in flat})
+np.savez(WORKDIR + "/../reference.npz", **{parallel.path_to_str(p): np.asarray(x) for p, x in flat})
 """
 
 LOAD = """
 import jax, numpy as np
 from flax import nnx
-from rnnlab import optim
+from rnnlab import optim, parallel
 from rnnlab.train import export
 assert jax.device_count() == 1
 model, info = export.load(SOURCE)
 ref = np.load(SOURCE + "/../reference.npz")
 params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
 leaves = jax.tree_util.tree_flatten_with_path(params)[0]
-flat = {optim.path_str(p): np.asarray(x) for p, x in leaves}
+flat = {parallel.path_to_str(p): np.asarray(x) for p, x in leaves}
 assert sorted(flat) == sorted(ref.files), (sorted(flat), ref.files)
 for k in flat:
     np.testing.assert_array_equal(flat[k], ref[k], err_msg=k)

@@ -133,7 +133,7 @@ def parameter_table(params: Any) -> list[tuple[str, str, int]]:
     import jax
     import numpy as np
 
-    from rnnlab.optim import path_str
+    from rnnlab.parallel import path_to_str as path_str
 
     rows: dict[str, list[Any]] = {}
     for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:

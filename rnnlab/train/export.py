@@ -30,7 +30,7 @@ import jax
 import numpy as np
 from flax import nnx
 
-from rnnlab import optim, tasks
+from rnnlab import optim, parallel, tasks
 from rnnlab.train import config as cfg_lib
 from rnnlab.train import files, integrity
 from rnnlab.train import state as state_lib
@@ -201,7 +201,7 @@ def _load_workdir(workdir: str, which: str | int, device) -> tuple[nnx.Module, M
 
 def _flat(tree: Any) -> tuple[list[str], list[Any], Any]:
     leaves, treedef = jax.tree_util.tree_flatten_with_path(tree)
-    return [optim.path_str(p) for p, _ in leaves], [x for _, x in leaves], treedef
+    return [parallel.path_to_str(p) for p, _ in leaves], [x for _, x in leaves], treedef
 
 
 def _load_export(directory: str, device) -> tuple[nnx.Module, ModelInfo]:
