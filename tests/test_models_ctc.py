@@ -18,7 +18,7 @@ from rnnlab.models.ctc import (
 )
 
 BLANK = 0
-forward = nnx.jit(lambda model, batch: model(batch))
+forward = nnx.jit(lambda model, batch: model(batch, train=False))  # evaluation mode
 
 
 def collapse(path):

@@ -15,7 +15,7 @@ from rnnlab.models.attention import (
 )
 from rnnlab.models.seq2seq import Translator
 
-forward = nnx.jit(lambda model, batch: model(batch))
+forward = nnx.jit(lambda model, batch: model(batch, train=False))  # evaluation mode
 
 
 def np_masked_softmax(scores, mask):
