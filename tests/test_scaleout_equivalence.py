@@ -167,7 +167,7 @@ def test_batch_norm_statistics_are_global(tmp_path):
 
     # The loss the same parameters give when each device normalises its own 2 rows.
     init = run.initial_state()
-    params, rest = parallel.to_host((init.params, init.rest))
+    params, rest = jax.tree.map(jnp.asarray, parallel.to_host((init.params, init.rest)))
 
     @jax.jit
     def loss(part):
@@ -181,7 +181,8 @@ def test_batch_norm_statistics_are_global(tmp_path):
     per_device = [
         float(loss({k: v[2 * d : 2 * d + 2] for k, v in batch.items()})) for d in range(8)
     ]
-    assert abs(np.mean(per_device) - ref_metrics[0]["loss"]) > 1e-3 * ref_metrics[0]["loss"]
+    # Per-device statistics move the loss by far more than the 2e-5 the meshes agree to.
+    assert abs(np.mean(per_device) - ref_metrics[0]["loss"]) > 1e-4 * ref_metrics[0]["loss"]
 
 
 def test_mesh_and_sharding_from_command_line_overrides():
@@ -193,7 +194,7 @@ def test_mesh_and_sharding_from_command_line_overrides():
     assert len(sharding_lib.rules(config, mesh)) == 1
     with pytest.raises(cfg_lib.ConfigError, match="'mesh'.*does not divide"):
         sharding_lib.make_mesh(_config("fake_lm", {}, ["mesh.fsdp=3"]))
-    with pytest.raises(cfg_lib.ConfigError, match="mesh.fsdp.*positive size or -1"):
+    with pytest.raises(cfg_lib.ConfigError, match="mesh.fsdp.*positive int size or -1"):
         sharding_lib.mesh_axes(_config("fake_lm", {}, ["mesh.fsdp=0"]).mesh)
     with pytest.raises(cfg_lib.ConfigError, match="mesh.fsdp"):
         cfg_lib.override(cfg_lib.base_config(), ["mesh.fsdp=two"])
