@@ -247,11 +247,11 @@ def _compare(recorded, now, prefix=""):
 
 
 def test_resolved_configs_keep_the_recorded_values():
-    """The committed resolved configs (experiments/configs/<row>.json, written by runs
+    """The committed resolved configs (experiments/results/configs/<row>.json, written by runs
     before the defaults moved) hold the same values for every key they have."""
     checked = 0
     for row in _rows():
-        path = os.path.join(EXPERIMENTS, "configs", f"{row.key}.json")
+        path = os.path.join(EXPERIMENTS, "results", "configs", f"{row.key}.json")
         if not os.path.exists(path):
             continue
         spec = os.path.join(REPO, row.config)
