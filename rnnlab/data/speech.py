@@ -290,11 +290,20 @@ def _load(cfg, info, *, split, **shard):
             return None
         return features(audio), labels
 
+    return utterance_batches(
+        cfg, info, len(source), fetch, split, f"{info['splits'][split]!r} ({split})", shard
+    )
+
+
+def utterance_batches(cfg, info, size: int, fetch, split: str, what: str, shard: dict):
+    """``(iterator, num_batches)`` of padded, length-bucketed utterance batches.
+
+    ``fetch(index) -> (features [frames, F], labels) | None`` reads example ``index`` (None
+    drops it); the options ``shuffle``, ``pad_multiple``, ``pad_to`` and ``bucket_window``
+    and ``info["max_frames"]``/``info["max_label"]`` shape the batches.
+    """
     order, num_batches = pipeline.example_order(
-        len(source),
-        shuffle=bool(option(cfg, "shuffle", split == "train")),
-        what=f"{info['splits'][split]!r} ({split})",
-        **shard,
+        size, shuffle=bool(option(cfg, "shuffle", split == "train")), what=what, **shard
     )
     ds = pipeline.batched(
         order.map(fetch),

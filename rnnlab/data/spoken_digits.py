@@ -33,7 +33,7 @@ from rnnlab.data import spoken_digits_audio as audio
 from rnnlab.data.config import cache_key, check_split, choice, option, positive_int, tfds_dir
 from rnnlab.data.options import COMMON, PIPELINE, Option
 from rnnlab.data.registry import Dataset, register
-from rnnlab.data.speech import collate
+from rnnlab.data.speech import utterance_batches
 
 VOCAB = ("<blank>", *"0123456789")
 _SIZES = {"train": 2000, "validation": 200, "test": 400}
@@ -115,27 +115,8 @@ def _load(cfg, info, *, split, **shard):
             feats = (feats - feats.mean(axis=0)) / np.maximum(feats.std(axis=0), 1e-5)
         return feats, np.asarray(example["labels"], np.int32)
 
-    order, num_batches = pipeline.example_order(
-        len(src),
-        shuffle=bool(option(cfg, "shuffle", split == "train")),
-        what=f"spoken_digits split {split!r}",
-        **shard,
-    )
-    ds = pipeline.batched(
-        order.map(fetch),
-        batch_size=shard["batch_size"],
-        collate=functools.partial(
-            collate,
-            max_frames=info["max_frames"],
-            max_label=info["max_label"],
-            pad_multiple=positive_int(cfg, "pad_multiple", 64),
-            fixed=choice(cfg, "pad_to", "batch", ("batch", "max")) == "max",
-        ),
-        bucket_window=int(option(cfg, "bucket_window", 8)),
-        seed=shard["seed"],
-        length_fn=lambda e: 0 if e is None else len(e[0]),
-    )
-    return ds.to_iter_dataset(pipeline.read_options(cfg)), num_batches
+    what = f"spoken_digits split {split!r}"
+    return utterance_batches(cfg, info, len(src), fetch, split, what, shard)
 
 
 OPTIONS = {
