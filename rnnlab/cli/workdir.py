@@ -39,22 +39,15 @@ def load_config(args: argparse.Namespace) -> cfg_lib.ConfigDict:
 
 
 def pick_step(checkpoints: Any, which: str, workdir: str) -> int:
-    """The step ``which`` (``best``, ``latest`` or a number) names among ``checkpoints``;
-    FileNotFoundError naming the workdir and the steps there when it does not exist."""
-    steps = sorted(checkpoints.all_steps())
-    if which == "best":
-        step = checkpoints.best_step() or checkpoints.latest_step()
-    elif which == "latest":
-        step = checkpoints.latest_step()
-    else:
-        step = int(which) if int(which) in steps else None
-    if step is None:
-        have = f"it has {steps}" if steps else "it has none"
+    """:func:`rnnlab.train.checkpoint.choose_step`, its error saying what to pass instead."""
+    from rnnlab.train import checkpoint as ckpt_lib  # orbax, only where checkpoints are read
+
+    try:
+        return ckpt_lib.choose_step(checkpoints, which)
+    except FileNotFoundError as e:
         raise FileNotFoundError(
-            f"no checkpoint {which} in {files.join(workdir, 'checkpoints')} ({have}); "
-            "pass --checkpoint best, latest or one of its steps"
-        )
-    return step
+            f"{e} of {workdir}; pass --checkpoint best, latest or one of its steps"
+        ) from None
 
 
 def has_checkpoints(workdir: str) -> bool:

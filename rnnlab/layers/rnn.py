@@ -204,37 +204,41 @@ class RNN(nnx.Module):
     def _scan(self, params, xs, carry, run, reverse, step_transform, step_inputs, statistics):
         """The step-by-step path (outputs in the original order, as masked_scan gives them)."""
         cell = self.cell
-        if dispatch.hoist(self.hoist_input_projection):
-            xs = cell.project(params, xs)
-            step = lambda c, xp: cell.step_with(params, c, xp)
-        else:
-            step = lambda c, x: cell.step_with(params, c, cell.project(params, x))
-        if step_transform is not None:
-            step = step_transform(step)
-        if step_inputs is not None:
-            xs = (xs, step_inputs)
         seq_lengths = run["seq_lengths"]
+        hoisted = dispatch.hoist(self.hoist_input_projection)
+        if hoisted:
+            xs = cell.project(params, xs)
+        projected = (lambda x: x) if hoisted else (lambda x: cell.project(params, x))
         if statistics:
+            if step_transform is not None or step_inputs is not None:
+                raise ValueError(
+                    f"{type(cell).__name__} collects batch statistics in training and takes "
+                    "no step_transform or step_inputs hook (zoneout)"
+                )
             # A batch-normalised cell in training normalises with the statistics of the
             # valid examples at each step and returns them for the running averages.
-            num_steps = jax.tree.leaves(xs)[0].shape[0]
+            num_steps = xs.shape[0]
             batch = jax.tree.leaves(carry)[0].shape[:-1]
             mask = (
                 jnp.ones((num_steps,) + batch, jnp.bool_)
                 if seq_lengths is None
                 else valid_mask(seq_lengths, num_steps)
             )
-            project = dispatch.hoist(self.hoist_input_projection)
 
             def step(c, inputs):
                 x, m = inputs
-                xp = x if project else cell.project(params, x)
                 weights = None if seq_lengths is None else m
-                c, y, stats = cell.step_with_statistics(params, c, xp, weights)
+                c, y, stats = cell.step_with_statistics(params, c, projected(x), weights)
                 return c, (y, stats)
 
             xs = (xs, mask)
-        out = masked_scan(
+        else:
+            step = lambda c, x: cell.step_with(params, c, projected(x))
+            if step_transform is not None:
+                step = step_transform(step)
+            if step_inputs is not None:
+                xs = (xs, step_inputs)
+        carry, ys = masked_scan(
             step,
             carry,
             xs,
@@ -246,7 +250,6 @@ class RNN(nnx.Module):
             remat=self.remat,
             extras=statistics,
         )
-        carry, ys = out
         if statistics:
             ys, stats = ys
             counts = jnp.sum(mask.reshape(mask.shape[0], -1).astype(jnp.float32), axis=1)

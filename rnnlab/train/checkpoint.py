@@ -393,6 +393,22 @@ _REPRS = re.compile(r"<bound method [^<>]*(?:<[^<>]*>)?[^<>]*>|<[\w.]+ object at
 _OS_CODE = re.compile(r"os_error_code='?(\d+)")
 
 
+def choose_step(checkpoints: Any, which: str | int) -> int:
+    """The step ``which`` names: ``"best"`` (the latest when none is ranked), ``"latest"`` or
+    a step number; a FileNotFoundError naming the directory and the steps there otherwise."""
+    steps = sorted(checkpoints.all_steps())
+    if which == "best":
+        step = checkpoints.best_step() or checkpoints.latest_step()
+    elif which == "latest":
+        step = checkpoints.latest_step()
+    else:
+        step = int(which) if int(which) in steps else None
+    if step is None:
+        have = f"it has {steps}" if steps else "it has none"
+        raise FileNotFoundError(f"no checkpoint {which} in {checkpoints.directory} ({have})")
+    return int(step)
+
+
 def describe_error(cause: BaseException, limit: int = 400) -> str:
     """``cause`` as one short line: tensorstore's JSON specs dropped, whitespace collapsed,
     cut at ``limit`` characters, the operating system's reason (``No space left on

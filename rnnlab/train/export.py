@@ -134,24 +134,6 @@ def _merge(graphdef, params, rest, device) -> nnx.Module:
     return model
 
 
-def choose_step(checkpoints: Any, which: str | int) -> int:
-    """The step of ``"best"`` (the latest if none is ranked), ``"latest"`` or a step number."""
-    if which == "best":
-        step = checkpoints.best_step() or checkpoints.latest_step()
-    elif which == "latest":
-        step = checkpoints.latest_step()
-    else:
-        step = int(which)
-        if step not in checkpoints.all_steps():
-            raise FileNotFoundError(
-                f"no checkpoint {step} in {checkpoints.directory}; "
-                f"have {sorted(checkpoints.all_steps())}"
-            )
-    if step is None:
-        raise FileNotFoundError(f"no checkpoint in {checkpoints.directory}")
-    return int(step)
-
-
 def _load_workdir(workdir: str, which: str | int, device) -> tuple[nnx.Module, ModelInfo]:
     from rnnlab.train import checkpoint as ckpt_lib  # orbax: only for workdirs
 
@@ -176,7 +158,7 @@ def _load_workdir(workdir: str, which: str | int, device) -> tuple[nnx.Module, M
         read_only=True,
     )
     try:
-        step = choose_step(checkpoints, which)
+        step = ckpt_lib.choose_step(checkpoints, which)
         tx = optim.make(**config.optim.to_dict())
         init = state_lib.initializer(config, dataset, tx, int(config.train.batch_size))
         sharding = jax.sharding.SingleDeviceSharding(device)
