@@ -122,6 +122,12 @@ def _status(error: BaseException) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the command line; returns the exit status (module docstring)."""
     as_command = argv is None
+    if as_command:
+        # Before the first step allocates: a process-wide setting, so only for the command
+        # itself, not for a caller of main() inside a larger program.
+        from rnnlab.train import allocator
+
+        allocator.keep_freed_memory()
     argv = list(sys.argv[1:] if argv is None else argv)
     verbose = "--verbose" in argv
     argv = [a for a in argv if a != "--verbose"]
