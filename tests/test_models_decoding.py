@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rnnlab.models.decoding import (
+from rnnlab.layers.decoding import (
     beam_search,
     filter_logits,
     greedy_decode,

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from rnnlab.layers.decoding import filter_logits, sample_logits
 from rnnlab.models.classifier import SequenceClassifier
-from rnnlab.models.decoding import filter_logits, sample_logits
 from rnnlab.models.language_model import LanguageModel, generate
 
 V, P, N = 11, 4, 6

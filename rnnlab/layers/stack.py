@@ -170,6 +170,30 @@ class StackedRNN(nnx.Module):
             result = result + (aux,)
         return result[0] if len(result) == 1 else result
 
+    def step(
+        self, carries: Sequence[Carry], x: Array, *, deterministic: bool | None = True
+    ) -> tuple[list[Carry], Array]:
+        """One time step through every layer: ``(carries, x [*batch, F]) -> (carries, y)``.
+
+        The step of a closed-loop decoder (:mod:`rnnlab.layers.feedback`): the stack runs on
+        a sequence of length one, so the step does exactly what a call on the whole sequence
+        does at that position (zoneout's expectation, weight drop's evaluation weights,
+        residuals), by the same layers. ``deterministic`` defaults to ``True``, because a
+        free-running decoder has no per-sequence dropout masks to reuse; ``None`` follows
+        the module's mode. A bidirectional stack cannot step: its backward direction needs
+        the inputs that are still to come.
+        """
+        if self.bidirectional:
+            raise ValueError("a bidirectional StackedRNN cannot run step by step")
+        time_axis = 0 if self.layers[0].time_major else x.ndim - 1
+        carries, y = self(
+            jnp.expand_dims(x, time_axis),
+            initial_carry=carries,
+            deterministic=deterministic,
+            return_carry=True,
+        )
+        return carries, jnp.squeeze(y, time_axis)
+
     def _run(self, inputs, initial_carry, seq_lengths, resets, reset_carry, deterministic, rngs):
         reg = self.regularization
         time_axis = 0 if self.layers[0].time_major else -2

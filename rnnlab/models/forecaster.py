@@ -44,6 +44,7 @@ from flax import nnx
 
 from rnnlab.cells.base import check_positive_int
 from rnnlab.layers import StackedRNN
+from rnnlab.layers.feedback import feedback_loop
 from rnnlab.models import register, resolve_dtype, set_mode
 
 Array = jax.Array
@@ -302,21 +303,17 @@ class Forecaster(nnx.Module):
         """Autoregressive forecast: each step's point forecast is the next input."""
         carries, h = self.rnn(x, return_carry=True, **kw)
         first = self._read(h[:, -1:], last)
-        cells = [layer.cell for layer in self.rnn.layers]
 
         def body(state, _):
             carries, value = state
-            y, new = value, []
-            for cell, c in zip(cells, carries, strict=True):
-                c, y = cell(c, y)
-                new.append(c)
+            carries, y = self.rnn.step(carries, value)
             step = self._read(y.astype(jnp.float32)[:, None], value)
-            return (new, step["point"][:, 0]), (step, y)
+            return (carries, step["point"][:, 0]), (step, y)
 
         if self.horizon == 1:
             return first, h[:, -1:]
         init = (carries, first["point"][:, 0])
-        _, (rest, hs) = jax.lax.scan(body, init, None, length=self.horizon - 1)
+        _, (rest, hs) = feedback_loop(body, init, length=self.horizon - 1)
         rest = {k: jnp.moveaxis(v[:, :, 0], 0, 1) for k, v in rest.items()}
         out = {k: jnp.concatenate([first[k], rest[k]], axis=1) for k in first}
         return out, jnp.concatenate([h[:, -1:], jnp.moveaxis(hs, 0, 1)], axis=1)

@@ -39,8 +39,9 @@ import jax.numpy as jnp
 from flax import nnx
 
 from rnnlab.layers import StackedRNN
+from rnnlab.layers.decoding import sample_logits
+from rnnlab.layers.feedback import feedback_loop
 from rnnlab.models import register, resolve_dtype, set_mode
-from rnnlab.models.decoding import sample_logits
 from rnnlab.regularizers import Regularization, embedding_dropout
 
 Array = jax.Array
@@ -216,13 +217,10 @@ class LanguageModel(nnx.Module):
         return self.decode(x), out
 
     def decode_step(self, tokens: Array, carry: Any) -> tuple[Array, Any]:
-        """One time step: tokens ``[B]`` -> (logits ``[B, V]``, new carry)."""
-        x = self.embed(tokens)
-        new = []
-        for i, layer in enumerate(self.rnn.layers):
-            c, x = layer.cell(carry[i], x)
-            new.append(c)
-        return self.decode(x), new
+        """One time step: tokens ``[B]`` -> (logits ``[B, V]``, new carry), through the same
+        stack as a whole sequence (:meth:`StackedRNN.step`)."""
+        carry, h = self.rnn.step(carry, self.embed(tokens))
+        return self.decode(h), carry
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "length", "top_k", "top_p", "greedy"))
@@ -240,7 +238,7 @@ def _generate(graphdef, state, prompt, key, temperature, *, length, top_k, top_p
         return (next_logits, state_carry), token
 
     keys = jax.random.split(key, length)
-    _, tokens = jax.lax.scan(body, (logits[:, -1], aux["carry"]), keys)
+    _, tokens = feedback_loop(body, (logits[:, -1], aux["carry"]), keys)
     return jnp.moveaxis(tokens, 0, 1)
 
 

@@ -21,7 +21,7 @@ In both, ``\\tilde h_t = tanh(W_c [s_t; c_t])`` and ``logits_t = W_o \\tilde h_t
 Training uses teacher forcing; with ``sampling_prob > 0`` each decoder input is, with that
 probability, a token drawn from the model's own previous prediction instead of the truth
 (scheduled sampling, Bengio et al. 2015). :meth:`Translator.translate` decodes greedily or
-by beam search (:mod:`rnnlab.models.decoding`).
+by beam search (:mod:`rnnlab.layers.decoding`).
 """
 
 from __future__ import annotations
@@ -36,10 +36,11 @@ from flax import nnx
 from rnnlab.cells.base import check_positive_int
 from rnnlab.cells.registry import make_cell
 from rnnlab.layers import StackedRNN
+from rnnlab.layers.decoding import beam_search, greedy_decode
+from rnnlab.layers.feedback import feedback_loop
 from rnnlab.models import register, resolve_dtype, set_mode
 from rnnlab.models.attention import make_attention, source_mask
 from rnnlab.models.classifier import pool
-from rnnlab.models.decoding import beam_search, greedy_decode
 
 Array = jax.Array
 
@@ -265,7 +266,9 @@ class Translator(nnx.Module):
             return (state, logits), (logits, weights)
 
         zeros = jnp.zeros(tgt.shape[:1] + (self.target_vocab_size,), jnp.float32)
-        _, (logits, weights) = jax.lax.scan(
+        # A closed loop even under teacher forcing: each step's attention query (Bahdanau)
+        # or input-fed vector (Luong) is the output of the step before.
+        _, (logits, weights) = feedback_loop(
             body, (enc["state"], zeros), (dec_in, use_model, tok_keys, drop_keys)
         )
         aux = {

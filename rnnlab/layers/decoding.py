@@ -7,6 +7,9 @@ Every decoder here drives a *step function* that carries the recurrent state::
 so a prefix is never re-run. ``state`` is any pytree whose leaves have the batch ``N`` as
 their leading axis (beam search tiles it to ``N * beam_size`` rows and reorders it as beams
 are chosen). The decoders are pure JAX and can be jitted with the step function closed over.
+They are closed-loop recurrences (:mod:`rnnlab.layers.feedback`): each step's input is the
+token the step before chose. Beam search stops early through ``lax.while_loop``, once no
+live hypothesis can beat the finished ones.
 
 Outputs are padded: after a sequence emits ``eos_id`` the following positions hold
 ``pad_id``; ``lengths`` count the generated tokens including the end token.
@@ -19,6 +22,8 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+
+from rnnlab.layers.feedback import feedback_loop
 
 Array = jax.Array
 StepFn = Callable[[Any, Array], tuple[Any, Array]]
@@ -144,7 +149,7 @@ def sample_decode(
         return (state, nxt, done | (nxt == eos_id)), (out, logp, ~done)
 
     init = (state, start_tokens.astype(jnp.int32), jnp.zeros(start_tokens.shape, jnp.bool_))
-    _, (tokens, logps, live) = jax.lax.scan(body, init, keys)
+    _, (tokens, logps, live) = feedback_loop(body, init, keys)
     lengths = jnp.sum(live, axis=0).astype(jnp.int32)
     return tokens.T, lengths, jnp.sum(logps, axis=0)
 
