@@ -224,7 +224,12 @@ def select(tier: str, only: str) -> list[Row]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m experiments.results", description=__doc__)
-    p.add_argument("--tier", choices=TIERS[:2], default="make", help="rerun rows up to this tier")
+    p.add_argument(
+        "--tier",
+        choices=TIERS[:2],
+        default=None,
+        help='rerun rows up to this tier (default "make"; with --repeat alone: none)',
+    )
     p.add_argument("--only", default="", help="comma-separated row keys to rerun")
     p.add_argument("--repeat", default="", help="comma-separated rows to rerun and compare")
     p.add_argument("--jobs", type=int, default=2, help="trainings at a time")
@@ -232,7 +237,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     records = load_records()
-    todo = [] if args.no_run else select(args.tier, args.only)
+    # `--repeat ROW` alone reruns just that row; a tier or --only adds their rows.
+    repeat_only = bool(args.repeat) and args.tier is None and not args.only
+    todo = [] if args.no_run or repeat_only else select(args.tier or "make", args.only)
     repeats = [by_key()[k] for k in args.repeat.split(",") if k]
     jobs = [(r, os.path.join(WORKDIRS, r.key)) for r in todo]
     jobs += [(r, os.path.join(WORKDIRS, r.key + "-repeat")) for r in repeats]
