@@ -28,10 +28,11 @@ than the quantile head), ``,small`` (CI size); ``small`` alone is ``sunspots,sma
 macrodata (statsmodels, quarterly US 1959Q2-2009Q3, 202 quarters): the unemployment rate 4
 quarters ahead from 16 quarters of it and of three past covariates (inflation, the 3-month
 Treasury bill rate, real GDP growth); split 141/21/40 quarters, so 122 training, 18
-validation and 37 test windows. Baselines: naive (last value; the MASE scale is its
-one-step in-sample MAE), AutoARIMA, AutoETS and AutoTheta on unemployment alone, and the
-peer that reads the same covariates, statsmodels' VAR on all four series with the lag
-order chosen by AIC (up to 8) on the training part. 16 units, ``ar_order`` 4, 1,000 steps.
+validation and 37 test windows (training 1959Q2-1994Q2, validation to 1999Q3, test to
+2009Q3). Baselines: naive (last value; the MASE scale is its one-step in-sample MAE),
+AutoARIMA, AutoETS and AutoTheta on unemployment alone, and the peer that reads the same
+covariates, statsmodels' VAR on all four series with the lag order chosen by AIC (up to 8)
+on the training part. 16 units, ``ar_order`` 4, 1,000 steps.
 
 Model (docs/models.md): an LSTM over each window standardised by its own mean and standard
 deviation (reversible instance normalisation), a direct linear head for all ``horizon``
@@ -54,6 +55,10 @@ windows, so the choice of checkpoint is noisy; without the window normalisation 
 quantile head the LSTM did worse than seasonal naive on both series (co2 2.66, sunspots
 1.38 to 2.04). ``small`` (sunspots, 100 steps) must reach a validation MAE below 1
 standard deviation in CI, with every baseline in its report.
+macrodata (37 test windows forecasting 1999Q4-2009Q3): test MASE 1.905 (MAE 0.472 points)
+against naive 2.025, AutoARIMA 1.759 (ARIMA(2,1,0), the strongest), AutoETS 1.836, AutoTheta
+2.031 and VAR(3) 1.803: the model beats naive and AutoTheta, not the others; the test
+decade ends in the 2008-09 recession, which no model foresees. 1,000 steps take about 12 s.
 The table's numbers are in experiments/README.md.
 """
 
