@@ -111,3 +111,49 @@ def test_series_is_rebuilt_from_consecutive_windows():
     np.testing.assert_array_equal(series_from_windows([cut(0, 25), cut(25, 32), cut(32, 40)]), x)
     with pytest.raises(ValueError, match="continue one series"):
         series_from_windows([cut(0, 25), cut(27, 40)])
+
+
+def test_var_baseline_is_a_statsmodels_var_fitted_on_the_training_part(tmp_path):
+    """Against a direct statsmodels read of macrodata and a direct VAR fit: the same lag
+    order (AIC, up to 8), the same forecasts from every test window's origin, parameters
+    fixed at the training fit; the other baselines read unemployment alone."""
+    from statsmodels.datasets import macrodata
+    from statsmodels.tsa.api import VAR
+
+    import rnnlab.data as data
+    from rnnlab.tasks.forecast_baselines import forecast_baselines
+
+    frame = macrodata.load_pandas().data
+    growth = 100 * np.diff(np.log(frame["realgdp"].to_numpy()))
+    ref = np.column_stack([frame[["unemp", "infl", "tbilrate"]].to_numpy()[1:], growth])
+    cfg = data.resolve(
+        {"name": "macrodata", "data_dir": str(tmp_path), "seq_len": 16, "horizon": 4}
+    )
+    info = data.info(cfg)
+    got = forecast_baselines(cfg, info, models=("var", "arima"), var_maxlags=8)
+    fit = VAR(ref[:141]).fit(maxlags=8, ic="aic", trend="c")
+    p = fit.k_ar
+    assert got["var"]["model"].startswith(f"statsmodels VAR({p})") and 1 <= p <= 8
+    origins = np.arange(162, 202 - 4 + 1)
+    want = np.stack([fit.forecast(ref[s - p : s], 4)[:, 0] for s in origins])
+    np.testing.assert_allclose(got["forecasts"]["var"], want, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        got["forecasts"]["truth"], ref[origins[:, None] + np.arange(4), 0], atol=1e-4
+    )
+    # The one-step forecast is the fitted equation: constant plus the lags' coefficients.
+    s = origins[5]
+    one = fit.params[0] + sum(fit.coefs[i] @ ref[s - 1 - i] for i in range(p))
+    np.testing.assert_allclose(got["forecasts"]["var"][5, 0], one[0], rtol=1e-4)
+    mae = np.abs(want - got["forecasts"]["truth"]).mean()
+    np.testing.assert_allclose(got["var"]["mae"], mae, rtol=1e-4)
+    np.testing.assert_allclose(got["var"]["mase"], mae / info["mase_scale"][0], rtol=1e-4)
+    assert set(got) >= {"seasonal_naive", "arima", "var", "strongest"} and got["windows"] == 37
+
+
+def test_var_baseline_needs_covariates(tmp_path):
+    import rnnlab.data as data
+    from rnnlab.tasks.forecast_baselines import forecast_baselines
+
+    cfg = data.resolve({"name": "sunspots", "data_dir": str(tmp_path), "seq_len": 22, "horizon": 5})
+    with pytest.raises(ValueError, match="needs a series with covariates"):
+        forecast_baselines(cfg, data.info(cfg), models=("var",))

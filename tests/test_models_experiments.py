@@ -33,6 +33,8 @@ VARIANTS = [
     "forecast.py:sunspots,ar",
     "forecast.py:co2,gaussian",
     "forecast.py:sunspots,point",
+    "forecast.py:macrodata",
+    "forecast.py:macrodata,small",
     "video.py",
     "video.py:large",
     "classify.py:mnist1d,last",
@@ -46,7 +48,15 @@ def test_every_variant_loads(spec):
     assert config.train.steps > 0 and config.data.name
 
 
-@pytest.mark.parametrize("spec", ["translation.py:big", "forecast.py:co2,lstm", "classify.py:x"])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "translation.py:big",
+        "forecast.py:co2,lstm",
+        "forecast.py:macrodata,ar",
+        "classify.py:x",
+    ],
+)
 def test_unknown_variants_are_errors(spec):
     with pytest.raises(ValueError, match="variant"):
         cfg_lib.load(str(REPO / "experiments" / spec))
@@ -77,6 +87,19 @@ def test_forecast_small_and_its_baselines(tmp_path):
     report = summary["report"]
     assert {"model", "seasonal_naive", "arima", "ets"} <= set(report)
     assert all(report[k]["mase"] > 0 for k in ("model", "seasonal_naive", "arima", "ets"))
+    assert Path(report["figure"]).exists()
+
+
+@pytest.mark.slow
+def test_forecast_with_covariates_small_reports_the_var(tmp_path):
+    workdir = tmp_path / "macrodata"
+    spec = str(REPO / "experiments" / "forecast.py") + ":macrodata,small"
+    assert cli.main(["train", "--config", spec, "--workdir", str(workdir)]) == 0
+    summary = json.loads((workdir / "summary.json").read_text())
+    assert summary["best"]["metrics"]["mae"] < 1.0, summary["best"]
+    report = summary["report"]
+    assert {"model", "seasonal_naive", "arima", "ets", "theta", "var"} <= set(report)
+    assert report["windows"] == 37 and report["strongest"] in report
     assert Path(report["figure"]).exists()
 
 

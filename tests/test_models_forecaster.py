@@ -142,3 +142,36 @@ def test_linear_autoregressive_component_is_a_map_of_the_last_lags():
     np.testing.assert_allclose(np.asarray(out), ref, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="ar_order"):
         Forecaster(1, 3, ar_order=2, mode="autoregressive", rngs=nnx.Rngs(0))
+
+
+def test_covariates_are_read_and_only_the_leading_targets_forecast():
+    """``F_out < F``: the residual base is each target's last value (the first ``F_out``
+    inputs), the AR highway reads the targets' lags only, and the covariates reach the
+    forecast through the network alone."""
+    model = Forecaster(
+        3, 4, output_features=1, residual=True, ar_order=2, hidden_features=8, rngs=nnx.Rngs(0)
+    )
+    model.head.kernel[...] = jnp.zeros_like(model.head.kernel[...])
+    model.head.bias[...] = jnp.zeros_like(model.head.bias[...])
+    x = np.asarray(jax.random.normal(jax.random.key(6), (2, 5, 3)))
+    out, _ = forward(model, {"inputs": jnp.asarray(x)}, False)
+    assert out.shape == (2, 4, 1)
+    # Zero head and zero-initialised AR map: every step repeats the last target value.
+    np.testing.assert_allclose(np.asarray(out), np.repeat(x[:, -1:, :1], 4, axis=1), atol=1e-6)
+    model.head.kernel[...] = jax.random.normal(jax.random.key(7), model.head.kernel.shape)
+    moved = x.copy()
+    moved[..., 1:] += 1.0  # covariates only
+    a, _ = forward(model, {"inputs": jnp.asarray(x)}, False)
+    b, _ = forward(model, {"inputs": jnp.asarray(moved)}, False)
+    assert not np.allclose(np.asarray(a), np.asarray(b))
+    with pytest.raises(ValueError, match="output_features <= input_features"):
+        Forecaster(1, 3, output_features=2, residual=True, rngs=nnx.Rngs(0))
+
+
+def test_forecast_derive_scores_the_target_series_of_a_series_with_covariates():
+    """``std`` and ``mase_scale`` cover every input series; the errors are the target's."""
+    info = {"std": [2.0, 5.0, 7.0], "mase_scale": [0.5, 3.0, 9.0], "output_features": 1}
+    out = forecast_derive({"mae": 0.25, "mse": 0.09}, info)
+    np.testing.assert_allclose(out["mae_orig"], 0.5)
+    np.testing.assert_allclose(out["rmse_orig"], 0.6)
+    np.testing.assert_allclose(out["mase"], 1.0)

@@ -240,12 +240,34 @@ class SeriesConfig(tfds.core.BuilderConfig):
         self.reader = reader
 
 
+MACRO_COLUMNS = ("unemp", "infl", "tbilrate", "realgdp_growth")
+
+
+def macrodata_frame():
+    """statsmodels' ``macrodata`` (quarterly US, 1959Q1-2009Q3) as the four columns of the
+    ``macrodata`` series: the unemployment rate (%) first, then the covariates inflation (%,
+    annualised), the 3-month Treasury bill rate (%) and real GDP growth ``100 diff(log)`` (%
+    per quarter). The first quarter is dropped: it has no growth (and ``infl`` is 0 there
+    for want of a previous CPI), leaving 202 quarters from 1959Q2."""
+    from statsmodels import datasets
+
+    frame = datasets.macrodata.load_pandas().data
+    out = frame[["year", "quarter", "unemp", "infl", "tbilrate"]].copy()
+    gdp = frame["realgdp"].to_numpy(np.float64)
+    out["realgdp_growth"] = 100 * np.diff(np.log(gdp), prepend=np.nan)
+    return out.iloc[1:].reset_index(drop=True)
+
+
 def statsmodels_series(which: str) -> Callable[[], tuple[np.ndarray, list[str]]]:
-    """co2 (weekly Mauna Loa CO2, ppm, 1958-2001) or sunspots (yearly, 1700-2008)."""
+    """co2 (weekly Mauna Loa CO2, ppm, 1958-2001), sunspots (yearly, 1700-2008) or
+    macrodata (quarterly US unemployment with covariates, 1959-2009; :func:`macrodata_frame`)."""
 
     def read():
         from statsmodels import datasets
 
+        if which == "macrodata":
+            frame = macrodata_frame()
+            return frame[list(MACRO_COLUMNS)].to_numpy(np.float64), list(MACRO_COLUMNS)
         if which == "co2":
             frame = datasets.co2.load_pandas().data
             return frame[["co2"]].to_numpy(np.float64), ["co2"]
@@ -263,6 +285,7 @@ class Series(tfds.core.GeneratorBasedBuilder):
     BUILDER_CONFIGS = [
         SeriesConfig(name="co2", reader=statsmodels_series("co2")),
         SeriesConfig(name="sunspots", reader=statsmodels_series("sunspots")),
+        SeriesConfig(name="macrodata", reader=statsmodels_series("macrodata")),
     ]
 
     def _info(self):

@@ -29,7 +29,7 @@ NOVELS = (
     "sensesensibility",
 )
 STAMP = ".rnnlab-fetch.json"
-STAMP_VERSION = 2
+STAMP_VERSION = 3
 PREPARED = (
     "austen",
     "japanese_vowels",
@@ -37,6 +37,7 @@ PREPARED = (
     "mnist1d",
     "co2",
     "sunspots",
+    "macrodata",
     "spoken_digits",
 )
 # Options of the copy prepared here: the CI-sized spoken digits that experiments/

@@ -1,7 +1,12 @@
-"""Forecasting: co2, sunspots (statsmodels), csv_series (the user's file), mackey_glass.
+"""Forecasting: co2, sunspots, macrodata (statsmodels), csv_series (the user's file),
+mackey_glass.
 
 A window has a lookback of ``seq_len`` steps (``inputs [L, F]``) and the next ``horizon``
-steps as target (``targets [H, F]``). Real series are split by time with
+steps of the first ``K = target_features`` series as target (``targets [H, K]``); the other
+``F - K`` series are covariates, seen over the lookback only (past covariates: what is
+known at the forecast origin). ``K`` defaults to every series, except for macrodata
+(quarterly US, 1959Q2-2009Q3), whose target is the unemployment rate and whose covariates
+are inflation, the Treasury bill rate and real GDP growth. Real series are split by time with
 ``split_fractions`` (default 0.7 / 0.1 / 0.2): a window belongs to the split that holds all
 of its target steps (its lookback may reach back into the previous split, as a forecaster
 running live would see). Values are standardised with the mean and standard deviation of
@@ -40,13 +45,24 @@ from rnnlab.data.config import (
     tfds_dir,
 )
 from rnnlab.data.options import COMMON, PIPELINE, Option
+from rnnlab.data.options import resolve as resolve_options
 from rnnlab.data.registry import Dataset, register
 
-SEASONAL_PERIOD = {"co2": 52, "sunspots": 11, "mackey_glass": 1}
+SEASONAL_PERIOD = {"co2": 52, "sunspots": 11, "macrodata": 1, "mackey_glass": 1}
+# Target series (the leading columns) of a series whose other columns are covariates.
+TARGET_FEATURES = {"macrodata": 1}
 
 
 # The options that the memoised reads below depend on.
-_FIELDS = ("name", "path", "columns", "fill_gaps", "split_fractions", "seasonal_period")
+_FIELDS = (
+    "name",
+    "path",
+    "columns",
+    "fill_gaps",
+    "split_fractions",
+    "seasonal_period",
+    "target_features",
+)
 
 
 def read_series_file(path: Path, columns=None) -> tuple[np.ndarray, list[str]]:
@@ -139,7 +155,15 @@ def _series(key: str) -> dict[str, Any]:
     std = train.std(axis=0)
     m = positive_int(cfg, "seasonal_period", SEASONAL_PERIOD.get(name, 1))
     scale = np.abs(train[m:] - train[:-m]).mean(axis=0) if len(train) > m else np.ones(1)
+    features = values.shape[1]
+    k = option(cfg, "target_features")
+    k = TARGET_FEATURES.get(name, features) if k is None else positive_int(cfg, "target_features")
+    if k > features:
+        raise ValueError(
+            f"target_features must be at most the {features} series of {name!r}, got {k}"
+        )
     return {
+        "target_features": k,
         "values": values,
         "cuts": cuts,
         "mean": train.mean(axis=0),
@@ -148,6 +172,16 @@ def _series(key: str) -> dict[str, Any]:
         "mase_scale": scale,
         "columns": list(builder.info.metadata.get("columns", [])),
     }
+
+
+def series_values(cfg: Any) -> tuple[np.ndarray, list[int]]:
+    """The whole series of a real forecast dataset ``cfg`` in original units, ``[T, F]``
+    (gaps filled as its windows have them), and the split cuts ``[0, a, b, T]``: what a
+    multivariate baseline is fitted on (``values[:a]``, the training part)."""
+    name = option(cfg, "name")
+    cfg = resolve_options(cfg, CSV_OPTIONS if name == "csv_series" else SERIES_OPTIONS, name)
+    series = _series(cache_key(cfg, _FIELDS))
+    return series["values"].copy(), list(series["cuts"])
 
 
 def window_starts(cuts, split: str, lookback: int, horizon: int, stride: int) -> np.ndarray:
@@ -164,7 +198,7 @@ def _info(cfg: Any) -> dict[str, Any]:
     return {
         "task": "forecast",
         "input_features": int(series["values"].shape[1]),
-        "output_features": int(series["values"].shape[1]),
+        "output_features": int(series["target_features"]),
         "seq_len": L,
         "horizon": H,
         "mean": series["mean"].tolist(),
@@ -189,12 +223,13 @@ def _load(cfg, info, *, split, **shard):
             f"any window of seq_len {L} + horizon {H}; expected a shorter window or more data"
         )
     z = ((series["values"] - series["mean"]) / series["std"]).astype(np.float32)
+    k = series["target_features"]
 
     def collate(indices):
         real = np.array([int(i) >= 0 for i in indices])
         t = starts[np.maximum(np.asarray(indices, np.int64), 0)]
         inputs = np.stack([z[s - L : s] for s in t])
-        targets = np.stack([z[s : s + H] for s in t])
+        targets = np.stack([z[s : s + H, :k] for s in t])
         inputs[~real], targets[~real] = 0.0, 0.0
         return {"inputs": inputs, "targets": targets, "weights": real.astype(np.float32)}
 
@@ -276,6 +311,9 @@ SERIES_OPTIONS = {
     "fill_gaps": Option(None, '"interpolate" or "error" on NaN (None: the series\' own)'),
     "split_fractions": Option((0.7, 0.1, 0.2), "train, validation, test shares, in time order"),
     "seasonal_period": Option(None, "season length m of MASE (None: the series' own, else 1)"),
+    "target_features": Option(
+        None, "leading series forecast, the rest past covariates (None: the series' own)"
+    ),
 }
 CSV_OPTIONS = {
     **SERIES_OPTIONS,
@@ -289,6 +327,7 @@ MACKEY_GLASS_OPTIONS = {
 for _name, _options in (
     ("co2", SERIES_OPTIONS),
     ("sunspots", SERIES_OPTIONS),
+    ("macrodata", SERIES_OPTIONS),
     ("csv_series", CSV_OPTIONS),
 ):
     register(Dataset(_name, "forecast", _info, _load, f"{_name} series windows", _options))

@@ -1,7 +1,8 @@
 """Multi-step time-series forecaster: direct or autoregressive, point or probabilistic.
 
 An RNN reads the history window ``x_{1..L}`` (``[B, L, F]``) and forecasts the next ``H``
-values of the ``F_out`` target series:
+values of the ``F_out`` target series, the first ``F_out`` of the ``F`` inputs (the others
+are past covariates, read over the window only):
 
 - ``direct`` (multi-input multi-output; Taieb et al. 2012): one linear map from the final
   state ``h_L`` to all ``H`` future steps at once;
@@ -101,14 +102,15 @@ class Forecaster(nnx.Module):
 
     Args:
       input_features: series per input step ``F``.
-      output_features: target series ``F_out`` (defaults to ``F``).
+      output_features: target series ``F_out``, the first ``F_out`` inputs (defaults to ``F``).
       horizon: steps to forecast ``H``.
       mode: ``"direct"`` or ``"autoregressive"`` (needs ``F_out == F``).
       head: ``"point"``, ``"gaussian"`` or ``"quantile"``.
       quantiles: levels of the quantile head.
       hidden_features, num_layers, cell, dropout: the recurrent stack.
-      residual: forecast offsets from the last observed value (needs ``F_out == F``);
-        ``None`` turns it on exactly when the sizes match.
+      residual: forecast offsets from the last observed value of each target (the targets
+        are the first ``F_out`` input series, the others covariates); ``None`` turns it on
+        exactly when the sizes match.
       teacher_forcing: autoregressive training on true inputs (else on its own forecasts).
       window_norm: standardise each window by its own statistics (see the module docstring).
       ar_order: lags of the linear autoregressive component (0: none; direct mode only).
@@ -160,10 +162,10 @@ class Forecaster(nnx.Module):
         if ar_order and mode != "direct":
             raise ValueError(f"ar_order > 0 needs mode='direct', got mode={mode!r}")
         residual = same if residual is None else residual
-        if residual and not same:
+        if residual and out > input_features:
             raise ValueError(
-                f"residual=True needs output_features == input_features, got {out} and "
-                f"{input_features}"
+                f"residual=True needs output_features <= input_features (the targets are the "
+                f"first inputs), got {out} and {input_features}"
             )
         dtype = resolve_dtype(dtype)
         self.mode, self.head_type, self.residual = mode, head, residual

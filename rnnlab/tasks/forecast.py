@@ -1,6 +1,6 @@
 """Forecasting (task ``"forecast"``): the head's loss, errors in standardised and original
 units, MASE, and a report that scores standard baselines (seasonal naive, statsforecast's
-AutoARIMA, AutoETS and AutoTheta) on the same windows."""
+AutoARIMA, AutoETS and AutoTheta, a VAR on the covariates) on the same windows."""
 
 from __future__ import annotations
 
@@ -48,7 +48,10 @@ def forecast_derive(means: Mapping[str, float], info: Mapping[str, Any]) -> dict
     ``info["mase_scale"]``, the training series' in-sample seasonal-naive MAE (Hyndman &
     Koehler 2006); ``naive_mase`` is the seasonal-naive forecast's own, ``relative_mase`` the
     ratio (below 1 beats seasonal naive)."""
+    # Targets are the first output_features series; the rest are covariates.
     std = [float(s) for s in info.get("std", [1.0])]
+    k = int(info.get("output_features") or len(std))
+    std = std[:k]
     scale = info.get("mase_scale")
     out: dict[str, float] = {}
     if len(std) == 1:
@@ -56,7 +59,7 @@ def forecast_derive(means: Mapping[str, float], info: Mapping[str, Any]) -> dict
         out["rmse_orig"] = math.sqrt(max(means["mse"], 0.0)) * std[0]
     if scale is None:
         return out
-    scale = [float(s) for s in scale]
+    scale = [float(s) for s in scale][:k]
 
     def mase_of(prefix: str) -> float | None:
         if len(std) == 1:

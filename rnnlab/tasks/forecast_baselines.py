@@ -11,13 +11,20 @@ only, the automatic models of Nixtla's ``statsforecast`` (the Python port of R's
   baseline is ``MSTL`` + ``AutoETS``: STL removes the season, AutoETS forecasts the rest
   and the last season is added back (R's ``stlf``, Hyndman & Athanasopoulos, FPP3 12.1);
 - ``AutoTheta``: the theta method's variants chosen by in-sample MSE, on a classically
-  deseasonalised series (Assimakopoulos & Nikolopoulos 2000; Fiorucci et al. 2016).
+  deseasonalised series (Assimakopoulos & Nikolopoulos 2000; Fiorucci et al. 2016);
+- ``var`` (a series with covariates): statsmodels' vector autoregression of the target and
+  its covariates together, with a constant, the lag order chosen by AIC up to
+  ``var_maxlags`` (at most the lookback) on the training part, fitted by least squares
+  (Sims 1980; Lutkepohl 2005). It sees what the network sees, the past of every series, and
+  forecasts the covariates along with the target. The statsforecast models above read the
+  target alone.
 
 Each fitted model is then run over the test windows exactly as the recurrent model is: a
 rolling origin with the fitted parameters fixed, no refit. ``model.forward(y[:s], h)``
 applies the fitted model to the history before origin ``s`` and forecasts ``h`` steps
 (for MSTL the STL decomposition, which has no fitted parameters, is recomputed on that
-history; the AutoETS inside keeps its parameters). The seasonal-naive forecast comes with
+history; the AutoETS inside keeps its parameters); the VAR forecasts from the last ``p``
+steps of each window's own lookback. The seasonal-naive forecast comes with
 them. Errors are in original units; MASE divides the MAE by the training series' in-sample
 seasonal-naive MAE (``info["mase_scale"]``, Hyndman & Koehler 2006).
 
@@ -38,7 +45,7 @@ from rnnlab.models.forecaster import seasonal_naive
 # The baselines a config may ask for (``baselines.models``), in report order; ``ar`` is a
 # fixed-order AR(p) (``ar_order``), the textbook model of a series such as sunspots (Box &
 # Jenkins), kept beside the automatic searches when it is stronger than they are.
-MODELS = ("arima", "ets", "theta", "ar")
+MODELS = ("arima", "ets", "theta", "ar", "var")
 ETS_MAX_PERIOD = 24  # statsforecast (like R's ets) ignores seasons longer than this
 
 
@@ -66,6 +73,7 @@ def series_from_windows(parts: Sequence[tuple[np.ndarray, np.ndarray]]) -> np.nd
     lookback may reach back into it); the overlaps are checked to agree."""
     series = None
     for inputs, targets in parts:
+        inputs = inputs[..., : targets.shape[-1]]  # the target series (covariates follow)
         span = np.concatenate([inputs[0], targets[:, 0], targets[-1, 1:]])
         if series is None:
             series = span
@@ -127,7 +135,7 @@ def chosen_form(model) -> str:
     if "arma" in fitted:
         from statsforecast.arima import arima_string
 
-        return arima_string(fitted)
+        return arima_string(fitted).strip()
     if "modeltype" in fitted:  # theta: STM, OTM, DSTM or DOTM (Fiorucci et al. 2016)
         return f"theta {fitted['modeltype']}"
     return str(fitted.get("method", ""))  # ETS: "ETS(A,Ad,N)"
@@ -156,6 +164,47 @@ def rolling_forecasts(
     return np.stack(out).astype(np.float64)
 
 
+def fit_var(train: np.ndarray, maxlags: int, ic: str = "aic"):
+    """statsmodels' ``VAR`` with a constant fitted on ``train [T, F]`` (original units), its
+    lag order chosen by ``ic`` among ``0..maxlags`` (on a common sample); the results."""
+    from statsmodels.tsa.api import VAR
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return VAR(np.asarray(train, np.float64)).fit(maxlags=maxlags, ic=ic, trend="c")
+
+
+def var_forecasts(result, histories: np.ndarray, horizon: int) -> np.ndarray:
+    """``[N, H, F]``: the fitted VAR ``result`` forecasting ``horizon`` steps from each
+    history ``[N, L, F]`` (its last ``p`` steps), the parameters fixed."""
+    p = result.k_ar
+    return np.stack(
+        [result.forecast(np.asarray(h, np.float64)[len(h) - p :], horizon) for h in histories]
+    )
+
+
+def _var_baseline(data_cfg, info, inputs, origins, n_train: int, horizon: int, maxlags: int):
+    """The VAR's target forecasts ``[N, H]`` on a split's windows, and its report entry."""
+    from rnnlab.data.forecast import series_values
+
+    values, _ = series_values(data_cfg)
+    if values.shape[1] < 2:
+        raise ValueError(
+            f"baseline 'var' needs a series with covariates, got {values.shape[1]} series"
+        )
+    lookback = inputs.shape[1]
+    histories = np.stack([values[o - lookback : o] for o in origins])
+    seen = np.asarray(info["mean"]) + np.asarray(info["std"]) * inputs
+    if not np.allclose(histories, seen, atol=1e-4 * float(np.max(info["std"]))):
+        raise RuntimeError("the VAR's histories differ from the model's lookback windows")
+    result = fit_var(values[:n_train], maxlags)
+    desc = (
+        f"statsmodels VAR({result.k_ar}) with a constant on {values.shape[1]} series, "
+        f"lag order by AIC up to {maxlags} on the training part"
+    )
+    return var_forecasts(result, histories, horizon)[..., 0], {"model": desc}
+
+
 def errors(y: np.ndarray, pred: np.ndarray, scale: float) -> dict[str, float]:
     """MAE, RMSE and MASE (``MAE / scale``) over all windows and steps."""
     err = np.asarray(pred, np.float64) - np.asarray(y, np.float64)
@@ -172,13 +221,17 @@ def forecast_baselines(
     harmonics: int = 0,
     period: int | None = None,
     ar_order: int = 9,
+    var_maxlags: int = 8,
 ) -> dict[str, Any]:
     """Seasonal-naive and statsforecast baselines' errors (original units) on ``split``'s
     windows of the first series; returns ``{"seasonal_naive": {...}, "arima": {...}, ...,
     "strongest": name, "windows": N, "forecasts": {...}}`` (forecasts ``[N, H]`` for plots);
-    each baseline's entry holds ``mae``, ``rmse``, ``mase`` and ``model``, its description."""
+    each baseline's entry holds ``mae``, ``rmse``, ``mase`` and ``model``, its description.
+    ``var`` (always fitted last) needs a series with covariates."""
     from rnnlab.data.config import SPLITS
 
+    if "var" in models:
+        models = [m for m in models if m != "var"] + ["var"]
     unknown = [m for m in models if m not in MODELS]
     if unknown:
         raise ValueError(f"baselines.models: unknown {unknown}; known: {MODELS}")
@@ -197,6 +250,11 @@ def forecast_baselines(
     preds = {"seasonal_naive": mean + std * np.asarray(seasonal_naive(inputs, horizon, m))[..., 0]}
     out: dict[str, Any] = {"seasonal_naive": {"model": f"seasonal naive (period {m})"}}
     for name in models:
+        if name == "var":
+            preds[name], out[name] = _var_baseline(
+                data_cfg, info, inputs, origins, n_train, horizon, min(var_maxlags, lookback)
+            )
+            continue
         model, desc = make_model(name, m, harmonics if name == "arima" else 0, ar_order)
         exog = fourier_terms(len(y_series) + horizon, m, harmonics) if name == "arima" else None
         preds[name] = rolling_forecasts(model, y_series[:n_train], y_series, origins, horizon, exog)

@@ -118,3 +118,54 @@ def test_mackey_glass_task_is_deterministic_and_normalised():
     np.testing.assert_allclose(series[0], ref, rtol=1e-5)
     evals = list(data.load(cfg, split="test", batch_size=16, seed=0, repeat=False))
     assert len(evals) == 3 and sum(e["weights"].sum() for e in evals) == 40
+
+
+def _macrodata_reference() -> np.ndarray:
+    """unemp, infl, tbilrate and 100 diff(log realgdp), 1959Q2-2009Q3, read directly."""
+    from statsmodels.datasets import macrodata
+
+    frame = macrodata.load_pandas().data
+    growth = 100 * np.diff(np.log(frame["realgdp"].to_numpy()))
+    rest = frame[["unemp", "infl", "tbilrate"]].to_numpy()[1:]
+    return np.column_stack([rest, growth])
+
+
+def test_macrodata_forecasts_unemployment_from_past_covariates(tmp_path):
+    from rnnlab.data.forecast import series_values
+
+    cfg = {"name": "macrodata", "data_dir": str(tmp_path), "seq_len": 16, "horizon": 4}
+    spec = data.info(cfg)
+    ref = _macrodata_reference()
+    assert ref.shape == (202, 4)
+    assert spec["columns"] == ["unemp", "infl", "tbilrate", "realgdp_growth"]
+    assert (spec["input_features"], spec["output_features"]) == (4, 1)
+    assert spec["num_steps"] == {"train": 141, "validation": 21, "test": 40}
+    assert spec["num_examples"] == {"train": 141 - 4 - 16 + 1, "validation": 18, "test": 37}
+    assert spec["seasonal_period"] == 1
+    values, cuts = series_values(cfg)
+    np.testing.assert_allclose(values, ref, rtol=1e-6, atol=1e-6)
+    assert cuts == [0, 141, 162, 202]
+    mean, std = ref[:141].mean(axis=0), ref[:141].std(axis=0)
+    np.testing.assert_allclose(spec["mean"], mean, rtol=1e-5)
+    np.testing.assert_allclose(spec["std"], std, rtol=1e-5)
+    np.testing.assert_allclose(
+        spec["mase_scale"][0], np.abs(np.diff(ref[:141, 0])).mean(), rtol=1e-5
+    )
+    batches = list(data.load(cfg, split="test", batch_size=64, seed=0, repeat=False))
+    inputs = np.concatenate([b["inputs"] for b in batches])[:37]
+    targets = np.concatenate([b["targets"] for b in batches])[:37]
+    assert inputs.shape == (37, 16, 4) and targets.shape == (37, 4, 1)
+    for j in (0, 36):
+        t = 162 + j  # first target quarter of test window j
+        np.testing.assert_allclose(inputs[j] * std + mean, ref[t - 16 : t], atol=1e-4)
+        np.testing.assert_allclose(targets[j, :, 0] * std[0] + mean[0], ref[t : t + 4, 0], atol=1e-4)
+
+
+def test_target_features_option(tmp_path):
+    base = {"name": "macrodata", "data_dir": str(tmp_path), "seq_len": 8, "horizon": 2}
+    spec = data.info(dict(base, target_features=4))
+    assert spec["output_features"] == 4
+    batch = next(iter(data.load(dict(base, target_features=4), split="train", batch_size=4, seed=0)))
+    assert batch["targets"].shape == (4, 2, 4)
+    with pytest.raises(ValueError, match="target_features must be at most the 4 series"):
+        data.info(dict(base, target_features=5))
