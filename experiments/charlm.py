@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from experiments import tpu_slices
+from experiments import settings, tpu_slices
 from rnnlab.train.config import base_config, lock
 
 TPU_BATCH_PER_CHIP = {"v5e": 32, "v6e": 64}
@@ -61,18 +61,9 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.model.dropout = 0.0
     c.model.dtype = "float32"  # "bfloat16" for mixed precision on accelerators
 
-    c.optim.optimizer = "adam"
-    c.optim.lr = 3e-3
-    c.optim.clip_norm = 1.0
-    c.optim.schedule = "cosine"
-    c.optim.warmup_steps = 50
-    c.optim.final_lr_fraction = 0.05
+    settings.adam_cosine(c, warmup_steps=50)
 
-    c.train.steps = 3000
-    c.train.batch_size = 32
-    c.train.log_every = 50
-    c.train.eval_every = 500
-    c.train.checkpoint_every = 500
+    settings.train_steps(c, 3000, batch_size=32, log_every=50, eval_every=500, checkpoint_every=500)
     c.train.early_stopping.patience = 0
 
     c.sample.length = 400
@@ -85,11 +76,9 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         c.model.hidden_features = 64
         c.optim.lr = 1e-2
         c.optim.warmup_steps = 10
-        c.train.steps = 120
-        c.train.batch_size = 16
-        c.train.log_every = 20
-        c.train.eval_every = 60
-        c.train.checkpoint_every = 60
+        settings.train_steps(
+            c, 120, batch_size=16, log_every=20, eval_every=60, checkpoint_every=60
+        )
         c.eval.max_batches = 10
         c.sample.length = 80
     elif generation is not None:
@@ -99,10 +88,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         c.model.num_layers = 2
         c.optim.lr = 2e-3
         c.optim.warmup_steps = 500
-        c.train.steps = 20_000
-        c.train.log_every = 100
-        c.train.eval_every = 1000
-        c.train.checkpoint_every = 1000
+        settings.train_steps(c, 20_000, log_every=100, eval_every=1000, checkpoint_every=1000)
         c.eval.max_batches = 50
         tpu_slices.apply(c, generation, TPU_BATCH_PER_CHIP)
     elif arg:

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import ml_collections
 
+from experiments import settings
 from rnnlab.regularizers import Regularization
 from rnnlab.train.config import base_config, lock
 
@@ -56,9 +57,7 @@ RECIPE = Regularization.awd_lstm(
 
 def get_config(arg: str = "recipe") -> ml_collections.ConfigDict:
     """One of :data:`VARIANTS` (``""`` is ``recipe``)."""
-    arg = arg or "recipe"
-    if arg not in VARIANTS:
-        raise ValueError(f"charlm_regularized variant must be one of {VARIANTS}, got {arg!r}")
+    arg = settings.variant("charlm_regularized", arg, VARIANTS, default="recipe")
     c = base_config()
     c.seed = 0
     c.data.name = "austen"
@@ -73,18 +72,9 @@ def get_config(arg: str = "recipe") -> ml_collections.ConfigDict:
     c.model.num_layers = 1
     c.model.regularization = (Regularization() if arg == "plain" else RECIPE).to_dict()
 
-    c.optim.optimizer = "adam"
-    c.optim.lr = 3e-3
-    c.optim.clip_norm = 1.0
-    c.optim.schedule = "cosine"
-    c.optim.warmup_steps = 50
-    c.optim.final_lr_fraction = 0.05
+    settings.adam_cosine(c, warmup_steps=50)
 
-    c.train.steps = 3000
-    c.train.batch_size = 32
-    c.train.log_every = 50
-    c.train.eval_every = 250
-    c.train.checkpoint_every = 250
+    settings.train_steps(c, 3000, batch_size=32, log_every=50, eval_every=250, checkpoint_every=250)
 
     c.sample.length = 300
     c.sample.temperature = 0.7
@@ -96,11 +86,7 @@ def get_config(arg: str = "recipe") -> ml_collections.ConfigDict:
         c.model.hidden_features = 32
         c.optim.lr = 1e-2
         c.optim.warmup_steps = 5
-        c.train.steps = 40
-        c.train.batch_size = 16
-        c.train.log_every = 10
-        c.train.eval_every = 20
-        c.train.checkpoint_every = 20
+        settings.train_steps(c, 40, batch_size=16, log_every=10, eval_every=20, checkpoint_every=20)
         c.eval.max_batches = 5
         c.sample.length = 40
     return lock(c)

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import ml_collections
 
+from experiments import settings
 from rnnlab.train.config import base_config, lock
 
 DATASETS = {"japanese_vowels": 1500, "mnist1d": 6000}
@@ -73,18 +74,11 @@ def get_config(arg: str = "japanese_vowels,attention") -> ml_collections.ConfigD
     c.model.pooling = pooling
     c.model.attention_features = 64
 
-    c.optim.optimizer = "adam"
-    c.optim.lr = 3e-3
-    c.optim.clip_norm = 1.0
-    c.optim.schedule = "cosine"
-    c.optim.warmup_steps = 50
-    c.optim.final_lr_fraction = 0.05
+    settings.adam_cosine(c, warmup_steps=50)
 
-    c.train.steps = DATASETS[dataset]
-    c.train.batch_size = 32
-    c.train.log_every = 100
-    c.train.eval_every = 250
-    c.train.checkpoint_every = 250
+    settings.train_steps(
+        c, DATASETS[dataset], batch_size=32, log_every=100, eval_every=250, checkpoint_every=250
+    )
     c.train.stateful = False
 
     # Read by the end-of-run report (rnnlab.tasks).
@@ -94,8 +88,5 @@ def get_config(arg: str = "japanese_vowels,attention") -> ml_collections.ConfigD
         c.model.hidden_features = 16
         c.model.attention_features = 16
         c.optim.warmup_steps = 5
-        c.train.steps = 60
-        c.train.log_every = 20
-        c.train.eval_every = 60
-        c.train.checkpoint_every = 60
+        settings.train_steps(c, 60, log_every=20, eval_every=60, checkpoint_every=60)
     return lock(c)

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import ml_collections
 
+from experiments import settings
 from rnnlab.train.config import base_config, lock
 
 VARIANTS = ("", "librispeech", "small")
@@ -48,8 +49,7 @@ VARIANTS = ("", "librispeech", "small")
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
     """One of :data:`VARIANTS`."""
-    if arg not in VARIANTS:
-        raise ValueError(f"ctc_digits variant must be one of {VARIANTS}, got {arg!r}")
+    arg = settings.variant("ctc_digits", arg, VARIANTS)
     c = base_config()
     c.seed = 0
     c.data.name = "mnist1d_digits"
@@ -64,18 +64,11 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.model.frame_stack = 2
     c.model.dropout = 0.0
 
-    c.optim.optimizer = "adam"
-    c.optim.lr = 3e-3
-    c.optim.clip_norm = 1.0
-    c.optim.schedule = "cosine"
-    c.optim.warmup_steps = 200
-    c.optim.final_lr_fraction = 0.05
+    settings.adam_cosine(c, warmup_steps=200)
 
-    c.train.steps = 4000
-    c.train.batch_size = 32
-    c.train.log_every = 100
-    c.train.eval_every = 500
-    c.train.checkpoint_every = 500
+    settings.train_steps(
+        c, 4000, batch_size=32, log_every=100, eval_every=500, checkpoint_every=500
+    )
     c.train.stateful = False
     c.eval.batch_size = 128
 
@@ -107,10 +100,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         c.model.frame_stack = 3
         c.model.dropout = 0.2
         c.optim.lr = 1e-3
-        c.train.steps = 300_000
-        c.train.batch_size = 64
-        c.train.eval_every = 5000
-        c.train.checkpoint_every = 5000
+        settings.train_steps(c, 300_000, batch_size=64, eval_every=5000, checkpoint_every=5000)
         c.eval.max_batches = 50
         # Prefix beam search runs in Python: a few hundred test utterances take minutes.
         c.report.max_examples = 200
@@ -121,10 +111,6 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         c.model.num_layers = 1
         c.optim.lr = 1e-2
         c.optim.warmup_steps = 20
-        c.train.steps = 80
-        c.train.batch_size = 16
-        c.train.log_every = 20
-        c.train.eval_every = 80
-        c.train.checkpoint_every = 80
+        settings.train_steps(c, 80, batch_size=16, log_every=20, eval_every=80, checkpoint_every=80)
         c.eval.batch_size = 32
     return lock(c)

@@ -66,6 +66,7 @@ from __future__ import annotations
 
 import ml_collections
 
+from experiments import settings
 from rnnlab.train.config import base_config, lock
 
 # Window, model size and baselines per series. co2: AutoARIMA on 4 Fourier pairs of the
@@ -148,18 +149,11 @@ def get_config(arg: str = "co2") -> ml_collections.ConfigDict:
     c.model.ar_order = 0 if autoregressive else s["ar_order"]  # direct mode only
     c.model.residual = True
 
-    c.optim.optimizer = "adam"
-    c.optim.lr = 3e-3
-    c.optim.clip_norm = 1.0
-    c.optim.schedule = "cosine"
-    c.optim.warmup_steps = 100
-    c.optim.final_lr_fraction = 0.05
+    settings.adam_cosine(c, warmup_steps=100)
 
-    c.train.steps = s["steps"]
-    c.train.batch_size = 32
-    c.train.log_every = 100
-    c.train.eval_every = 250
-    c.train.checkpoint_every = 250
+    settings.train_steps(
+        c, s["steps"], batch_size=32, log_every=100, eval_every=250, checkpoint_every=250
+    )
     c.train.stateful = False
     c.train.early_stopping.metric = "mae"
     c.train.early_stopping.mode = "min"
@@ -180,8 +174,5 @@ def get_config(arg: str = "co2") -> ml_collections.ConfigDict:
     if small:
         c.model.hidden_features = 16
         c.optim.warmup_steps = 10
-        c.train.steps = 100
-        c.train.log_every = 25
-        c.train.eval_every = 100
-        c.train.checkpoint_every = 100
+        settings.train_steps(c, 100, log_every=25, eval_every=100, checkpoint_every=100)
     return lock(c)

@@ -24,6 +24,8 @@ from typing import Any
 
 import ml_collections
 
+from experiments import settings
+
 # Per cell: the registered cell name, its keyword arguments, depth, width and Adam's lr.
 # Settings follow each cell's paper where it gives them for these tasks.
 CELLS: dict[str, dict[str, Any]] = {
@@ -135,11 +137,9 @@ def set_training(
     c.optim.lr = cell["lr"]
     c.optim.clip_norm = 1.0 if variant["clip"] else 0.0
 
-    c.train.steps = steps
-    c.train.batch_size = 64
-    c.train.log_every = 100
-    c.train.eval_every = 500
-    c.train.checkpoint_every = 500
+    settings.train_steps(
+        c, steps, batch_size=64, log_every=100, eval_every=500, checkpoint_every=500
+    )
     c.train.stateful = False
     c.train.max_nonfinite = 50
     c.eval.split = "validation"
@@ -159,11 +159,7 @@ def set_training(
 
     if variant["ci"]:
         c.model.hidden_features = 16
-        c.train.steps = 40
-        c.train.batch_size = 16
-        c.train.log_every = 10
-        c.train.eval_every = 20
-        c.train.checkpoint_every = 20
+        settings.train_steps(c, 40, batch_size=16, log_every=10, eval_every=20, checkpoint_every=20)
         c.eval.max_batches = 2
         c.diagnostics.batch_size = 8
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import ml_collections
 
+from experiments import settings
 from rnnlab.train.config import base_config, lock
 
 VARIANTS = ("", "gru", "small")
@@ -41,8 +42,7 @@ VARIANTS = ("", "gru", "small")
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
     """One of :data:`VARIANTS`."""
-    if arg not in VARIANTS:
-        raise ValueError(f"japanese_vowels variant must be one of {VARIANTS}, got {arg!r}")
+    arg = settings.variant("japanese_vowels", arg, VARIANTS)
     c = base_config()
     c.seed = 0
     c.data.name = "japanese_vowels"
@@ -55,25 +55,15 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.model.bidirectional = True
     c.model.pooling = "mean"
 
-    c.optim.optimizer = "adam"
-    c.optim.lr = 3e-3
-    c.optim.clip_norm = 1.0
-    c.optim.schedule = "cosine"
-    c.optim.warmup_steps = 50
-    c.optim.final_lr_fraction = 0.05
+    settings.adam_cosine(c, warmup_steps=50)
 
-    c.train.steps = 1500
-    c.train.batch_size = 32
-    c.train.log_every = 50
-    c.train.eval_every = 0  # the 3 validation utterances only report, at the end
-    c.train.checkpoint_every = 500
+    # No evaluation during training: the 3 validation utterances only report, at the end.
+    settings.train_steps(c, 1500, batch_size=32, log_every=50, eval_every=0, checkpoint_every=500)
     c.train.stateful = False
     c.eval.batch_size = 64
 
     if arg == "small":
         c.model.hidden_features = 16
         c.optim.warmup_steps = 5
-        c.train.steps = 40
-        c.train.log_every = 10
-        c.train.checkpoint_every = 20
+        settings.train_steps(c, 40, log_every=10, checkpoint_every=20)
     return lock(c)

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import ml_collections
 
+from experiments import settings
 from rnnlab.train.config import base_config, lock
 
 VARIANTS = ("gru", "lstm", "flax_gru", "flax_lstm", "small")
@@ -38,9 +39,7 @@ VARIANTS = ("gru", "lstm", "flax_gru", "flax_lstm", "small")
 
 def get_config(arg: str = "gru") -> ml_collections.ConfigDict:
     """One of :data:`VARIANTS` (``""`` is ``gru``)."""
-    arg = arg or "gru"
-    if arg not in VARIANTS:
-        raise ValueError(f"mnist1d variant must be one of {VARIANTS}, got {arg!r}")
+    arg = settings.variant("mnist1d", arg, VARIANTS, default="gru")
     c = base_config()
     c.seed = 0
     c.data.name = "mnist1d"
@@ -52,18 +51,11 @@ def get_config(arg: str = "gru") -> ml_collections.ConfigDict:
     c.model.num_layers = 2
     c.model.pooling = "last"
 
-    c.optim.optimizer = "adam"
-    c.optim.lr = 3e-3
-    c.optim.clip_norm = 1.0
-    c.optim.schedule = "cosine"
-    c.optim.warmup_steps = 100
-    c.optim.final_lr_fraction = 0.05
+    settings.adam_cosine(c, warmup_steps=100)
 
-    c.train.steps = 6000
-    c.train.batch_size = 64
-    c.train.log_every = 100
-    c.train.eval_every = 500
-    c.train.checkpoint_every = 500
+    settings.train_steps(
+        c, 6000, batch_size=64, log_every=100, eval_every=500, checkpoint_every=500
+    )
     c.train.stateful = False
     c.eval.batch_size = 100
 
@@ -71,8 +63,5 @@ def get_config(arg: str = "gru") -> ml_collections.ConfigDict:
         c.model.hidden_features = 16
         c.model.num_layers = 1
         c.optim.warmup_steps = 10
-        c.train.steps = 60
-        c.train.log_every = 20
-        c.train.eval_every = 30
-        c.train.checkpoint_every = 30
+        settings.train_steps(c, 60, log_every=20, eval_every=30, checkpoint_every=30)
     return lock(c)

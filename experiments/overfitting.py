@@ -64,6 +64,7 @@ from typing import Any
 
 import ml_collections
 
+from experiments import settings
 from rnnlab.regularizers import Regularization
 from rnnlab.train.config import base_config, lock
 
@@ -94,9 +95,7 @@ OPTIM_DECAY = ("weight_decay", "recipe", "small")
 
 def get_config(arg: str = "recipe") -> ml_collections.ConfigDict:
     """One of :data:`VARIANTS` (``""`` is ``recipe``)."""
-    arg = arg or "recipe"
-    if arg not in VARIANTS:
-        raise ValueError(f"overfitting variant must be one of {VARIANTS}, got {arg!r}")
+    arg = settings.variant("overfitting", arg, VARIANTS, default="recipe")
     c = base_config()
     c.seed = 0
     c.data.name = "austen"
@@ -112,19 +111,10 @@ def get_config(arg: str = "recipe") -> ml_collections.ConfigDict:
     c.model.num_layers = 1
     c.model.regularization = TECHNIQUES["recipe" if arg == "small" else arg].to_dict()
 
-    c.optim.optimizer = "adamw" if arg in OPTIM_DECAY else "adam"
+    settings.adam_cosine(c, warmup_steps=20, optimizer="adamw" if arg in OPTIM_DECAY else "adam")
     c.optim.weight_decay = WEIGHT_DECAY if arg in OPTIM_DECAY else 0.0
-    c.optim.lr = 3e-3
-    c.optim.clip_norm = 1.0
-    c.optim.schedule = "cosine"
-    c.optim.warmup_steps = 20
-    c.optim.final_lr_fraction = 0.05
 
-    c.train.steps = 800
-    c.train.batch_size = 16
-    c.train.log_every = 50
-    c.train.eval_every = 50
-    c.train.checkpoint_every = 800
+    settings.train_steps(c, 800, batch_size=16, log_every=50, eval_every=50, checkpoint_every=800)
     c.train.keep_checkpoints = 1
     c.sample.length = 0
 
@@ -133,11 +123,7 @@ def get_config(arg: str = "recipe") -> ml_collections.ConfigDict:
         c.model.embed_features = 16
         c.model.hidden_features = 32
         c.optim.warmup_steps = 5
-        c.train.steps = 10
-        c.train.batch_size = 8
-        c.train.log_every = 5
-        c.train.eval_every = 10
-        c.train.checkpoint_every = 10
+        settings.train_steps(c, 10, batch_size=8, log_every=5, eval_every=10, checkpoint_every=10)
         c.eval.max_batches = 4
     return lock(c)
 

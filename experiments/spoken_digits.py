@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import ml_collections
 
+from experiments import settings
 from rnnlab.train.config import base_config, lock
 
 CELLS = {"lstm": "lstm", "gru": "gru", "lnlstm": "layernorm_lstm"}
@@ -89,18 +90,9 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.model.frame_stack = 3
     c.model.dropout = 0.0
 
-    c.optim.optimizer = "adam"
-    c.optim.lr = 3e-3
-    c.optim.clip_norm = 1.0
-    c.optim.schedule = "cosine"
-    c.optim.warmup_steps = 100
-    c.optim.final_lr_fraction = 0.05
+    settings.adam_cosine(c, warmup_steps=100)
 
-    c.train.steps = 1500
-    c.train.batch_size = 32
-    c.train.log_every = 50
-    c.train.eval_every = 250
-    c.train.checkpoint_every = 250
+    settings.train_steps(c, 1500, batch_size=32, log_every=50, eval_every=250, checkpoint_every=250)
     c.train.stateful = False
     c.eval.batch_size = 125
     # Read by the end-of-run report (rnnlab.tasks.ctc): best path and prefix beam search.
@@ -116,11 +108,9 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         c.model.num_layers = 1
         c.optim.lr = 1e-2
         c.optim.warmup_steps = 20
-        c.train.steps = 150
-        c.train.batch_size = 16
-        c.train.log_every = 25
-        c.train.eval_every = 150
-        c.train.checkpoint_every = 150
+        settings.train_steps(
+            c, 150, batch_size=16, log_every=25, eval_every=150, checkpoint_every=150
+        )
         c.eval.batch_size = 40
         c.report.max_examples = 60
     return lock(c)

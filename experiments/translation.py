@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import ml_collections
 
+from experiments import settings
 from rnnlab.train.config import base_config, lock
 
 VARIANTS = ("", "luong", "beam", "wmt", "small")
@@ -43,8 +44,7 @@ VARIANTS = ("", "luong", "beam", "wmt", "small")
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
     """One of :data:`VARIANTS`."""
-    if arg not in VARIANTS:
-        raise ValueError(f"translation variant must be one of {VARIANTS}, got {arg!r}")
+    arg = settings.variant("translation", arg, VARIANTS)
     c = base_config()
     c.seed = 0
     c.data.name = "reverse"
@@ -64,18 +64,11 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.model.eval_beam_size = 4 if arg == "beam" else 1
     c.model.eval_alpha = 0.6 if arg == "beam" else 0.0
 
-    c.optim.optimizer = "adam"
-    c.optim.lr = 3e-3
-    c.optim.clip_norm = 1.0
-    c.optim.schedule = "cosine"
-    c.optim.warmup_steps = 100
-    c.optim.final_lr_fraction = 0.05
+    settings.adam_cosine(c, warmup_steps=100)
 
-    c.train.steps = 3000
-    c.train.batch_size = 64
-    c.train.log_every = 100
-    c.train.eval_every = 500
-    c.train.checkpoint_every = 500
+    settings.train_steps(
+        c, 3000, batch_size=64, log_every=100, eval_every=500, checkpoint_every=500
+    )
     c.train.stateful = False
     c.train.early_stopping.metric = "exact_match"
     c.train.early_stopping.mode = "max"
@@ -101,10 +94,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         c.model.eval_beam_size = 4
         c.model.eval_alpha = 0.6
         c.optim.lr = 1e-3
-        c.train.steps = 200_000
-        c.train.batch_size = 128
-        c.train.eval_every = 5000
-        c.train.checkpoint_every = 5000
+        settings.train_steps(c, 200_000, batch_size=128, eval_every=5000, checkpoint_every=5000)
         c.eval.max_batches = 50
     elif arg == "small":
         c.data.seq_len = 6
@@ -114,10 +104,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         c.model.attention_features = 32
         c.optim.lr = 1e-2
         c.optim.warmup_steps = 20
-        c.train.steps = 200
-        c.train.batch_size = 32
-        c.train.log_every = 50
-        c.train.eval_every = 200
-        c.train.checkpoint_every = 200
+        settings.train_steps(
+            c, 200, batch_size=32, log_every=50, eval_every=200, checkpoint_every=200
+        )
         c.eval.batch_size = 64
     return lock(c)

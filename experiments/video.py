@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import ml_collections
 
+from experiments import settings
 from rnnlab.train.config import base_config, lock
 
 VARIANTS = ("", "large", "small")
@@ -45,8 +46,7 @@ VARIANTS = ("", "large", "small")
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
     """One of :data:`VARIANTS`."""
-    if arg not in VARIANTS:
-        raise ValueError(f"video variant must be one of {VARIANTS}, got {arg!r}")
+    arg = settings.variant("video", arg, VARIANTS)
     c = base_config()
     c.seed = 0
     c.data.name = "moving_digits"
@@ -64,18 +64,11 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.model.patch_size = 2
     c.model.loss = "bce"  # per-pixel cross-entropy, as Shi et al.; "mse" is the alternative
 
-    c.optim.optimizer = "adam"
-    c.optim.lr = 2e-3
-    c.optim.clip_norm = 1.0
-    c.optim.schedule = "cosine"
-    c.optim.warmup_steps = 100
-    c.optim.final_lr_fraction = 0.05
+    settings.adam_cosine(c, warmup_steps=100, lr=2e-3)
 
-    c.train.steps = 3000
-    c.train.batch_size = 16
-    c.train.log_every = 100
-    c.train.eval_every = 500
-    c.train.checkpoint_every = 500
+    settings.train_steps(
+        c, 3000, batch_size=16, log_every=100, eval_every=500, checkpoint_every=500
+    )
     c.train.stateful = False
     c.eval.batch_size = 64
 
@@ -90,9 +83,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         c.model.kernel_size = 5
         c.model.patch_size = 4
         c.optim.lr = 1e-3
-        c.train.steps = 50_000
-        c.train.eval_every = 2500
-        c.train.checkpoint_every = 2500
+        settings.train_steps(c, 50_000, eval_every=2500, checkpoint_every=2500)
     elif arg == "small":
         c.data.canvas = 16
         c.data.num_digits = 1
@@ -103,10 +94,6 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         c.model.num_layers = 1
         c.optim.lr = 1e-2
         c.optim.warmup_steps = 10
-        c.train.steps = 60
-        c.train.batch_size = 8
-        c.train.log_every = 20
-        c.train.eval_every = 60
-        c.train.checkpoint_every = 60
+        settings.train_steps(c, 60, batch_size=8, log_every=20, eval_every=60, checkpoint_every=60)
         c.eval.batch_size = 16
     return lock(c)

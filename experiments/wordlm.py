@@ -51,7 +51,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from experiments import tpu_slices
+from experiments import settings, tpu_slices
 from rnnlab.regularizers import Regularization
 from rnnlab.train.config import base_config, lock
 
@@ -62,9 +62,7 @@ TPU_BATCH_PER_CHIP = {"v5e": 16, "v6e": 32}
 
 def get_config(arg: str = "medium") -> ml_collections.ConfigDict:
     """One of :data:`VARIANTS` (``""`` is ``medium``)."""
-    arg = arg or "medium"
-    if arg not in VARIANTS:
-        raise ValueError(f"wordlm variant must be one of {VARIANTS}, got {arg!r}")
+    arg = settings.variant("wordlm", arg, VARIANTS, default="medium")
     generation = tpu_slices.parse(arg.split(","), "wordlm")
     if generation is not None:
         arg = "large"
@@ -130,7 +128,5 @@ def get_config(arg: str = "medium") -> ml_collections.ConfigDict:
         tpu_slices.apply(c, generation, TPU_BATCH_PER_CHIP)
         epoch = round(PTB_EPOCH_STEPS * 20 / c.train.batch_size)
         c.optim.decay_every = epoch
-        c.train.steps = 39 * epoch
-        c.train.eval_every = epoch
-        c.train.checkpoint_every = epoch
+        settings.train_steps(c, 39 * epoch, eval_every=epoch, checkpoint_every=epoch)
     return lock(c)

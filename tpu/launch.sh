@@ -29,15 +29,8 @@ while [[ $# -gt 0 ]]; do
     *) break ;;
   esac
 done
-[[ $# -ge 1 ]] || { usage >&2; die "EXPERIMENT is missing"; }
-experiment="$1"
+resolve_run "$@"
 shift
-load_settings
-resolve_storage
-
-name="$(run_name "${name:-$experiment}")"
-session="$(session_name "$name")"
-workdir="$WORKDIR_ROOT/$name"
 status_cmd="cat \"\$HOME\"/$LOG_DIR/$session.status 2>/dev/null || echo none"
 
 say() { echo "launch $name: $*" >&2; }

@@ -266,6 +266,20 @@ run_name() {
   printf '%s' "$name"
 }
 
+# The run that tpu/run.sh and tpu/launch.sh take: EXPERIMENT, the first of "$@" (the caller
+# shifts it off), with the settings and storage loaded. Sets experiment, name (from --name,
+# else the experiment's), session and workdir.
+resolve_run() {
+  [[ $# -ge 1 ]] || { usage >&2; die "EXPERIMENT is missing"; }
+  experiment="$1"
+  load_settings
+  resolve_storage
+
+  name="$(run_name "${name:-$experiment}")"
+  session="$(session_name "$name")"
+  workdir="$WORKDIR_ROOT/$name"
+}
+
 session_name() {
   printf 'rnnlab-%s' "$1"
 }

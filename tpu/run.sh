@@ -30,15 +30,8 @@ while [[ $# -gt 0 ]]; do
     *) break ;;
   esac
 done
-[[ $# -ge 1 ]] || { usage >&2; die "EXPERIMENT is missing"; }
-experiment="$1"
+resolve_run "$@"
 shift
-load_settings
-resolve_storage
-
-name="$(run_name "${name:-$experiment}")"
-session="$(session_name "$name")"
-workdir="$WORKDIR_ROOT/$name"
 
 if [[ "$prepare" == 1 ]]; then
   DRY_RUN="$DRY_RUN" "$TPU_DIR/data.sh" "$experiment" "$@"

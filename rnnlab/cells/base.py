@@ -38,6 +38,13 @@ def check_positive_int(name: str, value: Any) -> int:
     return value
 
 
+def check_one_of(name: str, value: Any, choices) -> Any:
+    """Returns ``value`` if it is one of ``choices``, else raises a ValueError listing them."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {sorted(choices)}, got {value!r}")
+    return value
+
+
 def matmul(x: Array, w: Array, dtype) -> Array:
     """``x @ w`` computed in ``dtype`` with a float32 result.
 
@@ -50,13 +57,23 @@ def matmul(x: Array, w: Array, dtype) -> Array:
 class RecurrentCell(nnx.RNNCellBase):
     """Base class: Flax's cell contract plus the ``project`` / ``step`` split.
 
-    Subclasses set ``in_features``, ``hidden_features``, ``dtype``, ``param_dtype`` and
-    ``param_names``, and implement :meth:`project` and :meth:`step_with`.
+    Subclasses set ``in_features``, ``hidden_features``, ``dtype``, ``param_dtype`` (most
+    through :meth:`set_features`) and ``param_names``, and implement :meth:`project` and
+    :meth:`step_with`.
     """
 
     in_features: int
     hidden_features: int
     param_names: tuple[str, ...] = ()
+
+    def set_features(
+        self, in_features: int, hidden_features: int, dtype, param_dtype, carry_init=None
+    ) -> None:
+        """Checks and stores what every cell's constructor takes: the input and cell sizes,
+        the compute and parameter dtypes and the carry initialiser."""
+        self.in_features = check_positive_int("in_features", in_features)
+        self.hidden_features = check_positive_int("hidden_features", hidden_features)
+        self.dtype, self.param_dtype, self.carry_init = dtype, param_dtype, carry_init
 
     @property
     def num_feature_axes(self) -> int:

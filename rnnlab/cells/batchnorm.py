@@ -161,14 +161,12 @@ class BNLSTMCell(RecurrentCell):
         param_dtype=F32,
         rngs: nnx.Rngs,
     ):
-        self.in_features = check_positive_int("in_features", in_features)
-        self.hidden_features = check_positive_int("hidden_features", hidden_features)
+        self.set_features(in_features, hidden_features, dtype, param_dtype)
         self.max_stat_steps = check_positive_int("max_stat_steps", max_stat_steps)
         if not 0.0 <= momentum < 1.0:
             raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
         self.momentum = float(momentum)
         self.eps, self.use_running_average = float(eps), bool(use_running_average)
-        self.dtype, self.param_dtype, self.carry_init = dtype, param_dtype, None
         h, h4 = hidden_features, 4 * hidden_features
         self.kernel_ih, self.kernel_hh, self.bias = gate_params(
             rngs,

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 from flax import nnx
 from jax.nn import initializers
 
-from rnnlab.cells.base import Array, Carry, Params, RecurrentCell, check_positive_int, matmul
+from rnnlab.cells.base import Array, Carry, Params, RecurrentCell, matmul
 from rnnlab.cells.initializers import Initializer, orthogonal_blocks
 from rnnlab.cells.params import gate_params
 
@@ -96,10 +96,8 @@ class GRUCell(RecurrentCell):
         carry_init: Initializer | None = None,
         rngs: nnx.Rngs,
     ):
-        self.in_features = check_positive_int("in_features", in_features)
-        self.hidden_features = check_positive_int("hidden_features", hidden_features)
+        self.set_features(in_features, hidden_features, dtype, param_dtype, carry_init)
         self.reset_after = bool(reset_after)
-        self.dtype, self.param_dtype, self.carry_init = dtype, param_dtype, carry_init
         self.kernel_ih, self.kernel_hh, self.bias_ih, self.bias_hh = gate_params(
             rngs,
             input_shape=(in_features,),

@@ -27,7 +27,15 @@ import jax.numpy as jnp
 from flax import nnx
 from jax.nn import initializers
 
-from rnnlab.cells.base import Array, Carry, Params, RecurrentCell, check_positive_int, matmul
+from rnnlab.cells.base import (
+    Array,
+    Carry,
+    Params,
+    RecurrentCell,
+    check_one_of,
+    check_positive_int,
+    matmul,
+)
 from rnnlab.cells.initializers import Initializer
 from rnnlab.cells.params import gate_params
 from rnnlab.cells.registry import register_cell
@@ -145,13 +153,10 @@ class IndRNNCell(RecurrentCell):
         carry_init: Initializer | None = None,
         rngs: nnx.Rngs,
     ):
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
-        self.in_features = check_positive_int("in_features", in_features)
-        self.hidden_features = check_positive_int("hidden_features", hidden_features)
+        check_one_of("activation", activation, ACTIVATIONS)
+        self.set_features(in_features, hidden_features, dtype, param_dtype, carry_init)
         self.activation, self.horizon = activation, horizon
         self.min_abs, self.max_abs = recurrent_weight_bounds(horizon, max_gain, min_gain)
-        self.dtype, self.param_dtype, self.carry_init = dtype, param_dtype, carry_init
         hi = 1.0 if self.max_abs is None else min(1.0, self.max_abs)
         recurrent_init = recurrent_init or _uniform(self.min_abs, hi)
         # One scalar recurrent weight per unit: a recurrent "kernel" of shape [H].

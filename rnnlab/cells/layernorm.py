@@ -18,7 +18,7 @@ import jax.numpy as jnp
 from flax import nnx
 from jax.nn import initializers
 
-from rnnlab.cells.base import Array, Carry, Params, RecurrentCell, check_positive_int, matmul
+from rnnlab.cells.base import Array, Carry, Params, RecurrentCell, matmul
 from rnnlab.cells.initializers import Initializer, lstm_bias, orthogonal_blocks
 from rnnlab.cells.params import gate_params
 from rnnlab.cells.registry import register_cell
@@ -50,10 +50,16 @@ def _groups(per_gate: bool, num_gates: int) -> int:
     return num_gates if per_gate else 1
 
 
-def layernorm_lstm_project(params: Params, x: Array, dtype, groups: int = 1) -> Array:
-    """Input half of the gates: ``LN(x W_ih; alpha_x) + b`` (float32, ``[..., 4H]``)."""
+def layernorm_project(
+    params: Params, x: Array, dtype, groups: int = 1, bias: str = "bias"
+) -> Array:
+    """Input half of the gates: ``LN(x W_ih; alpha_x) + b`` (float32, ``[..., G*H]``).
+
+    ``bias`` names the added bias: ``"bias"`` for the LSTM, ``"bias_ih"`` for the GRU, whose
+    recurrent bias stays separate (:func:`layernorm_gru_step`).
+    """
     wx = matmul(x, params["kernel_ih"], dtype)
-    return layer_norm(wx, params["ln_ih_scale"], params["bias"], groups=groups)
+    return layer_norm(wx, params["ln_ih_scale"], params[bias], groups=groups)
 
 
 def layernorm_lstm_step(
@@ -73,12 +79,6 @@ def layernorm_lstm_step(
     c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
     h = jax.nn.sigmoid(o) * jnp.tanh(layer_norm(c, params["ln_c_scale"], params["ln_c_bias"]))
     return (c, h), h.astype(dtype)
-
-
-def layernorm_gru_project(params: Params, x: Array, dtype, groups: int = 1) -> Array:
-    """Input half of the ``(r, z, n)`` pre-activations: ``LN(x W_ih; alpha_x) + b_ih``."""
-    wx = matmul(x, params["kernel_ih"], dtype)
-    return layer_norm(wx, params["ln_ih_scale"], params["bias_ih"], groups=groups)
 
 
 def layernorm_gru_step(
@@ -168,10 +168,8 @@ class LayerNormLSTMCell(RecurrentCell):
         carry_init: Initializer | None = None,
         rngs: nnx.Rngs,
     ):
-        self.in_features = check_positive_int("in_features", in_features)
-        self.hidden_features = check_positive_int("hidden_features", hidden_features)
+        self.set_features(in_features, hidden_features, dtype, param_dtype, carry_init)
         self.per_gate = bool(per_gate)
-        self.dtype, self.param_dtype, self.carry_init = dtype, param_dtype, carry_init
         h4 = 4 * hidden_features
         self.kernel_ih, self.kernel_hh, self.bias = gate_params(
             rngs,
@@ -194,7 +192,7 @@ class LayerNormLSTMCell(RecurrentCell):
 
     def project(self, params: Params, x: Array) -> Array:
         groups = _groups(self.per_gate, 4)
-        return layernorm_lstm_project(params, x, self.compute_dtype, groups)
+        return layernorm_project(params, x, self.compute_dtype, groups)
 
     def step_with(self, params: Params, carry: Carry, xp: Array) -> tuple[Carry, Array]:
         groups = _groups(self.per_gate, 4)
@@ -244,10 +242,8 @@ class LayerNormGRUCell(RecurrentCell):
         carry_init: Initializer | None = None,
         rngs: nnx.Rngs,
     ):
-        self.in_features = check_positive_int("in_features", in_features)
-        self.hidden_features = check_positive_int("hidden_features", hidden_features)
+        self.set_features(in_features, hidden_features, dtype, param_dtype, carry_init)
         self.per_gate = bool(per_gate)
-        self.dtype, self.param_dtype, self.carry_init = dtype, param_dtype, carry_init
         h3 = 3 * hidden_features
         self.kernel_ih, self.kernel_hh, self.bias_ih, self.bias_hh = gate_params(
             rngs,
@@ -266,7 +262,7 @@ class LayerNormGRUCell(RecurrentCell):
 
     def project(self, params: Params, x: Array) -> Array:
         groups = _groups(self.per_gate, 3)
-        return layernorm_gru_project(params, x, self.compute_dtype, groups)
+        return layernorm_project(params, x, self.compute_dtype, groups, "bias_ih")
 
     def step_with(self, params: Params, carry: Carry, xp: Array) -> tuple[Carry, Array]:
         groups = _groups(self.per_gate, 3)

@@ -156,13 +156,11 @@ class LRUCell(LinearRecurrentCell):
         param_dtype=F32,
         rngs: nnx.Rngs,
     ):
-        self.in_features = check_positive_int("in_features", in_features)
-        self.hidden_features = check_positive_int("hidden_features", hidden_features)
+        self.set_features(in_features, hidden_features, dtype, param_dtype)
         self.glu = bool(glu)
         self.out_features = check_positive_int("out_features", out_features or hidden_features)
         if not 0.0 <= r_min < r_max <= 1.0:
             raise ValueError(f"need 0 <= r_min < r_max <= 1, got r_min={r_min}, r_max={r_max}")
-        self.dtype, self.param_dtype, self.carry_init = dtype, param_dtype, None
         n, h_in, h_out = hidden_features, in_features, self.out_features
         nu, theta, gamma = lru_init_eigenvalues(rngs.params(), n, r_min, r_max, max_phase)
         self.nu_log = nnx.Param(nu.astype(param_dtype))
@@ -249,10 +247,8 @@ class _MinCell(LinearRecurrentCell):
     ):
         if candidate not in CANDIDATES:
             raise ValueError(f"candidate must be one of {sorted(CANDIDATES)}, got {candidate!r}")
-        self.in_features = check_positive_int("in_features", in_features)
-        self.hidden_features = check_positive_int("hidden_features", hidden_features)
+        self.set_features(in_features, hidden_features, dtype, param_dtype)
         self.candidate = candidate
-        self.dtype, self.param_dtype, self.carry_init = dtype, param_dtype, None
         # No recurrent kernel: the gates see the input only.
         self.kernel, self.bias = gate_params(
             rngs,

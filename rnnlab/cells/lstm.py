@@ -116,12 +116,10 @@ class LSTMCell(RecurrentCell):
         carry_init: Initializer | None = None,
         rngs: nnx.Rngs,
     ):
-        self.in_features = check_positive_int("in_features", in_features)
-        self.hidden_features = check_positive_int("hidden_features", hidden_features)
+        self.set_features(in_features, hidden_features, dtype, param_dtype, carry_init)
         self.proj_features = (
             None if proj_features is None else check_positive_int("proj_features", proj_features)
         )
-        self.dtype, self.param_dtype, self.carry_init = dtype, param_dtype, carry_init
         hidden, rec = self.hidden_features, self.proj_features or self.hidden_features
         bias_init = bias_init or lstm_bias(hidden, forget_bias, chrono_max_timescale)
         self.kernel_ih, self.kernel_hh, self.bias = gate_params(

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 from flax import nnx
 from jax.nn import initializers
 
-from rnnlab.cells.base import Array, Carry, Params, RecurrentCell, check_positive_int, matmul
+from rnnlab.cells.base import Array, Carry, Params, RecurrentCell, check_one_of, matmul
 from rnnlab.cells.initializers import Initializer
 from rnnlab.cells.params import gate_params, init_param
 from rnnlab.cells.registry import register_cell
@@ -153,12 +153,9 @@ class OrthogonalCell(RecurrentCell):
         carry_init: Initializer | None = None,
         rngs: nnx.Rngs,
     ):
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
-        self.in_features = check_positive_int("in_features", in_features)
-        self.hidden_features = check_positive_int("hidden_features", hidden_features)
+        check_one_of("activation", activation, ACTIVATIONS)
+        self.set_features(in_features, hidden_features, dtype, param_dtype, carry_init)
         self.activation = activation
-        self.dtype, self.param_dtype, self.carry_init = dtype, param_dtype, carry_init
         h = hidden_features
         modrelu_bias_init = modrelu_bias_init or symmetric_uniform(0.01)
         # The recurrent "kernel" is the skew parameter A of W = expm(A - A^T).

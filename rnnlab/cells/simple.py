@@ -9,7 +9,7 @@ import jax.numpy as jnp
 from flax import nnx
 from jax.nn import initializers
 
-from rnnlab.cells.base import Array, Carry, Params, RecurrentCell, check_positive_int, matmul
+from rnnlab.cells.base import Array, Carry, Params, RecurrentCell, check_one_of, matmul
 from rnnlab.cells.initializers import Initializer, identity
 from rnnlab.cells.params import gate_params
 
@@ -70,12 +70,9 @@ class SimpleCell(RecurrentCell):
         carry_init: Initializer | None = None,
         rngs: nnx.Rngs,
     ):
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
-        self.in_features = check_positive_int("in_features", in_features)
-        self.hidden_features = check_positive_int("hidden_features", hidden_features)
+        check_one_of("activation", activation, ACTIVATIONS)
+        self.set_features(in_features, hidden_features, dtype, param_dtype, carry_init)
         self.activation = activation
-        self.dtype, self.param_dtype, self.carry_init = dtype, param_dtype, carry_init
         self.kernel_ih, self.kernel_hh, self.bias = gate_params(
             rngs,
             input_shape=(in_features,),

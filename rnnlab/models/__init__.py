@@ -38,11 +38,13 @@ import typing
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
 __all__ = [
+    "Model",
     "Option",
     "build",
     "model_names",
@@ -90,6 +92,35 @@ def set_mode(model: nnx.Module, train: bool | None) -> None:
                 else:
                     model.eval()
                 return
+
+
+class Model(nnx.Module):
+    """Base of the task models: the contract's call (see the module docstring).
+
+    A model implements :meth:`forward`; calling it sets the NNX mode from ``train`` first, so
+    a model reads training or evaluation from its modules (``self.deterministic`` and the
+    like) rather than from an argument.
+    """
+
+    def __call__(
+        self,
+        batch: Mapping[str, jax.Array],
+        *,
+        train: bool | None = None,
+        rngs: nnx.Rngs | None = None,
+        carry: Any = None,
+    ) -> tuple[jax.Array, dict[str, Any]]:
+        """``(outputs, aux)`` for ``batch``; ``train`` sets the NNX mode first (as
+        ``.train()``/``.eval()``), ``None`` keeps it. What ``outputs`` and ``aux`` hold is
+        the model's :meth:`forward`."""
+        set_mode(self, train)
+        return self.forward(batch, rngs=rngs, carry=carry)
+
+    def forward(
+        self, batch: Mapping[str, jax.Array], *, rngs: nnx.Rngs | None, carry: Any
+    ) -> tuple[jax.Array, dict[str, Any]]:
+        """The model's computation in the mode already set; see :meth:`__call__`."""
+        raise NotImplementedError
 
 
 def register(name: str) -> Callable[[ModelFactory], ModelFactory]:

@@ -24,8 +24,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from rnnlab.cells.base import check_positive_int
 from rnnlab.layers import StackedRNN
-from rnnlab.models import register, resolve_dtype, set_mode
+from rnnlab.models import Model, register, resolve_dtype
 from rnnlab.models.attention import masked_softmax, source_mask
 
 Array = jax.Array
@@ -61,7 +62,7 @@ def pool(h: Array, lengths: Array, how: str, *, split: int | None = None) -> Arr
     raise ValueError(f"pooling must be one of {POOLINGS}, got {how!r}")
 
 
-class SequenceClassifier(nnx.Module):
+class SequenceClassifier(Model):
     """Stacked RNN -> pooling -> (dropout) -> linear head with ``num_outputs`` outputs.
 
     Args:
@@ -98,8 +99,7 @@ class SequenceClassifier(nnx.Module):
     ):
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
-        if isinstance(num_outputs, bool) or not isinstance(num_outputs, int) or num_outputs < 1:
-            raise ValueError(f"num_outputs must be a positive int, got {num_outputs!r}")
+        check_positive_int("num_outputs", num_outputs)
         dtype = resolve_dtype(dtype)
         self.pooling, self.bidirectional = pooling, bidirectional
         if vocab_size:
@@ -132,17 +132,11 @@ class SequenceClassifier(nnx.Module):
         else:
             self.att_proj = self.att_score = None
 
-    def __call__(
-        self,
-        batch: Mapping[str, Array],
-        *,
-        train: bool | None = None,
-        rngs: nnx.Rngs | None = None,
-        carry: Any = None,
+    def forward(
+        self, batch: Mapping[str, Array], *, rngs: nnx.Rngs | None, carry: Any
     ) -> tuple[Array, dict[str, Any]]:
         """Float32 outputs ``[B, num_outputs]``; ``aux["pooled"]``, ``aux["hidden"]``."""
         del carry  # every sequence starts from the zero state
-        set_mode(self, train)
         x = batch["inputs"]
         if self.embed is not None:
             x = self.embed(x)

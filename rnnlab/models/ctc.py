@@ -31,7 +31,7 @@ from flax import nnx
 
 from rnnlab.cells.base import check_positive_int
 from rnnlab.layers import StackedRNN
-from rnnlab.models import register, resolve_dtype, set_mode
+from rnnlab.models import Model, register, resolve_dtype
 
 Array = jax.Array
 
@@ -165,7 +165,7 @@ def stack_frames(x: Array, lengths: Array, factor: int) -> tuple[Array, Array]:
     return x, (lengths + factor - 1) // factor
 
 
-class SpeechRecognizer(nnx.Module):
+class SpeechRecognizer(Model):
     """Frames ``[B, T, F]`` -> per-frame label logits ``[B, T', num_labels]`` for CTC.
 
     Args:
@@ -210,17 +210,11 @@ class SpeechRecognizer(nnx.Module):
         )
         self.head = nnx.Linear(self.rnn.output_features, num_labels, dtype=dtype, rngs=rngs)
 
-    def __call__(
-        self,
-        batch: Mapping[str, Array],
-        *,
-        train: bool | None = None,
-        rngs: nnx.Rngs | None = None,
-        carry: Any = None,
+    def forward(
+        self, batch: Mapping[str, Array], *, rngs: nnx.Rngs | None, carry: Any
     ) -> tuple[Array, dict[str, Any]]:
         """Logits ``[B, T', V]``; ``aux["logit_lengths"]`` ``[B]``, ``aux["hidden"]``."""
         del carry
-        set_mode(self, train)
         x = batch["inputs"]
         if x.ndim == 2:
             x = x[..., None]

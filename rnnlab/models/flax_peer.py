@@ -20,7 +20,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from rnnlab.models import register, resolve_dtype, set_mode
+from rnnlab.cells.base import check_positive_int
+from rnnlab.models import Model, register, resolve_dtype
 from rnnlab.models.classifier import POOLINGS, pool
 
 Array = jax.Array
@@ -28,7 +29,7 @@ Array = jax.Array
 FLAX_CELLS = {"gru": nnx.GRUCell, "lstm": nnx.OptimizedLSTMCell}
 
 
-class FlaxClassifier(nnx.Module):
+class FlaxClassifier(Model):
     """Stacked ``nnx.RNN`` of stock Flax cells -> pooling -> linear head.
 
     Args:
@@ -57,8 +58,7 @@ class FlaxClassifier(nnx.Module):
             raise ValueError(f"cell must be one of {sorted(FLAX_CELLS)}, got {cell!r}")
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
-        if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 1:
-            raise ValueError(f"num_layers must be a positive int, got {num_layers!r}")
+        check_positive_int("num_layers", num_layers)
         dtype = resolve_dtype(dtype)
         self.pooling, self.hidden_features = pooling, hidden_features
         sizes = [input_features] + [hidden_features] * num_layers
@@ -82,17 +82,11 @@ class FlaxClassifier(nnx.Module):
         h = jnp.zeros((batch, self.hidden_features), jnp.float32)
         return (h, h) if isinstance(cell, nnx.OptimizedLSTMCell) else h
 
-    def __call__(
-        self,
-        batch: Mapping[str, Array],
-        *,
-        train: bool | None = None,
-        rngs: nnx.Rngs | None = None,
-        carry: Any = None,
+    def forward(
+        self, batch: Mapping[str, Array], *, rngs: nnx.Rngs | None, carry: Any
     ) -> tuple[Array, dict[str, Any]]:
         """Float32 outputs ``[B, num_outputs]``; ``aux["pooled"]``, ``aux["hidden"]``."""
-        set_mode(self, train)
-        del train, rngs, carry  # no dropout; every sequence starts from the zero state
+        del rngs, carry  # no dropout; every sequence starts from the zero state
         x = batch["inputs"]
         if x.ndim == 2:
             x = x[..., None]

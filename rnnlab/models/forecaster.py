@@ -46,7 +46,7 @@ from flax import nnx
 from rnnlab.cells.base import check_positive_int
 from rnnlab.layers import StackedRNN
 from rnnlab.layers.feedback import feedback_loop
-from rnnlab.models import register, resolve_dtype, set_mode
+from rnnlab.models import Model, register, resolve_dtype
 
 Array = jax.Array
 
@@ -97,7 +97,7 @@ def forecast_loss(outputs: Array, aux: Mapping[str, Any], targets: Array, head: 
     return jnp.mean(per, axis=tuple(range(1, per.ndim)))
 
 
-class Forecaster(nnx.Module):
+class Forecaster(Model):
     """Recurrent multi-step forecaster; see the module docstring.
 
     Args:
@@ -221,18 +221,12 @@ class Forecaster(nnx.Module):
         levels = jnp.sort(levels, axis=-1)
         return {"point": levels[..., self.median], "quantiles": levels}
 
-    def __call__(
-        self,
-        batch: Mapping[str, Array],
-        *,
-        train: bool | None = None,
-        rngs: nnx.Rngs | None = None,
-        carry: Any = None,
+    def forward(
+        self, batch: Mapping[str, Array], *, rngs: nnx.Rngs | None, carry: Any
     ) -> tuple[Array, dict[str, Any]]:
         """Point forecast ``[B, H, F_out]``; ``aux["scale"]`` / ``aux["quantiles"]``,
         ``aux["hidden"]``."""
         del carry
-        set_mode(self, train)
         train = not self.deterministic
         x = batch["inputs"]
         if x.ndim == 2:

@@ -38,16 +38,17 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from rnnlab.cells.base import check_positive_int
 from rnnlab.layers import StackedRNN
 from rnnlab.layers.decoding import sample_logits
 from rnnlab.layers.feedback import feedback_loop
-from rnnlab.models import register, resolve_dtype, set_mode
+from rnnlab.models import Model, register, resolve_dtype
 from rnnlab.regularizers import Regularization, embedding_dropout
 
 Array = jax.Array
 
 
-class LanguageModel(nnx.Module):
+class LanguageModel(Model):
     """Embedding -> stacked RNN -> vocabulary logits; see the module docstring.
 
     Args:
@@ -86,13 +87,9 @@ class LanguageModel(nnx.Module):
         rnn_kwargs: Mapping[str, Any] | None = None,
         rngs: nnx.Rngs,
     ):
-        for name, value in (
-            ("vocab_size", vocab_size),
-            ("embed_features", embed_features),
-            ("hidden_features", hidden_features),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        check_positive_int("vocab_size", vocab_size)
+        check_positive_int("embed_features", embed_features)
+        check_positive_int("hidden_features", hidden_features)
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
         reg = Regularization.from_config(regularization)
@@ -154,21 +151,14 @@ class LanguageModel(nnx.Module):
             logits = self.head(h)
         return logits.astype(jnp.float32)
 
-    def __call__(
-        self,
-        batch: Mapping[str, Array],
-        *,
-        train: bool | None = None,
-        rngs: nnx.Rngs | None = None,
-        carry: Any = None,
+    def forward(
+        self, batch: Mapping[str, Array], *, rngs: nnx.Rngs | None, carry: Any
     ) -> tuple[Array, dict[str, Any]]:
         """Logits ``[B, T, V]`` for ``batch["inputs"]`` (int ``[B, T]``).
 
         ``aux["carry"]`` is the state for the next batch, ``aux["hidden"]`` the top layer's
         output; in training with AR/TAR, ``aux["losses"]`` holds the weighted terms.
-        ``train`` sets the NNX mode first (as ``.train()``/``.eval()``); ``None`` keeps it.
         """
-        set_mode(self, train)
         tokens = batch["inputs"]
         if tokens.ndim != 2 or not jnp.issubdtype(tokens.dtype, jnp.integer):
             raise ValueError(
@@ -259,8 +249,7 @@ def generate(
     prompt = jnp.asarray(prompt, jnp.int32)
     if prompt.ndim != 2 or prompt.shape[1] < 1:
         raise ValueError(f"prompt must be int [batch, time>=1], got shape {tuple(prompt.shape)}")
-    if isinstance(length, bool) or not isinstance(length, int) or length < 1:
-        raise ValueError(f"length must be a positive int, got {length!r}")
+    check_positive_int("length", length)
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0, got {temperature!r}")
     if not 0 <= top_k <= model.vocab_size:

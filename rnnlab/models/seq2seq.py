@@ -38,7 +38,7 @@ from rnnlab.cells.registry import make_cell
 from rnnlab.layers import StackedRNN
 from rnnlab.layers.decoding import beam_search, greedy_decode
 from rnnlab.layers.feedback import feedback_loop
-from rnnlab.models import register, resolve_dtype, set_mode
+from rnnlab.models import Model, register, resolve_dtype
 from rnnlab.models.attention import make_attention, source_mask
 from rnnlab.models.classifier import pool
 
@@ -60,7 +60,7 @@ def _check_tokens(name: str, tokens: Array) -> None:
         )
 
 
-class Translator(nnx.Module):
+class Translator(Model):
     """Attentional encoder-decoder; see the module docstring.
 
     Args:
@@ -215,13 +215,8 @@ class Translator(nnx.Module):
         logits = self.readout(att).astype(jnp.float32)
         return {"carry": carry, "prev": prev}, logits, weights
 
-    def __call__(
-        self,
-        batch: Mapping[str, Array],
-        *,
-        train: bool | None = None,
-        rngs: nnx.Rngs | None = None,
-        carry: Any = None,
+    def forward(
+        self, batch: Mapping[str, Array], *, rngs: nnx.Rngs | None, carry: Any
     ) -> tuple[Array, dict[str, Any]]:
         """Teacher-forced logits ``[B, T, V]`` for ``batch["targets"]``.
 
@@ -230,7 +225,6 @@ class Translator(nnx.Module):
         ``aux["prediction_lengths"]`` hold the decoded sources, up to the targets' width.
         """
         del carry  # each pair is translated from scratch
-        set_mode(self, train)
         train = not self.deterministic
         src, tgt = batch["inputs"], batch["targets"]
         _check_tokens("inputs", src)

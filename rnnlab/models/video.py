@@ -30,7 +30,7 @@ from flax import nnx
 from rnnlab.cells.base import check_positive_int
 from rnnlab.cells.conv_lstm import ConvLSTMCell
 from rnnlab.layers import StackedRNN
-from rnnlab.models import register, resolve_dtype, set_mode
+from rnnlab.models import Model, register, resolve_dtype
 
 Array = jax.Array
 
@@ -56,7 +56,7 @@ def from_patches(x: Array, p: int) -> Array:
     return x.reshape(*lead, hp * p, wp * p, c)
 
 
-class VideoPredictor(nnx.Module):
+class VideoPredictor(Model):
     """ConvLSTM encoder-forecaster; see the module docstring.
 
     Args:
@@ -106,18 +106,12 @@ class VideoPredictor(nnx.Module):
         self.forecaster = StackedRNN(features, hidden_features, num_layers, **stack)
         self.head = nnx.Conv(hidden_features, features, kernel_size=(1, 1), dtype=dtype, rngs=rngs)
 
-    def __call__(
-        self,
-        batch: Mapping[str, Array],
-        *,
-        train: bool | None = None,
-        rngs: nnx.Rngs | None = None,
-        carry: Any = None,
+    def forward(
+        self, batch: Mapping[str, Array], *, rngs: nnx.Rngs | None, carry: Any
     ) -> tuple[Array, dict[str, Any]]:
         """Predicted frames ``[B, horizon, H, W, C]``; aux: ``encoder_carry``, ``hidden`` and,
         with the cross-entropy loss, ``bce_logits`` (the pixels before the sigmoid)."""
-        set_mode(self, train)
-        del train, rngs, carry
+        del rngs, carry
         frames = batch["inputs"]
         expected = self.frame_shape + (self.channels,)
         if frames.ndim != 5 or tuple(frames.shape[2:]) != expected:
