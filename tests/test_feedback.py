@@ -128,3 +128,36 @@ def test_misuse_is_named():
         stack.step(stack.initialize_carry((B, F)), jnp.ones((B, F)))
     with pytest.raises(ValueError, match="xs or length"):
         feedback_loop(lambda c, x: (c, x), 0.0)
+
+
+def test_stepping_a_residual_time_major_stack_is_the_naive_loop():
+    stack = StackedRNN(H, H, 2, residual=True, rnn_kwargs={"time_major": True}, rngs=nnx.Rngs(6))
+    stack.eval()
+    xs = np.random.default_rng(7).normal(size=(5, B, H)).astype(np.float32)  # [T, B, H]
+    carries = stack.initialize_carry((B, H))
+    _, ys = feedback_loop(lambda c, x: stack.step(c, x), carries, jnp.asarray(xs))
+    params = [params64(layer.cell) for layer in stack.layers]
+    state = [(np.zeros((B, H)), np.zeros((B, H))) for _ in params]
+    for t in range(xs.shape[0]):
+        x = xs[t].astype(np.float64)
+        for i, p in enumerate(params):
+            state[i] = _lstm(p, *state[i], x)
+            x = state[i][1] + x  # the residual: each layer's input added to its output
+        np.testing.assert_allclose(ys[t], x, rtol=1e-5, atol=1e-5)
+
+
+def test_a_batch_norm_stack_free_runs_in_training_on_its_running_averages():
+    model = Forecaster(
+        1, 3, mode="autoregressive", cell="bn_lstm", teacher_forcing=False, hidden_features=H,
+        rngs=nnx.Rngs(8),
+    )  # fmt: skip
+    model.train()
+    x = jnp.asarray(np.random.default_rng(9).normal(size=(B, 6, 1)), jnp.float32)
+    cell = model.rnn.layers[0].cell
+    before = jax.tree.map(np.asarray, nnx.state(cell, nnx.BatchStat))
+    forecast, _ = model({"inputs": x})
+    assert forecast.shape == (B, 3, 1) and np.all(np.isfinite(forecast))
+    # The history pass moved the running averages; the cell is back in training form.
+    after = jax.tree.map(np.asarray, nnx.state(cell, nnx.BatchStat))
+    moved = jax.tree.leaves(jax.tree.map(lambda a, b: not np.allclose(a, b), before, after))
+    assert any(moved) and cell.collects_statistics

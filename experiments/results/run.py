@@ -240,7 +240,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     # `--repeat ROW` alone reruns just that row; a tier or --only adds their rows.
     repeat_only = bool(args.repeat) and args.tier is None and not args.only
     todo = [] if args.no_run or repeat_only else select(args.tier or "make", args.only)
-    repeats = [by_key()[k] for k in args.repeat.split(",") if k]
+    known = by_key()
+    unknown = [k for k in args.repeat.split(",") if k and k not in known]
+    if unknown:
+        p.error(f"--repeat names unknown rows {unknown}; known rows: {sorted(known)}")
+    repeats = [] if args.no_run else [known[k] for k in args.repeat.split(",") if k]
     jobs = [(r, os.path.join(WORKDIRS, r.key)) for r in todo]
     jobs += [(r, os.path.join(WORKDIRS, r.key + "-repeat")) for r in repeats]
 
@@ -263,6 +267,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "identical": record["metric"] == first["metric"],
                         "date": record["date"],
                     }
+                else:
+                    print(
+                        f"[results] {row.key}: repeat not compared (first run "
+                        f"{first.get('status', 'missing')}, repeat {record.get('status')})",
+                        flush=True,
+                    )
             else:
                 records[row.key] = record
             save_records(records)

@@ -10,8 +10,9 @@ projection cannot be hoisted out of the loop, nor the steps run in parallel::
 The attentional decoder of the translator (its context and scheduled-sampling token), the
 forecaster's free run, sampling from a language model and the decoders of
 :mod:`rnnlab.layers.decoding` are such loops. They all run through :func:`feedback_loop`,
-and step a stack with :meth:`StackedRNN.step <rnnlab.layers.StackedRNN.step>`, so no model
-module keeps a time loop of its own.
+so no model module keeps a time loop of its own. The forecaster and the language model
+step their stacks with :meth:`StackedRNN.step <rnnlab.layers.StackedRNN.step>`; the
+translator steps its one decoder cell itself, since attention sits between its steps.
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ default; the stack's plain ``dropout`` (between layers, as in PyTorch) is the
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -171,7 +172,12 @@ class StackedRNN(nnx.Module):
         return result[0] if len(result) == 1 else result
 
     def step(
-        self, carries: Sequence[Carry], x: Array, *, deterministic: bool | None = True
+        self,
+        carries: Sequence[Carry],
+        x: Array,
+        *,
+        deterministic: bool | None = True,
+        rngs: KeyLike | None = None,
     ) -> tuple[list[Carry], Array]:
         """One time step through every layer: ``(carries, x [*batch, F]) -> (carries, y)``.
 
@@ -180,19 +186,49 @@ class StackedRNN(nnx.Module):
         does at that position (zoneout's expectation, weight drop's evaluation weights,
         residuals), by the same layers. ``deterministic`` defaults to ``True``, because a
         free-running decoder has no per-sequence dropout masks to reuse; ``None`` follows
-        the module's mode. A bidirectional stack cannot step: its backward direction needs
-        the inputs that are still to come.
+        the module's mode and ``False`` draws fresh masks every step from ``rngs``.
+        A batch-normalised cell in training mode cannot step inside a decoder's loop (its
+        running averages would move as a side effect of the loop's trace): run the loop
+        under :meth:`running_averages`, or in evaluation mode. A bidirectional stack cannot
+        step: its backward direction needs the inputs that are still to come.
         """
         if self.bidirectional:
             raise ValueError("a bidirectional StackedRNN cannot run step by step")
+        if self._collecting():
+            raise ValueError(
+                "a batch-normalised StackedRNN in training mode cannot step inside a loop: "
+                "run the loop under `with stack.running_averages():` or after `.eval()`"
+            )
         time_axis = 0 if self.layers[0].time_major else x.ndim - 1
         carries, y = self(
             jnp.expand_dims(x, time_axis),
             initial_carry=carries,
             deterministic=deterministic,
+            rngs=rngs,
             return_carry=True,
         )
         return carries, jnp.squeeze(y, time_axis)
+
+    def _collecting(self) -> list[Any]:
+        return [
+            layer.cell
+            for layer in self.layers
+            if isinstance(layer, RNN) and getattr(layer.cell, "collects_statistics", False)
+        ]
+
+    @contextlib.contextmanager
+    def running_averages(self):
+        """Within the block, batch-normalised cells normalise with their running averages
+        and leave them unchanged, whatever the mode: for a closed loop in training (a free
+        run), entered outside the loop. Other cells are unaffected."""
+        cells = self._collecting()
+        for cell in cells:
+            cell.use_running_average = True
+        try:
+            yield self
+        finally:
+            for cell in cells:
+                cell.use_running_average = False
 
     def _run(self, inputs, initial_carry, seq_lengths, resets, reset_carry, deterministic, rngs):
         reg = self.regularization

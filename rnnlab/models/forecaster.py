@@ -161,12 +161,12 @@ class Forecaster(Model):
             raise ValueError(f"ar_order must be an int >= 0, got {ar_order!r}")
         if ar_order and mode != "direct":
             raise ValueError(f"ar_order > 0 needs mode='direct', got mode={mode!r}")
-        residual = same if residual is None else residual
-        if residual and out > input_features:
+        if out > input_features:
             raise ValueError(
-                f"residual=True needs output_features <= input_features (the targets are the "
-                f"first inputs), got {out} and {input_features}"
+                f"the forecaster needs output_features <= input_features (the targets are the first "
+                f"input series), got {out} and {input_features}"
             )
+        residual = same if residual is None else residual
         dtype = resolve_dtype(dtype)
         self.mode, self.head_type, self.residual = mode, head, residual
         self.teacher_forcing, self.window_norm = teacher_forcing, window_norm
@@ -309,7 +309,9 @@ class Forecaster(Model):
         if self.horizon == 1:
             return first, h[:, -1:]
         init = (carries, first["point"][:, 0])
-        _, (rest, hs) = feedback_loop(body, init, length=self.horizon - 1)
+        # A free run in training leaves batch statistics alone: the history pass moved them.
+        with self.rnn.running_averages():
+            _, (rest, hs) = feedback_loop(body, init, length=self.horizon - 1)
         rest = {k: jnp.moveaxis(v[:, :, 0], 0, 1) for k, v in rest.items()}
         out = {k: jnp.concatenate([first[k], rest[k]], axis=1) for k in first}
         return out, jnp.concatenate([h[:, -1:], jnp.moveaxis(hs, 0, 1)], axis=1)

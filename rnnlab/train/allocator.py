@@ -9,11 +9,12 @@ dynamic threshold (which rises after the first large free) does not help once a 
 bigger than its 32 MiB cap, or when blocks of many sizes are freed in turn.
 
 :func:`keep_freed_memory` sets both thresholds once, at start-up (``mallopt``, glibc
-only): blocks up to 1 GiB come from the heap, and the heap is
-never trimmed, so steady-state steps reuse pages that are already mapped. The resident set
-then stays at its peak instead of falling between steps; the peak itself does not grow,
-since freed blocks are reused. Measured on ``rnnlab train --config experiments/charlm.py``
-(benchmarks/README.md, "End to end").
+only): blocks up to 1 GiB come from the main heap (a thread's own arena still maps
+blocks above its 64 MiB heap), and the heap is never trimmed, so steady-state steps
+reuse pages that are already mapped. The resident set then stays at its peak instead of
+falling between steps; the peak itself does not grow, since freed blocks are reused.
+Measured on ``rnnlab train --config experiments/charlm.py`` (benchmarks/README.md, "End
+to end").
 
 The policy is on by default in the ``rnnlab`` command and off for a library import.
 ``RNNLAB_MALLOC=default`` (or ``off``, ``0``) leaves glibc's behaviour alone, as do the
@@ -35,8 +36,9 @@ USER_SETTINGS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNA
 # <malloc.h> parameter numbers.
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
-# Blocks up to 1 GiB come from the heap: larger than any per-step temporary of a CPU run.
-MMAP_THRESHOLD = 2**30
+# Blocks up to 1 GiB come from the heap: larger than any per-step temporary of a CPU run;
+# 32 MiB (glibc's cap before 2.35's larger heaps) where 1 GiB is refused.
+MMAP_THRESHOLDS = (2**30, 32 * 2**20)
 # Largest value an ``int`` argument of mallopt holds: "never trim".
 TRIM_NEVER = 2**31 - 1
 
@@ -63,24 +65,17 @@ def keep_freed_memory(environ: dict | None = None) -> str:
     env = os.environ if environ is None else environ
     if env.get(ENV, "").strip().lower() in OFF:
         _applied = "off"
-    elif any(env.get(name) for name in USER_SETTINGS):
+    elif any(env.get(name) for name in USER_SETTINGS[:2]) or "glibc.malloc." in env.get(
+        "GLIBC_TUNABLES", ""
+    ):
         _applied = "user"
     elif (libc := _libc()) is None:
         _applied = "unsupported"
     else:
         libc.mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
-        ok = libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1
-        ok = libc.mallopt(M_TRIM_THRESHOLD, TRIM_NEVER) == 1 and ok
+        # Older glibc caps the mmap threshold at 32 MiB; setting the trim threshold alone
+        # would pin the mmap threshold at its 128 KiB start, worse than the default.
+        ok = any(libc.mallopt(M_MMAP_THRESHOLD, v) == 1 for v in MMAP_THRESHOLDS)
+        ok = ok and libc.mallopt(M_TRIM_THRESHOLD, TRIM_NEVER) == 1
         _applied = "kept" if ok else "refused"
     return _applied
-
-
-def describe() -> str:
-    """One phrase for the run header: the policy in force (``""`` before it is decided)."""
-    return {
-        "kept": "freed memory kept (RNNLAB_MALLOC=default to return it)",
-        "off": "glibc default (RNNLAB_MALLOC)",
-        "user": "the environment's MALLOC_* settings",
-        "unsupported": "system default",
-        "refused": "glibc default (mallopt refused)",
-    }.get(_applied or "", "")
