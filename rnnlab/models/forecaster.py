@@ -163,8 +163,8 @@ class Forecaster(Model):
             raise ValueError(f"ar_order > 0 needs mode='direct', got mode={mode!r}")
         if out > input_features:
             raise ValueError(
-                f"the forecaster needs output_features <= input_features (the targets are the first "
-                f"input series), got {out} and {input_features}"
+                f"the forecaster needs output_features <= input_features (the targets are the "
+                f"first input series), got {out} and {input_features}"
             )
         residual = same if residual is None else residual
         dtype = resolve_dtype(dtype)
