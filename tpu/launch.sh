@@ -44,6 +44,9 @@ if [[ "$DRY_RUN" == 1 ]]; then
   exit 0
 fi
 
+# Ctrl-C ends the loop even when it lands in a child that handles SIGINT and exits (gcloud,
+# python): bash would otherwise go on with the next command of the loop.
+trap 'say "interrupted"; exit 130' INT
 attempt=0
 while true; do
   attempt=$((attempt + 1))
