@@ -17,7 +17,9 @@ Commands (train, then score the best checkpoint on the test split)::
 Variants: ``gru`` (default), ``lstm`` (rnnlab's cells in ``rnnlab.models`` "classifier"),
 ``flax_gru``, ``flax_lstm`` (Flax's ``nnx.GRUCell`` / ``nnx.OptimizedLSTMCell`` in
 "flax_classifier": the same pooling, head, optimizer, steps, batches and seed; only the
-recurrence differs), ``small`` (CI smoke run, a few seconds).
+recurrence differs), ``small`` (CI smoke run, a few seconds). "flax_classifier" is the peer
+of ``benchmarks/flax_peer.py``, registered by this file, so its runs are evaluated with the
+file named: ``rnnlab eval --config experiments/mnist1d.py:flax_gru --workdir ...``.
 
 Model: two recurrent layers of 128 units, the output at the last step, a linear head; Adam
 3e-3 with 100 warm-up steps and a cosine decay to 5 %, gradients clipped at global norm 1,
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import ml_collections
 
+import benchmarks.flax_peer  # noqa: F401  (registers the flax_* variants' "flax_classifier")
 from experiments import settings
 from rnnlab.train.config import base_config, lock
 

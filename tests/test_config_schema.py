@@ -114,7 +114,7 @@ def test_tie_embeddings_override_trains_and_lands_in_config_json(tmp_path):
         for key in list(c.data.keys()):
             if key != "name":
                 del c.data[key]
-    from rnnlab.train.testing import FakeSource
+    from fake_data import FakeSource
 
     loop.train(c, str(tmp_path / "run"), source=FakeSource())
     with open(tmp_path / "run" / "config.json") as f:

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+import benchmarks.flax_peer  # noqa: F401  (registers flax_classifier)
 from rnnlab import models
 from rnnlab.regularizers import Regularization, sample_layer_masks
 

@@ -8,12 +8,12 @@ import os
 import jax
 import numpy as np
 import pytest
+from fake_data import FakeSource
 
 from rnnlab import optim
 from rnnlab.train import config as cfg_lib
 from rnnlab.train import loop
 from rnnlab.train import metric_log as metrics_lib
-from rnnlab.train.testing import FakeSource
 
 
 def _config(optim_overrides, steps, eval_every):

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from fake_data import FakeSource
 from flax import nnx
 from rnn_reference import params64, randomize, sigmoid
 
@@ -19,7 +20,6 @@ import rnnlab
 from rnnlab.layers import StackedRNN, dispatch
 from rnnlab.train import config as cfg_lib
 from rnnlab.train import loop
-from rnnlab.train.testing import FakeSource
 
 B, T, F, H, P = 3, 7, 4, 5, 3
 

@@ -17,13 +17,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from fake_data import FakeSource
 
 from rnnlab import parallel
 from rnnlab.train import config as cfg_lib
 from rnnlab.train import loop
 from rnnlab.train import sharding as sharding_lib
 from rnnlab.train.step import apply_model
-from rnnlab.train.testing import FakeSource
 
 B1 = 0.9
 MESHES = {
@@ -189,11 +189,11 @@ def test_mesh_and_sharding_from_command_line_overrides():
     config = _config("fake_lm", {}, ["mesh.fsdp=2", "mesh.model=1", "sharding.rules=fsdp"])
     # ml_collections sorts keys; the trainer lays the axes out data, fsdp, then the rest
     assert sharding_lib.mesh_axes(config.mesh) == [("data", -1), ("fsdp", 2), ("model", 1)]
-    mesh = sharding_lib.make_mesh(config)
+    mesh = sharding_lib.mesh_from_config(config)
     assert dict(mesh.shape) == {"data": 4, "fsdp": 2, "model": 1}
     assert len(sharding_lib.rules(config, mesh)) == 1
     with pytest.raises(cfg_lib.ConfigError, match="'mesh'.*does not divide"):
-        sharding_lib.make_mesh(_config("fake_lm", {}, ["mesh.fsdp=3"]))
+        sharding_lib.mesh_from_config(_config("fake_lm", {}, ["mesh.fsdp=3"]))
     with pytest.raises(cfg_lib.ConfigError, match="mesh.fsdp.*positive int size or -1"):
         sharding_lib.mesh_axes(_config("fake_lm", {}, ["mesh.fsdp=0"]).mesh)
     with pytest.raises(cfg_lib.ConfigError, match="mesh.fsdp"):

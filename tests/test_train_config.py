@@ -3,11 +3,11 @@
 import os
 
 import pytest
+from fake_data import FakeSource
 
 from rnnlab.train import config as cfg_lib
 from rnnlab.train import loop
 from rnnlab.train.config import ConfigError
-from rnnlab.train.testing import FakeSource
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHARLM = os.path.join(REPO, "experiments", "charlm.py")

@@ -8,11 +8,11 @@ import signal
 import jax
 import numpy as np
 import pytest
+from fake_data import FakeSource
 
 from rnnlab.train import config as cfg_lib
 from rnnlab.train import loop
 from rnnlab.train import metric_log as metrics_lib
-from rnnlab.train.testing import FakeSource
 
 
 def _config(steps=24, **train):

@@ -4,12 +4,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from fake_data import FakeSource
 
 from rnnlab import optim, parallel, tasks
 from rnnlab.train import config as cfg_lib
 from rnnlab.train import state as state_lib
 from rnnlab.train.step import make_train_step
-from rnnlab.train.testing import FakeSource
 
 SOURCE = FakeSource()
 

@@ -99,6 +99,9 @@ class Row:
     diagnose: str = ""  # cells for `rnnlab diagnose --cells ...` after training
     figures: tuple[str, ...] = ("plots/loss.png",)
     note: str = ""
+    # `rnnlab eval` reads the experiment file too: its model is registered by that file
+    # (a peer outside the package), not by the workdir's config.json alone.
+    eval_reads_config: bool = False
 
     def __post_init__(self):
         if self.tier not in TIERS:
@@ -119,6 +122,8 @@ class Row:
         workdir = workdir or f"workdirs/results/{self.key}"
         out = [self.train_args(workdir)]
         which = ["--checkpoint", self.eval_checkpoint] if self.eval_checkpoint else []
+        if self.eval_reads_config:
+            which += ["--config", self.config, *(f"--config.{o}" for o in self.overrides)]
         for split in (self.eval_split, *self.also_eval) if self.eval_split else ():
             out.append(["eval", "--workdir", workdir, "--split", split, *which])
         if self.diagnose:
@@ -213,6 +218,7 @@ def _mnist1d(variant: str, model: str, baselines: tuple[Baseline, ...], tier: st
         tier=tier,
         eval_split="test",
         figures=("plots/loss.png", "plots/accuracy.png"),
+        eval_reads_config=variant.startswith("flax_"),
     )
 
 

@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from rnnlab.data.fetch import NOVELS as AUSTEN_NOVELS
-from rnnlab.data.ts_format import read_ts
+from rnnlab.data.ts_format import class_names, read_ts
 from rnnlab.data.vocab import char_vocab
 
 CHUNK_CHARS = 1 << 16  # one example per 64 Ki characters keeps preparation to seconds
@@ -174,7 +174,8 @@ class UeaArchive(tfds.core.GeneratorBasedBuilder):
 
     def _info(self):
         train, _ = self._files()
-        _, _, classes = read_ts(train) if train.exists() else ([], [], ["0"])
+        # Only the header: the TFDS info is built on every load, the instances once.
+        classes = class_names(train) if train.exists() else ["0"]
         return _info(
             self,
             {

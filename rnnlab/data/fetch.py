@@ -3,8 +3,9 @@
 Idempotent: a stamp file makes a second run return at once. Jane Austen's novels come from
 the Debian package ``r-cran-janeaustenr`` (MIT; the texts are public domain): it is
 downloaded, not installed (installing would pull in R), unpacked with ``dpkg-deb -x`` and
-its R lazy-load database decoded by ``rnnlab.data.rdata``. The TFDS builders of the offline
-datasets are then prepared under ``<data_dir>/tfds`` (array_record files).
+its R lazy-load database read by ``rnnlab.data.lazyload`` (the ``rdata`` package). The TFDS
+builders of the offline datasets are then prepared under ``<data_dir>/tfds`` (array_record
+files).
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ def _download_deb(workdir: Path) -> Path:
 
 def fetch_austen(data_dir: Path) -> Path:
     """Writes ``<data_dir>/austen/<novel>.txt`` (lines joined by newlines) unless present."""
-    from rnnlab.data import rdata
+    from rnnlab.data import lazyload
 
     out = Path(data_dir) / "austen"
     if all((out / f"{n}.txt").exists() for n in NOVELS):
@@ -86,7 +87,7 @@ def fetch_austen(data_dir: Path) -> Path:
         result = _run(["dpkg-deb", "-x", str(deb), str(unpacked)], tmp)
         if result.returncode != 0:
             raise RuntimeError(f"dpkg-deb -x {deb.name} failed:\n{result.stderr.strip()}")
-        objects = rdata.read_lazyload_db(unpacked / RDB)
+        objects = lazyload.read_lazyload_db(unpacked / RDB)
         missing = [n for n in NOVELS if n not in objects]
         if missing:
             raise RuntimeError(f"{PACKAGE}: expected novels {list(NOVELS)}, missing {missing}")
@@ -94,7 +95,7 @@ def fetch_austen(data_dir: Path) -> Path:
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
         for name in NOVELS:
-            lines = objects[name].value
+            lines = objects[name].tolist()
             text = "\n".join("" if line is None else line for line in lines) + "\n"
             (staging / f"{name}.txt").write_text(text, encoding="utf-8")
         (staging / "SOURCE").write_text(

@@ -236,7 +236,6 @@ def options(name: str) -> dict[str, Option]:
 from rnnlab.models import (  # noqa: E402, F401
     classifier,
     ctc,
-    flax_peer,
     forecaster,
     language_model,
     seq2seq,

@@ -40,7 +40,7 @@ class Run:
         parallel.initialize()
         self.workdir = workdir
         self.source = source if source is not None else inputs.default_source()
-        self.mesh = sharding_lib.make_mesh(config, devices)
+        self.mesh = sharding_lib.mesh_from_config(config, devices)
         config = cfg_lib.resolved(config)
         context = {
             "num_devices": jax.device_count(),

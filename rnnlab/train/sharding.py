@@ -65,8 +65,10 @@ def mesh_axes(mesh_config: Any) -> list[tuple[str, int]]:
     return [(name, int(items[name])) for name in known + others]
 
 
-def make_mesh(config: ConfigDict, devices: Sequence[Any] | None = None) -> Mesh:
-    """The run's mesh over ``devices`` (default: every device of every process).
+def mesh_from_config(config: ConfigDict, devices: Sequence[Any] | None = None) -> Mesh:
+    """The run's mesh over ``devices`` (default: every device of every process): the axes of
+    ``config.mesh`` in the trainer's order, built by :func:`rnnlab.parallel.make_mesh` (the
+    one place meshes are made), its errors named by config key.
 
     Raises:
       ConfigError: the axis sizes do not fit the number of devices (key ``mesh``).

@@ -10,9 +10,10 @@ state is what gets sharded, donated to the jitted step and checkpointed.
 
 from __future__ import annotations
 
+import collections
 import functools
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
@@ -130,20 +131,18 @@ def _json_default(x: Any) -> Any:
     raise TypeError(f"not JSON-serialisable: {type(x).__name__}")
 
 
-@functools.lru_cache(maxsize=16)
-def _initializer(config_json: str, info_json: str, tx, batch_size: int):
-    config, info = _ORIGINALS[(config_json, info_json)]
-    return lambda: init_state(config, info, tx, batch_size)
-
-
-_ORIGINALS: dict[tuple[str, str], tuple[ConfigDict, Mapping[str, Any]]] = {}
+# Initializers of recent runs, least recently used first; bounded, so that a process that
+# builds many runs (the test suite, a sweep) does not keep every config alive.
+_INITIALIZERS: collections.OrderedDict[tuple, Callable[[], TrainState]] = collections.OrderedDict()
+MAX_INITIALIZERS = 16
 
 
 def initializer(
     config: ConfigDict, info: Mapping[str, Any], tx: optax.GradientTransformation, batch_size: int
-):
+) -> Callable[[], TrainState]:
     """``init() -> TrainState`` for :func:`init_state`; the same function object for equal
-    arguments, so that rebuilding a run in one process does not recompile its init."""
+    arguments (among the last :data:`MAX_INITIALIZERS`), so that rebuilding a run in one
+    process does not recompile its init."""
     # Only what init_state reads: the model, the seed and whether the state is carried.
     used = {
         "model": cfg_lib.to_dict(config.model),
@@ -153,9 +152,16 @@ def initializer(
     key = (
         json.dumps(used, sort_keys=True),
         json.dumps(dict(info), sort_keys=True, default=_json_default),
+        tx,
+        int(batch_size),
     )
-    _ORIGINALS.setdefault(key, (config, info))
-    return _initializer(*key, tx, int(batch_size))
+    init = _INITIALIZERS.pop(key, None)
+    if init is None:
+        init = lambda: init_state(config, info, tx, int(batch_size))
+    _INITIALIZERS[key] = init
+    while len(_INITIALIZERS) > MAX_INITIALIZERS:
+        _INITIALIZERS.popitem(last=False)
+    return init
 
 
 @functools.lru_cache(maxsize=16)

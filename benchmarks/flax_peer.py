@@ -5,8 +5,10 @@ The results table compares rnnlab's GRU and LSTM with Flax's stock ``nnx.GRUCell
 :class:`rnnlab.models.SequenceClassifier` with only the recurrence swapped: the stock cell
 runs in ``flax.nnx.RNN`` (Flax's defaults: LeCun-normal input kernels, orthogonal
 recurrent kernels, zero biases), then the same pooling over valid steps and the same
-linear head. Registered as ``"flax_classifier"``::
+linear head. A peer for comparisons, not part of the package: importing this module
+registers it as ``"flax_classifier"`` (``experiments/mnist1d.py`` does so)::
 
+    import benchmarks.flax_peer  # noqa: F401
     config.model.name = "flax_classifier"
     config.model.cell = "gru"            # or "lstm"
 """
