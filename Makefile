@@ -40,9 +40,14 @@ data: $(STAMP)
 	command -v espeak-ng >/dev/null || (apt-get update -qq && apt-get install -y -qq espeak-ng)
 	$(PY) -m rnnlab.data.fetch --data-dir $(DATA_DIR)
 
+# Test files run in parallel, one process per core (pytest-xdist); whole files go to one
+# worker so that a file's shared runs (module fixtures) are trained once, slowest files
+# first (tests/conftest.py orders them). TEST_WORKERS=0 runs them in this process.
+TEST_WORKERS ?= auto
 test: $(STAMP) data
 	$(PY) -m ruff check rnnlab tests tools experiments benchmarks
-	RNNLAB_DATA_DIR=$(abspath $(DATA_DIR)) $(PY) -m pytest -q tests
+	RNNLAB_DATA_DIR=$(abspath $(DATA_DIR)) $(PY) -m pytest -q -n $(TEST_WORKERS) \
+		--dist loadfile --no-loadscope-reorder tests
 
 # The core (cells, layers, scan) on the oldest releases pyproject.toml allows. Not part of
 # `make test` (a second install plus the core tests take several minutes); .ci/run runs

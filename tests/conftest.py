@@ -4,6 +4,7 @@ These run before any test imports jax's backend, so every test sees the same wor
 TPU VM host would show (8 devices) while running on one CPU.
 """
 
+import collections
 import os
 import socket
 
@@ -46,3 +47,17 @@ def _tfds_offline(tmp_path, monkeypatch):
         return
     monkeypatch.setattr(downloader, "MAX_RETRIES", 0, raising=False)
     yield
+
+
+def pytest_collection_modifyitems(config, items):
+    """Runs the files with the most end-to-end runs (``@pytest.mark.slow``) first, each file's
+    tests in their own order.
+
+    ``make test`` hands whole files to parallel workers (pytest-xdist, ``--dist loadfile
+    --no-loadscope-reorder``) in this order; starting the longest files first lets the
+    workers finish together instead of one waiting on a long file handed out last. A file
+    whose tests are slow without the mark can say so with ``pytestmark = pytest.mark.slow``.
+    """
+    slow = collections.Counter(item.path for item in items if item.get_closest_marker("slow"))
+    first_seen = {path: i for i, path in enumerate(dict.fromkeys(item.path for item in items))}
+    items.sort(key=lambda item: (-slow[item.path], first_seen[item.path]))

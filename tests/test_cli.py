@@ -12,6 +12,8 @@ import pytest
 
 from rnnlab import cli
 
+# Every test here trains: make test hands this file out first (tests/conftest.py).
+pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
 CHARLM_SMALL = str(REPO / "experiments" / "charlm.py") + ":small"
 # A unigram model of the corpus scores about 4.5 bits per character (log2 82 = 6.36 is

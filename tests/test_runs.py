@@ -23,6 +23,8 @@ from rnnlab import cli
 from rnnlab.train import lock as lock_lib
 from rnnlab.train import metric_log, record
 
+# Every test here trains: make test hands this file out first (tests/conftest.py).
+pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
 FAULTS = str(REPO / "experiments" / "faults.py")
 

@@ -14,6 +14,9 @@ from rnnlab.train import config as cfg_lib
 from rnnlab.train import loop
 from rnnlab.train import metric_log as metrics_lib
 
+# Every test here trains: make test hands this file out first (tests/conftest.py).
+pytestmark = pytest.mark.slow
+
 
 def _config(steps=24, **train):
     c = cfg_lib.base_config()
