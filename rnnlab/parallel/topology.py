@@ -158,6 +158,9 @@ def devices(name: str, slices: int = 1) -> list:
         )
     from jax.experimental import topologies
 
+    # Compile-only devices open no chip: two compiles on one machine may share libtpu
+    # (without this, the second stops at libtpu's lock file).
+    os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
     with _quiet_stderr():
         desc = topologies.get_topology_desc(
             platform="tpu",
