@@ -25,6 +25,15 @@ SLICES = {
 }
 GENERATIONS = tuple(SLICES)
 
+# Every TPU recipe and the generation whose slice it is sized for: what `make tpu-compile`
+# compiles (rnnlab compile --topology SLICES[generation]["accelerator_type"]).
+RECIPES = (
+    ("experiments/charlm.py:tpu", "v5e"),
+    ("experiments/charlm.py:tpu,v6e", "v6e"),
+    ("experiments/wordlm.py:tpu", "v5e"),
+    ("experiments/seqmnist.py:tpu", "v5e"),
+)
+
 
 def parse(parts: list[str], experiment: str) -> str | None:
     """The TPU generation named by variant parts (``["tpu"]``, ``["tpu", "v6e"]``), or None

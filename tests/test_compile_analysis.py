@@ -50,11 +50,11 @@ def test_memory_total_counts_donated_buffers_once():
     assert compiled.memory(stub)["total"] == 100 + 90 - 80 + 500 + 7
 
 
-def test_verdict_keeps_a_reserve_of_hbm():
+def test_verdict_counts_headroom_against_hbm():
     hbm = 16 * 2**30
-    assert compiled.verdict(int(0.9 * hbm), hbm)["fits"]
-    tight = compiled.verdict(int(0.99 * hbm), hbm)
-    assert not tight["fits"] and tight["headroom_bytes"] > 0
+    assert compiled.verdict(int(0.99 * hbm), hbm)["fits"]
+    tight = compiled.verdict(int(0.99 * hbm), hbm, headroom=0.05)
+    assert not tight["fits"] and tight["headroom_bytes"] == hbm - int(0.99 * hbm)
     over = compiled.verdict(hbm + 1, hbm)
     assert not over["fits"] and over["headroom_bytes"] == -1
 

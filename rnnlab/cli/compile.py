@@ -122,6 +122,12 @@ def render(report: dict[str, Any]) -> str:
     ]
     for name in ("train_step", "eval_step"):
         m = report[name]["memory"]
+        if "error" in report[name]:
+            lines.append(
+                f"{name.replace('_', ' ')}: libtpu refused it, needing {_mib(m['total'])} per "
+                f"chip ({report[name]['error']})"
+            )
+            continue
         lines.append(
             f"{name.replace('_', ' ')} memory per chip: {_mib(m['total'])} (arguments "
             f"{_mib(m['arguments'])}, outputs {_mib(m['outputs'])}, aliased "

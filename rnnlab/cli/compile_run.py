@@ -4,6 +4,7 @@ read what the compiler says, and search the largest per-chip batch that fits."""
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any
 
 import jax
@@ -42,9 +43,36 @@ def _abstract(tree: Any, shardings: Any) -> Any:
 def _batch(shapes: DeclaredSource, rows: int, mesh) -> dict[str, jax.ShapeDtypeStruct]:
     sharding = parallel.data_sharding(mesh)
     return {
-        k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=sharding)
-        for k, v in shapes.batch(rows).items()
+        k: jax.ShapeDtypeStruct(shape, dtype, sharding=sharding)
+        for k, (shape, dtype) in shapes.layout(rows).items()
     }
+
+
+# libtpu's refusal of a program that cannot fit, e.g. "Ran out of memory on HBM, the total
+# memory required for HLO temporaries (17.03G) exceeds available HBM (15.75G)".
+_OUT_OF_MEMORY = re.compile(r"memory required[^(]*\(([\d.]+)([KMGT]?)\)")
+_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+
+
+def _compile(lowered) -> tuple[Any, dict[str, Any] | None]:
+    """``(compiled, None)``, or ``(None, analysis)`` of a program libtpu refused for want of
+    HBM: its memory total is the requirement libtpu names."""
+    try:
+        return lowered.compile(), None
+    except Exception as e:  # noqa: BLE001 - jaxlib's error type differs between versions
+        text = str(e)
+        if "RESOURCE_EXHAUSTED" not in text:
+            raise
+        match = _OUT_OF_MEMORY.search(text)
+        need = int(float(match.group(1)) * _UNITS[match.group(2)]) if match else 0
+        memory = dict.fromkeys(("arguments", "outputs", "aliased", "temporaries", "code"), 0)
+        memory["total"] = need
+        return None, {
+            "memory": memory,
+            "cost": {"flops": 0.0, "bytes": 0.0},
+            "collectives": {},
+            "error": text.splitlines()[0][:300],
+        }
 
 
 def _analyse(compiled) -> dict[str, Any]:
@@ -65,7 +93,7 @@ def compile_steps(config: ConfigDict, where: Target, shapes: DeclaredSource) -> 
         state = _abstract(run.abstract, run.shardings)
         train_batch = _batch(shapes, int(run.config.train.batch_size), run.mesh)
         with dispatch.recording() as paths:
-            train = run.jit_train_step().lower(state, train_batch).compile()
+            train, refused = _compile(run.jit_train_step().lower(state, train_batch))
         step = make_eval_step(run.graphdef, run.task, stateful=run.stateful)
         eval_rows = int(run.config.eval.batch_size)
         carry = None
@@ -76,14 +104,14 @@ def compile_steps(config: ConfigDict, where: Target, shapes: DeclaredSource) -> 
                 shape, jax.tree.map(lambda _: parallel.data_sharding(run.mesh), shape)
             )
         evaluate = jax.jit(step, out_shardings=(parallel.replicated(run.mesh), None))
-        eval_compiled = evaluate.lower(
-            state.params, state.rest, carry, _batch(shapes, eval_rows, run.mesh)
-        ).compile()
+        eval_compiled, eval_refused = _compile(
+            evaluate.lower(state.params, state.rest, carry, _batch(shapes, eval_rows, run.mesh))
+        )
     return {
         "run": run,
         "paths": paths,
-        "train_step": _analyse(train),
-        "eval_step": _analyse(eval_compiled),
+        "train_step": refused or _analyse(train),
+        "eval_step": eval_refused or _analyse(eval_compiled),
     }
 
 
@@ -97,8 +125,8 @@ def compile_run(config: ConfigDict, where: Target, shapes: DeclaredSource) -> di
     cfg = run.config
     batch = int(cfg.train.batch_size)
     dp = parallel.data_parallel_size(run.mesh)
-    example = shapes.batch(1)["inputs"]
-    seq_len = int(example.shape[1]) if example.ndim > 1 else 1
+    example, _ = shapes.layout(1)["inputs"]
+    seq_len = int(example[1]) if len(example) > 1 else 1
     tokens = batch * seq_len
     flops = analysis.model_flops(run.abstract.params, tokens // dp)
     train = out["train_step"]
@@ -154,6 +182,12 @@ def _fits(config, where, shapes, per_chip: int, dp: int) -> tuple[bool, int]:
     return analysis.verdict(total, where.topology.chip.hbm_bytes)["fits"], total
 
 
+# How much the per-chip batch may grow in one round of the search before any batch has
+# failed: a fixed cost that dominates the memory of small batches makes the line through
+# them too flat to extrapolate far.
+GROWTH = 16
+
+
 def _next_guess(points: dict[int, tuple[bool, int]], usable: float, low: int, high: int | None):
     """The per-chip batch to compile next: where the straight line through the two known
     points nearest the boundary reaches the usable HBM (memory grows about linearly with
@@ -168,8 +202,8 @@ def _next_guess(points: dict[int, tuple[bool, int]], usable: float, low: int, hi
         (b0, (_, m0)), (b1, (_, m1)) = (pair[0], points[pair[0]]), (pair[1], points[pair[1]])
         if m1 > m0:
             guess = b0 + int((usable - m0) * (b1 - b0) // (m1 - m0))
-    if high is None:
-        return max(guess or 0, low + 1) if guess and guess > low else 2 * low
+    if high is None:  # no batch has failed yet: grow, at most GROWTH-fold a round
+        return min(guess, GROWTH * low) if guess and guess > low else 2 * low
     if guess is None or not low < guess < high:
         guess = (low + high) // 2
     return guess

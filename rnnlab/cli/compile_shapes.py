@@ -48,6 +48,10 @@ class DeclaredSource:
         """A zero batch of ``rows`` rows in the recorded layout."""
         return {k: np.zeros((rows, *v.shape[1:]), v.dtype) for k, v in self._batch.items()}
 
+    def layout(self, rows: int) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+        """``{key: (shape, dtype)}`` of a batch of ``rows`` rows (nothing allocated)."""
+        return {k: ((rows, *v.shape[1:]), v.dtype) for k, v in self._batch.items()}
+
 
 def _first_batch(data: Any, cfg: Any) -> dict[str, np.ndarray]:
     batches = data.load(cfg, split="train", batch_size=1, seed=0, repeat=True)
