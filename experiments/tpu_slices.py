@@ -32,6 +32,7 @@ RECIPES = (
     ("experiments/charlm.py:tpu,v6e", "v6e"),
     ("experiments/wordlm.py:tpu", "v5e"),
     ("experiments/seqmnist.py:tpu", "v5e"),
+    ("experiments/seqmnist.py:bn_lstm,permuted,tpu,v6e", "v6e"),
 )
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 
@@ -66,3 +68,18 @@ def test_unknown_topology_is_a_one_line_error(capsys):
     err = capsys.readouterr().err.strip()
     assert status == 2 and "\n" not in err
     assert "unknown TPU topology 'v9-8'" in err and "v5e-16" in err and "v6e-8" in err
+
+
+def test_libtpu_start_up_warnings_do_not_reach_the_user():
+    # A fresh process: libtpu warns once, when it first starts (no TPU, no worker hostnames).
+    result = subprocess.run(
+        [sys.executable, "-m", "rnnlab.cli", "compile", "--config", "experiments/seqmnist.py:tpu"]
+        + ["--topology", "v5e-8"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "verdict:" in result.stdout
+    for noise in ("TPU_WORKER_HOSTNAMES", "TPU_ACCELERATOR_TYPE", "host bounds", "InitGoogle"):
+        assert noise not in result.stderr + result.stdout
