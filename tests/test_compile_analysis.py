@@ -135,3 +135,30 @@ def test_per_backend_choices_follow_the_target_platform():
     with pytest.raises(ValueError, match="platform must be one of"):
         with target.compiling_for("tpu-v5e"):
             pass
+
+
+def test_shapes_without_the_data_come_from_the_declared_features(tmp_path, monkeypatch):
+    import json
+
+    from rnnlab.cli import compile_shapes
+    from rnnlab.train import config as cfg_lib
+
+    monkeypatch.setenv("RNNLAB_DATA_DIR", str(tmp_path / "empty"))
+    config = cfg_lib.load("experiments/wordlm.py:tpu")
+    shapes = compile_shapes.source(config)
+    assert "declared features" in shapes.origin
+    # lm1b's vocabulary is built from the text; its size is the one the options declare.
+    assert shapes.info(None)["vocab_size"] == 32768 and shapes.info(None)["task"] == "lm"
+    # The packed language-model batch of rnnlab/data/lm.py, 35 tokens a row.
+    assert shapes.layout(4) == {
+        "inputs": ((4, 35), np.dtype(np.int32)),
+        "targets": ((4, 35), np.dtype(np.int32)),
+        "weights": ((4, 35), np.dtype(np.float32)),
+        "resets": ((4, 35), np.dtype(bool)),
+    }
+    given = tmp_path / "dataset_info.json"
+    given.write_text(json.dumps({"name": "lm1b", "task": "lm", "vocab_size": 1000}))
+    assert compile_shapes.source(config, str(given)).info(None)["vocab_size"] == 1000
+    given.write_text(json.dumps({"name": "mnist", "task": "classification"}))
+    with pytest.raises(cfg_lib.ConfigError, match="describes dataset 'mnist'"):
+        compile_shapes.source(config, str(given))
