@@ -133,17 +133,22 @@ def render(report: dict[str, Any]) -> str:
             f"{_mib(m['arguments'])}, outputs {_mib(m['outputs'])}, aliased "
             f"{_mib(m['aliased'])}, temporaries {_mib(m['temporaries'])}, code {_mib(m['code'])})"
         )
-    verdict = (
-        f"fits, {_mib(v['headroom_bytes'])} of HBM left"
-        if v["fits"]
-        else f"does NOT fit ({_mib(-v['headroom_bytes'])} over)"
-        if v["headroom_bytes"] < 0
-        else f"does NOT fit (only {_mib(v['headroom_bytes'])} left, under the reserve)"
-    )
+    refused = any("error" in report[name] for name in ("train_step", "eval_step"))
+    if v["fits"]:
+        verdict = f"fits, {_mib(v['headroom_bytes'])} of HBM left"
+    elif refused:
+        verdict = "does NOT fit: libtpu refused the program"
+    elif v["headroom_bytes"] < 0:
+        verdict = f"does NOT fit ({_mib(-v['headroom_bytes'])} over)"
+    else:
+        verdict = f"does NOT fit (only {_mib(v['headroom_bytes'])} left, under the reserve)"
     lines.append(
         f"verdict: {_mib(report['memory_per_chip_mib'] * MiB)} of {_mib(v['hbm_bytes'])}"
         f" HBM per chip ({100 * v['fraction_of_hbm']:.0f} %): {verdict}"
     )
+    if "error" in report["train_step"]:
+        lines.append("no cost or roofline: the train step did not compile")
+        return "\n".join(lines)
     c = report["train_step"]["cost"]
     lines.append(
         f"train step per chip: {c['flops'] / 1e9:,.1f} GFLOP, {c['bytes'] / 1e9:,.2f} GB of "

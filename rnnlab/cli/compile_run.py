@@ -141,6 +141,9 @@ def compile_run(config: ConfigDict, where: Target, shapes: DeclaredSource) -> di
         tokens=tokens,
         model_flops=flops,
     )
+    verdict = analysis.verdict(total, chip.hbm_bytes)
+    # libtpu's refusal is final even when what it names is just under the HBM it has.
+    verdict["fits"] = verdict["fits"] and not any("error" in step for step in out.values())
     return {
         "topology": {
             "name": topo.name,
@@ -163,7 +166,7 @@ def compile_run(config: ConfigDict, where: Target, shapes: DeclaredSource) -> di
         ],
         **out,
         "memory_per_chip_mib": total / 2**20,
-        "verdict": analysis.verdict(total, chip.hbm_bytes),
+        "verdict": verdict,
         "model_flops_per_chip": flops,
         "roofline": roof,
     }
@@ -177,9 +180,10 @@ def with_per_chip_batch(config: ConfigDict, per_chip: int, data_parallel: int) -
 
 
 def _fits(config, where, shapes, per_chip: int, dp: int) -> tuple[bool, int]:
-    out = compile_steps(with_per_chip_batch(config, per_chip, dp), where, shapes)
-    total = out["train_step"]["memory"]["total"]
-    return analysis.verdict(total, where.topology.chip.hbm_bytes)["fits"], total
+    train = compile_steps(with_per_chip_batch(config, per_chip, dp), where, shapes)["train_step"]
+    total = train["memory"]["total"]
+    fits = analysis.verdict(total, where.topology.chip.hbm_bytes)["fits"] and "error" not in train
+    return fits, total
 
 
 # How much the per-chip batch may grow in one round of the search before any batch has
