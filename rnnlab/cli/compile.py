@@ -107,11 +107,27 @@ def _mib(n: float) -> str:
     return f"{n / MiB:,.0f} MiB"
 
 
+def _cost_lines(report: dict[str, Any]) -> list[str]:
+    """FLOPs, bytes, the roofline and the collectives of the compiled train step."""
+    if "error" in report["train_step"]:
+        return ["no cost or roofline: the train step did not compile"]
+    c, r = report["train_step"]["cost"], report["roofline"]
+    coll = report["train_step"]["collectives"]
+    text = ", ".join(f"{op} x{v['count']} ({_mib(v['bytes'])})" for op, v in coll.items())
+    return [
+        f"train step per chip: {c['flops'] / 1e9:,.1f} GFLOP, {c['bytes'] / 1e9:,.2f} GB of "
+        f"HBM traffic; model FLOPs (6 N T) {report['model_flops_per_chip'] / 1e9:,.1f} GFLOP",
+        f"roofline: {r['step_time_s'] * 1e3:,.2f} ms per step, {r['bound']}-bound (compute "
+        f"{r['compute_s'] * 1e3:,.2f} ms, memory {r['memory_s'] * 1e3:,.2f} ms); at most "
+        f"{r['tokens_per_s']:,.0f} tokens/s; MFU at that bound {100 * r['mfu']:.0f} %",
+        f"collectives per train step: {text or 'none'}",
+    ]
+
+
 def render(report: dict[str, Any]) -> str:
     """The report as the lines the command prints."""
     t = report["topology"]
     v = report["verdict"]
-    r = report["roofline"]
     lines = [
         f"topology {t['name']} x {t['slices']} slice(s): {t['chips']} chips of {t['chip']} on "
         f"{t['hosts']} host(s), mesh {report['mesh']}",
@@ -146,22 +162,7 @@ def render(report: dict[str, Any]) -> str:
         f"verdict: {_mib(report['memory_per_chip_mib'] * MiB)} of {_mib(v['hbm_bytes'])}"
         f" HBM per chip ({100 * v['fraction_of_hbm']:.0f} %): {verdict}"
     )
-    if "error" in report["train_step"]:
-        lines.append("no cost or roofline: the train step did not compile")
-        return "\n".join(lines)
-    c = report["train_step"]["cost"]
-    lines.append(
-        f"train step per chip: {c['flops'] / 1e9:,.1f} GFLOP, {c['bytes'] / 1e9:,.2f} GB of "
-        f"HBM traffic; model FLOPs (6 N T) {report['model_flops_per_chip'] / 1e9:,.1f} GFLOP"
-    )
-    lines.append(
-        f"roofline: {r['step_time_s'] * 1e3:,.2f} ms per step, {r['bound']}-bound (compute "
-        f"{r['compute_s'] * 1e3:,.2f} ms, memory {r['memory_s'] * 1e3:,.2f} ms); at most "
-        f"{r['tokens_per_s']:,.0f} tokens/s; MFU at that bound {100 * r['mfu']:.0f} %"
-    )
-    coll = report["train_step"]["collectives"]
-    text = ", ".join(f"{op} x{v['count']} ({_mib(v['bytes'])})" for op, v in coll.items())
-    lines.append(f"collectives per train step: {text or 'none'}")
+    lines += _cost_lines(report)
     if "largest_batch" in report:
         lb = report["largest_batch"]
         lines.append(
