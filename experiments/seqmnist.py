@@ -38,8 +38,14 @@ experiments/tpu_slices.py)::
 The papers' models (100 units, 784 steps) in bfloat16 compute with float32 parameters and
 carries. Global batch: 16 per chip on v5e (``v5litepod-16``: 256), 32 per chip on v6e
 (``v6e-8``: 256); mesh ``data=-1``. Steps are scaled by 64 / 256 to keep the papers' number
-of epochs; the learning rates stay the papers', untuned for the larger batch. Expected step
-time and accuracy: not measured.
+of epochs; the learning rates stay the papers', untuned for the larger batch.
+
+Compile-time estimates (``rnnlab compile --config experiments/seqmnist.py:tpu --topology
+v5litepod-16``; libtpu 0.0.42.1's compiler on a CPU with mnist's declared features, not a
+measured run; docs/tpu.md): the IRNN's train step needs 3 MiB per v5e chip. Its roofline
+floor (0.05 ms) says nothing about its speed: 784 sequential steps of a 100-unit cell are
+bound by the latency of the time loop, which the roofline leaves out (docs/decisions.md).
+Measured step time and accuracy: none recorded yet.
 """
 
 from __future__ import annotations

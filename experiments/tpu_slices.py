@@ -8,8 +8,14 @@ a slice of another size needs ``--config.train.batch_size`` divisible by its chi
 Compute is bfloat16 (``model.dtype``), parameters and recurrent carries stay float32
 (docs/decisions.md, entry 4).
 
-Step times on these slices are not measured: no run of these variants on a TPU has been
-recorded yet, so no expected step time or wall time is stated.
+Each recipe compiles for its slice on any machine (``rnnlab compile --config SPEC
+--topology ACCELERATOR_TYPE``, :data:`RECIPES`; ``make tpu-compile`` runs them all). The
+compile-time estimates, from libtpu 0.0.42.1's compiler and not from a measured run
+(docs/tpu.md, "TPU recipes"), per chip of the train step: charlm:tpu 931 MiB of 16 GiB on
+v5litepod-16 with a roofline floor of 6.7 ms per step (HBM-bound); charlm:tpu,v6e 1,789 MiB
+of 32 GiB on v6e-8, 4.8 ms; wordlm:tpu 1,330 MiB of 16 GiB, 10.7 ms; seqmnist:tpu 3 MiB,
+its step bound by the latency of 784 sequential steps, which the roofline leaves out. No run
+of these variants on a TPU has been recorded yet, so no measured step time is stated.
 """
 
 from __future__ import annotations
@@ -24,6 +30,16 @@ SLICES = {
     "v6e": {"accelerator_type": "v6e-8", "chips": 8, "hbm_gib": 32},
 }
 GENERATIONS = tuple(SLICES)
+
+# Every TPU recipe and the generation whose slice it is sized for: what `make tpu-compile`
+# compiles (rnnlab compile --topology SLICES[generation]["accelerator_type"]).
+RECIPES = (
+    ("experiments/charlm.py:tpu", "v5e"),
+    ("experiments/charlm.py:tpu,v6e", "v6e"),
+    ("experiments/wordlm.py:tpu", "v5e"),
+    ("experiments/seqmnist.py:tpu", "v5e"),
+    ("experiments/seqmnist.py:bn_lstm,permuted,tpu,v6e", "v6e"),
+)
 
 
 def parse(parts: list[str], experiment: str) -> str | None:

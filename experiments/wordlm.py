@@ -44,7 +44,14 @@ The paper's "large" model (2 x 1500, dropout 0.65) in bfloat16 compute with floa
 parameters and carries. Global batch: 16 per chip on v5e (``v5litepod-16``: 256), 32 per
 chip on v6e (``v6e-8``: 256); mesh ``data=-1``. The schedule keeps the tokens of the
 others' 39 epochs (steps and decay interval scaled by 20 / 256); the learning rate stays
-the paper's, untuned for the larger batch. Expected step time and perplexity: not measured.
+the paper's, untuned for the larger batch.
+
+Compile-time estimates (``rnnlab compile --config experiments/wordlm.py:tpu --topology
+v5litepod-16``; libtpu 0.0.42.1's compiler on a CPU with lm1b's declared features, not a
+measured run; docs/tpu.md): the train step needs 1,330 MiB per v5e chip of its 16 GiB; its
+roofline floor is 10.7 ms per step, bound by HBM bandwidth, so at most 0.84 M tokens/s, a
+model FLOP utilisation of 14 % at that bound; the gradient all-reduce moves 419 MiB per
+step. Measured step time and perplexity: none recorded yet.
 """
 
 from __future__ import annotations

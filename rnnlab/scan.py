@@ -22,6 +22,8 @@ from typing import Any, Literal
 import jax
 import jax.numpy as jnp
 
+from rnnlab import target
+
 Carry = Any
 StepFn = Callable[[Carry, Any], tuple[Carry, Any]]
 
@@ -197,7 +199,7 @@ def linear_scan(
         # Fold the initial state into the first input: h_1 = a_1 h_0 + b_1.
         b = b.at[0].add(a[0] * h0)
     if method == "auto":
-        method = "sequential" if jax.default_backend() == "cpu" else "associative"
+        method = "sequential" if target.platform() == "cpu" else "associative"
     if method == "sequential":
 
         def step(h, ab):

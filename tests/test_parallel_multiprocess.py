@@ -2,7 +2,8 @@
 
 Checks the multi-host data flow end to end: start-up, the process's shard of the data,
 global arrays from local batches, host gathers, and a gradient under FSDP sharding that
-must equal the one computed here on a single process.
+must equal the one computed here on a single process; then the same with the processes'
+devices interleaved on the data axis, as on a TPU slice.
 """
 
 import json
@@ -63,6 +64,27 @@ WORKER = textwrap.dedent(
     result["w_spec"] = str(w_sh.spec)
     result["loss"] = float(parallel.to_host(value))
     result["grad"] = parallel.to_host(grad).tolist()
+
+    # A TPU slice's device order: a process's devices are not neighbours on the data axis
+    # (process 0 holds batch shards 0 and 2, process 1 shards 1 and 3).
+    mine = {}
+    for d in jax.devices():
+        mine.setdefault(d.process_index, []).append(d)
+    interleaved = [mine[p][i] for i in range(2) for p in sorted(mine)]
+    mesh = parallel.make_mesh({"data": -1}, interleaved)
+    rows = parallel.local_batch_size(8, mesh)
+    index, count = parallel.process_data_shard(mesh)
+    batch = parallel.global_batch({"x": full[index * rows:(index + 1) * rows]}, mesh)
+    whole = parallel.replicated(mesh)
+    w = jax.device_put(jnp.asarray(np.linspace(-1, 1, 24, dtype=np.float32).reshape(4, 6)), whole)
+    step = jax.jit(jax.value_and_grad(loss), in_shardings=(whole, parallel.data_sharding(mesh)),
+                   out_shardings=(whole, whole))
+    value, grad = step(w, batch)
+    result["interleaved"] = {"shard": [index, count], "rows": rows,
+                             "global_rows": parallel.process_rows(mesh, 8).tolist(),
+                             "host": parallel.to_host(batch)["x"].tolist(),
+                             "loss": float(parallel.to_host(value)),
+                             "grad": parallel.to_host(grad).tolist()}
     with open(out, "w") as f:
         json.dump(result, f)
     """
@@ -126,3 +148,16 @@ def test_two_processes_build_global_batches_and_gradients(tmp_path):
         assert r["w_spec"] == str(P(None, "fsdp"))
         np.testing.assert_allclose(r["loss"], want_loss, rtol=1e-5)
         np.testing.assert_allclose(r["grad"], want_grad, rtol=1e-4, atol=1e-6)
+        # Interleaved devices: each process still reads its own half of the data, which
+        # lands on the rows of its devices (mesh position k holds rows 2k and 2k + 1), and
+        # the loss and gradient are those of the contiguous layout.
+        inter = r["interleaved"]
+        assert inter["shard"] == [pid, 2] and inter["rows"] == 4
+        assert inter["global_rows"] == [[0, 1, 4, 5], [2, 3, 6, 7]][pid]
+        host = np.asarray(inter["host"])
+        for p in range(2):
+            np.testing.assert_array_equal(
+                host[results[p]["interleaved"]["global_rows"]], full[4 * p : 4 * p + 4]
+            )
+        np.testing.assert_allclose(inter["loss"], want_loss, rtol=1e-5)
+        np.testing.assert_allclose(inter["grad"], want_grad, rtol=1e-4, atol=1e-6)

@@ -390,3 +390,26 @@ def test_tensorboard_extra_installs_tensorboard_without_tensorflow():
     doc = (ROOT / "docs" / "tpu.md").read_text()
     assert "pip install -e '.[tensorboard,gcs]'" in doc
     assert "tensorboard --logdir gs://MY_BUCKET/rnnlab" in doc
+
+
+def test_a_run_that_does_not_compile_books_no_slice(world):
+    args = ["experiments/charlm.py:tpu", "--config.optim.lr=3e-3", "--restart"]
+    for script in ("run.sh", "launch.sh"):
+        result = world.script(script, "--name", "exp1", *args, check=False, FAKE_COMPILE_STATUS="2")
+        assert result.returncode == 2
+        assert "does not compile or fit on v4-32" in result.stderr
+    assert world.calls() == []  # no gcloud: nothing created, nothing used
+    # Compiled for the slice's accelerator type with the run's config overrides only.
+    want = ["compile", "--config", "experiments/charlm.py:tpu", "--topology", "v4-32"]
+    assert world.compiles() == [[*want, "--config.optim.lr=3e-3"]] * 2
+
+
+def test_compile_comes_first_and_no_compile_skips_it(world):
+    world.dry("run.sh", "--no-data", "x.py")
+    world.dry("launch.sh", "x.py")  # compiles once; its rounds' run.sh do not compile again
+    assert len(world.compiles()) == 2
+    world.dry("run.sh", "--no-compile", "--no-data", "x.py")
+    world.dry("launch.sh", "--no-compile", "x.py")
+    assert len(world.compiles()) == 2
+    result = world.script("run.sh", "x.py", check=False, RNNLAB_COMPILE="/nonexistent/rnnlab")
+    assert result.returncode == 2 and "make tpu-venv" in result.stderr

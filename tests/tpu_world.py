@@ -284,6 +284,16 @@ with open(os.environ["FAKE_TRAIN"], "a") as f:
 print("step 1 loss 2.5")
 """
 
+# Stands in for `rnnlab compile` on the machine that books the slice (the real one needs
+# libtpu, which the main venv lacks; tests_tpu/ compiles for real): records its arguments,
+# exits with FAKE_COMPILE_STATUS (default 0).
+FAKE_COMPILE = """
+import json, os, sys
+with open(os.environ["FAKE_COMPILES"], "a") as f:
+    f.write(json.dumps(sys.argv[1:]) + "\\n")
+sys.exit(int(os.environ.get("FAKE_COMPILE_STATUS", "0")))
+"""
+
 CONFIG = """\
 PROJECT=my-project
 ZONE=us-central2-b
@@ -310,6 +320,7 @@ class World:
         self.workers = workers
         bin_dir, image = tmp / "bin", tmp / "image"
         _tool(bin_dir / "gcloud", FAKE_GCLOUD)
+        _tool(bin_dir / "rnnlab-compile", FAKE_COMPILE)
         _tool(bin_dir / "tmux", FAKE_TMUX)
         _tool(bin_dir / "hostname", FAKE_HOSTNAME % shutil.which("hostname"), python=False)
         _tool(image / ".local" / "bin" / "uv", "#!/bin/sh\nexit 0\n", python=False)
@@ -336,6 +347,8 @@ class World:
             "FAKE_IMAGE": str(image),
             "FAKE_WORKERS": str(workers),
             "FAKE_TRAIN": str(tmp / "train.jsonl"),
+            "RNNLAB_COMPILE": str(bin_dir / "rnnlab-compile"),
+            "FAKE_COMPILES": str(tmp / "compiles.jsonl"),
             "TFDS_DISABLE_GCS": "1",
             "NO_GCE_CHECK": "true",
         }
@@ -372,6 +385,11 @@ class World:
         path = Path(self.env["FAKE_CALLS"])
         lines = path.read_text().splitlines() if path.exists() else []
         return [c for c in map(json.loads, lines) if tool is None or c[0] == tool]
+
+    def compiles(self):
+        """The argument lists `rnnlab compile` was called with, in order."""
+        path = Path(self.env["FAKE_COMPILES"])
+        return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
 
     def worker_commands(self, worker):
         path = self.tmp / "slice" / f"commands-w{worker}.jsonl"

@@ -2,11 +2,13 @@
 # Runs an experiment until it is finished, re-queueing the slice whenever it is preempted:
 # the loop for spot capacity.
 #
-#   tpu/launch.sh [--name RUN_NAME] [--keep] EXPERIMENT [TRAIN_ARGS...]
+#   tpu/launch.sh [--name RUN_NAME] [--keep] [--no-compile] EXPERIMENT [TRAIN_ARGS...]
 #
 #   SPOT=1 tpu/launch.sh experiments/charlm.py:tpu
 #
-# Each round: if the slice is not ACTIVE it is deleted (when it exists) and requested again
+# First the run is compiled for ACCELERATOR_TYPE on this machine (rnnlab compile): a run that
+# does not compile or fit never requests a slice (--no-compile skips this). Each round: if
+# the slice is not ACTIVE it is deleted (when it exists) and requested again
 # (tpu/create.sh, which waits for capacity), then set up (tpu/setup.sh); then tpu/run.sh
 # starts or resumes the run from its workdir. Every POLL_SECONDS the loop checks whether the
 # run is finished (WORKDIR/summary.json, not one left by a preemption), whether the slice is
@@ -20,12 +22,14 @@ usage() { help_text; }
 
 name=""
 keep=0
+compile=1
 while [[ $# -gt 0 ]]; do
   case "$1" in
     -h | --help) usage; exit 0 ;;
     --name) [[ $# -ge 2 ]] || die "--name needs a value"; name="$2"; shift 2 ;;
     --name=*) name="${1#--name=}"; shift ;;
     --keep) keep=1; shift ;;
+    --no-compile) compile=0; shift ;;
     *) break ;;
   esac
 done
@@ -35,10 +39,14 @@ status_cmd="cat \"\$HOME\"/$LOG_DIR/$session.status 2>/dev/null || echo none"
 
 say() { echo "launch $name: $*" >&2; }
 
+if [[ "$compile" == 1 ]]; then
+  compile_for_slice "$experiment" "$@"
+fi
+
 if [[ "$DRY_RUN" == 1 ]]; then
   "$TPU_DIR/create.sh"
   "$TPU_DIR/setup.sh"
-  "$TPU_DIR/run.sh" --name "$name" "$experiment" "$@"
+  "$TPU_DIR/run.sh" --name "$name" --no-compile "$experiment" "$@"
   WORKER=0 on_workers "$status_cmd"
   "$TPU_DIR/delete.sh" --yes
   exit 0
@@ -67,7 +75,7 @@ while true; do
       "$TPU_DIR/setup.sh" || { sleep "$POLL_SECONDS"; continue; } ;;
   esac
   say "round $attempt: starting the run"
-  "$TPU_DIR/run.sh" --name "$name" "$experiment" "$@" || { sleep "$POLL_SECONDS"; continue; }
+  "$TPU_DIR/run.sh" --name "$name" --no-compile "$experiment" "$@" || { sleep "$POLL_SECONDS"; continue; }
   stopped=0
   while true; do
     sleep "$POLL_SECONDS"

@@ -314,3 +314,27 @@ one_run_snippet() {
 log_file() {
   printf '"$HOME"/%s/%s-"$(hostname)".log' "$LOG_DIR" "$1"
 }
+
+# Compiles the run for ACCELERATOR_TYPE on this machine (rnnlab compile; docs/tpu.md) before
+# a slice is created or used, so that a run that does not compile or fit never books one.
+# The compiler is RNNLAB_COMPILE, default the rnnlab of build/venv-tpu (jax[tpu], made by
+# `make tpu-venv`); the run's --config.* overrides go with it. Runs under DRY_RUN=1 too: it
+# books nothing. Callers skip it with --no-compile.
+compile_for_slice() {
+  local experiment="$1" arg status=0
+  shift
+  local rnnlab="${RNNLAB_COMPILE:-$REPO_DIR/build/venv-tpu/bin/rnnlab}"
+  [[ -x "$rnnlab" ]] ||
+    die "no rnnlab with libtpu at $rnnlab to compile the run for $ACCELERATOR_TYPE:" \
+      "run 'make tpu-venv' (or set RNNLAB_COMPILE), or pass --no-compile"
+  local overrides=()
+  for arg in "$@"; do
+    if [[ "$arg" == --config.* ]]; then overrides+=("$arg"); fi
+  done
+  echo "compiling $experiment for $ACCELERATOR_TYPE before booking (--no-compile skips)" >&2
+  "$rnnlab" compile --config "$experiment" --topology "$ACCELERATOR_TYPE" \
+    "${overrides[@]}" >&2 || status=$?
+  ((status == 0)) ||
+    die "$experiment does not compile or fit on $ACCELERATOR_TYPE (rnnlab compile exit" \
+      "$status, above); no slice was booked or used"
+}

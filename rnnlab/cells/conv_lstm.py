@@ -12,6 +12,7 @@ import jax.numpy as jnp
 from flax import nnx
 from jax.nn import initializers
 
+from rnnlab import target
 from rnnlab.cells.base import CARRY_DTYPE, Array, Carry, Params, RecurrentCell, check_positive_int
 from rnnlab.cells.initializers import Initializer, lstm_bias
 from rnnlab.cells.params import gate_params
@@ -28,7 +29,7 @@ def default_conv_method() -> str:
     frames of 12x12x4, 16 channels, kernel 3: 336 ms against 42 ms per gradient of a
     10-step layer; see docs/models.md). GPUs and TPUs have fast convolutions.
     """
-    return "im2col" if jax.default_backend() == "cpu" else "xla"
+    return "im2col" if target.platform() == "cpu" else "xla"
 
 
 def conv2d(x: Array, kernel: Array, dtype, method: str | None = None) -> Array:

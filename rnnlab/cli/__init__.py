@@ -10,6 +10,7 @@
     rnnlab plot   --workdir DIR
     rnnlab list                       # experiments and their variants
     rnnlab diagnose --config ... [--workdir DIR]
+    rnnlab compile --config ... --topology v5e-16 [--slices N] [--largest-batch]
 
 Every command takes ``--verbose``: without it, third-party logging (orbax, absl, TFDS,
 asyncio) is silenced and an error is one line, ``rnnlab: error: <what>``; with it, their
@@ -35,7 +36,11 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 
-COMMAND_MODULES: tuple[str, ...] = ("rnnlab.cli.commands", "rnnlab.cli.diagnose")
+COMMAND_MODULES: tuple[str, ...] = (
+    "rnnlab.cli.commands",
+    "rnnlab.cli.diagnose",
+    "rnnlab.cli.compile",
+)
 
 USAGE, RUNTIME, INTERRUPTED = 2, 1, 130
 

@@ -24,8 +24,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-import jax
-
+from rnnlab import target
 from rnnlab.cells.linear import LinearRecurrentCell
 from rnnlab.layers import fused_path
 
@@ -41,7 +40,7 @@ def default_hoist() -> bool:
     form measured faster: XLA fuses the per-step projection into the gate kernel, while a
     slice of a hoisted projection made that kernel about 4x slower (docs/performance.md).
     """
-    return jax.default_backend() != "cpu"
+    return target.platform() != "cpu"
 
 
 def hoist(requested: bool | None) -> bool:

@@ -15,6 +15,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from rnnlab import target
 from rnnlab.cells.gru import GRUCell
 from rnnlab.cells.lstm import LSTMCell
 from rnnlab.fused.common import FusedOptions
@@ -78,7 +79,7 @@ def unsupported_reason(
 
 def default_options(cell: Any, remat: Any = None) -> FusedOptions:
     """Measured per-backend options for ``cell``; any ``remat`` policy recomputes the gates."""
-    on_cpu = jax.default_backend() == "cpu"
+    on_cpu = target.platform() == "cpu"
     common = dict(
         dtype=cell.compute_dtype,
         # XLA:CPU runs a per-step x W_ih product faster than a slice of a hoisted one even

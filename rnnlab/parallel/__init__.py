@@ -24,6 +24,7 @@ from rnnlab.parallel.batch import (
     global_batch,
     local_batch_size,
     process_data_shard,
+    process_rows,
     to_host,
 )
 from rnnlab.parallel.distributed import (
@@ -83,6 +84,7 @@ __all__ = [
     "process_count",
     "process_data_shard",
     "process_index",
+    "process_rows",
     "replicated",
     "resolve_settings",
     "sequence_parallel_linear_scan",

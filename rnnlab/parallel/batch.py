@@ -1,12 +1,20 @@
 """Multi-host data flow: each process reads its share, global arrays are built from them.
 
-The global batch of ``G`` examples is split over the data-like mesh axes. Each process
-holds the rows that land on its own devices; on the usual meshes (data axes spanning the
-hosts) that is ``G / process_count`` consecutive rows, process ``p`` holding rows
-``[p * G / P, (p + 1) * G / P)``. A data pipeline therefore reads shard
-``process_data_shard(mesh)[0]`` of ``process_data_shard(mesh)[1]`` with a local batch of
-``local_batch_size(G, mesh)``, and :func:`global_batch` assembles the global array without
-any copy between hosts.
+The global batch of ``G`` examples is split over the data-like mesh axes into ``D`` batch
+shards of ``G / D`` consecutive rows. Each process holds the shards of its own devices.
+Which shards those are depends on the device order: on a CPU test mesh a process holds a
+contiguous block, but on a TPU slice :func:`jax.make_mesh` follows the torus, so a v5e 4x4
+slice gives host 0 the shards ``(0, 1, 6, 15)`` and a v5p 2x2x4 slice gives host 0 every
+fourth shard. Any order works here, as long as every process holds as many shards as the
+others and two processes hold either the same shards (replicas) or none in common.
+
+A data pipeline reads shard ``process_data_shard(mesh)[0]`` of
+``process_data_shard(mesh)[1]`` with a local batch of ``local_batch_size(G, mesh)`` rows, and
+:func:`global_batch` places them with ``jax.make_array_from_process_local_data``: local row
+``j`` becomes global row ``process_rows(mesh, G)[j]`` (the process's shards in increasing
+order), without any copy between hosts. The global batch is thus a fixed permutation of the
+concatenated per-process batches; losses and metrics are means over all of its rows, so the
+order does not change them.
 """
 
 from __future__ import annotations
@@ -34,34 +42,66 @@ def _batch_blocks(mesh: Mesh, batch_axes: Sequence[str]) -> dict[int, tuple[int,
     return {p: tuple(sorted(s)) for p, s in blocks.items()}
 
 
-def process_data_shard(
-    mesh: Mesh | None = None, batch_axes: Sequence[str] = DATA_AXES
-) -> tuple[int, int]:
-    """``(shard_index, shard_count)`` of the data this process must read.
-
-    Without a mesh, or with data axes spanning the hosts, this is
-    ``(process_index, process_count)``. When processes share batch rows (a data axis that
-    stays within one host while another axis spans hosts), processes holding the same rows
-    get the same shard index and must read identical data.
+def _shares(mesh: Mesh, batch_axes: Sequence[str]) -> tuple[dict[int, tuple[int, ...]], list]:
+    """``(blocks, distinct)``: every process's shards and the distinct blocks in the order
+    of their first shard (the data shard index of a block is its position).
 
     Raises:
-      ValueError: the processes' rows are not equal contiguous blocks of the batch (a
-        device order this data flow does not support).
+      ValueError: processes hold different numbers of shards, or overlapping blocks that
+        are not the same (no pipeline can feed such a layout from disjoint reads).
+    """
+    blocks = _batch_blocks(mesh, batch_axes)
+    distinct = sorted(set(blocks.values()))
+    width = len(distinct[0])
+    seen: dict[int, tuple[int, ...]] = {}
+    for p, block in sorted(blocks.items()):
+        clash = next((seen[i] for i in block if i in seen and seen[i] != block), None)
+        if len(block) != width or clash is not None:
+            raise ValueError(
+                f"process {p} holds batch shards {block} of mesh {dict(mesh.shape)}; each "
+                "process must hold as many batch shards as the others, and processes that "
+                "share a shard must hold the same shards"
+            )
+        seen.update(dict.fromkeys(block, block))
+    return blocks, distinct
+
+
+def process_data_shard(
+    mesh: Mesh | None = None, batch_axes: Sequence[str] = DATA_AXES, process: int | None = None
+) -> tuple[int, int]:
+    """``(shard_index, shard_count)`` of the data process ``process`` (default: this one)
+    must read.
+
+    Without a mesh this is ``(process_index, process_count)``. With one, ``shard_count`` is
+    the number of distinct sets of batch shards the processes hold (the process count when
+    the data axes span the hosts) and ``shard_index`` the position of this process's set,
+    whatever the device order (module docstring). Processes holding the same rows (a data
+    axis that stays within one host while another axis spans hosts) get the same shard
+    index and must read identical data.
+
+    Raises:
+      ValueError: a layout no disjoint reads can feed (see :func:`_shares`).
     """
     if mesh is None:
         return jax.process_index(), jax.process_count()
-    blocks = _batch_blocks(mesh, batch_axes)
-    mine = blocks[jax.process_index()]
-    width = len(mine)
-    for p, block in blocks.items():
-        contiguous = block == tuple(range(block[0], block[0] + len(block)))
-        if len(block) != width or not contiguous or block[0] % width:
-            raise ValueError(
-                f"process {p} holds batch shards {block} of mesh {dict(mesh.shape)}; "
-                "each process must hold an equal contiguous block of the batch. "
-                "Put the host-spanning axis first in the mesh axes."
-            )
-    return mine[0] // width, data_parallel_size(mesh, batch_axes) // width
+    blocks, distinct = _shares(mesh, batch_axes)
+    mine = blocks[jax.process_index() if process is None else process]
+    return distinct.index(mine), len(distinct)
+
+
+def process_rows(
+    mesh: Mesh,
+    global_batch_size: int,
+    process: int | None = None,
+    batch_axes: Sequence[str] = DATA_AXES,
+) -> np.ndarray:
+    """The global rows that the local batch of ``process`` (default: this one) fills, in
+    local order: row ``j`` of its local batch is row ``process_rows(...)[j]`` of the global
+    batch built by :func:`global_batch`."""
+    blocks, _ = _shares(mesh, batch_axes)
+    mine = blocks[jax.process_index() if process is None else process]
+    per_shard = global_batch_size // data_parallel_size(mesh, batch_axes)
+    return np.concatenate([np.arange(i * per_shard, (i + 1) * per_shard) for i in mine])
 
 
 def local_batch_size(

@@ -107,7 +107,11 @@ def make_mesh(axes: AxesSpec | None = None, devices: Sequence | None = None) -> 
     """Builds a mesh over all devices (of every process) or the given ones.
 
     The device order comes from :func:`jax.make_mesh`, which on TPU follows the physical
-    interconnect (rings and tori) so that collectives along each axis are fast.
+    interconnect (rings and tori) so that collectives along each axis are fast. Devices of
+    several slices (multi-slice TPU, joined by the data-centre network) get a hybrid mesh:
+    the first axis is split over the slices first, so that only it crosses the slower
+    network, and each slice keeps its torus order
+    (:func:`jax.experimental.mesh_utils.create_hybrid_device_mesh`).
 
     Args:
       axes: ``{"name": size}`` or ``[(name, size), ...]`` in major-to-minor order; one size
@@ -126,12 +130,30 @@ def make_mesh(axes: AxesSpec | None = None, devices: Sequence | None = None) -> 
         raise ValueError("devices must not be empty")
     shape = mesh_shape(axes, len(devices))
     names = tuple(shape)
+    slices = len({getattr(d, "slice_index", 0) for d in devices})
+    if slices > 1:
+        return _multi_slice_mesh(shape, devices, slices)
     return jax.make_mesh(
         tuple(shape.values()),
         names,
         axis_types=(AxisType.Auto,) * len(names),
         devices=devices,
     )
+
+
+def _multi_slice_mesh(shape: dict[str, int], devices: list, slices: int) -> Mesh:
+    from jax.experimental import mesh_utils
+
+    names, sizes = tuple(shape), list(shape.values())
+    if sizes[0] % slices:
+        raise ValueError(
+            f"mesh axis {names[0]!r} of size {sizes[0]} must be divisible by the {slices} "
+            "slices it spans"
+        )
+    per_slice = [sizes[0] // slices, *sizes[1:]]
+    across = [slices] + [1] * (len(sizes) - 1)
+    grid = mesh_utils.create_hybrid_device_mesh(per_slice, across, devices)
+    return Mesh(grid, names, axis_types=(AxisType.Auto,) * len(names))
 
 
 def data_axes(mesh: Mesh, batch_axes: Sequence[str] = DATA_AXES) -> tuple[str, ...]:

@@ -42,10 +42,12 @@ class Run:
         self.source = source if source is not None else inputs.default_source()
         self.mesh = sharding_lib.mesh_from_config(config, devices)
         config = cfg_lib.resolved(config)
+        # From the mesh, not the local runtime: a run built on a TPU topology's devices to
+        # compile for it (rnnlab compile) is checked against that slice's chips and hosts.
         context = {
-            "num_devices": jax.device_count(),
+            "num_devices": self.mesh.size,
             "data_parallel": parallel.data_parallel_size(self.mesh),
-            "process_count": jax.process_count(),
+            "process_count": len({d.process_index for d in self.mesh.devices.flat}),
         }
         cfg_lib.validate(config, context)
         self.config = config

@@ -1,0 +1,44 @@
+"""The platform a computation is built for, which is not always the one it is traced on.
+
+Per-backend choices (the recurrence path, hoisting the input projection, prefetching, the
+linear-scan method, the convolution method) are measured per platform: what is fastest on
+XLA's CPU backend is slow on a TPU and the other way round. They ask :func:`platform`,
+which is ``jax.default_backend()`` unless a caller compiling for another platform
+(``rnnlab compile --topology v5e-16`` on a CPU-only machine) wraps the tracing in
+:func:`compiling_for`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+from collections.abc import Iterator
+
+import jax
+
+PLATFORMS = ("cpu", "gpu", "tpu")
+
+_TARGET: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "rnnlab_target_platform", default=None
+)
+
+
+def platform() -> str:
+    """``"cpu"``, ``"gpu"`` or ``"tpu"``: the platform being compiled for."""
+    override = _TARGET.get()
+    if override is not None:
+        return override
+    backend = jax.default_backend()
+    return "gpu" if backend in ("cuda", "rocm") else backend
+
+
+@contextlib.contextmanager
+def compiling_for(name: str) -> Iterator[None]:
+    """Within the block, :func:`platform` is ``name`` (traces made inside follow it)."""
+    if name not in PLATFORMS:
+        raise ValueError(f"platform must be one of {PLATFORMS}, got {name!r}")
+    token = _TARGET.set(name)
+    try:
+        yield
+    finally:
+        _TARGET.reset(token)
