@@ -179,11 +179,11 @@ def _train(run, workdir, t_start, warn, hooks, loggers, restart) -> dict[str, An
         state = run.initial_state()
     start = int(jax.device_get(state.step))
     num_params = state_lib.count_params(state.params)
-    summary_path = files.join(workdir, "summary.json")
     ended = "completed" if start >= total else ""
     if extra.get("stop_reason") == "early_stopping" and extra.get("steps") == total:
         ended = "early_stopping"
-    if ended and not eval_pending and files.exists(summary_path):
+    summary = record.current_summary(workdir, start)
+    if ended and not eval_pending and summary is not None:
         # A finished run: report it as it ended, and leave its config as it was.
         diff = record.changes(record.saved_config(workdir), cfg_lib.to_dict(cfg))
         if diff:
@@ -193,7 +193,7 @@ def _train(run, workdir, t_start, warn, hooks, loggers, restart) -> dict[str, An
                 + ". Use --extend N to train it further, or another workdir."
             )
         run.checkpoints.close()
-        return files.read_json(summary_path)
+        return summary
     if main:  # the run has accepted the workdir: now its config is recorded
         event = "restart" if restart else ("resume" if found is not None else "start")
         diff = record.accept(workdir, cfg, start, event)
@@ -270,7 +270,7 @@ def _train(run, workdir, t_start, warn, hooks, loggers, restart) -> dict[str, An
         trains = [r for r in writer.records() if r["split"] == "train" and r["step"] <= start]
         last = trains[-1] if trains else {}
         last_train = {k: v for k, v in last.items() if k not in ("step", "split", "time")}
-        warn(f"summary.json was missing; rebuilt from checkpoint {start}")
+        warn(f"summary.json was missing or older than checkpoint {start}; rebuilt from it")
     if eval_pending:  # the evaluation a preempted run deferred
         last_eval = run.evaluate(state, split)
         state = run.observe_validation(state, last_eval)
