@@ -12,7 +12,7 @@ from typing import Any
 from rnnlab.cli import catalog
 from rnnlab.cli.workdir import checkpoint_arg, load_config, pick_step
 from rnnlab.train import config as cfg_lib
-from rnnlab.train import files, record
+from rnnlab.train import files, readers, record
 
 
 def _duration(seconds: float) -> str:
@@ -173,8 +173,14 @@ def _run_and_state(args: argparse.Namespace):
     if not has_checkpoints(args.workdir):
         raise FileNotFoundError(f"no checkpoint in {files.join(args.workdir, 'checkpoints')}")
     run = Run(config, args.workdir, read_only=True)
-    step = pick_step(run.checkpoints, args.checkpoint, args.workdir)
-    state, _ = run.restore(step)
+    pick_step(run.checkpoints, args.checkpoint, args.workdir)  # names the steps there if absent
+    # A run training in the same workdir may rotate the chosen step away while it is read.
+    step, (state, _) = readers.restore(
+        run.checkpoints,
+        args.checkpoint,
+        run.restore,
+        note=lambda text: print(f"rnnlab: note: {text}", file=sys.stderr, flush=True),
+    )
     return run, state, step
 
 

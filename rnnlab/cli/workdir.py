@@ -12,10 +12,22 @@ CHECKPOINT_CHOICES = "best, latest or a step number"
 
 
 def checkpoint_arg(text: str) -> str:
-    """argparse type of ``--checkpoint``: ``best``, ``latest``, ``none`` or a step >= 0."""
-    if text in ("best", "latest", "none") or (text.isdigit() and int(text) >= 0):
+    """argparse type of ``--checkpoint``: ``best``, ``latest`` or a step >= 0."""
+    if text in ("best", "latest") or (text.isdigit() and int(text) >= 0):
         return text
     raise argparse.ArgumentTypeError(f"expected {CHECKPOINT_CHOICES}, got {text!r}")
+
+
+def checkpoint_or_none_arg(text: str) -> str:
+    """:func:`checkpoint_arg`, or ``none`` (a fresh model: ``rnnlab diagnose``)."""
+    if text == "none":
+        return text
+    try:
+        return checkpoint_arg(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"expected {CHECKPOINT_CHOICES} or none, got {text!r}"
+        ) from None
 
 
 def load_config(args: argparse.Namespace) -> cfg_lib.ConfigDict:

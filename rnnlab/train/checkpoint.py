@@ -48,6 +48,11 @@ from rnnlab.train.integrity import CorruptCheckpointError
 CORRUPT_DIR = "corrupt_checkpoints"
 
 
+class CheckpointVanishedError(FileNotFoundError):
+    """A checkpoint deleted while it was read (the run training in the workdir rotated it
+    away): not damage, and never reported as corruption."""
+
+
 class CheckpointWriteError(OSError):
     """A checkpoint could not be written; the message names the step, the directory, the
     cause and the newest checkpoint that is still intact."""
@@ -87,14 +92,7 @@ class Checkpoints:
         self.best_metric, self.best_mode = best_metric, best_mode
         keepers: list[Any] = [policies.LatestN(n=keep)]
         if best_metric:
-            keepers.append(
-                policies.BestN(
-                    get_metric_fn=self._metric,
-                    reverse=best_mode == "min",
-                    n=1,
-                    keep_checkpoints_without_metrics=False,
-                )
-            )
+            keepers.append(KeepBest(self._metric, best_mode))
         options = ocp.CheckpointManagerOptions(
             preservation_policy=policies.AnyPreservationPolicy(keepers),
             # best_fn also makes orbax write the metrics next to each checkpoint.
@@ -109,6 +107,7 @@ class Checkpoints:
             self.directory, options=options, item_names=("state", "extra")
         )
         self._pending: int | None = None
+        self.read_only = read_only
 
     def _metric(self, metrics: dict[str, Any]) -> float:
         value = float(metrics.get(self.best_metric, math.nan))
@@ -130,10 +129,7 @@ class Checkpoints:
             metrics = self.manager.metrics(step)
             if metrics and self.best_metric and self.best_metric in metrics:
                 ranked.append((self._metric(metrics), step))
-        if not ranked:
-            return None
-        pick = min if self.best_mode == "min" else max
-        return pick(ranked)[1]
+        return best_of(ranked, self.best_mode)
 
     def metrics(self, step: int) -> dict[str, Any] | None:
         return self.manager.metrics(step)
@@ -253,6 +249,30 @@ class Checkpoints:
         step = self.latest_step() if step is None else step
         if step is None:
             raise FileNotFoundError(f"no checkpoint in {self.directory}")
+        try:
+            return self._restore(abstract_state, step, precheck)
+        except CorruptCheckpointError:
+            if self._vanished(step):
+                raise CheckpointVanishedError(
+                    f"checkpoint {step} in {self.directory} was deleted while it was read "
+                    "(the run training in this workdir keeps only its newest checkpoints)"
+                ) from None
+            raise
+
+    def _vanished(self, step: int) -> bool:
+        """Whether checkpoint ``step`` is gone. A reader beside a writer waits up to a
+        second: orbax deletes a step's files before its directory."""
+        path = self.directory / str(step)
+        for _ in range(10 if self.read_only else 1):
+            if not path.exists():
+                return True
+            if self.read_only:
+                time.sleep(0.1)
+        return False
+
+    def _restore(self, abstract_state: Any, step: int, precheck: Any) -> tuple[Any, dict]:
+        if not (self.directory / str(step)).exists():
+            raise CorruptCheckpointError(step, "its directory is gone")
         extra = self._read(step, extra=ocp.args.JsonRestore())["extra"]
         if not isinstance(extra, dict):
             raise CorruptCheckpointError(step, f"item 'extra' is {type(extra).__name__}")
@@ -319,6 +339,36 @@ class Checkpoints:
             return bool(self.manager.reached_preemption(step))
         except Exception:  # no distributed runtime: only the signal handler applies
             return False
+
+
+def best_of(ranked: Any, mode: str) -> int | None:
+    """The step of the best ``(value, step)`` pair, the earliest among equal values: the
+    rule of early stopping (only a strict improvement moves its best), of the retention
+    (:class:`KeepBest`) and of ``load(..., "best")``, so that the checkpoint the summary
+    names best is the one kept and the one loaded. ``None`` without pairs."""
+    ranked = list(ranked)
+    if not ranked:
+        return None
+    sign = 1.0 if mode == "min" else -1.0
+    return int(min(ranked, key=lambda r: (sign * r[0], r[1]))[1])
+
+
+class KeepBest:
+    """orbax preservation policy: keep the best checkpoint by :func:`best_of`'s rule.
+
+    orbax's ``BestN`` keeps the *latest* of tied checkpoints while the summary and
+    :meth:`Checkpoints.best_step` name the earliest, so a tie deleted the checkpoint named
+    best. Checkpoints without metrics are not kept by this policy.
+    """
+
+    def __init__(self, metric: Callable[[dict[str, Any]], float], mode: str):
+        self.metric, self.mode = metric, mode
+
+    def should_preserve(self, checkpoints: Any, *, context: Any) -> list[bool]:
+        del context
+        ranked = [(self.metric(c.metrics), c.step) for c in checkpoints if c.metrics is not None]
+        best = best_of(ranked, self.mode)
+        return [c.step == best for c in checkpoints]
 
 
 def _flat(tree: Any) -> list[tuple[Any, Any]]:

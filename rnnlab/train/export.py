@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -136,6 +137,7 @@ def _merge(graphdef, params, rest, device) -> nnx.Module:
 
 def _load_workdir(workdir: str, which: str | int, device) -> tuple[nnx.Module, ModelInfo]:
     from rnnlab.train import checkpoint as ckpt_lib  # orbax: only for workdirs
+    from rnnlab.train import readers
 
     saved = _read_json(workdir, CONFIG_FILE, "not a run's workdir (no config.json)")
     dataset = _read_json(
@@ -158,7 +160,6 @@ def _load_workdir(workdir: str, which: str | int, device) -> tuple[nnx.Module, M
         read_only=True,
     )
     try:
-        step = ckpt_lib.choose_step(checkpoints, which)
         tx = optim.make(**config.optim.to_dict())
         init = state_lib.initializer(config, dataset, tx, int(config.train.batch_size))
         sharding = jax.sharding.SingleDeviceSharding(device)
@@ -171,7 +172,13 @@ def _load_workdir(workdir: str, which: str | int, device) -> tuple[nnx.Module, M
             where = f"checkpoint {step} in {workdir}"
             integrity.check_dataset(extra.get("dataset"), dataset, where)
 
-        state, _ = checkpoints.restore(target, step, precheck=same_dataset)
+        # A run training in the workdir may rotate the chosen step away while it is read.
+        step, (state, _) = readers.restore(
+            checkpoints,
+            which,
+            lambda step: checkpoints.restore(target, step, precheck=same_dataset),
+            note=lambda text: print(f"rnnlab: note: {text}", file=sys.stderr, flush=True),
+        )
     finally:
         checkpoints.close()
     # nt_asgd / EMA runs evaluate (and rank "best") with the weight average: so does this.
