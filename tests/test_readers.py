@@ -128,7 +128,9 @@ def tree_bytes(directory: Path) -> dict[str, bytes]:
 
 
 @pytest.mark.parametrize("dies_in", ["params", "after_params"])
-def test_an_export_that_dies_leaves_the_previous_export_whole(finished, tmp_path, monkeypatch, dies_in):
+def test_an_export_that_dies_leaves_the_previous_export_whole(
+    finished, tmp_path, monkeypatch, dies_in
+):
     out = tmp_path / "exported"
     export.export(str(finished), str(out), checkpoint=5)
     before = tree_bytes(out)
@@ -219,3 +221,29 @@ def test_the_tie_rule_for_max_metrics_is_also_the_earliest():
     assert ckpt_lib.best_of([(0.5, 1), (0.9, 2), (0.9, 3)], "max") == 2
     assert ckpt_lib.best_of([(0.5, 1), (0.9, 2), (0.9, 3)], "min") == 1
     assert ckpt_lib.best_of([], "min") is None
+
+
+def test_eval_in_a_workdir_it_cannot_write_prints_its_results_anyway(
+    finished, tmp_path, monkeypatch, capsys
+):
+    """A read-only (or someone else's) workdir: the results used to be computed and lost."""
+    import errno
+
+    from rnnlab.train import files
+
+    workdir = copy_of(finished, tmp_path / "run")
+    real = files.write_json
+
+    def read_only(path, obj):
+        if str(path).startswith(str(workdir)):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+        return real(path, obj)
+
+    monkeypatch.setattr(files, "write_json", read_only)
+    capsys.readouterr()
+    assert cli.main(["eval", "--workdir", str(workdir), "--config.eval.max_batches=1"]) == 0
+    captured = capsys.readouterr()
+    results = json.loads(captured.out)
+    assert results["step"] == 10 and "loss" in results
+    assert "results not saved" in captured.err and "Read-only file system" in captured.err
+    assert not (workdir / "eval_validation.json").exists()

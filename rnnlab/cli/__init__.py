@@ -113,10 +113,13 @@ def one_line(error: BaseException, limit: int = 800) -> str:
 
 
 def _status(error: BaseException) -> int:
+    from rnnlab.data.lm import DataTooSmallError
     from rnnlab.train.config import ConfigError
+    from rnnlab.train.files import BadPathError
     from rnnlab.train.integrity import IncompatibleCheckpointError
 
-    return USAGE if isinstance(error, ConfigError | IncompatibleCheckpointError) else RUNTIME
+    bad_input = ConfigError | IncompatibleCheckpointError | DataTooSmallError | BadPathError
+    return USAGE if isinstance(error, bad_input) else RUNTIME
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -189,8 +189,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     results = run.evaluate(state, args.split)
     results = {"step": step, "split": args.split, **results}
     if run.main:
-        files.write_json(files.join(args.workdir, f"eval_{args.split}.json"), results)
-        print(json.dumps(results, indent=2, sort_keys=True))
+        # Printed first: a workdir that cannot be written (read-only, someone else's) must
+        # not lose the results it took the evaluation to compute.
+        print(json.dumps(results, indent=2, sort_keys=True), flush=True)
+        path = files.join(args.workdir, f"eval_{args.split}.json")
+        try:
+            files.write_json(path, results)
+        except OSError as e:
+            print(f"rnnlab: warning: results not saved to {path}: {e}", file=sys.stderr)
     return 0
 
 
@@ -251,6 +257,17 @@ def process_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--coordinator", default=None, help="host:port of process 0")
     g.add_argument("--num-processes", dest="num_processes", type=int, default=None)
     g.add_argument("--process-id", dest="process_id", type=int, default=None)
+
+
+def positive_int(text: str) -> int:
+    """argparse type of a count: an integer >= 1 (argparse exits with status 2 otherwise)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
 
 
 OVERRIDES_HELP = " Override any config key with --config.KEY=VALUE."
@@ -333,11 +350,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     checkpoint_args(p)
     p.add_argument("--prompt", default=None)
-    p.add_argument("--length", type=int, default=None)
+    p.add_argument("--length", type=positive_int, default=None)
     p.add_argument("--temperature", type=float, default=None, help="0 decodes greedily")
     p.add_argument("--top-k", dest="top_k", type=int, default=None)
     p.add_argument("--top-p", dest="top_p", type=float, default=None)
-    p.add_argument("--num", type=int, default=None, help="number of samples")
+    p.add_argument("--num", type=positive_int, default=None, help="number of samples")
     p.add_argument("--seed", type=int, default=None)
     p.set_defaults(func=cmd_sample)
 

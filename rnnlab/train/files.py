@@ -107,6 +107,25 @@ def append_text(p: str | os.PathLike, text: str) -> None:
         f.write(text)
 
 
+class BadPathError(ValueError):
+    """A path rnnlab cannot hand to its storage libraries (bad input, exit status 2)."""
+
+
+def check_path(p: str | os.PathLike, what: str = "workdir") -> str:
+    """``p`` as text, or :class:`BadPathError` when it is not valid UTF-8: orbax and
+    tensorstore take paths as UTF-8 strings, and such a path failed at the first checkpoint
+    with a pybind11 cast error and advice to free disk space."""
+    text = os.fsdecode(p)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = text.encode("utf-8", "backslashreplace").decode("ascii", "backslashreplace")
+        raise BadPathError(
+            f"{what} path {shown} is not valid UTF-8, which the checkpoint library needs; rename it"
+        ) from None
+    return text
+
+
 class SymlinkError(OSError):
     """A file rnnlab writes in a workdir is a symbolic link: refused, never followed."""
 

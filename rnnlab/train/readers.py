@@ -55,4 +55,3 @@ def restore(
             checkpoints.manager.reload()
             note(f"{e}; reading the {which} checkpoint again")
     raise AssertionError("unreachable")
-

@@ -38,7 +38,7 @@ class Run:
         ``read_only``: only read checkpoints (``eval``, ``sample``): a run training in the
         same workdir keeps its checkpoint writes in progress."""
         parallel.initialize()
-        self.workdir = workdir
+        self.workdir = files.check_path(workdir)
         self.source = source if source is not None else inputs.default_source()
         self.mesh = sharding_lib.make_mesh(config, devices)
         config = cfg_lib.resolved(config)
