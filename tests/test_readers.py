@@ -247,3 +247,51 @@ def test_eval_in_a_workdir_it_cannot_write_prints_its_results_anyway(
     assert results["step"] == 10 and "loss" in results
     assert "results not saved" in captured.err and "Read-only file system" in captured.err
     assert not (workdir / "eval_validation.json").exists()
+
+
+# -- a workdir from someone else ---------------------------------------------------------------
+
+
+def private_folder(tmp_path: Path) -> Path:
+    folder = tmp_path / "private"
+    folder.mkdir()
+    secret = folder / "diary.txt"
+    secret.write_text("my private diary " * 200)
+    secret.chmod(0o600)
+    return folder
+
+
+def test_eval_of_a_workdir_does_not_prepare_the_data_its_config_names(finished, tmp_path, capsys):
+    """config.json pointed text_dir at a private folder and data_dir elsewhere: eval used
+    to copy the private text there (mode 0644) before refusing the checkpoint."""
+    workdir = copy_of(finished, tmp_path / "run")
+    elsewhere = tmp_path / "elsewhere"
+    config = json.loads((workdir / "config.json").read_text())
+    config["data"] = {
+        "name": "text_dir",
+        "path": str(private_folder(tmp_path)),
+        "pattern": "**/*",
+        "data_dir": str(elsewhere),
+        "seq_len": 16,
+    }
+    (workdir / "config.json").write_text(json.dumps(config))
+    capsys.readouterr()
+    for command in ("eval", "sample"):
+        assert cli.main([command, "--workdir", str(workdir)]) == 2  # refused: bad input
+        err = capsys.readouterr().err
+        assert "is not prepared" in err and "config.json" in err, err
+    assert not elsewhere.exists() or list(elsewhere.rglob("*.array_record*")) == []
+
+
+def test_a_prepared_copy_is_no_more_readable_than_its_source(tmp_path):
+    from rnnlab import data
+
+    prepared = tmp_path / "prepared"
+    cfg = {"name": "text_dir", "path": str(private_folder(tmp_path)), "pattern": "**/*"}
+    data.info({**cfg, "data_dir": str(prepared), "seq_len": 16})
+    # The prepared version folder (tfds also keeps a builder-wide .config/metadata.json,
+    # which holds no text of the source).
+    written = [p for p in prepared.rglob("1.0.0/*") if p.is_file()]
+    assert any(".array_record" in p.name for p in written)
+    for p in written:
+        assert p.stat().st_mode & 0o077 == 0, (p, oct(p.stat().st_mode))

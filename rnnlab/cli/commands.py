@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from rnnlab.cli import catalog
-from rnnlab.cli.workdir import checkpoint_arg, load_config, pick_step
+from rnnlab.cli.workdir import checkpoint_arg, data_guard, load_config, pick_step
 from rnnlab.train import config as cfg_lib
 from rnnlab.train import files, readers, record
 
@@ -185,8 +185,9 @@ def _run_and_state(args: argparse.Namespace):
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    run, state, step = _run_and_state(args)
-    results = run.evaluate(state, args.split)
+    with data_guard(args):
+        run, state, step = _run_and_state(args)
+        results = run.evaluate(state, args.split)
     results = {"step": step, "split": args.split, **results}
     if run.main:
         # Printed first: a workdir that cannot be written (read-only, someone else's) must
@@ -203,7 +204,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_sample(args: argparse.Namespace) -> int:
     from rnnlab.train.sampling import sample_text
 
-    run, state, step = _run_and_state(args)
+    with data_guard(args):
+        run, state, step = _run_and_state(args)
     if run.task.name != "lm":
         raise cfg_lib.ConfigError(
             "data", f"sample needs a language model, this run's task is {run.task.name!r}"

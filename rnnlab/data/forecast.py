@@ -154,7 +154,7 @@ def _series_builder(cfg: Any):
     config = builders.SeriesConfig(
         name=f"file-{digest.hexdigest()[:12]}", reader=lambda: read_series_file(path, columns)
     )
-    return builders.make(builders.Series, tfds_dir(cfg), config)
+    return builders.make(builders.Series, tfds_dir(cfg), config, sources=[path])
 
 
 def fill_gaps(values: np.ndarray, how: str, what: str) -> np.ndarray:
