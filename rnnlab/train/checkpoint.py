@@ -149,6 +149,11 @@ class Checkpoints:
         Raises :class:`CheckpointWriteError` when this save, or the previous asynchronous
         one, could not be written.
         """
+        if step == self._pending:
+            # A save of this step is under way (a second Ctrl-C landed inside it): starting
+            # another one of the same step failed with FileExistsError or hung; finish it.
+            self.check_written()
+            return False
         self.check_written()
         if step in self.manager.all_steps():
             return False
@@ -157,12 +162,14 @@ class Checkpoints:
             state=ocp.args.StandardSave(state),
             extra=ocp.args.JsonSave(integrity.seal(state, extra)),
         )
+        self._pending = step  # before: an interrupt inside orbax's save leaves it in flight
         try:
             saved = self.manager.save(step, args=args, metrics=metrics, force=force)
         except Exception as e:  # orbax raises OSError, ValueError or its own errors
+            self._pending = None
             raise self._write_error(step, e) from e
-        if saved:
-            self._pending = step
+        if not saved:
+            self._pending = None
         return saved
 
     def _write_error(self, step: int, cause: BaseException) -> CheckpointWriteError:

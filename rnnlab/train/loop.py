@@ -33,6 +33,7 @@ from rnnlab.train import progress as progress_lib
 from rnnlab.train import sharding as sharding_lib
 from rnnlab.train import state as state_lib
 from rnnlab.train.early_stopping import EarlyStopping
+from rnnlab.train.ending import EndOfRun
 from rnnlab.train.run import Run
 
 
@@ -465,6 +466,20 @@ def _train(run, workdir, t_start, warn, hooks, loggers, restart) -> dict[str, An
     }
     if ended and not eval_pending:
         summary["rebuilt_from_checkpoint"] = start
+    writer.close()
+    with EndOfRun(step, enabled=main) as end:  # SIGTERM now skips to the summary (exit 0)
+        with end.optional():
+            _finish(run, state, step, summary, stopped_early, workdir)
+        if end.stopped:
+            summary["end_of_run_skipped"] = signal.Signals(end.signum).name
+        if main:
+            _write_json(files.join(workdir, "summary.json"), summary)
+    return summary
+
+
+def _finish(run, state, step, summary, stopped_early, workdir) -> None:
+    """The optional end of a run: a sample, the task's report, the plots."""
+    cfg, main = run.config, run.main
     if not stopped_early and run.task.name == "lm" and cfg.sample.length > 0:
         # Restoring and gathering sharded parameters are collectives: every process joins.
         best = run.checkpoints.best_step()
@@ -482,9 +497,5 @@ def _train(run, workdir, t_start, warn, hooks, loggers, restart) -> dict[str, An
         report_state = state if best is None or best == step else run.restore(best)[0]
         report_state = run.eval_state(report_state)
         summary["report"] = run.task.report(run, report_state, workdir)
-    writer.close()
     if main and not stopped_early:
         plots.plot_workdir(workdir)
-    if main:
-        _write_json(files.join(workdir, "summary.json"), summary)
-    return summary

@@ -1,0 +1,81 @@
+"""How a run ends when a signal comes late: a SIGTERM after the training loop (during the
+samples, report or plots) still writes the summary and exits 0 with one line, and a second
+Ctrl-C that lands inside a checkpoint save finishes that save instead of starting a second
+save of the same step (which failed with FileExistsError or hung).
+
+References: the exit status and files of a real process, and a checkpoint read back
+against the arrays that were saved."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+
+SIGTERM_DURING_PLOTS = """
+import os, signal, sys, time
+from rnnlab.train import plots
+
+def plot_workdir(workdir):  # the platform's SIGTERM arrives while the figures are drawn
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(1)
+    raise AssertionError("the signal did not end the optional work")
+
+plots.plot_workdir = plot_workdir
+from rnnlab import cli
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def test_a_sigterm_after_the_loop_writes_the_summary_and_exits_0(tmp_path):
+    script = tmp_path / "run.py"
+    script.write_text(textwrap.dedent(SIGTERM_DURING_PLOTS))
+    workdir = tmp_path / "run"
+    env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu")
+    env.setdefault("RNNLAB_DATA_DIR", str(REPO / "data"))
+    argv = ["train", "--config", str(REPO / "experiments" / "faults.py"), "--workdir"]
+    argv += [str(workdir), "--config.train.steps=5"]
+    proc = subprocess.run(
+        [sys.executable, str(script), *argv], env=env, capture_output=True, text=True, cwd=REPO
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "SIGTERM after the last checkpoint (step 5)" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    summary = json.loads((workdir / "summary.json").read_text())
+    assert summary["steps"] == 5 and summary["stop_reason"] == "completed"
+    assert summary["end_of_run_skipped"] == "SIGTERM"
+
+
+def test_a_second_interrupt_inside_a_save_finishes_that_save(tmp_path, monkeypatch):
+    import jax.numpy as jnp
+
+    from rnnlab.train import checkpoint as ckpt_lib
+
+    checkpoints = ckpt_lib.Checkpoints(tmp_path / "checkpoints", keep=2, async_save=True)
+    want = np.arange(4096, dtype=np.float32)
+    state = {"w": jnp.asarray(want)}
+    real = type(checkpoints.manager).save
+
+    def interrupted(self, *args, **kwargs):  # Ctrl-C right after orbax started writing
+        real(self, *args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(type(checkpoints.manager), "save", interrupted)
+    try:
+        checkpoints.save(5, state, {"n": 1})
+    except KeyboardInterrupt:
+        pass
+    monkeypatch.setattr(type(checkpoints.manager), "save", real)
+    # What the loop's KeyboardInterrupt handler does: save the step, wait for the writes.
+    assert checkpoints.save(5, state, {"n": 1}) is False
+    checkpoints.wait()
+    assert checkpoints.all_steps() == [5]
+    restored, extra = checkpoints.restore({"w": state["w"]}, 5)
+    np.testing.assert_array_equal(np.asarray(restored["w"]), want)
+    assert extra["n"] == 1
+    checkpoints.close()
