@@ -79,3 +79,34 @@ def test_a_second_interrupt_inside_a_save_finishes_that_save(tmp_path, monkeypat
     np.testing.assert_array_equal(np.asarray(restored["w"]), want)
     assert extra["n"] == 1
     checkpoints.close()
+
+
+def test_a_guard_that_restores_keeps_a_checkpoint_older_than_its_window(tmp_path):
+    """Checkpoints every 5 steps, keep 1, a window of 15 steps: at every save a checkpoint
+    at most latest - 15 must exist (the divergence guard restores from before its window),
+    and nothing older than the newest such one is kept."""
+    import jax.numpy as jnp
+
+    from rnnlab.train import checkpoint as ckpt_lib
+
+    checkpoints = ckpt_lib.Checkpoints(
+        tmp_path / "checkpoints", keep=1, async_save=False, keep_before=15
+    )
+    for step in range(5, 55, 5):
+        checkpoints.save(step, {"w": jnp.zeros(2)}, {})
+        steps = sorted(checkpoints.all_steps())
+        old = [s for s in range(5, step + 1, 5) if s <= step - 15]
+        want = [s for s in range(5, step + 1, 5) if not old or s >= max(old)]
+        assert steps == want, (step, steps)
+    checkpoints.close()
+
+
+def test_the_guard_window_covers_the_divergence_patience_and_the_nonfinite_checks():
+    from rnnlab.train import config as cfg_lib
+    from rnnlab.train.run import guard_window
+
+    config = cfg_lib.load(str(REPO / "experiments" / "faults.py"))
+    assert guard_window(config) == 0  # "stop": nothing to restore
+    restore = cfg_lib.override(config, ["train.nonfinite_action=restore"])
+    # faults: divergence_patience 3 x log_every 5 = 15 > 2 x max_nonfinite 3 = 6
+    assert guard_window(restore) == 15

@@ -76,6 +76,9 @@ class Checkpoints:
         the best one is kept in addition to the latest ``keep``.
       best_mode: ``"min"`` or ``"max"``.
       async_save: write in a background thread.
+      read_only: only read (a reader beside the run that writes).
+      keep_before: also keep the newest checkpoint at least this many steps older than
+        the latest (:class:`KeepOlderThan`; 0: none).
     """
 
     def __init__(
@@ -87,12 +90,15 @@ class Checkpoints:
         best_mode: str = "min",
         async_save: bool = True,
         read_only: bool = False,
+        keep_before: int = 0,
     ):
         self.directory = as_path(directory)
         self.best_metric, self.best_mode = best_metric, best_mode
         keepers: list[Any] = [policies.LatestN(n=keep)]
         if best_metric:
             keepers.append(KeepBest(self._metric, best_mode))
+        if keep_before > 0:
+            keepers.append(KeepOlderThan(keep_before))
         options = ocp.CheckpointManagerOptions(
             preservation_policy=policies.AnyPreservationPolicy(keepers),
             # best_fn also makes orbax write the metrics next to each checkpoint.
@@ -376,6 +382,30 @@ class KeepBest:
         ranked = [(self.metric(c.metrics), c.step) for c in checkpoints if c.metrics is not None]
         best = best_of(ranked, self.mode)
         return [c.step == best for c in checkpoints]
+
+
+class KeepOlderThan:
+    """orbax preservation policy: keep the newest checkpoint at least ``window`` steps older
+    than the latest one, and the checkpoints of the last ``window`` steps that will become
+    it as the run advances.
+
+    The divergence and non-finite guards restore the newest checkpoint from before the
+    trouble began, up to ``window`` steps before they notice it; with only the latest
+    ``keep`` checkpoints kept, that one was always rotated away first. The cost is up to
+    ``window / checkpoint_every + 1`` checkpoints on disk while the guards may restore.
+    """
+
+    def __init__(self, window: int):
+        self.window = int(window)
+
+    def should_preserve(self, checkpoints: Any, *, context: Any) -> list[bool]:
+        del context
+        if not checkpoints:
+            return []
+        latest = max(c.step for c in checkpoints)
+        old = [c.step for c in checkpoints if c.step <= latest - self.window]
+        oldest_kept = max(old) if old else -1
+        return [c.step >= oldest_kept for c in checkpoints]
 
 
 def _flat(tree: Any) -> list[tuple[Any, Any]]:
