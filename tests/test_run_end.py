@@ -110,3 +110,24 @@ def test_the_guard_window_covers_the_divergence_patience_and_the_nonfinite_check
     restore = cfg_lib.override(config, ["train.nonfinite_action=restore"])
     # faults: divergence_patience 3 x log_every 5 = 15 > 2 x max_nonfinite 3 = 6
     assert guard_window(restore) == 15
+
+
+def test_a_model_too_large_for_memory_is_refused_with_its_numbers(tmp_path, capsys, monkeypatch):
+    """hidden_features=200000 used to hang with no output in device_get(state.step). The
+    LSTM's recurrent kernel alone is 4H x H float32: 16 H^2 bytes = 596.05 GiB."""
+    import re
+
+    from rnnlab import cli
+
+    monkeypatch.setenv("RNNLAB_DATA_DIR", os.environ.get("RNNLAB_DATA_DIR", str(REPO / "data")))
+    argv = ["train", "--config", str(REPO / "experiments" / "faults.py"), "--workdir"]
+    argv += [str(tmp_path / "run"), "--config.train.batch_size=8"]
+    assert cli.main([*argv, "--config.model.hidden_features=200000"]) == 1
+    err = capsys.readouterr().err
+    line = [x for x in err.splitlines() if x.startswith("rnnlab: error")][0]
+    assert "does not fit in memory" in line and "hidden_features" in line
+    state, grads = (float(x) for x in re.findall(r"([\d.]+) GiB", line)[:2])
+    kernel = 16 * 200000**2 / 1024**3
+    assert kernel <= grads < kernel * 1.001  # the other parameters are O(H)
+    assert 3 * kernel <= state < 3 * kernel * 1.001  # Adam: parameters, mu and nu
+    assert not (tmp_path / "run" / "checkpoints").exists()

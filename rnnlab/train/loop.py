@@ -34,6 +34,8 @@ from rnnlab.train import sharding as sharding_lib
 from rnnlab.train import state as state_lib
 from rnnlab.train.early_stopping import EarlyStopping
 from rnnlab.train.ending import EndOfRun
+from rnnlab.train.memory import HINT as MEMORY_HINT
+from rnnlab.train.memory import check as check_memory
 from rnnlab.train.run import Run
 
 
@@ -164,6 +166,8 @@ def _train(run, workdir, t_start, warn, hooks, loggers, restart) -> dict[str, An
         repeat=True,
     )
 
+    # Before anything is allocated: a state too large used to hang in device_get.
+    check_memory(run.abstract, run.shardings, hint=MEMORY_HINT)
     found = run.restore_latest(report=warn)
     latest, lr_scale, restores, eval_pending, extra = None, 1.0, 0, False, {}
     if found is not None:
