@@ -104,7 +104,12 @@ def check(abstract: Any, shardings: Any, *, hint: str = "") -> None:
     state = per_device_bytes(abstract, shardings)
     grads = per_device_bytes(abstract.params, shardings.params)
     need = state + grads
-    devices = jax.local_devices()
+    # The run's own devices on this host (a mesh may use fewer than the host has).
+    used = set().union(*(s.device_set for s in jax.tree.leaves(shardings)))
+    devices = (
+        sorted((d for d in used if d.process_index == jax.process_index()), key=lambda d: d.id)
+        or jax.local_devices()
+    )
     if devices[0].platform == "cpu":
         available, where = host_available()
         need *= len(devices)  # simulated CPU devices share the host's memory

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tools.faults import cases, scenarios, scenarios_env, scenarios_record
+from tools.faults import cases, cases_trust, scenarios, scenarios_env, scenarios_record
 from tools.faults.report import Result, failures, table
 from tools.faults.scenarios import Suite
 
@@ -87,6 +87,7 @@ def run_suite(
         log("disk full / read-only: not run (no user namespaces for a tmpfs here)")
     timed(scenarios_env.run_cases, "bad input (library)", cases.BAD_INPUT)
     timed(scenarios_env.run_cases, "bad configuration", cases.BAD_CONFIG)
+    timed(scenarios_env.run_cases, "someone else's workdir, readers, inputs", cases_trust.TRUST)
     if not short:
         timed(scenarios_env.bad_command_line, suite)
         if base.exists():
