@@ -89,3 +89,16 @@ def test_a_line_cut_short_by_a_kill_is_still_skipped(tmp_path):
     path = Path(tmp_path) / "metrics.jsonl"
     path.write_text('{"step": 5, "split": "train", "loss": 1}\n{"step": 10, "spl')
     assert [r["step"] for r in metric_log.read(str(path))] == [5]
+
+
+def test_nested_pybind11_reprs_leave_nothing_behind():
+    from rnnlab import cli
+    from rnnlab.train.checkpoint import describe_error
+
+    raw = (
+        "Error reading 'a': <bound method pybind11_detail_function_record_v1_abi.<lambda> of "
+        "<tensorstore.Future object at 0x7f00>> failed; see <function f at 0x1>. done"
+    )
+    want = "Error reading 'a': failed; see . done"
+    assert cli.one_line(ValueError(raw)) == want
+    assert describe_error(ValueError(raw)) == f"ValueError: {want}"

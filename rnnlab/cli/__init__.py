@@ -105,7 +105,9 @@ _NOISE = (
 def one_line(error: BaseException, limit: int = 800) -> str:
     """``error``'s message on one line, without the object reprs third-party libraries
     embed, cut at ``limit`` characters."""
-    text = str(error) or type(error).__name__
+    from rnnlab.train.messages import strip_reprs
+
+    text = strip_reprs(str(error) or type(error).__name__)
     for pattern in _NOISE:
         text = pattern.sub("", text)
     text = " ".join(text.split())

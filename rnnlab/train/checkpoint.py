@@ -44,6 +44,7 @@ from orbax.checkpoint import checkpoint_managers as policies
 from rnnlab.parallel import path_to_str
 from rnnlab.train import integrity
 from rnnlab.train.integrity import CorruptCheckpointError
+from rnnlab.train.messages import strip_reprs
 
 CORRUPT_DIR = "corrupt_checkpoints"
 
@@ -502,7 +503,7 @@ def describe_error(cause: BaseException, limit: int = 400) -> str:
     device``) kept even where the cut would lose it. orbax's messages can run to many
     kilobytes over several lines; the user needs the reason and the path."""
     raw = str(cause)
-    text = " ".join(_REPRS.sub("", _SPEC.sub("", raw)).split())
+    text = " ".join(strip_reprs(_REPRS.sub("", _SPEC.sub("", raw))).split())
     if len(text) > limit:
         text = text[:limit] + " ..."
     reasons = [os.strerror(int(c)) for c in _OS_CODE.findall(raw)]
