@@ -173,7 +173,8 @@ def _run_and_state(args: argparse.Namespace):
     if not has_checkpoints(args.workdir):
         raise FileNotFoundError(f"no checkpoint in {files.join(args.workdir, 'checkpoints')}")
     run = Run(config, args.workdir, read_only=True)
-    pick_step(run.checkpoints, args.checkpoint, args.workdir)  # names the steps there if absent
+    # A run training in the same workdir may rotate a step away while orbax lists them.
+    pick_step(readers.opened(lambda: run.checkpoints), args.checkpoint, args.workdir)
     # A run training in the same workdir may rotate the chosen step away while it is read.
     step, (state, _) = readers.restore(
         run.checkpoints,

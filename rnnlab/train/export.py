@@ -152,12 +152,14 @@ def _load_workdir(workdir: str, which: str | int, device) -> tuple[nnx.Module, M
     es = config.train.early_stopping
     best_metric = es.metric or task.best_metric
     default_mode = task.best_mode if best_metric == task.best_metric else "min"
-    checkpoints = ckpt_lib.Checkpoints(
-        files.join(workdir, "checkpoints"),
-        best_metric=best_metric,
-        best_mode=es.mode or default_mode,
-        async_save=False,
-        read_only=True,
+    checkpoints = readers.opened(
+        lambda: ckpt_lib.Checkpoints(
+            files.join(workdir, "checkpoints"),
+            best_metric=best_metric,
+            best_mode=es.mode or default_mode,
+            async_save=False,
+            read_only=True,
+        )
     )
     try:
         tx = optim.make(**config.optim.to_dict())

@@ -20,7 +20,19 @@ from rnnlab.train import checkpoint as ckpt_lib
 
 T = TypeVar("T")
 
-ATTEMPTS = 5
+ATTEMPTS = 10
+
+
+def opened(factory: Callable[[], T], attempts: int = ATTEMPTS) -> T:
+    """``factory()`` (opening a checkpoint directory), tried again when a step vanishes while
+    orbax lists the steps (it reads each step's metadata: a FileNotFoundError)."""
+    for attempt in range(attempts):
+        try:
+            return factory()
+        except FileNotFoundError:
+            if attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
 
 
 def restore(
@@ -41,17 +53,29 @@ def restore(
       note: receives one line per retry.
       attempts: how many vanished steps to step over before giving up.
     """
+    step = None
     for attempt in range(attempts):
-        step = ckpt_lib.choose_step(checkpoints, which)
         try:
+            step = ckpt_lib.choose_step(checkpoints, which)
             return step, read(step)
-        except ckpt_lib.CheckpointVanishedError as e:
+        except FileNotFoundError as e:
+            vanished = isinstance(e, ckpt_lib.CheckpointVanishedError)
             if which not in ("best", "latest"):
+                if not vanished:
+                    raise
                 raise ckpt_lib.CheckpointVanishedError(
                     f"{e}; pass --checkpoint latest, or read step {step} after the run ends"
                 ) from None
+            if not vanished and step is None:
+                raise  # no checkpoint at all: nothing to choose again
             if attempt == attempts - 1:
-                raise
-            checkpoints.manager.reload()
-            note(f"{e}; reading the {which} checkpoint again")
+                raise ckpt_lib.CheckpointVanishedError(
+                    f"{e}; the {which} checkpoint vanished {attempts} times while it was read: "
+                    "the run training in this workdir rotates its checkpoints faster than "
+                    "they can be read (raise its train.keep_checkpoints, or read after it ends)"
+                ) from None
+            opened(checkpoints.manager.reload)
+            if vanished:
+                note(f"{e}; reading the {which} checkpoint again")
+            step = None
     raise AssertionError("unreachable")
