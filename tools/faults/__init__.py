@@ -81,6 +81,7 @@ def run_suite(
     timed(scenarios_env.run_cases, "disk full (injected, in-process)", cases.DISK)
     if scenarios_env.namespaces_available():
         timed(scenarios_env.disk_full, suite, resume=not short)
+        timed(scenarios_env.disk_full_at_start, suite)
         if not short and base.exists():
             timed(scenarios_env.read_only, suite, base)
     else:
