@@ -12,7 +12,7 @@ from typing import Any
 from rnnlab.cli import catalog
 from rnnlab.cli.workdir import checkpoint_arg, data_guard, load_config, pick_step
 from rnnlab.train import config as cfg_lib
-from rnnlab.train import files, readers, record
+from rnnlab.train import files, record
 
 
 def _duration(seconds: float) -> str:
@@ -166,6 +166,7 @@ def dry_run(config: cfg_lib.ConfigDict, workdir: str) -> int:
 
 def _run_and_state(args: argparse.Namespace):
     from rnnlab.cli.workdir import has_checkpoints
+    from rnnlab.train import readers  # orbax: only where checkpoints are read
     from rnnlab.train.loop import Run
 
     start_processes(args)
