@@ -131,3 +131,29 @@ def test_a_model_too_large_for_memory_is_refused_with_its_numbers(tmp_path, caps
     assert kernel <= grads < kernel * 1.001  # the other parameters are O(H)
     assert 3 * kernel <= state < 3 * kernel * 1.001  # Adam: parameters, mu and nu
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_a_step_too_large_for_what_is_free_is_refused_before_it_runs(monkeypatch):
+    """The compiled step's memory analysis: an (N, N) float32 product needs at least its
+    4 N^2 output bytes; with 1 MiB free it is refused, naming the numbers."""
+    import re
+
+    import jax
+    import jax.numpy as jnp
+    import pytest
+
+    from rnnlab.train import memory
+
+    monkeypatch.setattr(memory, "host_available", lambda: (2**20, "1 MiB free (test)"))
+    n = 2048
+    step = jax.jit(lambda a, b: jnp.tanh(a @ b) @ b)
+    a = jnp.ones((n, n), jnp.float32)
+    with pytest.raises(memory.OutOfMemoryError) as info:
+        memory.check_step(step, a, a)
+    text = str(info.value)
+    temp, out = (float(x) for x in re.findall(r"([\d.]+) GiB", text)[:2])
+    assert out * 1024**3 >= 4 * n * n * 0.999  # the (N, N) float32 result
+    assert "1 MiB free (test)" in text
+    monkeypatch.setattr(memory, "host_available", lambda: (2**40, "1 TiB free (test)"))
+    compiled = memory.check_step(step, a, a)
+    np.testing.assert_allclose(np.asarray(compiled(a, a))[0, :4], n * np.tanh(n), rtol=1e-5)

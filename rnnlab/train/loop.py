@@ -36,6 +36,7 @@ from rnnlab.train.early_stopping import EarlyStopping
 from rnnlab.train.ending import EndOfRun
 from rnnlab.train.memory import HINT as MEMORY_HINT
 from rnnlab.train.memory import check as check_memory
+from rnnlab.train.memory import check_step as check_step_memory
 from rnnlab.train.run import Run
 
 
@@ -342,7 +343,13 @@ def _train(run, workdir, t_start, warn, hooks, loggers, restart) -> dict[str, An
                 # The first call traces the step: record which implementation each
                 # recurrent layer takes (and why a fallback happened) for the header.
                 with meter.paused(), dispatch.recording() as paths:  # compilation: no training
-                    state, m = train_step(state, inputs.to_global(batch, run.mesh))
+                    global_batch = inputs.to_global(batch, run.mesh)
+                    # Refused with numbers before it runs: a failed allocation used to hang.
+                    # The compiled executable runs the steps from here (no second trace).
+                    train_step = check_step_memory(
+                        train_step, state, global_batch, hint=MEMORY_HINT
+                    )
+                    state, m = train_step(state, global_batch)
                 compiled = True
                 if main:
                     progress.write("recurrence: " + dispatch.summary(paths))

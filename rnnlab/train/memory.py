@@ -93,6 +93,42 @@ def device_available(device: Any) -> tuple[int | None, str]:
     return free, f"{_gib(free)} free of {_gib(stats['bytes_limit'])} on {device}"
 
 
+def _available(devices: list[Any]) -> tuple[int | None, str, int]:
+    """``(bytes free, how that was found, how many devices share it)`` for ``devices``."""
+    if devices[0].platform == "cpu":  # simulated CPU devices share the host's memory
+        available, where = host_available()
+        return available, where, len(devices)
+    available, where = device_available(devices[0])
+    return available, where, 1
+
+
+def check_step(step: Any, *args: Any, hint: str = "") -> Any:
+    """Compiles ``step`` (a jitted function) for ``args`` and raises
+    :class:`OutOfMemoryError` when what one call allocates beyond its arguments (XLA's
+    memory analysis of the compiled executable: temporaries plus outputs not aliased to
+    donated inputs) does not fit in what is free now. Returns the compiled executable;
+    calling ``step`` afterwards reuses it (JAX caches the compilation)."""
+    compiled = step.lower(*args).compile()
+    try:
+        analysis = compiled.memory_analysis()
+    except Exception:  # some backends do not analyse
+        analysis = None
+    if analysis is None:
+        return compiled
+    temp = int(analysis.temp_size_in_bytes)
+    out = int(analysis.output_size_in_bytes) - int(analysis.alias_size_in_bytes)
+    devices = jax.local_devices()
+    available, where, sharing = _available(devices)
+    need = (temp + max(out, 0)) * sharing
+    if available is None or need <= available:
+        return compiled
+    raise OutOfMemoryError(
+        f"a training step does not fit in memory: the compiled step needs {_gib(temp)} of "
+        f"temporaries and {_gib(max(out, 0))} of new outputs per device, {_gib(need)} for "
+        f"{sharing} device(s) sharing it, but only {where}" + (f"; {hint}" if hint else "")
+    )
+
+
 def check(abstract: Any, shardings: Any, *, hint: str = "") -> None:
     """Raises :class:`OutOfMemoryError` when the train state and its gradients cannot fit.
 
@@ -110,12 +146,11 @@ def check(abstract: Any, shardings: Any, *, hint: str = "") -> None:
         sorted((d for d in used if d.process_index == jax.process_index()), key=lambda d: d.id)
         or jax.local_devices()
     )
+    available, where, sharing = _available(devices)
+    need *= sharing
     if devices[0].platform == "cpu":
-        available, where = host_available()
-        need *= len(devices)  # simulated CPU devices share the host's memory
         what = f"{len(devices)} CPU device(s) on this host"
     else:
-        available, where = device_available(devices[0])
         what = f"each of {len(devices)} {devices[0].platform} device(s)"
     if available is None or need <= available:
         return
