@@ -8,11 +8,13 @@ from pathlib import Path
 import pytest
 
 import rnnlab
-from tools.faults import cases
+from tools.faults import cases, cases_trust
 
 
 @pytest.mark.parametrize(
-    "case", cases.BAD_INPUT + cases.BAD_CONFIG + cases.DISK, ids=lambda c: c.name
+    "case",
+    cases.BAD_INPUT + cases.BAD_CONFIG + cases.DISK + cases_trust.TRUST,
+    ids=lambda c: c.name,
 )
 def test_bad_call_raises_naming_what_is_wrong(case, tmp_path):
     with pytest.raises(case.error) as info:

@@ -34,7 +34,7 @@ def reference_rows(mesh, batch: int) -> dict[int, set[int]]:
 def test_each_host_reads_a_distinct_complete_share(name, slices, hosts):
     devices = topology.devices(name, slices)
     config = cfg_lib.load("experiments/charlm.py:tpu")  # mesh data=-1, as every TPU recipe
-    mesh = sharding.make_mesh(config, devices)
+    mesh = sharding.mesh_from_config(config, devices)
     batch = 4 * len(devices)
     want = reference_rows(mesh, batch)
     assert len(want) == hosts

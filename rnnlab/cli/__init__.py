@@ -110,7 +110,9 @@ _NOISE = (
 def one_line(error: BaseException, limit: int = 800) -> str:
     """``error``'s message on one line, without the object reprs third-party libraries
     embed, cut at ``limit`` characters."""
-    text = str(error) or type(error).__name__
+    from rnnlab.train.messages import strip_reprs
+
+    text = strip_reprs(str(error) or type(error).__name__)
     for pattern in _NOISE:
         text = pattern.sub("", text)
     text = " ".join(text.split())
@@ -118,10 +120,13 @@ def one_line(error: BaseException, limit: int = 800) -> str:
 
 
 def _status(error: BaseException) -> int:
+    from rnnlab.data.lm import DataTooSmallError
     from rnnlab.train.config import ConfigError
+    from rnnlab.train.files import BadPathError
     from rnnlab.train.integrity import IncompatibleCheckpointError
 
-    return USAGE if isinstance(error, ConfigError | IncompatibleCheckpointError) else RUNTIME
+    bad_input = ConfigError | IncompatibleCheckpointError | DataTooSmallError | BadPathError
+    return USAGE if isinstance(error, bad_input) else RUNTIME
 
 
 def main(argv: Sequence[str] | None = None) -> int:

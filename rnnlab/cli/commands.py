@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from rnnlab.cli import catalog
-from rnnlab.cli.workdir import checkpoint_arg, load_config, pick_step
+from rnnlab.cli.workdir import checkpoint_arg, data_guard, load_config, pick_step
 from rnnlab.train import config as cfg_lib
 from rnnlab.train import files, record
 
@@ -166,6 +166,7 @@ def dry_run(config: cfg_lib.ConfigDict, workdir: str) -> int:
 
 def _run_and_state(args: argparse.Namespace):
     from rnnlab.cli.workdir import has_checkpoints
+    from rnnlab.train import readers  # orbax: only where checkpoints are read
     from rnnlab.train.loop import Run
 
     start_processes(args)
@@ -173,25 +174,40 @@ def _run_and_state(args: argparse.Namespace):
     if not has_checkpoints(args.workdir):
         raise FileNotFoundError(f"no checkpoint in {files.join(args.workdir, 'checkpoints')}")
     run = Run(config, args.workdir, read_only=True)
-    step = pick_step(run.checkpoints, args.checkpoint, args.workdir)
-    state, _ = run.restore(step)
+    # A run training in the same workdir may rotate a step away while orbax lists them.
+    pick_step(readers.opened(lambda: run.checkpoints), args.checkpoint, args.workdir)
+    # A run training in the same workdir may rotate the chosen step away while it is read.
+    step, (state, _) = readers.restore(
+        run.checkpoints,
+        args.checkpoint,
+        run.restore,
+        note=lambda text: print(f"rnnlab: note: {text}", file=sys.stderr, flush=True),
+    )
     return run, state, step
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    run, state, step = _run_and_state(args)
-    results = run.evaluate(state, args.split)
+    with data_guard(args):
+        run, state, step = _run_and_state(args)
+        results = run.evaluate(state, args.split)
     results = {"step": step, "split": args.split, **results}
     if run.main:
-        files.write_json(files.join(args.workdir, f"eval_{args.split}.json"), results)
-        print(json.dumps(results, indent=2, sort_keys=True))
+        # Printed first: a workdir that cannot be written (read-only, someone else's) must
+        # not lose the results it took the evaluation to compute.
+        print(json.dumps(results, indent=2, sort_keys=True), flush=True)
+        path = files.join(args.workdir, f"eval_{args.split}.json")
+        try:
+            files.write_json(path, results)
+        except OSError as e:
+            print(f"rnnlab: warning: results not saved to {path}: {e}", file=sys.stderr)
     return 0
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
     from rnnlab.train.sampling import sample_text
 
-    run, state, step = _run_and_state(args)
+    with data_guard(args):
+        run, state, step = _run_and_state(args)
     if run.task.name != "lm":
         raise cfg_lib.ConfigError(
             "data", f"sample needs a language model, this run's task is {run.task.name!r}"
@@ -245,6 +261,17 @@ def process_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--coordinator", default=None, help="host:port of process 0")
     g.add_argument("--num-processes", dest="num_processes", type=int, default=None)
     g.add_argument("--process-id", dest="process_id", type=int, default=None)
+
+
+def positive_int(text: str) -> int:
+    """argparse type of a count: an integer >= 1 (argparse exits with status 2 otherwise)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
 
 
 OVERRIDES_HELP = " Override any config key with --config.KEY=VALUE."
@@ -327,11 +354,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     checkpoint_args(p)
     p.add_argument("--prompt", default=None)
-    p.add_argument("--length", type=int, default=None)
+    p.add_argument("--length", type=positive_int, default=None)
     p.add_argument("--temperature", type=float, default=None, help="0 decodes greedily")
     p.add_argument("--top-k", dest="top_k", type=int, default=None)
     p.add_argument("--top-p", dest="top_p", type=float, default=None)
-    p.add_argument("--num", type=int, default=None, help="number of samples")
+    p.add_argument("--num", type=positive_int, default=None, help="number of samples")
     p.add_argument("--seed", type=int, default=None)
     p.set_defaults(func=cmd_sample)
 

@@ -227,9 +227,9 @@ def largest_batch(config: ConfigDict, where: Target, shapes: DeclaredSource) -> 
     Raises:
       ValueError: not even one example per chip fits.
     """
-    from rnnlab.train.sharding import make_mesh
+    from rnnlab.train.sharding import mesh_from_config
 
-    dp = parallel.data_parallel_size(make_mesh(config, where.devices))
+    dp = parallel.data_parallel_size(mesh_from_config(config, where.devices))
     start = max(1, int(cfg_lib.resolved(config).train.batch_size) // dp)
     usable = (1.0 - analysis.HEADROOM) * where.topology.chip.hbm_bytes
     points: dict[int, tuple[bool, int]] = {}

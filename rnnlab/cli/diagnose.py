@@ -39,7 +39,7 @@ from flax import nnx
 
 from rnnlab import diagnostics as diag
 from rnnlab import tasks as tasks_lib
-from rnnlab.cli.workdir import checkpoint_arg, load_config, pick_step
+from rnnlab.cli.workdir import checkpoint_or_none_arg, load_config, pick_step
 from rnnlab.train import config as cfg_lib
 from rnnlab.train import inputs
 from rnnlab.train import state as state_lib
@@ -385,7 +385,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--checkpoint",
         default="best",
-        type=checkpoint_arg,
+        type=checkpoint_or_none_arg,
         help="best (default), latest, a step, or none (fresh)",
     )
     p.add_argument("--cells", default=None, help="comma-separated cells to compare")

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import tensorflow_datasets as tfds
 
+from rnnlab.data import preparing
 from rnnlab.data.fetch import NOVELS as AUSTEN_NOVELS
 from rnnlab.data.ts_format import class_names, read_ts
 from rnnlab.data.vocab import char_vocab
@@ -113,7 +114,8 @@ def austen_documents(raw_dir: Path) -> Callable[[], list[tuple[str, str]]]:
 
 
 def directory_documents(path: Path, pattern: str) -> tuple[Callable, str]:
-    """The text files under ``path`` matching ``pattern``, and a fingerprint of them."""
+    """The text files under ``path`` matching ``pattern``, and a fingerprint of them (the
+    reader's ``files`` attribute lists them: the prepared copy keeps their permissions)."""
     if not path.is_dir():
         raise ValueError(f"path must be a directory of text files, received {str(path)!r}")
     files = sorted(p for p in path.glob(pattern) if p.is_file())
@@ -133,6 +135,7 @@ def directory_documents(path: Path, pattern: str) -> tuple[Callable, str]:
                 raise ValueError(f"text file {str(f)!r} must be UTF-8: {e}") from e
         return docs
 
+    read.files = files  # type: ignore[attr-defined]
     return read, digest.hexdigest()[:12]
 
 
@@ -306,15 +309,21 @@ class Series(tfds.core.GeneratorBasedBuilder):
         yield 0, {"values": np.asarray(values, np.float32)}
 
 
-def prepare(builder: tfds.core.DatasetBuilder) -> tfds.core.DatasetBuilder:
-    """Prepares a builder once (array_record); later calls only open it."""
+def prepare(
+    builder: tfds.core.DatasetBuilder, sources: Sequence[Path] = ()
+) -> tfds.core.DatasetBuilder:
+    """Prepares a builder once (array_record); later calls only open it. ``sources``: the
+    user's files it reads; the prepared files keep no permission they lack
+    (:mod:`rnnlab.data.preparing`, which also says when preparing is refused)."""
     if not builder.is_prepared():
+        preparing.check_may_prepare(f"dataset {builder.name} in {builder.data_dir}")
         try:
             builder.download_and_prepare(file_format="array_record")
         except Exception:
             # Another process may have finished the same preparation first.
             if not builder.is_prepared():
                 raise
+        preparing.restrict_to_sources(builder.data_dir, sources)
     return builder
 
 
@@ -323,9 +332,12 @@ def source(builder: tfds.core.DatasetBuilder, split: str):
     return prepare(builder).as_data_source(split=split)
 
 
-def make(cls, data_dir: str, config: Any = None) -> tfds.core.DatasetBuilder:
-    """A prepared builder of ``cls`` (array_record files) in ``data_dir``."""
+def make(
+    cls, data_dir: str, config: Any = None, *, sources: Sequence[Path] = ()
+) -> tfds.core.DatasetBuilder:
+    """A prepared builder of ``cls`` (array_record files) in ``data_dir``; ``sources`` as
+    for :func:`prepare`."""
     kwargs = {"data_dir": data_dir, "file_format": "array_record"}
     if config is not None:
         kwargs["config"] = config
-    return prepare(cls(**kwargs))
+    return prepare(cls(**kwargs), sources)

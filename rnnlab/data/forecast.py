@@ -77,23 +77,14 @@ def read_series_file(path: Path, columns=None) -> tuple[np.ndarray, list[str]]:
         values = values[:, None] if values.ndim == 1 else values
         names = [str(i) for i in range(values.shape[1])]
     else:
-        with path.open(newline="") as f:
-            rows = [r for r in csv.reader(f) if r]
-        if not rows:
-            raise ValueError(f"csv file {str(path)!r} is empty: expected a header or values")
-
-        def number(cell):
-            try:
-                return float(cell) if cell.strip() else math.nan
-            except ValueError:
-                return None
-
-        header = rows[0] if any(number(c) is None for c in rows[0]) else None
-        body = rows[1:] if header else rows
-        names = header or [str(i) for i in range(len(rows[0]))]
-        numeric = [j for j in range(len(names)) if all(number(r[j]) is not None for r in body)]
-        values = np.array([[number(r[j]) for j in numeric] for r in body], np.float64)
-        names = [names[j] for j in numeric]
+        values, names = _read_csv(path)
+    bad = np.argwhere(np.isinf(values))
+    if len(bad):  # NaN is a missing value (fill_gaps); an infinity is not a measurement
+        t, j = bad[0]
+        raise ValueError(
+            f"series file {str(path)!r} row {t + 1}, column {names[j]!r}: {values[t, j]} is "
+            "not finite; expected a number, or an empty cell for a missing value"
+        )
     if columns is not None:
         wanted = [columns] if isinstance(columns, str | int) else list(columns)
         index = [names.index(str(c)) if str(c) in names else int(c) for c in wanted]
@@ -101,6 +92,49 @@ def read_series_file(path: Path, columns=None) -> tuple[np.ndarray, list[str]]:
     if values.size == 0 or values.ndim != 2:
         raise ValueError(f"series file {str(path)!r} has no numeric values (shape {values.shape})")
     return values, names
+
+
+def _read_csv(path: Path) -> tuple[np.ndarray, list[str]]:
+    """``(values [time, features], names)`` of a .csv file (optional header).
+
+    A column none of whose cells is a number (dates, labels) is left out; an empty cell is
+    a missing value (NaN). Anything else that is not a number (``N/A``, ``inf``), and a
+    row shorter or longer than the first, is a ValueError naming the file, the line and
+    the column: dropping the column or the row would forecast other series silently.
+    """
+    with path.open(newline="") as f:
+        reader = csv.reader(f)
+        rows = [(reader.line_num, r) for r in reader if r]
+    if not rows:
+        raise ValueError(f"csv file {str(path)!r} is empty: expected a header or values")
+
+    def number(cell):
+        try:
+            return float(cell) if cell.strip() else math.nan
+        except ValueError:
+            return None
+
+    first = rows[0][1]
+    header = first if any(number(c) is None for c in first) else None
+    body = rows[1:] if header else rows
+    names = header or [str(i) for i in range(len(first))]
+    for line, r in body:
+        if len(r) != len(names):
+            raise ValueError(
+                f"csv file {str(path)!r} line {line} has {len(r)} cells, expected "
+                f"{len(names)} like its first row"
+            )
+    numeric = [j for j in range(len(names)) if any(number(r[j]) is not None for _, r in body)]
+    for j in numeric:
+        for line, r in body:
+            value = number(r[j])
+            if value is None or math.isinf(value):
+                raise ValueError(
+                    f"csv file {str(path)!r} line {line}, column {names[j]!r}: {r[j]!r} is not "
+                    "a finite number; expected a number, or an empty cell for a missing value"
+                )
+    values = np.array([[number(r[j]) for j in numeric] for _, r in body], np.float64)
+    return values.reshape(len(body), len(numeric)), [names[j] for j in numeric]
 
 
 def _series_builder(cfg: Any):
@@ -114,10 +148,13 @@ def _series_builder(cfg: Any):
     columns = option(cfg, "columns")
     st = path.stat() if path.exists() else None
     digest = hashlib.sha1(f"{path.resolve()}:{st and st.st_mtime_ns}:{columns}".encode())
+    # Read once before the builder prepares anything: a bad cell is named before any file
+    # is written.
+    read_series_file(path, columns)
     config = builders.SeriesConfig(
         name=f"file-{digest.hexdigest()[:12]}", reader=lambda: read_series_file(path, columns)
     )
-    return builders.make(builders.Series, tfds_dir(cfg), config)
+    return builders.make(builders.Series, tfds_dir(cfg), config, sources=[path])
 
 
 def fill_gaps(values: np.ndarray, how: str, what: str) -> np.ndarray:

@@ -23,6 +23,11 @@ import grain
 import numpy as np
 
 
+class DataTooSmallError(ValueError):
+    """A split holds fewer tokens than one batch needs: bad input (a batch size or sequence
+    length too large for the data), reported with exit status 2 by the command line."""
+
+
 def _stream_batch(tokens, starts, rows, k, T, epoch_start, limits=None):
     idx = rows[:, None] + k * T + np.arange(T)[None, :]
     last = len(tokens) - 1
@@ -62,9 +67,9 @@ def stream_batches(
         span = (n - T) // G
         steps = span // T
         if steps < 1:
-            raise ValueError(
+            raise DataTooSmallError(
                 f"{what} has {n} tokens: expected at least {G * T + T} for batch_size * "
-                f"shard_count = {G} rows of seq_len {T}"
+                f"shard_count = {G} rows of seq_len {T}; lower the batch size or seq_len"
             )
         base = first_row + np.arange(batch_size)
 

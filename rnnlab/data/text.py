@@ -94,7 +94,8 @@ def _corpus_builder(cfg: Any):
     config = builders.TextCorpusConfig(
         name=f"{name}-{_fraction_name(fractions)}", documents=documents, fractions=fractions
     )
-    return builders.make(builders.TextCorpus, tfds_dir(cfg), config)
+    sources = getattr(documents, "files", ())  # the user's files (text_dir)
+    return builders.make(builders.TextCorpus, tfds_dir(cfg), config, sources=sources)
 
 
 def _novels(cfg: Any) -> list[str] | None:

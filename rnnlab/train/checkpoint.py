@@ -44,8 +44,14 @@ from orbax.checkpoint import checkpoint_managers as policies
 from rnnlab.parallel import path_to_str
 from rnnlab.train import integrity
 from rnnlab.train.integrity import CorruptCheckpointError
+from rnnlab.train.messages import strip_reprs
 
 CORRUPT_DIR = "corrupt_checkpoints"
+
+
+class CheckpointVanishedError(FileNotFoundError):
+    """A checkpoint deleted while it was read (the run training in the workdir rotated it
+    away): not damage, and never reported as corruption."""
 
 
 class CheckpointWriteError(OSError):
@@ -71,6 +77,9 @@ class Checkpoints:
         the best one is kept in addition to the latest ``keep``.
       best_mode: ``"min"`` or ``"max"``.
       async_save: write in a background thread.
+      read_only: only read (a reader beside the run that writes).
+      keep_before: also keep the newest checkpoint at least this many steps older than
+        the latest (:class:`KeepOlderThan`; 0: none).
     """
 
     def __init__(
@@ -82,19 +91,15 @@ class Checkpoints:
         best_mode: str = "min",
         async_save: bool = True,
         read_only: bool = False,
+        keep_before: int = 0,
     ):
         self.directory = as_path(directory)
         self.best_metric, self.best_mode = best_metric, best_mode
         keepers: list[Any] = [policies.LatestN(n=keep)]
         if best_metric:
-            keepers.append(
-                policies.BestN(
-                    get_metric_fn=self._metric,
-                    reverse=best_mode == "min",
-                    n=1,
-                    keep_checkpoints_without_metrics=False,
-                )
-            )
+            keepers.append(KeepBest(self._metric, best_mode))
+        if keep_before > 0:
+            keepers.append(KeepOlderThan(keep_before))
         options = ocp.CheckpointManagerOptions(
             preservation_policy=policies.AnyPreservationPolicy(keepers),
             # best_fn also makes orbax write the metrics next to each checkpoint.
@@ -109,6 +114,7 @@ class Checkpoints:
             self.directory, options=options, item_names=("state", "extra")
         )
         self._pending: int | None = None
+        self.read_only = read_only
 
     def _metric(self, metrics: dict[str, Any]) -> float:
         value = float(metrics.get(self.best_metric, math.nan))
@@ -130,10 +136,7 @@ class Checkpoints:
             metrics = self.manager.metrics(step)
             if metrics and self.best_metric and self.best_metric in metrics:
                 ranked.append((self._metric(metrics), step))
-        if not ranked:
-            return None
-        pick = min if self.best_mode == "min" else max
-        return pick(ranked)[1]
+        return best_of(ranked, self.best_mode)
 
     def metrics(self, step: int) -> dict[str, Any] | None:
         return self.manager.metrics(step)
@@ -153,6 +156,11 @@ class Checkpoints:
         Raises :class:`CheckpointWriteError` when this save, or the previous asynchronous
         one, could not be written.
         """
+        if step == self._pending:
+            # A save of this step is under way (a second Ctrl-C landed inside it): starting
+            # another one of the same step failed with FileExistsError or hung; finish it.
+            self.check_written()
+            return False
         self.check_written()
         if step in self.manager.all_steps():
             return False
@@ -161,12 +169,14 @@ class Checkpoints:
             state=ocp.args.StandardSave(state),
             extra=ocp.args.JsonSave(integrity.seal(state, extra)),
         )
+        self._pending = step  # before: an interrupt inside orbax's save leaves it in flight
         try:
             saved = self.manager.save(step, args=args, metrics=metrics, force=force)
         except Exception as e:  # orbax raises OSError, ValueError or its own errors
+            self._pending = None
             raise self._write_error(step, e) from e
-        if saved:
-            self._pending = step
+        if not saved:
+            self._pending = None
         return saved
 
     def _write_error(self, step: int, cause: BaseException) -> CheckpointWriteError:
@@ -253,6 +263,30 @@ class Checkpoints:
         step = self.latest_step() if step is None else step
         if step is None:
             raise FileNotFoundError(f"no checkpoint in {self.directory}")
+        try:
+            return self._restore(abstract_state, step, precheck)
+        except CorruptCheckpointError:
+            if self._vanished(step):
+                raise CheckpointVanishedError(
+                    f"checkpoint {step} in {self.directory} was deleted while it was read "
+                    "(the run training in this workdir keeps only its newest checkpoints)"
+                ) from None
+            raise
+
+    def _vanished(self, step: int) -> bool:
+        """Whether checkpoint ``step`` is gone. A reader beside a writer waits up to a
+        second: orbax deletes a step's files before its directory."""
+        path = self.directory / str(step)
+        for _ in range(10 if self.read_only else 1):
+            if not path.exists():
+                return True
+            if self.read_only:
+                time.sleep(0.1)
+        return False
+
+    def _restore(self, abstract_state: Any, step: int, precheck: Any) -> tuple[Any, dict]:
+        if not (self.directory / str(step)).exists():
+            raise CorruptCheckpointError(step, "its directory is gone")
         extra = self._read(step, extra=ocp.args.JsonRestore())["extra"]
         if not isinstance(extra, dict):
             raise CorruptCheckpointError(step, f"item 'extra' is {type(extra).__name__}")
@@ -319,6 +353,60 @@ class Checkpoints:
             return bool(self.manager.reached_preemption(step))
         except Exception:  # no distributed runtime: only the signal handler applies
             return False
+
+
+def best_of(ranked: Any, mode: str) -> int | None:
+    """The step of the best ``(value, step)`` pair, the earliest among equal values: the
+    rule of early stopping (only a strict improvement moves its best), of the retention
+    (:class:`KeepBest`) and of ``load(..., "best")``, so that the checkpoint the summary
+    names best is the one kept and the one loaded. ``None`` without pairs."""
+    ranked = list(ranked)
+    if not ranked:
+        return None
+    sign = 1.0 if mode == "min" else -1.0
+    return int(min(ranked, key=lambda r: (sign * r[0], r[1]))[1])
+
+
+class KeepBest:
+    """orbax preservation policy: keep the best checkpoint by :func:`best_of`'s rule.
+
+    orbax's ``BestN`` keeps the *latest* of tied checkpoints while the summary and
+    :meth:`Checkpoints.best_step` name the earliest, so a tie deleted the checkpoint named
+    best. Checkpoints without metrics are not kept by this policy.
+    """
+
+    def __init__(self, metric: Callable[[dict[str, Any]], float], mode: str):
+        self.metric, self.mode = metric, mode
+
+    def should_preserve(self, checkpoints: Any, *, context: Any) -> list[bool]:
+        del context
+        ranked = [(self.metric(c.metrics), c.step) for c in checkpoints if c.metrics is not None]
+        best = best_of(ranked, self.mode)
+        return [c.step == best for c in checkpoints]
+
+
+class KeepOlderThan:
+    """orbax preservation policy: keep the newest checkpoint at least ``window`` steps older
+    than the latest one, and the checkpoints of the last ``window`` steps that will become
+    it as the run advances.
+
+    The divergence and non-finite guards restore the newest checkpoint from before the
+    trouble began, up to ``window`` steps before they notice it; with only the latest
+    ``keep`` checkpoints kept, that one was always rotated away first. The cost is up to
+    ``window / checkpoint_every + 1`` checkpoints on disk while the guards may restore.
+    """
+
+    def __init__(self, window: int):
+        self.window = int(window)
+
+    def should_preserve(self, checkpoints: Any, *, context: Any) -> list[bool]:
+        del context
+        if not checkpoints:
+            return []
+        latest = max(c.step for c in checkpoints)
+        old = [c.step for c in checkpoints if c.step <= latest - self.window]
+        oldest_kept = max(old) if old else -1
+        return [c.step >= oldest_kept for c in checkpoints]
 
 
 def _flat(tree: Any) -> list[tuple[Any, Any]]:
@@ -415,7 +503,7 @@ def describe_error(cause: BaseException, limit: int = 400) -> str:
     device``) kept even where the cut would lose it. orbax's messages can run to many
     kilobytes over several lines; the user needs the reason and the path."""
     raw = str(cause)
-    text = " ".join(_REPRS.sub("", _SPEC.sub("", raw)).split())
+    text = " ".join(strip_reprs(_REPRS.sub("", _SPEC.sub("", raw))).split())
     if len(text) > limit:
         text = text[:limit] + " ..."
     reasons = [os.strerror(int(c)) for c in _OS_CODE.findall(raw)]

@@ -57,16 +57,25 @@ def load(spec: str) -> ConfigDict:
         raise ConfigError("config", f"no experiment file at {path_text!r} (from {spec!r})")
     name = f"rnnlab_experiment_{path.stem}"
     module_spec = importlib.util.spec_from_file_location(name, path)
+    if module_spec is None or module_spec.loader is None:
+        raise ConfigError("config", f"{path_text} is not a Python file (expected <file>.py)")
     module = importlib.util.module_from_spec(module_spec)
     # Experiment files may import their siblings (experiments/__init__.py helpers).
     sys.path.insert(0, str(path.resolve().parent.parent))
     try:
         module_spec.loader.exec_module(module)
+    except SyntaxError as e:  # bad input (exit status 2), not a failure at run time
+        raise ConfigError("config", f"{e.filename}:{e.lineno}: {e.msg}") from e
     finally:
         sys.path.pop(0)
     if not hasattr(module, "get_config"):
         raise ConfigError("config", f"{path_text} defines no get_config(arg)")
-    config = module.get_config(arg)
+    try:
+        config = module.get_config(arg)
+    except ConfigError:
+        raise
+    except (ValueError, KeyError) as e:  # experiments refuse unknown variants this way
+        raise ConfigError("config", f"{path_text}:{arg}: {e}") from e
     if not isinstance(config, ConfigDict):
         raise ConfigError("config", f"get_config({arg!r}) must return a ConfigDict")
     fill_defaults(config)

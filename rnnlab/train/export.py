@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -32,7 +33,7 @@ from flax import nnx
 
 from rnnlab import optim, parallel, tasks
 from rnnlab.train import config as cfg_lib
-from rnnlab.train import files, integrity
+from rnnlab.train import files, integrity, publish
 from rnnlab.train import state as state_lib
 
 CONFIG_FILE = "config.json"
@@ -136,6 +137,7 @@ def _merge(graphdef, params, rest, device) -> nnx.Module:
 
 def _load_workdir(workdir: str, which: str | int, device) -> tuple[nnx.Module, ModelInfo]:
     from rnnlab.train import checkpoint as ckpt_lib  # orbax: only for workdirs
+    from rnnlab.train import readers
 
     saved = _read_json(workdir, CONFIG_FILE, "not a run's workdir (no config.json)")
     dataset = _read_json(
@@ -150,15 +152,16 @@ def _load_workdir(workdir: str, which: str | int, device) -> tuple[nnx.Module, M
     es = config.train.early_stopping
     best_metric = es.metric or task.best_metric
     default_mode = task.best_mode if best_metric == task.best_metric else "min"
-    checkpoints = ckpt_lib.Checkpoints(
-        files.join(workdir, "checkpoints"),
-        best_metric=best_metric,
-        best_mode=es.mode or default_mode,
-        async_save=False,
-        read_only=True,
+    checkpoints = readers.opened(
+        lambda: ckpt_lib.Checkpoints(
+            files.join(workdir, "checkpoints"),
+            best_metric=best_metric,
+            best_mode=es.mode or default_mode,
+            async_save=False,
+            read_only=True,
+        )
     )
     try:
-        step = ckpt_lib.choose_step(checkpoints, which)
         tx = optim.make(**config.optim.to_dict())
         init = state_lib.initializer(config, dataset, tx, int(config.train.batch_size))
         sharding = jax.sharding.SingleDeviceSharding(device)
@@ -171,7 +174,13 @@ def _load_workdir(workdir: str, which: str | int, device) -> tuple[nnx.Module, M
             where = f"checkpoint {step} in {workdir}"
             integrity.check_dataset(extra.get("dataset"), dataset, where)
 
-        state, _ = checkpoints.restore(target, step, precheck=same_dataset)
+        # A run training in the workdir may rotate the chosen step away while it is read.
+        step, (state, _) = readers.restore(
+            checkpoints,
+            which,
+            lambda step: checkpoints.restore(target, step, precheck=same_dataset),
+            note=lambda text: print(f"rnnlab: note: {text}", file=sys.stderr, flush=True),
+        )
     finally:
         checkpoints.close()
     # nt_asgd / EMA runs evaluate (and rank "best") with the weight average: so does this.
@@ -251,8 +260,18 @@ def export(workdir: str, out: str, checkpoint: str | int = "best") -> str:
     ``params.npz`` (every parameter and model variable, named by its path, e.g.
     ``params/layers/0/cell/kernel_ih``) and ``export.json`` (format, step, dtypes, the
     trained mesh). :func:`load` reads it in a fresh process with NumPy, without the
-    checkpoints or the data. Returns ``out``.
+    checkpoints or the data. The directory is written as a temporary sibling and renamed
+    into place (:mod:`rnnlab.train.publish`): an earlier export at ``out`` stays whole
+    until the new one is complete. ``out`` must be new, empty or an earlier export (it is
+    replaced whole, so any other folder is refused with a FileExistsError). Returns ``out``.
     """
+    out_path = files.path(out)
+    if out_path.is_dir() and any(True for _ in out_path.iterdir()):
+        if not files.exists(files.join(out, MANIFEST_FILE)):
+            raise FileExistsError(
+                f"{out} exists and is not an rnnlab export (no {MANIFEST_FILE}); an export "
+                "replaces its directory whole: choose a new or empty one"
+            )
     model, info = load(workdir, checkpoint)
     _, params, rest = state_lib.split_model(model)
     arrays, dtypes = {}, {}
@@ -264,13 +283,6 @@ def export(workdir: str, out: str, checkpoint: str | int = "best") -> str:
             # bfloat16 and other ml_dtypes are stored as raw bits and viewed back on load.
             native = value.dtype.kind in "biufc" and value.dtype.name in np.sctypeDict
             arrays[f"{group}/{key}"] = value if native else value.view(f"u{value.itemsize}")
-    files.makedirs(out)
-    with files.path(files.join(out, PARAMS_FILE)).open("wb") as f:
-        np.savez(f, **arrays)
-    files.write_json(
-        files.join(out, CONFIG_FILE), files.read_json(files.join(workdir, CONFIG_FILE))
-    )
-    files.write_json(files.join(out, DATASET_INFO_FILE), jsonable(info.dataset))
     manifest = {
         "format": FORMAT,
         "step": info.step,
@@ -279,5 +291,14 @@ def export(workdir: str, out: str, checkpoint: str | int = "best") -> str:
         "dtypes": dtypes,
         "source": str(workdir),
     }
-    files.write_text(files.join(out, MANIFEST_FILE), json.dumps(manifest, indent=2) + "\n")
+    config = files.read_json(files.join(workdir, CONFIG_FILE))
+
+    def write(tmp: str) -> None:
+        with files.path(files.join(tmp, PARAMS_FILE)).open("wb") as f:
+            np.savez(f, **arrays)
+        files.write_json(files.join(tmp, CONFIG_FILE), config)
+        files.write_json(files.join(tmp, DATASET_INFO_FILE), jsonable(info.dataset))
+        files.write_text(files.join(tmp, MANIFEST_FILE), json.dumps(manifest, indent=2) + "\n")
+
+    publish.directory(out, write, manifest=MANIFEST_FILE)
     return out

@@ -103,7 +103,8 @@ class WorkdirLock:
 
         path = os.path.abspath(os.path.expanduser(self.path))
         while True:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            # A link planted at run.lock would make the lock truncate its target.
+            fd = files.open_nofollow(path, os.O_RDWR | os.O_CREAT)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:

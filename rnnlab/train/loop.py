@@ -33,6 +33,10 @@ from rnnlab.train import progress as progress_lib
 from rnnlab.train import sharding as sharding_lib
 from rnnlab.train import state as state_lib
 from rnnlab.train.early_stopping import EarlyStopping
+from rnnlab.train.ending import EndOfRun
+from rnnlab.train.memory import HINT as MEMORY_HINT
+from rnnlab.train.memory import check as check_memory
+from rnnlab.train.memory import check_step as check_step_memory
 from rnnlab.train.run import Run
 
 
@@ -163,6 +167,8 @@ def _train(run, workdir, t_start, warn, hooks, loggers, restart) -> dict[str, An
         repeat=True,
     )
 
+    # Before anything is allocated: a state too large used to hang in device_get.
+    check_memory(run.abstract, run.shardings, hint=MEMORY_HINT)
     found = run.restore_latest(report=warn)
     latest, lr_scale, restores, eval_pending, extra = None, 1.0, 0, False, {}
     if found is not None:
@@ -179,11 +185,11 @@ def _train(run, workdir, t_start, warn, hooks, loggers, restart) -> dict[str, An
         state = run.initial_state()
     start = int(jax.device_get(state.step))
     num_params = state_lib.count_params(state.params)
-    summary_path = files.join(workdir, "summary.json")
     ended = "completed" if start >= total else ""
     if extra.get("stop_reason") == "early_stopping" and extra.get("steps") == total:
         ended = "early_stopping"
-    if ended and not eval_pending and files.exists(summary_path):
+    summary = record.current_summary(workdir, start)
+    if ended and not eval_pending and summary is not None:
         # A finished run: report it as it ended, and leave its config as it was.
         diff = record.changes(record.saved_config(workdir), cfg_lib.to_dict(cfg))
         if diff:
@@ -193,7 +199,7 @@ def _train(run, workdir, t_start, warn, hooks, loggers, restart) -> dict[str, An
                 + ". Use --extend N to train it further, or another workdir."
             )
         run.checkpoints.close()
-        return files.read_json(summary_path)
+        return summary
     if main:  # the run has accepted the workdir: now its config is recorded
         event = "restart" if restart else ("resume" if found is not None else "start")
         diff = record.accept(workdir, cfg, start, event)
@@ -270,7 +276,7 @@ def _train(run, workdir, t_start, warn, hooks, loggers, restart) -> dict[str, An
         trains = [r for r in writer.records() if r["split"] == "train" and r["step"] <= start]
         last = trains[-1] if trains else {}
         last_train = {k: v for k, v in last.items() if k not in ("step", "split", "time")}
-        warn(f"summary.json was missing; rebuilt from checkpoint {start}")
+        warn(f"summary.json was missing or older than checkpoint {start}; rebuilt from it")
     if eval_pending:  # the evaluation a preempted run deferred
         last_eval = run.evaluate(state, split)
         state = run.observe_validation(state, last_eval)
@@ -337,7 +343,13 @@ def _train(run, workdir, t_start, warn, hooks, loggers, restart) -> dict[str, An
                 # The first call traces the step: record which implementation each
                 # recurrent layer takes (and why a fallback happened) for the header.
                 with meter.paused(), dispatch.recording() as paths:  # compilation: no training
-                    state, m = train_step(state, inputs.to_global(batch, run.mesh))
+                    global_batch = inputs.to_global(batch, run.mesh)
+                    # Refused with numbers before it runs: a failed allocation used to hang.
+                    # The compiled executable runs the steps from here (no second trace).
+                    train_step = check_step_memory(
+                        train_step, state, global_batch, hint=MEMORY_HINT
+                    )
+                    state, m = train_step(state, global_batch)
                 compiled = True
                 if main:
                     progress.write("recurrence: " + dispatch.summary(paths))
@@ -465,6 +477,20 @@ def _train(run, workdir, t_start, warn, hooks, loggers, restart) -> dict[str, An
     }
     if ended and not eval_pending:
         summary["rebuilt_from_checkpoint"] = start
+    writer.close()
+    with EndOfRun(step, enabled=main) as end:  # SIGTERM now skips to the summary (exit 0)
+        with end.optional():
+            _finish(run, state, step, summary, stopped_early, workdir)
+        if end.stopped:
+            summary["end_of_run_skipped"] = signal.Signals(end.signum).name
+        if main:
+            _write_json(files.join(workdir, "summary.json"), summary)
+    return summary
+
+
+def _finish(run, state, step, summary, stopped_early, workdir) -> None:
+    """The optional end of a run: a sample, the task's report, the plots."""
+    cfg, main = run.config, run.main
     if not stopped_early and run.task.name == "lm" and cfg.sample.length > 0:
         # Restoring and gathering sharded parameters are collectives: every process joins.
         best = run.checkpoints.best_step()
@@ -482,9 +508,5 @@ def _train(run, workdir, t_start, warn, hooks, loggers, restart) -> dict[str, An
         report_state = state if best is None or best == step else run.restore(best)[0]
         report_state = run.eval_state(report_state)
         summary["report"] = run.task.report(run, report_state, workdir)
-    writer.close()
     if main and not stopped_early:
         plots.plot_workdir(workdir)
-    if main:
-        _write_json(files.join(workdir, "summary.json"), summary)
-    return summary

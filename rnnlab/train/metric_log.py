@@ -98,7 +98,7 @@ class MetricWriter:
         if enabled:
             files.makedirs(workdir)
             if files.exists(self.path):
-                self._lines = _records(files.read_text(self.path))
+                self._lines = _records(files.read_text(self.path), self.path)
             if start_step is not None:
                 self.truncate_after(start_step)
             else:
@@ -168,10 +168,13 @@ class MetricWriter:
             self._tb = None
 
 
-def _records(text: str) -> list[str]:
-    """The complete JSON records among the lines of ``text``."""
+def _records(text: str, path: str = METRICS_FILE) -> list[str]:
+    """The complete JSON records among the lines of ``text``; a kill may cut the last line
+    short (skipped), but a complete record without an integer ``step`` would stop every
+    resume later, so it raises a ValueError naming ``path`` and the line."""
     out = []
-    for line in text.splitlines():
+    lines = text.splitlines()
+    for number, line in enumerate(lines, 1):
         line = line.strip()
         if not line:
             continue
@@ -179,8 +182,13 @@ def _records(text: str) -> list[str]:
             record = json.loads(line)
         except json.JSONDecodeError:  # a line cut short by a kill: skip it
             continue
-        if isinstance(record, dict) and "step" in record:
-            out.append(line)
+        step = record.get("step") if isinstance(record, dict) else None
+        if type(step) is not int:  # bool is an int subclass: not a step either
+            raise ValueError(
+                f"{path} line {number} is not a metric record with an integer step "
+                f"({line[:60]!r}); repair or delete that line, then rerun"
+            )
+        out.append(line)
     return out
 
 
@@ -188,7 +196,7 @@ def read(path: str) -> list[dict[str, Any]]:
     """The records of a ``metrics.jsonl`` file (NaN/inf strings back to floats)."""
     if not files.exists(path):
         return []
-    return [_parsed(line) for line in _records(files.read_text(path))]
+    return [_parsed(line) for line in _records(files.read_text(path), path)]
 
 
 def _parsed(line: str) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from rnnlab.train import config as cfg_lib
 from rnnlab.train import files
 
 CONFIG_FILE = "config.json"
+SUMMARY_FILE = "summary.json"
 HISTORY_FILE = "config_history.jsonl"
 PREVIOUS_DIR = "previous"
 CORRUPT_DIR = "corrupt_checkpoints"
@@ -124,6 +125,23 @@ def accept(workdir: str, config: cfg_lib.ConfigDict, step: int, event: str) -> d
     if old is None or diff:
         files.write_json(files.join(workdir, CONFIG_FILE), new)
     return diff
+
+
+def current_summary(workdir: str, step: int) -> dict[str, Any] | None:
+    """The workdir's ``summary.json`` if it describes the run at checkpoint ``step``, else
+    ``None`` (missing, unreadable, or written before a later checkpoint: an extended run
+    killed after its last checkpoint leaves the previous run's summary behind, and
+    reporting it would name the wrong step and metrics)."""
+    path = files.join(workdir, SUMMARY_FILE)
+    if not files.exists(path):
+        return None
+    try:
+        summary = files.read_json(path)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(summary, dict) or summary.get("steps") != step:
+        return None
+    return summary
 
 
 def had_checkpoints(workdir: str) -> bool:

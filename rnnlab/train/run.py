@@ -22,6 +22,17 @@ from rnnlab.train import state as state_lib
 from rnnlab.train.step import make_eval_step, make_train_step
 
 
+def guard_window(config: cfg_lib.ConfigDict) -> int:
+    """How far back (steps) ``nonfinite_action = "restore"`` may have to go: the divergence
+    guard's ``patience`` log windows, or twice ``max_nonfinite`` (the non-finite guard
+    checks every ``max_nonfinite`` steps); 0 when the action is ``"stop"``."""
+    t = config.train
+    if t.nonfinite_action != "restore":
+        return 0
+    divergence = int(t.divergence_patience) * int(t.log_every) if t.log_every > 0 else 0
+    return max(divergence, 2 * int(t.max_nonfinite))
+
+
 class Run:
     """Everything built from a config that ``train``, ``evaluate`` and ``sample`` share."""
 
@@ -38,7 +49,7 @@ class Run:
         ``read_only``: only read checkpoints (``eval``, ``sample``): a run training in the
         same workdir keeps its checkpoint writes in progress."""
         parallel.initialize()
-        self.workdir = workdir
+        self.workdir = files.check_path(workdir)
         self.source = source if source is not None else inputs.default_source()
         self.mesh = sharding_lib.mesh_from_config(config, devices)
         config = cfg_lib.resolved(config)
@@ -95,6 +106,7 @@ class Run:
                 best_mode=self.best_mode,
                 async_save=bool(cfg.train.async_checkpoints),
                 read_only=self.read_only,
+                keep_before=guard_window(cfg),
             )
         return self._checkpoints
 

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tools.faults import cases, scenarios, scenarios_env, scenarios_record
+from tools.faults import cases, cases_trust, scenarios, scenarios_env, scenarios_record
 from tools.faults.report import Result, failures, table
 from tools.faults.scenarios import Suite
 
@@ -81,12 +81,14 @@ def run_suite(
     timed(scenarios_env.run_cases, "disk full (injected, in-process)", cases.DISK)
     if scenarios_env.namespaces_available():
         timed(scenarios_env.disk_full, suite, resume=not short)
+        timed(scenarios_env.disk_full_at_start, suite)
         if not short and base.exists():
             timed(scenarios_env.read_only, suite, base)
     else:
         log("disk full / read-only: not run (no user namespaces for a tmpfs here)")
     timed(scenarios_env.run_cases, "bad input (library)", cases.BAD_INPUT)
     timed(scenarios_env.run_cases, "bad configuration", cases.BAD_CONFIG)
+    timed(scenarios_env.run_cases, "someone else's workdir, readers, inputs", cases_trust.TRUST)
     if not short:
         timed(scenarios_env.bad_command_line, suite)
         if base.exists():

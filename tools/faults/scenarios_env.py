@@ -68,6 +68,9 @@ def disk_full(suite: Suite, *, resume: bool = True, size: str = "420k") -> Resul
         re.search(rf"No space left on device.*checkpoint {steps[-1]} is intact", text)
     )
     bad = [] if steps else ["no checkpoint survived"]
+    # A failed atomic write removes its temporary file (.config.json.<hex>.tmp, plots).
+    bad += [f"left behind: {p.relative_to(dest)}" for p in dest.rglob(".*.tmp")]
+    message = message and str(mnt / "wd") in text
     for s in steps:
         bad += suite.problems(dest, step=s, log=False)
     if resume and steps:
@@ -77,6 +80,23 @@ def disk_full(suite: Suite, *, resume: bool = True, size: str = "420k") -> Resul
             bad.append(f"resumed from {final.resumed_from}, not {steps[-1]}")
     res.add(out.returncode == 1 and not bad, lost=bool(bad), message=message, note=f"{text} {bad}")
     res.notes.append(f"info: {text}")
+    return res
+
+
+def disk_full_at_start(suite: Suite) -> Result:
+    """The workdir on a 12 KiB tmpfs: the first file written after the lock does not fit.
+    The one error line must name that file and the full disk, and no temporary file may
+    stay behind (it used to say only ``[Errno 28] No space left on device`` and leave
+    ``.config.json.<hex>.tmp``)."""
+    res = Result("disk full at start-up (ENOSPC)")
+    mnt, dest = suite.root / "tmpfs_tiny", suite.fresh("diskfull_start")
+    wd = mnt / "wd"
+    run = shlex.join(train_command(wd))
+    out = _in_tmpfs(suite, mnt, "12k", "", run, f"cp -a {shlex.quote(str(wd))} {dest}")
+    text = _error_line(out.output)
+    message = bool(re.search(rf"No space left on device: '{re.escape(str(wd))}/\S+'", text))
+    left = [str(p.relative_to(dest)) for p in dest.rglob(".*.tmp")] if dest.exists() else []
+    res.add(out.returncode == 1 and not left, message=message, note=f"{text}; left: {left}")
     return res
 
 
