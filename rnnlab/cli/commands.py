@@ -61,11 +61,17 @@ def _is_main() -> bool:
 
 def load_logger(spec: str) -> Callable[[int, str, dict[str, float]], None]:
     """``"package.module:name"`` -> the callable ``logger(step, split, metrics)`` there."""
+    import os
+
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
         raise cfg_lib.ConfigError(
             "logger", f"expected --logger package.module:function, got {spec!r}"
         )
+    # The current folder is importable, as for `python -m`: the `rnnlab` script's own
+    # sys.path holds only its installation.
+    if os.getcwd() not in sys.path:
+        sys.path.append(os.getcwd())
     try:
         obj = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as e:
@@ -230,7 +236,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     entries = catalog.experiments(args.dir)
     if not entries:
         raise FileNotFoundError(f"no experiment files (get_config) in {args.dir}")
-    print(catalog.render(entries))
+    print(catalog.render(entries, args.dir))
     return 0
 
 
@@ -257,7 +263,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="train (or resume) an experiment",
         description="Trains an experiment; rerun on the same workdir to resume." + OVERRIDES_HELP,
     )
-    p.add_argument("--config", help="experiments/<file>.py[:variant] (default: the workdir's)")
+    p.add_argument(
+        "--config",
+        help="NAME[:variant] of a shipped experiment (rnnlab list), or PATH.py[:variant] of "
+        "one's own (default: the workdir's)",
+    )
     p.add_argument("--workdir", required=True)
     p.add_argument(
         "--extend",
