@@ -99,6 +99,13 @@ def train_config(args: argparse.Namespace) -> cfg_lib.ConfigDict:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from rnnlab.cli.streams import detachable
+
+    with detachable():  # training outlives its terminal (rnnlab.cli.streams)
+        return _train(args)
+
+
+def _train(args: argparse.Namespace) -> int:
     from rnnlab.cli.diagnose import hooks_from_config
     from rnnlab.train.loop import train
 
