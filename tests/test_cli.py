@@ -97,7 +97,7 @@ def test_plot_rewrites_the_figures(trained, capsys):
 def test_rerun_of_a_finished_run_resumes_and_trains_no_more(trained, env, capsys):
     before = (trained / "metrics.jsonl").read_text()
     assert cli.main(["train", "--workdir", str(trained)]) == 0  # config from the workdir
-    assert "completed: 120 steps" in capsys.readouterr().out
+    assert "already finished: the run in" in capsys.readouterr().out
     assert (trained / "metrics.jsonl").read_text() == before
 
 

@@ -125,9 +125,17 @@ def _train(args: argparse.Namespace) -> int:
     if not _is_main():  # process 0 reports for the run
         return 0
     split = config.eval.split
-    print(
-        f"{summary['stop_reason']}: {summary['steps']} steps, {_duration(summary['wall_time_s'])}"
-    )
+    if summary.get("already_finished"):
+        print(
+            f"already finished: the run in {args.workdir} ended at step {summary['steps']} "
+            f"({summary['stop_reason']}); nothing trained. --extend N trains it N steps "
+            "further, --restart starts it over."
+        )
+    else:
+        print(
+            f"{summary['stop_reason']}: {summary['steps']} steps, "
+            f"{_duration(summary['wall_time_s'])}"
+        )
     if summary["stop_reason"] == "interrupted":
         return 130
     if summary["stop_reason"] == "preempted":
@@ -137,6 +145,8 @@ def _train(args: argparse.Namespace) -> int:
     if "sample" in summary:
         print("sample:")
         print(summary["sample"])
+    if summary.get("headline"):  # the run's result, last (rnnlab.tasks.headline)
+        print(summary["headline"])
     return 0
 
 
