@@ -82,7 +82,6 @@ SERIES = {
         ar_order=104,
         steps=3000,
         harmonics=4,
-        period=52,
         baselines=("arima", "ets", "theta"),
     ),
     "sunspots": dict(
@@ -92,7 +91,6 @@ SERIES = {
         ar_order=11,
         steps=1500,
         harmonics=0,
-        period=11,
         baselines=("arima", "ets", "theta", "ar"),
     ),
     # Unemployment 4 quarters ahead from 16 quarters of it and of three covariates; the
@@ -104,7 +102,6 @@ SERIES = {
         ar_order=4,
         steps=1000,
         harmonics=0,
-        period=1,
         baselines=("arima", "ets", "theta", "var"),
     ),
 }
@@ -134,6 +131,8 @@ def get_config(arg: str = "co2") -> ml_collections.ConfigDict:
     c.data.name = series
     c.data.seq_len = s["seq_len"]
     c.data.horizon = s["horizon"]
+    # The season length is the dataset's one key, data.seasonal_period (None: the series'
+    # own); MASE, the baselines and the model's seasonal naive all read it from there.
 
     c.model.name = "forecaster"
     c.model.cell = "lstm"
@@ -165,7 +164,6 @@ def get_config(arg: str = "co2") -> ml_collections.ConfigDict:
         {
             "models": s["baselines"],
             "harmonics": s["harmonics"],
-            "period": s["period"],
             "ar_order": 9,
             "var_maxlags": 8,
         }
