@@ -54,7 +54,9 @@ def env(monkeypatch):
     monkeypatch.setenv("RNNLAB_DATA_DIR", os.environ.get("RNNLAB_DATA_DIR") or str(repo / "data"))
 
 
-def test_the_last_line_is_the_result_and_a_rerun_says_it_was_finished(tmp_path, env, capsys):
+def test_the_last_line_is_the_result_and_a_rerun_says_it_was_finished(
+    tmp_path, env, capsys, caplog
+):
     args = ["train", "--config", "charlm:small", "--workdir", str(tmp_path / "run")]
     args += ["--config.train.steps=6", "--config.train.eval_every=3", "--config.sample.length=0"]
     args += ["--config.optim.warmup_steps=2", "--config.train.log_every=3"]
@@ -69,3 +71,35 @@ def test_the_last_line_is_the_result_and_a_rerun_says_it_was_finished(tmp_path, 
     again = capsys.readouterr().out.strip().splitlines()
     assert again[0].startswith("already finished:") and "--extend N" in again[0]
     assert again[-1] == out[-1]
+
+    # The Python API is as quiet as the command: no absl chatter from orbax on load.
+    import logging
+
+    from rnnlab.train import export
+
+    with caplog.at_level(logging.DEBUG, logger="absl"):
+        export.load(str(tmp_path / "run"))
+    assert not [r for r in caplog.records if r.name == "absl"], caplog.records[:3]
+
+    # A prompt the vocabulary cannot spell is refused, not silently shortened.
+    assert cli.main(["sample", "--workdir", str(tmp_path / "run"), "--prompt", "Emma\u20ac"]) == 1
+    assert "outside the model's vocabulary: ['\u20ac']" in capsys.readouterr().err
+
+
+def test_dataset_info_logs_nothing_through_absl(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    data_dir = os.environ.get("RNNLAB_DATA_DIR") or str(repo / "data")
+    code = (
+        "import logging; logging.basicConfig(level=logging.INFO)\n"
+        "import rnnlab.data as d\n"
+        f"d.info({{'name': 'austen', 'data_dir': {data_dir!r}}})\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "Using custom data configuration" not in proc.stderr

@@ -145,6 +145,11 @@ def _train(args: argparse.Namespace) -> int:
     if "sample" in summary:
         print("sample:")
         print(summary["sample"])
+    for example in (summary.get("report") or {}).get("examples", [])[:3]:  # translations
+        print(
+            f"source {example['source']!r} -> {example['prediction']!r} "
+            f"(reference {example['reference']!r})"
+        )
     if summary.get("headline"):  # the run's result, last (rnnlab.tasks.headline)
         print(summary["headline"])
     return 0
@@ -215,6 +220,14 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from rnnlab.train.sampling import sample_text
 
     run, state, step = _run_and_state(args)
+    if run.task.name == "seq2seq":
+        raise cfg_lib.ConfigError(
+            "data",
+            "sample generates text from a language model; this run translates: `rnnlab train "
+            f"--workdir {args.workdir}` prints its decoded examples (also in summary.json "
+            f"under report.examples) and `rnnlab eval --workdir {args.workdir} --split test` "
+            "scores its translations",
+        )
     if run.task.name != "lm":
         raise cfg_lib.ConfigError(
             "data", f"sample needs a language model, this run's task is {run.task.name!r}"
