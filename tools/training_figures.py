@@ -21,10 +21,11 @@ from pathlib import Path
 # name: (config, overrides, the task's figure: the first of these the run wrote)
 RUNS = {
     "lm": ("charlm:small", [], ("bpc.png",)),
-    # Evaluated every 20 steps, so that validation accuracy is a curve, not one point.
+    # Evaluated more often than the small variants do, so that the validation metrics are
+    # curves, not single points.
     "classifier": ("classify:small", ["--config.train.eval_every=20"], ("accuracy.png",)),
-    "forecaster": ("forecast:small", [], ("forecasts.png",)),
-    "translation": ("translation:small", [], ("bleu.png", "exact_match.png", "grad_norm.png")),
+    "forecaster": ("forecast:small", ["--config.train.eval_every=25"], ("forecasts.png",)),
+    "translation": ("translation:small", ["--config.train.eval_every=50"], ("bleu.png",)),
 }
 OUT = Path(__file__).resolve().parents[1] / "docs" / "figures" / "training"
 
@@ -37,7 +38,16 @@ def side_by_side(paths: list[Path], out: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     images = [plt.imread(p) for p in paths]
-    fig, axes = plt.subplots(1, len(images), figsize=(4.2 * len(images), 2.9), dpi=80)
+    # Each panel as wide as its image's aspect at a common height: nothing is squeezed.
+    aspects = [im.shape[1] / im.shape[0] for im in images]
+    height = 4.2
+    fig, axes = plt.subplots(
+        1,
+        len(images),
+        figsize=(height * sum(aspects), height + 0.3),
+        dpi=80,
+        gridspec_kw={"width_ratios": aspects},
+    )
     for ax, image in zip(list(getattr(axes, "flat", [axes])), images, strict=True):
         ax.imshow(image)
         ax.axis("off")
