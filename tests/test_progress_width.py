@@ -3,6 +3,8 @@
 import io
 import os
 
+import pytest
+
 from rnnlab.train import progress
 
 
@@ -14,19 +16,13 @@ class FakeTerminal(io.StringIO):
         return 99
 
 
-def test_a_zero_column_terminal_gets_plain_lines(monkeypatch):
-    monkeypatch.setattr(os, "get_terminal_size", lambda fd=None: os.terminal_size((0, 24)))
+@pytest.mark.parametrize("columns, plain", [(0, True), (120, False)])
+def test_plain_lines_below_the_bar_width(monkeypatch, columns, plain):
+    size = os.terminal_size((columns, 24))
+    monkeypatch.setattr(os, "get_terminal_size", lambda fd=None: size)
     stream = FakeTerminal()
     p = progress.Progress(0, 10, stream=stream)
     p.update(5, {"loss": 1.5})
     p.close()
-    assert "step 5/10 | loss 1.5000" in stream.getvalue()
-
-
-def test_a_wide_terminal_keeps_the_bar(monkeypatch):
-    monkeypatch.setattr(os, "get_terminal_size", lambda fd=None: os.terminal_size((120, 24)))
-    stream = FakeTerminal()
-    p = progress.Progress(0, 10, stream=stream)
-    p.update(5, {"loss": 1.5})
-    p.close()
-    assert "step 5/10" not in stream.getvalue() and "5/10" in stream.getvalue()
+    assert ("step 5/10 | loss 1.5000" in stream.getvalue()) == plain
+    assert "5/10" in stream.getvalue()  # the bar shows the count

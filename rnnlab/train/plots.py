@@ -45,6 +45,11 @@ UNITS = {
     "lr": "learning rate per update",
     "grad_norm": "global L2 norm",
     "tokens_per_second": "tokens per second",
+    "bleu": "corpus BLEU-4, 0 to 100",
+    "exact_match": "fraction of sequences",
+    "token_accuracy": "fraction of tokens",
+    "mae": "standardised units",
+    "mase": "MAE over the seasonal naive's in-sample MAE",
 }
 
 
