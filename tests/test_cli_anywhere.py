@@ -99,3 +99,13 @@ def test_a_closed_pipe_does_not_end_training(tmp_path):
     ]
     records = [json.loads(x) for x in (workdir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if r["split"] == "train"] == [1, 2, 3, 4, 5, 6]
+
+
+def test_dry_run_prepares_no_dataset_in_the_data_dir(tmp_path, monkeypatch, capsys):
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    monkeypatch.setenv("RNNLAB_DATA_DIR", str(data_dir))
+    args = ["train", "--config", "classify:small", "--workdir", str(tmp_path / "run")]
+    assert cli.main(args + ["--dry-run"]) == 0
+    assert "dry run: nothing trained" in capsys.readouterr().out
+    assert list(data_dir.iterdir()) == []

@@ -175,12 +175,16 @@ def parameter_table(params: Any) -> list[tuple[str, str, int]]:
 
 def dry_run(config: cfg_lib.ConfigDict, workdir: str) -> int:
     """Prints the resolved config and the parameters per layer; trains nothing, writes
-    nothing to the workdir."""
+    nothing to the workdir, and prepares no dataset in the data dir (one not yet prepared
+    is prepared in a temporary folder, then deleted)."""
+    from rnnlab.data.builders import prepare_elsewhere
     from rnnlab.train.loop import Run
 
-    run = Run(config, workdir)  # validates; opens no checkpoint
+    with prepare_elsewhere():
+        run = Run(config, workdir)  # validates; opens no checkpoint
+        params = run.abstract.params
     print(json.dumps(cfg_lib.to_dict(run.config), indent=2, sort_keys=True))
-    rows = parameter_table(run.abstract.params)
+    rows = parameter_table(params)
     width = max([len("layer")] + [len(r[0]) for r in rows])
     swidth = max([len("shapes")] + [len(r[1]) for r in rows])
     print(f"\n{'layer':<{width}}  {'shapes':<{swidth}}  {'parameters':>12}")
