@@ -103,3 +103,18 @@ def test_dataset_info_logs_nothing_through_absl(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "Using custom data configuration" not in proc.stderr
+
+
+def test_sample_on_a_translator_names_the_commands_that_show_translations(
+    tmp_path, monkeypatch, capsys
+):
+    import types
+
+    from rnnlab.cli import commands
+
+    fake = types.SimpleNamespace(task=types.SimpleNamespace(name="seq2seq"))
+    monkeypatch.setattr(commands, "_run_and_state", lambda args: (fake, None, 0))
+    assert cli.main(["sample", "--workdir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "this run translates" in err and f"rnnlab train --workdir {tmp_path}" in err
+    assert "report.examples" in err and "rnnlab eval" in err
