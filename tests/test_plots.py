@@ -59,11 +59,9 @@ def test_one_figure_per_question_with_units_and_split_legends(tmp_path, figures)
     _write(tmp_path, _records())
     written = plots.plot_workdir(str(tmp_path))
     names = {p.rsplit("/", 1)[-1] for p in written}
-    # No counts (bleu_*) and no restated metrics (error, bits_per_token).
-    assert names == {
-        "loss.png", "bpc.png", "accuracy.png", "perplexity.png",
-        "grad_norm.png", "lr.png", "throughput.png",
-    }  # fmt: skip
+    # One figure per question: the task's metric (bpc) only; no counts (bleu_*), no
+    # restated metrics (error, bits_per_token), no second quality metric.
+    assert names == {"loss.png", "bpc.png", "grad_norm.png", "lr.png", "throughput.png"}
     assert len(figures) == len(written)
     axes = _by_title(figures)
     for ax in axes.values():
@@ -120,3 +118,17 @@ def test_lr_plot_is_the_schedule_at_every_step(tmp_path, figures):
         want = 0.01 * t / 10 if t < 10 else 0.005 * (1 + math.cos(math.pi * (t - 10) / 80))
         assert lr == pytest.approx(want, rel=1e-5, abs=1e-9)
     assert max(range(90), key=lambda i: ys[i]) + 1 == 11  # the peak at the end of warm-up
+
+
+@pytest.mark.parametrize(
+    "logged, figure",
+    [
+        ({"bpc", "bits_per_token", "perplexity", "accuracy"}, "bpc"),  # character LM
+        ({"perplexity", "bits_per_token", "accuracy"}, "perplexity"),  # word LM
+        ({"bleu", "perplexity", "token_accuracy", "bleu_total_1"}, "bleu"),  # translation
+        ({"accuracy", "error"}, "accuracy"),  # classifier
+        ({"mase", "mae", "naive_mase", "mse"}, "mase"),  # forecaster
+    ],
+)
+def test_the_task_metric_is_the_one_a_results_table_reports(logged, figure):
+    assert plots.task_metric(logged | {"loss"}) == [figure]

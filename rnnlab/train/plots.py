@@ -3,9 +3,9 @@
 ``plot_workdir(workdir)`` writes into ``<workdir>/plots/``, one figure per question:
 
 - ``loss.png``: is it learning? Training and validation loss against the step;
-- ``<metric>.png``: how good is it? Each validation metric a reader uses (accuracy, bpc,
-  BLEU, ...; not the counts they are computed from, :mod:`rnnlab.train.readable`) with its
-  training counterpart when there is one;
+- ``<metric>.png``: how good is it? The task's validation metric (:data:`TASK_METRICS`:
+  bpc, accuracy, BLEU, MASE, ...) with its training counterpart when there is one; the
+  other metrics and the counts they are computed from stay in ``metrics.jsonl``;
 - ``throughput.png``: how fast? Tokens per second of the training steps;
 - ``grad_norm.png``: are the gradients healthy? The norm before clipping, and after it
   where clipping is on;
@@ -28,8 +28,6 @@ from typing import Any
 
 from rnnlab.train import files, readable
 from rnnlab.train import metric_log as metrics_lib
-
-_SKIP = {"step", "split", "time", "lr", "grad_norm", "clipped_grad_norm", "clipped"}
 
 # The unit of each metric the engine logs, for the y axis; others are plotted as named.
 UNITS = {
@@ -60,9 +58,6 @@ def ylabel(name: str, names: set[str] | frozenset[str] = frozenset()) -> str:
         unit = "nats per example" if names & {"accuracy", "error"} else "the task's loss"
         return f"loss ({unit})"
     return f"{name} ({UNITS[name]})" if name in UNITS else name
-
-
-_NOT_CURVES = {"steps_per_second", "tokens_per_second", "step_time", "nonfinite", "epoch"}
 
 
 def _series(records: list[dict[str, Any]]) -> dict[str, dict[str, tuple[list, list]]]:
@@ -140,6 +135,22 @@ def lr_per_step(workdir: str, last_step: int) -> tuple[list, list] | None:
     return steps, [scale * float(fn(s - 1)) for s in steps]
 
 
+# The metric that answers "how good is it" per task, the first logged one wins: a character
+# model's bits, translation's BLEU (it logs perplexity too), a word model's perplexity (it
+# logs accuracy too), the copy task's bits, a classifier's accuracy, CTC's label error
+# rate, a forecaster's MASE, then plain errors.
+TASK_METRICS = (
+    "bpc", "bleu", "perplexity", "bits_per_token", "accuracy", "error_rate", "mase", "mae", "mse",
+)  # fmt: skip
+
+
+def task_metric(names: set[str]) -> list[str]:
+    """``[the task's validation metric]`` among the logged ``names`` (:data:`TASK_METRICS`),
+    or ``[]``; its other metrics stay in metrics.jsonl, one figure per question."""
+    shown = readable.shown_names(names)
+    return next(([m] for m in TASK_METRICS if m in shown), [])
+
+
 def plot_workdir(workdir: str) -> list[str]:
     """Writes the figures for ``workdir``'s metrics; returns the paths written."""
     records = metrics_lib.read(files.join(workdir, metrics_lib.METRICS_FILE))
@@ -150,7 +161,7 @@ def plot_workdir(workdir: str) -> list[str]:
     train = series.get("train", {})
     evals = {s: m for s, m in series.items() if s != "train"}
     names = set(train) | {k for m in evals.values() for k in m}
-    for name in sorted(readable.shown_names(names) - _SKIP - _NOT_CURVES):
+    for name in ["loss", *task_metric(names)]:
         curves = []
         if name in train:
             curves.append(("train", *train[name]))
