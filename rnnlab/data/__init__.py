@@ -89,16 +89,17 @@ def load(
     dataset = _dataset(cfg)
     cfg = resolve(cfg)
     spec = info(cfg)
-    ds, num_batches = dataset.load(
-        cfg,
-        spec,
-        split=split,
-        batch_size=batch_size,
-        seed=seed,
-        shard_index=shard_index,
-        shard_count=shard_count,
-        repeat=bool(repeat),
-    )
+    with absl_quiet():  # the builders again (rnnlab.logs)
+        ds, num_batches = dataset.load(
+            cfg,
+            spec,
+            split=split,
+            batch_size=batch_size,
+            seed=seed,
+            shard_index=shard_index,
+            shard_count=shard_count,
+            repeat=bool(repeat),
+        )
     meta = {
         "name": dataset.name,
         "split": split,
