@@ -118,3 +118,12 @@ def test_sample_on_a_translator_names_the_commands_that_show_translations(
     err = capsys.readouterr().err
     assert "this run translates" in err and f"rnnlab train --workdir {tmp_path}" in err
     assert "report.examples" in err and "rnnlab eval" in err
+
+
+def test_only_a_translators_examples_are_printed_as_translations():
+    from rnnlab.cli.commands import _translations
+
+    one = {"source": "a b", "prediction": "b a", "reference": "b a"}
+    assert _translations({"report": {"examples": [one]}}) == [one]
+    assert _translations({"report": {"examples": 400}}) == []  # CTC's count of examples
+    assert _translations({}) == []

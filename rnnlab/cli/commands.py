@@ -39,6 +39,15 @@ def _headline(summary: dict[str, Any], split: str) -> str:
     return line
 
 
+def _translations(summary: dict[str, Any]) -> list[dict[str, str]]:
+    """The decoded examples of a translator's report (other reports' ``examples`` is a
+    count)."""
+    examples = (summary.get("report") or {}).get("examples")
+    if not isinstance(examples, list):
+        return []
+    return [e for e in examples if isinstance(e, dict) and "prediction" in e]
+
+
 def start_processes(args: argparse.Namespace) -> None:
     """Joins a multi-process run (``--coordinator`` etc. or the environment; no-op alone).
 
@@ -145,7 +154,7 @@ def _train(args: argparse.Namespace) -> int:
     if "sample" in summary:
         print("sample:")
         print(summary["sample"])
-    for example in (summary.get("report") or {}).get("examples", [])[:3]:  # translations
+    for example in _translations(summary)[:3]:
         print(
             f"source {example['source']!r} -> {example['prediction']!r} "
             f"(reference {example['reference']!r})"
