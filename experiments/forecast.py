@@ -21,9 +21,13 @@ Commands::
     rnnlab train --config experiments/forecast.py:sunspots --workdir workdirs/forecast-sunspots
     rnnlab train --config experiments/forecast.py:macrodata --workdir workdirs/forecast-macrodata
 
-Variants: ``co2`` (default), ``sunspots``, ``macrodata``; suffixes ``,ar`` (autoregressive
-instead of direct multi-step; not for macrodata), ``,point`` or ``,gaussian`` (other heads
-than the quantile head), ``,small`` (CI size); ``small`` alone is ``sunspots,small``.
+Variants: ``co2`` (default), ``sunspots``, ``macrodata``, ``csv_series`` (one's own
+series, with settings of no particular series: ``rnnlab train --config
+forecast:csv_series,small --config.data.path=my.csv --config.data.seasonal_period=12``);
+suffixes ``,ar`` (autoregressive instead of direct multi-step; not for macrodata),
+``,point`` or ``,gaussian`` (other heads than the quantile head), ``,small`` (CI size);
+``small`` alone is ``sunspots,small``, whose lookback, horizon and AR order are
+sunspots'.
 
 macrodata (statsmodels, quarterly US 1959Q2-2009Q3, 202 quarters): the unemployment rate 4
 quarters ahead from 16 quarters of it and of three past covariates (inflation, the 3-month
@@ -104,12 +108,23 @@ SERIES = {
         harmonics=0,
         baselines=("arima", "ets", "theta", "var"),
     ),
+    # One's own series (--config.data.path=FILE.csv, --config.data.seasonal_period=M):
+    # settings of no particular series, a lookback of 32 steps for 8 ahead.
+    "csv_series": dict(
+        seq_len=32,
+        horizon=8,
+        hidden=16,
+        ar_order=8,
+        steps=1000,
+        harmonics=0,
+        baselines=("arima", "ets", "theta"),
+    ),
 }
 
 
 def get_config(arg: str = "co2") -> ml_collections.ConfigDict:
-    """``"<series>[,ar][,point|,gaussian][,small]"`` with series ``co2``, ``sunspots`` or
-    ``macrodata``, or ``"small"`` (sunspots, small)."""
+    """``"<series>[,ar][,point|,gaussian][,small]"`` with series ``co2``, ``sunspots``,
+    ``macrodata`` or ``csv_series`` (one's own file), or ``"small"`` (sunspots, small)."""
     parts = [p for p in (arg or "co2").split(",") if p]
     small = "small" in parts
     parts = [p for p in parts if p != "small"] or ["sunspots"]

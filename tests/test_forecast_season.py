@@ -52,3 +52,33 @@ def test_the_forecast_figure_shows_history_band_units_and_every_mae(tmp_path, mo
     assert ax.collections  # the 10-90 % quantile band
     ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
     assert all(float(t).is_integer() for t in ticks)
+
+
+def test_ones_own_series_gets_its_season_in_the_baselines(tmp_path):
+    """A CSV series run: MASE's scale, the seasonal naive and the baselines use the period
+    given once, as data.seasonal_period."""
+    import json
+
+    import numpy as np
+
+    from rnnlab import cli
+
+    t = np.arange(240)
+    values = 10 + 3 * np.sin(2 * np.pi * t / 7) + 0.1 * np.random.default_rng(0).normal(size=240)
+    csv = tmp_path / "sales.csv"
+    csv.write_text("units\n" + "\n".join(f"{v:.4f}" for v in values) + "\n")
+    workdir = tmp_path / "run"
+    args = ["train", "--config", "forecast:csv_series,small", "--workdir", str(workdir)]
+    args += [f"--config.data.path={csv}", "--config.data.seasonal_period=7"]
+    args += ["--config.train.steps=20", "--config.optim.warmup_steps=2"]
+    args += ["--config.train.eval_every=20", "--config.baselines.models=('theta',)"]
+    assert cli.main(args) == 0
+    summary = json.loads((workdir / "summary.json").read_text())
+    assert summary["report"]["seasonal_naive"]["model"] == "seasonal naive (period 7)"
+    assert "(period 7)" in summary["report"]["theta"]["model"]
+    # MASE's scale: the training part's mean absolute 7-step difference, by hand.
+    info = json.loads((workdir / "dataset_info.json").read_text())
+    train = values[: int(round(0.7 * 240))]
+    scale = np.abs(train[7:] - train[:-7]).mean()
+    assert info["seasonal_period"] == 7
+    assert info["mase_scale"][0] == pytest.approx(scale, rel=1e-4)
