@@ -13,7 +13,8 @@ Command, one variant (``<cell>[,T=<steps>][,noclip]``, see experiments/gradient_
 Cells: ``elman``, ``irnn``, ``lstm``, ``layernorm_lstm``, ``gru``, ``indrnn``,
 ``orthogonal``, ``lru``; ``T`` in 100, 200, 400 (default 200); gradient clipping by global
 norm 1 unless ``noclip``. ``gradient_variants.sweep((100, 200, 400))`` lists all 48 variants.
-``experiments/adding.py:ci`` is the smoke test (LSTM, T = 20, a few seconds).
+``experiments/adding.py:small`` (alias ``ci``) is the smoke test (LSTM, T = 20, a few
+seconds).
 
 Model: the sequence regressor (``rnnlab.models`` "classifier": stacked cells, the output at
 the last step, a linear head), width 128, the depth and Adam learning rate of each cell's
@@ -43,7 +44,9 @@ LENGTHS = (100, 200, 400)
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
-    """``"<cell>[,T=<steps>][,noclip]"`` (default ``lstm,T=200``) or ``"ci"``."""
+    """``"<cell>[,T=<steps>][,noclip]"`` (default ``lstm,T=200``) or ``"small"``
+    (alias ``"ci"``).
+    """
     v = gv.parse(arg, default_t=200)
     if v["ci"]:
         v["T"] = 20

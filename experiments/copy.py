@@ -12,7 +12,8 @@ Command, one variant (``<cell>[,T=<delay>][,noclip]``, see experiments/gradient_
     rnnlab diagnose --config experiments/copy.py:orthogonal --workdir workdirs/copy/orthogonal
 
 Cells as in experiments/adding.py; ``T`` defaults to 100; gradient clipping by global norm 1
-unless ``noclip``. ``experiments/copy.py:ci`` is the smoke test (LSTM, T = 10).
+unless ``noclip``. ``experiments/copy.py:small`` (alias ``ci``) is the
+smoke test (LSTM, T = 10).
 
 Model: the language model of ``rnnlab.models`` (a 16-wide embedding of the 10 tokens, the
 cells of gradient_variants.CELLS at width 128, logits at every step), not carried across
@@ -45,7 +46,9 @@ def baseline_loss(delay: int) -> float:
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
-    """``"<cell>[,T=<delay>][,noclip]"`` (default ``lstm,T=100``) or ``"ci"``."""
+    """``"<cell>[,T=<delay>][,noclip]"`` (default ``lstm,T=100``) or ``"small"``
+    (alias ``"ci"``).
+    """
     v = gv.parse(arg, default_t=100)
     if v["ci"]:
         v["T"] = 10

@@ -21,9 +21,13 @@ Commands::
     rnnlab train --config experiments/forecast.py:sunspots --workdir workdirs/forecast-sunspots
     rnnlab train --config experiments/forecast.py:macrodata --workdir workdirs/forecast-macrodata
 
-Variants: ``co2`` (default), ``sunspots``, ``macrodata``; suffixes ``,ar`` (autoregressive
-instead of direct multi-step; not for macrodata), ``,point`` or ``,gaussian`` (other heads
-than the quantile head), ``,small`` (CI size); ``small`` alone is ``sunspots,small``.
+Variants: ``co2`` (default), ``sunspots``, ``macrodata``, ``csv_series`` (one's own
+series, with settings of no particular series: ``rnnlab train --config
+forecast:csv_series,small --config.data.path=my.csv --config.data.seasonal_period=12``);
+suffixes ``,ar`` (autoregressive instead of direct multi-step; not for macrodata),
+``,point`` or ``,gaussian`` (other heads than the quantile head), ``,small`` (CI size);
+``small`` alone is ``sunspots,small``, whose lookback, horizon and AR order are
+sunspots'.
 
 macrodata (statsmodels, quarterly US 1959Q2-2009Q3, 202 quarters): the unemployment rate 4
 quarters ahead from 16 quarters of it and of three past covariates (inflation, the 3-month
@@ -82,7 +86,6 @@ SERIES = {
         ar_order=104,
         steps=3000,
         harmonics=4,
-        period=52,
         baselines=("arima", "ets", "theta"),
     ),
     "sunspots": dict(
@@ -92,7 +95,6 @@ SERIES = {
         ar_order=11,
         steps=1500,
         harmonics=0,
-        period=11,
         baselines=("arima", "ets", "theta", "ar"),
     ),
     # Unemployment 4 quarters ahead from 16 quarters of it and of three covariates; the
@@ -104,15 +106,25 @@ SERIES = {
         ar_order=4,
         steps=1000,
         harmonics=0,
-        period=1,
         baselines=("arima", "ets", "theta", "var"),
+    ),
+    # One's own series (--config.data.path=FILE.csv, --config.data.seasonal_period=M):
+    # settings of no particular series, a lookback of 32 steps for 8 ahead.
+    "csv_series": dict(
+        seq_len=32,
+        horizon=8,
+        hidden=16,
+        ar_order=8,
+        steps=1000,
+        harmonics=0,
+        baselines=("arima", "ets", "theta"),
     ),
 }
 
 
 def get_config(arg: str = "co2") -> ml_collections.ConfigDict:
-    """``"<series>[,ar][,point|,gaussian][,small]"`` with series ``co2``, ``sunspots`` or
-    ``macrodata``, or ``"small"`` (sunspots, small)."""
+    """``"<series>[,ar][,point|,gaussian][,small]"`` with series ``co2``, ``sunspots``,
+    ``macrodata`` or ``csv_series`` (one's own file), or ``"small"`` (sunspots, small)."""
     parts = [p for p in (arg or "co2").split(",") if p]
     small = "small" in parts
     parts = [p for p in parts if p != "small"] or ["sunspots"]
@@ -134,6 +146,8 @@ def get_config(arg: str = "co2") -> ml_collections.ConfigDict:
     c.data.name = series
     c.data.seq_len = s["seq_len"]
     c.data.horizon = s["horizon"]
+    # The season length is the dataset's one key, data.seasonal_period (None: the series'
+    # own); MASE, the baselines and the model's seasonal naive all read it from there.
 
     c.model.name = "forecaster"
     c.model.cell = "lstm"
@@ -165,7 +179,6 @@ def get_config(arg: str = "co2") -> ml_collections.ConfigDict:
         {
             "models": s["baselines"],
             "harmonics": s["harmonics"],
-            "period": s["period"],
             "ar_order": 9,
             "var_maxlags": 8,
         }

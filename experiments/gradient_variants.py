@@ -75,7 +75,7 @@ def parse(arg: str, default_t: int) -> dict[str, Any]:
     """``"indrnn,T=400,noclip"`` -> ``{"cell": "indrnn", "T": 400, "clip": False}``."""
     out: dict[str, Any] = {"cell": "lstm", "T": default_t, "clip": True, "ci": False}
     for token in filter(None, (t.strip() for t in arg.split(","))):
-        if token == "ci":
+        if token in ("small", "ci"):  # "ci": the smoke run's earlier name, kept as an alias
             out["ci"] = True
         elif token == "noclip":
             out["clip"] = False
@@ -93,7 +93,7 @@ def parse(arg: str, default_t: int) -> dict[str, Any]:
         else:
             raise ValueError(
                 f"variant {arg!r}: unknown token {token!r}; expected a cell in {sorted(CELLS)}, "
-                "'T=<int>', 'noclip' or 'ci'"
+                "'T=<int>', 'noclip' or 'small'"
             )
     return out
 

@@ -30,12 +30,13 @@ Commands::
 
     rnnlab train --config experiments/overfitting.py:recipe --workdir workdirs/overfitting/recipe
     python -m experiments.overfitting --run-all --out workdirs/overfitting   # the whole study
-    python -m experiments.overfitting --table-only --out workdirs/overfitting
+    python -m experiments.overfitting --table-only --out workdirs/overfitting --publish
 
 The driver trains every variant (two at a time), evaluates the last checkpoint on the
 training split in evaluation mode (every dropout off: the "train" column is not the noisy
-training loss), and writes the table of the section "The overfitting study" in
-docs/overfitting.md and the validation curves in experiments/results/figures/overfitting.png.
+training loss), and prints the table; with ``--publish`` it also writes it into the
+section "The overfitting study" of docs/overfitting.md and the validation curves into
+experiments/results/figures/overfitting.png.
 
 Expected result (measured, table in docs/overfitting.md): train/validation gap 1.15 bits
 per character for ``none`` (train 1.69, validation 2.85 in evaluation mode) and 0.32 for
@@ -331,8 +332,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument(
         "--jobs", type=int, default=MAX_JOBS, help=f"trainings at a time (<= {MAX_JOBS})"
     )
-    p.add_argument("--doc", default=str(DOC), help="Markdown file with the table markers ('' none)")
-    p.add_argument("--figure", default=str(FIGURE), help="curves figure ('' for none)")
+    # The published table and figure are rewritten only when asked: a rerun of the study
+    # (often of a subset, or with other settings) must not replace them unnoticed.
+    p.add_argument(
+        "--publish",
+        action="store_true",
+        help=f"write the table into {DOC.name} and the curves into {FIGURE.name}",
+    )
+    p.add_argument("--doc", default="", help="Markdown file with the table markers")
+    p.add_argument("--figure", default="", help="curves figure")
     p.add_argument("--worker", default="", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     out = Path(args.out).absolute()
@@ -348,12 +356,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     t0 = time.time()
     if args.run_all:
         run_all(out, variants, args.jobs)
-    table = report(
-        out,
-        variants,
-        Path(args.doc) if args.doc else None,
-        Path(args.figure) if args.figure else None,
-    )
+    doc = args.doc or (str(DOC) if args.publish else "")
+    figure = args.figure or (str(FIGURE) if args.publish else "")
+    table = report(out, variants, Path(doc) if doc else None, Path(figure) if figure else None)
     print(table)
     if args.run_all:
         print(f"study wall time: {(time.time() - t0) / 60:.1f} min")

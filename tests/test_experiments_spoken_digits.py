@@ -48,7 +48,7 @@ def test_unknown_variants_are_errors(variant):
 @pytest.mark.slow
 def test_ci_variant_learns_from_audio(tmp_path):
     workdir = tmp_path / "spoken_digits"
-    args = ["train", "--config", f"{CONFIG}:ci", "--workdir", str(workdir)]
+    args = ["train", "--config", f"{CONFIG}:small", "--workdir", str(workdir)]
     assert cli.main(args) == 0
     summary = json.loads((workdir / "summary.json").read_text())
     assert summary["stop_reason"] == "completed"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import os
+import re
 from pathlib import Path
 
 
@@ -29,7 +30,13 @@ def default_dir() -> str:
     return str(Path(__file__).resolve().parents[2] / "experiments")
 
 
+# reStructuredText roles and literals, shown as plain text: ":data:`FLAGS`" -> "FLAGS".
+_RST = (re.compile(r":\w+:`~?([^`]*)`"), re.compile(r"``([^`]*)``"))
+
+
 def _one_line(text: str) -> str:
+    for pattern in _RST:
+        text = pattern.sub(r"\1", text)
     return " ".join(text.split())
 
 
@@ -50,9 +57,10 @@ def experiments(directory: str) -> list[Experiment]:
         doc = ast.get_docstring(tree) or ""
         title = _one_line(doc.split("\n\n", 1)[0]) if doc else ""
         variants = _one_line(ast.get_docstring(get_config) or "")
-        named = _literal(tree, "VARIANTS")
-        if named and "VARIANTS" in variants:  # "One of :data:`VARIANTS`": list them
-            variants += " " + ", ".join(f'"{v}"' for v in named)
+        for listed in ("VARIANTS", "FLAGS"):  # "One of :data:`VARIANTS`": list them
+            named = _literal(tree, listed)
+            if named and listed in variants:
+                variants = variants.replace(listed, ", ".join(f'"{v}"' for v in named), 1)
         out.append(Experiment(path.stem, os.fspath(path), title, variants))
     return out
 
@@ -74,13 +82,18 @@ def _literal(tree: ast.Module, name: str) -> list[str]:
     return []
 
 
-def render(entries: list[Experiment]) -> str:
-    """One block per experiment: name and title, then its variants, indented."""
+def render(entries: list[Experiment], directory: str | None = None) -> str:
+    """One block per experiment: name and title, then its variants, indented; last, the
+    command that trains one (by name for the shipped experiments, else by path)."""
     width = max(len(e.name) for e in entries)
     lines = []
     for e in entries:
         lines.append(f"{e.name:<{width}}  {e.title}")
         if e.variants:
             lines.append(f"{'':<{width}}  variants: {e.variants}")
-    lines.append("\ntrain one: rnnlab train --config experiments/<name>.py[:variant] --workdir DIR")
+    from rnnlab.train.config import SHIPPED_EXPERIMENTS
+
+    shipped = directory is None or Path(directory).resolve() == SHIPPED_EXPERIMENTS
+    what = "<name>" if shipped else os.path.join(directory, "<name>.py")
+    lines.append(f"\ntrain one: rnnlab train --config {what}[:variant] --workdir DIR")
     return "\n".join(lines)

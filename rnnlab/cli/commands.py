@@ -39,6 +39,15 @@ def _headline(summary: dict[str, Any], split: str) -> str:
     return line
 
 
+def _translations(summary: dict[str, Any]) -> list[dict[str, str]]:
+    """The decoded examples of a translator's report (other reports' ``examples`` is a
+    count)."""
+    examples = (summary.get("report") or {}).get("examples")
+    if not isinstance(examples, list):
+        return []
+    return [e for e in examples if isinstance(e, dict) and "prediction" in e]
+
+
 def start_processes(args: argparse.Namespace) -> None:
     """Joins a multi-process run (``--coordinator`` etc. or the environment; no-op alone).
 
@@ -61,11 +70,17 @@ def _is_main() -> bool:
 
 def load_logger(spec: str) -> Callable[[int, str, dict[str, float]], None]:
     """``"package.module:name"`` -> the callable ``logger(step, split, metrics)`` there."""
+    import os
+
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
         raise cfg_lib.ConfigError(
             "logger", f"expected --logger package.module:function, got {spec!r}"
         )
+    # The current folder is importable, as for `python -m`: the `rnnlab` script's own
+    # sys.path holds only its installation.
+    if os.getcwd() not in sys.path:
+        sys.path.append(os.getcwd())
     try:
         obj = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as e:
@@ -93,6 +108,13 @@ def train_config(args: argparse.Namespace) -> cfg_lib.ConfigDict:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from rnnlab.cli.streams import detachable
+
+    with detachable():  # training outlives its terminal (rnnlab.cli.streams)
+        return _train(args)
+
+
+def _train(args: argparse.Namespace) -> int:
     from rnnlab.cli.diagnose import hooks_from_config
     from rnnlab.train.loop import train
 
@@ -112,9 +134,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not _is_main():  # process 0 reports for the run
         return 0
     split = config.eval.split
-    print(
-        f"{summary['stop_reason']}: {summary['steps']} steps, {_duration(summary['wall_time_s'])}"
-    )
+    if summary.get("already_finished"):
+        print(
+            f"already finished: the run in {args.workdir} ended at step {summary['steps']} "
+            f"({summary['stop_reason']}); nothing trained. --extend N trains it N steps "
+            "further, --restart starts it over."
+        )
+    else:
+        print(
+            f"{summary['stop_reason']}: {summary['steps']} steps, "
+            f"{_duration(summary['wall_time_s'])}"
+        )
     if summary["stop_reason"] == "interrupted":
         return 130
     if summary["stop_reason"] == "preempted":
@@ -124,6 +154,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     if "sample" in summary:
         print("sample:")
         print(summary["sample"])
+    for example in _translations(summary)[:3]:
+        print(
+            f"source {example['source']!r} -> {example['prediction']!r} "
+            f"(reference {example['reference']!r})"
+        )
+    if summary.get("headline"):  # the run's result, last (rnnlab.tasks.headline)
+        print(summary["headline"])
     return 0
 
 
@@ -147,12 +184,16 @@ def parameter_table(params: Any) -> list[tuple[str, str, int]]:
 
 def dry_run(config: cfg_lib.ConfigDict, workdir: str) -> int:
     """Prints the resolved config and the parameters per layer; trains nothing, writes
-    nothing to the workdir."""
+    nothing to the workdir, and prepares no dataset in the data dir (one not yet prepared
+    is prepared in a temporary folder, then deleted)."""
+    from rnnlab.data.builders import prepare_elsewhere
     from rnnlab.train.loop import Run
 
-    run = Run(config, workdir)  # validates; opens no checkpoint
+    with prepare_elsewhere():
+        run = Run(config, workdir)  # validates; opens no checkpoint
+        params = run.abstract.params
     print(json.dumps(cfg_lib.to_dict(run.config), indent=2, sort_keys=True))
-    rows = parameter_table(run.abstract.params)
+    rows = parameter_table(params)
     width = max([len("layer")] + [len(r[0]) for r in rows])
     swidth = max([len("shapes")] + [len(r[1]) for r in rows])
     print(f"\n{'layer':<{width}}  {'shapes':<{swidth}}  {'parameters':>12}")
@@ -208,6 +249,14 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
     with data_guard(args):
         run, state, step = _run_and_state(args)
+    if run.task.name == "seq2seq":
+        raise cfg_lib.ConfigError(
+            "data",
+            "sample generates text from a language model; this run translates: `rnnlab train "
+            f"--workdir {args.workdir}` prints its decoded examples (also in summary.json "
+            f"under report.examples) and `rnnlab eval --workdir {args.workdir} --split test` "
+            "scores its translations",
+        )
     if run.task.name != "lm":
         raise cfg_lib.ConfigError(
             "data", f"sample needs a language model, this run's task is {run.task.name!r}"
@@ -246,7 +295,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     entries = catalog.experiments(args.dir)
     if not entries:
         raise FileNotFoundError(f"no experiment files (get_config) in {args.dir}")
-    print(catalog.render(entries))
+    print(catalog.render(entries, args.dir))
     return 0
 
 
@@ -284,7 +333,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="train (or resume) an experiment",
         description="Trains an experiment; rerun on the same workdir to resume." + OVERRIDES_HELP,
     )
-    p.add_argument("--config", help="experiments/<file>.py[:variant] (default: the workdir's)")
+    p.add_argument(
+        "--config",
+        help="NAME[:variant] of a shipped experiment (rnnlab list), or PATH.py[:variant] of "
+        "one's own (default: the workdir's)",
+    )
     p.add_argument("--workdir", required=True)
     p.add_argument(
         "--extend",

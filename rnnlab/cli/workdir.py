@@ -44,8 +44,13 @@ def load_config(args: argparse.Namespace) -> cfg_lib.ConfigDict:
         saved = record.saved_config(workdir) if workdir else None
         if saved is None:
             where = files.join(workdir, record.CONFIG_FILE) if workdir else "no --workdir"
+            if not hasattr(args, "config"):  # eval, sample: the run's own config or nothing
+                raise cfg_lib.ConfigError(
+                    "config", f"no run in {workdir}: {where} does not exist; train one first"
+                )
             raise cfg_lib.ConfigError(
-                "config", f"give --config experiments/<file>.py[:variant] ({where} does not exist)"
+                "config",
+                f"give --config NAME[:variant] or PATH.py[:variant] ({where} does not exist)",
             )
         config = cfg_lib.from_dict(saved)
     return cfg_lib.override(config, getattr(args, "overrides", []) or [])

@@ -21,6 +21,7 @@ from rnnlab.data.config import SPLITS, check_split, option
 from rnnlab.data.options import Option
 from rnnlab.data.pipeline import DataIterator
 from rnnlab.data.registry import names
+from rnnlab.logs import absl_quiet
 
 __all__ = ["SPLITS", "DataIterator", "Option", "info", "load", "names", "options", "resolve"]
 
@@ -55,7 +56,8 @@ def info(cfg: Any) -> dict[str, Any]:
     ``horizon``, ``seq_len``, ``vocab``, ...; see ``docs/data.md``)."""
     dataset = _dataset(cfg)
     cfg = resolve(cfg)
-    out = dataset.info(cfg)
+    with absl_quiet():  # TFDS's "Using custom data configuration" (rnnlab.logs)
+        out = dataset.info(cfg)
     return {"name": dataset.name, **out, "task": dataset.task}
 
 
@@ -87,16 +89,17 @@ def load(
     dataset = _dataset(cfg)
     cfg = resolve(cfg)
     spec = info(cfg)
-    ds, num_batches = dataset.load(
-        cfg,
-        spec,
-        split=split,
-        batch_size=batch_size,
-        seed=seed,
-        shard_index=shard_index,
-        shard_count=shard_count,
-        repeat=bool(repeat),
-    )
+    with absl_quiet():  # the builders again (rnnlab.logs)
+        ds, num_batches = dataset.load(
+            cfg,
+            spec,
+            split=split,
+            batch_size=batch_size,
+            seed=seed,
+            shard_index=shard_index,
+            shard_count=shard_count,
+            repeat=bool(repeat),
+        )
     meta = {
         "name": dataset.name,
         "split": split,

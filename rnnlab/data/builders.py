@@ -9,9 +9,11 @@ own copy next to the default one.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
-from collections.abc import Callable, Sequence
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -332,12 +334,33 @@ def source(builder: tfds.core.DatasetBuilder, split: str):
     return prepare(builder).as_data_source(split=split)
 
 
+# Folders where datasets not yet prepared are prepared instead (prepare_elsewhere).
+_SCRATCH: list[str] = []
+
+
+@contextlib.contextmanager
+def prepare_elsewhere() -> Iterator[None]:
+    """Inside the block, a dataset not prepared in its data dir is prepared in a temporary
+    folder, deleted at the end: a look at the data (``rnnlab train --dry-run``) leaves the
+    data dir as it found it. Prepared datasets are read where they are."""
+    with tempfile.TemporaryDirectory(prefix="rnnlab-data-") as scratch:
+        _SCRATCH.append(scratch)
+        try:
+            yield
+        finally:
+            _SCRATCH.pop()
+
+
 def make(
     cls, data_dir: str, config: Any = None, *, sources: Sequence[Path] = ()
 ) -> tfds.core.DatasetBuilder:
-    """A prepared builder of ``cls`` (array_record files) in ``data_dir``; ``sources`` as
+    """A prepared builder of ``cls`` (array_record files) in ``data_dir`` (or, inside
+    :func:`prepare_elsewhere`, in its scratch folder when not prepared yet); ``sources`` as
     for :func:`prepare`."""
     kwargs = {"data_dir": data_dir, "file_format": "array_record"}
     if config is not None:
         kwargs["config"] = config
-    return prepare(cls(**kwargs), sources)
+    builder = cls(**kwargs)
+    if _SCRATCH and not builder.is_prepared():
+        builder = cls(**{**kwargs, "data_dir": _SCRATCH[-1]})
+    return prepare(builder, sources)

@@ -6,7 +6,8 @@ dataset's longest), ``bucket_window`` (batches sorted together by length, defaul
 variable-length sets, 0 = off), ``pad_multiple`` (default 8), ``pad_to`` ("batch": the
 batch's longest rounded up to ``pad_multiple``, or "max": always ``max_len``),
 ``standardize`` (UEA sets, per-channel with training statistics, default True),
-``validation_fraction`` (carved from the end of train, default 0.1), and for mnist
+``validation_fraction`` (carved from train, stratified by class: :mod:`rnnlab.data.splits`;
+default 0.1), and for mnist
 ``mode`` ("pixel": 784 x 1, or "row": 28 x 28), ``permuted`` (bool) and
 ``permutation_seed`` (default 0).
 
@@ -22,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from rnnlab.data import builders, catalog, pipeline
+from rnnlab.data import builders, catalog, pipeline, splits
 from rnnlab.data.config import (
     CATALOG_FIELDS,
     cache_key,
@@ -46,11 +47,28 @@ def _builder(cfg: Any):
     return builders.make(builders.UeaArchive, tfds_dir(cfg), name)
 
 
-def _source(cfg: Any, split: str):
-    spec = catalog.split_spec(cfg, split, has_validation=False)
+def _file_split(cfg: Any, split: str):
     if cfg["name"] == "mnist":
-        return catalog.data_source(cfg, "mnist", spec)
-    return _builder(cfg).as_data_source(split=spec)
+        return catalog.data_source(cfg, "mnist", split)
+    return _builder(cfg).as_data_source(split=split)
+
+
+@functools.lru_cache(maxsize=16)
+def _stratified(key: str, size: int) -> tuple[Any, Any]:
+    """Train and validation indices into the file's train split (``size`` tells mock data
+    from real data of the same config)."""
+    cfg = json.loads(key)
+    src = _file_split(cfg, "train")
+    labels = [int(src[i]["label"]) for i in range(len(src))]
+    return splits.stratified(labels, float(option(cfg, "validation_fraction")))
+
+
+def _source(cfg: Any, split: str):
+    if split == "test":
+        return _file_split(cfg, "test")
+    full = _file_split(cfg, "train")
+    train, validation = _stratified(cache_key(cfg, _FIELDS), len(full))
+    return splits.Subset(full, train if split == "train" else validation)
 
 
 @functools.lru_cache(maxsize=1)
@@ -94,11 +112,12 @@ def _builder_stats(key: str) -> dict[str, Any]:
     cfg = json.loads(key)
     name = cfg["name"]
     builder_info = _builder(cfg).info
-    lengths, train = {}, []
+    lengths, train, labels = {}, [], {}
     for split in ("train", "validation", "test"):
         src = _source(cfg, split)
         seqs = [_to_sequence(cfg, src[i]) for i in range(len(src))]
         lengths[split] = [len(s) for s in seqs]
+        labels[split] = [int(src[i]["label"]) for i in range(len(src))]
         if split == "train":
             train = seqs
     if not train:
@@ -111,6 +130,7 @@ def _builder_stats(key: str) -> dict[str, Any]:
         "features": int(stacked.shape[1]),
         "classes": list(builder_info.features["label"].names),
         "num_examples": {s: len(v) for s, v in lengths.items()},
+        "labels": {s: labels[s] for s in ("train", "validation")},
         "mean": stacked.mean(axis=0).tolist(),
         "std": np.where(std > 0, std, 1.0).tolist(),
     }
@@ -128,6 +148,9 @@ def _info(cfg: Any) -> dict[str, Any]:
                     f"max_len is {max_len} but {cfg['name']} split {split!r} has "
                     f"{len(too_long)} longer sequences (example {i}: length {lengths[i]})"
                 )
+    if "labels" in stats:
+        labels = stats["labels"]
+        splits.check_coverage(cfg["name"], labels["train"], labels["validation"], stats["classes"])
     out = {
         "task": "classification",
         "num_classes": len(stats["classes"]),

@@ -42,7 +42,7 @@ PREPARED = (
     "spoken_digits",
 )
 # Options of the copy prepared here: the CI-sized spoken digits that experiments/
-# spoken_digits.py:ci reads (the full row's copy is synthesised on its first run).
+# spoken_digits.py:small reads (the full row's copy is synthesised on its first run).
 PREPARED_OPTIONS = {
     "spoken_digits": {"train_examples": 240, "validation_examples": 40, "test_examples": 60},
 }

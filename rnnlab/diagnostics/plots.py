@@ -36,10 +36,24 @@ def _save_log_lines(fig, ax, path: str, ylabel: str, title: str) -> str:
 def plot_gradient_flow(
     curves: Mapping[str, np.ndarray], path: str, *, title: str = "Gradient flow through time"
 ) -> str:
-    """Line plot of ``||dL/dh_t||`` against ``t``, one line per label, log scale; PNG."""
+    """Line plot of ``||dL/dh_t||`` against ``t``, one line per label, log scale; PNG.
+
+    A value is a ``[T]`` array of norms, or what
+    :func:`~rnnlab.diagnostics.hidden_state_gradients` returns (its ``norms``: one line per
+    layer, labelled ``label layer``, or ``label`` for a one-layer model)."""
     fig, ax = _figure()
+    lines: dict[str, np.ndarray] = {}
     for label, values in curves.items():
+        norms = getattr(values, "norms", None)
+        if isinstance(norms, Mapping):
+            for layer, v in norms.items():
+                lines[label if len(norms) == 1 else f"{label} {layer}"] = v
+        else:
+            lines[label] = values
+    for label, values in lines.items():
         values = np.asarray(values, np.float64)
+        if values.ndim != 1:
+            raise ValueError(f"curves[{label!r}] must be [T] norms, got shape {values.shape}")
         ax.plot(np.arange(1, len(values) + 1), np.maximum(values, 1e-30), label=label)
     return _save_log_lines(fig, ax, path, "||dL/dh_t||", title)
 
@@ -126,11 +140,17 @@ def plot_jacobian_spectra(
         t = np.arange(1, sv.shape[1] + 1)
         largest, smallest = sv[:, :, 0], np.maximum(sv[:, :, -1], 1e-30)
         many = sv.shape[0] > 1
-        name = f"{label} (max, median of {sv.shape[0]})" if many else f"{label} (max)"
-        (line,) = ax.plot(t, np.median(largest, axis=0), label=name)
-        ax.plot(t, np.median(smallest, axis=0), linestyle=":", color=line.get_color())
+        of = f", median of {sv.shape[0]} sequences" if many else ""
+        (line,) = ax.plot(t, np.median(largest, axis=0), label=f"{label}: largest{of}")
+        ax.plot(
+            t,
+            np.median(smallest, axis=0),
+            linestyle=":",
+            color=line.get_color(),
+            label=f"{label}: smallest{of}",
+        )
         if many:
             low, high = np.percentile(largest, [lo, hi], axis=0)
             ax.fill_between(t, np.maximum(low, 1e-30), high, color=line.get_color(), alpha=0.2)
-    ylabel = "singular value (solid: largest, dotted: smallest)"
+    ylabel = "singular value of dh_t/dh_{t-1}"
     return _save_log_lines(fig, ax, path, ylabel, title)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import jax.numpy as jnp
@@ -14,7 +15,7 @@ import numpy as np
 from rnnlab.models.forecaster import forecast_loss
 from rnnlab.tasks import forecast_baselines
 from rnnlab.tasks.common import Array, Sums, row_weights, weighted
-from rnnlab.tasks.evaluation import as_dict, predictions, report_split, save_figure
+from rnnlab.tasks.evaluation import as_dict, option, predictions, report_split, save_figure
 from rnnlab.tasks.registry import Task, register
 
 
@@ -89,52 +90,87 @@ def forecast_report(run, state, workdir: str) -> dict[str, Any]:
     info = run.info
     mean, std = float(info["mean"][0]), float(info["std"][0])
     scale = float(info["mase_scale"][0])
-    preds, truth = [], []
-    for batch, out in predictions(run, state, split, ()):
+    preds, truth, history, bands = [], [], [], []
+    keys = ("quantiles",) if option(run.config, "model", "head", "point") == "quantile" else ()
+    for batch, out in predictions(run, state, split, keys):
         preds.append(out["outputs"][..., 0])
         truth.append(np.asarray(batch["targets"])[..., 0])
+        history.append(np.asarray(batch["inputs"])[..., 0])
+        if keys:
+            bands.append(out["quantiles"][..., 0, :])  # [B, H, levels], target feature 0
     model = mean + std * np.concatenate(preds).astype(np.float64)
     y = mean + std * np.concatenate(truth).astype(np.float64)
+    seen = {
+        "history": mean + std * np.concatenate(history).astype(np.float64),
+        "band": mean + std * np.concatenate(bands).astype(np.float64) if bands else None,
+        "levels": tuple(option(run.config, "model", "quantiles", ())),
+    }
     cfg = {k: v for k, v in as_dict(run.config.get("baselines")).items() if k != "split"}
     base = forecast_baselines.forecast_baselines(run.config.data, info, split=split, **cfg)
     forecasts = base.pop("forecasts")
     if not np.allclose(forecasts["truth"], y, atol=1e-3 * std):
         raise RuntimeError(f"the {split} windows of the model and of the baselines differ")
     report = {"split": split, "model": forecast_baselines.errors(y, model, scale), **base}
-    report["figure"] = _plot_forecasts(workdir, forecasts, model, info, report)
+    what = series_name(run.config.data, info)
+    report["figure"] = _plot_forecasts(workdir, forecasts, model, seen, what, report)
     return report
 
 
-def _plot_forecasts(workdir: str, forecasts: dict, model: np.ndarray, info, base) -> str | None:
-    """Three test windows (first, middle, last): the truth, the recurrent forecaster and the
-    strongest baseline (lowest test MAE) in full, the other baselines thin and dashed."""
+def series_name(data_cfg: Any, info: Mapping[str, Any]) -> str:
+    """The plotted series: the dataset, and for a file its name and target column."""
+    name = str(data_cfg.get("name", "series"))
+    columns = list(info.get("columns") or [])
+    path = data_cfg.get("path") if name == "csv_series" else None
+    if path:
+        column = f", column {columns[0]!r}" if columns else ""
+        return f"{Path(str(path)).name}{column}"
+    return f"{name} ({columns[0]})" if columns else name
+
+
+def _plot_forecasts(workdir, forecasts, model, seen, what: str, base) -> str | None:
+    """Three windows of the report split (first, middle, last): the lookback history, the
+    truth, the recurrent forecaster with its quantile band (where its head has one) and
+    the strongest baseline (lowest MAE) in full, the other baselines thin and dashed; the
+    legend below the panels, every model's MAE (the forecaster's too) in the title."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
+    split = base["split"]
     best = base["strongest"]
     others = [k for k in forecasts if k not in ("truth", best)]
     n = len(model)
     picks = sorted({0, n // 2, n - 1})
-    fig, axes = plt.subplots(len(picks), 1, figsize=(8, 2.6 * len(picks)), squeeze=False)
+    fig, axes = plt.subplots(len(picks), 1, figsize=(8, 2.4 * len(picks) + 0.8), squeeze=False)
     steps = np.arange(1, model.shape[1] + 1)
+    lookback = np.arange(-seen["history"].shape[1] + 1, 1)
+    levels = seen["levels"]
     for ax, i in zip(axes[:, 0], picks, strict=True):
+        ax.plot(lookback, seen["history"][i], color="0.5", lw=1.2, label="history (input)")
         ax.plot(steps, forecasts["truth"][i], "k-", lw=2, label="truth")
+        if seen["band"] is not None and len(levels) >= 2:
+            ax.fill_between(
+                steps, seen["band"][i, :, 0], seen["band"][i, :, -1], alpha=0.25,
+                label=f"forecaster {levels[0]:.0%}-{levels[-1]:.0%} quantiles",
+            )  # fmt: skip
         ax.plot(steps, model[i], lw=1.8, label="recurrent forecaster")
         ax.plot(steps, forecasts[best][i], lw=1.8, label=f"strongest baseline: {best}")
         for name in others:
             ax.plot(steps, forecasts[name][i], "--", lw=0.8, alpha=0.7, label=name)
-        ax.set_title(f"{info.get('name', 'series')}: test window {i}")
-        ax.set_xlabel("steps ahead")
-    axes[0, 0].legend(fontsize=7)
-    mae = ", ".join(
-        f"{k} {base[k]['mae']:.3g}"
-        for k in sorted(forecasts, key=lambda k: base.get(k, {}).get("mae", 0))
-        if k in base
-    )
-    fig.suptitle(f"test MAE: {mae}", fontsize=8)
-    fig.tight_layout()
+        ax.axvline(0.5, color="0.8", lw=0.8)
+        ax.set_title(f"{split} window {i}", fontsize=9)
+        ax.set_ylabel(f"{what}\n(series units)", fontsize=8)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes[-1, 0].set_xlabel("steps ahead (0 and below: the lookback the model reads)")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=7, frameon=False)
+    scores = {"forecaster": base["model"]["mae"]}
+    scores.update({k: base[k]["mae"] for k in forecasts if k in base and "mae" in base[k]})
+    mae = ", ".join(f"{k} {v:.3g}" for k, v in sorted(scores.items(), key=lambda kv: kv[1]))
+    fig.suptitle(f"{split} MAE: {mae}", fontsize=8)
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
     return save_figure(fig, workdir, "forecasts.png")
 
 

@@ -66,11 +66,14 @@ def _plot_frames(workdir: str, seen, truth, pred) -> str | None:
     )
     for b in range(len(seen)):
         for r, (name, frames) in enumerate(rows):
+            # Frame times: the observed ones 1..n, the future (true and predicted) n+1...
+            first = 1 if r == 0 else seen.shape[1] + 1
             for t in range(cols):
                 ax = axes[3 * b + r, t]
                 ax.axis("off")
                 if t < frames.shape[1]:
                     ax.imshow(frames[b, t, ..., 0], cmap="gray", vmin=0, vmax=1)
+                    ax.set_title(f"t={first + t}", fontsize=6, loc="right")
             axes[3 * b + r, 0].set_title(name, fontsize=7, loc="left")
     fig.tight_layout()
     return save_figure(fig, workdir, "frames.png")

@@ -49,25 +49,42 @@ def lock(config: ConfigDict) -> ConfigDict:
     return config
 
 
-def load(spec: str) -> ConfigDict:
-    """``'experiments/charlm.py:small'`` -> the locked config from ``get_config('small')``."""
-    path_text, _, arg = spec.partition(":")
+SHIPPED_EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
+
+
+def experiment_path(path_text: str) -> Path:
+    """The file of ``--config``'s part before the colon: a path to one's own file, or the
+    name of a shipped experiment (``charlm`` is ``experiments/charlm.py`` beside the
+    package), so that a shipped experiment runs from any folder."""
     path = Path(path_text)
-    if not path.is_file():
-        raise ConfigError("config", f"no experiment file at {path_text!r} (from {spec!r})")
+    if path.is_file():
+        return path
+    shipped = SHIPPED_EXPERIMENTS / f"{path.stem}.py"
+    if path.name == path_text and not path.suffix and shipped.is_file():
+        return shipped
+    hint = f"; the shipped one is --config {path.stem}" if shipped.is_file() else ""
+    raise ConfigError("config", f"no experiment file at {path_text!r}{hint}")
+
+
+def load(spec: str) -> ConfigDict:
+    """``'charlm:small'`` or ``'experiments/charlm.py:small'`` -> the locked config from
+    ``get_config('small')``."""
+    path_text, _, arg = spec.partition(":")
+    path = experiment_path(path_text)
     name = f"rnnlab_experiment_{path.stem}"
     module_spec = importlib.util.spec_from_file_location(name, path)
     if module_spec is None or module_spec.loader is None:
         raise ConfigError("config", f"{path_text} is not a Python file (expected <file>.py)")
     module = importlib.util.module_from_spec(module_spec)
-    # Experiment files may import their siblings (experiments/__init__.py helpers).
-    sys.path.insert(0, str(path.resolve().parent.parent))
+    # Experiment files may import their siblings (experiments/__init__.py helpers), and
+    # one's own helpers in the current folder, as ``python -m`` would allow.
+    sys.path[:0] = [str(path.resolve().parent.parent), str(Path.cwd())]
     try:
         module_spec.loader.exec_module(module)
     except SyntaxError as e:  # bad input (exit status 2), not a failure at run time
         raise ConfigError("config", f"{e.filename}:{e.lineno}: {e.msg}") from e
     finally:
-        sys.path.pop(0)
+        del sys.path[:2]
     if not hasattr(module, "get_config"):
         raise ConfigError("config", f"{path_text} defines no get_config(arg)")
     try:

@@ -32,6 +32,7 @@ import numpy as np
 from flax import nnx
 
 from rnnlab import optim, parallel, tasks
+from rnnlab.logs import absl_quiet
 from rnnlab.train import config as cfg_lib
 from rnnlab.train import files, integrity, publish
 from rnnlab.train import state as state_lib
@@ -250,7 +251,8 @@ def load(path: str, checkpoint: str | int = "best", *, device=None) -> tuple[nnx
     device = device if device is not None else jax.local_devices()[0]
     if files.exists(files.join(path, MANIFEST_FILE)):
         return _load_export(path, device)
-    return _load_workdir(path, checkpoint, device)
+    with absl_quiet():  # orbax's "Given directory is read only" (rnnlab.logs)
+        return _load_workdir(path, checkpoint, device)
 
 
 def export(workdir: str, out: str, checkpoint: str | int = "best") -> str:

@@ -23,6 +23,7 @@ from jax.experimental import multihost_utils
 
 from rnnlab import parallel
 from rnnlab.layers import dispatch
+from rnnlab.tasks.headline import headline
 from rnnlab.train import checkpoint as ckpt_lib
 from rnnlab.train import config as cfg_lib
 from rnnlab.train import divergence as divergence_lib
@@ -37,6 +38,7 @@ from rnnlab.train.ending import EndOfRun
 from rnnlab.train.memory import HINT as MEMORY_HINT
 from rnnlab.train.memory import check as check_memory
 from rnnlab.train.memory import check_step as check_step_memory
+from rnnlab.train.readable import for_readers
 from rnnlab.train.run import Run
 
 
@@ -54,7 +56,8 @@ _WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EP
 
 
 def _fmt(metrics: dict[str, float]) -> str:
-    return ", ".join(f"{k} {progress_lib.number(v)}" for k, v in sorted(metrics.items()))
+    shown = for_readers(metrics)  # counts stay in metrics.jsonl
+    return ", ".join(f"{k} {progress_lib.number(v)}" for k, v in sorted(shown.items()))
 
 
 def _write_json(path: str, obj: Any) -> None:
@@ -199,7 +202,7 @@ def _train(run, workdir, t_start, warn, hooks, loggers, restart) -> dict[str, An
                 + ". Use --extend N to train it further, or another workdir."
             )
         run.checkpoints.close()
-        return summary
+        return {**summary, "already_finished": True}
     if main:  # the run has accepted the workdir: now its config is recorded
         event = "restart" if restart else ("resume" if found is not None else "start")
         diff = record.accept(workdir, cfg, start, event)
@@ -484,6 +487,7 @@ def _train(run, workdir, t_start, warn, hooks, loggers, restart) -> dict[str, An
         if end.stopped:
             summary["end_of_run_skipped"] = signal.Signals(end.signum).name
         if main:
+            summary["headline"] = headline(summary, run.task.name, run.info)
             _write_json(files.join(workdir, "summary.json"), summary)
     return summary
 

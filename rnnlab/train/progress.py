@@ -7,6 +7,7 @@ reports. :class:`Throughput` measures the throughput of the training steps alone
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -39,6 +40,19 @@ def number(value: float) -> str:
     return f"{value:.4f}"
 
 
+# Narrower than this, tqdm draws nothing (a terminal of 0 columns: some CI runners and
+# `script` sessions report one): plain lines instead.
+MIN_BAR_COLUMNS = 20
+
+
+def _columns(stream: TextIO) -> int:
+    """The width of the terminal behind ``stream`` (0 when it does not say)."""
+    try:
+        return os.get_terminal_size(stream.fileno()).columns
+    except (AttributeError, OSError, ValueError):
+        return 0
+
+
 class Progress:
     """Reports training progress from ``start`` to ``total`` steps.
 
@@ -60,7 +74,8 @@ class Progress:
     ):
         self.enabled, self.start, self.total = enabled, start, total
         self.stream = stream or sys.stderr
-        use_bar = self.stream.isatty() if bar is None else bar
+        use_bar = self.stream.isatty() and _columns(self.stream) >= MIN_BAR_COLUMNS
+        use_bar = use_bar if bar is None else bar
         self._bar = None
         self._t0 = time.perf_counter()
         if enabled and use_bar:

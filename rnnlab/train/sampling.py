@@ -15,7 +15,7 @@ import numpy as np
 from flax import nnx
 
 from rnnlab import parallel
-from rnnlab.data.vocab import BOS_ID, CharEncoder, WordEncoder
+from rnnlab.data.vocab import BOS_ID, UNK_ID, CharEncoder, WordEncoder
 from rnnlab.models.language_model import generate
 
 
@@ -64,6 +64,13 @@ def sample_text(
     seed = int(run.config.seed if seed is None else seed)
     encode, decode = codec(run.info)
     ids = encode(prompt) if prompt else default_prompt_ids(run.info, encode)
+    if prompt and run.info.get("level", "char") == "char" and (ids == UNK_ID).any():
+        # The model never saw these: decoding would drop them without a word.
+        unknown = sorted({c for c, i in zip(prompt, ids.tolist(), strict=True) if i == UNK_ID})
+        raise ValueError(
+            f"prompt has characters outside the model's vocabulary: {unknown!r}; "
+            "leave them out or replace them"
+        )
     if ids.size == 0:
         raise ValueError(f"prompt {prompt!r} encodes to no tokens")
     params, rest = parallel.to_host((state.params, state.rest))
