@@ -19,6 +19,7 @@ _MODULES = (
     "rnnlab.data.speech",
     "rnnlab.data.spoken_digits",
     "rnnlab.data.generated",
+    "rnnlab.data.own",
 )
 
 
