@@ -35,7 +35,11 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 
-COMMAND_MODULES: tuple[str, ...] = ("rnnlab.cli.commands", "rnnlab.cli.diagnose")
+COMMAND_MODULES: tuple[str, ...] = (
+    "rnnlab.cli.commands",
+    "rnnlab.cli.diagnose",
+    "rnnlab.cli.interop",
+)
 
 USAGE, RUNTIME, INTERRUPTED = 2, 1, 130
 

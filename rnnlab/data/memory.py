@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from rnnlab.data import options as options_lib
 from rnnlab.data import own, sequence_files
 from rnnlab.data.options import Option
+from rnnlab.data.options import resolve as resolve_options
 from rnnlab.data.pipeline import DataIterator
 
 OPTIONS = {
@@ -84,7 +84,7 @@ class ArraySource:
         self._cache: dict[str, own.Prepared] = {}
 
     def _prepared(self, cfg: Any) -> tuple[dict[str, Any], own.Prepared]:
-        resolved = options_lib.resolve(cfg, OPTIONS, "in-memory arrays")
+        resolved = resolve_options(cfg, OPTIONS, "in-memory arrays")
         key = repr(sorted(resolved.items()))
         if key not in self._cache:
             self._cache = {key: own.Prepared(self.task, resolved, self._splits)}

@@ -168,15 +168,17 @@ def read_table(
     frame = frame.sort_values([id_column, time_column], kind="stable")
     seqs, labels, ids = [], [], []
     for key, group in frame.groupby(id_column, sort=False):
+        key = key.item() if isinstance(key, np.generic) else key
         seqs.append(group[features].to_numpy(np.float64))
         ids.append(key)
         if has_labels:
-            values = group[label_column].to_numpy()
-            if len(set(values.tolist())) > 1:
-                row = int(group["_row"].to_numpy()[np.flatnonzero(values != values[0])[0]])
+            values = group[label_column].tolist()
+            other = [j for j, v in enumerate(values) if v != values[0]]
+            if other:
+                row = int(group["_row"].to_numpy()[other[0]])
                 raise _fail(
                     path,
-                    f"row {row}: id {key!r} has label {values[values != values[0]][0]!r} but "
+                    f"row {row}: id {key!r} has label {values[other[0]]!r} but "
                     f"{values[0]!r} on its earlier rows; a sequence has one label",
                 )
             labels.append(values[0])

@@ -1,0 +1,41 @@
+"""``rnnlab predict`` and ``rnnlab export``: a trained run used on new data, and carried out."""
+
+from __future__ import annotations
+
+import argparse
+
+from rnnlab.cli.workdir import checkpoint_arg
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from rnnlab.train.predict import predict_file
+
+    done = predict_file(
+        args.workdir,
+        args.input,
+        args.output,
+        checkpoint=args.checkpoint,
+        batch_size=args.batch_size,
+        show_progress=not args.quiet,
+    )
+    print(f"predicted {done['records']} sequences with step {done['step']}: {done['output']}")
+    return 0
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    """Adds ``predict`` to the ``rnnlab`` command."""
+    p = sub.add_parser(
+        "predict",
+        help="predict every sequence of a file with a trained run",
+        description="Batch inference: reads --input in the format of the run's data and "
+        "writes class probabilities or predicted values to --output (.csv or .npz).",
+    )
+    p.add_argument("--workdir", required=True)
+    p.add_argument("--input", required=True, help=".npz/.npy arrays or a long .csv/.parquet")
+    p.add_argument("--output", required=True, help=".csv or .npz")
+    p.add_argument(
+        "--checkpoint", default="best", type=checkpoint_arg, help="best, latest or a step"
+    )
+    p.add_argument("--batch-size", dest="batch_size", type=int, default=None)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_predict)
