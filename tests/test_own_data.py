@@ -40,7 +40,8 @@ def _train_eval_predict(task: str, tmp_path, train: str, test: str, out: str, ca
     and returns ``rnnlab eval``'s test metrics."""
     workdir = tmp_path / "run"
     args = ["train", "--config", SMALL.format(task=task), "--workdir", str(workdir),
-            f"--config.data.path={tmp_path / train}", f"--config.data.test_path={tmp_path / test}"]  # fmt: skip
+            f"--config.data.path={tmp_path / train}",
+            f"--config.data.test_path={tmp_path / test}"]  # fmt: skip
     assert cli.main(args) == 0
     capsys.readouterr()
     assert cli.main(["eval", "--workdir", str(workdir), "--split", "test"]) == 0
