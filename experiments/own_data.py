@@ -12,8 +12,10 @@ Commands::
     rnnlab eval --workdir workdirs/mine --split test
     rnnlab predict --workdir workdirs/mine --input new.npz --output predictions.csv
 
-Variants: ``classification`` (default), ``regression``; ``,small`` after either (e.g.
-``classification,small``): 30 steps of a 16-unit model, the CI smoke run.
+Variants: ``classification`` (default), ``regression``, ``translation`` (``sentence_pairs``
+from a ``.tsv``/``.jsonl`` file of pairs, an LSTM encoder-decoder with attention);
+``,small`` after any (e.g. ``classification,small``): 30 steps of a small model, the CI
+smoke run.
 
 Model: a one-layer bidirectional GRU (64 units per direction), mean over the valid steps,
 a linear head; Adam 3e-3 with a cosine decay, clipping at 1, batch 32, 1,000 steps.
@@ -30,7 +32,7 @@ import ml_collections
 from experiments import settings
 from rnnlab.train.config import base_config, lock
 
-TASKS = ("classification", "regression")
+TASKS = ("classification", "regression", "translation")
 
 
 def get_config(arg: str = "classification") -> ml_collections.ConfigDict:
@@ -42,21 +44,41 @@ def get_config(arg: str = "classification") -> ml_collections.ConfigDict:
         )
     c = base_config()
     c.seed = 0
-    c.data.name = f"sequence_{parts[0]}"
-
-    c.model.name = "classifier"
-    c.model.cell = "gru"
-    c.model.hidden_features = 64
-    c.model.num_layers = 1
-    c.model.bidirectional = True
-    c.model.pooling = "mean"
+    if parts[0] == "translation":
+        _translator(c)
+    else:
+        c.data.name = f"sequence_{parts[0]}"
+        c.model.name = "classifier"
+        c.model.cell = "gru"
+        c.model.hidden_features = 64
+        c.model.num_layers = 1
+        c.model.bidirectional = True
+        c.model.pooling = "mean"
 
     settings.adam_cosine(c, warmup_steps=50)
     settings.train_steps(c, 1000, batch_size=32, log_every=50, eval_every=250, checkpoint_every=250)
     c.train.stateful = False
     c.eval.split = "validation"
     if parts[1:] == ["small"]:
-        c.model.hidden_features = 16
+        c.model.hidden_features = 16 if parts[0] != "translation" else 32
+        if parts[0] == "translation":
+            c.optim.lr = 1e-2  # a few steps must already emit words
         c.optim.warmup_steps = 5
         settings.train_steps(c, 30, batch_size=16, log_every=10, eval_every=30, checkpoint_every=30)
     return lock(c)
+
+
+def _translator(c: ml_collections.ConfigDict) -> None:
+    """``sentence_pairs`` (``data.path`` a .tsv or .jsonl file, word vocabularies) and an
+    attention encoder-decoder evaluated with greedy decoding."""
+    c.data.name = "sentence_pairs"
+    c.model.name = "translator"
+    c.model.cell = "lstm"
+    c.model.embed_features = 64
+    c.model.hidden_features = 128
+    c.model.encoder_layers = 1
+    c.model.attention = "additive"
+    c.model.attention_features = 64
+    c.model.eval_beam_size = 1
+    c.train.early_stopping.metric = "exact_match"
+    c.train.early_stopping.mode = "max"

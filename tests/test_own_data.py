@@ -35,13 +35,17 @@ def _long_table(seqs, targets) -> pd.DataFrame:
     return pd.DataFrame(rows).sample(frac=1.0, random_state=0)  # row order must not matter
 
 
-def _train_eval_predict(task: str, tmp_path, train: str, test: str, out: str, capsys) -> dict:
+def _train_eval_predict(
+    task: str, tmp_path, train: str, test: str, out: str, capsys, pad_to: str = "batch"
+) -> dict:
     """Trains on ``train`` with ``test`` as the test split, predicts ``test`` into ``out``
-    and returns ``rnnlab eval``'s test metrics."""
+    and returns ``rnnlab eval``'s test metrics. ``pad_to="max"``: evaluation decodes to the
+    longest target, as ``rnnlab predict`` does."""
     workdir = tmp_path / "run"
     args = ["train", "--config", SMALL.format(task=task), "--workdir", str(workdir),
             f"--config.data.path={tmp_path / train}",
-            f"--config.data.test_path={tmp_path / test}"]  # fmt: skip
+            f"--config.data.test_path={tmp_path / test}",
+            f"--config.data.pad_to={pad_to}"]  # fmt: skip
     assert cli.main(args) == 0
     capsys.readouterr()
     assert cli.main(["eval", "--workdir", str(workdir), "--split", "test"]) == 0
@@ -88,3 +92,39 @@ def test_regression_from_long_csv_matches_numpy_on_predictions(tmp_path, capsys)
     )
     assert len(table) == 30
     assert metrics["mse"] == pytest.approx(mse, rel=1e-4)
+
+
+def _reversal_pairs(n: int, seed: int) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    words = "red blue green big small cat dog sun moon tree".split()
+    out = []
+    for _ in range(n):
+        s = list(rng.choice(words, size=int(rng.integers(1, 5))))
+        out.append({"source": " ".join(s), "target": " ".join(reversed(s))})
+    return out
+
+
+def _jsonl(path, rows) -> None:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_translation_from_jsonl_matches_counts_on_predicted_text(tmp_path, capsys):
+    _jsonl(tmp_path / "train.jsonl", _reversal_pairs(160, 0))
+    test = _reversal_pairs(24, 1)
+    _jsonl(tmp_path / "test.jsonl", test)
+    metrics = _train_eval_predict(
+        "translation", tmp_path, "train.jsonl", "test.jsonl", "out.jsonl", capsys, "max"
+    )
+    lines = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [x["source"] for x in lines] == [r["source"] for r in test]
+    hyps = [x["translation"].split() for x in lines]
+    refs = [r["target"].split() for r in test]
+    exact = np.mean([h == r for h, r in zip(hyps, refs, strict=True)])
+    clipped = np.mean(
+        [sum(min(h.count(w), r.count(w)) for w in set(h)) for h, r in zip(hyps, refs, strict=True)]
+    )
+    assert np.mean([len(h) for h in hyps]) > 0  # the model emits words: the counts are not 0
+    assert metrics["exact_match"] == pytest.approx(exact, abs=1e-6)
+    assert metrics["bleu_hyp_len"] == pytest.approx(np.mean([len(h) for h in hyps]), abs=1e-5)
+    assert metrics["bleu_correct_1"] == pytest.approx(clipped, abs=1e-5)
+    assert metrics["bleu_ref_len"] == pytest.approx(np.mean([len(r) for r in refs]), abs=1e-5)

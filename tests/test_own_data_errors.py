@@ -146,3 +146,43 @@ class _ListSource:
 
     def __getitem__(self, i):
         return self._records[i]
+
+
+def test_sentencepiece_pairs_encode_as_the_named_model_does(tmp_path):
+    import sentencepiece as spm
+
+    text = ["the cat sat on the mat", "a dog ran in the sun", "the sun is red", "cats and dogs"]
+    (tmp_path / "corpus.txt").write_text("\n".join(text * 20))
+    spm.SentencePieceTrainer.train(
+        input=str(tmp_path / "corpus.txt"), model_prefix=str(tmp_path / "sp"), vocab_size=40,
+        model_type="bpe", minloglevel=2,
+    )  # fmt: skip
+    (tmp_path / "pairs.tsv").write_text("".join(f"{t}\t{t[::-1]}\n" for t in text * 5))
+    cfg = {"name": "sentence_pairs", "path": str(tmp_path / "pairs.tsv"), "bucket_window": 0,
+           "tokenizer": "sentencepiece", "tokenizer_model": str(tmp_path / "sp.model")}  # fmt: skip
+    info = data.info(cfg)
+    sp = spm.SentencePieceProcessor(model_file=str(tmp_path / "sp.model"))
+    assert info["vocab_size"] == sp.get_piece_size() + 4
+    batch = next(data.load(cfg, split="train", batch_size=4, seed=0, repeat=False))
+    for row in range(4):
+        n = int(batch["input_lengths"][row])
+        ids = [int(i) - 4 for i in batch["inputs"][row, :n]]
+        assert sp.decode(ids) in text
+
+
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        ("a\tb\nc d\n", "line 2: expected 2 tab-separated fields (source, target), found 1"),
+        ("a\tb\n\t b\n", "line 2: the source is empty or not text"),
+    ],
+)
+def test_bad_pairs_name_the_line(tmp_path, capsys, content, expected):
+    (tmp_path / "p.tsv").write_text(content)
+    workdir = tmp_path / "run"
+    args = ["train", "--config", "experiments/own_data.py:translation,small",
+            "--workdir", str(workdir), f"--config.data.path={tmp_path / 'p.tsv'}"]  # fmt: skip
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"{tmp_path / 'p.tsv'}: {expected}" in err, err
+    assert not workdir.exists()

@@ -20,6 +20,7 @@ _MODULES = (
     "rnnlab.data.spoken_digits",
     "rnnlab.data.generated",
     "rnnlab.data.own",
+    "rnnlab.data.pairs",
 )
 
 

@@ -10,6 +10,10 @@ same table columns, the same standardisation with the training statistics record
 - ``.npz``: ``ids``, ``predictions`` (class ids, or values ``[N, K]``) and, for
   classification, ``probabilities`` ``[N, C]`` and ``classes``.
 
+For a translation run (``sentence_pairs``) the input is a ``.tsv``/``.jsonl`` of pairs (the
+targets are ignored) or a ``.txt`` of one source sentence a line; the output (``.tsv``,
+``.jsonl`` or ``.txt``) holds the source and its greedy translation per line.
+
 The output is written whole at the end (a temporary file renamed), so an error leaves no
 partial file.
 """
@@ -26,8 +30,11 @@ from flax import nnx
 
 from rnnlab.train import files
 
-OUTPUT_FORMATS = (".csv", ".npz")
-SEQUENCE_TASKS = ("classification", "regression")
+OUTPUT_FORMATS = {
+    "classification": (".csv", ".npz"),
+    "regression": (".csv", ".npz"),
+    "seq2seq": (".tsv", ".jsonl", ".txt"),
+}
 
 
 def _forward(model: nnx.Module) -> Callable[[dict[str, np.ndarray]], np.ndarray]:
@@ -90,7 +97,10 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 def _write(output: str, columns: dict[str, np.ndarray], arrays: dict[str, np.ndarray]) -> None:
     tmp = f"{output}.tmp{os.getpid()}"
     try:
-        if output.endswith(".csv"):
+        if "text" in arrays:
+            with open(tmp, "w", encoding="utf-8") as f:
+                f.write(arrays["text"])
+        elif output.endswith(".csv"):
             import pandas as pd
 
             pd.DataFrame(columns).to_csv(tmp, index=False)
@@ -114,36 +124,59 @@ def predict_file(
 ) -> dict[str, Any]:
     """Predicts every sequence of ``input_path`` with the run in ``workdir`` and writes
     ``output_path`` (module docstring). Returns ``{"records", "output", "step"}``."""
-    from rnnlab.data import own, sequence_files
     from rnnlab.train import export
 
-    ext = os.path.splitext(output_path)[1].lower()
-    if ext not in OUTPUT_FORMATS:
-        raise ValueError(f"--output must end in one of {OUTPUT_FORMATS}, received {output_path!r}")
-    parent = os.path.dirname(os.path.abspath(output_path))
-    if not os.path.isdir(parent):
-        raise ValueError(f"--output directory {parent} does not exist")
     if not files.exists(files.join(workdir, export.CONFIG_FILE)):
         raise ValueError(f"workdir {workdir} holds no run (no config.json)")
     saved = files.read_json(files.join(workdir, export.CONFIG_FILE))
     task = (files.read_json(files.join(workdir, export.DATASET_INFO_FILE)) or {}).get("task")
-    if task not in SEQUENCE_TASKS:
+    if task not in OUTPUT_FORMATS:
         raise ValueError(
-            f"rnnlab predict reads sequence files for tasks {list(SEQUENCE_TASKS)}; the run in "
-            f"{workdir} is a {task!r} task"
+            f"rnnlab predict serves the tasks {sorted(OUTPUT_FORMATS)}; the run in {workdir} "
+            f"is a {task!r} task"
         )
-    records = sequence_files.read(
-        input_path, own.table_columns(saved.get("data", {})), need_labels=False
-    )
-    if not len(records):
-        raise ValueError(f"{input_path}: holds no sequences")
+    ext = os.path.splitext(output_path)[1].lower()
+    if ext not in OUTPUT_FORMATS[task]:
+        raise ValueError(
+            f"--output must end in one of {OUTPUT_FORMATS[task]} for a {task} run, received "
+            f"{output_path!r}"
+        )
+    parent = os.path.dirname(os.path.abspath(output_path))
+    if not os.path.isdir(parent):
+        raise ValueError(f"--output directory {parent} does not exist")
+    if task == "seq2seq":
+        sources = _sources(input_path, saved.get("data", {}))
+        records = None
+    else:
+        from rnnlab.data import own, sequence_files
+
+        records = sequence_files.read(
+            input_path, own.table_columns(saved.get("data", {})), need_labels=False
+        )
+        if not len(records):
+            raise ValueError(f"{input_path}: holds no sequences")
     model, minfo = export.load(workdir, checkpoint)
     info, config = minfo.dataset, minfo.config
     size = int(batch_size or config.eval.batch_size or 64)
     from tqdm import tqdm
 
-    with tqdm(total=len(records), unit="seq", disable=not show_progress, leave=False) as bar:
-        out = predict_sequences(model, info, config, records, batch_size=size, progress=bar.update)
+    total = len(sources) if records is None else len(records)
+    with tqdm(total=total, unit="seq", disable=not show_progress, leave=False) as bar:
+        if task == "seq2seq":
+            out = translate(model, info, sources, batch_size=size, progress=bar.update)
+        else:
+            out = predict_sequences(
+                model, info, config, records, batch_size=size, progress=bar.update
+            )
+    if task == "seq2seq":
+        columns, arrays = {}, {"text": _text_lines(ext, sources, out)}
+    else:
+        columns, arrays = _sequence_outputs(task, info, records, out)
+    _write(output_path, columns, arrays)
+    return {"records": total, "output": output_path, "step": minfo.step}
+
+
+def _sequence_outputs(task, info, records, out):
     ids = np.asarray([str(i) for i in records.ids])
     if task == "classification":
         probs = _softmax(out)
@@ -157,11 +190,67 @@ def predict_file(
             "probabilities": probs,
             "classes": np.asarray([str(n) for n in names]),
         }
-    else:
-        out = out.reshape(len(records), -1).astype(np.float64)
-        columns = {"id": ids, **{f"prediction_{k}": out[:, k] for k in range(out.shape[1])}}
-        if out.shape[1] == 1:
-            columns = {"id": ids, "prediction": out[:, 0]}
-        arrays = {"ids": ids, "predictions": out}
-    _write(output_path, columns, arrays)
-    return {"records": len(records), "output": output_path, "step": minfo.step}
+        return columns, arrays
+    out = out.reshape(len(records), -1).astype(np.float64)
+    columns = {"id": ids, **{f"prediction_{k}": out[:, k] for k in range(out.shape[1])}}
+    if out.shape[1] == 1:
+        columns = {"id": ids, "prediction": out[:, 0]}
+    return columns, {"ids": ids, "predictions": out}
+
+
+# ------------------------------------------------------------------------- translation
+def _sources(path: str, data: dict[str, Any]) -> list[str]:
+    from rnnlab.data.pairs import read_pairs
+
+    if path.endswith(".txt"):
+        if not os.path.isfile(path):
+            raise ValueError(f"{path}: no such file")
+        with open(path, encoding="utf-8") as f:
+            lines = [line for line in f.read().splitlines() if line.strip()]
+        if not lines:
+            raise ValueError(f"{path}: holds no sentences")
+        return lines
+    keys = (data.get("source_key") or "source", data.get("target_key") or "target")
+    pairs = read_pairs(path, *keys)
+    if not pairs:
+        raise ValueError(f"{path}: holds no sentence pairs")
+    return [source for source, _ in pairs]
+
+
+def translate(model, info: dict[str, Any], sources: list[str], *, batch_size: int, progress):
+    """Greedy translations of ``sources`` (text) by a trained translator."""
+    from rnnlab.data import pairs, seq2seq
+
+    enc_src, enc_tgt = pairs.encoders(info)
+    S, T = int(info["max_source_len"]), int(info["max_target_len"])
+    graphdef, state = nnx.split(model)
+
+    @jax.jit
+    def decode(state, batch):
+        return nnx.merge(graphdef, state).translate(batch, max_length=T)
+
+    out = []
+    for start in range(0, len(sources), batch_size):
+        chunk = sources[start : start + batch_size]
+        rows = [(enc_src.encode(s)[:S], np.zeros(1, np.int32)) for s in chunk]
+        rows += [None] * (batch_size - len(chunk))
+        batch = seq2seq.collate(rows, max_source=S, max_target=1, pad_multiple=1, fixed=True)
+        tokens, lengths = (np.asarray(a) for a in decode(state, batch))
+        for b in range(len(chunk)):
+            ids = [int(t) for t in tokens[b, : lengths[b]] if int(t) != info["eos_id"]]
+            out.append(enc_tgt.decode(ids))
+        progress(len(chunk))
+    return out
+
+
+def _text_lines(ext: str, sources: list[str], translations: list[str]) -> str:
+    if ext == ".txt":
+        return "".join(t + "\n" for t in translations)
+    if ext == ".tsv":
+        return "".join(f"{s}\t{t}\n" for s, t in zip(sources, translations, strict=True))
+    import json
+
+    return "".join(
+        json.dumps({"source": s, "translation": t}, ensure_ascii=False) + "\n"
+        for s, t in zip(sources, translations, strict=True)
+    )
