@@ -94,23 +94,32 @@ def _subset(records: sequence_files.Records, index: np.ndarray, where: str):
     )
 
 
+def carve(n: int, cfg: Any, missing: list[str]) -> dict[str, np.ndarray]:
+    """Indices of the ``train`` records kept and of each ``missing`` split carved from them:
+    a permutation drawn with ``split_seed`` gives its last ``validation_fraction`` to
+    validation and the ``test_fraction`` before that to test."""
+    order = np.random.default_rng(int(option(cfg, "split_seed", 0))).permutation(n)
+    out, end = {}, n
+    for split in ("validation", "test"):
+        if split in missing:
+            size = int(round(n * float(option(cfg, f"{split}_fraction", 0.1))))
+            out[split] = order[end - size : end]
+            end -= size
+    out["train"] = np.sort(order[:end])
+    return out
+
+
 def split_records(cfg: Any, splits: Mapping[str, Any]) -> dict[str, sequence_files.Records]:
-    """The three splits: the given ones, the others carved from train (module docstring)."""
+    """The three splits: the given ones, the others carved from train (:func:`carve`)."""
     train = splits["train"]
     missing = [s for s in ("validation", "test") if splits.get(s) is None]
     if not missing:
         return dict(splits)
-    n = len(train)
-    order = np.random.default_rng(int(option(cfg, "split_seed", 0))).permutation(n)
-    sizes = {s: int(round(n * float(option(cfg, f"{s}_fraction", 0.1)))) for s in missing}
-    out, end = {}, n
-    for split in ("validation", "test"):
-        if split in missing:
-            out[split] = _subset(train, order[end - sizes[split] : end], f"{train.where} [{split}]")
-            end -= sizes[split]
-        else:
-            out[split] = splits[split]
-    out["train"] = _subset(train, np.sort(order[:end]), train.where)
+    index = carve(len(train), cfg, missing)
+    out = {s: splits[s] for s in ("validation", "test") if s not in missing}
+    for split, rows in index.items():
+        where = train.where if split == "train" else f"{train.where} [{split}]"
+        out[split] = _subset(train, rows, where)
     return out
 
 

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from rnnlab.data import pipeline, seq2seq
+from rnnlab.data import own, pipeline, seq2seq
 from rnnlab.data.config import check_split, choice, option, positive_int
 from rnnlab.data.options import COMMON, PIPELINE, Option
 from rnnlab.data.registry import Dataset, register
@@ -196,21 +196,12 @@ def _prepared(key: str) -> tuple[dict[str, Any], dict[str, list]]:
 
 
 def _carve(cfg: dict[str, Any], given: dict[str, Any]) -> dict[str, list]:
-    train = given["train"]
     missing = [s for s in ("validation", "test") if given[s] is None]
     if not missing:
         return dict(given)
-    n = len(train)
-    order = np.random.default_rng(int(cfg.get("split_seed") or 0)).permutation(n)
-    out, end = {}, n
-    for split in ("validation", "test"):
-        if split in missing:
-            size = int(round(n * float(cfg.get(f"{split}_fraction") or 0.1)))
-            out[split] = [train[i] for i in order[end - size : end]]
-            end -= size
-        else:
-            out[split] = given[split]
-    out["train"] = [train[i] for i in np.sort(order[:end])]
+    index = own.carve(len(given["train"]), cfg, missing)
+    out = {s: given[s] for s in ("validation", "test") if s not in missing}
+    out.update({s: [given["train"][i] for i in rows] for s, rows in index.items()})
     return out
 
 
