@@ -195,6 +195,24 @@ def collate(examples, *, max_len: int, pad_multiple: int, fixed: bool, features:
 def load_prepared(prepared: Prepared, cfg: Any, info: Mapping[str, Any], *, split: str, **shard):
     """The grain pipeline of one split of ``prepared`` (the registry's ``load`` contract)."""
     seqs, labels = prepared.seqs[check_split(split)], prepared.labels[split]
+    examples = _Pairs(seqs, labels)
+    return load_examples(prepared.task, examples, cfg, info, split=split, **shard)
+
+
+class _Pairs:
+    def __init__(self, seqs, labels):
+        self._seqs, self._labels = seqs, labels
+
+    def __len__(self) -> int:
+        return len(self._seqs)
+
+    def __getitem__(self, i: int):
+        return self._seqs[i], self._labels[i]
+
+
+def load_examples(task: str, examples, cfg: Any, info: Mapping[str, Any], *, split: str, **shard):
+    """The grain pipeline over ``examples`` (``len`` and ``[i] -> (sequence [T, F],
+    label)``), one split: order, sharding, batches, prefetch (see :mod:`pipeline`)."""
     standardize = bool(option(cfg, "standardize", False))
     mean = np.asarray(info["mean"], np.float32)
     std = np.asarray(info["std"], np.float32)
@@ -202,11 +220,11 @@ def load_prepared(prepared: Prepared, cfg: Any, info: Mapping[str, Any], *, spli
     def fetch(index):
         if index < 0:
             return None
-        seq = seqs[int(index)]
-        return ((seq - mean) / std if standardize else seq), labels[int(index)]
+        seq, label = examples[int(index)]
+        return ((seq - mean) / std if standardize else seq), label
 
     order, num_batches = pipeline.example_order(
-        len(seqs),
+        len(examples),
         shuffle=bool(option(cfg, "shuffle", split == "train")),
         what=f"split {split!r}",
         **shard,
@@ -223,7 +241,7 @@ def load_prepared(prepared: Prepared, cfg: Any, info: Mapping[str, Any], *, spli
             pad_multiple=positive_int(cfg, "pad_multiple", 8),
             fixed=pad_to == "max" or not variable,
             features=int(info["input_features"]),
-            task=prepared.task,
+            task=task,
         ),
         bucket_window=window,
         seed=shard["seed"],

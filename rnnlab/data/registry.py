@@ -21,6 +21,7 @@ _MODULES = (
     "rnnlab.data.generated",
     "rnnlab.data.own",
     "rnnlab.data.pairs",
+    "rnnlab.data.tfds_sequences",
 )
 
 
