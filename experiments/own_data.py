@@ -13,7 +13,8 @@ Commands::
     rnnlab predict --workdir workdirs/mine --input new.npz --output predictions.csv
 
 Variants: ``classification`` (default), ``regression``, ``translation`` (``sentence_pairs``
-from a ``.tsv``/``.jsonl`` file of pairs, an LSTM encoder-decoder with attention);
+from a ``.tsv``/``.jsonl`` file of pairs, an LSTM encoder-decoder with attention), ``speech``
+(``audio_folder``: a manifest of audio files and transcripts, a CTC recogniser);
 ``,small`` after any (e.g. ``classification,small``): 30 steps of a small model, the CI
 smoke run.
 
@@ -32,7 +33,7 @@ import ml_collections
 from experiments import settings
 from rnnlab.train.config import base_config, lock
 
-TASKS = ("classification", "regression", "translation")
+TASKS = ("classification", "regression", "translation", "speech")
 
 
 def get_config(arg: str = "classification") -> ml_collections.ConfigDict:
@@ -46,6 +47,8 @@ def get_config(arg: str = "classification") -> ml_collections.ConfigDict:
     c.seed = 0
     if parts[0] == "translation":
         _translator(c)
+    elif parts[0] == "speech":
+        _recognizer(c)
     else:
         c.data.name = f"sequence_{parts[0]}"
         c.model.name = "classifier"
@@ -60,9 +63,9 @@ def get_config(arg: str = "classification") -> ml_collections.ConfigDict:
     c.train.stateful = False
     c.eval.split = "validation"
     if parts[1:] == ["small"]:
-        c.model.hidden_features = 16 if parts[0] != "translation" else 32
-        if parts[0] == "translation":
-            c.optim.lr = 1e-2  # a few steps must already emit words
+        c.model.hidden_features = 32 if parts[0] in ("translation", "speech") else 16
+        if parts[0] in ("translation", "speech"):
+            c.optim.lr = 1e-2  # a few steps must already emit words or characters
         c.optim.warmup_steps = 5
         settings.train_steps(c, 30, batch_size=16, log_every=10, eval_every=30, checkpoint_every=30)
     return lock(c)
@@ -82,3 +85,14 @@ def _translator(c: ml_collections.ConfigDict) -> None:
     c.model.eval_beam_size = 1
     c.train.early_stopping.metric = "exact_match"
     c.train.early_stopping.mode = "max"
+
+
+def _recognizer(c: ml_collections.ConfigDict) -> None:
+    """``audio_folder`` (``data.path`` a manifest of audio files and transcripts, 40 log-mel
+    bands) and a bidirectional LSTM trained with CTC over pairs of stacked frames."""
+    c.data.name = "audio_folder"
+    c.model.name = "speech_recognizer"
+    c.model.cell = "lstm"
+    c.model.hidden_features = 128
+    c.model.num_layers = 2
+    c.model.frame_stack = 2

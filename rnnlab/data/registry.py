@@ -22,6 +22,7 @@ _MODULES = (
     "rnnlab.data.own",
     "rnnlab.data.pairs",
     "rnnlab.data.tfds_sequences",
+    "rnnlab.data.audio_folder",
 )
 
 

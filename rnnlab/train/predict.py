@@ -10,9 +10,9 @@ same table columns, the same standardisation with the training statistics record
 - ``.npz``: ``ids``, ``predictions`` (class ids, or values ``[N, K]``) and, for
   classification, ``probabilities`` ``[N, C]`` and ``classes``.
 
-For a translation run (``sentence_pairs``) the input is a ``.tsv``/``.jsonl`` of pairs (the
-targets are ignored) or a ``.txt`` of one source sentence a line; the output (``.tsv``,
-``.jsonl`` or ``.txt``) holds the source and its greedy translation per line.
+Translation and speech runs write text (:mod:`rnnlab.train.predict_decoders`): greedy
+translations of the sources of a ``.tsv``/``.jsonl``/``.txt`` file, or best-path CTC
+transcripts of the audio files of a manifest.
 
 The output is written whole at the end (a temporary file renamed), so an error leaves no
 partial file.
@@ -29,11 +29,13 @@ import numpy as np
 from flax import nnx
 
 from rnnlab.train import files
+from rnnlab.train import predict_decoders as decoders
 
 OUTPUT_FORMATS = {
     "classification": (".csv", ".npz"),
     "regression": (".csv", ".npz"),
     "seq2seq": (".tsv", ".jsonl", ".txt"),
+    "ctc": (".tsv", ".jsonl", ".txt"),
 }
 
 
@@ -144,9 +146,11 @@ def predict_file(
     parent = os.path.dirname(os.path.abspath(output_path))
     if not os.path.isdir(parent):
         raise ValueError(f"--output directory {parent} does not exist")
+    data = saved.get("data", {})
     if task == "seq2seq":
-        sources = _sources(input_path, saved.get("data", {}))
-        records = None
+        sources, records = decoders.sources(input_path, data), None
+    elif task == "ctc":
+        sources, records = decoders.audio_files(input_path), None
     else:
         from rnnlab.data import own, sequence_files
 
@@ -163,13 +167,18 @@ def predict_file(
     total = len(sources) if records is None else len(records)
     with tqdm(total=total, unit="seq", disable=not show_progress, leave=False) as bar:
         if task == "seq2seq":
-            out = translate(model, info, sources, batch_size=size, progress=bar.update)
+            out = decoders.translate(model, info, sources, batch_size=size, progress=bar.update)
+        elif task == "ctc":
+            out = decoders.transcribe(
+                model, info, data, sources, batch_size=size, progress=bar.update
+            )
+            sources = [file for file, _ in sources]
         else:
             out = predict_sequences(
                 model, info, config, records, batch_size=size, progress=bar.update
             )
-    if task == "seq2seq":
-        columns, arrays = {}, {"text": _text_lines(ext, sources, out)}
+    if task in ("seq2seq", "ctc"):
+        columns, arrays = {}, {"text": decoders.text_lines(ext, sources, out, task)}
     else:
         columns, arrays = _sequence_outputs(task, info, records, out)
     _write(output_path, columns, arrays)
@@ -196,61 +205,3 @@ def _sequence_outputs(task, info, records, out):
     if out.shape[1] == 1:
         columns = {"id": ids, "prediction": out[:, 0]}
     return columns, {"ids": ids, "predictions": out}
-
-
-# ------------------------------------------------------------------------- translation
-def _sources(path: str, data: dict[str, Any]) -> list[str]:
-    from rnnlab.data.pairs import read_pairs
-
-    if path.endswith(".txt"):
-        if not os.path.isfile(path):
-            raise ValueError(f"{path}: no such file")
-        with open(path, encoding="utf-8") as f:
-            lines = [line for line in f.read().splitlines() if line.strip()]
-        if not lines:
-            raise ValueError(f"{path}: holds no sentences")
-        return lines
-    keys = (data.get("source_key") or "source", data.get("target_key") or "target")
-    pairs = read_pairs(path, *keys)
-    if not pairs:
-        raise ValueError(f"{path}: holds no sentence pairs")
-    return [source for source, _ in pairs]
-
-
-def translate(model, info: dict[str, Any], sources: list[str], *, batch_size: int, progress):
-    """Greedy translations of ``sources`` (text) by a trained translator."""
-    from rnnlab.data import pairs, seq2seq
-
-    enc_src, enc_tgt = pairs.encoders(info)
-    S, T = int(info["max_source_len"]), int(info["max_target_len"])
-    graphdef, state = nnx.split(model)
-
-    @jax.jit
-    def decode(state, batch):
-        return nnx.merge(graphdef, state).translate(batch, max_length=T)
-
-    out = []
-    for start in range(0, len(sources), batch_size):
-        chunk = sources[start : start + batch_size]
-        rows = [(enc_src.encode(s)[:S], np.zeros(1, np.int32)) for s in chunk]
-        rows += [None] * (batch_size - len(chunk))
-        batch = seq2seq.collate(rows, max_source=S, max_target=1, pad_multiple=1, fixed=True)
-        tokens, lengths = (np.asarray(a) for a in decode(state, batch))
-        for b in range(len(chunk)):
-            ids = [int(t) for t in tokens[b, : lengths[b]] if int(t) != info["eos_id"]]
-            out.append(enc_tgt.decode(ids))
-        progress(len(chunk))
-    return out
-
-
-def _text_lines(ext: str, sources: list[str], translations: list[str]) -> str:
-    if ext == ".txt":
-        return "".join(t + "\n" for t in translations)
-    if ext == ".tsv":
-        return "".join(f"{s}\t{t}\n" for s, t in zip(sources, translations, strict=True))
-    import json
-
-    return "".join(
-        json.dumps({"source": s, "translation": t}, ensure_ascii=False) + "\n"
-        for s, t in zip(sources, translations, strict=True)
-    )
