@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from rnnlab.data import own, spoken_digits_audio
-from rnnlab.data.config import check_split, option, positive_int
+from rnnlab.data.config import check_split, positive_int
 from rnnlab.data.options import COMMON, PIPELINE, Option
 from rnnlab.data.registry import Dataset, register
 from rnnlab.data.speech import utterance_batches
@@ -97,12 +97,7 @@ _FIELDS = ("path", "validation_manifest", "test_manifest", "validation_fraction"
 
 
 def _key(cfg: Any) -> str:
-    values = {f: option(cfg, f) for f in _FIELDS}
-    for f in ("path", "validation_manifest", "test_manifest"):
-        p = values[f] and os.path.expanduser(str(values[f]))
-        if p and os.path.isfile(p):
-            values[f + "_stamp"] = [os.stat(p).st_size, os.stat(p).st_mtime_ns]
-    return json.dumps(values, sort_keys=True, default=str)
+    return own.files_key(cfg, _FIELDS, ("path", "validation_manifest", "test_manifest"))
 
 
 @functools.lru_cache(maxsize=2)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -274,16 +275,20 @@ def _prepared(task: str, key: str) -> Prepared:
     return Prepared(task, cfg, splits)
 
 
-def _file_key(cfg: Any) -> str:
-    import os
-
-    values = {f: option(cfg, f) for f in _FILE_FIELDS}
-    for f in ("path", "validation_path", "test_path"):  # a rewritten file is read again
-        p = values[f]
-        if p and os.path.isfile(os.path.expanduser(str(p))):
-            st = os.stat(os.path.expanduser(str(p)))
+def files_key(cfg: Any, fields: tuple[str, ...], paths: tuple[str, ...]) -> str:
+    """A JSON key of the options in ``fields`` and of the size and modification time of the
+    files the options in ``paths`` name: memoised reads see a rewritten file again."""
+    values = {f: option(cfg, f) for f in fields}
+    for f in paths:
+        p = values.get(f) and os.path.expanduser(str(values[f]))
+        if p and os.path.isfile(p):
+            st = os.stat(p)
             values[f + "_stamp"] = [st.st_size, st.st_mtime_ns]
     return json.dumps(values, sort_keys=True, default=str)
+
+
+def _file_key(cfg: Any) -> str:
+    return files_key(cfg, _FILE_FIELDS, ("path", "validation_path", "test_path"))
 
 
 def _file_dataset(task: str) -> tuple[Any, Any]:

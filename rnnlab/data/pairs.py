@@ -139,12 +139,7 @@ _FIELDS = ("path", "validation_path", "test_path", "validation_fraction", "test_
 
 
 def _stamp(cfg: Any) -> str:
-    values = {f: option(cfg, f) for f in _FIELDS}
-    for f in ("path", "validation_path", "test_path", "tokenizer_model"):
-        p = values[f] and os.path.expanduser(str(values[f]))
-        if p and os.path.isfile(p):
-            values[f + "_stamp"] = [os.stat(p).st_size, os.stat(p).st_mtime_ns]
-    return json.dumps(values, sort_keys=True, default=str)
+    return own.files_key(cfg, _FIELDS, ("path", "validation_path", "test_path", "tokenizer_model"))
 
 
 @functools.lru_cache(maxsize=4)
