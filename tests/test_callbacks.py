@@ -101,3 +101,28 @@ def test_lifecycle_order_save_on_request_and_hooks_and_loggers(tmp_path):
     assert [e[1] for e in ev if e[0] == "checkpoint"] == [10, 15, 20, 30]
     assert ev.index(("log", 15)) < ev.index(("checkpoint", 15))
     assert [e[1] for e in ev if e[0] == "eval"] == [10, 20, 30]
+
+
+def test_rnnlab_train_takes_a_callback_class(tmp_path, monkeypatch, capsys):
+    from rnnlab import cli
+
+    (tmp_path / "my_callbacks.py").write_text(
+        "from rnnlab.train import Callback\n\n\n"
+        "class StopAtTen(Callback):\n"
+        "    def on_log(self, step, metrics):\n"
+        "        if step >= 10:\n"
+        "            self.control.request_stop('enough')\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 6, 2)).astype(np.float32)
+    np.savez(tmp_path / "d.npz", inputs=x, labels=(x[:, :, 0].mean(1) > 0).astype(int))
+    workdir = tmp_path / "run"
+    args = ["train", "--config", "experiments/own_data.py:classification,small", "--workdir",
+            str(workdir), f"--config.data.path={tmp_path / 'd.npz'}",
+            "--callback", "my_callbacks:StopAtTen"]  # fmt: skip
+    assert cli.main(args) == 0
+    assert capsys.readouterr().out.startswith("callback: 10 steps")
+    summary = json.loads((workdir / "summary.json").read_text())
+    assert summary["callback_reason"] == "enough"
+    assert cli.main(args[:-2] + ["--callback", "my_callbacks:nothing"]) == 2
