@@ -8,6 +8,8 @@
     rnnlab eval   --workdir DIR [--split test] [--checkpoint best|latest|STEP] [--config.KEY=V]
     rnnlab sample --workdir DIR [--prompt TEXT] [--length N] [--temperature T] [--top-k K]
     rnnlab plot   --workdir DIR
+    rnnlab predict --workdir DIR --input FILE --output FILE [--checkpoint best|latest|STEP]
+    rnnlab export --workdir DIR --out DIR [--format params|stablehlo] [--platforms cpu,cuda,tpu]
     rnnlab list                       # experiments and their variants
     rnnlab diagnose --config ... [--workdir DIR]
 
