@@ -12,7 +12,8 @@ Commands::
     rnnlab eval --workdir workdirs/mine --split test
     rnnlab predict --workdir workdirs/mine --input new.npz --output predictions.csv
 
-Variants: ``classification`` (default), ``regression``, ``translation`` (``sentence_pairs``
+Variants: ``classification`` (default), ``regression``, ``tagging`` (a label per time step:
+``sequence_tagging``, the same model without pooling), ``translation`` (``sentence_pairs``
 from a ``.tsv``/``.jsonl`` file of pairs, an LSTM encoder-decoder with attention), ``speech``
 (``audio_folder``: a manifest of audio files and transcripts, a CTC recogniser);
 ``,small`` after any (e.g. ``classification,small``): 30 steps of a small model, the CI
@@ -33,7 +34,7 @@ import ml_collections
 from experiments import settings
 from rnnlab.train.config import base_config, lock
 
-TASKS = ("classification", "regression", "translation", "speech")
+TASKS = ("classification", "regression", "tagging", "translation", "speech")
 
 
 def get_config(arg: str = "classification") -> ml_collections.ConfigDict:
@@ -56,7 +57,7 @@ def get_config(arg: str = "classification") -> ml_collections.ConfigDict:
         c.model.hidden_features = 64
         c.model.num_layers = 1
         c.model.bidirectional = True
-        c.model.pooling = "mean"
+        c.model.pooling = "none" if parts[0] == "tagging" else "mean"
 
     settings.adam_cosine(c, warmup_steps=50)
     settings.train_steps(c, 1000, batch_size=32, log_every=50, eval_every=250, checkpoint_every=250)

@@ -128,3 +128,23 @@ def test_translation_from_jsonl_matches_counts_on_predicted_text(tmp_path, capsy
     assert metrics["bleu_hyp_len"] == pytest.approx(np.mean([len(h) for h in hyps]), abs=1e-5)
     assert metrics["bleu_correct_1"] == pytest.approx(clipped, abs=1e-5)
     assert metrics["bleu_ref_len"] == pytest.approx(np.mean([len(r) for r in refs]), abs=1e-5)
+
+
+def test_tagging_from_a_long_table_matches_numpy_on_predictions(tmp_path, capsys):
+    """A label per time step: the sign of feature ``a`` at that step."""
+    frames = []
+    for name, n, seed in (("train", 80, 4), ("test", 24, 5)):
+        seqs, _, _ = _sequences(n, seed, features=2)
+        rows = [{"id": f"s{i:03d}", "time": t, "a": x[0], "b": x[1],
+                 "label": "up" if x[0] > 0 else "down"}
+                for i, s in enumerate(seqs) for t, x in enumerate(s)]  # fmt: skip
+        frames.append(pd.DataFrame(rows))
+        frames[-1].sample(frac=1.0, random_state=0).to_csv(tmp_path / f"{name}.csv", index=False)
+    metrics = _train_eval_predict("tagging", tmp_path, "train.csv", "test.csv", "out.csv", capsys)
+    pred = pd.read_csv(tmp_path / "out.csv").set_index(["id", "time"])
+    truth = frames[1].set_index(["id", "time"])["label"]
+    assert len(pred) == len(truth) and set(pred.columns) == {"prediction", "p_down", "p_up"}
+    right = (pred["prediction"] == truth.reindex(pred.index)).to_numpy()
+    assert metrics["accuracy"] == pytest.approx(float(right.mean()), abs=1e-6)
+    p_true = np.where(truth.reindex(pred.index) == "up", pred["p_up"], pred["p_down"])
+    assert metrics["loss"] == pytest.approx(float(-np.mean(np.log(p_true))), rel=1e-4)

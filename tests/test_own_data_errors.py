@@ -3,6 +3,8 @@ workdir is touched; and in-memory sources that batch exactly like the same file.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -186,3 +188,41 @@ def test_bad_pairs_name_the_line(tmp_path, capsys, content, expected):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and f"{tmp_path / 'p.tsv'}: {expected}" in err, err
     assert not workdir.exists()
+
+
+def test_tagging_batches_carry_a_label_and_a_weight_per_valid_step(tmp_path):
+    rng = np.random.default_rng(7)
+    lengths = np.array([3, 5, 2, 4])
+    flat = rng.normal(size=(lengths.sum(), 2))
+    tags = (flat[:, 0] > 0).astype(int)
+    path = _npz(tmp_path / "t.npz", inputs=flat, lengths=lengths, labels=tags)
+    cfg = {"name": "sequence_tagging", "path": str(path), "validation_path": str(path),
+           "test_path": str(path), "bucket_window": 0}  # fmt: skip
+    assert data.info(cfg)["num_classes"] == 2
+    batch = next(data.load(cfg, split="test", batch_size=4, seed=0, repeat=False))
+    for row, (start, n) in enumerate(zip(np.r_[0, np.cumsum(lengths)[:-1]], lengths, strict=True)):
+        np.testing.assert_array_equal(batch["labels"][row, :n], tags[start : start + n])
+        np.testing.assert_array_equal(batch["weights"][row], np.arange(5) < n)  # T: longest 5
+    # The same records from Python, as a MapDataSource of per-step labels.
+    seqs = np.split(flat, np.cumsum(lengths)[:-1])
+    records = _ListSource([{"inputs": s, "label": s[:, 0] > 0} for s in seqs])
+    source = ArraySource(records, validation=records, test=records, task="tagging")
+    got = next(source.load({"name": "t", "bucket_window": 0}, split="test", batch_size=4, seed=0,
+                           repeat=False))  # fmt: skip
+    np.testing.assert_array_equal(got["labels"], batch["labels"])
+
+
+@pytest.mark.parametrize(
+    "labels, expected",
+    [
+        (np.zeros(13, int), "per-step labels have shape [13], the inputs need [14]"),
+        (np.r_[np.zeros(12, int), 3, 0], "record 3: label 3 at time 0 is outside the classes"),
+    ],
+)
+def test_bad_tags_are_named(tmp_path, labels, expected):
+    lengths = np.array([3, 5, 4, 2])
+    x = np.random.default_rng(0).normal(size=(14, 2))
+    path = _npz(tmp_path / "t.npz", inputs=x, lengths=lengths, labels=labels)
+    with pytest.raises(ValueError, match=re.escape(f"{path}: ") + ".*" + re.escape(expected)):
+        data.info({"name": "sequence_tagging", "path": str(path), "classes": 2,
+                   "validation_path": str(path), "test_path": str(path)})  # fmt: skip

@@ -25,21 +25,17 @@ OPTIONS = {
 }
 
 
-def _records(data: Any, where: str) -> sequence_files.Records:
+def _records(data: Any, where: str, per_step: bool) -> sequence_files.Records:
     """Records of a dict of arrays (``inputs``, ``labels``, optional ``lengths``) or of a
     random-access source (``len`` and ``[i]``, e.g. ``grain.MapDataSource``) of dicts with
-    ``inputs`` ``[T, F]`` and ``label``."""
+    ``inputs`` ``[T, F]`` and ``label`` (``[T]`` labels with ``per_step``)."""
     if isinstance(data, Mapping):
         if "inputs" not in data or "labels" not in data:
             raise ValueError(f"{where}: expected arrays 'inputs' and 'labels', got {sorted(data)}")
-        inputs = np.asarray(data["inputs"])
-        seqs = sequence_files.ragged(where, inputs, data.get("lengths"))
-        labels = np.asarray(data["labels"])
-        if len(labels) != len(seqs):
-            raise ValueError(
-                f"{where}: mismatched lengths: {len(labels)} labels for {len(seqs)} records"
-            )
-    elif hasattr(data, "__getitem__") and hasattr(data, "__len__"):
+        records = sequence_files.array_records(where, dict(data), per_step=per_step)
+        sequence_files.check_values(records)
+        return records
+    if hasattr(data, "__getitem__") and hasattr(data, "__len__"):
         seqs, labels = [], []
         for i in range(len(data)):
             record = data[i]
@@ -47,8 +43,16 @@ def _records(data: Any, where: str) -> sequence_files.Records:
                 raise ValueError(f"{where}: record {i} must be a dict with 'inputs' and 'label'")
             x = np.asarray(record["inputs"], np.float64)
             seqs.append(x[:, None] if x.ndim == 1 else x)
-            labels.append(record["label"])
-        labels = np.asarray(labels)
+            labels.append(np.asarray(record["label"]) if per_step else record["label"])
+        if per_step:
+            bad = [i for i, (x, y) in enumerate(zip(seqs, labels, strict=True)) if len(y) != len(x)]
+            if bad:
+                raise ValueError(f"{where}: record {bad[0]}: one label per time step expected")
+            out = np.empty(len(labels), object)
+            out[:] = labels
+            labels = out
+        else:
+            labels = np.asarray(labels)
     else:
         raise ValueError(f"{where}: expected a dict of arrays or a MapDataSource, got {type(data)}")
     records = sequence_files.Records(seqs, labels, list(range(len(seqs))), where)
@@ -64,7 +68,7 @@ class ArraySource:
         ``lengths``, and ``labels``) or a random-access source of ``{"inputs", "label"}``
         records; missing splits are carved from ``train`` (``validation_fraction``,
         ``test_fraction`` in the config's ``data`` group).
-      task: ``"classification"`` or ``"regression"``.
+      task: ``"classification"``, ``"regression"`` or ``"tagging"`` (a label per step).
 
     Example::
 
@@ -78,7 +82,7 @@ class ArraySource:
             raise ValueError(f"task must be one of {list(own.TASKS)}, received {task!r}")
         self.task = task
         self._splits = {
-            split: None if data is None else _records(data, f"{split} data")
+            split: None if data is None else _records(data, f"{split} data", task == "tagging")
             for split, data in (("train", train), ("validation", validation), ("test", test))
         }
         self._cache: dict[str, own.Prepared] = {}

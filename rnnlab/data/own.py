@@ -30,7 +30,7 @@ from rnnlab.data.config import check_split, choice, option, positive_int
 from rnnlab.data.options import COMMON, PIPELINE, Option
 from rnnlab.data.registry import Dataset, register
 
-TASKS = ("classification", "regression")
+TASKS = ("classification", "regression", "tagging")
 
 
 def table_columns(cfg: Any) -> dict[str, Any]:
@@ -47,30 +47,42 @@ def table_columns(cfg: Any) -> dict[str, Any]:
 def _classes(cfg: Any, train: sequence_files.Records) -> list[str]:
     given = option(cfg, "classes")
     if given is None:
-        return [str(c) for c in sorted(set(train.labels.tolist()))]
+        labels = train.labels
+        if labels.dtype == object:  # per-step labels: one array per record
+            labels = np.concatenate(list(labels)) if len(labels) else np.array([])
+        return [str(c) for c in sorted(set(labels.tolist()))]
     if isinstance(given, int):
         return [str(c) for c in range(given)]
     return [str(c) for c in given]
 
 
-def _label_ids(records: sequence_files.Records, classes: list[str]) -> np.ndarray:
-    """Class ids of the records' labels (names or ids); one outside ``classes`` is an error."""
+def _label_key(label: Any) -> str:
+    if isinstance(label, float) and float(label).is_integer():
+        return str(int(label))
+    return str(label)
+
+
+def _label_ids(records: sequence_files.Records, classes: list[str]) -> Any:
+    """Class ids of the records' labels (names or ids; per-step labels give an array per
+    record); one outside ``classes`` is an error naming the record (and time step)."""
     index = {name: i for i, name in enumerate(classes)}
-    out = np.empty(len(records), np.int32)
+    shown = classes if len(classes) <= 10 else classes[:10] + ["..."]
+    per_step = records.labels.dtype == object
+    out = []
     for i, label in enumerate(records.labels.tolist()):
-        key = (
-            str(int(label))
-            if isinstance(label, float) and float(label).is_integer()
-            else str(label)
-        )
-        if key not in index:
-            shown = classes if len(classes) <= 10 else classes[:10] + ["..."]
-            raise ValueError(
-                f"{records.where}: record {records.ids[i]!r}: label {label!r} is outside the "
-                f"classes {shown}"
-            )
-        out[i] = index[key]
-    return out
+        values = list(np.asarray(label).tolist()) if per_step else [label]
+        ids = []
+        for t, value in enumerate(values):
+            key = _label_key(value)
+            if key not in index:
+                at = f" at time {t}" if per_step else ""
+                raise ValueError(
+                    f"{records.where}: record {records.ids[i]!r}: label {value!r}{at} is "
+                    f"outside the classes {shown}"
+                )
+            ids.append(index[key])
+        out.append(np.asarray(ids, np.int32) if per_step else ids[0])
+    return out if per_step else np.asarray(out, np.int32)
 
 
 def _targets(records: sequence_files.Records) -> np.ndarray:
@@ -144,7 +156,7 @@ class Prepared:
         self.seqs = {
             s: [np.asarray(x, np.float32) for x in r.sequences] for s, r in self.splits.items()
         }
-        if task == "classification":
+        if task in ("classification", "tagging"):
             self.classes = _classes(cfg, train)
             self.labels = {s: _label_ids(r, self.classes) for s, r in self.splits.items()}
             outputs = {"num_classes": len(self.classes), "class_names": self.classes}
@@ -171,7 +183,8 @@ class Prepared:
 
 def collate(examples, *, max_len: int, pad_multiple: int, fixed: bool, features: int, task: str):
     """Pads ``(sequence, label)`` pairs (None = padding) into a classification batch
-    (``labels``) or a regression batch (``targets`` ``[B, K]``)."""
+    (``labels``), a tagging batch (``labels`` ``[B, T]``, ``weights`` ``[B, T]`` 1 on the
+    valid steps) or a regression batch (``targets`` ``[B, K]``)."""
     lengths = [0 if e is None else len(e[0]) for e in examples]
     T = pipeline.padded_length(lengths, max_len=max_len, pad_multiple=pad_multiple, fixed=fixed)
     inputs = np.zeros((len(examples), T, features), np.float32)
@@ -185,6 +198,11 @@ def collate(examples, *, max_len: int, pad_multiple: int, fixed: bool, features:
     }
     if task == "classification":
         batch["labels"] = np.array([0 if e is None else e[1] for e in examples], np.int32)
+    elif task == "tagging":
+        batch["labels"] = pipeline.pad_stack(
+            [None if e is None else e[1] for e in examples], T, np.int32
+        )
+        batch["weights"] = (np.arange(T)[None, :] < np.array(lengths)[:, None]).astype(np.float32)
     else:
         width = next(len(e[1]) for e in examples if e is not None) if any(examples) else 1
         batch["targets"] = np.stack(
@@ -265,7 +283,9 @@ def _prepared(task: str, key: str) -> Prepared:
         raise ValueError("path must name the training file (.npz, .npy, .csv or .parquet)")
     columns = table_columns(cfg)
     splits = {
-        split: sequence_files.read(cfg[field], columns) if cfg.get(field) else None
+        split: sequence_files.read(cfg[field], columns, per_step=task == "tagging")
+        if cfg.get(field)
+        else None
         for split, field in (
             ("train", "path"),
             ("validation", "validation_path"),

@@ -9,7 +9,10 @@ from typing import Any
 
 from rnnlab.data.options import Option
 
-TASKS = ("lm", "classification", "regression", "copy", "forecast", "seq2seq", "ctc", "video")
+TASKS = (
+    "lm", "classification", "regression", "copy", "forecast", "seq2seq", "ctc", "video",
+    "tagging",
+)  # fmt: skip
 _MODULES = (
     "rnnlab.data.text",
     "rnnlab.data.classification",

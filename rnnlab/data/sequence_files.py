@@ -90,7 +90,7 @@ def ragged(where: str, inputs: np.ndarray, lengths: np.ndarray | None) -> list[n
     )
 
 
-def read_arrays(path: str) -> Records:
+def read_arrays(path: str, *, per_step: bool = False) -> Records:
     """``.npz`` (``inputs``, optional ``lengths`` and ``labels``) or ``.npy`` (inputs)."""
     try:
         if path.endswith(".npy"):
@@ -100,18 +100,42 @@ def read_arrays(path: str) -> Records:
                 data = {k: z[k] for k in z.files}
     except (OSError, ValueError) as e:
         raise _fail(path, f"cannot be read as NumPy arrays ({e})") from e
+    return array_records(path, data, per_step=per_step)
+
+
+def array_records(where: str, data: dict[str, Any], *, per_step: bool = False) -> Records:
+    """Records of arrays ``inputs``, optional ``lengths`` and ``labels`` (module docstring);
+    ``per_step``: ``labels`` has one label per time step, laid out as ``inputs`` is
+    (``[N, T]`` padded, or ``[sum(lengths)]`` ragged)."""
     if "inputs" not in data:
-        raise _fail(path, f"has no 'inputs' array (arrays: {sorted(data)})")
-    inputs = data["inputs"]
+        raise _fail(where, f"has no 'inputs' array (arrays: {sorted(data)})")
+    inputs = np.asarray(data["inputs"])
     if not np.issubdtype(inputs.dtype, np.number):
-        raise _fail(path, f"inputs must be numbers, received dtype {inputs.dtype}")
-    seqs = ragged(path, inputs, data.get("lengths"))
+        raise _fail(where, f"inputs must be numbers, received dtype {inputs.dtype}")
+    lengths = data.get("lengths")
+    seqs = ragged(where, inputs, lengths)
     labels = data.get("labels")
-    if labels is not None and len(labels) != len(seqs):
+    if labels is None:
+        return Records(seqs, None, list(range(len(seqs))), where)
+    labels = np.asarray(labels)
+    if per_step:
+        flat = inputs.ndim == 2 and lengths is not None
+        want = (int(np.sum(lengths)),) if flat else inputs.shape[:2]
+        if labels.shape != tuple(want):
+            raise _fail(
+                where,
+                f"mismatched lengths: per-step labels have shape {list(labels.shape)}, the "
+                f"inputs need {list(want)}",
+            )
+        steps = ragged(where, labels[..., None], lengths)
+        out = np.empty(len(seqs), object)
+        out[:] = [x[: len(seq), 0] for x, seq in zip(steps, seqs, strict=True)]
+        return Records(seqs, out, list(range(len(seqs))), where)
+    if len(labels) != len(seqs):
         raise _fail(
-            path, f"mismatched lengths: {len(labels)} labels for {len(seqs)} records of inputs"
+            where, f"mismatched lengths: {len(labels)} labels for {len(seqs)} records of inputs"
         )
-    return Records(seqs, labels, list(range(len(seqs))), path)
+    return Records(seqs, labels, list(range(len(seqs))), where)
 
 
 def _read_table(path: str):
@@ -133,10 +157,12 @@ def read_table(
     label_column: str,
     feature_columns: Sequence[str] | None,
     need_labels: bool = True,
+    per_step: bool = False,
 ) -> Records:
-    """A long-format table: one row per (id, time) step, features and a per-id label."""
+    """A long-format table: one row per (id, time) step, features and a per-id label (a
+    label per row with ``per_step``)."""
     frame = _read_table(path)
-    has_labels = label_column in frame.columns
+    has_labels = need_labels and label_column in frame.columns  # else ignored
     required = [id_column, time_column] + ([label_column] if need_labels else [])
     missing = [c for c in required if c not in frame.columns]
     if missing:
@@ -171,7 +197,9 @@ def read_table(
         key = key.item() if isinstance(key, np.generic) else key
         seqs.append(group[features].to_numpy(np.float64))
         ids.append(key)
-        if has_labels:
+        if has_labels and per_step:
+            labels.append(group[label_column].to_numpy())
+        elif has_labels:
             values = group[label_column].tolist()
             other = [j for j, v in enumerate(values) if v != values[0]]
             if other:
@@ -182,6 +210,10 @@ def read_table(
                     f"{values[0]!r} on its earlier rows; a sequence has one label",
                 )
             labels.append(values[0])
+    if has_labels and per_step:
+        out = np.empty(len(labels), object)
+        out[:] = labels
+        return Records(seqs, out, ids, path)
     return Records(seqs, np.asarray(labels) if has_labels else None, ids, path)
 
 
@@ -193,16 +225,18 @@ def _is_number(value: Any) -> bool:
     return True
 
 
-def read(path: str, table: dict[str, Any], *, need_labels: bool = True) -> Records:
+def read(
+    path: str, table: dict[str, Any], *, need_labels: bool = True, per_step: bool = False
+) -> Records:
     """Reads ``path`` by its extension (module docstring); ``table``: the column names."""
     path = os.path.expanduser(str(path))
     if not os.path.isfile(path):
         raise ValueError(f"{path}: no such file")
     ext = os.path.splitext(path)[1].lower()
     if ext in ARRAY_FORMATS:
-        records = read_arrays(path)
+        records = read_arrays(path, per_step=per_step)
     elif ext in TABLE_FORMATS:
-        records = read_table(path, need_labels=need_labels, **table)
+        records = read_table(path, need_labels=need_labels, per_step=per_step, **table)
     else:
         raise _fail(
             path, f"unknown format {ext!r}: expected one of {ARRAY_FORMATS + TABLE_FORMATS}"

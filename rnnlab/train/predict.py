@@ -10,6 +10,10 @@ same table columns, the same standardisation with the training statistics record
 - ``.npz``: ``ids``, ``predictions`` (class ids, or values ``[N, K]``) and, for
   classification, ``probabilities`` ``[N, C]`` and ``classes``.
 
+Tagging writes a row per time step (``.csv``: ``id``, ``time``, ``prediction``,
+``p_<class>``; ``.npz``: ``ids``, ``lengths``, and ``predictions`` / ``probabilities`` of
+all steps one sequence after another).
+
 Translation and speech runs write text (:mod:`rnnlab.train.predict_decoders`): greedy
 translations of the sources of a ``.tsv``/``.jsonl``/``.txt`` file, or best-path CTC
 transcripts of the audio files of a manifest.
@@ -34,6 +38,7 @@ from rnnlab.train import predict_decoders as decoders
 OUTPUT_FORMATS = {
     "classification": (".csv", ".npz"),
     "regression": (".csv", ".npz"),
+    "tagging": (".csv", ".npz"),
     "seq2seq": (".tsv", ".jsonl", ".txt"),
     "ctc": (".tsv", ".jsonl", ".txt"),
 }
@@ -74,8 +79,12 @@ def predict_sequences(model, info: dict[str, Any], config, records, *, batch_siz
     pad_multiple = int(data.get("pad_multiple") or 8)
     for start in range(0, len(seqs), batch_size):
         chunk = seqs[start : start + batch_size]
-        dummy = 0 if info["task"] == "classification" else np.zeros(width, np.float32)
-        examples = [(s, dummy) for s in chunk] + [None] * (batch_size - len(chunk))
+        dummy = {
+            "classification": lambda s: 0,
+            "tagging": lambda s: np.zeros(len(s), np.int32),
+            "regression": lambda s: np.zeros(width, np.float32),
+        }[info["task"]]
+        examples = [(s, dummy(s)) for s in chunk] + [None] * (batch_size - len(chunk))
         longest = max(len(s) for s in chunk)
         batch = own.collate(
             examples,
@@ -85,9 +94,13 @@ def predict_sequences(model, info: dict[str, Any], config, records, *, batch_siz
             features=features,
             task=info["task"],
         )
-        outs.append(forward(batch)[: len(chunk)])
+        out = forward(batch)
+        if info["task"] == "tagging":  # an output per valid step of each sequence
+            outs.extend(out[i, : len(s)] for i, s in enumerate(chunk))
+        else:
+            outs.append(out[: len(chunk)])
         progress(len(chunk))
-    return np.concatenate(outs, axis=0)
+    return outs if info["task"] == "tagging" else np.concatenate(outs, axis=0)
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -187,6 +200,25 @@ def predict_file(
 
 def _sequence_outputs(task, info, records, out):
     ids = np.asarray([str(i) for i in records.ids])
+    if task == "tagging":  # one row per time step
+        probs = _softmax(np.concatenate(out, axis=0))
+        pred = probs.argmax(axis=-1)
+        names = list(info.get("class_names") or range(probs.shape[1]))
+        lengths = np.asarray([len(o) for o in out])
+        columns = {
+            "id": np.repeat(ids, lengths),
+            "time": np.concatenate([np.arange(n) for n in lengths]),
+            "prediction": np.asarray([names[p] for p in pred]),
+            **{f"p_{n}": probs[:, c] for c, n in enumerate(names)},
+        }
+        arrays = {
+            "ids": ids,
+            "lengths": lengths,
+            "predictions": pred,
+            "probabilities": probs,
+            "classes": np.asarray([str(n) for n in names]),
+        }
+        return columns, arrays
     if task == "classification":
         probs = _softmax(out)
         pred = probs.argmax(axis=-1)

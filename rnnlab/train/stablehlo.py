@@ -72,7 +72,7 @@ def _functions(model: nnx.Module, info: dict[str, Any]):
     def run(batch):
         return nnx.merge(graphdef, state)(batch, train=False)
 
-    if task in ("classification", "regression"):
+    if task in ("classification", "regression", "tagging"):
         features = int(info["input_features"])
 
         def forward(inputs, seq_lengths):
@@ -114,7 +114,8 @@ def _functions(model: nnx.Module, info: dict[str, Any]):
              ("logits", *carry_names)),
         ]  # fmt: skip
     raise ValueError(
-        f"stablehlo export covers the tasks classification, regression, ctc and lm; this run's "
+        f"stablehlo export covers the tasks classification, regression, tagging, ctc and lm; "
+        f"this run's "
         f"task is {task!r} (use --format params)"
     )
 
