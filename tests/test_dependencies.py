@@ -65,6 +65,7 @@ def test_dataset_only_packages_have_their_own_extra_and_unused_ones_are_gone():
         "statsforecast",
         "librosa",
         "rdata",
+        "sentencepiece",
     }
     assert names(extras["datasets"]) == dataset_only
     assert not names(extras["train"]) & dataset_only

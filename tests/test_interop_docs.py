@@ -26,7 +26,7 @@ def blocks():
 def test_the_page_has_the_examples_it_promises():
     kinds = [kind for kind, _ in blocks()]
     assert kinds.count("bash") == 1 and kinds.count("python") >= 8
-    assert sum(code.startswith(FRESH) for _, code in blocks()) == 2
+    assert sum(code.startswith(FRESH) for _, code in blocks()) == 3
 
 
 @pytest.mark.slow

@@ -8,6 +8,8 @@
     rnnlab eval   --workdir DIR [--split test] [--checkpoint best|latest|STEP] [--config.KEY=V]
     rnnlab sample --workdir DIR [--prompt TEXT] [--length N] [--temperature T] [--top-k K]
     rnnlab plot   --workdir DIR
+    rnnlab predict --workdir DIR --input FILE --output FILE [--checkpoint best|latest|STEP]
+    rnnlab export --workdir DIR --out DIR [--format params|stablehlo] [--platforms cpu,cuda,tpu]
     rnnlab list                       # experiments and their variants
     rnnlab diagnose --config ... [--workdir DIR]
     rnnlab compile --config ... --topology v5e-16 [--slices N] [--largest-batch]
@@ -40,6 +42,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "rnnlab.cli.commands",
     "rnnlab.cli.diagnose",
     "rnnlab.cli.compile",
+    "rnnlab.cli.interop",
 )
 
 USAGE, RUNTIME, INTERRUPTED = 2, 1, 130

@@ -90,6 +90,21 @@ def load_logger(spec: str) -> Callable[[int, str, dict[str, float]], None]:
     return obj
 
 
+def load_callback(spec: str):
+    """``"package.module:Name"`` -> a :class:`rnnlab.train.Callback`: the object there, or
+    an instance of the class there (made without arguments)."""
+    from rnnlab.train.callbacks import Callback
+
+    obj = load_logger(spec)
+    if isinstance(obj, type) and issubclass(obj, Callback):
+        obj = obj()
+    if not isinstance(obj, Callback):
+        raise cfg_lib.ConfigError(
+            "callback", f"{spec!r} is not an rnnlab.train.Callback (class or instance)"
+        )
+    return obj
+
+
 def train_config(args: argparse.Namespace) -> cfg_lib.ConfigDict:
     """The config ``rnnlab train`` runs: loaded, overridden and, with ``--extend N``,
     extended over the workdir's saved run."""
@@ -123,12 +138,14 @@ def _train(args: argparse.Namespace) -> int:
     if args.dry_run:
         return dry_run(config, args.workdir)
     loggers = [load_logger(spec) for spec in args.logger]
+    callbacks = [load_callback(spec) for spec in args.callback]
     # config.diagnostics.every > 0 logs ||dL/dh_t|| during training (docs/gradients.md).
     summary = train(
         config,
         args.workdir,
         hooks=hooks_from_config(config, args.workdir),
         loggers=loggers,
+        callbacks=callbacks,
         restart=args.restart,
     )
     if not _is_main():  # process 0 reports for the run
@@ -372,6 +389,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         default=[],
         metavar="MODULE:FUNCTION",
         help="call FUNCTION(step, split, metrics) with every metric record (repeatable)",
+    )
+    p.add_argument(
+        "--callback",
+        action="append",
+        default=[],
+        metavar="MODULE:NAME",
+        help="an rnnlab.train.Callback (class or instance) called through the run; it may "
+        "stop it or ask for a checkpoint (repeatable)",
     )
     process_args(p)
     p.set_defaults(func=cmd_train, accepts_overrides=True)

@@ -9,7 +9,10 @@ from typing import Any
 
 from rnnlab.data.options import Option
 
-TASKS = ("lm", "classification", "regression", "copy", "forecast", "seq2seq", "ctc", "video")
+TASKS = (
+    "lm", "classification", "regression", "copy", "forecast", "seq2seq", "ctc", "video",
+    "tagging",
+)  # fmt: skip
 _MODULES = (
     "rnnlab.data.text",
     "rnnlab.data.classification",
@@ -19,6 +22,10 @@ _MODULES = (
     "rnnlab.data.speech",
     "rnnlab.data.spoken_digits",
     "rnnlab.data.generated",
+    "rnnlab.data.own",
+    "rnnlab.data.pairs",
+    "rnnlab.data.tfds_sequences",
+    "rnnlab.data.audio_folder",
 )
 
 

@@ -79,10 +79,10 @@ def _reverse_info(cfg):
     if min_len > S:
         raise ValueError(f"min_len must be <= seq_len ({S}), received {min_len}")
     vocab = list(WORD_RESERVED) + [f"s{i}" for i in range(RESERVED, V)]
-    return _s2s_info(vocab, vocab, S, S + 1) | {"min_len": min_len}
+    return s2s_info(vocab, vocab, S, S + 1) | {"min_len": min_len}
 
 
-def _s2s_info(source_vocab, target_vocab, max_source, max_target):
+def s2s_info(source_vocab, target_vocab, max_source, max_target):
     return {
         "task": "seq2seq",
         "source_vocab": source_vocab,
@@ -176,7 +176,7 @@ def _wmt_info(cfg):
     src_vocab, tgt_vocab = _wmt_vocabs(cache_key(cfg, _FIELDS))
     max_len = positive_int(cfg, "max_len")
     langs = _langs(cfg)
-    return _s2s_info(src_vocab, tgt_vocab, max_len, max_len) | {"languages": list(langs)}
+    return s2s_info(src_vocab, tgt_vocab, max_len, max_len) | {"languages": list(langs)}
 
 
 def _wmt_load(cfg, info, *, split, **shard):

@@ -31,7 +31,7 @@ from rnnlab.models.attention import masked_softmax, source_mask
 
 Array = jax.Array
 
-POOLINGS = ("last", "mean", "max", "attention")
+POOLINGS = ("last", "mean", "max", "attention", "none")
 
 
 def _last_valid(h: Array, lengths: Array) -> Array:
@@ -70,7 +70,8 @@ class SequenceClassifier(Model):
         ``vocab_size`` is set (integer token inputs ``[B, T]`` are embedded first).
       num_outputs: classes (logits) or regression targets.
       hidden_features, num_layers, cell, cell_kwargs, bidirectional: the recurrent stack.
-      pooling: ``last`` | ``mean`` | ``max`` | ``attention``.
+      pooling: ``last`` | ``mean`` | ``max`` | ``attention`` | ``none`` (no pooling: an
+        output per time step, ``[B, T, num_outputs]``, for tagging).
       attention_features: hidden size of the attention pooling's score network.
       vocab_size, embed_features: token inputs.
       dropout: rate between layers and before the head.
@@ -152,6 +153,8 @@ class SequenceClassifier(Model):
             scores = self.att_score(jnp.tanh(self.att_proj(h)))[..., 0]
             aux["attention"] = masked_softmax(scores, source_mask(lengths, h.shape[1]))
             pooled = jnp.einsum("bt,btf->bf", aux["attention"], h.astype(jnp.float32))
+        elif self.pooling == "none":  # a tagger: one output per time step
+            pooled = h
         else:
             split = self.rnn.layers[-1].forward_rnn.output_features if self.bidirectional else None
             pooled = pool(h, lengths, self.pooling, split=split)
@@ -162,9 +165,15 @@ class SequenceClassifier(Model):
 
 @register("classifier")
 def _build(info: Mapping[str, Any], *, rngs: nnx.Rngs, **kwargs) -> SequenceClassifier:
-    """Classifier for ``task == "classification"``, regressor for ``"regression"``."""
+    """Classifier for ``task == "classification"``, regressor for ``"regression"``, tagger
+    (``pooling="none"``: logits per step) for ``"tagging"``."""
     task = info.get("task")
-    if task == "classification":
+    if (task == "tagging") != (kwargs.get("pooling") == "none"):
+        raise ValueError(
+            f"pooling 'none' (an output per step) is for tagging data and tagging data needs "
+            f"it; got pooling {kwargs.get('pooling', 'last')!r} for task {task!r}"
+        )
+    if task in ("classification", "tagging"):
         num_outputs = info.get("num_classes")
     elif task == "regression":
         num_outputs = info.get("output_features")

@@ -17,6 +17,7 @@ from rnnlab.tasks import (  # noqa: E402, I001
     lm,
     regression,
     seq2seq,
+    tagging,
     video,
 )
 from rnnlab.tasks.registry import Task, get, means, names, register
@@ -33,5 +34,6 @@ __all__ = [
     "regression",
     "register",
     "seq2seq",
+    "tagging",
     "video",
 ]

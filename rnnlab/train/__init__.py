@@ -15,7 +15,8 @@ See docs/training.md.
 
 from rnnlab import tasks
 from rnnlab.tasks import Task
-from rnnlab.train import checkpoint, config, metric_log, plots
+from rnnlab.train import callbacks, checkpoint, config, metric_log, plots
+from rnnlab.train.callbacks import Callback, StopAtThreshold
 from rnnlab.train.config import ConfigError, base_config
 from rnnlab.train.early_stopping import EarlyStopping
 from rnnlab.train.loop import NonFiniteError, Run, train
@@ -23,13 +24,16 @@ from rnnlab.train.state import TrainState
 from rnnlab.train.step import make_eval_step, make_train_step
 
 __all__ = [
+    "Callback",
     "ConfigError",
     "EarlyStopping",
     "NonFiniteError",
     "Run",
+    "StopAtThreshold",
     "Task",
     "TrainState",
     "base_config",
+    "callbacks",
     "checkpoint",
     "config",
     "make_eval_step",

@@ -24,6 +24,7 @@ from jax.experimental import multihost_utils
 from rnnlab import parallel
 from rnnlab.layers import dispatch
 from rnnlab.tasks.headline import headline
+from rnnlab.train import callbacks as callbacks_lib
 from rnnlab.train import checkpoint as ckpt_lib
 from rnnlab.train import config as cfg_lib
 from rnnlab.train import divergence as divergence_lib
@@ -82,6 +83,7 @@ def train(
     source: Any = None,
     hooks: Sequence[Hook] = (),
     loggers: Sequence[metrics_lib.Logger] = (),
+    callbacks: Sequence[callbacks_lib.Callback] = (),
     restart: bool = False,
 ) -> dict[str, Any]:
     """Trains (or resumes) the run described by ``config`` in ``workdir``.
@@ -96,6 +98,10 @@ def train(
       loggers: ``logger(step, split, metrics)`` called on the main process with every
         record written to ``metrics.jsonl`` (train windows, evaluations): forward them to
         an experiment tracker.
+      callbacks: :class:`rnnlab.train.Callback` objects called at each point of the run's
+        lifecycle (run start, each step, each log window and evaluation, each checkpoint,
+        run end); they can stop the run cleanly or ask for a checkpoint
+        (:mod:`rnnlab.train.callbacks`). ``hooks`` and ``loggers`` become callbacks too.
       restart: start over from step 0 even though the workdir holds a run; its
         checkpoints, logs and summary move to ``previous/<time>/`` (nothing is deleted).
 
@@ -126,13 +132,14 @@ def train(
     if parallel.any_process(refused is not None):  # every process stops, or none
         raise refused or lock_lib.WorkdirLockedError(f"workdir {workdir} is in use")
     try:
-        return _train(run, workdir, t_start, warn, hooks, loggers, restart)
+        calls = callbacks_lib.CallbackList(callbacks, hooks, loggers)
+        return _train(run, workdir, t_start, warn, calls, restart)
     finally:
         if lock is not None:
             lock.release()
 
 
-def _train(run, workdir, t_start, warn, hooks, loggers, restart) -> dict[str, Any]:
+def _train(run, workdir, t_start, warn, calls, restart) -> dict[str, Any]:
     # ---------------------------------------------------------------- start-up
     cfg, main = run.config, run.main
     total = int(cfg.train.steps)
@@ -213,8 +220,9 @@ def _train(run, workdir, t_start, warn, hooks, loggers, restart) -> dict[str, An
             for text in record.surprising(diff, cfg):
                 warn(text)
     writer = metrics_lib.MetricWriter(
-        workdir, enabled=main, start_step=latest or 0, loggers=loggers
+        workdir, enabled=main, start_step=latest or 0, loggers=[calls.on_record]
     )
+    calls.on_run_start(callbacks_lib.RunInfo(workdir, cfg, run.info, start, total, main))
 
     # ---------------------------------------------------------------- steps
     train_step = run.jit_train_step()
@@ -242,6 +250,7 @@ def _train(run, workdir, t_start, warn, hooks, loggers, restart) -> dict[str, An
             run.checkpoints.save(step, state, extra, metrics=eval_metrics)
             if writer.remote:  # the batched gs:// log is written through with each checkpoint
                 writer.flush()
+        calls.on_checkpoint(step)
 
     progress = progress_lib.Progress(start, total, enabled=main)
     if main:
@@ -363,10 +372,9 @@ def _train(run, workdir, t_start, warn, hooks, loggers, restart) -> dict[str, An
             step += 1
             guard.add(step, m)
             acc.add(m)
-            if hooks:
+            if calls.has_step:
                 with meter.paused():
-                    for hook in hooks:
-                        hook(step, state)
+                    calls.on_step(step, state)
             log_now = _is_due(step, int(cfg.train.log_every), total)
             if log_now:
                 last_train = acc.result()
@@ -424,6 +432,13 @@ def _train(run, workdir, t_start, warn, hooks, loggers, restart) -> dict[str, An
                         f"by {early.min_delta} for {early.patience} evaluations "
                         f"(best {early.best:.4f} at step {early.best_step})"
                     )
+            # A callback's requests: every process agrees at the steps they all log or
+            # evaluate (a collective), a single process at every step.
+            agree = jax.process_count() > 1 and (log_now or eval_metrics is not None)
+            asked_stop, asked_save = calls.requests(agree=agree)
+            if asked_stop and not stop_reason and not preempted:
+                stop_reason = "callback"
+                progress.write(f"stopped at step {step}: {asked_stop}")
             if stop_reason == "" and step >= total and not preempted:
                 stop_reason = "completed"
             if preempted:
@@ -437,7 +452,12 @@ def _train(run, workdir, t_start, warn, hooks, loggers, restart) -> dict[str, An
                     f"{what} at step {step}: checkpoint saved {preempt.elapsed():.1f} s after "
                     f"the signal (grace period {grace:g} s); rerun to resume"
                 )
-            elif eval_metrics is not None or _is_due(step, int(cfg.train.checkpoint_every), total):
+            elif (
+                eval_metrics is not None
+                or asked_save
+                or stop_reason == "callback"
+                or _is_due(step, int(cfg.train.checkpoint_every), total)
+            ):
                 save(step, eval_metrics)
     except KeyboardInterrupt:  # a second Ctrl-C, or one outside the loop's polling
         save(step)
@@ -465,9 +485,14 @@ def _train(run, workdir, t_start, warn, hooks, loggers, restart) -> dict[str, An
 
     # ---------------------------------------------------------------- end of run
     stopped_early = stop_reason in ("preempted", "interrupted")
+    if stop_reason == "callback" and calls.control.stop_reason:
+        summary_reason = {"callback_reason": calls.control.stop_reason}
+    else:
+        summary_reason = {}
     summary = {
         "steps": step,
         "stop_reason": stop_reason,
+        **summary_reason,
         "parameters": num_params,
         "wall_time_s": round(time.time() - t_start, 2),
         "final": {"train": last_train, split: last_eval},
@@ -489,6 +514,7 @@ def _train(run, workdir, t_start, warn, hooks, loggers, restart) -> dict[str, An
         if main:
             summary["headline"] = headline(summary, run.task.name, run.info)
             _write_json(files.join(workdir, "summary.json"), summary)
+    calls.on_run_end(summary)
     return summary
 
 

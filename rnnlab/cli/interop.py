@@ -1,0 +1,80 @@
+"""``rnnlab predict`` and ``rnnlab export``: a trained run used on new data, and carried out."""
+
+from __future__ import annotations
+
+import argparse
+
+from rnnlab.cli.workdir import checkpoint_arg
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from rnnlab.train.predict import predict_file
+
+    done = predict_file(
+        args.workdir,
+        args.input,
+        args.output,
+        checkpoint=args.checkpoint,
+        batch_size=args.batch_size,
+        show_progress=not args.quiet,
+    )
+    print(f"predicted {done['records']} sequences with step {done['step']}: {done['output']}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    if args.format == "params":
+        from rnnlab.train.export import export
+
+        print(f"exported parameters: {export(args.workdir, args.out, args.checkpoint)}")
+        return 0
+    from rnnlab.train.stablehlo import export_stablehlo
+
+    platforms = [p for p in args.platforms.split(",") if p]
+    signature = export_stablehlo(args.workdir, args.out, args.checkpoint, platforms)
+    for name, fn in signature["functions"].items():
+        print(
+            f"{args.out}/{fn['file']}: {name}, time {fn['time']}, platforms "
+            f"{','.join(fn['platforms'])}"
+            + (f" (not lowered: {', '.join(fn['not_lowered'])})" if fn["not_lowered"] else "")
+        )
+    return 0
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    """Adds ``predict`` and ``export`` to the ``rnnlab`` command."""
+    p = sub.add_parser(
+        "predict",
+        help="predict every sequence of a file with a trained run",
+        description="Batch inference: reads --input in the format of the run's data and "
+        "writes class probabilities or predicted values to --output (.csv or .npz).",
+    )
+    p.add_argument("--workdir", required=True)
+    p.add_argument("--input", required=True, help=".npz/.npy arrays or a long .csv/.parquet")
+    p.add_argument("--output", required=True, help=".csv or .npz")
+    p.add_argument(
+        "--checkpoint", default="best", type=checkpoint_arg, help="best, latest or a step"
+    )
+    p.add_argument("--batch-size", dest="batch_size", type=int, default=None)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser(
+        "export",
+        help="write a trained model out: parameters, or StableHLO that runs without rnnlab",
+        description="--format params: config.json, dataset_info.json and params.npz, read back "
+        "with rnnlab.train.export.load. --format stablehlo: jax.export artifacts (forward, and "
+        "a decoding step for language models) with a signature.json; they need only JAX.",
+    )
+    p.add_argument("--workdir", required=True)
+    p.add_argument("--out", required=True, help="directory to write")
+    p.add_argument("--format", choices=("params", "stablehlo"), default="params")
+    p.add_argument(
+        "--checkpoint", default="best", type=checkpoint_arg, help="best, latest or a step"
+    )
+    p.add_argument(
+        "--platforms",
+        default="cpu,cuda,tpu",
+        help="stablehlo: platforms to lower for (those that lower are kept; default all three)",
+    )
+    p.set_defaults(func=cmd_export)

@@ -1,0 +1,187 @@
+"""Any TFDS dataset by name as labelled sequences: ``tfds_classification`` and
+``tfds_regression``.
+
+``tfds_name`` names a catalog dataset (``"mnist"``, ``"mnist:3.0.1"``) or a user's own
+builder: ``tfds_module`` is imported first, so a ``GeneratorBasedBuilder`` defined there is
+registered, and its data is read from ``tfds_data_dir`` (or ``<data_dir>/tfds``) once
+prepared with ``tfds build <module>.py --file_format=array_record --data_dir=DIR``.
+Reading goes through :func:`rnnlab.data.catalog.data_source` (array_record, random access,
+no TensorFlow).
+
+``features`` maps the dataset's features to the task: ``inputs`` (a tensor ``[T]``,
+``[T, F]`` or ``[T, ...]``, flattened to ``[T, F]``: an image ``[H, W, C]`` is read as
+``H`` steps of ``W * C`` values), ``labels`` (a ``ClassLabel`` or integer for
+classification, numbers for regression) and optionally ``lengths`` (the valid steps of a
+padded ``inputs``). Inputs are scaled by ``scale`` (e.g. ``1/255`` for images).
+A dataset without a validation split gets one from the end of train
+(``validation_fraction``), as the built-in catalog sets do.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import json
+from typing import Any
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from rnnlab.data import catalog, own
+from rnnlab.data.config import CATALOG_FIELDS, cache_key, check_split, option
+from rnnlab.data.options import CATALOG, COMMON, Option
+from rnnlab.data.registry import Dataset, register
+
+_FIELDS = (*CATALOG_FIELDS, "tfds_name", "tfds_module", "features", "scale")
+DEFAULT_FEATURES = {"inputs": "inputs", "labels": "label", "lengths": None}
+
+
+def _mapping(cfg: Any) -> dict[str, str | None]:
+    given = option(cfg, "features") or {}
+    given = given.to_dict() if hasattr(given, "to_dict") else dict(given)
+    unknown = sorted(set(given) - set(DEFAULT_FEATURES))
+    if unknown:
+        raise ValueError(
+            f"features has unknown keys {unknown}: expected {sorted(DEFAULT_FEATURES)}"
+        )
+    return {**DEFAULT_FEATURES, **given}
+
+
+def _name(cfg: Any) -> str:
+    module = option(cfg, "tfds_module")
+    if module:
+        try:
+            importlib.import_module(str(module))
+        except ImportError as e:
+            raise ValueError(f"tfds_module {module!r} cannot be imported: {e}") from e
+    name = option(cfg, "tfds_name")
+    if not name:
+        raise ValueError("tfds_name must name a TFDS dataset, e.g. 'mnist' or your builder's name")
+    return str(name)
+
+
+def _builder_info(cfg: Any, name: str):
+    for directory in catalog.candidate_dirs(cfg):
+        try:
+            return tfds.builder(name, data_dir=directory).info
+        except tfds.core.registered.DatasetNotFoundError as e:
+            raise ValueError(f"tfds_name {name!r} is not a TFDS dataset: {e}") from e
+        except Exception:  # noqa: BLE001 - try the next directory
+            continue
+    raise ValueError(f"tfds_name {name!r}: no dataset info found in {catalog.candidate_dirs(cfg)}")
+
+
+def _source(cfg: Any, split: str, splits: list[str]):
+    spec = catalog.split_spec(cfg, split, has_validation="validation" in splits)
+    if split == "test" and "test" not in splits:
+        raise ValueError(f"tfds_name {option(cfg, 'tfds_name')!r} has no test split ({splits})")
+    return catalog.data_source(cfg, _name(cfg), spec)
+
+
+def sequence(example: dict, mapping: dict, scale: float, where: str) -> np.ndarray:
+    """The mapped ``inputs`` of one example as float32 ``[T, F]`` (valid steps only)."""
+    if mapping["inputs"] not in example:
+        raise ValueError(f"{where}: no feature {mapping['inputs']!r} (features: {sorted(example)})")
+    x = np.asarray(example[mapping["inputs"]], np.float32) * np.float32(scale)
+    x = x.reshape(len(x), -1) if x.ndim >= 2 else x.reshape(-1, 1)
+    if mapping["lengths"]:
+        x = x[: int(example[mapping["lengths"]])]
+    if not np.isfinite(x).all():
+        raise ValueError(f"{where}: feature {mapping['inputs']!r} has non-finite values")
+    return x
+
+
+@functools.lru_cache(maxsize=4)
+def _stats(key: str, task: str) -> dict[str, Any]:
+    cfg = json.loads(key)
+    name, mapping = _name(cfg), _mapping(cfg)
+    info = _builder_info(cfg, name)
+    splits = list(info.splits.keys()) or ["train", "test"]
+    label = info.features[mapping["labels"]] if mapping["labels"] in info.features else None
+    if label is None:
+        raise ValueError(
+            f"{name}: no feature {mapping['labels']!r} for the labels (features: "
+            f"{sorted(info.features)}); set data.features.labels"
+        )
+    scale = float(cfg.get("scale") or 1.0)
+    # Shapes, lengths and training statistics from the examples themselves (one pass).
+    lengths, train = {}, []
+    for split in ("train", "validation", "test"):
+        src = _source(cfg, split, splits)
+        seqs = [
+            sequence(src[i], mapping, scale, f"{name} {split} example {i}") for i in range(len(src))
+        ]
+        if not seqs:
+            raise ValueError(f"{name}: split {split!r} is empty")
+        lengths[split] = [len(s) for s in seqs]
+        train = seqs if split == "train" else train
+    stacked = np.concatenate(train)
+    std = stacked.std(axis=0)
+    out = {
+        "task": task,
+        "input_features": int(stacked.shape[1]),
+        "seq_len": max(max(v) for v in lengths.values()),
+        "variable_length": len({n for v in lengths.values() for n in v}) > 1,
+        "num_examples": {s: len(v) for s, v in lengths.items()},
+        "mean": stacked.mean(axis=0).tolist(),
+        "std": np.where(std > 0, std, 1.0).tolist(),
+        "tfds_splits": splits,
+    }
+    if task == "classification":
+        names = getattr(label, "names", None)
+        if not names:
+            raise ValueError(f"{name}: feature {mapping['labels']!r} is not a ClassLabel")
+        out.update(num_classes=len(names), class_names=list(names))
+    else:
+        out["output_features"] = int(np.prod(label.shape)) if label.shape else 1
+    return out
+
+
+def _dataset(task: str):
+    def info(cfg):
+        return dict(_stats(cache_key(cfg, _FIELDS), task))
+
+    def load(cfg, info, *, split, **shard):
+        mapping, scale = _mapping(cfg), float(option(cfg, "scale"))
+        src = _source(cfg, check_split(split), info["tfds_splits"])
+        name = option(cfg, "tfds_name")
+
+        def label(example, index):
+            y = example[mapping["labels"]]
+            if task == "classification":
+                c = int(y)
+                if not 0 <= c < info["num_classes"]:
+                    raise ValueError(
+                        f"{name} {split} example {index}: label {c} outside the classes"
+                    )
+                return c
+            return np.asarray(y, np.float32).reshape(-1)
+
+        class _Records:
+            def __len__(self):
+                return len(src)
+
+            def __getitem__(self, i):
+                example = src[i]
+                return sequence(example, mapping, scale, f"{name} {split} example {i}"), label(
+                    example, i
+                )
+
+        return own.load_examples(task, _Records(), cfg, info, split=split, **shard)
+
+    return info, load
+
+
+OPTIONS = {
+    **COMMON,
+    **CATALOG,
+    **{k: v for k, v in own.SEQUENCE_OPTIONS.items() if k not in ("test_fraction", "split_seed")},
+    "tfds_name": Option("", "TFDS dataset (catalog name or your builder's name)"),
+    "tfds_module": Option(None, "module imported first: it registers your own builder"),
+    "features": Option(None, "{inputs, labels, lengths}: the dataset's feature names"),
+    "scale": Option(1.0, "inputs are multiplied by this (1/255 for images)"),
+}
+for _task in own.TASKS:
+    register(
+        Dataset(f"tfds_{_task}", _task, *_dataset(_task), f"any TFDS dataset ({_task})", OPTIONS)
+    )

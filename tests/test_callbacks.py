@@ -1,0 +1,128 @@
+"""Callbacks that act: one lifecycle, a clean stop at a metric threshold that resumes bit for
+bit, a checkpoint on request, and ``hooks``/``loggers`` as callbacks."""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import numpy as np
+
+from rnnlab.data.memory import ArraySource
+from rnnlab.train import Callback, StopAtThreshold, config, export, train
+
+
+def _config():
+    c = config.load("experiments/own_data.py:classification,small")
+    return config.override(c, ["data.name=my_arrays", "train.log_every=5", "train.eval_every=10"])
+
+
+def _source():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(96, 8, 2)).astype(np.float32)
+    return ArraySource({"inputs": x, "labels": (x[:, :, 0].mean(1) > 0).astype(int)},
+                       task="classification")  # fmt: skip
+
+
+def _params(workdir):
+    model, info = export.load(str(workdir), "latest")
+    from flax import nnx
+
+    return info.step, jax.tree.leaves(nnx.state(model))
+
+
+def _losses(workdir):
+    lines = (workdir / "metrics.jsonl").read_text().splitlines()
+    return [(r["step"], r["split"], r["loss"]) for r in map(json.loads, lines) if "loss" in r]
+
+
+class Lifecycle(Callback):
+    def __init__(self):
+        self.events = []
+
+    def on_run_start(self, run):
+        self.events.append(("start", run.start_step, run.total_steps))
+
+    def on_log(self, step, metrics):
+        self.events.append(("log", step))
+        if step == 15:
+            self.control.request_save()
+
+    def on_eval(self, step, split, metrics):
+        self.events.append(("eval", step, split))
+
+    def on_checkpoint(self, step):
+        self.events.append(("checkpoint", step))
+
+    def on_run_end(self, summary):
+        self.events.append(("end", summary["stop_reason"]))
+
+
+def test_a_threshold_stop_leaves_a_complete_workdir_that_resumes_bit_identically(tmp_path):
+    whole, stopped = tmp_path / "whole", tmp_path / "stopped"
+    train(_config(), str(whole), source=_source())
+    # The first training window's loss is far below 100: the run stops at step 5.
+    stop = StopAtThreshold("loss", 100.0, split="train", mode="min")
+    summary = train(_config(), str(stopped), source=_source(), callbacks=[stop])
+    assert summary["stop_reason"] == "callback" and summary["steps"] == 5
+    assert "train loss" in summary["callback_reason"]
+    on_disk = json.loads((stopped / "summary.json").read_text())
+    assert on_disk["stop_reason"] == "callback" and on_disk["final"]["train"]["loss"] > 0
+    assert _params(stopped)[0] == 5  # the stop wrote a checkpoint of that step
+    resumed = train(_config(), str(stopped), source=_source())
+    assert resumed["stop_reason"] == "completed" and resumed["steps"] == 30
+    step_a, leaves_a = _params(whole)
+    step_b, leaves_b = _params(stopped)
+    assert step_a == step_b == 30
+    for a, b in zip(leaves_a, leaves_b, strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert _losses(whole) == _losses(stopped)
+
+
+def test_lifecycle_order_save_on_request_and_hooks_and_loggers(tmp_path):
+    life, steps, records = Lifecycle(), [], []
+    summary = train(
+        _config(),
+        str(tmp_path / "run"),
+        source=_source(),
+        callbacks=[life],
+        hooks=[lambda step, state: steps.append(step)],
+        loggers=[lambda step, split, m: records.append((step, split))],
+    )
+    assert summary["stop_reason"] == "completed"
+    assert steps == list(range(1, 31))
+    want = [(s, "train") for s in range(5, 31, 5)]
+    want = [r for s, split in want for r in [(s, split)] + ([(s, "validation")] * (s % 10 == 0))]
+    assert records == want  # the loggers see every metrics.jsonl record, in order
+    ev = life.events
+    assert ev[0] == ("start", 0, 30) and ev[-1] == ("end", "completed")
+    # Checkpoints: the requested one at 15, then evaluation steps 10, 20, 30 (checkpoint_every
+    # is 30 in the small variant, evaluations save too).
+    assert [e[1] for e in ev if e[0] == "checkpoint"] == [10, 15, 20, 30]
+    assert ev.index(("log", 15)) < ev.index(("checkpoint", 15))
+    assert [e[1] for e in ev if e[0] == "eval"] == [10, 20, 30]
+
+
+def test_rnnlab_train_takes_a_callback_class(tmp_path, monkeypatch, capsys):
+    from rnnlab import cli
+
+    (tmp_path / "my_callbacks.py").write_text(
+        "from rnnlab.train import Callback\n\n\n"
+        "class StopAtTen(Callback):\n"
+        "    def on_log(self, step, metrics):\n"
+        "        if step >= 10:\n"
+        "            self.control.request_stop('enough')\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 6, 2)).astype(np.float32)
+    np.savez(tmp_path / "d.npz", inputs=x, labels=(x[:, :, 0].mean(1) > 0).astype(int))
+    workdir = tmp_path / "run"
+    args = ["train", "--config", "experiments/own_data.py:classification,small", "--workdir",
+            str(workdir), f"--config.data.path={tmp_path / 'd.npz'}",
+            "--callback", "my_callbacks:StopAtTen"]  # fmt: skip
+    assert cli.main(args) == 0
+    assert capsys.readouterr().out.startswith("callback: 10 steps")
+    summary = json.loads((workdir / "summary.json").read_text())
+    assert summary["callback_reason"] == "enough"
+    assert cli.main(args[:-2] + ["--callback", "my_callbacks:nothing"]) == 2

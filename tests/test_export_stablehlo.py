@@ -1,0 +1,118 @@
+"""``rnnlab export --format stablehlo``: the artifacts run in a process that imports only
+jax and numpy, and give the trained model's outputs at two batch sizes and two lengths."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import jax
+import numpy as np
+
+from rnnlab import cli
+from rnnlab.train import export
+
+# Runs in a fresh interpreter: only jax and numpy, and it proves rnnlab was never imported.
+RUNNER = r"""
+import json, sys
+import jax, numpy as np
+from jax import export
+out_dir, case_file, result_file = sys.argv[1:]
+sig = json.load(open(f"{out_dir}/signature.json"))
+cases = dict(np.load(case_file))
+results = {}
+for name, fn in sig["functions"].items():
+    exp = export.deserialize(bytearray(open(f"{out_dir}/{fn['file']}", "rb").read()))
+    for key in sorted(k for k in cases if k.startswith(name + "/") and k.endswith("/0")):
+        prefix = key[: -len("/0")]
+        args = [cases[f"{prefix}/{i}"] for i in range(len(fn["inputs"]))]
+        outs = exp.call(*args)
+        for i, o in enumerate(outs):
+            results[f"{prefix}/out{i}"] = np.asarray(o)
+np.savez(result_file, **results)
+assert not any(m == "rnnlab" or m.startswith("rnnlab.") for m in sys.modules), "rnnlab imported"
+print("platforms", sig["functions"]["forward"]["platforms"])
+"""
+
+
+def _run_outside(out_dir, cases: dict, tmp_path) -> dict:
+    np.savez(tmp_path / "cases.npz", **cases)
+    script = tmp_path / "runner.py"
+    script.write_text(RUNNER)
+    done = subprocess.run(
+        [sys.executable, str(script), str(out_dir), str(tmp_path / "cases.npz"),
+         str(tmp_path / "results.npz")],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        env={"PATH": "/usr/bin:/bin", "JAX_PLATFORMS": "cpu"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    return dict(np.load(tmp_path / "results.npz"))
+
+
+def test_classifier_forward_runs_without_rnnlab(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 10, 3)).astype(np.float32)
+    np.savez(tmp_path / "d.npz", inputs=x, labels=(x[:, :, 0].mean(1) > 0).astype(int))
+    workdir, out = tmp_path / "run", tmp_path / "hlo"
+    args = ["train", "--config", "experiments/own_data.py:classification,small", "--workdir",
+            str(workdir), f"--config.data.path={tmp_path / 'd.npz'}"]  # fmt: skip
+    assert cli.main(args) == 0
+    args = ["export", "--workdir", str(workdir), "--format", "stablehlo", "--out", str(out)]
+    assert cli.main(args) == 0
+    sig = json.loads((out / "signature.json").read_text())
+    fwd = sig["functions"]["forward"]
+    assert fwd["time"] == "symbolic" and "cpu" in fwd["platforms"]
+    assert [i["shape"] for i in fwd["inputs"]] == [["b", "t", 3], ["b"]]
+    model, _ = export.load(str(workdir))
+    cases, want = {}, {}
+    for batch, length in ((1, 7), (5, 7), (1, 19), (5, 19)):
+        inputs = rng.normal(size=(batch, length, 3)).astype(np.float32)
+        lengths = rng.integers(1, length + 1, size=batch).astype(np.int32)
+        key = f"forward/{batch}x{length}"
+        cases[f"{key}/0"], cases[f"{key}/1"] = inputs, lengths
+        want[key] = np.asarray(model({"inputs": inputs, "seq_lengths": lengths}, train=False)[0])
+    got = _run_outside(out, cases, tmp_path)
+    for key, value in want.items():
+        np.testing.assert_allclose(got[f"{key}/out0"], value, rtol=1e-5, atol=1e-5)
+
+
+def test_language_model_forward_and_streaming_step_run_without_rnnlab(tmp_path):
+    text = tmp_path / "text"
+    text.mkdir()
+    (text / "a.txt").write_text("the quick brown fox jumps over the lazy dog. " * 200)
+    workdir, out = tmp_path / "run", tmp_path / "hlo"
+    args = ["train", "--config", "experiments/charlm.py:small", "--workdir", str(workdir),
+            "--config.data.name=text_dir", f"--config.data.path={text}",
+            "--config.train.steps=4", "--config.train.eval_every=4",
+            "--config.optim.warmup_steps=1",
+            "--config.train.checkpoint_every=4", "--config.sample.length=0"]  # fmt: skip
+    assert cli.main(args) == 0
+    args = ["export", "--workdir", str(workdir), "--format", "stablehlo", "--out", str(out),
+            "--platforms", "cpu"]  # fmt: skip
+    assert cli.main(args) == 0
+    sig = json.loads((out / "signature.json").read_text())
+    assert set(sig["functions"]) == {"forward", "step"} and sig["vocab"][2:]
+    model, info = export.load(str(workdir))
+    vocab = info.dataset["vocab_size"]
+    rng = np.random.default_rng(1)
+    cases, want = {}, {}
+    for batch, length in ((1, 5), (3, 5), (1, 12), (3, 12)):
+        tokens = rng.integers(2, vocab, size=(batch, length)).astype(np.int32)
+        key = f"forward/{batch}x{length}"
+        cases[f"{key}/0"] = tokens
+        logits, aux = model({"inputs": tokens}, train=False)
+        want[key] = np.asarray(logits)
+        # Streaming: the carry after the prompt, then one step on the next token.
+
+        carry = jax.tree.leaves(aux["carry"])
+        step_key = f"step/{batch}x{length}"
+        nxt = rng.integers(2, vocab, size=(batch,)).astype(np.int32)
+        cases[f"{step_key}/0"] = nxt
+        for i, c in enumerate(carry):
+            cases[f"{step_key}/{i + 1}"] = np.asarray(c)
+        full, _ = model({"inputs": np.concatenate([tokens, nxt[:, None]], 1)}, train=False)
+        want[step_key] = np.asarray(full[:, -1])
+    got = _run_outside(out, cases, tmp_path)
+    for key, value in want.items():
+        np.testing.assert_allclose(got[f"{key}/out0"], value, rtol=1e-4, atol=1e-4)
