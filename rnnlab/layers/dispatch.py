@@ -49,6 +49,19 @@ def hoist(requested: bool | None) -> bool:
     return default_hoist() if requested is None else bool(requested)
 
 
+def overrides_call(cell: Any) -> bool:
+    """True when a subclass overrides ``__call__`` below the class that defines its step.
+
+    The layers drive a cell through ``project`` and ``step_with``; such a subclass (a
+    recurrent dropout written in ``__call__``, say) must run through its own ``__call__``,
+    on the scan path, or it would be ignored.
+    """
+    mro = type(cell).__mro__
+    owner = lambda name: next((k for k in mro if name in k.__dict__), object)  # noqa: E731
+    call_owner, step_owner = owner("__call__"), owner("step_with")
+    return call_owner is not step_owner and issubclass(call_owner, step_owner)
+
+
 def check_implementation(implementation: str) -> str:
     if implementation not in IMPLEMENTATIONS:
         raise ValueError(f"implementation must be one of {IMPLEMENTATIONS}, got {implementation!r}")
@@ -72,6 +85,14 @@ def choose(
     hooks = step_transform is not None or step_inputs is not None
     if requested == "scan":
         return "scan", None
+    if overrides_call(cell):
+        if requested != "auto":
+            raise ValueError(
+                f"implementation={requested!r} cannot run {type(cell).__name__}: it overrides "
+                "__call__, which only the scan path calls; use 'scan' or 'auto', or override "
+                "project and step_with instead"
+            )
+        return "scan", "an overridden __call__"
     if isinstance(cell, LinearRecurrentCell):
         if requested == "fused":
             raise ValueError(
