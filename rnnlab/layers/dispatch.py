@@ -9,8 +9,9 @@ recurrentgemma's ``ScanType``):
 * ``"fused"``: a whole-sequence ``custom_vjp`` whose weight gradients are single large
   matmuls (:mod:`rnnlab.fused`): LSTM (with or without projection) and reset-after GRU,
   with padding, resets from a given carry, the regulariser masks and reversal.
-* ``"parallel"``: linear recurrences (LRU, minGRU, minLSTM) solved over the whole sequence
-  with :func:`rnnlab.scan.linear_scan` (associative scan off CPU).
+* ``"parallel"``: linear recurrences (LRU, minGRU, minLSTM, RG-LRU, S6) solved over the
+  whole sequence with :func:`rnnlab.scan.linear_scan` (associative scan off CPU), and the
+  mLSTM's matrix memory in its chunkwise-parallel form (:mod:`rnnlab.layers.chunkwise`).
 
 ``"auto"`` takes ``"parallel"`` for linear cells, ``"fused"`` wherever it applies and the
 scan otherwise; :func:`recording` collects each fallback's reason so the trainer can print
@@ -104,10 +105,21 @@ def choose(
         if requested == "parallel":
             raise ValueError("implementation='parallel' does not support a step_transform hook")
         return "scan", "a step_transform or step_inputs hook"
+    if getattr(cell, "chunkwise", False):
+        # Linear in its state but not diagonal (the mLSTM's matrix memory): its own
+        # chunkwise-parallel form, which has no term for a restart from a full carry.
+        why = "a step_transform or step_inputs hook" if hooks else None
+        why = why or ("resets" if resets is not None else None)
+        if requested == "fused" or (requested == "parallel" and why):
+            raise ValueError(
+                f"implementation={requested!r} does not support "
+                f"{why or type(cell).__name__}; use 'auto' or 'scan'"
+            )
+        return ("scan", why) if why else ("parallel", None)
     if requested == "parallel":
         raise ValueError(
-            f"implementation='parallel' needs a linear recurrent cell (LRU, minGRU, minLSTM), "
-            f"got {type(cell).__name__}"
+            f"implementation='parallel' needs a cell linear in its state (LRU, minGRU, "
+            f"minLSTM, RG-LRU, S6, mLSTM), got {type(cell).__name__}"
         )
     why = "batch statistics (batch-normalised cell in training)" if statistics else None
     if why is None:

@@ -18,6 +18,7 @@ from flax import nnx
 from rnnlab.cells.base import RecurrentCell
 from rnnlab.layers import dispatch, fused_path
 from rnnlab.layers.checks import check_carry, check_sequence_args
+from rnnlab.layers.chunkwise import run_chunkwise
 from rnnlab.layers.parallel import METHODS, run_parallel
 from rnnlab.layers.stock import FlaxCell, follows_cell_contract
 from rnnlab.scan import RematPolicy, masked_scan, reverse_valid, valid_mask
@@ -190,6 +191,11 @@ class RNN(nnx.Module):
                         "implementation='scan' (or 'auto', which does so by itself)"
                     ) from e
                 impl, why = "scan", "forward-mode autodiff"
+        elif impl == "parallel" and getattr(cell, "chunkwise", False):
+            carry, ys = run_chunkwise(
+                cell, params, xs, initial_carry, reverse=reverse, keep_order=True,
+                seq_lengths=seq_lengths,
+            )  # fmt: skip
         elif impl == "parallel":
             carry, ys = run_parallel(
                 cell, params, xs, initial_carry, reverse=reverse, keep_order=True,
