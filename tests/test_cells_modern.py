@@ -159,3 +159,23 @@ def reference_layer(cell, name, xs, lengths):
     params = cell.cell_params()
     run = lambda c, x: steps[name](params, c, x)  # noqa: E731
     return ref.run(run, cell.initialize_carry((B, F)), xs, seq_lengths=lengths)
+
+
+def test_in_layer_regularisers_where_the_cell_has_what_they_need():
+    xs, lengths, _ = inputs()
+    for name, reg in (
+        ("slstm", {"zoneout_h": 0.2, "weight_drop": 0.3}),
+        ("rglru", {"zoneout_h": 0.2}),
+    ):
+        stack = rnnlab.StackedRNN(F, H, 1, cell=name, regularization=reg, rngs=nnx.Rngs(0))
+        stack.train()
+        with dispatch.recording() as record:
+            ys = stack(xs, seq_lengths=lengths)
+        assert np.isfinite(np.asarray(ys)).all() and record[0][1] == "scan"
+    for name in ("hawk", "mlstm"):
+        stack = rnnlab.StackedRNN(
+            F, H, 1, cell=name, regularization={"zoneout_h": 0.2}, rngs=nnx.Rngs(0)
+        )
+        stack.train()
+        with pytest.raises(ValueError, match="not one vector per leaf"):
+            stack(xs)

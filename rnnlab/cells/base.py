@@ -147,6 +147,14 @@ class RecurrentCell(nnx.RNNCellBase):
         """Feature sizes of the carry leaves, in carry order (one leaf by default)."""
         return (self.hidden_features,)
 
+    def no_vector_carry(self, layout: str):
+        """Raises for a cell whose carry leaves are not ``[*batch, size]`` vectors (what
+        zoneout and a seq2seq bridge need); ``layout`` describes its carry."""
+        raise ValueError(
+            f"{type(self).__name__}'s carry is {layout}, not one vector per leaf: zoneout "
+            "and carry bridges do not apply to it"
+        )
+
     def initialize_carry(
         self,
         input_shape: tuple[int, ...],

@@ -240,6 +240,9 @@ class HawkCell(RecurrentCell):
     def output_features(self) -> int:
         return self.out_features
 
+    def carry_sizes(self) -> tuple[int, ...]:
+        self.no_vector_carry("(h, window [K-1, H])")
+
     def initialize_carry(self, input_shape, rngs=None, carry_init=None) -> Carry:
         """Zero ``(h [*batch, H], window [*batch, K-1, H])`` in float32."""
         if carry_init is not None:

@@ -197,6 +197,9 @@ class MLSTMCell(RecurrentCell):
         self.kernel_o = init_param(lecun, rngs.params(), (in_features, h), param_dtype)
         self.bias_o = nnx.Param(jnp.zeros((h,), param_dtype))
 
+    def carry_sizes(self) -> tuple[int, ...]:
+        self.no_vector_carry("(C [K, d, d], n [K, d], m [K])")
+
     def initialize_carry(self, input_shape, rngs=None, carry_init=None) -> Carry:
         """Zero ``(C [*batch, K, d, d], n [*batch, K, d], m [*batch, K])`` in float32."""
         if carry_init is not None:
