@@ -197,6 +197,13 @@ def test_stack_dropout_draws_from_its_construction_rngs_in_training():
     )
     regularized.train()
     assert not np.allclose(regularized(xs), regularized(xs))
+    # Without a dropout or default stream (the trainer's nnx.Rngs(params=seed)) there is
+    # nothing to fork: the stack builds, and a training call asks for its rngs.
+    params_only = rnnlab.StackedRNN(3, 16, 2, dropout=0.5, rngs=nnx.Rngs(params=0))
+    params_only.train()
+    with pytest.raises(ValueError, match="rngs"):
+        params_only(xs)
+    np.testing.assert_allclose(params_only(xs, rngs=nnx.Rngs(dropout=1)).shape, (2, 5, 16))
 
 
 # -- complex inputs ---------------------------------------------------------------------------

@@ -132,8 +132,13 @@ class StackedRNN(nnx.Module):
         # construction-time rngs and draws from it in training when a call passes none:
         # one randomness path for every dropout of the stack. A stack without dropout forks
         # nothing, so the keys left for the caller's next modules are as before.
+        # Rngs without a dropout (or default) stream, e.g. nnx.Rngs(params=0) as the
+        # trainer builds models, give no stream: each call then passes its rngs.
         droppable = dropout > 0 or reg.stochastic
-        self.dropout = nnx.Dropout(dropout, rngs=rngs if droppable else None)
+        try:
+            self.dropout = nnx.Dropout(dropout, rngs=rngs if droppable else None)
+        except KeyError:
+            self.dropout = nnx.Dropout(dropout)
         self.deterministic = False  # NNX mode; .eval() sets it
 
     @property
