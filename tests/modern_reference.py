@@ -107,7 +107,7 @@ def mlstm_step(p, carry, x, num_heads, eps=1e-6):
     return (jnp.stack(cs, 1), jnp.stack(ns, 1), jnp.stack(ms, 1)), h
 
 
-def run(step, carry0, xs, seq_lengths=None, resets=None, reverse=False):
+def run(step, carry0, xs, seq_lengths=None, resets=None, reverse=False, reset_carry=None):
     """Batch-major ``xs [B, T, F]`` through ``step`` one example and one step at a time."""
     batch, steps = xs.shape[0], xs.shape[1]
     lengths = np.full(batch, steps) if seq_lengths is None else np.asarray(seq_lengths)
@@ -128,7 +128,7 @@ def run(step, carry0, xs, seq_lengths=None, resets=None, reverse=False):
             else:
                 restart = bool(resets[b, t])
             if restart:
-                carry = pick(carry0)
+                carry = pick(carry0 if reset_carry is None else reset_carry)
             carry, y = step(carry, xs[b : b + 1, t])
             ys[t] = y[0]
         zero = jnp.zeros_like(ys[order[0]]) if order else None

@@ -14,8 +14,8 @@ initialised so that ``a^c`` lies in ``[0.9, 0.999]``. It is linear in ``h``, so
 :class:`RGLRUCell` runs time-parallel. The recurrent block of Hawk and Griffin wraps it:
 a GeLU branch, and a branch through a causal temporal convolution of width 4 into the
 RG-LRU, multiplied and projected back (:class:`HawkCell`). Its convolution keeps a window of
-past inputs in its carry, a shift rather than a diagonal map, so the block runs step by
-step (``scan``); the RG-LRU inside it is the same maths.
+past inputs in its carry, a shift register: still linear, so the block has its own
+time-parallel form (:mod:`rnnlab.layers.convolved`) beside the step-by-step scan.
 
 The oracle is DeepMind's ``recurrentgemma`` (``tests/test_cells_griffin.py``).
 """
@@ -259,18 +259,26 @@ class HawkCell(RecurrentCell):
         return jnp.concatenate([y, u], axis=-1)
 
     def step_with(self, params: Params, carry: Carry, xp: Array) -> tuple[Carry, Array]:
-        dtype = self.compute_dtype
         h, window = carry
         gate, u = jnp.split(xp, 2, axis=-1)
         taps = jnp.concatenate([window, u[..., None, :]], axis=-2)  # oldest first
+        a, b = self.coefficients(params, taps)
+        h = a * h + b
+        return (h, taps[..., 1:, :]), self.readout(params, h, gate)
+
+    def coefficients(self, params: Params, taps: Array) -> tuple[Array, Array]:
+        """``(a_t, b_t)`` of the RG-LRU from the convolution's inputs ``[..., K, H]``."""
+        dtype = self.compute_dtype
         v = jnp.sum(taps * params["conv_kernel"].astype(F32), axis=-2)
         v = v + params["conv_bias"].astype(F32)
         gx = block_diagonal(v, params["gate_x_kernel"], params["gate_x_bias"], dtype)
         ga = block_diagonal(v, params["gate_a_kernel"], params["gate_a_bias"], dtype)
-        a, b = rglru_coefficients(params["a_param"], ga, gx, v)
-        h = a * h + b
-        y = matmul(h * gate, params["kernel_out"], dtype) + params["bias_out"].astype(F32)
-        return (h, taps[..., 1:, :]), y.astype(dtype)
+        return rglru_coefficients(params["a_param"], ga, gx, v)
+
+    def readout(self, params: Params, h: Array, gate: Array) -> Array:
+        """``(h_t * g_t) W_out + b_out`` in the compute dtype."""
+        y = matmul(h * gate, params["kernel_out"], self.compute_dtype)
+        return (y + params["bias_out"].astype(F32)).astype(self.compute_dtype)
 
 
 register_cell("rglru", RGLRUCell)

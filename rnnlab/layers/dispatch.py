@@ -11,7 +11,8 @@ recurrentgemma's ``ScanType``):
   with padding, resets from a given carry, the regulariser masks and reversal.
 * ``"parallel"``: linear recurrences (LRU, minGRU, minLSTM, RG-LRU, S6) solved over the
   whole sequence with :func:`rnnlab.scan.linear_scan` (associative scan off CPU), and the
-  mLSTM's matrix memory in its chunkwise-parallel form (:mod:`rnnlab.layers.chunkwise`).
+  mLSTM's matrix memory in its chunkwise-parallel form (:mod:`rnnlab.layers.chunkwise`)
+  and the Hawk block with its convolution window (:mod:`rnnlab.layers.convolved`).
 
 ``"auto"`` takes ``"parallel"`` for linear cells, ``"fused"`` wherever it applies and the
 scan otherwise; :func:`recording` collects each fallback's reason so the trainer can print
@@ -27,6 +28,7 @@ from typing import Any
 
 import jax
 
+from rnnlab.cells.griffin import HawkCell
 from rnnlab.cells.linear import LinearRecurrentCell
 from rnnlab.layers import fused_path
 
@@ -105,6 +107,12 @@ def choose(
         if requested == "parallel":
             raise ValueError("implementation='parallel' does not support a step_transform hook")
         return "scan", "a step_transform or step_inputs hook"
+    if isinstance(cell, HawkCell):
+        # Linear in its state (RG-LRU plus a shift register): its own parallel form.
+        if requested == "fused" or (requested == "parallel" and hooks):
+            why = "a step_transform or step_inputs hook" if hooks else "HawkCell"
+            raise ValueError(f"implementation={requested!r} does not support {why}")
+        return ("scan", "a step_transform or step_inputs hook") if hooks else ("parallel", None)
     if getattr(cell, "chunkwise", False):
         # Linear in its state but not diagonal (the mLSTM's matrix memory): its own
         # chunkwise-parallel form, which has no term for a restart from a full carry.

@@ -16,9 +16,11 @@ import jax.numpy as jnp
 from flax import nnx
 
 from rnnlab.cells.base import RecurrentCell
+from rnnlab.cells.griffin import HawkCell
 from rnnlab.layers import dispatch, fused_path
 from rnnlab.layers.checks import check_carry, check_sequence_args
 from rnnlab.layers.chunkwise import run_chunkwise
+from rnnlab.layers.convolved import run_hawk_parallel
 from rnnlab.layers.parallel import METHODS, run_parallel
 from rnnlab.layers.stock import FlaxCell, follows_cell_contract
 from rnnlab.scan import RematPolicy, masked_scan, reverse_valid, valid_mask
@@ -191,6 +193,10 @@ class RNN(nnx.Module):
                         "implementation='scan' (or 'auto', which does so by itself)"
                     ) from e
                 impl, why = "scan", "forward-mode autodiff"
+        elif impl == "parallel" and isinstance(cell, HawkCell):
+            carry, ys = run_hawk_parallel(
+                cell, params, xs, initial_carry, reverse=reverse, keep_order=True, **run
+            )
         elif impl == "parallel" and getattr(cell, "chunkwise", False):
             carry, ys = run_chunkwise(
                 cell, params, xs, initial_carry, reverse=reverse, keep_order=True,
