@@ -17,10 +17,11 @@ CORE_TESTS ?= tests/test_cells.py tests/test_layers.py tests/test_scan.py
 
 .PHONY: venv data test test-lower tpu-venv tpu-compile lint format run bench faults results clean
 
-$(STAMP): pyproject.toml $(TESTED)
+$(STAMP): pyproject.toml $(TESTED) requirements/oracles.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -c $(TESTED) -e '.[train,datasets,test,compare]'
+	$(PY) -m pip install --quiet --no-deps -r requirements/oracles.txt
 	touch $(STAMP)
 
 $(LOWER_VENV)/.installed: pyproject.toml requirements/lower.txt $(TESTED)

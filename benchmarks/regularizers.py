@@ -81,6 +81,22 @@ def _train_step(name: str, shape: dict, cell: str):
     return step, params, path
 
 
+def interleaved_times(compiled: dict, x, *, rounds: int, steps: int) -> dict[str, list[float]]:
+    """Seconds per step of each ``name -> (step, params)`` (``step(params, x, key) ->
+    params``), timed in interleaved rounds so load changes hit every variant alike."""
+    times: dict[str, list[float]] = {name: [] for name in compiled}
+    for r in range(rounds):
+        for name in list(compiled):
+            step, params = compiled[name]
+            for i in range(steps):
+                key = jax.random.key(r * steps + i)
+                t0 = time.perf_counter()
+                params = jax.block_until_ready(step(params, x, key))
+                times[name].append(time.perf_counter() - t0)
+            compiled[name] = (step, params)
+    return times
+
+
 def run(
     shape: dict | None = None,
     *,
@@ -110,16 +126,7 @@ def run(
         params = jax.block_until_ready(step(params, x, jax.random.key(1)))  # compile
         compiled[name] = (step, params)
         paths[name] = path
-    times: dict[str, list[float]] = {name: [] for name in names}
-    for r in range(rounds):
-        for name in names:
-            step, params = compiled[name]
-            for i in range(steps):
-                key = jax.random.key(r * steps + i)
-                t0 = time.perf_counter()
-                params = jax.block_until_ready(step(params, x, key))
-                times[name].append(time.perf_counter() - t0)
-            compiled[name] = (step, params)
+    times = interleaved_times(compiled, x, rounds=rounds, steps=steps)
     plain, plain_min = statistics.median(times["plain"]), min(times["plain"])
     scan, scan_min = statistics.median(times["plain_scan"]), min(times["plain_scan"])
     tokens = shape["batch"] * shape["time"]

@@ -297,6 +297,11 @@ def render(result: dict) -> str:
     if reg:
         out.append("\n### Regularisers: cost per training step (`benchmarks/regularizers.py`)\n")
         out.extend(reg)
+    if result.get("families"):
+        from benchmarks.families import table
+
+        out.append("\n### Recurrent families: training throughput (`benchmarks/families.py`)\n")
+        out.extend(table(result["families"]))
     return "\n".join(out) + "\n"
 
 

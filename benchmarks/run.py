@@ -271,6 +271,15 @@ def run_regularizers() -> list[dict]:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def run_families() -> list[dict]:
+    """The families' training throughput beside the LSTM's (``benchmarks/families.py``)."""
+    code = "import json; from benchmarks import families; print(json.dumps(families.run()))"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=_env(), check=True
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -281,6 +290,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--visit-s", type=float, default=0.4)
     parser.add_argument("--no-readme", action="store_true")
     parser.add_argument("--no-regularizers", action="store_true")
+    parser.add_argument("--no-families", action="store_true", help="skip the cell families")
     parser.add_argument("--no-e2e", action="store_true", help="skip the end-to-end group")
     parser.add_argument("--e2e-rounds", type=int, default=3)
     parser.add_argument("--out-dir", default=str(ROOT / "results"))
@@ -334,6 +344,8 @@ def main(argv: list[str] | None = None) -> dict:
     result["records"] = records
     if not args.no_regularizers:
         result["regularizers"] = run_regularizers()
+    if not args.no_families:
+        result["families"] = run_families()
     result["load_after"] = os.getloadavg()
     result["wall_s"] = time.time() - started
     out_dir = Path(args.out_dir)

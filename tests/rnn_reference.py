@@ -27,12 +27,17 @@ def params64(cell) -> dict[str, np.ndarray]:
 
 
 def randomize(module, seed: int = 0, scale: float = 0.5):
-    """Replaces every parameter of ``module`` by N(0, scale^2) draws (biases included)."""
+    """Replaces every parameter of ``module`` by N(0, scale^2) draws (biases included), and
+    gives its random streams concrete keys (``nnx.eval_shape`` leaves them abstract)."""
     rng = np.random.default_rng(seed)
     for _, var in nnx.iter_graph(module):
         if isinstance(var, nnx.Param):
             value = rng.normal(0.0, scale, var.shape)
             var.set_value(jax.numpy.asarray(value, var.get_value().dtype))
+        elif isinstance(var, nnx.RngKey):  # a dropout stream forked at construction
+            var.set_value(jax.random.key(seed))
+        elif isinstance(var, nnx.RngCount):
+            var.set_value(jax.numpy.zeros((), jax.numpy.uint32))
     return module
 
 

@@ -266,7 +266,11 @@ def test_bfloat16_compute_keeps_float32_carries(kind):
 BAD_CALLS = {
     "inputs without time axis": (dict(inputs=jnp.ones((IN,))), r"inputs must be \[\*batch, time"),
     "wrong feature size": (dict(inputs=jnp.ones((BATCH, TIME, 6))), r"inputs.*in_features=4.*6"),
-    "integer inputs": (dict(inputs=jnp.ones((BATCH, TIME, IN), jnp.int32)), "inputs.*floating"),
+    # Integer inputs are promoted as Flax promotes them (tests/test_cell_contract.py).
+    "complex inputs": (
+        dict(inputs=jnp.ones((BATCH, TIME, IN), jnp.complex64)),
+        "complex inputs.*no bounded complex form",
+    ),
     "seq_lengths shape": (dict(seq_lengths=jnp.array([1, 2])), r"seq_lengths.*\(3,\).*\(2,\)"),
     "seq_lengths dtype": (dict(seq_lengths=jnp.array([1.0, 2, 3])), "seq_lengths.*integers"),
     "negative length": (dict(seq_lengths=np.array([1, -1, 3])), r"seq_lengths.*\[0, 7\].*-1"),

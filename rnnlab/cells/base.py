@@ -14,6 +14,18 @@ rewrite the parameters once per sequence without touching the cell.
 
 Carries are float32 whatever the compute ``dtype``: a long recurrence accumulates rounding
 error in its state, and float32 carries are what cuDNN and recurrentgemma keep too.
+
+Input dtypes follow Flax's cells: integer and boolean inputs are promoted to the cell's
+compute dtype (``dtype``, else ``param_dtype``), which is what ``flax.nnx``'s
+``promote_dtype`` gives an integer input next to floating parameters. Complex inputs are
+refused: the gates' sigmoid and the saturating ``tanh`` have poles on the complex plane, so
+a gated or simple cell has no bounded complex form (the LRU keeps a complex *state* behind
+real inputs and outputs); split a complex signal into its real and imaginary features.
+
+Every cell's constructor also takes NNX's partitioning metadata (:mod:`rnnlab.cells.params`):
+``kernel_metadata``, ``recurrent_kernel_metadata``, ``bias_metadata`` (e.g.
+``{"sharding_names": ("embed", "hidden")}``) and ``param_metadata`` (by parameter name), and
+its initialisers may be ``nnx.with_partitioning(init, names)``.
 """
 
 from __future__ import annotations
@@ -23,6 +35,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 from flax import nnx
+
+from rnnlab.cells.params import annotate_params, metadata_taking
 
 Array = jax.Array
 Carry = Any
@@ -65,6 +79,13 @@ class RecurrentCell(nnx.RNNCellBase):
     in_features: int
     hidden_features: int
     param_names: tuple[str, ...] = ()
+
+    def __init_subclass__(cls, **kwargs):
+        # Each constructor gains the NNX ``*_metadata`` arguments without repeating them in
+        # every cell's signature; the outermost constructor applies them once, at its end.
+        super().__init_subclass__(**kwargs)
+        if "__init__" in cls.__dict__:
+            cls.__init__ = metadata_taking(cls.__dict__["__init__"], annotate_params)
 
     def set_features(
         self, in_features: int, hidden_features: int, dtype, param_dtype, carry_init=None
@@ -109,7 +130,7 @@ class RecurrentCell(nnx.RNNCellBase):
 
     def project_inputs(self, x: Array, params: Params | None = None) -> Array:
         """:meth:`project` with this cell's own parameters unless ``params`` is given."""
-        self.check_inputs(x)
+        x = self.promote_inputs(x)
         return self.project(self.cell_params() if params is None else params, x)
 
     def step(self, carry: Carry, xp: Array, params: Params | None = None) -> tuple[Carry, Array]:
@@ -118,13 +139,21 @@ class RecurrentCell(nnx.RNNCellBase):
 
     def __call__(self, carry: Carry, inputs: Array) -> tuple[Carry, Array]:
         params = self.cell_params()
-        self.check_inputs(inputs)
+        inputs = self.promote_inputs(inputs)
         return self.step_with(params, carry, self.project(params, inputs))
 
     # -- carries ---------------------------------------------------------------------------
     def carry_sizes(self) -> tuple[int, ...]:
         """Feature sizes of the carry leaves, in carry order (one leaf by default)."""
         return (self.hidden_features,)
+
+    def no_vector_carry(self, layout: str):
+        """Raises for a cell whose carry leaves are not ``[*batch, size]`` vectors (what
+        zoneout and a seq2seq bridge need); ``layout`` describes its carry."""
+        raise ValueError(
+            f"{type(self).__name__}'s carry is {layout}, not one vector per leaf: zoneout "
+            "and carry bridges do not apply to it"
+        )
 
     def initialize_carry(
         self,
@@ -155,6 +184,15 @@ class RecurrentCell(nnx.RNNCellBase):
         return leaves[0] if len(leaves) == 1 else tuple(leaves)
 
     # -- validation ------------------------------------------------------------------------
+    def promote_inputs(self, x: Array) -> Array:
+        """Checks ``x`` (:meth:`check_inputs`) and casts integer or boolean inputs to the
+        compute dtype, as Flax's cells do; floating inputs are returned unchanged."""
+        x = jnp.asarray(x)
+        self.check_inputs(x)
+        if jnp.issubdtype(x.dtype, jnp.integer) or x.dtype == jnp.bool_:
+            return x.astype(self.compute_dtype)
+        return x
+
     def check_inputs(self, x: Array) -> None:
         """Raises a ValueError naming the mismatch when ``x`` does not fit the cell."""
         if x.ndim < self.num_feature_axes:
@@ -167,5 +205,11 @@ class RecurrentCell(nnx.RNNCellBase):
                 f"inputs feature size must equal in_features={self.in_features} of "
                 f"{type(self).__name__}, got {x.shape[-1]} (shape {tuple(x.shape)})"
             )
-        if not jnp.issubdtype(x.dtype, jnp.floating):
-            raise ValueError(f"inputs must be floating point, got dtype {x.dtype}")
+        if jnp.issubdtype(x.dtype, jnp.complexfloating):
+            raise ValueError(
+                f"complex inputs (dtype {x.dtype}) are not supported by {type(self).__name__}: "
+                "its gates have no bounded complex form; pass the real and imaginary parts "
+                "as separate features"
+            )
+        if not (jnp.issubdtype(x.dtype, jnp.number) or x.dtype == jnp.bool_):
+            raise ValueError(f"inputs must be numbers, got dtype {x.dtype}")

@@ -12,11 +12,19 @@ Initialisers run in float32 (or wider) and the result is cast to ``param_dtype``
 orthogonal initialiser, impossible on CPU: XLA's CPU QR decomposition has no bfloat16
 kernel. A bfloat16 model thus starts from the rounded float32 initialisation, which is what
 mixed-precision recipes do.
+
+Sharding annotations follow NNX: an initialiser wrapped in ``nnx.with_partitioning`` (or
+``nnx.with_metadata``) keeps its metadata on the ``nnx.Param`` it creates, and a cell's
+``kernel_metadata``, ``recurrent_kernel_metadata``, ``bias_metadata`` and ``param_metadata``
+arguments (:func:`annotate_params`) set metadata by role or by name, so
+``nnx.get_partition_spec`` of a cell reads the partitioning its caller asked for.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -35,14 +43,97 @@ def init_dtype(param_dtype) -> jnp.dtype:
     return dtype if dtype.itemsize >= 4 else jnp.dtype(F32)
 
 
+def _init_with_metadata(init: Initializer, key, shape, param_dtype) -> tuple[jax.Array, dict]:
+    value = init(key, tuple(shape), init_dtype(param_dtype))
+    metadata: dict[str, Any] = {}
+    if isinstance(value, nnx.VariableMetadata):  # nnx.with_partitioning / with_metadata
+        metadata = {k: v for k, v in value.metadata.items() if v is not None}
+        value = value.raw_value
+    return jnp.asarray(value).astype(param_dtype), metadata
+
+
 def init_array(init: Initializer, key: jax.Array | None, shape, param_dtype) -> jax.Array:
     """``init(key, shape)`` computed in :func:`init_dtype` and cast to ``param_dtype``."""
-    return jnp.asarray(init(key, tuple(shape), init_dtype(param_dtype))).astype(param_dtype)
+    return _init_with_metadata(init, key, shape, param_dtype)[0]
 
 
 def init_param(init: Initializer, key: jax.Array | None, shape, param_dtype) -> nnx.Param:
-    """:func:`init_array` as an ``nnx.Param``."""
-    return nnx.Param(init_array(init, key, shape, param_dtype))
+    """:func:`init_array` as an ``nnx.Param``, with the metadata of a partitioned ``init``."""
+    value, metadata = _init_with_metadata(init, key, shape, param_dtype)
+    check_metadata_rank("a parameter", metadata, value.ndim)
+    return nnx.Param(value, **metadata)
+
+
+# -- metadata by role -----------------------------------------------------------------------
+
+METADATA_ARGS = ("kernel_metadata", "recurrent_kernel_metadata", "bias_metadata")
+_SHARDING_KEYS = ("out_sharding", "sharding_names", "sharding")
+
+
+def check_metadata_rank(name: str, metadata: Mapping[str, Any], ndim: int) -> None:
+    """Raises a ValueError when a sharding annotation names more or fewer axes than ``ndim``."""
+    for key in _SHARDING_KEYS:
+        names = metadata.get(key)
+        if names is not None and len(names) != ndim:
+            raise ValueError(
+                f"{key}={tuple(names)} of {name} names {len(names)} axes, but it has {ndim}"
+            )
+
+
+def param_role(name: str) -> str | None:
+    """The ``*_metadata`` argument that annotates parameter ``name``: recurrent kernels
+    (``kernel_hh``, ``*recurrent*``), biases, other kernels; ``None`` for the rest (scales,
+    eigenvalue parameters), which only ``param_metadata`` reaches."""
+    if "kernel_hh" in name or "recurrent" in name:
+        return "recurrent_kernel_metadata"
+    if "bias" in name:
+        return "bias_metadata"
+    if "kernel" in name:
+        return "kernel_metadata"
+    return None
+
+
+def annotate_params(module: Any, by_role: Mapping[str, Any], by_name: Mapping[str, Any]) -> None:
+    """Sets NNX metadata on ``module``'s parameters (its ``param_names``): ``by_role`` maps a
+    :data:`METADATA_ARGS` name to metadata, ``by_name`` a parameter name to metadata."""
+    names = [n for n in getattr(module, "param_names", ()) if getattr(module, n, None) is not None]
+    unknown = sorted(set(by_name) - set(names))
+    if unknown:
+        raise ValueError(
+            f"param_metadata names {unknown}, which {type(module).__name__} lacks; it has {names}"
+        )
+    for name in names:
+        metadata = dict(by_role.get(param_role(name)) or {})
+        metadata.update(by_name.get(name) or {})
+        if metadata:
+            var = getattr(module, name)
+            check_metadata_rank(f"{type(module).__name__}.{name}", metadata, var[...].ndim)
+            var.set_metadata(**metadata)
+            spec = var.get_metadata().get("out_sharding")
+            if spec is not None and not jax.sharding.get_abstract_mesh().empty:
+                # Under a mesh, the array moves to its annotation now, as NNX's eager
+                # sharding does for a partitioned initialiser.
+                var[...] = jax.lax.with_sharding_constraint(
+                    var[...], jax.sharding.PartitionSpec(*spec)
+                )
+
+
+def metadata_taking(init: Callable, apply: Callable) -> Callable:
+    """Wraps a constructor so it takes the :data:`METADATA_ARGS` and ``param_metadata`` and
+    calls ``apply(module, by_role, by_name)`` after it; an inner (``super()``) constructor
+    receives none of them, so the outermost applies them once."""
+    if getattr(init, "takes_metadata", False):
+        return init
+
+    @functools.wraps(init)
+    def wrapper(self, *args, param_metadata: Mapping[str, Any] | None = None, **kwargs):
+        by_role = {name: kwargs.pop(name) for name in METADATA_ARGS if name in kwargs}
+        init(self, *args, **kwargs)
+        if param_metadata or any(by_role.values()):
+            apply(self, by_role, dict(param_metadata or {}))
+
+    wrapper.takes_metadata = True
+    return wrapper
 
 
 def gate_params(

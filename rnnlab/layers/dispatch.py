@@ -9,8 +9,10 @@ recurrentgemma's ``ScanType``):
 * ``"fused"``: a whole-sequence ``custom_vjp`` whose weight gradients are single large
   matmuls (:mod:`rnnlab.fused`): LSTM (with or without projection) and reset-after GRU,
   with padding, resets from a given carry, the regulariser masks and reversal.
-* ``"parallel"``: linear recurrences (LRU, minGRU, minLSTM) solved over the whole sequence
-  with :func:`rnnlab.scan.linear_scan` (associative scan off CPU).
+* ``"parallel"``: linear recurrences (LRU, minGRU, minLSTM, RG-LRU, S6) solved over the
+  whole sequence with :func:`rnnlab.scan.linear_scan` (associative scan off CPU), and the
+  mLSTM's matrix memory in its chunkwise-parallel form (:mod:`rnnlab.layers.chunkwise`)
+  and the Hawk block with its convolution window (:mod:`rnnlab.layers.convolved`).
 
 ``"auto"`` takes ``"parallel"`` for linear cells, ``"fused"`` wherever it applies and the
 scan otherwise; :func:`recording` collects each fallback's reason so the trainer can print
@@ -25,6 +27,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from rnnlab import target
+from rnnlab.cells.griffin import HawkCell
 from rnnlab.cells.linear import LinearRecurrentCell
 from rnnlab.layers import fused_path
 
@@ -46,6 +49,19 @@ def default_hoist() -> bool:
 def hoist(requested: bool | None) -> bool:
     """The layer's ``hoist_input_projection`` setting, ``None`` resolved per backend."""
     return default_hoist() if requested is None else bool(requested)
+
+
+def overrides_call(cell: Any) -> bool:
+    """True when a subclass overrides ``__call__`` below the class that defines its step.
+
+    The layers drive a cell through ``project`` and ``step_with``; such a subclass (a
+    recurrent dropout written in ``__call__``, say) must run through its own ``__call__``,
+    on the scan path, or it would be ignored.
+    """
+    mro = type(cell).__mro__
+    owner = lambda name: next((k for k in mro if name in k.__dict__), object)  # noqa: E731
+    call_owner, step_owner = owner("__call__"), owner("step_with")
+    return call_owner is not step_owner and issubclass(call_owner, step_owner)
 
 
 def check_implementation(implementation: str) -> str:
@@ -71,6 +87,14 @@ def choose(
     hooks = step_transform is not None or step_inputs is not None
     if requested == "scan":
         return "scan", None
+    if overrides_call(cell):
+        if requested != "auto":
+            raise ValueError(
+                f"implementation={requested!r} cannot run {type(cell).__name__}: it overrides "
+                "__call__, which only the scan path calls; use 'scan' or 'auto', or override "
+                "project and step_with instead"
+            )
+        return "scan", "an overridden __call__"
     if isinstance(cell, LinearRecurrentCell):
         if requested == "fused":
             raise ValueError(
@@ -82,10 +106,27 @@ def choose(
         if requested == "parallel":
             raise ValueError("implementation='parallel' does not support a step_transform hook")
         return "scan", "a step_transform or step_inputs hook"
+    if isinstance(cell, HawkCell):
+        # Linear in its state (RG-LRU plus a shift register): its own parallel form.
+        if requested == "fused" or (requested == "parallel" and hooks):
+            why = "a step_transform or step_inputs hook" if hooks else "HawkCell"
+            raise ValueError(f"implementation={requested!r} does not support {why}")
+        return ("scan", "a step_transform or step_inputs hook") if hooks else ("parallel", None)
+    if getattr(cell, "chunkwise", False):
+        # Linear in its state but not diagonal (the mLSTM's matrix memory): its own
+        # chunkwise-parallel form, which has no term for a restart from a full carry.
+        why = "a step_transform or step_inputs hook" if hooks else None
+        why = why or ("resets" if resets is not None else None)
+        if requested == "fused" or (requested == "parallel" and why):
+            raise ValueError(
+                f"implementation={requested!r} does not support "
+                f"{why or type(cell).__name__}; use 'auto' or 'scan'"
+            )
+        return ("scan", why) if why else ("parallel", None)
     if requested == "parallel":
         raise ValueError(
-            f"implementation='parallel' needs a linear recurrent cell (LRU, minGRU, minLSTM), "
-            f"got {type(cell).__name__}"
+            f"implementation='parallel' needs a cell linear in its state (LRU, minGRU, "
+            f"minLSTM, RG-LRU, S6, mLSTM), got {type(cell).__name__}"
         )
     why = "batch statistics (batch-normalised cell in training)" if statistics else None
     if why is None:

@@ -26,6 +26,31 @@ Array = jax.Array
 METHODS = ("auto", "sequential", "associative")
 
 
+def solve(
+    a: Array,
+    b: Array,
+    h0: Array,
+    restart: Array,
+    *,
+    resets: Array | None,
+    seq_lengths: Array | None,
+    method: str = "auto",
+) -> tuple[Array, Array | None]:
+    """``h_t = a_t h_{t-1} + b_t`` over time-major ``[T, *batch, H]`` coefficients with the
+    padding and reset rewrites above: ``(hs, mask)``, ``mask`` ``[T, *batch, 1]`` (or None)
+    marking the valid steps whose outputs the caller keeps."""
+    if resets is not None:
+        r = resets[..., None]
+        b = jnp.where(r, b + a * restart, b)
+        a = jnp.where(r, jnp.zeros_like(a), a)
+    mask = None
+    if seq_lengths is not None:
+        mask = valid_mask(seq_lengths, a.shape[0])[..., None]
+        a = jnp.where(mask, a, jnp.ones_like(a))
+        b = jnp.where(mask, b, jnp.zeros_like(b))
+    return linear_scan(a, b, h0, method=method), mask
+
+
 def run_parallel(
     cell: Any,
     params: dict[str, Array],
@@ -47,7 +72,6 @@ def run_parallel(
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    num_steps = xs.shape[0]
     h0 = initial_carry
     restart = h0 if reset_carry is None else reset_carry
     xp = cell.project(params, xs)
@@ -56,16 +80,7 @@ def run_parallel(
             resets = reverse_resets(resets, seq_lengths)
         xp = reverse_valid(xp, seq_lengths)
     a, b = cell.coefficients(params, xp)
-    if resets is not None:
-        r = resets[..., None]
-        b = jnp.where(r, b + a * restart, b)
-        a = jnp.where(r, jnp.zeros_like(a), a)
-    mask = None
-    if seq_lengths is not None:
-        mask = valid_mask(seq_lengths, num_steps)[..., None]
-        a = jnp.where(mask, a, jnp.ones_like(a))
-        b = jnp.where(mask, b, jnp.zeros_like(b))
-    hs = linear_scan(a, b, h0, method=method)
+    hs, mask = solve(a, b, h0, restart, resets=resets, seq_lengths=seq_lengths, method=method)
     ys = cell.readout(params, hs, xp)
     if mask is not None:
         ys = jnp.where(mask, ys, jnp.zeros_like(ys))

@@ -16,8 +16,11 @@ import jax.numpy as jnp
 from flax import nnx
 
 from rnnlab.cells.base import RecurrentCell
+from rnnlab.cells.griffin import HawkCell
 from rnnlab.layers import dispatch, fused_path
 from rnnlab.layers.checks import check_carry, check_sequence_args
+from rnnlab.layers.chunkwise import run_chunkwise
+from rnnlab.layers.convolved import run_hawk_parallel
 from rnnlab.layers.parallel import METHODS, run_parallel
 from rnnlab.layers.stock import FlaxCell, follows_cell_contract
 from rnnlab.scan import RematPolicy, masked_scan, reverse_valid, valid_mask
@@ -138,7 +141,7 @@ class RNN(nnx.Module):
         batch, _ = check_sequence_args(
             inputs, cell.num_feature_axes, self.time_major, seq_lengths, resets
         )
-        cell.check_inputs(inputs)
+        inputs = cell.promote_inputs(inputs)
         if initial_carry is None:
             features = tuple(inputs.shape[inputs.ndim - cell.num_feature_axes :])
             initial_carry = cell.initialize_carry(batch + features)
@@ -156,6 +159,11 @@ class RNN(nnx.Module):
         if seq_lengths is not None:
             seq_lengths = jnp.asarray(seq_lengths, jnp.int32)
 
+        if params is not None and dispatch.overrides_call(cell):
+            raise ValueError(
+                f"{type(cell).__name__} overrides __call__, which takes no params= override "
+                "(weight drop, recurrent dropout): override project and step_with instead"
+            )
         params = cell.cell_params() if params is None else params
         statistics = bool(getattr(cell, "collects_statistics", False))
         impl, why = dispatch.choose(
@@ -185,6 +193,15 @@ class RNN(nnx.Module):
                         "implementation='scan' (or 'auto', which does so by itself)"
                     ) from e
                 impl, why = "scan", "forward-mode autodiff"
+        elif impl == "parallel" and isinstance(cell, HawkCell):
+            carry, ys = run_hawk_parallel(
+                cell, params, xs, initial_carry, reverse=reverse, keep_order=True, **run
+            )
+        elif impl == "parallel" and getattr(cell, "chunkwise", False):
+            carry, ys = run_chunkwise(
+                cell, params, xs, initial_carry, reverse=reverse, keep_order=True,
+                seq_lengths=seq_lengths,
+            )  # fmt: skip
         elif impl == "parallel":
             carry, ys = run_parallel(
                 cell, params, xs, initial_carry, reverse=reverse, keep_order=True,
@@ -205,6 +222,11 @@ class RNN(nnx.Module):
         """The step-by-step path (outputs in the original order, as masked_scan gives them)."""
         cell = self.cell
         seq_lengths = run["seq_lengths"]
+        if dispatch.overrides_call(cell):
+            # A subclass's own __call__ (its recurrent dropout, say) is the step; it projects
+            # its input itself, so nothing is hoisted.
+            step = lambda c, x: cell(c, x)  # noqa: E731
+            return self._loop(step, xs, carry, run, reverse, step_transform, step_inputs)
         hoisted = dispatch.hoist(self.hoist_input_projection)
         if hoisted:
             xs = cell.project(params, xs)
@@ -233,11 +255,8 @@ class RNN(nnx.Module):
 
             xs = (xs, mask)
         else:
-            step = lambda c, x: cell.step_with(params, c, projected(x))
-            if step_transform is not None:
-                step = step_transform(step)
-            if step_inputs is not None:
-                xs = (xs, step_inputs)
+            step = lambda c, x: cell.step_with(params, c, projected(x))  # noqa: E731
+            return self._loop(step, xs, carry, run, reverse, step_transform, step_inputs)
         carry, ys = masked_scan(
             step,
             carry,
@@ -255,3 +274,21 @@ class RNN(nnx.Module):
             counts = jnp.sum(mask.reshape(mask.shape[0], -1).astype(jnp.float32), axis=1)
             cell.update_statistics(stats, counts)
         return carry, ys
+
+    def _loop(self, step, xs, carry, run, reverse, step_transform, step_inputs):
+        """``step`` under :func:`rnnlab.scan.masked_scan`, with the optional step hook."""
+        if step_transform is not None:
+            step = step_transform(step)
+        if step_inputs is not None:
+            xs = (xs, step_inputs)
+        return masked_scan(
+            step,
+            carry,
+            xs,
+            seq_lengths=run["seq_lengths"],
+            resets=run["resets"],
+            reset_carry=run["reset_carry"],
+            reverse=reverse,
+            unroll=self.unroll,
+            remat=self.remat,
+        )

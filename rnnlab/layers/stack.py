@@ -128,7 +128,17 @@ class StackedRNN(nnx.Module):
         self.num_layers, self.residual, self.dropout_rate = num_layers, residual, dropout
         self.bidirectional = bidirectional
         self.regularization = reg
-        self.dropout = nnx.Dropout(dropout)
+        # As nnx.Dropout does, a stack that can drop keeps a stream forked from the
+        # construction-time rngs and draws from it in training when a call passes none:
+        # one randomness path for every dropout of the stack. A stack without dropout forks
+        # nothing, so the keys left for the caller's next modules are as before.
+        # Rngs without a dropout (or default) stream, e.g. nnx.Rngs(params=0) as the
+        # trainer builds models, give no stream: each call then passes its rngs.
+        droppable = dropout > 0 or reg.stochastic
+        try:
+            self.dropout = nnx.Dropout(dropout, rngs=rngs if droppable else None)
+        except KeyError:
+            self.dropout = nnx.Dropout(dropout)
         self.deterministic = False  # NNX mode; .eval() sets it
 
     @property
@@ -151,11 +161,11 @@ class StackedRNN(nnx.Module):
         """Runs all layers.
 
         ``initial_carry``, ``reset_carry`` and the returned carry hold one entry per layer.
-        ``rngs`` (an ``nnx.Rngs`` with a ``dropout`` stream, or a key) is needed in training
-        when a dropout rate is above zero. Returns ``outputs``, ``(carries, outputs)`` with
-        ``return_carry``, and with ``return_aux`` a dict last: ``"hidden"`` (last layer
-        before output dropout) and the ``"ar"`` / ``"tar"`` loss terms (already weighted)
-        when enabled.
+        ``rngs`` (an ``nnx.Rngs`` with a ``dropout`` stream, or a key) overrides, for this
+        call, the dropout stream forked at construction from the constructor's ``rngs``.
+        Returns ``outputs``, ``(carries, outputs)`` with ``return_carry``, and with
+        ``return_aux`` a dict last: ``"hidden"`` (last layer before output dropout) and the
+        ``"ar"`` / ``"tar"`` loss terms (already weighted) when enabled.
         """
         for name, value in (("initial_carry", initial_carry), ("reset_carry", reset_carry)):
             if value is not None and len(value) != self.num_layers:
@@ -244,7 +254,9 @@ class StackedRNN(nnx.Module):
         stochastic = not deterministic and (reg.recurrent_active or max(rates) > 0)
         keys = None
         if stochastic and not plain:
-            keys = jax.random.split(as_key(rngs), 2 * self.num_layers + 1)
+            own = self.dropout.rngs
+            key0 = as_key(rngs) if rngs is not None or own is None else own()
+            keys = jax.random.split(key0, 2 * self.num_layers + 1)
         key = (lambda i: keys[i]) if keys is not None else (lambda i: None)
 
         def drop(x, rate, k):

@@ -56,10 +56,18 @@ class FlaxCell(RecurrentCell):
 
     def initialize_carry(self, input_shape, rngs=None, carry_init=None):
         # Stock NNX cells ask for a stream even for their default zero carry; a fixed one
-        # keeps the layer a pure function (pass ``rngs`` for a random carry_init).
-        return self.cell.initialize_carry(
-            tuple(input_shape), nnx.Rngs(carry=0) if rngs is None else rngs, carry_init
-        )
+        # keeps the layer a pure function (pass ``rngs`` for a random carry_init). Flax's
+        # contract is ``initialize_carry(input_shape, rngs)``: ``carry_init`` goes only to a
+        # cell that is given one.
+        rngs = nnx.Rngs(carry=0) if rngs is None else rngs
+        if carry_init is None:
+            return self.cell.initialize_carry(tuple(input_shape), rngs)
+        return self.cell.initialize_carry(tuple(input_shape), rngs, carry_init)
+
+    def promote_inputs(self, x: Array) -> Array:
+        # The wrapped cell promotes its inputs by its own rules.
+        self.check_inputs(x)
+        return x
 
     def check_inputs(self, x: Array) -> None:
         if self.in_features is not None and x.shape[-1] != self.in_features:
