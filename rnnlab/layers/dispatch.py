@@ -9,11 +9,15 @@ recurrentgemma's ``ScanType``):
 * ``"fused"``: a whole-sequence ``custom_vjp`` whose weight gradients are single large
   matmuls (:mod:`rnnlab.fused`): LSTM (with or without projection) and reset-after GRU,
   with padding, resets from a given carry, the regulariser masks and reversal.
+* ``"kernel"``: the fused path with its time loops as the compiled CPU kernels of the
+  optional ``rnnlab-kernels`` package (:mod:`rnnlab.fused.kernel`), float32 and without
+  projection.
 * ``"parallel"``: linear recurrences (LRU, minGRU, minLSTM) solved over the whole sequence
   with :func:`rnnlab.scan.linear_scan` (associative scan off CPU).
 
-``"auto"`` takes ``"parallel"`` for linear cells, ``"fused"`` wherever it applies and the
-scan otherwise; :func:`recording` collects each fallback's reason so the trainer can print
+``"auto"`` takes ``"parallel"`` for linear cells, ``"kernel"`` on CPU where the fused path
+applies and the kernels are installed and cover the call, ``"fused"`` wherever else it
+applies and the scan otherwise; :func:`recording` collects each fallback's reason so the trainer can print
 it once in the run's header line.
 """
 
@@ -29,7 +33,7 @@ import jax
 from rnnlab.cells.linear import LinearRecurrentCell
 from rnnlab.layers import fused_path
 
-IMPLEMENTATIONS = ("auto", "scan", "fused", "parallel")
+IMPLEMENTATIONS = ("auto", "scan", "fused", "kernel", "parallel")
 
 _LOCAL = threading.local()
 
@@ -73,9 +77,9 @@ def choose(
     if requested == "scan":
         return "scan", None
     if isinstance(cell, LinearRecurrentCell):
-        if requested == "fused":
+        if requested in ("fused", "kernel"):
             raise ValueError(
-                f"implementation='fused' has no form for {type(cell).__name__}; "
+                f"implementation={requested!r} has no form for {type(cell).__name__}; "
                 "use 'parallel' (linear recurrences) or 'scan'"
             )
         if not hooks:
@@ -93,9 +97,19 @@ def choose(
         why = fused_path.unsupported_reason(
             cell, params, resets=resets, step_transform=step_transform, step_inputs=step_inputs
         )
-    if why is not None and requested == "fused":
-        raise ValueError(f"implementation='fused' does not support {why}")
-    return ("scan", why) if why is not None else ("fused", None)
+    if why is not None and requested in ("fused", "kernel"):
+        raise ValueError(f"implementation={requested!r} does not support {why}")
+    if why is not None:
+        return "scan", why
+    if requested == "fused":
+        return "fused", None
+    why = fused_path.kernel_reason(cell, params)
+    if why is None:
+        return "kernel", None
+    if requested == "kernel":
+        raise ValueError(f"implementation='kernel' cannot run this call: {why}")
+    # Off CPU the fused path is the designed one, not a fallback: no reason to report.
+    return "fused", (f"no CPU kernel: {why}" if jax.default_backend() == "cpu" else None)
 
 
 def forward_mode_error(error: TypeError) -> bool:
