@@ -41,13 +41,19 @@ ROOT = Path(__file__).resolve().parent
 # for every peer), to show what the per-step page faults of fresh temporaries cost.
 TORCH = ["torch", "torch-passive"]
 PLAN = [
-    ("lstm", "A", [*TORCH, "flax", "rnnlab-scan", "rnnlab-fused", "rnnlab-fused-bf16"], None, ""),
-    ("lstm", "B", [*TORCH, "flax", "rnnlab-fused"], None, ""),
-    ("lstm", "C", [*TORCH, "flax", "rnnlab-scan", "rnnlab-fused"], None, ""),
-    ("gru", "A", [*TORCH, "flax", "rnnlab-fused"], None, ""),
-    ("gru", "B", [*TORCH, "rnnlab-fused"], None, ""),
-    ("gru", "C", [*TORCH, "rnnlab-fused"], None, ""),
-    ("lstm", "A", [*TORCH, "flax", "rnnlab-fused"], ["train"], "malloc"),
+    (
+        "lstm",
+        "A",
+        [*TORCH, "flax", "rnnlab-scan", "rnnlab-fused", "rnnlab-kernel", "rnnlab-fused-bf16"],
+        None,
+        "",
+    ),
+    ("lstm", "B", [*TORCH, "flax", "rnnlab-fused", "rnnlab-kernel"], None, ""),
+    ("lstm", "C", [*TORCH, "flax", "rnnlab-scan", "rnnlab-fused", "rnnlab-kernel"], None, ""),
+    ("gru", "A", [*TORCH, "flax", "rnnlab-fused", "rnnlab-kernel"], None, ""),
+    ("gru", "B", [*TORCH, "rnnlab-fused", "rnnlab-kernel"], None, ""),
+    ("gru", "C", [*TORCH, "rnnlab-fused", "rnnlab-kernel"], None, ""),
+    ("lstm", "A", [*TORCH, "flax", "rnnlab-fused", "rnnlab-kernel"], ["train"], "malloc"),
     (
         "lstm",
         "long",
@@ -56,6 +62,9 @@ PLAN = [
         "",
     ),
 ]
+
+# rnnlab's own implementations: always measured, whatever the time budget.
+OWN = ("rnnlab-fused", "rnnlab-kernel")
 
 SETTINGS = {
     "": {},
@@ -159,8 +168,8 @@ def bench_group(
     """Times ``impls`` on one configuration in interleaved rounds; returns one record each.
 
     A peer whose estimated measuring time would run past ``deadline`` (a ``time.time()``)
-    is dropped with a note rather than timed with fewer steps; rnnlab's own fused
-    implementations are always kept.
+    is dropped with a note rather than timed with fewer steps; rnnlab's own fused and
+    kernel implementations are always kept.
     """
     modes = modes or ["train", "forward"]
     workers = {}
@@ -169,7 +178,7 @@ def bench_group(
     records = {}
     for impl, w in list(workers.items()):
         try:
-            w.ready(math.inf if impl.startswith("rnnlab-fused") else deadline)
+            w.ready(math.inf if impl.startswith(OWN) else deadline)
         except Exception as err:  # a peer that cannot run here is reported, not fatal
             w.error = str(err)
             records[impl] = dict(
@@ -184,7 +193,7 @@ def bench_group(
     for impl in sorted(workers, key=cost, reverse=True):
         if time.time() + sum(cost(i) for i in workers) <= deadline:
             break
-        if not impl.startswith("rnnlab-fused"):
+        if not impl.startswith(OWN):
             records[impl] = dict(
                 impl=impl,
                 cell=cell,

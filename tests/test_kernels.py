@@ -115,7 +115,9 @@ def test_kernel_matches_float64_loops_with_every_feature(kind, batch, hidden, re
     # Values: the NumPy float64 reference loops, one row at a time.
     p = params64(cell)
     ref = lstm_step if kind == "lstm" else gru_step
-    steps = [lambda c, xt, b=b: ref(p, c, xt, rec_mask=rec[b], upd_mask=upd[b]) for b in range(batch)]
+    steps = [
+        lambda c, xt, b=b: ref(p, c, xt, rec_mask=rec[b], upd_mask=upd[b]) for b in range(batch)
+    ]
     rows = lambda s: [jax.tree.map(lambda a, b=b: np.float64(a[b]), s) for b in range(batch)]
     want_carry, want = run_batch(
         steps, rows(carry0), x, lengths, reverse, resets, reset_carries=rows(reset0)

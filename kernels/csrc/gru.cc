@@ -21,6 +21,46 @@ struct Dims {
   int t, b, h;
 };
 
+// One row of the forward step (restrict pointers: the compiler vectorises the loop).
+void gru_gates(int H, const float* __restrict a, const float* __restrict u,
+               const float* __restrict h_in, const float* __restrict upd, float* __restrict g4,
+               float* __restrict h_out) {
+  for (int j = 0; j < H; ++j) {
+    float rv = sigmoid_approx(a[j] + u[j]);
+    float zv = sigmoid_approx(a[H + j] + u[H + j]);
+    float un = u[2 * H + j];
+    float n = tanh_approx(a[2 * H + j] + rv * un);
+    float nu = n * upd[j];
+    g4[j] = rv;
+    g4[H + j] = zv;
+    g4[2 * H + j] = n;
+    g4[3 * H + j] = un;
+    h_out[j] = nu + zv * (h_in[j] - nu);
+  }
+}
+
+// One row of the backward step: da (the output), du (for the product with W_hh^T) and
+// dh z (the part of dh_{t-1} that bypasses the product).
+void gru_gate_grads(int H, const float* __restrict g4, const float* __restrict h_seen,
+                    const float* __restrict dy, const float* __restrict upd,
+                    const float* __restrict dh, float* __restrict da, float* __restrict du,
+                    float* __restrict dh_z) {
+  for (int j = 0; j < H; ++j) {
+    float rv = g4[j], zv = g4[H + j], nv = g4[2 * H + j], un = g4[3 * H + j];
+    float dh_in = dh[j] + dy[j];
+    float dn = dh_in * (1.0f - zv) * upd[j] * (1.0f - nv * nv);
+    float dz = dh_in * (h_seen[j] - nv * upd[j]) * zv * (1.0f - zv);
+    float dr = dn * un * rv * (1.0f - rv);
+    da[j] = dr;
+    da[H + j] = dz;
+    da[2 * H + j] = dn;
+    du[j] = dr;
+    du[H + j] = dz;
+    du[2 * H + j] = dn * rv;
+    dh_z[j] = dh_in * zv;
+  }
+}
+
 void gru_forward(Dims d, const float* gx, const float* w_hh, const float* b_hh, const float* h0,
                  const float* mask, const float* resets, const float* rc, const float* rec,
                  const float* upd, float* gates, float* hs, float* h_last, int64_t threads) {
@@ -54,18 +94,7 @@ void gru_forward(Dims d, const float* gx, const float* w_hh, const float* b_hh, 
         const float* hi = h_in[r];
         float* g4 = gates + row * 4 * H;
         float* hn = hs + row * H;
-        for (int j = 0; j < H; ++j) {
-          float rv = sigmoid_approx(a[j] + ur[j]);
-          float zv = sigmoid_approx(a[H + j] + ur[H + j]);
-          float un = ur[2 * H + j];
-          float n = tanh_approx(a[2 * H + j] + rv * un);
-          float nu = n * um[j];
-          g4[j] = rv;
-          g4[H + j] = zv;
-          g4[2 * H + j] = n;
-          g4[3 * H + j] = un;
-          hn[j] = nu + zv * (hi[j] - nu);
-        }
+        gru_gates(H, a, ur, hi, um, g4, hn);
         float* hr = h.ptr + r * H;
         if (!mask || mask[row] != 0.0f) {
           std::memcpy(hr, hn, sizeof(float) * H);
@@ -110,20 +139,7 @@ void gru_backward(Dims d, const float* gates, const float* h_seen, const float* 
         const float* um = upd ? upd + static_cast<size_t>(b) * H : ones.ptr;
         const float* dhr = dh.ptr + r * H;
         float* dz_h = dhz.ptr + r * H;
-        for (int j = 0; j < H; ++j) {
-          float rv = g4[j], zv = g4[H + j], nv = g4[2 * H + j], un = g4[3 * H + j];
-          float dh_in = dhr[j] + dy[j];
-          float dn = dh_in * (1.0f - zv) * um[j] * (1.0f - nv * nv);
-          float dz = dh_in * (hp[j] - nv * um[j]) * zv * (1.0f - zv);
-          float dr = dn * un * rv * (1.0f - rv);
-          da[j] = dr;
-          da[H + j] = dz;
-          da[2 * H + j] = dn;
-          dur[j] = dr;
-          dur[H + j] = dz;
-          dur[2 * H + j] = dn * rv;
-          dz_h[j] = dh_in * zv;
-        }
+        gru_gate_grads(H, g4, hp, dy, um, dhr, da, dur, dz_h);
       }
       std::memset(prod.ptr, 0, sizeof(float) * rows * ld);
       gemm_acc(du.ptr, G, rows, wt, prod.ptr, ld);

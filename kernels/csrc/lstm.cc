@@ -24,6 +24,42 @@ struct Dims {
   int t, b, h;
 };
 
+// One row of the forward step: gate activations, c_t and h_t from the pre-activations z.
+// Separate functions with restrict pointers so that the compiler vectorises the loops.
+void lstm_gates(int H, const float* __restrict z, const float* __restrict c_in,
+                const float* __restrict upd, float* __restrict act, float* __restrict c_out,
+                float* __restrict h_out) {
+  for (int j = 0; j < H; ++j) {
+    float i = sigmoid_approx(z[j]), f = sigmoid_approx(z[H + j]);
+    float g = tanh_approx(z[2 * H + j]), o = sigmoid_approx(z[3 * H + j]);
+    act[j] = i;
+    act[H + j] = f;
+    act[2 * H + j] = g;
+    act[3 * H + j] = o;
+    float cv = f * c_in[j] + i * g * upd[j];
+    c_out[j] = cv;
+    h_out[j] = o * tanh_approx(cv);
+  }
+}
+
+// One row of the backward step: dz and dcc (the gradient reaching c_t) from the gates.
+void lstm_gate_grads(int H, const float* __restrict act, const float* __restrict c,
+                     const float* __restrict c_seen, const float* __restrict dy,
+                     const float* __restrict upd, const float* __restrict dh,
+                     const float* __restrict dc, float* __restrict dcc, float* __restrict dz) {
+  for (int j = 0; j < H; ++j) {
+    float i = act[j], f = act[H + j], g = act[2 * H + j], o = act[3 * H + j];
+    float dh_in = dh[j] + dy[j];
+    float tc = tanh_approx(c[j]);
+    float dv = dc[j] + dh_in * o * (1.0f - tc * tc);
+    dcc[j] = dv;
+    dz[j] = dv * g * upd[j] * i * (1.0f - i);
+    dz[H + j] = dv * c_seen[j] * f * (1.0f - f);
+    dz[2 * H + j] = dv * i * upd[j] * (1.0f - g * g);
+    dz[3 * H + j] = dh_in * tc * o * (1.0f - o);
+  }
+}
+
 void lstm_forward(Dims d, const float* gx, const float* w_hh, const float* c0, const float* h0,
                   const float* mask, const float* resets, const float* rc_c, const float* rc_h,
                   const float* rec, const float* upd, float* acts, float* cs, float* hs,
@@ -62,17 +98,7 @@ void lstm_forward(Dims d, const float* gx, const float* w_hh, const float* c0, c
         float* act = acts + row * G;
         float* cn = cs + row * H;
         float* hn = hs + row * H;
-        for (int j = 0; j < H; ++j) {
-          float i = sigmoid_approx(zr[j]), f = sigmoid_approx(zr[H + j]);
-          float g = tanh_approx(zr[2 * H + j]), o = sigmoid_approx(zr[3 * H + j]);
-          act[j] = i;
-          act[H + j] = f;
-          act[2 * H + j] = g;
-          act[3 * H + j] = o;
-          float cv = f * ci[j] + i * g * u[j];
-          cn[j] = cv;
-          hn[j] = o * tanh_approx(cv);
-        }
+        lstm_gates(H, zr, ci, u, act, cn, hn);
         float* cr = c.ptr + r * H;
         float* hr = h.ptr + r * H;
         if (keep) {
@@ -124,17 +150,7 @@ void lstm_backward(Dims d, const float* acts, const float* cs, const float* c_pr
         const float* u = upd ? upd + static_cast<size_t>(b) * H : ones.ptr;
         const float* dhr = dh.ptr + r * H;
         const float* dci = dc.ptr + r * H;
-        for (int j = 0; j < H; ++j) {
-          float i = act[j], f = act[H + j], g = act[2 * H + j], o = act[3 * H + j];
-          float dh_in = dhr[j] + dy[j];
-          float tc = tanh_approx(c[j]);
-          float dv = dci[j] + dh_in * o * (1.0f - tc * tc);
-          dcr[j] = dv;
-          dzr[j] = dv * g * u[j] * i * (1.0f - i);
-          dzr[H + j] = dv * c_seen[j] * f * (1.0f - f);
-          dzr[2 * H + j] = dv * i * u[j] * (1.0f - g * g);
-          dzr[3 * H + j] = dh_in * tc * o * (1.0f - o);
-        }
+        lstm_gate_grads(H, act, c, c_seen, dy, u, dhr, dci, dcr, dzr);
       }
       std::memset(prod.ptr, 0, sizeof(float) * rows * ld);
       gemm_acc(dz + (static_cast<size_t>(t) * B + r0) * G, G, rows, wt, prod.ptr, ld);

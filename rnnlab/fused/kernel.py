@@ -42,11 +42,13 @@ def unavailable_reason() -> str | None:
     except ImportError:
         return "rnnlab-kernels not installed (make venv builds it where a C++ compiler exists)"
     try:
-        library = ctypes.CDLL(rnnlab_kernels.library_path())
+        # RNNLAB_KERNELS_LIBRARY: a library built elsewhere (development builds).
+        path = os.environ.get("RNNLAB_KERNELS_LIBRARY") or rnnlab_kernels.library_path()
+        library = ctypes.CDLL(path)
         for name, symbol in _TARGETS.items():
             capsule = jax.ffi.pycapsule(getattr(library, symbol))
             jax.ffi.register_ffi_target(name, capsule, platform="cpu")
-    except (OSError, AttributeError) as e:
+    except (ImportError, OSError, AttributeError) as e:
         return f"rnnlab-kernels failed to load: {e}"
     return None
 

@@ -17,8 +17,8 @@ recurrentgemma's ``ScanType``):
 
 ``"auto"`` takes ``"parallel"`` for linear cells, ``"kernel"`` on CPU where the fused path
 applies and the kernels are installed and cover the call, ``"fused"`` wherever else it
-applies and the scan otherwise; :func:`recording` collects each fallback's reason so the trainer can print
-it once in the run's header line.
+applies and the scan otherwise; :func:`recording` collects each fallback's reason so the
+trainer can print it once in the run's header line.
 """
 
 from __future__ import annotations

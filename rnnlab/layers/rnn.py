@@ -181,8 +181,8 @@ class RNN(nnx.Module):
                     raise
                 if self.implementation in ("fused", "kernel"):
                     raise ValueError(
-                        f"implementation={self.implementation!r} cannot be differentiated in forward mode "
-                        "(jax.jvp, jax.jacfwd): it is a custom_vjp; use "
+                        f"implementation={self.implementation!r} cannot be differentiated in "
+                        "forward mode (jax.jvp, jax.jacfwd): it is a custom_vjp; use "
                         "implementation='scan' (or 'auto', which does so by itself)"
                     ) from e
                 impl, why = "scan", "forward-mode autodiff"
