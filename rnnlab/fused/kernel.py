@@ -17,6 +17,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import os
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -40,7 +41,10 @@ def unavailable_reason() -> str | None:
     try:
         import rnnlab_kernels
     except ImportError:
-        return "rnnlab-kernels not installed (make venv builds it where a C++ compiler exists)"
+        names = [os.environ.get("CXX", "c++"), "g++", "clang++"]
+        if not any(shutil.which(c) for c in names):
+            return f"rnnlab-kernels not installed: no C++ compiler ({', '.join(names)} not found)"
+        return "rnnlab-kernels not installed (make kernels, or pip install ./kernels)"
     try:
         # RNNLAB_KERNELS_LIBRARY: a library built elsewhere (development builds).
         path = os.environ.get("RNNLAB_KERNELS_LIBRARY") or rnnlab_kernels.library_path()
