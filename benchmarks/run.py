@@ -292,6 +292,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--no-regularizers", action="store_true")
     parser.add_argument("--no-e2e", action="store_true", help="skip the end-to-end group")
     parser.add_argument("--e2e-rounds", type=int, default=3)
+    parser.add_argument("--e2e-impls", default="", help="comma-separated benchmarks.e2e.IMPLS")
+    parser.add_argument(
+        "--note", action="append", default=[], help="a line for the report (e.g. the load)"
+    )
     parser.add_argument("--out-dir", default=str(ROOT / "results"))
     parser.add_argument(
         "--budget-min", type=float, default=13.0, help="drop slow peers past this wall time"
@@ -311,6 +315,7 @@ def main(argv: list[str] | None = None) -> dict:
         load_before=os.getloadavg(),
         notes=[
             "jax.experimental.rnn (cuDNN) is a GPU-only peer and is skipped on CPU.",
+            *args.note,
         ],
     )
     print(f"machine: {result['machine']['cpu']}, load {result['load_before']}", flush=True)
@@ -321,7 +326,7 @@ def main(argv: list[str] | None = None) -> dict:
         from benchmarks import e2e
 
         t = time.time()
-        result["e2e"] = e2e.run(rounds=args.e2e_rounds)
+        result["e2e"] = e2e.run(rounds=args.e2e_rounds, only=args.e2e_impls)
         ratio = result["e2e"]["ratio_rnnlab_vs_torch"]
         print(f"end to end: rnnlab train / torch {ratio:.2f} ({time.time() - t:.0f} s)")
     records, layers_started = [], time.time()  # the layer groups' budget starts here
