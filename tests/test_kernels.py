@@ -219,3 +219,24 @@ def test_auto_takes_the_kernel_on_cpu_and_says_why_not_where_it_cannot():
         assert (reason is None) if why is None else (why in reason), (name, record)
     with pytest.raises(ValueError, match="implementation='kernel' cannot run this call"):
         rnnlab.RNN(cases["proj"][0], implementation="kernel")(x)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_kernel_padding_garbage_changes_neither_outputs_nor_carry_nor_gradients(kind):
+    cell = _cell(kind, 9)
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(2, T, F)).astype(np.float32)
+    lengths = np.array([T, 2], np.int32)
+    pad = np.arange(T)[None, :] >= lengths[:, None]
+    garbage = np.where(pad[..., None], 50.0 * rng.normal(size=x.shape), x).astype(np.float32)
+    layer = rnnlab.RNN(cell, implementation="kernel", return_carry=True)
+
+    def loss(x):
+        carry, y = layer(x, seq_lengths=jnp.asarray(lengths))
+        return jnp.sum(y * jnp.cos(y)) + sum(jnp.sum(c**2) for c in jax.tree.leaves(carry))
+
+    run = jax.jit(jax.value_and_grad(loss))
+    (value, grad), (value_g, grad_g) = run(jnp.asarray(x)), run(jnp.asarray(garbage))
+    assert float(value) == float(value_g)
+    valid = lambda g: np.where(pad[..., None], 0.0, np.asarray(g))  # padding's own gradient aside
+    np.testing.assert_array_equal(valid(grad), valid(grad_g))
