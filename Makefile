@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+KERNELS_STAMP := $(VENV)/.kernels
 DATA_DIR ?= data
 WORKDIR ?= workdirs/charlm
 CONFIG ?= experiments/charlm.py
@@ -21,7 +22,6 @@ $(STAMP): pyproject.toml $(TESTED)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -c $(TESTED) -e '.[train,datasets,test,compare]'
-	$(MAKE) --no-print-directory kernels
 	touch $(STAMP)
 
 $(LOWER_VENV)/.installed: pyproject.toml requirements/lower.txt $(TESTED)
@@ -33,12 +33,16 @@ $(LOWER_VENV)/.installed: pyproject.toml requirements/lower.txt $(TESTED)
 	$(LOWER_PY) -m pip check
 	touch $@
 
-venv: $(STAMP)
+venv: $(STAMP) $(KERNELS_STAMP)
 
 # The optional compiled CPU loops (kernels/, an XLA FFI library): built where a C++ compiler
 # exists. Without one, or when the build fails, one line says so and rnnlab runs its pure
 # path (the kernel tests then report themselves not applicable, naming why).
 KERNELS_LOG := $(VENV)/kernels-build.log
+$(KERNELS_STAMP): $(STAMP) $(wildcard kernels/csrc/*) kernels/CMakeLists.txt kernels/pyproject.toml
+	$(MAKE) --no-print-directory kernels
+	touch $@
+
 kernels:
 	@if ! command -v $${CXX:-c++} >/dev/null 2>&1 && ! command -v g++ >/dev/null 2>&1; then \
 		echo "rnnlab-kernels: not built: no C++ compiler ($${CXX:-c++}, g++) on PATH; rnnlab runs its pure path"; \
@@ -56,7 +60,7 @@ data: $(STAMP)
 	command -v espeak-ng >/dev/null || (apt-get update -qq && apt-get install -y -qq espeak-ng)
 	$(PY) -m rnnlab.data.fetch --data-dir $(DATA_DIR)
 
-test: $(STAMP) data
+test: $(STAMP) $(KERNELS_STAMP) data
 	$(PY) -m ruff check rnnlab tests tools experiments benchmarks
 	RNNLAB_DATA_DIR=$(abspath $(DATA_DIR)) $(PY) -m pytest -q -rs tests
 
