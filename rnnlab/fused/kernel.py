@@ -37,7 +37,7 @@ _TARGETS = {
 def unavailable_reason() -> str | None:
     """Why the compiled kernels cannot run here (``None`` when they can); registers them."""
     if os.environ.get("RNNLAB_KERNELS", "1") == "0":
-        return "RNNLAB_KERNELS=0"
+        return "turned off (RNNLAB_KERNELS=0)"
     try:
         import rnnlab_kernels
     except ImportError:
