@@ -225,6 +225,7 @@ def regularizers(recs: list[dict]) -> list[str]:
 E2E_ROWS = {
     "torch": "PyTorch, the same character LM written plainly (benchmarks/e2e_torch.py)",
     "torch-kept": "the same, glibc keeping freed memory (environment variables)",
+    "torch-passive": "the same, freed memory kept and `OMP_WAIT_POLICY=PASSIVE`",
     "rnnlab": "`rnnlab train --config experiments/charlm.py`, as users run it",
     "rnnlab-no-kernel": "the same with `RNNLAB_KERNELS=0` (the fused path's XLA loops)",
     "rnnlab-glibc": "the same with `RNNLAB_MALLOC=default` (glibc's default allocator policy)",

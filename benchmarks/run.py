@@ -293,6 +293,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--no-e2e", action="store_true", help="skip the end-to-end group")
     parser.add_argument("--e2e-rounds", type=int, default=3)
     parser.add_argument("--e2e-impls", default="", help="comma-separated benchmarks.e2e.IMPLS")
+    parser.add_argument("--e2e-steps", type=int, default=120)
     parser.add_argument(
         "--note", action="append", default=[], help="a line for the report (e.g. the load)"
     )
@@ -326,7 +327,7 @@ def main(argv: list[str] | None = None) -> dict:
         from benchmarks import e2e
 
         t = time.time()
-        result["e2e"] = e2e.run(rounds=args.e2e_rounds, only=args.e2e_impls)
+        result["e2e"] = e2e.run(steps=args.e2e_steps, rounds=args.e2e_rounds, only=args.e2e_impls)
         ratio = result["e2e"]["ratio_rnnlab_vs_torch"]
         print(f"end to end: rnnlab train / torch {ratio:.2f} ({time.time() - t:.0f} s)")
     records, layers_started = [], time.time()  # the layer groups' budget starts here
