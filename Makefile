@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+KERNELS_STAMP := $(VENV)/.kernels
 DATA_DIR ?= data
 WORKDIR ?= workdirs/charlm
 CONFIG ?= experiments/charlm.py
@@ -15,7 +16,7 @@ LOWER_VENV ?= build/venv-lower
 LOWER_PY := $(LOWER_VENV)/bin/python
 CORE_TESTS ?= tests/test_cells.py tests/test_layers.py tests/test_scan.py
 
-.PHONY: venv data test test-lower tpu-venv tpu-compile lint format run bench faults results clean
+.PHONY: venv kernels data test test-lower tpu-venv tpu-compile lint format run bench faults results clean
 
 $(STAMP): pyproject.toml $(TESTED) requirements/oracles.txt
 	$(PYTHON) -m venv $(VENV)
@@ -33,7 +34,26 @@ $(LOWER_VENV)/.installed: pyproject.toml requirements/lower.txt $(TESTED)
 	$(LOWER_PY) -m pip check
 	touch $@
 
-venv: $(STAMP)
+venv: $(STAMP) $(KERNELS_STAMP)
+
+# The optional compiled CPU loops (kernels/, an XLA FFI library): built where a C++ compiler
+# exists. Without one, or when the build fails, one line says so and rnnlab runs its pure
+# path (the kernel tests then report themselves not applicable, naming why).
+KERNELS_LOG := $(VENV)/kernels-build.log
+$(KERNELS_STAMP): $(STAMP) $(wildcard kernels/csrc/*) kernels/CMakeLists.txt kernels/pyproject.toml
+	$(MAKE) --no-print-directory kernels
+	touch $@
+
+kernels:
+	@if ! command -v $${CXX:-c++} >/dev/null 2>&1 && ! command -v g++ >/dev/null 2>&1; then \
+		echo "rnnlab-kernels: not built: no C++ compiler ($${CXX:-c++}, g++) on PATH; rnnlab runs its pure path"; \
+	elif $(PY) -m pip install --quiet -c $(TESTED) -e '.[kernels]' >$(KERNELS_LOG) 2>&1 && \
+		$(PY) -m pip install --no-build-isolation --no-deps ./kernels >>$(KERNELS_LOG) 2>&1; then \
+		echo "rnnlab-kernels: built"; \
+	else \
+		$(PY) -m pip uninstall --quiet --yes rnnlab-kernels >/dev/null 2>&1; \
+		echo "rnnlab-kernels: build failed (see $(KERNELS_LOG)); rnnlab runs its pure path"; \
+	fi
 
 # A third venv with libtpu (jax[tpu] at the tested jax) to compile runs for Cloud TPU slices
 # on this machine, without a TPU; the main venv stays without libtpu. See docs/tpu.md.
@@ -60,9 +80,9 @@ data: $(STAMP)
 # worker so that a file's shared runs (module fixtures) are trained once, slowest files
 # first (tests/conftest.py orders them). TEST_WORKERS=0 runs them in this process.
 TEST_WORKERS ?= auto
-test: $(STAMP) data
+test: $(STAMP) $(KERNELS_STAMP) data
 	$(PY) -m ruff check rnnlab tests tests_tpu tools experiments benchmarks
-	RNNLAB_DATA_DIR=$(abspath $(DATA_DIR)) $(PY) -m pytest -q -n $(TEST_WORKERS) \
+	RNNLAB_DATA_DIR=$(abspath $(DATA_DIR)) $(PY) -m pytest -q -rs -n $(TEST_WORKERS) \
 		--dist loadfile --no-loadscope-reorder tests
 
 # Every TPU recipe compiled for the slice it is sized for, the largest-batch search against

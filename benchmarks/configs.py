@@ -61,6 +61,11 @@ IMPLEMENTATIONS = {
     "flax": ("jax", "Flax nnx.RNN + OptimizedLSTMCell / GRUCell"),
     "rnnlab-scan": ("jax", "rnnlab RNN, scan path (autodiff through lax.scan)"),
     "rnnlab-fused": ("jax", "rnnlab RNN, fused whole-sequence custom_vjp"),
+    "rnnlab-kernel": (
+        "jax",
+        "rnnlab fused with its time loops as the compiled CPU kernels (rnnlab-kernels, "
+        "implementation='kernel'; what 'auto' runs on CPU where they are installed)",
+    ),
     "rnnlab-fused-remat": ("jax", "rnnlab fused, gates recomputed in the backward pass"),
     "rnnlab-fused-bf16": ("jax", "rnnlab fused, bfloat16 matmuls, float32 carries"),
     "rnnlab-scan-remat": ("jax", "rnnlab scan path, remat='full'"),

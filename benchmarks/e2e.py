@@ -32,13 +32,19 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 PLAIN, RECIPE = "experiments/charlm.py", "experiments/charlm_regularized.py:recipe"
 # name -> (runner, config, environment). "rnnlab" is the command as users run it (freed
-# memory kept by default, rnnlab.train.allocator); "rnnlab-glibc" turns that off; the torch
+# memory kept by default, rnnlab.train.allocator; the compiled CPU loops where
+# rnnlab-kernels is installed); "rnnlab-no-kernel" runs the XLA loops of the fused path
+# instead (RNNLAB_KERNELS=0); "rnnlab-glibc" turns the allocator policy off; the torch
 # peer runs both ways, with the same policy set through glibc's environment variables.
 KEPT = {"MALLOC_MMAP_THRESHOLD_": str(2**30), "MALLOC_TRIM_THRESHOLD_": str(2**31 - 1)}
 IMPLS = {
     "torch": ("torch", PLAIN, {}),
     "torch-kept": ("torch", PLAIN, KEPT),
+    # Idle OpenMP threads sleep instead of spinning: PyTorch's usable policy on a loaded
+    # machine (spinning threads there slow each step by orders of magnitude).
+    "torch-passive": ("torch", PLAIN, {**KEPT, "OMP_WAIT_POLICY": "PASSIVE"}),
     "rnnlab": ("rnnlab", PLAIN, {}),
+    "rnnlab-no-kernel": ("rnnlab", PLAIN, {"RNNLAB_KERNELS": "0"}),
     "rnnlab-glibc": ("rnnlab", PLAIN, {"RNNLAB_MALLOC": "default"}),
     "rnnlab-recipe": ("rnnlab", RECIPE, {}),
 }
@@ -47,6 +53,8 @@ IMPLS = {
 RATIOS = {
     "rnnlab_vs_torch": ("rnnlab", "torch"),
     "rnnlab_vs_torch_kept": ("rnnlab", "torch-kept"),
+    "rnnlab_vs_no_kernel": ("rnnlab", "rnnlab-no-kernel"),
+    "rnnlab_vs_torch_passive": ("rnnlab", "torch-passive"),
     "glibc_vs_torch": ("rnnlab-glibc", "torch"),
     "kept_vs_glibc": ("rnnlab", "rnnlab-glibc"),
     "recipe_vs_rnnlab": ("rnnlab-recipe", "rnnlab"),

@@ -98,6 +98,49 @@ def headline(records: list[dict]) -> list[str]:
     return lines
 
 
+KERNEL_GOALS = {"lstm": 1.2, "gru": 1.0}
+
+
+def kernel_table(records: list[dict], peak: float) -> list[str]:
+    """The compiled CPU loops beside the fused XLA loops and PyTorch, with % of matmul peak."""
+    by = {
+        (r["cell"], r["config"], r["impl"]): r
+        for r in records
+        if "error" not in r and not r.get("setting")
+    }
+    lines = [
+        "| cell | config | rnnlab kernel | rnnlab fused | PyTorch (best policy) "
+        "| kernel / PyTorch | kernel / fused | kernel % of peak | PyTorch % of peak | goal met |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for cell in ("lstm", "gru"):
+        for config in ("A", "B", "C"):
+            rec = by.get((cell, config, "rnnlab-kernel"))
+            if rec is None:
+                continue
+            kernel, fused = _tps(rec), _tps(by.get((cell, config, "rnnlab-fused")))
+            torch = _best(by, cell, config, ("torch", "torch-passive"))
+            r_torch = _ratio(kernel, torch)
+            best_torch = max(
+                (
+                    by[k]
+                    for k in ((cell, config, "torch"), (cell, config, "torch-passive"))
+                    if k in by
+                ),
+                key=_tps,
+                default=None,
+            )
+            torch_pct = best_torch and 100 * best_torch["train"]["gflops"] / peak
+            met = r_torch is not None and r_torch >= KERNEL_GOALS[cell]
+            lines.append(
+                f"| {cell.upper()} | {config} | {_fmt(kernel)} | {_fmt(fused)} | {_fmt(torch)} "
+                f"| {_fmt(r_torch, 2)} | {_fmt(_ratio(kernel, fused), 2)} "
+                f"| {_fmt(100 * rec['train']['gflops'] / peak)} | {_fmt(torch_pct)} "
+                f"| {'yes' if met else 'no'} |"
+            )
+    return lines
+
+
 def details(records: list[dict], peak: float) -> list[str]:
     lines = [
         "| cell | config | implementation | train tokens/s (median) | train tokens/s (best step) "
@@ -182,7 +225,9 @@ def regularizers(recs: list[dict]) -> list[str]:
 E2E_ROWS = {
     "torch": "PyTorch, the same character LM written plainly (benchmarks/e2e_torch.py)",
     "torch-kept": "the same, glibc keeping freed memory (environment variables)",
+    "torch-passive": "the same, freed memory kept and `OMP_WAIT_POLICY=PASSIVE`",
     "rnnlab": "`rnnlab train --config experiments/charlm.py`, as users run it",
+    "rnnlab-no-kernel": "the same with `RNNLAB_KERNELS=0` (the fused path's XLA loops)",
     "rnnlab-glibc": "the same with `RNNLAB_MALLOC=default` (glibc's default allocator policy)",
     "rnnlab-recipe": "`rnnlab train --config experiments/charlm_regularized.py:recipe`",
 }
@@ -270,6 +315,16 @@ def render(result: dict) -> str:
     out.append(
         "\nGoals: LSTM fused >= 1.0x PyTorch and >= 1.5x stock Flax; GRU fused >= 1.0x PyTorch.\n"
     )
+    kernel_lines = kernel_table(records, max(peak.values()))
+    if len(kernel_lines) > 2:
+        out.append(
+            "\n### The compiled CPU loops (`rnnlab-kernels`) beside the fused path and PyTorch\n"
+        )
+        out.extend(kernel_lines)
+        out.append(
+            "\nGoals: LSTM kernel >= 1.2x PyTorch's best thread policy, GRU >= 1.0x. % of peak: "
+            "training GFLOP/s (matmul work only) over the run's float32 matmul peak.\n"
+        )
     long_lines = long_sequence(records)
     if long_lines:
         cfg = CONFIGS["long"]

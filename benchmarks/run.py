@@ -41,13 +41,19 @@ ROOT = Path(__file__).resolve().parent
 # for every peer), to show what the per-step page faults of fresh temporaries cost.
 TORCH = ["torch", "torch-passive"]
 PLAN = [
-    ("lstm", "A", [*TORCH, "flax", "rnnlab-scan", "rnnlab-fused", "rnnlab-fused-bf16"], None, ""),
-    ("lstm", "B", [*TORCH, "flax", "rnnlab-fused"], None, ""),
-    ("lstm", "C", [*TORCH, "flax", "rnnlab-scan", "rnnlab-fused"], None, ""),
-    ("gru", "A", [*TORCH, "flax", "rnnlab-fused"], None, ""),
-    ("gru", "B", [*TORCH, "rnnlab-fused"], None, ""),
-    ("gru", "C", [*TORCH, "rnnlab-fused"], None, ""),
-    ("lstm", "A", [*TORCH, "flax", "rnnlab-fused"], ["train"], "malloc"),
+    (
+        "lstm",
+        "A",
+        [*TORCH, "flax", "rnnlab-scan", "rnnlab-fused", "rnnlab-kernel", "rnnlab-fused-bf16"],
+        None,
+        "",
+    ),
+    ("lstm", "B", [*TORCH, "flax", "rnnlab-fused", "rnnlab-kernel"], None, ""),
+    ("lstm", "C", [*TORCH, "flax", "rnnlab-scan", "rnnlab-fused", "rnnlab-kernel"], None, ""),
+    ("gru", "A", [*TORCH, "flax", "rnnlab-fused", "rnnlab-kernel"], None, ""),
+    ("gru", "B", [*TORCH, "rnnlab-fused", "rnnlab-kernel"], None, ""),
+    ("gru", "C", [*TORCH, "rnnlab-fused", "rnnlab-kernel"], None, ""),
+    ("lstm", "A", [*TORCH, "flax", "rnnlab-fused", "rnnlab-kernel"], ["train"], "malloc"),
     (
         "lstm",
         "long",
@@ -56,6 +62,9 @@ PLAN = [
         "",
     ),
 ]
+
+# rnnlab's own implementations: always measured, whatever the time budget.
+OWN = ("rnnlab-fused", "rnnlab-kernel")
 
 SETTINGS = {
     "": {},
@@ -159,8 +168,8 @@ def bench_group(
     """Times ``impls`` on one configuration in interleaved rounds; returns one record each.
 
     A peer whose estimated measuring time would run past ``deadline`` (a ``time.time()``)
-    is dropped with a note rather than timed with fewer steps; rnnlab's own fused
-    implementations are always kept.
+    is dropped with a note rather than timed with fewer steps; rnnlab's own fused and
+    kernel implementations are always kept.
     """
     modes = modes or ["train", "forward"]
     workers = {}
@@ -169,7 +178,7 @@ def bench_group(
     records = {}
     for impl, w in list(workers.items()):
         try:
-            w.ready(math.inf if impl.startswith("rnnlab-fused") else deadline)
+            w.ready(math.inf if impl.startswith(OWN) else deadline)
         except Exception as err:  # a peer that cannot run here is reported, not fatal
             w.error = str(err)
             records[impl] = dict(
@@ -184,7 +193,7 @@ def bench_group(
     for impl in sorted(workers, key=cost, reverse=True):
         if time.time() + sum(cost(i) for i in workers) <= deadline:
             break
-        if not impl.startswith("rnnlab-fused"):
+        if not impl.startswith(OWN):
             records[impl] = dict(
                 impl=impl,
                 cell=cell,
@@ -293,6 +302,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--no-families", action="store_true", help="skip the cell families")
     parser.add_argument("--no-e2e", action="store_true", help="skip the end-to-end group")
     parser.add_argument("--e2e-rounds", type=int, default=3)
+    parser.add_argument("--e2e-impls", default="", help="comma-separated benchmarks.e2e.IMPLS")
+    parser.add_argument("--e2e-steps", type=int, default=120)
+    parser.add_argument(
+        "--note", action="append", default=[], help="a line for the report (e.g. the load)"
+    )
     parser.add_argument("--out-dir", default=str(ROOT / "results"))
     parser.add_argument(
         "--budget-min", type=float, default=13.0, help="drop slow peers past this wall time"
@@ -312,6 +326,7 @@ def main(argv: list[str] | None = None) -> dict:
         load_before=os.getloadavg(),
         notes=[
             "jax.experimental.rnn (cuDNN) is a GPU-only peer and is skipped on CPU.",
+            *args.note,
         ],
     )
     print(f"machine: {result['machine']['cpu']}, load {result['load_before']}", flush=True)
@@ -322,9 +337,9 @@ def main(argv: list[str] | None = None) -> dict:
         from benchmarks import e2e
 
         t = time.time()
-        result["e2e"] = e2e.run(rounds=args.e2e_rounds)
-        ratio = result["e2e"]["ratio_rnnlab_vs_torch"]
-        print(f"end to end: rnnlab train / torch {ratio:.2f} ({time.time() - t:.0f} s)")
+        result["e2e"] = e2e.run(steps=args.e2e_steps, rounds=args.e2e_rounds, only=args.e2e_impls)
+        ratios = {k: round(v, 2) for k, v in result["e2e"].items() if k.startswith("ratio_")}
+        print(f"end to end: {ratios} ({time.time() - t:.0f} s)")
     records, layers_started = [], time.time()  # the layer groups' budget starts here
     for cell, config, impls, modes, setting in PLAN:
         if only and (cell, config) not in only and (cell, f"{config}+{setting}") not in only:

@@ -86,7 +86,9 @@ def _jax_model(impl: str, cell: str, cfg):
     layer_cell = make(cfg.input, cfg.hidden, dtype=dtype, rngs=rngs)
     layer = rnnlab.RNN(
         layer_cell,
-        implementation="scan" if impl.startswith("rnnlab-scan") else "fused",
+        implementation={"rnnlab-scan": "scan", "rnnlab-kernel": "kernel"}.get(
+            impl.removesuffix("-remat"), "fused"
+        ),
         remat="full" if impl.endswith("remat") else None,
     )
     return layer, layer_cell.initialize_carry((cfg.batch, cfg.input))

@@ -179,7 +179,7 @@ def _install(
             # The probe needs the whole input sequence in ``project`` to attach e_t to x_t,
             # and the step-by-step scan (the fused kernels compute the same maths).
             layer.hoist_input_projection = True
-            if getattr(layer, "implementation", "scan") == "fused":
+            if getattr(layer, "implementation", "scan") in ("fused", "kernel"):
                 layer.implementation = "scan"
 
 

@@ -32,6 +32,8 @@ class FusedOptions(NamedTuple):
         ``chunk`` steps at a time (rematerialisation for long sequences).
       chunk: span length of the recomputing backward pass (``None``: the whole sequence);
         its gate activations and gradients are the only ``[chunk, B, G H]`` buffers alive.
+      kernel: run the time loops as the compiled CPU kernels of :mod:`rnnlab.fused.kernel`
+        (float32, no projection); the input projection is then one product before the loop.
     """
 
     dtype: Any = F32
@@ -40,6 +42,7 @@ class FusedOptions(NamedTuple):
     one_tanh: bool = True
     recompute: bool = False
     chunk: int | None = None
+    kernel: bool = False
 
 
 def restart(resets: Array | None, fresh: Array | None, state: Array) -> Array:

@@ -32,6 +32,7 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
+from rnnlab.fused import kernel
 from rnnlab.fused.common import (
     F32,
     Array,
@@ -67,6 +68,12 @@ def _forward(opts: FusedOptions, weights, xs, h0, mask, resets, extras, save_gat
     reset_carry, rec_mask, upd_mask = extras
     dt = opts.dtype
     b_ih32, b_hh32 = b_ih.astype(F32), b_hh.astype(F32)
+    if opts.kernel:
+        gx = mm(xs, w_ih, dt) + b_ih32
+        gates, hs, h_t = kernel.gru_forward(
+            gx, w_hh, b_hh32, h0, mask, resets, reset_carry, rec_mask, upd_mask
+        )
+        return (hs, h_t), (gates if save_gates else None)
     inputs = mm(xs, w_ih, dt) + b_ih32 if opts.hoist else xs
 
     def body(h, inp):
@@ -92,6 +99,12 @@ def _input_grads(opts: FusedOptions, w_hh, extras, gates, h_prevs, seq, carry_gr
     dt = opts.dtype
     _, rec_mask, upd_mask = extras
     dhs, mask, resets = seq
+    if opts.kernel:
+        dh_t, d_reset = carry_grads
+        das, dh0, d_rc = kernel.gru_backward(
+            gates, h_prevs, dhs, mask, resets, rec_mask, upd_mask, w_hh, dh_t
+        )
+        return das, (dh0, None if d_reset is None else d_reset + d_rc)
 
     def body(carry, inp):
         dh, d_reset = carry

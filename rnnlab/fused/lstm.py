@@ -38,6 +38,7 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
+from rnnlab.fused import kernel
 from rnnlab.fused.common import (
     F32,
     Array,
@@ -79,6 +80,14 @@ def _forward(opts: FusedOptions, weights, xs, c0, h0, mask, resets, extras, save
     (rc_c, rc_h), rec_mask, upd_mask = extras
     dt = opts.dtype
     b32 = b.astype(F32)
+    if opts.kernel:
+        if w_proj is not None:
+            raise ValueError("the CPU recurrence kernel has no projection (kernel_proj)")
+        gx = mm(xs, w_ih, dt) + b32
+        acts, cs, hs, c_t, h_t = kernel.lstm_forward(
+            gx, w_hh, c0, h0, mask, resets, (rc_c, rc_h), rec_mask, upd_mask
+        )
+        return (hs, c_t, h_t), (acts if save_gates else None, cs, hs)
     if opts.hoist:
         inputs = mm(xs, w_ih, dt) + b32
     else:
@@ -126,6 +135,14 @@ def _gate_grads(opts: FusedOptions, w_hh, w_proj, extras, acts, cs, c_prevs, seq
     dt = opts.dtype
     (rc_c, _), rec_mask, upd_mask = extras
     dhs, mask, resets = seq
+    if opts.kernel:
+        dc_t, dh_t, d_reset = carry_grads
+        dz, dc0, dh0, d_rc, d_rh = kernel.lstm_backward(
+            acts, cs, c_prevs, dhs, mask, resets, rc_c, rec_mask, upd_mask, w_hh, dc_t, dh_t
+        )
+        if d_reset is not None:
+            d_reset = (d_reset[0] + d_rc, d_reset[1] + d_rh)
+        return dz, (dc0, dh0, d_reset)
     hidden = cs.shape[-1]
     scale, shift = _gate_constants(hidden)
     # Transposed once, outside the loop: the per-step product then reads a row-major

@@ -9,14 +9,18 @@ recurrentgemma's ``ScanType``):
 * ``"fused"``: a whole-sequence ``custom_vjp`` whose weight gradients are single large
   matmuls (:mod:`rnnlab.fused`): LSTM (with or without projection) and reset-after GRU,
   with padding, resets from a given carry, the regulariser masks and reversal.
+* ``"kernel"``: the fused path with its time loops as the compiled CPU kernels of the
+  optional ``rnnlab-kernels`` package (:mod:`rnnlab.fused.kernel`), float32 and without
+  projection.
 * ``"parallel"``: linear recurrences (LRU, minGRU, minLSTM, RG-LRU, S6) solved over the
   whole sequence with :func:`rnnlab.scan.linear_scan` (associative scan off CPU), and the
   mLSTM's matrix memory in its chunkwise-parallel form (:mod:`rnnlab.layers.chunkwise`)
   and the Hawk block with its convolution window (:mod:`rnnlab.layers.convolved`).
 
-``"auto"`` takes ``"parallel"`` for linear cells, ``"fused"`` wherever it applies and the
-scan otherwise; :func:`recording` collects each fallback's reason so the trainer can print
-it once in the run's header line.
+``"auto"`` takes ``"parallel"`` for linear cells, ``"kernel"`` on CPU where the fused path
+applies and the kernels are installed and cover the call, ``"fused"`` wherever else it
+applies and the scan otherwise; :func:`recording` collects each fallback's reason so the
+trainer can print it once in the run's header line.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from rnnlab.cells.griffin import HawkCell
 from rnnlab.cells.linear import LinearRecurrentCell
 from rnnlab.layers import fused_path
 
-IMPLEMENTATIONS = ("auto", "scan", "fused", "parallel")
+IMPLEMENTATIONS = ("auto", "scan", "fused", "kernel", "parallel")
 
 _LOCAL = threading.local()
 
@@ -96,9 +100,9 @@ def choose(
             )
         return "scan", "an overridden __call__"
     if isinstance(cell, LinearRecurrentCell):
-        if requested == "fused":
+        if requested in ("fused", "kernel"):
             raise ValueError(
-                f"implementation='fused' has no form for {type(cell).__name__}; "
+                f"implementation={requested!r} has no form for {type(cell).__name__}; "
                 "use 'parallel' (linear recurrences) or 'scan'"
             )
         if not hooks:
@@ -108,7 +112,7 @@ def choose(
         return "scan", "a step_transform or step_inputs hook"
     if isinstance(cell, HawkCell):
         # Linear in its state (RG-LRU plus a shift register): its own parallel form.
-        if requested == "fused" or (requested == "parallel" and hooks):
+        if requested in ("fused", "kernel") or (requested == "parallel" and hooks):
             why = "a step_transform or step_inputs hook" if hooks else "HawkCell"
             raise ValueError(f"implementation={requested!r} does not support {why}")
         return ("scan", "a step_transform or step_inputs hook") if hooks else ("parallel", None)
@@ -117,7 +121,7 @@ def choose(
         # chunkwise-parallel form, which has no term for a restart from a full carry.
         why = "a step_transform or step_inputs hook" if hooks else None
         why = why or ("resets" if resets is not None else None)
-        if requested == "fused" or (requested == "parallel" and why):
+        if requested in ("fused", "kernel") or (requested == "parallel" and why):
             raise ValueError(
                 f"implementation={requested!r} does not support "
                 f"{why or type(cell).__name__}; use 'auto' or 'scan'"
@@ -133,9 +137,19 @@ def choose(
         why = fused_path.unsupported_reason(
             cell, params, resets=resets, step_transform=step_transform, step_inputs=step_inputs
         )
-    if why is not None and requested == "fused":
-        raise ValueError(f"implementation='fused' does not support {why}")
-    return ("scan", why) if why is not None else ("fused", None)
+    if why is not None and requested in ("fused", "kernel"):
+        raise ValueError(f"implementation={requested!r} does not support {why}")
+    if why is not None:
+        return "scan", why
+    if requested == "fused":
+        return "fused", None
+    why = fused_path.kernel_reason(cell, params)
+    if why is None:
+        return "kernel", None
+    if requested == "kernel":
+        raise ValueError(f"implementation='kernel' cannot run this call: {why}")
+    # Off CPU the fused path is the designed one, not a fallback: no reason to report.
+    return "fused", (f"no CPU kernel: {why}" if target.platform() == "cpu" else None)
 
 
 def forward_mode_error(error: TypeError) -> bool:

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 from rnnlab import target
 from rnnlab.cells.gru import GRUCell
 from rnnlab.cells.lstm import LSTMCell
+from rnnlab.fused import kernel as cpu_kernel
 from rnnlab.fused.common import FusedOptions
 from rnnlab.fused.gru import gru_sequence
 from rnnlab.fused.lstm import lstm_sequence
@@ -77,8 +78,22 @@ def unsupported_reason(
     return None
 
 
-def default_options(cell: Any, remat: Any = None) -> FusedOptions:
-    """Measured per-backend options for ``cell``; any ``remat`` policy recomputes the gates."""
+def kernel_reason(cell: Any, params: dict[str, Array]) -> str | None:
+    """Why the compiled CPU kernels cannot run a call the fused path covers (``None``: they
+    can). They run float32 LSTM (without projection) and reset-after GRU loops with
+    padding, resets and the regulariser masks; reversal is done around them."""
+    if target.platform() != "cpu":
+        return f"the kernels are CPU-only (target platform {target.platform()})"
+    if "kernel_proj" in params:
+        return "projection (kernel_proj)"
+    if jnp.dtype(cell.compute_dtype) != jnp.float32:
+        return f"compute dtype {jnp.dtype(cell.compute_dtype).name} (the kernels are float32)"
+    return cpu_kernel.unavailable_reason()
+
+
+def default_options(cell: Any, remat: Any = None, kernel: bool = False) -> FusedOptions:
+    """Measured per-backend options for ``cell``; any ``remat`` policy recomputes the gates;
+    ``kernel`` runs the time loops as the compiled CPU kernels (:func:`kernel_reason`)."""
     on_cpu = target.platform() == "cpu"
     common = dict(
         dtype=cell.compute_dtype,
@@ -88,7 +103,7 @@ def default_options(cell: Any, remat: Any = None) -> FusedOptions:
         prefetch=on_cpu,
     )
     recompute = remat not in (None, "none")
-    common.update(recompute=recompute, chunk=REMAT_CHUNK if recompute else None)
+    common.update(recompute=recompute, chunk=REMAT_CHUNK if recompute else None, kernel=kernel)
     return FusedOptions(**common)
 
 
@@ -113,6 +128,7 @@ def run_fused(
     keep_order: bool = True,
     options: FusedOptions | None = None,
     remat: Any = None,
+    kernel: bool = False,
 ) -> tuple[Any, Array]:
     """Runs ``cell`` over time-major ``xs [T, *batch, I]`` on the fused path.
 
@@ -124,9 +140,10 @@ def run_fused(
     ``initial_carry``) before each flagged step; a flag at a padded step has no effect, and
     in a reversed pass the flags still mark segment starts in forward order. Gradients flow
     to ``reset_carry`` from the steps that restart from it. Regulariser masks and the
-    projection come in ``params`` (see :func:`unsupported_reason`).
+    projection come in ``params`` (see :func:`unsupported_reason`). ``kernel`` runs the time
+    loops as the compiled CPU kernels (see :func:`kernel_reason`; ignored with ``options``).
     """
-    options = default_options(cell, remat) if options is None else options
+    options = default_options(cell, remat, kernel) if options is None else options
     num_steps, batch = xs.shape[0], xs.shape[1:-1]
     flat = math.prod(batch)
 

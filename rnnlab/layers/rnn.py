@@ -64,7 +64,8 @@ class RNN(nnx.Module):
         chooses per backend (:func:`rnnlab.layers.dispatch.default_hoist`).
       remat: rematerialisation in the backward pass (see :func:`rnnlab.scan.masked_scan`;
         the fused path then recomputes the gates in spans).
-      implementation: ``"auto"`` (default), ``"scan"``, ``"fused"`` or ``"parallel"``; see
+      implementation: ``"auto"`` (default), ``"scan"``, ``"fused"``, ``"kernel"`` (the fused
+        path with the compiled CPU loops of ``rnnlab-kernels``) or ``"parallel"``; see
         :mod:`rnnlab.layers.dispatch`. ``"fused"`` is a ``custom_vjp``: forward-mode
         autodiff (``jax.jvp``, ``jax.jacfwd``) cannot go through it, so ``"auto"`` runs the
         scan path under forward mode and an explicit ``"fused"`` raises an error that says
@@ -177,19 +178,19 @@ class RNN(nnx.Module):
         )
         run = dict(seq_lengths=seq_lengths, resets=resets, reset_carry=reset_carry)
         carry = ys = None
-        if impl == "fused":
+        if impl in ("fused", "kernel"):
             try:
                 carry, ys = fused_path.run_fused(
                     cell, params, xs, initial_carry, reverse=reverse, keep_order=True,
-                    remat=self.remat, **run,
+                    remat=self.remat, kernel=impl == "kernel", **run,
                 )  # fmt: skip
             except TypeError as e:
                 if not dispatch.forward_mode_error(e):
                     raise
-                if self.implementation == "fused":
+                if self.implementation in ("fused", "kernel"):
                     raise ValueError(
-                        "implementation='fused' cannot be differentiated in forward mode "
-                        "(jax.jvp, jax.jacfwd): it is a custom_vjp; use "
+                        f"implementation={self.implementation!r} cannot be differentiated in "
+                        "forward mode (jax.jvp, jax.jacfwd): it is a custom_vjp; use "
                         "implementation='scan' (or 'auto', which does so by itself)"
                     ) from e
                 impl, why = "scan", "forward-mode autodiff"

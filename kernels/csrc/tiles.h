@@ -1,0 +1,174 @@
+// Shared pieces of the recurrence kernels: the packed matrix, the register-tiled product,
+// the gate nonlinearities and the split of the batch over threads.
+//
+// The per-step product of a recurrence is small (B x H by H x G H), so a general GEMM
+// library spends much of it in set-up and threading. Here the right-hand matrix (W_hh or
+// its transpose) is packed once per call into panels of 64 columns, each panel a
+// contiguous [K][64] block that stays in the core's L2 across all time steps, and each
+// thread owns a fixed slice of the batch for the whole sequence: the threads never meet
+// inside the time loop.
+#pragma once
+
+#include <sched.h>
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <thread>
+#include <vector>
+
+namespace rnnlab {
+
+// 16 floats: one AVX-512 register, two AVX2 registers where that is all there is.
+typedef float v16 __attribute__((vector_size(64)));
+typedef float v16u __attribute__((vector_size(64), aligned(4)));
+
+constexpr int kPanel = 64;  // columns per packed panel (4 vectors)
+constexpr int kTileRows = 6;  // rows per register tile: 6 x 4 accumulators
+
+inline int round_up(int n, int m) { return (n + m - 1) / m * m; }
+
+// A 64-byte aligned float buffer (zero-filled).
+struct Aligned {
+  float* ptr = nullptr;
+  explicit Aligned(size_t count) {
+    size_t bytes = round_up(static_cast<int>(std::max<size_t>(count, 1) * 4), 64);
+    ptr = static_cast<float*>(std::aligned_alloc(64, bytes));
+    std::memset(ptr, 0, bytes);
+  }
+  ~Aligned() { std::free(ptr); }
+  Aligned(const Aligned&) = delete;
+  Aligned& operator=(const Aligned&) = delete;
+};
+
+// M [K, N] as ceil(N / 64) panels of [K][64], the columns past N zero.
+struct Packed {
+  int k, n, panels;
+  Aligned data;
+  // transpose=false: src is M itself, [K][N] row-major.
+  // transpose=true: src is M^T, [N][K] row-major (W_hh [H, G H] packed as W_hh^T).
+  Packed(const float* src, int k_, int n_, bool transpose)
+      : k(k_), n(n_), panels((n_ + kPanel - 1) / kPanel),
+        data(static_cast<size_t>(panels) * k_ * kPanel) {
+    for (int p = 0; p < panels; ++p) {
+      float* dst = data.ptr + static_cast<size_t>(p) * k * kPanel;
+      for (int kk = 0; kk < k; ++kk) {
+        for (int j = 0; j < kPanel; ++j) {
+          int col = p * kPanel + j;
+          float v = 0.0f;
+          if (col < n) v = transpose ? src[static_cast<size_t>(col) * k + kk]
+                                     : src[static_cast<size_t>(kk) * n + col];
+          dst[kk * kPanel + j] = v;
+        }
+      }
+    }
+  }
+  int padded() const { return panels * kPanel; }
+};
+
+// C[r, :] += A[r, :] P for `Rows` rows: 6 x 4 vector accumulators held in registers.
+template <int Rows>
+inline void tile(const float* a, int lda, const float* panel, int k, float* c, int ldc) {
+  v16 acc[Rows][4];
+  for (int r = 0; r < Rows; ++r)
+    for (int j = 0; j < 4; ++j) acc[r][j] = v16{};
+  for (int kk = 0; kk < k; ++kk) {
+    const v16* w = reinterpret_cast<const v16*>(panel + static_cast<size_t>(kk) * kPanel);
+    v16 w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3];
+    for (int r = 0; r < Rows; ++r) {
+      float s = a[static_cast<size_t>(r) * lda + kk];
+      acc[r][0] += s * w0;
+      acc[r][1] += s * w1;
+      acc[r][2] += s * w2;
+      acc[r][3] += s * w3;
+    }
+  }
+  for (int r = 0; r < Rows; ++r) {
+    v16u* out = reinterpret_cast<v16u*>(c + static_cast<size_t>(r) * ldc);
+    for (int j = 0; j < 4; ++j) out[j] += acc[r][j];
+  }
+}
+
+// C [rows, >= M.padded()] += A [rows, K] M: panel by panel, so that one panel serves every
+// row tile while it is in cache.
+inline void gemm_acc(const float* a, int lda, int rows, const Packed& m, float* c, int ldc) {
+  for (int p = 0; p < m.panels; ++p) {
+    const float* panel = m.data.ptr + static_cast<size_t>(p) * m.k * kPanel;
+    float* cp = c + p * kPanel;
+    int r = 0;
+    for (; r + kTileRows <= rows; r += kTileRows)
+      tile<kTileRows>(a + static_cast<size_t>(r) * lda, lda, panel, m.k, cp + static_cast<size_t>(r) * ldc, ldc);
+    const float* ar = a + static_cast<size_t>(r) * lda;
+    float* cr = cp + static_cast<size_t>(r) * ldc;
+    switch (rows - r) {
+      case 5: tile<5>(ar, lda, panel, m.k, cr, ldc); break;
+      case 4: tile<4>(ar, lda, panel, m.k, cr, ldc); break;
+      case 3: tile<3>(ar, lda, panel, m.k, cr, ldc); break;
+      case 2: tile<2>(ar, lda, panel, m.k, cr, ldc); break;
+      case 1: tile<1>(ar, lda, panel, m.k, cr, ldc); break;
+      default: break;
+    }
+  }
+}
+
+// tanh by the rational approximation XLA and Eigen use for float32 (a few ulp), written
+// branch-free so that the compiler vectorises the loops around it.
+inline float tanh_approx(float x) {
+  const float bound = 7.90531110763549805f;
+  float xc = std::min(bound, std::max(-bound, x));
+  float x2 = xc * xc;
+  float p = -2.76076847742355e-16f;
+  p = p * x2 + 2.00018790482477e-13f;
+  p = p * x2 + -8.60467152213735e-11f;
+  p = p * x2 + 5.12229709037114e-08f;
+  p = p * x2 + 1.48572235717979e-05f;
+  p = p * x2 + 6.37261928875436e-04f;
+  p = p * x2 + 4.89352455891786e-03f;
+  p = p * xc;
+  float q = 1.19825839466702e-06f;
+  q = q * x2 + 1.18534705686654e-04f;
+  q = q * x2 + 2.26843463243900e-03f;
+  q = q * x2 + 4.89352518554385e-03f;
+  float t = p / q;
+  return (x < 0.0004f && x > -0.0004f) ? x : t;
+}
+
+inline float sigmoid_approx(float x) { return 0.5f * tanh_approx(0.5f * x) + 0.5f; }
+
+// Threads for `batch` rows: the cores this process may run on, at most one per row, or
+// `requested` when positive.
+inline int thread_count(int batch, int64_t requested) {
+  int cores = 1;
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) cores = std::max(1, CPU_COUNT(&set));
+  int n = requested > 0 ? static_cast<int>(requested) : cores;
+  return std::max(1, std::min(n, batch));
+}
+
+// Runs fn(row_begin, row_end) for contiguous slices of [0, batch), one per thread; the
+// calling thread takes the first slice.
+template <typename Fn>
+void split_batch(int batch, int64_t requested, Fn fn) {
+  int n = thread_count(batch, requested);
+  std::vector<std::thread> workers;
+  int begin0 = 0, end0 = 0;
+  for (int i = 0; i < n; ++i) {
+    int begin = static_cast<int>(static_cast<int64_t>(batch) * i / n);
+    int end = static_cast<int>(static_cast<int64_t>(batch) * (i + 1) / n);
+    if (i == 0) {
+      begin0 = begin;
+      end0 = end;
+    } else {
+      workers.emplace_back(fn, begin, end);
+    }
+  }
+  fn(begin0, end0);
+  for (auto& w : workers) w.join();
+}
+
+// An optional per-row array: empty (size 0) means absent.
+inline const float* opt(const float* p, size_t count) { return count ? p : nullptr; }
+
+}  // namespace rnnlab

@@ -1,0 +1,176 @@
+"""The compiled CPU recurrence loops of the optional ``rnnlab-kernels`` package (XLA FFI).
+
+The package (``kernels/`` in the repository; ``make venv`` builds it where a C++ compiler
+exists) holds the time loops of :mod:`rnnlab.fused.lstm` and :mod:`rnnlab.fused.gru` as
+XLA custom calls: each thread owns a fixed slice of the batch for the whole sequence, the
+recurrent weights are packed once per call and stay in cache across steps, and the gate
+nonlinearities run on each step's product while it is in cache. Everything around the loops
+stays in XLA: the input projection as one product before the forward loop, the weight
+gradients as single products after the backward loop.
+
+Without the package (no compiler, a failed build, a TPU VM) :func:`unavailable_reason`
+says why, and the fused XLA path runs instead.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import os
+import shutil
+
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+F32 = jnp.float32
+
+_TARGETS = {
+    "rnnlab_lstm_forward": "RnnlabLstmForward",
+    "rnnlab_lstm_backward": "RnnlabLstmBackward",
+    "rnnlab_gru_forward": "RnnlabGruForward",
+    "rnnlab_gru_backward": "RnnlabGruBackward",
+}
+
+
+@functools.cache
+def unavailable_reason() -> str | None:
+    """Why the compiled kernels cannot run here (``None`` when they can); registers them."""
+    if os.environ.get("RNNLAB_KERNELS", "1") == "0":
+        return "turned off (RNNLAB_KERNELS=0)"
+    try:
+        import rnnlab_kernels
+    except ImportError:
+        names = [os.environ.get("CXX", "c++"), "g++", "clang++"]
+        if not any(shutil.which(c) for c in names):
+            return f"rnnlab-kernels not installed: no C++ compiler ({', '.join(names)} not found)"
+        return "rnnlab-kernels not installed (make kernels, or pip install ./kernels)"
+    try:
+        # RNNLAB_KERNELS_LIBRARY: a library built elsewhere (development builds).
+        path = os.environ.get("RNNLAB_KERNELS_LIBRARY") or rnnlab_kernels.library_path()
+        library = ctypes.CDLL(path)
+        for name, symbol in _TARGETS.items():
+            capsule = jax.ffi.pycapsule(getattr(library, symbol))
+            jax.ffi.register_ffi_target(name, capsule, platform="cpu")
+    except (ImportError, OSError, AttributeError) as e:
+        return f"rnnlab-kernels failed to load: {e}"
+    return None
+
+
+def available() -> bool:
+    """True when the compiled kernels are installed and registered."""
+    return unavailable_reason() is None
+
+
+def _threads() -> int:
+    """Threads per call: ``RNNLAB_KERNEL_THREADS``, or 0 (the cores the process may use)."""
+    return int(os.environ.get("RNNLAB_KERNEL_THREADS", "0"))
+
+
+def _opt(a: Array | None) -> Array:
+    """A float32 array, or an empty one standing for "absent"."""
+    return jnp.zeros((0,), F32) if a is None else jnp.asarray(a, F32)
+
+
+def _flags(a: Array | None) -> Array:
+    """A ``[T, B(, 1)]`` bool flag array as float32 ``[T, B]`` (empty when absent)."""
+    if a is None:
+        return _opt(None)
+    return a.reshape(a.shape[:2]).astype(F32)
+
+
+def _call(name: str, shapes, *args):
+    """``jax.ffi.ffi_call`` of a registered target with float32 results of ``shapes``."""
+    reason = unavailable_reason()
+    if reason is not None:
+        raise RuntimeError(f"the CPU recurrence kernels are unavailable: {reason}")
+    out = [jax.ShapeDtypeStruct(s, F32) for s in shapes]
+    call = jax.ffi.ffi_call(name, out, vmap_method="sequential")
+    return call(*args, threads=_threads())
+
+
+def lstm_forward(gx, w_hh, c0, h0, mask, resets, reset_carry, rec_mask, upd_mask):
+    """The LSTM forward loop: ``(acts [T, B, 4H], cs, hs [T, B, H], c_T, h_T)``.
+
+    ``gx = x W_ih + b``; ``mask``/``resets`` are ``[T, B, 1]`` bool or ``None``; the masks
+    ``[B, H]`` or ``None`` (see :func:`rnnlab.fused.lstm_sequence` for the maths).
+    """
+    steps, batch, gates = gx.shape
+    hidden = gates // 4
+    rc_c, rc_h = reset_carry if resets is not None else (None, None)
+    seq, state = (steps, batch, hidden), (batch, hidden)
+    return _call(
+        "rnnlab_lstm_forward",
+        [(steps, batch, gates), seq, seq, state, state],
+        gx.astype(F32),
+        w_hh.astype(F32),
+        c0.astype(F32),
+        h0.astype(F32),
+        _flags(mask),
+        _flags(resets),
+        _opt(rc_c),
+        _opt(rc_h),
+        _opt(rec_mask),
+        _opt(upd_mask),
+    )
+
+
+def lstm_backward(acts, cs, c_prevs, dhs, mask, resets, rc_c, rec_mask, upd_mask, w_hh, dc, dh):
+    """The LSTM backward loop: ``(dz [T, B, 4H], dc_0, dh_0, d_reset_c, d_reset_h)``."""
+    steps, batch, gates = acts.shape
+    state = (batch, gates // 4)
+    return _call(
+        "rnnlab_lstm_backward",
+        [acts.shape, state, state, state, state],
+        acts,
+        cs,
+        c_prevs,
+        dhs.astype(F32),
+        _flags(mask),
+        _flags(resets),
+        _opt(rc_c if resets is not None else None),
+        _opt(rec_mask),
+        _opt(upd_mask),
+        w_hh.astype(F32),
+        dc.astype(F32),
+        dh.astype(F32),
+    )
+
+
+def gru_forward(gx, w_hh, b_hh, h0, mask, resets, reset_carry, rec_mask, upd_mask):
+    """The GRU forward loop: ``(gates [T, B, 4H] = [r, z, n, u_n], hs [T, B, H], h_T)``."""
+    steps, batch, gates = gx.shape
+    hidden = gates // 3
+    return _call(
+        "rnnlab_gru_forward",
+        [(steps, batch, 4 * hidden), (steps, batch, hidden), (batch, hidden)],
+        gx.astype(F32),
+        w_hh.astype(F32),
+        b_hh.astype(F32),
+        h0.astype(F32),
+        _flags(mask),
+        _flags(resets),
+        _opt(reset_carry if resets is not None else None),
+        _opt(rec_mask),
+        _opt(upd_mask),
+    )
+
+
+def gru_backward(gates, h_seen, dhs, mask, resets, rec_mask, upd_mask, w_hh, dh):
+    """The GRU backward loop: ``(da [T, B, 3H], dh_0, d_reset)`` (``da``: gradients of the
+    input pre-activations ``x W_ih + b_ih``)."""
+    steps, batch, four_h = gates.shape
+    hidden = four_h // 4
+    return _call(
+        "rnnlab_gru_backward",
+        [(steps, batch, 3 * hidden), (batch, hidden), (batch, hidden)],
+        gates,
+        h_seen.astype(F32),
+        dhs.astype(F32),
+        _flags(mask),
+        _flags(resets),
+        _opt(rec_mask),
+        _opt(upd_mask),
+        w_hh.astype(F32),
+        dh.astype(F32),
+    )
