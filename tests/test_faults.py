@@ -39,6 +39,7 @@ def test_short_fault_suite_survives_every_fault_and_loses_nothing(tmp_path):
         "bad input (library)",
         "bad configuration",
         "untrusted files (loaders)",
+        "someone else's workdir, readers, inputs",
     ):
         assert expected in names, expected
     assert sum(r.data_lost for r in results) == 0
