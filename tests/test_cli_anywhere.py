@@ -109,3 +109,28 @@ def test_dry_run_prepares_no_dataset_in_the_data_dir(tmp_path, monkeypatch, caps
     assert cli.main(args + ["--dry-run"]) == 0
     assert "dry run: nothing trained" in capsys.readouterr().out
     assert list(data_dir.iterdir()) == []
+
+
+def test_a_hung_up_terminal_is_detached_too():
+    import errno
+    import signal
+
+    from rnnlab.cli import streams
+
+    class HungUp:
+        def write(self, text):
+            raise OSError(errno.EIO, "Input/output error")
+
+        def flush(self):
+            raise OSError(errno.EIO, "Input/output error")
+
+        def fileno(self):
+            raise ValueError("no descriptor")
+
+    stream = streams.DetachableStream(HungUp())
+    assert stream.write("step 1") == 6 and stream.gone
+    stream.flush()  # nothing raised once detached
+    before = signal.getsignal(signal.SIGHUP)
+    with streams.detachable():
+        assert signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
+    assert signal.getsignal(signal.SIGHUP) == before

@@ -109,7 +109,7 @@ def test_finished_run_asked_for_another_lr_reports_and_keeps_its_config(finished
     assert train(workdir, "--config.optim.lr=0.05", config=False) == 0
     captured = capsys.readouterr()
     assert "not applied: optim.lr 0.01 -> 0.05" in captured.err
-    assert "completed: 10 steps" in captured.out
+    assert "already finished" in captured.out and "step 10 (completed)" in captured.out
     assert snapshot(workdir) == before
 
 
