@@ -24,8 +24,8 @@ import numpy as np
 COLLECTIVES = ("all-reduce", "all-gather", "reduce-scatter", "all-to-all", "collective-permute")
 
 # A fraction of HBM to keep free before a configuration is said to fit. None by default:
-# libtpu already refuses to compile a program that does not fit in the HBM it leaves to
-# programs (15.75 of v5e's 16 GiB), and that refusal is the verdict's ground truth.
+# libtpu already refuses to compile a program whose temporaries do not fit in the HBM it
+# leaves them, and that refusal is the verdict's ground truth (docs/decisions.md).
 HEADROOM = 0.0
 
 _DTYPE_BYTES = {
