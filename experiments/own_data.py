@@ -1,4 +1,4 @@
-"""Your own labelled sequences: a recurrent classifier or regressor on files you give.
+"""Your own data for every task: a classifier, regressor, tagger, translator or recogniser.
 
 Data: ``sequence_classification`` or ``sequence_regression`` (docs/data.md, "Your own
 data"): ``--config.data.path=FILE`` names the training file (``.npz``/``.npy`` arrays or a
@@ -38,7 +38,8 @@ TASKS = ("classification", "regression", "tagging", "translation", "speech")
 
 
 def get_config(arg: str = "classification") -> ml_collections.ConfigDict:
-    """``"<task>"`` or ``"<task>,small"`` with task in :data:`TASKS`."""
+    """``"<task>"`` or ``"<task>,small"``, task one of ``classification``, ``regression``,
+    ``tagging``, ``translation``, ``speech``."""
     parts = (arg or "classification").split(",")
     if parts[0] not in TASKS or parts[1:] not in ([], ["small"]):
         raise ValueError(

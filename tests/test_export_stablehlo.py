@@ -1,5 +1,6 @@
 """``rnnlab export --format stablehlo``: the artifacts run in a process that imports only
-jax and numpy, and give the trained model's outputs at two batch sizes and two lengths."""
+jax and numpy, and give the trained model's outputs at two batch sizes and two lengths;
+and ``rnnlab predict`` on a language model."""
 
 from __future__ import annotations
 
@@ -116,3 +117,32 @@ def test_language_model_forward_and_streaming_step_run_without_rnnlab(tmp_path):
     got = _run_outside(out, cases, tmp_path)
     for key, value in want.items():
         np.testing.assert_allclose(got[f"{key}/out0"], value, rtol=1e-4, atol=1e-4)
+
+
+def test_predict_continues_prompts_as_a_greedy_loop_over_the_whole_forward(tmp_path):
+    """``rnnlab predict`` on a language model: its greedy continuation equals an argmax loop
+    that reruns the trained model's forward on the growing text (no carry, no decode step)."""
+    text = tmp_path / "text"
+    text.mkdir()
+    (text / "a.txt").write_text("abcabcabd cab bad dab " * 300)
+    workdir = tmp_path / "run"
+    args = ["train", "--config", "experiments/charlm.py:small", "--workdir", str(workdir),
+            "--config.data.name=text_dir", f"--config.data.path={text}",
+            "--config.train.steps=6", "--config.train.eval_every=6",
+            "--config.optim.warmup_steps=1", "--config.train.checkpoint_every=6",
+            "--config.sample.length=8", "--config.sample.temperature=0.0"]  # fmt: skip
+    assert cli.main(args) == 0
+    (tmp_path / "prompts.txt").write_text("abc\nbad d\n")
+    out = tmp_path / "out.jsonl"
+    args = ["predict", "--workdir", str(workdir), "--input", str(tmp_path / "prompts.txt"),
+            "--output", str(out), "--quiet"]  # fmt: skip
+    assert cli.main(args) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    model, info = export.load(str(workdir))
+    encode, decode = info.codec()
+    for row, prompt in zip(rows, ["abc", "bad d"], strict=True):
+        ids = list(encode(prompt))
+        for _ in range(8):
+            logits, _ = model({"inputs": np.asarray([ids], np.int32)}, train=False)
+            ids.append(int(np.argmax(np.asarray(logits)[0, -1])))
+        assert row == {"prompt": prompt, "continuation": decode(ids[len(encode(prompt)) :])}

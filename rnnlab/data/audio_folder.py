@@ -27,6 +27,7 @@ import numpy as np
 from rnnlab.data import own, spoken_digits_audio
 from rnnlab.data.config import check_split, positive_int
 from rnnlab.data.options import COMMON, PIPELINE, Option
+from rnnlab.data.pairs import read_two_fields
 from rnnlab.data.registry import Dataset, register
 from rnnlab.data.speech import utterance_batches
 
@@ -35,38 +36,9 @@ BLANK = "<blank>"
 
 def read_manifest(path: str) -> list[tuple[str, str, int]]:
     """``[(audio file, transcript, line), ...]`` of a ``.tsv`` or ``.jsonl`` manifest."""
-    path = os.path.expanduser(str(path))
-    if not os.path.isfile(path):
-        raise ValueError(f"{path}: no such manifest file")
-    ext = os.path.splitext(path)[1].lower()
-    if ext not in (".tsv", ".jsonl"):
-        raise ValueError(f"{path}: unknown manifest format {ext!r}: expected '.tsv' or '.jsonl'")
-    folder = os.path.dirname(os.path.abspath(path))
-    out = []
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f.read().splitlines(), 1):
-            if not line.strip():
-                continue
-            if ext == ".tsv":
-                fields = line.split("\t")
-                if len(fields) != 2:
-                    raise ValueError(
-                        f"{path}: line {number}: expected 2 tab-separated fields (audio file, "
-                        f"transcript), found {len(fields)}"
-                    )
-            else:
-                try:
-                    record = json.loads(line)
-                    fields = [record["audio"], record["text"]]
-                except (json.JSONDecodeError, KeyError, TypeError) as e:
-                    raise ValueError(
-                        f"{path}: line {number}: expected a JSON object with 'audio' and "
-                        f"'text' ({e})"
-                    ) from e
-            if not str(fields[1]).strip():
-                raise ValueError(f"{path}: line {number}: the transcript of {fields[0]!r} is empty")
-            out.append((os.path.join(folder, str(fields[0])), str(fields[1]), number))
-    return out
+    rows = read_two_fields(path, ("audio", "text"), ("audio file", "transcript"))
+    folder = os.path.dirname(os.path.abspath(os.path.expanduser(str(path))))
+    return [(os.path.join(folder, file), text, line) for file, text, line in rows]
 
 
 def features(file: str, where: str, num_mels: int, normalize: bool) -> np.ndarray:

@@ -28,8 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from rnnlab.data import own, pipeline, seq2seq
-from rnnlab.data.config import check_split, choice, option, positive_int
+from rnnlab.data import own, seq2seq
+from rnnlab.data.config import check_split, choice, positive_int
 from rnnlab.data.options import COMMON, PIPELINE, Option
 from rnnlab.data.registry import Dataset, register
 from rnnlab.data.vocab import EOS_ID, UNK_ID, WORD_RESERVED, CharEncoder, WordEncoder, word_vocab
@@ -37,21 +37,23 @@ from rnnlab.data.vocab import EOS_ID, UNK_ID, WORD_RESERVED, CharEncoder, WordEn
 TOKENIZERS = ("char", "word", "sentencepiece")
 
 
-def read_pairs(path: str, source_key: str = "source", target_key: str = "target"):
-    """``[(source, target), ...]`` of a ``.tsv`` or ``.jsonl`` file; a bad line is a
-    ValueError naming the file and line."""
+def read_two_fields(path: str, keys: tuple[str, str], names: tuple[str, str]):
+    """``[(first, second, line number), ...]`` of a ``.tsv`` (two tab-separated fields a
+    line) or ``.jsonl`` file (an object a line, the fields under ``keys``); blank lines are
+    skipped. A bad line is a ValueError naming the file, the line and, by ``names``, the
+    field."""
     path = os.path.expanduser(str(path))
     if not os.path.isfile(path):
         raise ValueError(f"{path}: no such file")
     ext = os.path.splitext(path)[1].lower()
     if ext not in (".tsv", ".jsonl"):
         raise ValueError(f"{path}: unknown format {ext!r}: expected '.tsv' or '.jsonl'")
-    pairs = []
     try:
         with open(path, encoding="utf-8") as f:
             lines = f.read().splitlines()
     except UnicodeDecodeError as e:
         raise ValueError(f"{path}: must be UTF-8 text ({e})") from e
+    out = []
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
@@ -59,25 +61,31 @@ def read_pairs(path: str, source_key: str = "source", target_key: str = "target"
             fields = line.split("\t")
             if len(fields) != 2:
                 raise ValueError(
-                    f"{path}: line {number}: expected 2 tab-separated fields (source, "
-                    f"target), found {len(fields)}"
+                    f"{path}: line {number}: expected 2 tab-separated fields ({names[0]}, "
+                    f"{names[1]}), found {len(fields)}"
                 )
         else:
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as e:
                 raise ValueError(f"{path}: line {number}: not JSON ({e.msg})") from e
-            if not isinstance(record, dict) or source_key not in record or target_key not in record:
+            if not isinstance(record, dict) or keys[0] not in record or keys[1] not in record:
                 raise ValueError(
-                    f"{path}: line {number}: expected an object with keys {source_key!r} and "
-                    f"{target_key!r}"
+                    f"{path}: line {number}: expected an object with keys {keys[0]!r} and "
+                    f"{keys[1]!r}"
                 )
-            fields = [record[source_key], record[target_key]]
-        if not all(isinstance(x, str) and x.strip() for x in fields):
-            side = "source" if not (isinstance(fields[0], str) and fields[0].strip()) else "target"
-            raise ValueError(f"{path}: line {number}: the {side} is empty or not text")
-        pairs.append((fields[0], fields[1]))
-    return pairs
+            fields = [record[keys[0]], record[keys[1]]]
+        for name, value in zip(names, fields, strict=True):
+            if not (isinstance(value, str) and value.strip()):
+                raise ValueError(f"{path}: line {number}: the {name} is empty or not text")
+        out.append((fields[0], fields[1], number))
+    return out
+
+
+def read_pairs(path: str, source_key: str = "source", target_key: str = "target"):
+    """``[(source, target), ...]`` of a ``.tsv`` or ``.jsonl`` file (:func:`read_two_fields`)."""
+    rows = read_two_fields(path, (source_key, target_key), ("source", "target"))
+    return [(a, b) for a, b, _ in rows]
 
 
 class _Pieces:
@@ -210,27 +218,8 @@ def _load(cfg, info, *, split, **shard):
     def fetch(index):
         return None if index < 0 else pairs[int(index)]
 
-    order, num_batches = pipeline.example_order(
-        len(pairs),
-        shuffle=bool(option(cfg, "shuffle", split == "train")),
-        what=f"sentence_pairs split {split!r}",
-        **shard,
-    )
-    ds = pipeline.batched(
-        order.map(fetch),
-        batch_size=shard["batch_size"],
-        collate=functools.partial(
-            seq2seq.collate,
-            max_source=info["max_source_len"],
-            max_target=info["max_target_len"],
-            pad_multiple=positive_int(cfg, "pad_multiple"),
-            fixed=choice(cfg, "pad_to", allowed=("batch", "max")) == "max",
-        ),
-        bucket_window=int(option(cfg, "bucket_window")),
-        seed=shard["seed"],
-        length_fn=lambda e: 0 if e is None else max(len(e[0]), len(e[1])),
-    )
-    return ds.to_iter_dataset(pipeline.read_options(cfg)), num_batches
+    what = f"sentence_pairs split {split!r}"
+    return seq2seq.pair_batches(cfg, info, len(pairs), fetch, split, what, shard)
 
 
 OPTIONS = {

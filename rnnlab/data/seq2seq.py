@@ -195,19 +195,27 @@ def _wmt_load(cfg, info, *, split, **shard):
         out = np.append(enc_tgt.encode(as_text(example[tgt_lang]))[: T - 1], EOS_ID)
         return ids.astype(np.int32), out.astype(np.int32)
 
+    what = f"wmt split {split!r}"
+    return pair_batches(cfg, info, len(source), fetch, split, what, shard)
+
+
+def pair_batches(cfg, info, size: int, fetch, split: str, what: str, shard: dict):
+    """``(iterator, num_batches)`` of padded, length-bucketed sentence-pair batches.
+
+    ``fetch(index) -> (source ids, target ids) | None`` reads pair ``index``; the options
+    ``shuffle``, ``pad_multiple``, ``pad_to`` and ``bucket_window`` and
+    ``info["max_source_len"]`` / ``info["max_target_len"]`` shape the batches.
+    """
     order, num_batches = pipeline.example_order(
-        len(source),
-        shuffle=bool(option(cfg, "shuffle", split == "train")),
-        what=f"wmt split {split!r}",
-        **shard,
+        size, shuffle=bool(option(cfg, "shuffle", split == "train")), what=what, **shard
     )
     ds = pipeline.batched(
         order.map(fetch),
         batch_size=shard["batch_size"],
         collate=functools.partial(
             collate,
-            max_source=S,
-            max_target=T,
+            max_source=info["max_source_len"],
+            max_target=info["max_target_len"],
             pad_multiple=positive_int(cfg, "pad_multiple"),
             fixed=choice(cfg, "pad_to", allowed=("batch", "max")) == "max",
         ),

@@ -31,7 +31,7 @@ from rnnlab.models.attention import masked_softmax, source_mask
 
 Array = jax.Array
 
-POOLINGS = ("last", "mean", "max", "attention", "none")
+POOLINGS = ("last", "mean", "max", "attention")
 
 
 def _last_valid(h: Array, lengths: Array) -> Array:
@@ -98,8 +98,8 @@ class SequenceClassifier(Model):
         rnn_kwargs: Mapping[str, Any] | None = None,
         rngs: nnx.Rngs,
     ):
-        if pooling not in POOLINGS:
-            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+        if pooling not in (*POOLINGS, "none"):  # none: no pooling, an output per step
+            raise ValueError(f"pooling must be one of {(*POOLINGS, 'none')}, got {pooling!r}")
         check_positive_int("num_outputs", num_outputs)
         dtype = resolve_dtype(dtype)
         self.pooling, self.bidirectional = pooling, bidirectional

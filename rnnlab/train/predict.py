@@ -14,9 +14,10 @@ Tagging writes a row per time step (``.csv``: ``id``, ``time``, ``prediction``,
 ``p_<class>``; ``.npz``: ``ids``, ``lengths``, and ``predictions`` / ``probabilities`` of
 all steps one sequence after another).
 
-Translation and speech runs write text (:mod:`rnnlab.train.predict_decoders`): greedy
-translations of the sources of a ``.tsv``/``.jsonl``/``.txt`` file, or best-path CTC
-transcripts of the audio files of a manifest.
+Translation, speech and language-model runs write text
+(:mod:`rnnlab.train.predict_decoders`): greedy translations of the sources of a
+``.tsv``/``.jsonl``/``.txt`` file, best-path CTC transcripts of the audio files of a
+manifest, or continuations of the prompts of a ``.txt`` file (one a line).
 
 The output is written whole at the end (a temporary file renamed), so an error leaves no
 partial file.
@@ -41,6 +42,7 @@ OUTPUT_FORMATS = {
     "tagging": (".csv", ".npz"),
     "seq2seq": (".tsv", ".jsonl", ".txt"),
     "ctc": (".tsv", ".jsonl", ".txt"),
+    "lm": (".jsonl", ".txt"),
 }
 
 
@@ -164,6 +166,8 @@ def predict_file(
         sources, records = decoders.sources(input_path, data), None
     elif task == "ctc":
         sources, records = decoders.audio_files(input_path), None
+    elif task == "lm":
+        sources, records = decoders.prompts(input_path), None
     else:
         from rnnlab.data import own, sequence_files
 
@@ -186,11 +190,13 @@ def predict_file(
                 model, info, data, sources, batch_size=size, progress=bar.update
             )
             sources = [file for file, _ in sources]
+        elif task == "lm":
+            out = decoders.continue_texts(model, info, config, sources, progress=bar.update)
         else:
             out = predict_sequences(
                 model, info, config, records, batch_size=size, progress=bar.update
             )
-    if task in ("seq2seq", "ctc"):
+    if task in ("seq2seq", "ctc", "lm"):
         columns, arrays = {}, {"text": decoders.text_lines(ext, sources, out, task)}
     else:
         columns, arrays = _sequence_outputs(task, info, records, out)

@@ -1,12 +1,13 @@
-"""Text out of ``rnnlab predict``: translations of sentences and transcripts of audio.
+"""Text out of ``rnnlab predict``: translations, transcripts and continuations.
 
 Translation (``sentence_pairs`` runs): the input is a ``.tsv``/``.jsonl`` of pairs (targets
 ignored) or a ``.txt`` of one source sentence a line; each source is decoded greedily.
 Speech (``audio_folder`` runs): the input is a manifest (``.tsv``/``.jsonl``, transcripts
 ignored) or a ``.txt`` of one audio file a line (relative to the list's folder); each file
 goes through the run's log-mel front end and is decoded by best path (Graves et al. 2006).
-The output (``.tsv``, ``.jsonl`` or ``.txt``) holds one line per input: the source or file
-and its text.
+Language models: the input is a ``.txt`` of prompts, one a line; each is continued as
+``rnnlab sample`` would (the run's ``sample`` settings). The output (``.tsv``, ``.jsonl``
+or ``.txt``) holds one line per input: the input and its text.
 """
 
 from __future__ import annotations
@@ -56,6 +57,40 @@ def audio_files(path: str) -> list[tuple[str, str]]:
     if not rows:
         raise ValueError(f"{path}: holds no audio files")
     return [(file, f"{path}: line {line}") for file, _, line in rows]
+
+
+def prompts(path: str) -> list[str]:
+    """The prompts of a ``.txt`` file, one a line."""
+    if not path.endswith(".txt"):
+        raise ValueError(f"{path}: a language model's prompts are a .txt file, one a line")
+    return _lines(path)
+
+
+def continue_texts(model, info, config, texts: list[str], *, progress) -> list[str]:
+    """Each prompt continued by ``config.sample.length`` tokens (200 when 0) at the run's
+    ``sample`` temperature, top-k and top-p (temperature 0: greedy), seed ``config.seed``."""
+    from rnnlab.models.language_model import generate
+    from rnnlab.train.sampling import codec
+
+    s = config.sample
+    encode, decode = codec(info)
+    out = []
+    for i, text in enumerate(texts):
+        ids = encode(text)
+        if ids.size == 0:
+            raise ValueError(f"prompt {i + 1} {text!r} encodes to no tokens")
+        tokens = generate(
+            model,
+            np.asarray(ids, np.int32)[None],
+            int(s.length) or 200,
+            key=jax.random.fold_in(jax.random.key(int(config.seed)), i),
+            temperature=float(s.temperature),
+            top_k=int(s.top_k),
+            top_p=float(s.top_p),
+        )
+        out.append(decode(np.asarray(tokens)[0]))
+        progress(1)
+    return out
 
 
 def transcribe(model, info, data, files, *, batch_size: int, progress) -> list[str]:
@@ -112,7 +147,9 @@ def text_lines(ext: str, inputs: list[str], texts: list[str], task: str) -> str:
         return "".join(t + "\n" for t in texts)
     if ext == ".tsv":
         return "".join(f"{s}\t{t}\n" for s, t in zip(inputs, texts, strict=True))
-    keys = ("source", "translation") if task == "seq2seq" else ("audio", "transcript")
+    keys = {"seq2seq": ("source", "translation"), "ctc": ("audio", "transcript")}.get(
+        task, ("prompt", "continuation")
+    )
     return "".join(
         json.dumps(dict(zip(keys, pair, strict=True)), ensure_ascii=False) + "\n"
         for pair in zip(inputs, texts, strict=True)
