@@ -304,10 +304,11 @@ def test_regularised_stack_matches_scan(kind, reg):
             rnn_kwargs=dict(implementation=implementation),
             rngs=nnx.Rngs(0),
         )
-        graphdef, params = nnx.split(stack)
+        # The stack keeps a dropout stream of its own (integer RNG state): not a parameter.
+        graphdef, params, rest = nnx.split(stack, nnx.Param, ...)
 
         def loss(params, x):
-            y, aux = nnx.merge(graphdef, params)(
+            y, aux = nnx.merge(graphdef, params, rest)(
                 x, seq_lengths=LENGTHS, deterministic=False, rngs=jax.random.key(3), return_aux=True
             )
             extra = sum(v for k, v in aux.items() if k in ("ar", "tar"))

@@ -357,10 +357,9 @@ def _train(run, workdir, t_start, warn, calls, restart) -> dict[str, Any]:
                 with meter.paused(), dispatch.recording() as paths:  # compilation: no training
                     global_batch = inputs.to_global(batch, run.mesh)
                     # Refused with numbers before it runs: a failed allocation used to hang.
-                    # The compiled executable runs the steps from here (no second trace).
-                    train_step = check_step_memory(
-                        train_step, state, global_batch, hint=MEMORY_HINT
-                    )
+                    # The jitted step keeps running (it reuses this compilation and still
+                    # compiles batches of other shapes, e.g. padded to another length).
+                    check_step_memory(train_step, state, global_batch, hint=MEMORY_HINT)
                     state, m = train_step(state, global_batch)
                 compiled = True
                 if main:

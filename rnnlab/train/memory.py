@@ -107,7 +107,8 @@ def check_step(step: Any, *args: Any, hint: str = "") -> Any:
     :class:`OutOfMemoryError` when what one call allocates beyond its arguments (XLA's
     memory analysis of the compiled executable: temporaries plus outputs not aliased to
     donated inputs) does not fit in what is free now. Returns the compiled executable;
-    calling ``step`` afterwards reuses it (JAX caches the compilation)."""
+    calling ``step`` with arguments of the same shapes afterwards reuses it (JAX caches
+    the compilation), so callers keep calling ``step``."""
     compiled = step.lower(*args).compile()
     try:
         analysis = compiled.memory_analysis()
