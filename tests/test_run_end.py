@@ -157,3 +157,18 @@ def test_a_step_too_large_for_what_is_free_is_refused_before_it_runs(monkeypatch
     monkeypatch.setattr(memory, "host_available", lambda: (2**40, "1 TiB free (test)"))
     compiled = memory.check_step(step, a, a)
     np.testing.assert_allclose(np.asarray(compiled(a, a))[0, :4], n * np.tanh(n), rtol=1e-5)
+
+
+def test_the_first_step_executable_runs_its_shape_and_the_jitted_step_any_other():
+    """Batches padded to the longest sequence in the batch change length from step to step:
+    the executable compiled for the first batch runs that shape, the jitted step the rest."""
+    import jax
+    import jax.numpy as jnp
+
+    from rnnlab.train import memory
+
+    step = jax.jit(lambda state, batch: state + batch["x"].sum())
+    first = {"x": jnp.ones((2, 8))}
+    run = memory.reusing(memory.check_step(step, 0.0, first), step, first)
+    assert float(run(0.0, first)) == 16.0
+    assert float(run(1.0, {"x": jnp.ones((2, 3))})) == 7.0  # a compiled executable refuses it

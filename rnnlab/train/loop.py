@@ -39,6 +39,7 @@ from rnnlab.train.ending import EndOfRun
 from rnnlab.train.memory import HINT as MEMORY_HINT
 from rnnlab.train.memory import check as check_memory
 from rnnlab.train.memory import check_step as check_step_memory
+from rnnlab.train.memory import reusing as reusing_compiled
 from rnnlab.train.readable import for_readers
 from rnnlab.train.run import Run
 
@@ -357,10 +358,10 @@ def _train(run, workdir, t_start, warn, calls, restart) -> dict[str, Any]:
                 with meter.paused(), dispatch.recording() as paths:  # compilation: no training
                     global_batch = inputs.to_global(batch, run.mesh)
                     # Refused with numbers before it runs: a failed allocation used to hang.
-                    # The compiled executable runs the steps from here (no second trace).
-                    train_step = check_step_memory(
-                        train_step, state, global_batch, hint=MEMORY_HINT
-                    )
+                    # The compiled executable runs the steps of this batch shape from here
+                    # (no second trace); other padded lengths take the jitted step.
+                    first = check_step_memory(train_step, state, global_batch, hint=MEMORY_HINT)
+                    train_step = reusing_compiled(first, train_step, global_batch)
                     state, m = train_step(state, global_batch)
                 compiled = True
                 if main:

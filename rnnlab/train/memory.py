@@ -129,6 +129,23 @@ def check_step(step: Any, *args: Any, hint: str = "") -> Any:
     )
 
 
+def _signature(tree: Any) -> tuple:
+    return jax.tree.structure(tree), tuple((x.shape, x.dtype) for x in jax.tree.leaves(tree))
+
+
+def reusing(compiled: Any, step: Any, batch: Any) -> Any:
+    """``fn(state, batch)``: ``compiled`` (from :func:`check_step`) for batches of ``batch``'s
+    shapes and dtypes, the jitted ``step`` for any other (a batch padded to another length
+    is traced and compiled then, as it would be without the check): a compiled executable
+    refuses arguments of other shapes."""
+    signature = _signature(batch)
+
+    def run(state: Any, b: Any) -> Any:
+        return (compiled if _signature(b) == signature else step)(state, b)
+
+    return run
+
+
 def check(abstract: Any, shardings: Any, *, hint: str = "") -> None:
     """Raises :class:`OutOfMemoryError` when the train state and its gradients cannot fit.
 
