@@ -52,14 +52,20 @@ def read_lazyload_db(rdb_path: str | Path) -> dict[str, Any]:
     raw = rdb_path.read_bytes()
     objects: dict[str, Any] = {}
     for name, (offset, length) in index["variables"].items():
-        offset, length = int(offset), int(length)
+        name, offset, length = str(name), int(offset), int(length)  # names are NumPy strings
         chunk = raw[offset : offset + length]
-        expected = struct.unpack(">I", chunk[:4])[0]
-        body = zlib.decompress(chunk[4:])
+        try:
+            expected = struct.unpack(">I", chunk[:4])[0]
+            body = zlib.decompress(chunk[4:])
+        except (struct.error, zlib.error) as e:
+            raise ValueError(
+                f"R data: object {name!r} at bytes {offset}-{offset + length} of {rdb_path} "
+                f"is not a length and a zlib stream ({e})"
+            ) from e
         if len(body) != expected:
             raise ValueError(
                 f"R data: object {name!r} in {rdb_path} should decompress to {expected} bytes, "
                 f"received {len(body)}"
             )
-        objects[str(name)] = decode(body, f"object {name!r} in {rdb_path}")
+        objects[name] = decode(body, f"object {name!r} in {rdb_path}")
     return objects
