@@ -33,7 +33,7 @@ def decode(data: bytes, what: str = "R data") -> Any:
             parsed = rdata.parser.parse_data(bytes(data), extension=".rds")
         return rdata.conversion.convert(parsed)
     except Exception as e:  # rdata raises struct, index and value errors alike
-        raise ValueError(f"{what}: not a readable R serialisation ({type(e).__name__}: {e})")
+        raise ValueError(f"{what}: not a readable R serialisation ({type(e).__name__}: {e})") from e
 
 
 def read_lazyload_db(rdb_path: str | Path) -> dict[str, Any]:
