@@ -43,29 +43,32 @@ def read_manifest(path: str) -> list[tuple[str, str, int]]:
         raise ValueError(f"{path}: unknown manifest format {ext!r}: expected '.tsv' or '.jsonl'")
     folder = os.path.dirname(os.path.abspath(path))
     out = []
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f.read().splitlines(), 1):
-            if not line.strip():
-                continue
-            if ext == ".tsv":
-                fields = line.split("\t")
-                if len(fields) != 2:
-                    raise ValueError(
-                        f"{path}: line {number}: expected 2 tab-separated fields (audio file, "
-                        f"transcript), found {len(fields)}"
-                    )
-            else:
-                try:
-                    record = json.loads(line)
-                    fields = [record["audio"], record["text"]]
-                except (json.JSONDecodeError, KeyError, TypeError) as e:
-                    raise ValueError(
-                        f"{path}: line {number}: expected a JSON object with 'audio' and "
-                        f"'text' ({e})"
-                    ) from e
-            if not str(fields[1]).strip():
-                raise ValueError(f"{path}: line {number}: the transcript of {fields[0]!r} is empty")
-            out.append((os.path.join(folder, str(fields[0])), str(fields[1]), number))
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except UnicodeDecodeError as e:  # as sentence_pairs says it (rnnlab.data.pairs)
+        raise ValueError(f"{path}: must be UTF-8 text ({e})") from e
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        if ext == ".tsv":
+            fields = line.split("\t")
+            if len(fields) != 2:
+                raise ValueError(
+                    f"{path}: line {number}: expected 2 tab-separated fields (audio file, "
+                    f"transcript), found {len(fields)}"
+                )
+        else:
+            try:
+                record = json.loads(line)
+                fields = [record["audio"], record["text"]]
+            except (json.JSONDecodeError, KeyError, TypeError) as e:
+                raise ValueError(
+                    f"{path}: line {number}: expected a JSON object with 'audio' and 'text' ({e})"
+                ) from e
+        if not str(fields[1]).strip():
+            raise ValueError(f"{path}: line {number}: the transcript of {fields[0]!r} is empty")
+        out.append((os.path.join(folder, str(fields[0])), str(fields[1]), number))
     return out
 
 
