@@ -514,7 +514,7 @@ def _train(run, workdir, t_start, warn, calls, restart) -> dict[str, Any]:
             summary["end_of_run_skipped"] = signal.Signals(end.signum).name
         if main:
             summary["headline"] = headline(summary, run.task.name, run.info)
-            _write_json(files.join(workdir, "summary.json"), summary)
+            _write_json(files.join(workdir, record.SUMMARY_FILE), summary)
     calls.on_run_end(summary)
     return summary
 
