@@ -130,7 +130,7 @@ def test_rnnlab_train_takes_a_callback_class(tmp_path, monkeypatch, capsys):
 
 
 def test_callback_specs_take_an_instance_and_errors_name_the_callback_option(tmp_path, monkeypatch):
-    from rnnlab.cli.commands import load_callback
+    from rnnlab.cli.plugins import load_callback
     from rnnlab.train.config import ConfigError
 
     (tmp_path / "my_instances.py").write_text(
