@@ -172,3 +172,22 @@ def test_the_first_step_executable_runs_its_shape_and_the_jitted_step_any_other(
     run = memory.reusing(memory.check_step(step, 0.0, first), step, first)
     assert float(run(0.0, first)) == 16.0
     assert float(run(1.0, {"x": jnp.ones((2, 3))})) == 7.0  # a compiled executable refuses it
+
+
+def test_a_sample_prompt_outside_the_vocabulary_skips_the_sample_not_the_summary(tmp_path):
+    """The end-of-run sample refuses a prompt the model cannot read (as ``rnnlab sample``
+    does); the finished run still writes its summary, which says why there is no sample."""
+    from fake_data import FakeSource
+
+    from rnnlab.train import config as cfg_lib
+    from rnnlab.train import loop
+
+    c = cfg_lib.load("experiments/charlm.py:small")
+    cfg_lib.override(c, ["train.steps=2", "optim.warmup_steps=0", "train.eval_every=0"])
+    with c.unlocked():
+        c.data = cfg_lib.ConfigDict({"name": "fake_lm"})
+        c.sample.prompt = "It is a truth"  # fake_lm's vocabulary has none of these
+    summary = loop.train(c, str(tmp_path / "run"), source=FakeSource())
+    assert "sample" not in summary and "outside the model's vocabulary" in summary["sample_skipped"]
+    on_disk = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert on_disk["steps"] == 2 and on_disk["sample_skipped"] == summary["sample_skipped"]
