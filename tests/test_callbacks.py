@@ -7,6 +7,7 @@ import json
 
 import jax
 import numpy as np
+import pytest
 
 from rnnlab.data.memory import ArraySource
 from rnnlab.train import Callback, StopAtThreshold, config, export, train
@@ -126,3 +127,17 @@ def test_rnnlab_train_takes_a_callback_class(tmp_path, monkeypatch, capsys):
     summary = json.loads((workdir / "summary.json").read_text())
     assert summary["callback_reason"] == "enough"
     assert cli.main(args[:-2] + ["--callback", "my_callbacks:nothing"]) == 2
+
+
+def test_callback_specs_take_an_instance_and_errors_name_the_callback_option(tmp_path, monkeypatch):
+    from rnnlab.cli.plugins import load_callback
+    from rnnlab.train.config import ConfigError
+
+    (tmp_path / "my_instances.py").write_text(
+        "from rnnlab.train import StopAtThreshold\n\nlow_loss = StopAtThreshold('loss', 1.2)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert isinstance(load_callback("my_instances:low_loss"), StopAtThreshold)
+    with pytest.raises(ConfigError, match="--callback package.module:Name") as info:
+        load_callback("my_instances")
+    assert "logger" not in str(info.value)

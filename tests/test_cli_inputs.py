@@ -75,6 +75,7 @@ def test_a_workdir_path_that_is_not_utf8_is_refused_before_training(tmp_path, ca
         (["sample", "--workdir", "w", "--length", "-5"], "expected a positive integer, got '-5'"),
         (["sample", "--workdir", "w", "--num", "0"], "expected a positive integer, got '0'"),
         (["eval", "--workdir", "w", "--checkpoint", "none"], "got 'none'"),
+        ("predict --workdir w --input x.npz --output y.csv --batch-size -1".split(), "got '-1'"),
     ],
 )
 def test_bad_arguments_are_usage_errors(argv, says, capsys):

@@ -90,3 +90,12 @@ def test_unreadable_audio_is_named_with_its_manifest_line(tmp_path, capsys, dama
     assert len(err.splitlines()) == 1, err
     assert f"{tmp_path / 'train.tsv'}: line 4: audio file '{bad}' cannot be read" in err, err
     assert not workdir.exists()
+
+
+def test_a_manifest_that_is_not_utf8_is_named(tmp_path):
+    from rnnlab.data.audio_folder import read_manifest
+
+    manifest = tmp_path / "train.tsv"
+    manifest.write_bytes("a.wav\tcaf\xe9\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"train.tsv: must be UTF-8 text"):
+        read_manifest(str(manifest))

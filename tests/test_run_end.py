@@ -157,3 +157,22 @@ def test_a_step_too_large_for_what_is_free_is_refused_before_it_runs(monkeypatch
     monkeypatch.setattr(memory, "host_available", lambda: (2**40, "1 TiB free (test)"))
     compiled = memory.check_step(step, a, a)
     np.testing.assert_allclose(np.asarray(compiled(a, a))[0, :4], n * np.tanh(n), rtol=1e-5)
+
+
+def test_a_sample_prompt_outside_the_vocabulary_skips_the_sample_not_the_summary(tmp_path):
+    """The end-of-run sample refuses a prompt the model cannot read (as ``rnnlab sample``
+    does); the finished run still writes its summary, which says why there is no sample."""
+    from fake_data import FakeSource
+
+    from rnnlab.train import config as cfg_lib
+    from rnnlab.train import loop
+
+    c = cfg_lib.load("experiments/charlm.py:small")
+    cfg_lib.override(c, ["train.steps=2", "optim.warmup_steps=0", "train.eval_every=0"])
+    with c.unlocked():
+        c.data = cfg_lib.ConfigDict({"name": "fake_lm"})
+        c.sample.prompt = "It is a truth"  # fake_lm's vocabulary has none of these
+    summary = loop.train(c, str(tmp_path / "run"), source=FakeSource())
+    assert "sample" not in summary and "outside the model's vocabulary" in summary["sample_skipped"]
+    on_disk = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert on_disk["steps"] == 2 and on_disk["sample_skipped"] == summary["sample_skipped"]

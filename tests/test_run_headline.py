@@ -29,6 +29,10 @@ def test_headlines_state_the_result_against_the_reference():
     assert headline(classify, "classification", {"num_classes": 9}) == (
         "result: test accuracy 77.0 % on 370 examples (chance 1/9: 11.1 %)"
     )
+    tagging = {"final": {"train": {}, "validation": {"accuracy": 0.5, "loss": 1.2}}}
+    assert headline(tagging, "tagging", {"num_classes": 4}) == (
+        "result: validation accuracy 50.0 % (chance 1/4: 25.0 %)"
+    )
     lm = {"final": {"train": {}, "validation": {"bpc": 2.5, "bits_per_token": 2.5}}}
     assert headline(lm, "lm", {"vocab_size": 82}) == (
         f"result: validation bits per character 2.5000 (a uniform guess over 82 tokens: "

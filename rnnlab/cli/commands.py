@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import sys
-from collections.abc import Callable
 from typing import Any
 
 from rnnlab.cli import catalog
+from rnnlab.cli.plugins import load_callback, load_logger
 from rnnlab.cli.workdir import checkpoint_arg, data_guard, load_config, pick_step
 from rnnlab.train import config as cfg_lib
 from rnnlab.train import files, record
@@ -66,43 +65,6 @@ def _is_main() -> bool:
     import jax
 
     return jax.process_index() == 0
-
-
-def load_logger(spec: str) -> Callable[[int, str, dict[str, float]], None]:
-    """``"package.module:name"`` -> the callable ``logger(step, split, metrics)`` there."""
-    import os
-
-    module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name or not attr:
-        raise cfg_lib.ConfigError(
-            "logger", f"expected --logger package.module:function, got {spec!r}"
-        )
-    # The current folder is importable, as for `python -m`: the `rnnlab` script's own
-    # sys.path holds only its installation.
-    if os.getcwd() not in sys.path:
-        sys.path.append(os.getcwd())
-    try:
-        obj = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as e:
-        raise cfg_lib.ConfigError("logger", f"cannot load {spec!r}: {e}") from e
-    if not callable(obj):
-        raise cfg_lib.ConfigError("logger", f"{spec!r} is not callable")
-    return obj
-
-
-def load_callback(spec: str):
-    """``"package.module:Name"`` -> a :class:`rnnlab.train.Callback`: the object there, or
-    an instance of the class there (made without arguments)."""
-    from rnnlab.train.callbacks import Callback
-
-    obj = load_logger(spec)
-    if isinstance(obj, type) and issubclass(obj, Callback):
-        obj = obj()
-    if not isinstance(obj, Callback):
-        raise cfg_lib.ConfigError(
-            "callback", f"{spec!r} is not an rnnlab.train.Callback (class or instance)"
-        )
-    return obj
 
 
 def train_config(args: argparse.Namespace) -> cfg_lib.ConfigDict:

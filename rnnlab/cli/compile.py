@@ -40,7 +40,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="compile a run for a Cloud TPU slice on this machine (memory, roofline)",
         description=__doc__.split("\n\n")[2],
     )
-    p.add_argument("--config", required=True, help="experiments/<file>.py[:variant]")
+    p.add_argument("--config", required=True, help="NAME[:variant] or PATH.py[:variant]")
     p.add_argument("--topology", required=True, help="Cloud TPU accelerator type, e.g. v5e-16")
     p.add_argument("--slices", type=int, default=1, help="number of slices (multi-slice)")
     p.add_argument("--dataset-info", help="a run's dataset_info.json (shapes without data)")

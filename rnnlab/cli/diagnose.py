@@ -379,7 +379,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         description="Writes report.json, report.md and PNG plots of ||dL/dh_t|| and of the "
         "recurrent Jacobian's singular values for an experiment's model.",
     )
-    p.add_argument("--config", help="experiments/<file>.py[:variant] (default: the workdir's)")
+    p.add_argument("--config", help="NAME[:variant] or PATH.py[:variant] (default: the workdir's)")
     p.add_argument("--workdir", default=None, help="a run to diagnose (its checkpoints)")
     p.add_argument("--out", default=None, help="output folder (default <workdir>/diagnostics)")
     p.add_argument(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from rnnlab.cli.commands import positive_int
 from rnnlab.cli.workdir import checkpoint_arg
 
 
@@ -55,7 +56,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--checkpoint", default="best", type=checkpoint_arg, help="best, latest or a step"
     )
-    p.add_argument("--batch-size", dest="batch_size", type=int, default=None)
+    p.add_argument("--batch-size", dest="batch_size", type=positive_int, default=None)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_predict)
 

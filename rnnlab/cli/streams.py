@@ -40,7 +40,11 @@ class DetachableStream:
             # The interpreter flushes the stream again at exit: point its descriptor at
             # /dev/null so that last flush does not fail either.
             with contextlib.suppress(OSError, ValueError):
-                os.dup2(os.open(os.devnull, os.O_WRONLY), self._stream.fileno())
+                null = os.open(os.devnull, os.O_WRONLY)
+                try:
+                    os.dup2(null, self._stream.fileno())
+                finally:
+                    os.close(null)
             return default
 
     def write(self, text: str) -> int:

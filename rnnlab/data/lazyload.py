@@ -33,7 +33,7 @@ def decode(data: bytes, what: str = "R data") -> Any:
             parsed = rdata.parser.parse_data(bytes(data), extension=".rds")
         return rdata.conversion.convert(parsed)
     except Exception as e:  # rdata raises struct, index and value errors alike
-        raise ValueError(f"{what}: not a readable R serialisation ({type(e).__name__}: {e})")
+        raise ValueError(f"{what}: not a readable R serialisation ({type(e).__name__}: {e})") from e
 
 
 def read_lazyload_db(rdb_path: str | Path) -> dict[str, Any]:
@@ -52,14 +52,20 @@ def read_lazyload_db(rdb_path: str | Path) -> dict[str, Any]:
     raw = rdb_path.read_bytes()
     objects: dict[str, Any] = {}
     for name, (offset, length) in index["variables"].items():
-        offset, length = int(offset), int(length)
+        name, offset, length = str(name), int(offset), int(length)  # names are NumPy strings
         chunk = raw[offset : offset + length]
-        expected = struct.unpack(">I", chunk[:4])[0]
-        body = zlib.decompress(chunk[4:])
+        try:
+            expected = struct.unpack(">I", chunk[:4])[0]
+            body = zlib.decompress(chunk[4:])
+        except (struct.error, zlib.error) as e:
+            raise ValueError(
+                f"R data: object {name!r} at bytes {offset}-{offset + length} of {rdb_path} "
+                f"is not a length and a zlib stream ({e})"
+            ) from e
         if len(body) != expected:
             raise ValueError(
                 f"R data: object {name!r} in {rdb_path} should decompress to {expected} bytes, "
                 f"received {len(body)}"
             )
-        objects[str(name)] = decode(body, f"object {name!r} in {rdb_path}")
+        objects[name] = decode(body, f"object {name!r} in {rdb_path}")
     return objects

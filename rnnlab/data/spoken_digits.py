@@ -28,9 +28,9 @@ from typing import Any
 
 import numpy as np
 
-from rnnlab.data import builders, pipeline
+from rnnlab.data import builders
 from rnnlab.data import spoken_digits_audio as audio
-from rnnlab.data.config import cache_key, check_split, choice, option, positive_int, tfds_dir
+from rnnlab.data.config import cache_key, check_split, option, positive_int, tfds_dir
 from rnnlab.data.options import COMMON, PIPELINE, Option
 from rnnlab.data.registry import Dataset, register
 from rnnlab.data.speech import utterance_batches

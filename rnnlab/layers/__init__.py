@@ -3,7 +3,7 @@ depth with the regularisers as an option (:class:`StackedRNN`), and named layers
 them (:class:`BNLSTM`, :class:`LinearRecurrence`, :class:`LRULayer`, ...).
 
 Every model in :mod:`rnnlab.models` builds its recurrence from these; which loop runs
-(``"scan"``, ``"fused"``, ``"parallel"``) is decided in :mod:`rnnlab.layers.dispatch`.
+(``"scan"``, ``"fused"``, ``"kernel"``, ``"parallel"``) is decided in :mod:`rnnlab.layers.dispatch`.
 """
 
 from rnnlab.layers import dispatch

@@ -116,6 +116,7 @@ _HEADLINES = {
     "lm": _lm,
     "copy": _lm,
     "classification": _classification,
+    "tagging": _classification,  # accuracy over the valid steps
     "forecast": _forecast,
     "ctc": _ctc,
     "seq2seq": _seq2seq,

@@ -507,17 +507,17 @@ def _train(run, workdir, t_start, warn, calls, restart) -> dict[str, Any]:
     writer.close()
     with EndOfRun(step, enabled=main) as end:  # SIGTERM now skips to the summary (exit 0)
         with end.optional():
-            _finish(run, state, step, summary, stopped_early, workdir)
+            _finish(run, state, step, summary, stopped_early, workdir, warn)
         if end.stopped:
             summary["end_of_run_skipped"] = signal.Signals(end.signum).name
         if main:
             summary["headline"] = headline(summary, run.task.name, run.info)
-            _write_json(files.join(workdir, "summary.json"), summary)
+            _write_json(files.join(workdir, record.SUMMARY_FILE), summary)
     calls.on_run_end(summary)
     return summary
 
 
-def _finish(run, state, step, summary, stopped_early, workdir) -> None:
+def _finish(run, state, step, summary, stopped_early, workdir, warn) -> None:
     """The optional end of a run: a sample, the task's report, the plots."""
     cfg, main = run.config, run.main
     if not stopped_early and run.task.name == "lm" and cfg.sample.length > 0:
@@ -527,9 +527,14 @@ def _finish(run, state, step, summary, stopped_early, workdir) -> None:
         params_state = run.eval_state(params_state)
         host = parallel.to_host((params_state.params, params_state.rest))
         if main:
-            text = sampling.sample_text(run, params_state.replace(params=host[0], rest=host[1]))
-            files.write_text(files.join(workdir, "samples.txt"), text + "\n")
-            summary["sample"] = text
+            try:
+                text = sampling.sample_text(run, params_state.replace(params=host[0], rest=host[1]))
+            except ValueError as e:  # sample.prompt outside the vocabulary: the run is done
+                warn(f"no end-of-run sample: {e}")
+                summary["sample_skipped"] = str(e)
+            else:
+                files.write_text(files.join(workdir, "samples.txt"), text + "\n")
+                summary["sample"] = text
     if not stopped_early and run.task.report is not None:
         # The task's end-of-run report (baselines, decoded examples, figures) on the best
         # checkpoint; every process joins, as it may evaluate.

@@ -27,7 +27,7 @@ HISTORY_FILE = "config_history.jsonl"
 PREVIOUS_DIR = "previous"
 CORRUPT_DIR = "corrupt_checkpoints"
 # Moved aside by a restart: everything that describes the abandoned trajectory.
-_ARCHIVED = ("metrics.jsonl", "tensorboard", "summary.json", "plots", "samples.txt", HISTORY_FILE)
+_ARCHIVED = ("metrics.jsonl", "tensorboard", SUMMARY_FILE, "plots", "samples.txt", HISTORY_FILE)
 
 
 class RestartRefusedError(RuntimeError):
@@ -150,7 +150,7 @@ def had_checkpoints(workdir: str) -> bool:
     corrupt = files.join(workdir, CORRUPT_DIR)
     if files.is_dir(corrupt) and any(True for _ in files.path(corrupt).iterdir()):
         return True
-    return files.exists(files.join(workdir, "summary.json"))
+    return files.exists(files.join(workdir, SUMMARY_FILE))
 
 
 def archive_for_restart(workdir: str, *, checkpoints: bool = True) -> str:

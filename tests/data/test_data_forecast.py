@@ -158,14 +158,18 @@ def test_macrodata_forecasts_unemployment_from_past_covariates(tmp_path):
     for j in (0, 36):
         t = 162 + j  # first target quarter of test window j
         np.testing.assert_allclose(inputs[j] * std + mean, ref[t - 16 : t], atol=1e-4)
-        np.testing.assert_allclose(targets[j, :, 0] * std[0] + mean[0], ref[t : t + 4, 0], atol=1e-4)
+        np.testing.assert_allclose(
+            targets[j, :, 0] * std[0] + mean[0], ref[t : t + 4, 0], atol=1e-4
+        )
 
 
 def test_target_features_option(tmp_path):
     base = {"name": "macrodata", "data_dir": str(tmp_path), "seq_len": 8, "horizon": 2}
     spec = data.info(dict(base, target_features=4))
     assert spec["output_features"] == 4
-    batch = next(iter(data.load(dict(base, target_features=4), split="train", batch_size=4, seed=0)))
+    batch = next(
+        iter(data.load(dict(base, target_features=4), split="train", batch_size=4, seed=0))
+    )
     assert batch["targets"].shape == (4, 2, 4)
     with pytest.raises(ValueError, match="target_features must be at most the 4 series"):
         data.info(dict(base, target_features=5))

@@ -56,7 +56,7 @@ def test_named_list_of_integer_and_double_vectors_version_2():
     assert obj["b"].tolist() == [0.5, -2.0]
 
 
-def test_lazyload_database_round_trip(tmp_path):
+def _database(tmp_path):
     first = _header() + _strsxp(["one", "two"])
     second = _header() + _strsxp(["three"])
     chunks, index = b"", []
@@ -71,8 +71,23 @@ def test_lazyload_database_round_trip(tmp_path):
     rdx = _header() + _int(19 | (1 << 9)) + _int(1) + variables + _names_attr(["variables"])
     (tmp_path / "Rdata.rdb").write_bytes(chunks)
     (tmp_path / "Rdata.rdx").write_bytes(gzip.compress(rdx))
-    objects = lazyload.read_lazyload_db(tmp_path / "Rdata.rdb")
+    return tmp_path / "Rdata.rdb"
+
+
+def test_lazyload_database_round_trip(tmp_path):
+    objects = lazyload.read_lazyload_db(_database(tmp_path))
     assert {k: v.tolist() for k, v in objects.items()} == {"x": ["one", "two"], "y": ["three"]}
+
+
+def test_a_damaged_database_is_a_clear_error(tmp_path):
+    rdb = _database(tmp_path)
+    raw = rdb.read_bytes()
+    rdb.write_bytes(raw[:6] + bytes(len(raw) - 6))  # the first object's zlib stream zeroed
+    with pytest.raises(ValueError, match="object 'x' at bytes 0-.* not a length and a zlib"):
+        lazyload.read_lazyload_db(rdb)
+    rdb.write_bytes(b"")
+    with pytest.raises(ValueError, match="object 'x'"):
+        lazyload.read_lazyload_db(rdb)
 
 
 def test_bad_marker_and_truncation_are_clear_errors():
