@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-from collections.abc import Iterator
+import functools
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import jax
 
@@ -21,6 +23,7 @@ PLATFORMS = ("cpu", "gpu", "tpu")
 _TARGET: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "rnnlab_target_platform", default=None
 )
+_DEVICES: contextvars.ContextVar[int] = contextvars.ContextVar("rnnlab_step_devices", default=1)
 
 
 def platform() -> str:
@@ -42,3 +45,25 @@ def compiling_for(name: str) -> Iterator[None]:
         yield
     finally:
         _TARGET.reset(token)
+
+
+def devices() -> int:
+    """How many devices the computation being traced is split over (1 unless a caller
+    says otherwise with :func:`partitioned_over`)."""
+    return _DEVICES.get()
+
+
+def partitioned_over(n: int, fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` traced with :func:`devices` equal to ``n``: a step jitted on a mesh of ``n``
+    devices says so to the choices made while it is traced (a custom call without a
+    partitioning rule would run whole on every device)."""
+
+    @functools.wraps(fn)
+    def traced(*args: Any, **kwargs: Any) -> Any:
+        token = _DEVICES.set(int(n))
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            _DEVICES.reset(token)
+
+    return traced

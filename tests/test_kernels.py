@@ -240,3 +240,20 @@ def test_kernel_padding_garbage_changes_neither_outputs_nor_carry_nor_gradients(
     assert float(value) == float(value_g)
     valid = lambda g: np.where(pad[..., None], 0.0, np.asarray(g))  # padding's own gradient aside
     np.testing.assert_array_equal(valid(grad), valid(grad_g))
+
+
+def test_a_step_split_over_several_devices_takes_the_fused_path_and_says_why():
+    """The kernel's custom call has no partitioning rule (XLA would run the whole batch on
+    every device), so a step traced for a mesh of several devices runs the fused path, and
+    the reason names the split; the same layer traced for one device runs the kernel."""
+    from rnnlab import target
+
+    layer = rnnlab.RNN(rnnlab.LSTMCell(3, 5, rngs=nnx.Rngs(0)))
+    x = jnp.ones((4, 6, 3))
+    with dispatch.recording() as whole:
+        jax.jit(target.partitioned_over(1, lambda x: layer(x)))(x)
+    with dispatch.recording() as split:
+        jax.jit(target.partitioned_over(8, lambda x: layer(x)))(x)
+    assert [impl for _, impl, _ in whole] == ["kernel"]
+    assert [impl for _, impl, _ in split] == ["fused"]
+    assert "split over 8 devices" in split[0][2]

@@ -11,7 +11,7 @@ from typing import Any
 import jax
 from flax import nnx
 
-from rnnlab import optim, parallel, tasks
+from rnnlab import optim, parallel, target, tasks
 from rnnlab.regularizers import observe_validation
 from rnnlab.train import checkpoint as ckpt_lib
 from rnnlab.train import config as cfg_lib
@@ -155,7 +155,7 @@ class Run:
         data axes, the metrics replicated (means over the whole global batch)."""
         step_fn = make_train_step(self.graphdef, self.tx, self.task, stateful=self.stateful)
         return jax.jit(
-            step_fn,
+            target.partitioned_over(self.mesh.size, step_fn),
             in_shardings=(self.shardings, parallel.data_sharding(self.mesh)),
             out_shardings=(self.shardings, parallel.replicated(self.mesh)),
             donate_argnums=0,
@@ -200,7 +200,10 @@ class Run:
         batch_size = int(cfg.eval.batch_size)
         if self._eval_step is None:
             step = make_eval_step(self.graphdef, self.task, stateful=self.stateful)
-            self._eval_step = jax.jit(step, out_shardings=(parallel.replicated(self.mesh), None))
+            self._eval_step = jax.jit(
+                target.partitioned_over(self.mesh.size, step),
+                out_shardings=(parallel.replicated(self.mesh), None),
+            )
         carry = None
         if self.stateful:
             make_carry = state_lib.carry_initializer(self.graphdef, batch_size)
