@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from rnnlab.data import pipeline, sequence_files
+from rnnlab.data import splits as split_lib
 from rnnlab.data.config import check_split, choice, option, positive_int
 from rnnlab.data.options import COMMON, PIPELINE, Option
 from rnnlab.data.registry import Dataset, register
@@ -107,29 +108,42 @@ def _subset(records: sequence_files.Records, index: np.ndarray, where: str):
     )
 
 
-def carve(n: int, cfg: Any, missing: list[str]) -> dict[str, np.ndarray]:
+def carve(n: int, cfg: Any, missing: list[str], classes: Any = None) -> dict[str, np.ndarray]:
     """Indices of the ``train`` records kept and of each ``missing`` split carved from them:
     a permutation drawn with ``split_seed`` gives its last ``validation_fraction`` to
-    validation and the ``test_fraction`` before that to test."""
+    validation and the ``test_fraction`` before that to test. With ``classes`` (the class
+    labels of the ``n`` records) each carved split takes that fraction of every class
+    (:func:`rnnlab.data.splits.stratified` over the permuted records), so a file sorted by
+    class still gives a validation split that holds every class."""
     order = np.random.default_rng(int(option(cfg, "split_seed", 0))).permutation(n)
-    out, end = {}, n
+    labels = None if classes is None else np.asarray(classes)
+    out, keep = {}, order
     for split in ("validation", "test"):
-        if split in missing:
-            size = int(round(n * float(option(cfg, f"{split}_fraction", 0.1))))
-            out[split] = order[end - size : end]
-            end -= size
-    out["train"] = np.sort(order[:end])
+        if split not in missing:
+            continue
+        fraction = float(option(cfg, f"{split}_fraction", 0.1))
+        if labels is None:
+            size = int(round(n * fraction))
+            out[split], keep = keep[len(keep) - size :], keep[: len(keep) - size]
+        else:
+            # The fraction of the whole file, taken from what is left of it.
+            rest, held = split_lib.stratified(labels[keep], min(fraction * n / len(keep), 0.99))
+            out[split], keep = keep[held], keep[rest]
+    out["train"] = np.sort(keep)
     return out
 
 
-def split_records(cfg: Any, splits: Mapping[str, Any]) -> dict[str, sequence_files.Records]:
-    """The three splits: the given ones, the others carved from train (:func:`carve`)."""
-    train = splits["train"]
-    missing = [s for s in ("validation", "test") if splits.get(s) is None]
+def split_records(
+    cfg: Any, given: Mapping[str, Any], stratify: bool = False
+) -> dict[str, sequence_files.Records]:
+    """The three splits: the given ones, the others carved from train (:func:`carve`; by
+    class when ``stratify``)."""
+    train = given["train"]
+    missing = [s for s in ("validation", "test") if given.get(s) is None]
     if not missing:
-        return dict(splits)
-    index = carve(len(train), cfg, missing)
-    out = {s: splits[s] for s in ("validation", "test") if s not in missing}
+        return dict(given)
+    index = carve(len(train), cfg, missing, train.labels if stratify else None)
+    out = {s: given[s] for s in ("validation", "test") if s not in missing}
     for split, rows in index.items():
         where = train.where if split == "train" else f"{train.where} [{split}]"
         out[split] = _subset(train, rows, where)
@@ -143,7 +157,7 @@ class Prepared:
         if task not in TASKS:
             raise ValueError(f"task must be one of {list(TASKS)}, received {task!r}")
         self.task = task
-        self.splits = split_records(cfg, splits)
+        self.splits = split_records(cfg, splits, stratify=task == "classification")
         for split, records in self.splits.items():
             if not len(records):
                 raise ValueError(f"{records.where}: split {split!r} is empty")
@@ -159,6 +173,10 @@ class Prepared:
         if task in ("classification", "tagging"):
             self.classes = _classes(cfg, train)
             self.labels = {s: _label_ids(r, self.classes) for s, r in self.splits.items()}
+            if task == "classification":
+                split_lib.check_coverage(
+                    train.where, self.labels["train"], self.labels["validation"], self.classes
+                )
             outputs = {"num_classes": len(self.classes), "class_names": self.classes}
         else:
             self.labels = {s: _targets(r) for s, r in self.splits.items()}
