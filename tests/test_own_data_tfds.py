@@ -102,3 +102,56 @@ def test_an_unknown_feature_is_named(tmp_path):
            "features": {"inputs": "pixels"}}  # fmt: skip
     with tfds.testing.mock_data(num_examples=4), pytest.raises(ValueError, match="'pixels'"):
         data.info(cfg)
+
+
+SORTED_BUILDER = '''
+import numpy as np
+import tensorflow_datasets as tfds
+
+
+class SortedSigns(tfds.core.GeneratorBasedBuilder):
+    """Train sorted by class (30 of class 0, then 10 of class 1), no validation split."""
+
+    VERSION = tfds.core.Version("1.0.0")
+
+    def _info(self):
+        return tfds.core.DatasetInfo(
+            builder=self,
+            features=tfds.features.FeaturesDict({
+                "inputs": tfds.features.Tensor(shape=(None, 1), dtype=np.float32),
+                "label": tfds.features.ClassLabel(names=["a", "b"]),
+            }),
+            disable_shuffling=True,
+        )
+
+    def _split_generators(self, dl_manager):
+        return {"train": self._generate_examples(40), "test": self._generate_examples(8)}
+
+    def _generate_examples(self, n):
+        for i in range(n):
+            yield i, {"inputs": np.full((3, 1), i, np.float32), "label": int(i >= 3 * n // 4)}
+'''
+
+
+def test_a_validation_split_carved_from_a_sorted_train_holds_every_class(tmp_path, monkeypatch):
+    (tmp_path / "sorted_signs.py").write_text(textwrap.dedent(SORTED_BUILDER))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import sorted_signs
+
+    from rnnlab.data import tfds_sequences
+
+    tfds_dir = tmp_path / "tfds"
+    sorted_signs.SortedSigns(
+        data_dir=str(tfds_dir), file_format="array_record"
+    ).download_and_prepare(file_format="array_record")
+    cfg = {"tfds_name": "sorted_signs", "tfds_module": "sorted_signs",
+           "tfds_data_dir": str(tfds_dir), "validation_fraction": 0.2}  # fmt: skip
+    splits = ["train", "test"]
+    val = tfds_sequences._source(cfg, "validation", splits, "classification")
+    train = tfds_sequences._source(cfg, "train", splits, "classification")
+    val_labels = sorted(int(val[i]["label"]) for i in range(len(val)))
+    # 20 % of each class, counted by hand: 6 of the 30 a's and 2 of the 10 b's.
+    assert val_labels == [0] * 6 + [1] * 2
+    seen = [float(val[i]["inputs"][0, 0]) for i in range(len(val))]
+    seen += [float(train[i]["inputs"][0, 0]) for i in range(len(train))]
+    assert sorted(seen) == list(range(40))  # every record once, none lost

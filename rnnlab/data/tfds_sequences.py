@@ -13,8 +13,9 @@ no TensorFlow).
 ``H`` steps of ``W * C`` values), ``labels`` (a ``ClassLabel`` or integer for
 classification, numbers for regression) and optionally ``lengths`` (the valid steps of a
 padded ``inputs``). Inputs are scaled by ``scale`` (e.g. ``1/255`` for images).
-A dataset without a validation split gets one from the end of train
-(``validation_fraction``), as the built-in catalog sets do.
+A dataset without a validation split gets ``validation_fraction`` of train: of every class
+for classification (:func:`rnnlab.data.splits.stratified`, as the built-in classification
+sets), from the end of train for regression.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from rnnlab.data import catalog, own
+from rnnlab.data import splits as split_lib
 from rnnlab.data.config import CATALOG_FIELDS, cache_key, check_split, option
 from rnnlab.data.options import CATALOG, COMMON, Option
 from rnnlab.data.registry import Dataset, register
@@ -71,11 +73,26 @@ def _builder_info(cfg: Any, name: str):
     raise ValueError(f"tfds_name {name!r}: no dataset info found in {catalog.candidate_dirs(cfg)}")
 
 
-def _source(cfg: Any, split: str, splits: list[str]):
-    spec = catalog.split_spec(cfg, split, has_validation="validation" in splits)
+def _source(cfg: Any, split: str, splits: list[str], task: str = "regression"):
     if split == "test" and "test" not in splits:
         raise ValueError(f"tfds_name {option(cfg, 'tfds_name')!r} has no test split ({splits})")
+    if task == "classification" and split != "test" and "validation" not in splits:
+        full = catalog.data_source(cfg, _name(cfg), "train")
+        keep, held = _stratified(cache_key(cfg, _FIELDS))
+        return split_lib.Subset(full, keep if split == "train" else held)
+    spec = catalog.split_spec(cfg, split, has_validation="validation" in splits)
     return catalog.data_source(cfg, _name(cfg), spec)
+
+
+@functools.lru_cache(maxsize=4)
+def _stratified(key: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(train, validation)`` indices of the train split, ``validation_fraction`` of every
+    class (one pass over its labels)."""
+    cfg = json.loads(key)
+    full = catalog.data_source(cfg, _name(cfg), "train")
+    field = _mapping(cfg)["labels"]
+    labels = [int(full[i][field]) for i in range(len(full))]
+    return split_lib.stratified(labels, float(option(cfg, "validation_fraction")))
 
 
 def sequence(example: dict, mapping: dict, scale: float, where: str) -> np.ndarray:
@@ -105,9 +122,11 @@ def _stats(key: str, task: str) -> dict[str, Any]:
         )
     scale = float(cfg.get("scale") or 1.0)
     # Shapes, lengths and training statistics from the examples themselves (one pass).
-    lengths, train = {}, []
+    lengths, train, classes = {}, [], {}
     for split in ("train", "validation", "test"):
-        src = _source(cfg, split, splits)
+        src = _source(cfg, split, splits, task)
+        if task == "classification":
+            classes[split] = [int(src[i][mapping["labels"]]) for i in range(len(src))]
         seqs = [
             sequence(src[i], mapping, scale, f"{name} {split} example {i}") for i in range(len(src))
         ]
@@ -132,6 +151,7 @@ def _stats(key: str, task: str) -> dict[str, Any]:
         if not names:
             raise ValueError(f"{name}: feature {mapping['labels']!r} is not a ClassLabel")
         out.update(num_classes=len(names), class_names=list(names))
+        split_lib.check_coverage(name, classes["train"], classes["validation"], list(names))
     else:
         out["output_features"] = int(np.prod(label.shape)) if label.shape else 1
     return out
@@ -143,7 +163,7 @@ def _dataset(task: str):
 
     def load(cfg, info, *, split, **shard):
         mapping, scale = _mapping(cfg), float(option(cfg, "scale"))
-        src = _source(cfg, check_split(split), info["tfds_splits"])
+        src = _source(cfg, check_split(split), info["tfds_splits"], task)
         name = option(cfg, "tfds_name")
 
         def label(example, index):
