@@ -61,6 +61,23 @@ def _fmt(metrics: dict[str, float]) -> str:
     return ", ".join(f"{k} {progress_lib.number(v)}" for k, v in sorted(shown.items()))
 
 
+def _first_shape_compiled(compiled: Any, jitted: Callable, batch: Any) -> Callable:
+    """``compiled`` (the executable compiled ahead of time for ``batch``) for batches of
+    ``batch``'s shapes and dtypes, ``jitted`` for any other: a variable-length dataset
+    padded to each batch's longest sequence changes the time axis from batch to batch,
+    which an executable compiled for one shape refuses."""
+
+    def avals(tree: Any) -> Any:
+        return jax.tree.map(lambda x: (tuple(x.shape), str(x.dtype)), tree)
+
+    first = avals(batch)
+
+    def step(state: Any, batch: Any) -> Any:
+        return (compiled if avals(batch) == first else jitted)(state, batch)
+
+    return step
+
+
 def _write_json(path: str, obj: Any) -> None:
     files.write_json(path, obj)  # atomic, and works on gs:// workdirs
 
@@ -358,8 +375,10 @@ def _train(run, workdir, t_start, warn, calls, restart) -> dict[str, Any]:
                     global_batch = inputs.to_global(batch, run.mesh)
                     # Refused with numbers before it runs: a failed allocation used to hang.
                     # The compiled executable runs the steps from here (no second trace).
-                    train_step = check_step_memory(
-                        train_step, state, global_batch, hint=MEMORY_HINT
+                    train_step = _first_shape_compiled(
+                        check_step_memory(train_step, state, global_batch, hint=MEMORY_HINT),
+                        train_step,
+                        global_batch,
                     )
                     state, m = train_step(state, global_batch)
                 compiled = True
