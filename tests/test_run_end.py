@@ -157,3 +157,20 @@ def test_a_step_too_large_for_what_is_free_is_refused_before_it_runs(monkeypatch
     monkeypatch.setattr(memory, "host_available", lambda: (2**40, "1 TiB free (test)"))
     compiled = memory.check_step(step, a, a)
     np.testing.assert_allclose(np.asarray(compiled(a, a))[0, :4], n * np.tanh(n), rtol=1e-5)
+
+
+def test_the_ahead_of_time_step_runs_its_own_shapes_and_the_jitted_step_any_other():
+    """A variable-length dataset pads each batch to its own longest sequence: the executable
+    compiled for the first batch's shapes refuses a batch of another length, so such a
+    batch goes to the jitted step (JapaneseVowels: compiled for [32, 16, 12], then
+    called with [32, 24, 12])."""
+    import jax
+    import jax.numpy as jnp
+
+    from rnnlab.train.loop import _first_shape_compiled
+
+    jitted = jax.jit(lambda s, b: (s + b["inputs"].sum(), b["inputs"].shape[1]))
+    first = {"inputs": jnp.ones((2, 3, 4))}
+    step = _first_shape_compiled(jitted.lower(0.0, first).compile(), jitted, first)
+    assert step(0.0, first) == (24.0, 3)
+    assert step(1.0, {"inputs": jnp.ones((2, 5, 4))}) == (41.0, 5)
