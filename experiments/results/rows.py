@@ -206,7 +206,9 @@ def _copy(cell: str, tier: str, *, diagnose: str = "", note: str = "") -> Row:
     )
 
 
-def _mnist1d(variant: str, model: str, baselines: tuple[Baseline, ...], tier: str) -> Row:
+def _mnist1d(
+    variant: str, model: str, baselines: tuple[Baseline, ...], tier: str, note: str = ""
+) -> Row:
     return Row(
         key=f"mnist1d-{variant.replace('_', '-')}",
         experiment="MNIST-1D classification",
@@ -219,6 +221,7 @@ def _mnist1d(variant: str, model: str, baselines: tuple[Baseline, ...], tier: st
         eval_split="test",
         figures=("plots/loss.png", "plots/accuracy.png"),
         eval_reads_config=variant.startswith("flax_"),
+        note=note,
     )
 
 
@@ -394,6 +397,10 @@ ROWS: tuple[Row, ...] = (
         "flax nnx.GRUCell, 2 x 128 (same budget)",
         (GREYDANUS_GRU, Baseline("rnnlab GRU (same budget)", path="row:mnist1d-gru")),
         "make",
+        note="one run of each cell: with the validation split stratified by class (399 "
+        "signals) Flax's GRU scores below rnnlab's (97.9 % against 98.4 %); with the earlier "
+        "split, the last 400 signals of the training file, it scored above it (98.9 % against "
+        "98.7 %), so this row does not order the two cells",
     ),
     Row(
         key="japanese-vowels",
@@ -488,7 +495,7 @@ ROWS: tuple[Row, ...] = (
         ),
         figures=("plots/loss.png", "plots/forecasts.png"),
         note="the strongest baseline, AutoARIMA on unemployment alone, beats the model (test "
-        "MASE 1.759 against 1.905; MAE 0.436 against 0.472 points), and so do the VAR on the "
+        "MASE 1.759 against 1.906; MAE 0.436 against 0.472 points), and so do the VAR on the "
         "same covariates (1.803) and AutoETS (1.836); the model beats naive and AutoTheta. 37 "
         "test windows, ending in the 2008-09 recession, which no model foresees",
     ),
