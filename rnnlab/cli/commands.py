@@ -383,6 +383,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     checkpoint_args(p)
     p.add_argument("--split", default="validation", help="train, validation or test")
+    # A model registered by its experiment file (experiments/mnist1d.py:flax_gru) is known
+    # to a run only when that file is loaded again.
+    p.add_argument(
+        "--config",
+        help="NAME[:variant] or PATH.py[:variant]: the run's experiment, loaded again for a "
+        "model that file registers (default: the workdir's config.json)",
+    )
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser(
