@@ -52,10 +52,12 @@ def test_flax_classifier_rejects_unknown_cells_and_tasks():
 
 
 def _pair(**reg):
+    # Built as the trainer builds models (a params stream only): a stack that can drop
+    # forks no dropout stream from it, so both models get the same parameters.
     kw = {"embed_features": 8, "hidden_features": 12, "num_layers": 2}
-    plain = models.build("language_model", LM_INFO, nnx.Rngs(0), **kw)
+    plain = models.build("language_model", LM_INFO, nnx.Rngs(params=0), **kw)
     regd = models.build(
-        "regularized_language_model", LM_INFO, nnx.Rngs(0), regularization=reg or None, **kw
+        "regularized_language_model", LM_INFO, nnx.Rngs(params=0), regularization=reg or None, **kw
     )
     return plain, regd
 
