@@ -24,6 +24,7 @@ _TARGET: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "rnnlab_target_platform", default=None
 )
 _DEVICES: contextvars.ContextVar[int] = contextvars.ContextVar("rnnlab_step_devices", default=1)
+_PORTABLE: contextvars.ContextVar[bool] = contextvars.ContextVar("rnnlab_portable", default=False)
 
 
 def platform() -> str:
@@ -67,3 +68,19 @@ def partitioned_over(n: int, fn: Callable[..., Any]) -> Callable[..., Any]:
             _DEVICES.reset(token)
 
     return traced
+
+
+def portable() -> bool:
+    """True while tracing a portable artifact (:func:`exporting`): no custom call of an
+    optional native library may enter it, as it must run where that library is absent."""
+    return _PORTABLE.get()
+
+
+@contextlib.contextmanager
+def exporting() -> Iterator[None]:
+    """Within the block, :func:`portable` is True (``rnnlab export --format stablehlo``)."""
+    token = _PORTABLE.set(True)
+    try:
+        yield
+    finally:
+        _PORTABLE.reset(token)

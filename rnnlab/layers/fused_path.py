@@ -84,6 +84,8 @@ def kernel_reason(cell: Any, params: dict[str, Array]) -> str | None:
     padding, resets and the regulariser masks; reversal is done around them."""
     if target.platform() != "cpu":
         return f"the kernels are CPU-only (target platform {target.platform()})"
+    if target.portable():
+        return "a portable export (no custom calls of rnnlab-kernels)"
     if target.devices() > 1:
         # The custom call has no partitioning rule: XLA would gather the batch and run it
         # whole on every device (measured about 2.5x slower than the fused path on 8).
