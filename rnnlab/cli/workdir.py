@@ -44,7 +44,7 @@ def load_config(args: argparse.Namespace) -> cfg_lib.ConfigDict:
         saved = record.saved_config(workdir) if workdir else None
         if saved is None:
             where = files.join(workdir, record.CONFIG_FILE) if workdir else "no --workdir"
-            if not hasattr(args, "config"):  # eval, sample: the run's own config or nothing
+            if workdir:  # a workdir was named: the run's own config, or no run there
                 raise cfg_lib.ConfigError(
                     "config", f"no run in {workdir}: {where} does not exist; train one first"
                 )
