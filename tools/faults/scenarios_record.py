@@ -157,7 +157,7 @@ def late_kill(suite: Suite) -> Result:
         if not same or got["steps"] != STEPS or got["stop_reason"] != "completed":
             bad.append(f"summary {got['final']} vs {want['final']}")
         bad += suite.problems(workdir)
-    message = "no evaluation" not in out.output and "rebuilt from checkpoint" in out.output
+    message = "no evaluation" not in out.output and "; rebuilt from it" in out.output
     res.add(not bad, lost=bool(bad), message=message, note=f"{bad} {out.output[-300:]}")
     return res
 
