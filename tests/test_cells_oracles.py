@@ -19,7 +19,16 @@ import rnnlab
 from rnnlab import cells
 
 B, T = 2, 8
-torch.set_default_dtype(torch.float64)
+
+
+@pytest.fixture(autouse=True)
+def _torch_float64():
+    """The oracles build their modules in float64; the default goes back afterwards (a
+    process-wide setting, which other test files in the same process must not inherit)."""
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(before)
 
 
 def _np(x):
