@@ -128,12 +128,23 @@ PLAIN_IO = re.compile(
 )
 
 
+# Modules whose files are never in a workdir, each with where its files are: they are on
+# the local machine by design (an atomic directory swap needs a local rename).
+LOCAL_ONLY = {
+    "memory.py": "/proc/meminfo and the process limits",
+    "predict.py": "the user's local input and output files",
+    "predict_decoders.py": "the user's local prompt files",
+    "publish.py": "a local export directory, swapped in whole by rename",
+    "stablehlo.py": "a local export directory",
+}
+
+
 def test_training_engine_has_no_plain_file_io():
     """File access in rnnlab/train and the command line goes through rnnlab.train.files."""
     offenders = []
     cli = [ROOT / "rnnlab" / "cli" / n for n in ("__init__.py", "commands.py", "workdir.py")]
     for path in [*sorted((ROOT / "rnnlab" / "train").glob("*.py")), *cli]:
-        if path.name == "files.py":
+        if path.name == "files.py" or path.name in LOCAL_ONLY:
             continue
         for number, line in enumerate(path.read_text().splitlines(), 1):
             code = line.split("#", 1)[0]
