@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import shutil
 import signal
@@ -50,9 +51,20 @@ def two_runs(suite: Suite) -> Result:
         first = TrainProcess(suite.root, workdir)
         if not together and not suite.wait_started(first, res, "lock"):
             continue
-        # Started together, either may win: both train the reference's config.
-        second = TrainProcess(suite.root, workdir, [] if together else ["optim.lr=0.05"])
-        a, b = first.finish(), second.finish()
+        # Started together, either may win: both train the reference's config. Started
+        # during training, the first run is paused (SIGSTOP) until the second has ended: a
+        # short run could otherwise finish before the second reaches the lock, which is a
+        # finished run, not a run in use.
+        if not together:
+            os.kill(first.proc.pid, signal.SIGSTOP)
+        try:
+            second = TrainProcess(suite.root, workdir, [] if together else ["optim.lr=0.05"])
+            b = second.finish() if not together else None
+        finally:
+            if not together:
+                os.kill(first.proc.pid, signal.SIGCONT)
+        a = first.finish()
+        b = b if b is not None else second.finish()
         outs = {first.proc.pid: a, second.proc.pid: b}
         refused = [pid for pid, o in outs.items() if o.returncode == 1]
         owner = [pid for pid, o in outs.items() if o.returncode == 0]
