@@ -50,6 +50,9 @@ def _bounded(fn):
 
 
 def test_a_ctrl_c_inside_orbax_s_save_leaves_one_save_that_completes(tmp_path, monkeypatch):
+    """The second Ctrl-C inside orbax's save of step 5, then the save the loop's handler
+    makes: before, orbax removed the unfinished step and saved it a second time, or the
+    step directory was never committed (an error with disk-space advice)."""
     import jax.numpy as jnp
     import orbax.checkpoint as ocp
 
