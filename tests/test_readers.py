@@ -217,6 +217,34 @@ def test_a_tie_keeps_and_loads_the_checkpoint_the_summary_names_best(tmp_path):
     checkpoints.close()
 
 
+def test_orbax_names_the_earliest_of_tied_maxima_also_after_reopening(tmp_path):
+    """Accuracies 0.5, 0.9, NaN, 0.9, 0.7 at steps 1-5, keep 1: early stopping names step 2
+    (NaN is never an improvement); the writer and a reader opened afterwards (orbax reads
+    the metrics back from disk) name and keep step 2, and the metrics read back are the
+    ones saved."""
+    import jax.numpy as jnp
+
+    values = {1: 0.5, 2: 0.9, 3: float("nan"), 4: 0.9, 5: 0.7}
+    early = EarlyStopping("accuracy", "max")
+    path = tmp_path / "checkpoints"
+    checkpoints = ckpt_lib.Checkpoints(
+        path, keep=1, best_metric="accuracy", best_mode="max", async_save=False
+    )
+    for step, value in values.items():
+        checkpoints.save(step, {"w": jnp.zeros(2)}, {}, metrics={"accuracy": value})
+        early.update(step, {"accuracy": value})
+    checkpoints.wait()
+    assert early.summary()["step"] == 2
+    assert sorted(checkpoints.all_steps()) == [2, 5]
+    assert checkpoints.best_step() == 2
+    checkpoints.close()
+    reader = ckpt_lib.Checkpoints(
+        path, best_metric="accuracy", best_mode="max", read_only=True, async_save=False
+    )
+    assert reader.best_step() == 2 and reader.metrics(2) == {"accuracy": 0.9}
+    reader.close()
+
+
 def test_the_tie_rule_for_max_metrics_is_also_the_earliest():
     assert ckpt_lib.best_of([(0.5, 1), (0.9, 2), (0.9, 3)], "max") == 2
     assert ckpt_lib.best_of([(0.5, 1), (0.9, 2), (0.9, 3)], "min") == 1

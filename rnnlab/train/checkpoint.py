@@ -11,7 +11,9 @@ Each checkpoint ``<workdir>/checkpoints/<step>/`` holds two items:
 Saves are asynchronous (training continues while files are written) and atomic (orbax
 writes to a temporary directory and renames it when complete, so a half-written checkpoint
 is never picked up). The manager keeps the last ``keep`` checkpoints plus the best one by
-a validation metric. Directories may be ``gs://`` paths (``etils.epath``).
+a validation metric, which orbax tracks with rnnlab's tie rule (:mod:`rnnlab.train.retention`).
+Directories may be ``gs://`` paths (``etils.epath``). A Ctrl-C during a save takes effect
+once orbax has started it (:mod:`rnnlab.train.preemption`).
 
 Every save is sealed with fingerprints of its arrays and JSON (:mod:`rnnlab.train.integrity`)
 that every restore checks. :meth:`Checkpoints.restore_latest` walks back from the newest
@@ -25,11 +27,6 @@ committed, so the previous checkpoints stay intact.
 from __future__ import annotations
 
 import json
-import math
-import os
-import re
-import signal
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -43,20 +40,30 @@ from orbax.checkpoint import checkpoint_managers as policies
 
 from rnnlab.parallel import path_to_str
 from rnnlab.train import integrity
+from rnnlab.train.checkpoint_errors import (
+    CheckpointVanishedError,
+    CheckpointWriteError,
+    describe_error,
+)
 from rnnlab.train.integrity import CorruptCheckpointError
-from rnnlab.train.messages import strip_reprs
+from rnnlab.train.preemption import PreemptionFlag, interrupts_held
+from rnnlab.train.retention import STEP_KEY, KeepOlderThan, Ranking, best_of, choose_step
+
+__all__ = [
+    "CORRUPT_DIR",
+    "CheckpointVanishedError",
+    "CheckpointWriteError",
+    "Checkpoints",
+    "PreemptionFlag",
+    "abstract_with_shardings",
+    "as_path",
+    "best_of",
+    "choose_step",
+    "describe_error",
+    "gather_json",
+]
 
 CORRUPT_DIR = "corrupt_checkpoints"
-
-
-class CheckpointVanishedError(FileNotFoundError):
-    """A checkpoint deleted while it was read (the run training in the workdir rotated it
-    away): not damage, and never reported as corruption."""
-
-
-class CheckpointWriteError(OSError):
-    """A checkpoint could not be written; the message names the step, the directory, the
-    cause and the newest checkpoint that is still intact."""
 
 
 def as_path(directory: str | epath.Path) -> epath.Path:
@@ -95,15 +102,24 @@ class Checkpoints:
     ):
         self.directory = as_path(directory)
         self.best_metric, self.best_mode = best_metric, best_mode
+        # orbax tracks the best step and keeps it (BestN), ranked by best_of's tie rule.
+        self.ranking = Ranking(best_metric, best_mode) if best_metric else None
         keepers: list[Any] = [policies.LatestN(n=keep)]
-        if best_metric:
-            keepers.append(KeepBest(self._metric, best_mode))
+        if self.ranking is not None:
+            keepers.append(
+                policies.BestN(
+                    get_metric_fn=self.ranking,
+                    reverse=best_mode == "min",
+                    n=1,
+                    keep_checkpoints_without_metrics=False,
+                )
+            )
         if keep_before > 0:
             keepers.append(KeepOlderThan(keep_before))
         options = ocp.CheckpointManagerOptions(
             preservation_policy=policies.AnyPreservationPolicy(keepers),
             # best_fn also makes orbax write the metrics next to each checkpoint.
-            best_fn=self._metric if best_metric else None,
+            best_fn=self.ranking,
             best_mode=best_mode,
             enable_async_checkpointing=async_save,
             create=not read_only,
@@ -116,12 +132,6 @@ class Checkpoints:
         self._pending: int | None = None
         self.read_only = read_only
 
-    def _metric(self, metrics: dict[str, Any]) -> float:
-        value = float(metrics.get(self.best_metric, math.nan))
-        if math.isnan(value):  # a NaN never counts as the best
-            return math.inf if self.best_mode == "min" else -math.inf
-        return value
-
     # -- queries ---------------------------------------------------------------------------
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
@@ -130,16 +140,21 @@ class Checkpoints:
         return list(self.manager.all_steps())
 
     def best_step(self) -> int | None:
-        """The step whose saved metrics are best (``None`` without ranked checkpoints)."""
-        ranked = []
-        for step in self.manager.all_steps():
-            metrics = self.manager.metrics(step)
-            if metrics and self.best_metric and self.best_metric in metrics:
-                ranked.append((self._metric(metrics), step))
-        return best_of(ranked, self.best_mode)
+        """The step whose saved metrics are best, the earliest of equal values (``None``
+        without checkpoints ranked by ``best_metric``)."""
+        if self.ranking is None:
+            return None  # orbax would answer the latest step
+        step = self.manager.best_step()
+        if step is None or self.best_metric not in (self.metrics(step) or {}):
+            return None
+        return int(step)
 
     def metrics(self, step: int) -> dict[str, Any] | None:
-        return self.manager.metrics(step)
+        """The metrics saved with checkpoint ``step`` (``None`` when it has none)."""
+        metrics = self.manager.metrics(step)
+        if metrics is None:
+            return None
+        return {k: v for k, v in metrics.items() if k != STEP_KEY}
 
     # -- save / restore --------------------------------------------------------------------
     def save(
@@ -154,29 +169,34 @@ class Checkpoints:
         """Starts saving ``state`` and ``extra`` as checkpoint ``step`` (asynchronously).
 
         Raises :class:`CheckpointWriteError` when this save, or the previous asynchronous
-        one, could not be written.
+        one, could not be written. A Ctrl-C during orbax's part of the save takes effect
+        when that part returns (:func:`~rnnlab.train.preemption.interrupts_held`).
         """
         if step == self._pending:
-            # A save of this step is under way (a second Ctrl-C landed inside it): starting
-            # another one of the same step failed with FileExistsError or hung; finish it.
+            # A save of this step is under way (a second Ctrl-C stopped the loop right after
+            # starting it): finish it. Another save of the same step would meet its files.
             self.check_written()
             return False
         self.check_written()
         if step in self.manager.all_steps():
             return False
-        metrics = None if metrics is None else {k: float(v) for k, v in metrics.items()}
+        if metrics is not None:  # the step ranks equal values (retention.Ranking)
+            metrics = {**{k: float(v) for k, v in metrics.items()}, STEP_KEY: float(step)}
         args = ocp.args.Composite(
             state=ocp.args.StandardSave(state),
             extra=ocp.args.JsonSave(integrity.seal(state, extra)),
         )
-        self._pending = step  # before: an interrupt inside orbax's save leaves it in flight
+        self._pending = step
         try:
-            saved = self.manager.save(step, args=args, metrics=metrics, force=force)
+            # A Ctrl-C inside orbax's call left the save half started; it now lands once
+            # orbax has registered the save and started its commit.
+            with interrupts_held():
+                saved = self.manager.save(step, args=args, metrics=metrics, force=force)
+                if not saved:
+                    self._pending = None
         except Exception as e:  # orbax raises OSError, ValueError or its own errors
             self._pending = None
             raise self._write_error(step, e) from e
-        if not saved:
-            self._pending = None
         return saved
 
     def _write_error(self, step: int, cause: BaseException) -> CheckpointWriteError:
@@ -355,60 +375,6 @@ class Checkpoints:
             return False
 
 
-def best_of(ranked: Any, mode: str) -> int | None:
-    """The step of the best ``(value, step)`` pair, the earliest among equal values: the
-    rule of early stopping (only a strict improvement moves its best), of the retention
-    (:class:`KeepBest`) and of ``load(..., "best")``, so that the checkpoint the summary
-    names best is the one kept and the one loaded. ``None`` without pairs."""
-    ranked = list(ranked)
-    if not ranked:
-        return None
-    sign = 1.0 if mode == "min" else -1.0
-    return int(min(ranked, key=lambda r: (sign * r[0], r[1]))[1])
-
-
-class KeepBest:
-    """orbax preservation policy: keep the best checkpoint by :func:`best_of`'s rule.
-
-    orbax's ``BestN`` keeps the *latest* of tied checkpoints while the summary and
-    :meth:`Checkpoints.best_step` name the earliest, so a tie deleted the checkpoint named
-    best. Checkpoints without metrics are not kept by this policy.
-    """
-
-    def __init__(self, metric: Callable[[dict[str, Any]], float], mode: str):
-        self.metric, self.mode = metric, mode
-
-    def should_preserve(self, checkpoints: Any, *, context: Any) -> list[bool]:
-        del context
-        ranked = [(self.metric(c.metrics), c.step) for c in checkpoints if c.metrics is not None]
-        best = best_of(ranked, self.mode)
-        return [c.step == best for c in checkpoints]
-
-
-class KeepOlderThan:
-    """orbax preservation policy: keep the newest checkpoint at least ``window`` steps older
-    than the latest one, and the checkpoints of the last ``window`` steps that will become
-    it as the run advances.
-
-    The divergence and non-finite guards restore the newest checkpoint from before the
-    trouble began, up to ``window`` steps before they notice it; with only the latest
-    ``keep`` checkpoints kept, that one was always rotated away first. The cost is up to
-    ``window / checkpoint_every + 1`` checkpoints on disk while the guards may restore.
-    """
-
-    def __init__(self, window: int):
-        self.window = int(window)
-
-    def should_preserve(self, checkpoints: Any, *, context: Any) -> list[bool]:
-        del context
-        if not checkpoints:
-            return []
-        latest = max(c.step for c in checkpoints)
-        old = [c.step for c in checkpoints if c.step <= latest - self.window]
-        oldest_kept = max(old) if old else -1
-        return [c.step >= oldest_kept for c in checkpoints]
-
-
 def _flat(tree: Any) -> list[tuple[Any, Any]]:
     return jax.tree_util.tree_flatten_with_path(tree)[0]
 
@@ -432,85 +398,3 @@ def gather_json(obj: Any) -> list[Any]:
         json.loads(bytes(everything[i, : int(sizes[i][0])]).decode())
         for i in range(jax.process_count())
     ]
-
-
-class PreemptionFlag:
-    """Turns SIGTERM (spot/preemptible VM shutdown) and SIGINT (Ctrl-C) into a flag the loop
-    polls each step: it saves a checkpoint of the step and stops cleanly. After the first
-    SIGINT the previous handler is back, so a second Ctrl-C interrupts at once.
-
-    The previous handlers are restored by :meth:`close`. Only the main thread can install
-    signal handlers; elsewhere (a test runner thread) the flag is simply never set.
-    """
-
-    def __init__(self, signals: tuple[int, ...] = (signal.SIGTERM, signal.SIGINT)):
-        self.event = threading.Event()
-        self.time: float | None = None  # time.monotonic() of the first signal
-        self.signum: int | None = None
-        self._previous: dict[int, Any] = {}
-        if threading.current_thread() is threading.main_thread():
-            for sig in signals:
-                self._previous[sig] = signal.signal(sig, self._handle)
-
-    def _handle(self, signum, frame):
-        del frame
-        if self.signum is None or signum == signal.SIGTERM:
-            self.signum = signum
-        if signum == signal.SIGINT and signum in self._previous:
-            signal.signal(signum, self._previous[signum])
-        if self.time is None:
-            self.time = time.monotonic()
-        self.event.set()
-
-    def is_set(self) -> bool:
-        return self.event.is_set()
-
-    def elapsed(self) -> float:
-        """Seconds since the signal (0 when none came: a preemption the runtime announced)."""
-        return 0.0 if self.time is None else time.monotonic() - self.time
-
-    def close(self) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-        self._previous.clear()
-
-
-_SPEC = re.compile(r"\s*\[tensorstore_spec='.*?'\]", re.S)
-# Reprs that some bindings put in their messages (pybind11's bound methods, objects).
-_REPRS = re.compile(r"<bound method [^<>]*(?:<[^<>]*>)?[^<>]*>|<[\w.]+ object at 0x[0-9a-f]+>")
-_OS_CODE = re.compile(r"os_error_code='?(\d+)")
-
-
-def choose_step(checkpoints: Any, which: str | int) -> int:
-    """The step ``which`` names: ``"best"`` (the latest when none is ranked), ``"latest"`` or
-    a step number; a FileNotFoundError naming the directory and the steps there otherwise."""
-    steps = sorted(checkpoints.all_steps())
-    if which == "best":
-        step = checkpoints.best_step() or checkpoints.latest_step()
-    elif which == "latest":
-        step = checkpoints.latest_step()
-    else:
-        step = int(which) if int(which) in steps else None
-    if step is None:
-        have = f"it has {steps}" if steps else "it has none"
-        raise FileNotFoundError(f"no checkpoint {which} in {checkpoints.directory} ({have})")
-    return int(step)
-
-
-def describe_error(cause: BaseException, limit: int = 400) -> str:
-    """``cause`` as one short line: tensorstore's JSON specs dropped, whitespace collapsed,
-    cut at ``limit`` characters, the operating system's reason (``No space left on
-    device``) kept even where the cut would lose it. orbax's messages can run to many
-    kilobytes over several lines; the user needs the reason and the path."""
-    raw = str(cause)
-    text = " ".join(strip_reprs(_REPRS.sub("", _SPEC.sub("", raw))).split())
-    if len(text) > limit:
-        text = text[:limit] + " ..."
-    reasons = [os.strerror(int(c)) for c in _OS_CODE.findall(raw)]
-    errno_ = getattr(cause, "errno", None)
-    if isinstance(errno_, int):
-        reasons.append(os.strerror(errno_))
-    for reason in dict.fromkeys(reasons):
-        if reason not in text:
-            text += f" ({reason})"
-    return f"{type(cause).__name__}: {text}"

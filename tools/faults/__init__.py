@@ -76,6 +76,8 @@ def run_suite(
     timed(scenarios_record.late_kill, suite)
     timed(scenarios_record.interrupt, suite)
     timed(scenarios_record.divergence, suite)
+    if not short:
+        timed(scenarios_record.divergence_restore, suite)
     timed(scenarios.nonfinite_stop, suite)
     timed(scenarios.nonfinite_restore, suite)
     timed(scenarios_env.run_cases, "disk full (injected, in-process)", cases.DISK)

@@ -1,5 +1,5 @@
 """Scenarios of the workdir as a record: two runs on one workdir, a refused resume, total
-corruption, a late kill, divergence and Ctrl-C.
+corruption, a late kill, divergence (a stop, and a restore from before it) and Ctrl-C.
 
 Each compares what the workdir holds after the fault with an independent reference: the
 uninterrupted run (bit for bit), or the workdir's own files from before the command.
@@ -14,6 +14,7 @@ import re
 import shutil
 import signal
 import socket
+import sys
 from pathlib import Path
 
 from tools.faults import workdir as wd_lib
@@ -186,6 +187,72 @@ def divergence(suite: Suite) -> Result:
     ok = out.returncode == 1 and honest and not (workdir / "summary.json").exists()
     message = len(lines) == 1 and "diverged" in lines[0] and "Traceback" not in out.output
     res.add(ok, message=message, note=f"rc {out.returncode} {lines} {committed_steps(workdir)}")
+    return res
+
+
+# Runs ``rnnlab train`` with its parameters multiplied by FACTOR once, before step AT + 1:
+# the loss leaves every sensible range for longer than the guard's window and stays finite.
+# A rerun of that step after a restore is not hit again (a transient fault).
+_BLOW_UP = """
+import dataclasses, sys
+import jax
+from rnnlab.train import run as run_lib
+
+AT, FACTOR, hit = {at}, {factor}, []
+jit_train_step = run_lib.Run.jit_train_step
+
+
+class Faulty:
+    def __init__(self, step):
+        self.step, self.lower = step, step.lower
+
+    def __call__(self, state, batch):
+        if not hit and int(jax.device_get(state.step)) == AT:
+            hit.append(AT)
+            print(f"fault: parameters x{{FACTOR}} before step {{AT + 1}}", flush=True)
+            params = jax.tree.map(lambda p: p * FACTOR, state.params)
+            state = dataclasses.replace(state, params=params)
+        return self.step(state, batch)
+
+
+run_lib.Run.jit_train_step = lambda self: Faulty(jit_train_step(self))
+from rnnlab import cli
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def divergence_restore(suite: Suite) -> Result:
+    """The parameters blown up (x50) once before step 16, action ``restore``, the default
+    two checkpoints kept: the off windows end at 20, 25 and 30, so the run must restore
+    checkpoint 15 (older than the two latest), halve the learning rate, train each window
+    once and complete, its log up to step 15 the reference's."""
+    res = Result("divergence: restore + lower lr")
+    workdir = suite.fresh("diverge_restore")
+    script = suite.root / "blow_up.py"
+    script.write_text(_BLOW_UP.format(at=15, factor=50))
+    over = ["train.nonfinite_action=restore", "train.keep_checkpoints=2"]
+    cmd = [sys.executable, str(script), *train_command(workdir, over)[3:]]
+    out = TrainProcess(suite.root, workdir, command=cmd).finish()
+    message = "restored checkpoint 15 with the learning rate scaled by 0.5" in out.output
+    bad = [] if out.returncode == 0 else [out.output[-800:]]
+    records = wd_lib.read_metrics(workdir)
+    events = [
+        (r["step"], r.get("diverged"), r["first"])
+        for r in records
+        if r["split"] == "nonfinite_restore"
+    ]
+    if events != [(15, 1, 16)]:
+        bad.append(f"restore records {events}")
+    log = wd_lib.train_log(workdir)
+    if [s for s, _ in log] != list(range(5, STEPS + 1, 5)):
+        bad.append(f"train records at steps {[s for s, _ in log]}")
+    if log[:3] != suite.reference().log[:3]:
+        bad.append(f"log before the fault {log[:3]} vs {suite.reference().log[:3]}")
+    if not bad:
+        s = wd_lib.summary(workdir)
+        if (s["nonfinite_restores"], s["lr_scale"], s["steps"]) != (1, 0.5, STEPS):
+            bad.append(f"summary {s['nonfinite_restores']}, {s['lr_scale']}, {s['steps']}")
+    res.add(not bad, lost=bool(bad), message=message, note=f"{bad} {out.output[-300:]}")
     return res
 
 
