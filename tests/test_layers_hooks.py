@@ -19,14 +19,14 @@ LENGTHS = np.array([7, 4, 0])
 
 
 class CountingCell(SimpleCell):
-    """A simple cell that, in training, counts the valid steps it ran and sums their inputs:
+    """A simple cell that, in training, counts the valid examples of every step it ran:
     a cell of its own bookkeeping, through the contract's extras hooks only."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.use_running_average = False
         self.steps = nnx.BatchStat(jnp.zeros((), jnp.float32))
-        self.total = nnx.BatchStat(jnp.zeros((F,), jnp.float32))
+        self.total = nnx.BatchStat(jnp.zeros((), jnp.float32))
         self.seen = nnx.BatchStat(jnp.zeros((T,), jnp.float32))
 
     @property

@@ -18,10 +18,10 @@ from flax import nnx
 from rnnlab.cells.base import RecurrentCell
 from rnnlab.cells.griffin import HawkCell
 from rnnlab.layers import dispatch, fused_path
+from rnnlab.layers.associative import METHODS, run_associative
 from rnnlab.layers.checks import check_carry, check_sequence_args
 from rnnlab.layers.chunkwise import run_chunkwise
 from rnnlab.layers.convolved import run_hawk_parallel
-from rnnlab.layers.associative import METHODS, run_associative
 from rnnlab.layers.stock import FlaxCell, follows_cell_contract
 from rnnlab.scan import RematPolicy, masked_scan, reverse_valid, valid_mask
 

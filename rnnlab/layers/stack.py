@@ -291,9 +291,7 @@ class StackedRNN(nnx.Module):
         raw = x
         out = drop(self.output_dropout, raw)
         aux: dict[str, Array] = {"hidden": raw}
-        aux.update(
-            ar_tar_losses(out, raw, reg, seq_lengths=seq_lengths, time_axis=self.time_axis)
-        )
+        aux.update(ar_tar_losses(out, raw, reg, seq_lengths=seq_lengths, time_axis=self.time_axis))
         return carries, out, aux
 
     def initialize_carry(self, input_shape: tuple[int, ...]) -> list[Carry]:

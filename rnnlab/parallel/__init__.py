@@ -57,6 +57,7 @@ from rnnlab.parallel.rules import (
     path_to_str,
     spec_for,
 )
+
 # The time loop itself lives with the other time loops; named here too for mesh users.
 from rnnlab.scan import sequence_parallel_linear_scan
 
