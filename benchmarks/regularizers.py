@@ -70,7 +70,7 @@ def _train_step(name: str, shape: dict, cell: str):
     path = "scan" if rnn.implementation == "scan" or why is not None else "fused"
 
     def loss_fn(params, x, key):
-        out, aux = nnx.merge(graphdef, params)(x, deterministic=False, rngs=key, return_aux=True)
+        out, aux = nnx.merge(graphdef, params)(x, rngs=key, return_aux=True)
         return jnp.mean(out**2) + sum(v for k, v in aux.items() if k in ("ar", "tar"))
 
     @jax.jit

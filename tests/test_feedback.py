@@ -122,10 +122,35 @@ def test_language_model_decode_step_is_one_position_of_the_whole_sequence():
         np.testing.assert_allclose(step_logits, logits[:, t], rtol=1e-5, atol=1e-5)
 
 
+def test_a_language_model_with_zoneout_samples_what_its_whole_sequence_call_computes():
+    """Zoneout in evaluation is its expectation, in the whole-sequence call and in the
+    sampler's steps alike: both against the float64 loop of the cell equations."""
+    reg = Regularization(zoneout_c=0.4, zoneout_h=0.2)
+    model = LanguageModel(
+        11, embed_features=6, hidden_features=H, num_layers=2, regularization=reg,
+        rngs=nnx.Rngs(4),
+    )  # fmt: skip
+    model.eval()
+    tokens = jnp.asarray(np.random.default_rng(5).integers(0, 11, size=(B, 6)), jnp.int32)
+    logits, _ = model({"inputs": tokens})
+    emb = np.asarray(model.embed.embedding[...], np.float64)[np.asarray(tokens)]
+    top = _naive_stack(model.rnn, emb, 0.4, 0.2)
+    kernel = np.asarray(model.head.kernel[...], np.float64)
+    want = top @ kernel + np.asarray(model.head.bias[...], np.float64)
+    np.testing.assert_allclose(logits, want, rtol=1e-4, atol=1e-5)
+    carry = model.rnn.initialize_carry((B, 6))
+    for t in range(tokens.shape[1]):
+        step_logits, carry = model.decode_step(tokens[:, t], carry)
+        np.testing.assert_allclose(step_logits, want[:, t], rtol=1e-4, atol=1e-5)
+
+
 def test_misuse_is_named():
     stack = StackedRNN(F, H, 1, bidirectional=True, rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match="bidirectional"):
         stack.step(stack.initialize_carry((B, F)), jnp.ones((B, F)))
+    bn = StackedRNN(F, H, 1, cell="bn_lstm", rngs=nnx.Rngs(0))  # training mode
+    with pytest.raises(ValueError, match="BNLSTMCell returns per-step extras"):
+        bn.step(bn.initialize_carry((B, F)), jnp.ones((B, F)))
     with pytest.raises(ValueError, match="xs or length"):
         feedback_loop(lambda c, x: (c, x), 0.0)
 
@@ -160,4 +185,4 @@ def test_a_batch_norm_stack_free_runs_in_training_on_its_running_averages():
     # The history pass moved the running averages; the cell is back in training form.
     after = jax.tree.map(np.asarray, nnx.state(cell, nnx.BatchStat))
     moved = jax.tree.leaves(jax.tree.map(lambda a, b: not np.allclose(a, b), before, after))
-    assert any(moved) and cell.collects_statistics
+    assert any(moved) and cell.step_extras

@@ -309,7 +309,7 @@ def test_regularised_stack_matches_scan(kind, reg):
 
         def loss(params, x):
             y, aux = nnx.merge(graphdef, params, rest)(
-                x, seq_lengths=LENGTHS, deterministic=False, rngs=jax.random.key(3), return_aux=True
+                x, seq_lengths=LENGTHS, rngs=jax.random.key(3), return_aux=True
             )
             extra = sum(v for k, v in aux.items() if k in ("ar", "tar"))
             return jnp.sum(jnp.sin(y)) + extra

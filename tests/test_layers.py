@@ -57,7 +57,7 @@ def reference(cell, x, lengths=None, reverse=False, resets=None, carry0=None):
     return run_batch(step_fn(cell), carries, x, lengths, reverse, resets)
 
 
-@functools.partial(nnx.jit, static_argnames=("reverse", "keep_order", "deterministic"))
+@functools.partial(nnx.jit, static_argnames=("reverse", "keep_order"))
 def run(layer, x, **kwargs):
     """``layer(x, return_carry=True, **kwargs)`` jitted: tests sharing a configuration share
     one compilation, and no test pays for op-by-op dispatch."""
@@ -399,16 +399,18 @@ def test_residual_stack_adds_layer_inputs_and_keeps_padding_zero():
     assert not np.any(np.asarray(y)[~valid])
 
 
-def test_dropout_is_off_when_deterministic_and_on_otherwise():
+def test_dropout_is_off_in_evaluation_mode_and_on_in_training():
     x = inputs()
     build = lambda rate: random_module(
         lambda: rnnlab.StackedRNN(IN, HIDDEN, 2, cell="simple", dropout=rate, rngs=nnx.Rngs(0))
     )
     plain, dropped = build(0.0), build(0.5)  # same parameters
     _, want = run(plain, x, seq_lengths=LENGTHS)
-    _, y = run(dropped, x, seq_lengths=LENGTHS, deterministic=True)
+    dropped.eval()
+    _, y = run(dropped, x, seq_lengths=LENGTHS)
     np.testing.assert_array_equal(y, want)
-    _, noisy = run(dropped, x, seq_lengths=LENGTHS, deterministic=False, rngs=nnx.Rngs(dropout=1))
+    dropped.train()
+    _, noisy = run(dropped, x, seq_lengths=LENGTHS, rngs=nnx.Rngs(dropout=1))
     assert not np.allclose(noisy, want)
     assert not np.any(np.asarray(noisy)[2])  # padding stays zero
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from rnnlab import parallel
+from rnnlab import parallel, scan
 
 
 @jax.jit
@@ -36,7 +36,7 @@ def test_values_and_gradients_match_the_loop(axes, time, shape):
     mesh = parallel.make_mesh(axes)
     a, b, h0 = _inputs(time, shape)
     parallel_fn = jax.jit(
-        lambda a, b, h0: parallel.sequence_parallel_linear_scan(a, b, mesh, "seq", h0)
+        lambda a, b, h0: scan.sequence_parallel_linear_scan(a, b, mesh, "seq", h0)
     )
     np.testing.assert_allclose(
         parallel_fn(a, b, h0), loop_reference(a, b, h0), rtol=1e-5, atol=1e-6
@@ -56,7 +56,7 @@ def test_values_and_gradients_match_the_loop(axes, time, shape):
 def test_zero_initial_state_and_output_sharding():
     mesh = parallel.make_mesh({"seq": 8})
     a, b, _ = _inputs(16, (3,))
-    h = jax.jit(lambda a, b: parallel.sequence_parallel_linear_scan(a, b, mesh, "seq"))(a, b)
+    h = jax.jit(lambda a, b: scan.sequence_parallel_linear_scan(a, b, mesh, "seq"))(a, b)
     np.testing.assert_allclose(h, loop_reference(a, b, jnp.zeros(3)), rtol=1e-5, atol=1e-6)
     assert h.sharding.spec == P("seq")
     assert {s.data.shape for s in h.addressable_shards} == {(2, 3)}
@@ -67,7 +67,7 @@ def test_batch_dimension_can_be_split_over_another_axis():
     a, b, h0 = _inputs(8, (4, 2))
     spec = P("seq", "data")
     h = jax.jit(
-        lambda a, b, h0: parallel.sequence_parallel_linear_scan(a, b, mesh, "seq", h0, spec=spec)
+        lambda a, b, h0: scan.sequence_parallel_linear_scan(a, b, mesh, "seq", h0, spec=spec)
     )(a, b, h0)
     np.testing.assert_allclose(h, loop_reference(a, b, h0), rtol=1e-5, atol=1e-6)
     assert {s.data.shape for s in h.addressable_shards} == {(2, 2, 2)}
@@ -77,7 +77,7 @@ def test_decay_broadcasts_over_features():
     mesh = parallel.make_mesh({"seq": 8})
     a = jax.random.uniform(jax.random.key(3), (16, 1), minval=0.5, maxval=1.0)
     b = jax.random.normal(jax.random.key(4), (16, 5))
-    h = jax.jit(lambda a, b: parallel.sequence_parallel_linear_scan(a, b, mesh, "seq"))(a, b)
+    h = jax.jit(lambda a, b: scan.sequence_parallel_linear_scan(a, b, mesh, "seq"))(a, b)
     a_full = jnp.broadcast_to(a, b.shape)
     np.testing.assert_allclose(h, loop_reference(a_full, b, jnp.zeros(5)), rtol=1e-5, atol=1e-6)
 
@@ -96,4 +96,8 @@ def test_bad_arguments(kwargs, message):
     a, b, _ = _inputs(kwargs.pop("length", 16), (3,))
     axis = kwargs.pop("axis", "seq")
     with pytest.raises(ValueError, match=message):
-        parallel.sequence_parallel_linear_scan(a, b, mesh, axis, **kwargs)
+        scan.sequence_parallel_linear_scan(a, b, mesh, axis, **kwargs)
+
+
+def test_the_mesh_package_names_the_same_function():
+    assert parallel.sequence_parallel_linear_scan is scan.sequence_parallel_linear_scan

@@ -314,7 +314,7 @@ def test_regularization_off_is_bit_identical_to_the_plain_stack():
     plain = rnnlab.StackedRNN(2 * H, H, rngs=nnx.Rngs(0), **kw)
     reg_stack = StackedRNN(2 * H, H, rngs=nnx.Rngs(0), regularization=None, **kw)
     want = np.asarray(plain(x, seq_lengths=lengths))
-    got = reg_stack(x, seq_lengths=lengths, deterministic=False, rngs=jax.random.key(0))
+    got = reg_stack(x, seq_lengths=lengths, rngs=jax.random.key(0))
     np.testing.assert_array_equal(np.asarray(got), want)
 
 
@@ -323,24 +323,27 @@ def test_dropout_only_regularization_is_the_plain_stack_at_evaluation():
     reg = R.Regularization.awd_lstm(recurrent_dropout=0.3)
     plain = rnnlab.StackedRNN(F, H, 1, rngs=nnx.Rngs(0))
     stack = StackedRNN(F, H, 1, rngs=nnx.Rngs(0), regularization=reg)
-    a = stack(x, deterministic=True, rngs=jax.random.key(0))
-    b = stack(x, deterministic=True, rngs=jax.random.key(1))
+    stack.eval()
+    a = stack(x, rngs=jax.random.key(0))
+    b = stack(x, rngs=jax.random.key(1))
     np.testing.assert_array_equal(np.asarray(a), np.asarray(plain(x)))
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    stack.train()
     graphdef, state = nnx.split(stack)
-    train = jax.jit(lambda s, k: nnx.merge(graphdef, s)(x, deterministic=False, rngs=k))
+    train = jax.jit(lambda s, k: nnx.merge(graphdef, s)(x, rngs=k))
     t1, t2, t3 = (np.asarray(train(state, jax.random.key(k))) for k in (0, 0, 1))
     np.testing.assert_array_equal(t1, t2)  # same key, same masks
     assert not np.array_equal(t1, t3)
 
 
 def test_two_layer_stack_draws_hidden_dropout_between_layers():
-    """Locked hidden dropout equals running the two layers by hand with that mask."""
+    """Locked hidden dropout equals running the two layers by hand with that mask, drawn as
+    nnx.Dropout draws it: the first key of the stream the call's key seeds."""
     x, key = inputs(), jax.random.key(3)
     reg = R.Regularization(hidden_dropout=0.5, variational=True)
     stack = StackedRNN(F, H, 2, regularization=reg, rngs=nnx.Rngs(0))
-    y = stack(x, deterministic=False, rngs=key)
-    mid = R.locked_dropout(stack.layers[0](x), 0.5, jax.random.split(key, 5)[2])
+    y = stack(x, rngs=key)
+    mid = R.locked_dropout(stack.layers[0](x), 0.5, jax.random.fold_in(key, 0))
     np.testing.assert_array_equal(np.asarray(y), np.asarray(stack.layers[1](mid)))
 
 
@@ -351,8 +354,8 @@ def test_stack_applies_locked_input_dropout_before_the_first_layer():
     stack = StackedRNN(F, H, 1, regularization=reg, rngs=nnx.Rngs(0))
     plain = rnnlab.StackedRNN(F, H, 1, rngs=nnx.Rngs(0))
     key = jax.random.key(4)
-    y, aux = stack(x, deterministic=False, rngs=key, return_aux=True)
-    k_in = jax.random.split(key, 3)[0]
+    y, aux = stack(x, rngs=key, return_aux=True)
+    k_in = nnx.Rngs(dropout=key).dropout()  # the first key of the stream
     dropped = np.asarray(R.locked_dropout(x, 0.5, k_in))
     np.testing.assert_array_equal(np.asarray(y), np.asarray(plain(jnp.asarray(dropped))))
     yn = np.asarray(y, np.float64)
@@ -455,5 +458,6 @@ def test_config_round_trip_and_unknown_keys():
         R.Regularization.from_config({"zonout_h": 0.1})
     # Training without call-time rngs draws from the stream forked at construction.
     stack = StackedRNN(F, H, regularization=reg, rngs=nnx.Rngs(0))
-    trained = stack(inputs(), deterministic=False)
-    assert not np.allclose(trained, stack(inputs(), deterministic=True))
+    trained = stack(inputs())
+    stack.eval()
+    assert not np.allclose(trained, stack(inputs()))

@@ -22,6 +22,13 @@ refused: the gates' sigmoid and the saturating ``tanh`` have poles on the comple
 a gated or simple cell has no bounded complex form (the LRU keeps a complex *state* behind
 real inputs and outputs); split a complex signal into its real and imaginary features.
 
+A cell whose steps produce something for the cell itself rather than the next layer (the
+batch statistics a batch-normalised cell normalises with in training) says so with
+:attr:`RecurrentCell.step_extras`; the layer then runs :meth:`RecurrentCell.step_with_extras`
+on the scan path, stacks the extras over time and hands them back once, after the sequence,
+to :meth:`RecurrentCell.aggregate_extras` (the running averages). The runner knows nothing
+of what the extras are.
+
 Every cell's constructor also takes NNX's partitioning metadata (:mod:`rnnlab.cells.params`):
 ``kernel_metadata``, ``recurrent_kernel_metadata``, ``bias_metadata`` (e.g.
 ``{"sharding_names": ("embed", "hidden")}``) and ``param_metadata`` (by parameter name), and
@@ -126,6 +133,29 @@ class RecurrentCell(nnx.RNNCellBase):
 
     def step_with(self, params: Params, carry: Carry, xp: Array) -> tuple[Carry, Array]:
         """Recurrent half: one time step from projected input ``xp``."""
+        raise NotImplementedError
+
+    # -- per-step extras (a cell's own bookkeeping, e.g. batch statistics) -------------------
+    @property
+    def step_extras(self) -> bool:
+        """Whether this call's steps return extras for :meth:`aggregate_extras` (a mode of
+        the cell, e.g. a batch-normalised cell in training). ``False`` by default."""
+        return False
+
+    def step_with_extras(
+        self, params: Params, carry: Carry, xp: Array, valid: Array | None
+    ) -> tuple[Carry, Array, Any]:
+        """:meth:`step_with` that also returns a per-step value that is not per example.
+
+        ``valid`` (bool ``[*batch]``, ``None`` without padding) marks the examples whose
+        step is real, so that the value describes only them. Returns ``(carry, y, extra)``.
+        """
+        raise NotImplementedError
+
+    def aggregate_extras(self, extras: Any, valid: Array) -> None:
+        """Called once after a sequence with the extras of every step stacked on a leading
+        time axis (processing order) and the validity mask ``[time, *batch]``; the cell
+        updates its own state from them (e.g. running averages)."""
         raise NotImplementedError
 
     def project_inputs(self, x: Array, params: Params | None = None) -> Array:

@@ -12,13 +12,16 @@ all batch axes. Under ``jax.jit`` with the batch sharded over a data-parallel me
 an explicit collective (XLA inserts the all-reduce). Evaluation (``use_running_average``,
 set by ``model.eval()``) uses running averages kept as ``nnx.BatchStat`` per time step.
 
-The running averages are NNX batch statistics updated by :class:`rnnlab.RNN`, the one
-sequence runner, through the cell's statistics protocol: in training
-(``collects_statistics``) the layer passes each step's validity mask to
-:meth:`BNLSTMCell.step_with_statistics`, collects the statistics it used, and hands them to
-:meth:`BNLSTMCell.update_statistics` after the sequence. ``model.train()`` / ``model.eval()``
-switch between the two modes; the training engine does so for training and evaluation
-steps, so the updated averages travel in the train state like any other variable.
+The running averages are NNX batch statistics that the cell keeps through the per-step
+extras of the cell contract (:mod:`rnnlab.cells.base`): in training (``step_extras``) the
+sequence runner passes each step's validity mask to :meth:`BNLSTMCell.step_with_extras`,
+which returns the statistics it used, and after the sequence hands them all to
+:meth:`BNLSTMCell.aggregate_extras`, which moves the averages. The runner knows nothing of
+batch normalisation. The mode is NNX's ``use_running_average``, which ``model.train()`` /
+``model.eval()`` set (``nnx.with_attributes(model, use_running_average=True)`` gives a view
+in evaluation form without changing the model); the training engine switches for training
+and evaluation steps, so the updated averages travel in the train state like any other
+variable.
 """
 
 from __future__ import annotations
@@ -211,24 +214,30 @@ class BNLSTMCell(RecurrentCell):
         return matmul(x, params["kernel_ih"], self.compute_dtype)
 
     @property
-    def collects_statistics(self) -> bool:
-        """In training the layer collects per-step statistics (see the module docstring)."""
+    def step_extras(self) -> bool:
+        """In training each step returns the batch statistics it used (the module docstring)."""
         return not self.use_running_average
 
-    def step_with_statistics(
-        self, params: Params, carry: Carry, xp: Array, weights: Array | None
+    def step_with_extras(
+        self, params: Params, carry: Carry, xp: Array, valid: Array | None
     ) -> tuple[Carry, Array, tuple[Array, ...]]:
-        """A training step normalised with the statistics of the ``weights``-valid examples;
-        returns ``(carry, y, statistics)``."""
+        """A training step normalised with the statistics of the ``valid`` examples; returns
+        ``(carry, y, statistics)``."""
         return bn_lstm_step(
             params,
             carry,
             xp,
             self.compute_dtype,
             use_running_average=False,
-            weights=weights,
+            weights=valid,
             eps=self.eps,
         )
+
+    def aggregate_extras(self, extras: tuple[Array, ...], valid: Array) -> None:
+        """The running averages after a training sequence: :meth:`update_statistics` with
+        the number of valid examples at each step."""
+        counts = jnp.sum(valid.reshape(valid.shape[0], -1).astype(F32), axis=1)
+        self.update_statistics(extras, counts)
 
     def update_statistics(self, stats: tuple[Array, ...], counts: Array) -> None:
         """Moves each reached slot's running average towards this sequence's statistics.

@@ -14,7 +14,7 @@ and ``m_t`` is exactly the recurrent stabiliser. Within a chunk of ``L`` steps t
 ``L x L`` matrix products (attention-like, causal); between chunks the state is carried by a
 scan over ``T / L`` steps. ``L = T`` is the fully parallel form of the paper, ``L = 1`` the
 recurrence. Padding steps are ``log f = 0`` and no input, which holds the state; the
-reversed pass reverses each sequence's valid part, as :mod:`rnnlab.layers.parallel` does.
+reversed pass reverses each sequence's valid part, as :mod:`rnnlab.layers.associative` does.
 Resets restart from a full carry, which this form has no term for: they take the scan path.
 """
 

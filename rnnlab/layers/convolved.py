@@ -14,7 +14,7 @@ from (the initial carry's at the start, the reset carry's after a reset at ``s <
 
 with ``s_t`` the latest restart at or before ``t`` and ``W^{(s)}`` its window. Padding,
 resets and reversal of the recurrence are the coefficient rewrites of
-:mod:`rnnlab.layers.parallel`.
+:mod:`rnnlab.layers.associative`.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from rnnlab.layers.parallel import solve
+from rnnlab.layers.associative import solve
 from rnnlab.scan import reverse_resets, reverse_valid
 
 Array = jax.Array

@@ -82,10 +82,13 @@ def choose(
     resets: Any = None,
     step_transform: Any = None,
     step_inputs: Any = None,
-    statistics: bool = False,
+    hoist: bool | None = None,
 ) -> tuple[str, str | None]:
     """``(implementation, reason)`` for one call; ``reason`` says why ``auto`` fell back.
 
+    ``hoist`` is the layer's ``hoist_input_projection`` (``None``: per backend). A cell
+    whose steps return extras for it to aggregate (:attr:`RecurrentCell.step_extras`, e.g.
+    a batch-normalised cell in training) runs on the scan path, the one that collects them.
     Raises a ValueError when an explicitly requested implementation cannot run the call.
     """
     hooks = step_transform is not None or step_inputs is not None
@@ -132,7 +135,8 @@ def choose(
             f"implementation='parallel' needs a cell linear in its state (LRU, minGRU, "
             f"minLSTM, RG-LRU, S6, mLSTM), got {type(cell).__name__}"
         )
-    why = "batch statistics (batch-normalised cell in training)" if statistics else None
+    extras = bool(getattr(cell, "step_extras", False))
+    why = f"per-step extras of {type(cell).__name__}" if extras else None
     if why is None:
         why = fused_path.unsupported_reason(
             cell, params, resets=resets, step_transform=step_transform, step_inputs=step_inputs
@@ -143,7 +147,7 @@ def choose(
         return "scan", why
     if requested == "fused":
         return "fused", None
-    why = fused_path.kernel_reason(cell, params)
+    why = fused_path.kernel_reason(cell, params, hoist)
     if why is None:
         return "kernel", None
     if requested == "kernel":

@@ -78,10 +78,14 @@ def unsupported_reason(
     return None
 
 
-def kernel_reason(cell: Any, params: dict[str, Array]) -> str | None:
+def kernel_reason(cell: Any, params: dict[str, Array], hoist: bool | None = None) -> str | None:
     """Why the compiled CPU kernels cannot run a call the fused path covers (``None``: they
     can). They run float32 LSTM (without projection) and reset-after GRU loops with
-    padding, resets and the regulariser masks; reversal is done around them."""
+    padding, resets and the regulariser masks; reversal is done around them. They take the
+    input projection of every step computed before the loop, so a layer that asks for
+    ``hoist_input_projection=False`` runs the fused loop instead."""
+    if hoist is not None and not hoist:
+        return "hoist_input_projection=False (the kernels take every step's projection)"
     if target.platform() != "cpu":
         return f"the kernels are CPU-only (target platform {target.platform()})"
     if target.portable():
@@ -97,15 +101,18 @@ def kernel_reason(cell: Any, params: dict[str, Array]) -> str | None:
     return cpu_kernel.unavailable_reason()
 
 
-def default_options(cell: Any, remat: Any = None, kernel: bool = False) -> FusedOptions:
+def default_options(
+    cell: Any, remat: Any = None, kernel: bool = False, hoist: bool | None = None
+) -> FusedOptions:
     """Measured per-backend options for ``cell``; any ``remat`` policy recomputes the gates;
-    ``kernel`` runs the time loops as the compiled CPU kernels (:func:`kernel_reason`)."""
+    ``kernel`` runs the time loops as the compiled CPU kernels (:func:`kernel_reason`);
+    ``hoist`` is the layer's ``hoist_input_projection`` (``None``: per backend)."""
     on_cpu = target.platform() == "cpu"
     common = dict(
         dtype=cell.compute_dtype,
         # XLA:CPU runs a per-step x W_ih product faster than a slice of a hoisted one even
         # with prefetching; elsewhere one large product wins.
-        hoist=not on_cpu,
+        hoist=not on_cpu if hoist is None else bool(hoist),
         prefetch=on_cpu,
     )
     recompute = remat not in (None, "none")
@@ -135,6 +142,7 @@ def run_fused(
     options: FusedOptions | None = None,
     remat: Any = None,
     kernel: bool = False,
+    hoist: bool | None = None,
 ) -> tuple[Any, Array]:
     """Runs ``cell`` over time-major ``xs [T, *batch, I]`` on the fused path.
 
@@ -147,9 +155,11 @@ def run_fused(
     in a reversed pass the flags still mark segment starts in forward order. Gradients flow
     to ``reset_carry`` from the steps that restart from it. Regulariser masks and the
     projection come in ``params`` (see :func:`unsupported_reason`). ``kernel`` runs the time
-    loops as the compiled CPU kernels (see :func:`kernel_reason`; ignored with ``options``).
+    loops as the compiled CPU kernels (see :func:`kernel_reason`; ignored with ``options``)
+    and ``hoist`` computes the input projection of all steps before the loop (``None``: per
+    backend, as :func:`default_options`; ignored with ``options``).
     """
-    options = default_options(cell, remat, kernel) if options is None else options
+    options = default_options(cell, remat, kernel, hoist) if options is None else options
     num_steps, batch = xs.shape[0], xs.shape[1:-1]
     flat = math.prod(batch)
 

@@ -1,7 +1,7 @@
 """Layers for linear recurrences (LRU, minGRU, minLSTM) on the time-parallel path.
 
 These are :class:`rnnlab.RNN` with ``implementation="parallel"``
-(:func:`rnnlab.layers.parallel.run_parallel`); ``RNN(cell)`` and :class:`StackedRNN` take the
+(:func:`rnnlab.layers.associative.run_associative`); ``RNN(cell)`` and :class:`StackedRNN` take the
 same path by default for these cells. The cells still follow the per-step contract, so
 ``rnnlab.RNN(cell, implementation="scan")`` runs the same model step by step.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 from flax import nnx
 
 from rnnlab.cells.linear import LinearRecurrentCell, LRUCell, MinGRUCell, MinLSTMCell
-from rnnlab.layers.parallel import METHODS
+from rnnlab.layers.associative import METHODS
 from rnnlab.layers.rnn import RNN
 
 

@@ -1,7 +1,7 @@
 """The one sequence runner: :class:`RNN` runs any cell over a sequence.
 
 Inputs are batch-major ``[*batch, time, features]``; the time loops are time-major
-(:mod:`rnnlab.scan`, :mod:`rnnlab.fused`, :mod:`rnnlab.layers.parallel`), so the layer
+(:mod:`rnnlab.scan`, :mod:`rnnlab.fused`, :mod:`rnnlab.layers.associative`), so the layer
 transposes once on the way in and once out. Which loop runs is decided once per call by
 :func:`rnnlab.layers.dispatch.choose`.
 """
@@ -18,10 +18,10 @@ from flax import nnx
 from rnnlab.cells.base import RecurrentCell
 from rnnlab.cells.griffin import HawkCell
 from rnnlab.layers import dispatch, fused_path
+from rnnlab.layers.associative import METHODS, run_associative
 from rnnlab.layers.checks import check_carry, check_sequence_args
 from rnnlab.layers.chunkwise import run_chunkwise
 from rnnlab.layers.convolved import run_hawk_parallel
-from rnnlab.layers.parallel import METHODS, run_parallel
 from rnnlab.layers.stock import FlaxCell, follows_cell_contract
 from rnnlab.scan import RematPolicy, masked_scan, reverse_valid, valid_mask
 
@@ -60,8 +60,10 @@ class RNN(nnx.Module):
         ``keep_order``); otherwise they come in processing order.
       unroll: steps unrolled per scan iteration (scan path).
       return_carry: return ``(carry, outputs)`` instead of ``outputs``.
-      hoist_input_projection: compute ``x W_ih`` for all steps before the loop; ``None``
-        chooses per backend (:func:`rnnlab.layers.dispatch.default_hoist`).
+      hoist_input_projection: compute ``x W_ih`` for all steps before the loop, on the scan
+        and the fused path; ``None`` chooses per backend
+        (:func:`rnnlab.layers.dispatch.default_hoist`). ``False`` keeps the compiled CPU
+        kernels out (they take every step's projection), so ``"auto"`` runs the fused loop.
       remat: rematerialisation in the backward pass (see :func:`rnnlab.scan.masked_scan`;
         the fused path then recomputes the gates in spans).
       implementation: ``"auto"`` (default), ``"scan"``, ``"fused"``, ``"kernel"`` (the fused
@@ -166,7 +168,6 @@ class RNN(nnx.Module):
                 "(weight drop, recurrent dropout): override project and step_with instead"
             )
         params = cell.cell_params() if params is None else params
-        statistics = bool(getattr(cell, "collects_statistics", False))
         impl, why = dispatch.choose(
             cell,
             params,
@@ -174,7 +175,7 @@ class RNN(nnx.Module):
             resets=resets,
             step_transform=step_transform,
             step_inputs=step_inputs,
-            statistics=statistics,
+            hoist=self.hoist_input_projection,
         )
         run = dict(seq_lengths=seq_lengths, resets=resets, reset_carry=reset_carry)
         carry = ys = None
@@ -182,7 +183,8 @@ class RNN(nnx.Module):
             try:
                 carry, ys = fused_path.run_fused(
                     cell, params, xs, initial_carry, reverse=reverse, keep_order=True,
-                    remat=self.remat, kernel=impl == "kernel", **run,
+                    remat=self.remat, kernel=impl == "kernel",
+                    hoist=self.hoist_input_projection, **run,
                 )  # fmt: skip
             except TypeError as e:
                 if not dispatch.forward_mode_error(e):
@@ -204,13 +206,13 @@ class RNN(nnx.Module):
                 seq_lengths=seq_lengths,
             )  # fmt: skip
         elif impl == "parallel":
-            carry, ys = run_parallel(
+            carry, ys = run_associative(
                 cell, params, xs, initial_carry, reverse=reverse, keep_order=True,
                 method=self.scan_method if scan_method is None else scan_method, **run,
             )  # fmt: skip
         if impl == "scan":
             carry, ys = self._scan(
-                params, xs, initial_carry, run, reverse, step_transform, step_inputs, statistics
+                params, xs, initial_carry, run, reverse, step_transform, step_inputs
             )
         dispatch.note(cell, impl, why)
         if reverse and not keep_order:
@@ -219,10 +221,9 @@ class RNN(nnx.Module):
             ys = jax.tree.map(lambda y: jnp.moveaxis(y, 0, len(batch)), ys)
         return (carry, ys) if return_carry else ys
 
-    def _scan(self, params, xs, carry, run, reverse, step_transform, step_inputs, statistics):
+    def _scan(self, params, xs, carry, run, reverse, step_transform, step_inputs):
         """The step-by-step path (outputs in the original order, as masked_scan gives them)."""
         cell = self.cell
-        seq_lengths = run["seq_lengths"]
         if dispatch.overrides_call(cell):
             # A subclass's own __call__ (its recurrent dropout, say) is the step; it projects
             # its input itself, so nothing is hoisted.
@@ -232,48 +233,51 @@ class RNN(nnx.Module):
         if hoisted:
             xs = cell.project(params, xs)
         projected = (lambda x: x) if hoisted else (lambda x: cell.project(params, x))
-        if statistics:
-            if step_transform is not None or step_inputs is not None:
-                raise ValueError(
-                    f"{type(cell).__name__} collects batch statistics in training and takes "
-                    "no step_transform or step_inputs hook (zoneout)"
-                )
-            # A batch-normalised cell in training normalises with the statistics of the
-            # valid examples at each step and returns them for the running averages.
-            num_steps = xs.shape[0]
-            batch = jax.tree.leaves(carry)[0].shape[:-1]
-            mask = (
-                jnp.ones((num_steps,) + batch, jnp.bool_)
-                if seq_lengths is None
-                else valid_mask(seq_lengths, num_steps)
+        if getattr(cell, "step_extras", False):
+            hooked = step_transform is not None or step_inputs is not None
+            return self._scan_with_extras(params, xs, carry, run, reverse, projected, hooked)
+        step = lambda c, x: cell.step_with(params, c, projected(x))  # noqa: E731
+        return self._loop(step, xs, carry, run, reverse, step_transform, step_inputs)
+
+    def _scan_with_extras(self, params, xs, carry, run, reverse, projected, hooked):
+        """The scan for a cell whose steps return extras (the cell contract's
+        ``step_with_extras``): each step sees which examples are valid, and the cell
+        aggregates the stacked extras after the sequence (``aggregate_extras``)."""
+        cell = self.cell
+        if hooked:
+            raise ValueError(
+                f"{type(cell).__name__} returns per-step extras here (step_extras) and takes "
+                "no step_transform or step_inputs hook (zoneout)"
             )
+        seq_lengths = run["seq_lengths"]
+        num_steps = xs.shape[0]
+        batch = jax.tree.leaves(carry)[0].shape[:-1]
+        valid = (
+            jnp.ones((num_steps,) + batch, jnp.bool_)
+            if seq_lengths is None
+            else valid_mask(seq_lengths, num_steps)
+        )
 
-            def step(c, inputs):
-                x, m = inputs
-                weights = None if seq_lengths is None else m
-                c, y, stats = cell.step_with_statistics(params, c, projected(x), weights)
-                return c, (y, stats)
+        def step(c, inputs):
+            x, m = inputs
+            c, y, extra = cell.step_with_extras(
+                params, c, projected(x), None if seq_lengths is None else m
+            )
+            return c, (y, extra)
 
-            xs = (xs, mask)
-        else:
-            step = lambda c, x: cell.step_with(params, c, projected(x))  # noqa: E731
-            return self._loop(step, xs, carry, run, reverse, step_transform, step_inputs)
-        carry, ys = masked_scan(
+        carry, (ys, extras) = masked_scan(
             step,
             carry,
-            xs,
+            (xs, valid),
             seq_lengths=seq_lengths,
             resets=run["resets"],
             reset_carry=run["reset_carry"],
             reverse=reverse,
             unroll=self.unroll,
             remat=self.remat,
-            extras=statistics,
+            extras=True,
         )
-        if statistics:
-            ys, stats = ys
-            counts = jnp.sum(mask.reshape(mask.shape[0], -1).astype(jnp.float32), axis=1)
-            cell.update_statistics(stats, counts)
+        cell.aggregate_extras(extras, valid)
         return carry, ys
 
     def _loop(self, step, xs, carry, run, reverse, step_transform, step_inputs):

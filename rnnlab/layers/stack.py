@@ -11,11 +11,16 @@ with recurrent dropout, zoneout and weight drop inside each layer and every drop
 variational (one mask per sequence) when ``variational`` is set. Every switch is off by
 default; the stack's plain ``dropout`` (between layers, as in PyTorch) is the
 ``hidden_dropout`` of a stack built without a ``regularization``.
+
+One randomness path, the one of ``nnx.Dropout``: every mask of a training call (input,
+hidden and output dropout, each layer's recurrent masks) draws the next key of one stream,
+in that order, from the ``rngs`` of the call or else from the stream the stack forked at
+construction. The three dropouts are ``nnx.Dropout`` modules (variational dropout is their
+``broadcast_dims`` over time).
 """
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -30,7 +35,7 @@ from rnnlab.layers.checks import valid_positions
 from rnnlab.layers.regularized import regularized_layer
 from rnnlab.layers.rnn import RNN
 from rnnlab.regularizers.config import Regularization
-from rnnlab.regularizers.dropout import KeyLike, as_key, sequence_dropout
+from rnnlab.regularizers.dropout import KeyLike
 from rnnlab.regularizers.losses import ar_tar_losses
 
 Array = jax.Array
@@ -41,10 +46,11 @@ class StackedRNN(nnx.Module):
     """``num_layers`` recurrent layers in depth, optionally bidirectional, residual and
     regularised.
 
-    Training or evaluation follows NNX's mode: ``stack.train()`` / ``stack.eval()`` (or the
-    same on any module containing it) switch every dropout on or off, zoneout to its
-    expectation and batch-normalised cells to their running averages; the ``deterministic``
-    argument of a call overrides the mode for that call.
+    Training or evaluation is NNX's mode, set one way: ``stack.train()`` / ``stack.eval()``
+    (or the same on any module containing it) switch every dropout on or off, zoneout to its
+    expectation and batch-normalised cells to their running averages;
+    ``nnx.with_attributes(stack, deterministic=True, use_running_average=True,
+    raise_if_not_found=False)`` is a copy in evaluation form that leaves the stack as it is.
 
     Example::
 
@@ -128,22 +134,52 @@ class StackedRNN(nnx.Module):
         self.num_layers, self.residual, self.dropout_rate = num_layers, residual, dropout
         self.bidirectional = bidirectional
         self.regularization = reg
+        # Variational dropout is nnx.Dropout with one mask broadcast over time.
+        self.time_axis = 0 if layers[0].time_major else -2
+        dims = (self.time_axis,) if reg.variational else ()
         # As nnx.Dropout does, a stack that can drop keeps a stream forked from the
-        # construction-time rngs and draws from it in training when a call passes none:
-        # one randomness path for every dropout of the stack. A stack without dropout forks
-        # nothing, so the keys left for the caller's next modules are as before.
-        # Rngs without a dropout (or default) stream, e.g. nnx.Rngs(params=0) as the
-        # trainer builds models, give no stream: each call then passes its rngs.
+        # construction-time rngs and draws from it in training when a call passes none.
+        # A stack without dropout forks nothing, so the keys left for the caller's next
+        # modules are as before. Rngs without a dropout (or default) stream, e.g.
+        # nnx.Rngs(params=0) as the trainer builds models, give no stream: each call then
+        # passes its rngs. The other two dropouts draw from the same stream.
+        hidden_rate = reg.hidden_dropout or dropout
         droppable = dropout > 0 or reg.stochastic
         try:
-            self.dropout = nnx.Dropout(dropout, rngs=rngs if droppable else None)
+            self.dropout = nnx.Dropout(
+                hidden_rate, broadcast_dims=dims, rngs=rngs if droppable else None
+            )
         except KeyError:
-            self.dropout = nnx.Dropout(dropout)
+            self.dropout = nnx.Dropout(hidden_rate, broadcast_dims=dims)
+        self.input_dropout = nnx.Dropout(reg.input_dropout, broadcast_dims=dims)
+        self.output_dropout = nnx.Dropout(reg.output_dropout, broadcast_dims=dims)
         self.deterministic = False  # NNX mode; .eval() sets it
 
     @property
     def output_features(self) -> int:
         return self.layers[-1].output_features
+
+    def dropout_stream(self, rngs: KeyLike | nnx.RngStream | None = None) -> nnx.RngStream:
+        """The stream a training call draws every mask from, one key per mask in order.
+
+        ``rngs`` of the call when given (an ``nnx.Rngs``: its ``dropout`` stream, else its
+        default one; an ``nnx.RngStream`` as it is; a key seeds a fresh stream), else the
+        stream forked at construction. A model that draws masks of its own before the stack
+        (embedding dropout) takes them from this stream and passes it on.
+        """
+        if isinstance(rngs, nnx.RngStream):
+            return rngs
+        if isinstance(rngs, nnx.Rngs):
+            return rngs["dropout"]
+        if rngs is not None:
+            return nnx.Rngs(dropout=rngs)["dropout"]
+        if self.dropout.rngs is None:
+            raise ValueError(
+                "rngs must be given to train with dropout or regularization (an nnx.Rngs "
+                "with a dropout stream, or a key), or the stack built from rngs with one; "
+                "got None"
+            )
+        return self.dropout.rngs
 
     def __call__(
         self,
@@ -153,29 +189,25 @@ class StackedRNN(nnx.Module):
         seq_lengths: Array | None = None,
         resets: Array | None = None,
         reset_carry: Sequence[Carry] | None = None,
-        deterministic: bool | None = None,
-        rngs: KeyLike | None = None,
+        rngs: KeyLike | nnx.RngStream | None = None,
         return_carry: bool = False,
         return_aux: bool = False,
     ):
-        """Runs all layers.
+        """Runs all layers in the stack's mode (``.train()`` / ``.eval()``).
 
         ``initial_carry``, ``reset_carry`` and the returned carry hold one entry per layer.
-        ``rngs`` (an ``nnx.Rngs`` with a ``dropout`` stream, or a key) overrides, for this
-        call, the dropout stream forked at construction from the constructor's ``rngs``.
-        Returns ``outputs``, ``(carries, outputs)`` with ``return_carry``, and with
-        ``return_aux`` a dict last: ``"hidden"`` (last layer before output dropout) and the
-        ``"ar"`` / ``"tar"`` loss terms (already weighted) when enabled.
+        ``rngs`` overrides, for this call, the dropout stream forked at construction
+        (:meth:`dropout_stream`). Returns ``outputs``, ``(carries, outputs)`` with
+        ``return_carry``, and with ``return_aux`` a dict last: ``"hidden"`` (last layer
+        before output dropout) and the ``"ar"`` / ``"tar"`` loss terms (already weighted)
+        when enabled.
         """
         for name, value in (("initial_carry", initial_carry), ("reset_carry", reset_carry)):
             if value is not None and len(value) != self.num_layers:
                 raise ValueError(
                     f"{name} must hold one carry per layer ({self.num_layers}), got {len(value)}"
                 )
-        deterministic = self.deterministic if deterministic is None else bool(deterministic)
-        carries, out, aux = self._run(
-            inputs, initial_carry, seq_lengths, resets, reset_carry, deterministic, rngs
-        )
+        carries, out, aux = self._run(inputs, initial_carry, seq_lengths, resets, reset_carry, rngs)
         result = (carries, out) if return_carry else (out,)
         if return_aux:
             result = result + (aux,)
@@ -186,100 +218,64 @@ class StackedRNN(nnx.Module):
         carries: Sequence[Carry],
         x: Array,
         *,
-        deterministic: bool | None = True,
-        rngs: KeyLike | None = None,
+        rngs: KeyLike | nnx.RngStream | None = None,
     ) -> tuple[list[Carry], Array]:
         """One time step through every layer: ``(carries, x [*batch, F]) -> (carries, y)``.
 
         The step of a closed-loop decoder (:mod:`rnnlab.layers.feedback`): the stack runs on
-        a sequence of length one, so the step does exactly what a call on the whole sequence
-        does at that position (zoneout's expectation, weight drop's evaluation weights,
-        residuals), by the same layers. ``deterministic`` defaults to ``True``, because a
-        free-running decoder has no per-sequence dropout masks to reuse; ``None`` follows
-        the module's mode and ``False`` draws fresh masks every step from ``rngs``.
-        A batch-normalised cell in training mode cannot step inside a decoder's loop (its
-        running averages would move as a side effect of the loop's trace): run the loop
-        under :meth:`running_averages`, or in evaluation mode. A bidirectional stack cannot
-        step: its backward direction needs the inputs that are still to come.
+        a sequence of length one, in its mode, so the step does exactly what a call on the
+        whole sequence does at that position (in evaluation: zoneout's expectation, weight
+        drop's evaluation weights; residuals), by the same layers. In training every step
+        draws fresh masks (a free-running decoder has no per-sequence masks to reuse). A
+        decoder that must run in evaluation form while the model trains (a forecaster's
+        free run) steps a copy in that form: ``nnx.with_attributes(stack,
+        deterministic=True, use_running_average=True, raise_if_not_found=False)``. A cell
+        that returns per-step extras in this mode (a batch-normalised cell in training)
+        cannot step inside a loop: its aggregate would move as a side effect of the loop's
+        trace. A bidirectional stack cannot step: its backward direction needs the inputs
+        that are still to come.
         """
         if self.bidirectional:
             raise ValueError("a bidirectional StackedRNN cannot run step by step")
-        if self._collecting():
+        extras = sorted({type(c).__name__ for c in self._cells() if getattr(c, "step_extras", 0)})
+        if extras:
             raise ValueError(
-                "a batch-normalised StackedRNN in training mode cannot step inside a loop: "
-                "run the loop under `with stack.running_averages():` or after `.eval()`"
+                f"{', '.join(extras)} returns per-step extras in this mode (batch statistics "
+                "in training) and cannot step inside a loop: step a copy in evaluation form, "
+                "nnx.with_attributes(stack, deterministic=True, use_running_average=True, "
+                "raise_if_not_found=False), or the stack after .eval()"
             )
         time_axis = 0 if self.layers[0].time_major else x.ndim - 1
         carries, y = self(
-            jnp.expand_dims(x, time_axis),
-            initial_carry=carries,
-            deterministic=deterministic,
-            rngs=rngs,
-            return_carry=True,
+            jnp.expand_dims(x, time_axis), initial_carry=carries, rngs=rngs, return_carry=True
         )
         return carries, jnp.squeeze(y, time_axis)
 
-    def _collecting(self) -> list[Any]:
-        return [
-            layer.cell
-            for layer in self.layers
-            if isinstance(layer, RNN) and getattr(layer.cell, "collects_statistics", False)
-        ]
+    def _cells(self) -> list[Any]:
+        return [r.cell for layer in self.layers for r in _rnns(layer)]
 
-    @contextlib.contextmanager
-    def running_averages(self):
-        """Within the block, batch-normalised cells normalise with their running averages
-        and leave them unchanged, whatever the mode: for a closed loop in training (a free
-        run), entered outside the loop. Other cells are unaffected."""
-        cells = self._collecting()
-        for cell in cells:
-            cell.use_running_average = True
-        try:
-            yield self
-        finally:
-            for cell in cells:
-                cell.use_running_average = False
-
-    def _run(self, inputs, initial_carry, seq_lengths, resets, reset_carry, deterministic, rngs):
-        reg = self.regularization
-        time_axis = 0 if self.layers[0].time_major else -2
+    def _run(self, inputs, initial_carry, seq_lengths, resets, reset_carry, rngs):
+        reg, training = self.regularization, not self.deterministic
         valid = None
         if self.residual and seq_lengths is not None:
             valid = valid_positions(seq_lengths, inputs, self.layers[0].time_major)
-        hidden_rate = reg.hidden_dropout or self.dropout_rate
-        rates = (reg.input_dropout, hidden_rate, reg.output_dropout)
-        # Without a regularization, the plain stack draws its inter-layer dropout from the
-        # caller's nnx.Rngs stream, as nnx.Dropout does (and as it always has).
-        plain = not reg.active
-        stochastic = not deterministic and (reg.recurrent_active or max(rates) > 0)
-        keys = None
-        if stochastic and not plain:
-            own = self.dropout.rngs
-            key0 = as_key(rngs) if rngs is not None or own is None else own()
-            keys = jax.random.split(key0, 2 * self.num_layers + 1)
-        key = (lambda i: keys[i]) if keys is not None else (lambda i: None)
+        rates = (self.input_dropout.rate, self.dropout.rate, self.output_dropout.rate)
+        stream = None
+        if training and (reg.recurrent_active or max(rates) > 0):
+            stream = self.dropout_stream(rngs)
 
-        def drop(x, rate, k):
-            if plain:
-                return self.dropout(x, deterministic=deterministic or rate == 0, rngs=rngs)
-            return sequence_dropout(
-                x,
-                rate,
-                k,
-                variational=reg.variational,
-                time_axis=time_axis,
-                deterministic=deterministic,
-            )
+        def drop(module: nnx.Dropout, x: Array) -> Array:
+            return module(x, deterministic=not training, rngs=stream)
 
-        x = inputs if plain else drop(inputs, reg.input_dropout, key(0))
+        x = drop(self.input_dropout, inputs)
         carries = []
         for i, layer in enumerate(self.layers):
             carry, y = regularized_layer(
                 layer,
                 x,
                 reg,
-                rngs=key(2 * i + 1),
-                deterministic=deterministic,
+                rngs=stream() if stream is not None and reg.recurrent_active else None,
+                deterministic=not training,
                 initial_carry=None if initial_carry is None else initial_carry[i],
                 reset_carry=None if reset_carry is None else reset_carry[i],
                 seq_lengths=seq_lengths,
@@ -288,14 +284,14 @@ class StackedRNN(nnx.Module):
             if self.residual and y.shape == x.shape:
                 # The layer zeroed its padded outputs; the residual must not refill them.
                 y = y + (x if valid is None else jnp.where(valid, x, 0)).astype(y.dtype)
-            if i < self.num_layers - 1 and hidden_rate > 0:
-                y = drop(y, hidden_rate, key(2 * i + 2))
+            if i < self.num_layers - 1:
+                y = drop(self.dropout, y)
             carries.append(carry)
             x = y
         raw = x
-        out = raw if plain else drop(raw, reg.output_dropout, key(2 * self.num_layers))
+        out = drop(self.output_dropout, raw)
         aux: dict[str, Array] = {"hidden": raw}
-        aux.update(ar_tar_losses(out, raw, reg, seq_lengths=seq_lengths, time_axis=time_axis))
+        aux.update(ar_tar_losses(out, raw, reg, seq_lengths=seq_lengths, time_axis=self.time_axis))
         return carries, out, aux
 
     def initialize_carry(self, input_shape: tuple[int, ...]) -> list[Carry]:
@@ -303,8 +299,11 @@ class StackedRNN(nnx.Module):
         batch = tuple(input_shape[:-1])
         out, size = [], input_shape[-1]
         for layer in self.layers:
-            rnns = (layer,) if isinstance(layer, RNN) else (layer.forward_rnn, layer.backward_rnn)
-            carry = [r.cell.initialize_carry(batch + (size,)) for r in rnns]
+            carry = [r.cell.initialize_carry(batch + (size,)) for r in _rnns(layer)]
             out.append(carry[0] if len(carry) == 1 else tuple(carry))
             size = layer.output_features
         return out
+
+
+def _rnns(layer: RNN | Bidirectional) -> tuple[RNN, ...]:
+    return (layer,) if isinstance(layer, RNN) else (layer.forward_rnn, layer.backward_rnn)

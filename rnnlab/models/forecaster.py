@@ -299,19 +299,22 @@ class Forecaster(Model):
         """Autoregressive forecast: each step's point forecast is the next input."""
         carries, h = self.rnn(x, return_carry=True, **kw)
         first = self._read(h[:, -1:], last)
+        # The free run steps the stack in evaluation form whatever the mode: no dropout
+        # masks per step, and batch statistics left alone (the history pass moved them).
+        frozen = nnx.with_attributes(
+            self.rnn, deterministic=True, use_running_average=True, raise_if_not_found=False
+        )
 
         def body(state, _):
             carries, value = state
-            carries, y = self.rnn.step(carries, value)
+            carries, y = frozen.step(carries, value)
             step = self._read(y.astype(jnp.float32)[:, None], value)
             return (carries, step["point"][:, 0]), (step, y)
 
         if self.horizon == 1:
             return first, h[:, -1:]
         init = (carries, first["point"][:, 0])
-        # A free run in training leaves batch statistics alone: the history pass moved them.
-        with self.rnn.running_averages():
-            _, (rest, hs) = feedback_loop(body, init, length=self.horizon - 1)
+        _, (rest, hs) = feedback_loop(body, init, length=self.horizon - 1)
         rest = {k: jnp.moveaxis(v[:, :, 0], 0, 1) for k, v in rest.items()}
         out = {k: jnp.concatenate([first[k], rest[k]], axis=1) for k in first}
         return out, jnp.concatenate([h[:, -1:], jnp.moveaxis(hs, 0, 1)], axis=1)

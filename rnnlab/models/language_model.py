@@ -19,10 +19,12 @@ of AWD-LSTM (Merity et al. 2017)::
       -> layer 1 (weight drop, recurrent dropout) -> hidden dropout -> ... -> layer L
       -> raw -> output dropout -> decoder            loss += AR(dropped) + TAR(raw)
 
-Masks that must stay fixed over time are drawn once per batch outside the time loop.
-Everything is the identity in evaluation mode, so validation and sampling run the plain
-model. Zoneout is refused: its evaluation form changes the recurrence, which the one-step
-sampler does not apply.
+Masks that must stay fixed over time are drawn once per batch outside the time loop, all
+from one stream (:meth:`StackedRNN.dropout_stream <rnnlab.layers.StackedRNN.dropout_stream>`):
+the embedding dropout's first, then the stack's in its order. The plain ``dropout`` is the
+stack's input, hidden and output dropout. Every dropout is the identity in evaluation mode;
+zoneout takes its expectation there, in a whole-sequence call and in the sampler's steps
+alike (both run the same stack).
 
 Sampling (:func:`generate`) runs the prompt once, then one jitted step per generated token
 that carries the recurrent state, so the prefix is never re-run.
@@ -43,7 +45,7 @@ from rnnlab.layers import StackedRNN
 from rnnlab.layers.decoding import sample_logits
 from rnnlab.layers.feedback import feedback_loop
 from rnnlab.models import Model, register, resolve_dtype
-from rnnlab.regularizers import Regularization, embedding_dropout
+from rnnlab.regularizers import Regularization
 
 Array = jax.Array
 
@@ -93,11 +95,6 @@ class LanguageModel(Model):
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
         reg = Regularization.from_config(regularization)
-        if reg.zoneout_c > 0 or reg.zoneout_h > 0:
-            raise ValueError(
-                "regularization.zoneout_c/zoneout_h must be 0 for the language model (its "
-                f"sampler runs the plain cell), got {reg.zoneout_c}/{reg.zoneout_h}"
-            )
         if reg.active and dropout:
             raise ValueError(
                 f"dropout must be 0 when regularization is given (use its input_dropout, "
@@ -109,14 +106,18 @@ class LanguageModel(Model):
         self.embed = nnx.Embed(
             vocab_size, embed_features, dtype=dtype, param_dtype=param_dtype, rngs=rngs
         )
+        # The plain dropout on the embeddings, between layers and before the decoder is the
+        # stack's input, hidden and output dropout: one path for every mask.
+        plain = dict(input_dropout=dropout, output_dropout=dropout, variational=False)
+        stack_reg = reg if reg.active else reg.replace(**plain)
         self.rnn = StackedRNN(
             embed_features,
             hidden_features,
             num_layers,
             cell=cell,
             cell_kwargs={"dtype": dtype, "param_dtype": param_dtype, **dict(cell_kwargs or {})},
-            dropout=dropout,
-            regularization=reg,
+            dropout=0.0 if reg.active else dropout,
+            regularization=stack_reg,
             rnn_kwargs=dict(rnn_kwargs or {}),
             rngs=rngs,
         )
@@ -135,7 +136,8 @@ class LanguageModel(Model):
         else:
             self.proj, self.out_bias = None, None
             self.head = nnx.Linear(top, vocab_size, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-        self.dropout = nnx.Dropout(dropout)
+        # Whole word types: one mask over the rows of the embedding matrix [vocab, D].
+        self.embedding_dropout = nnx.Dropout(reg.embedding_dropout, broadcast_dims=(1,))
 
     def init_carry(self, batch_size: int) -> list[Any]:
         """Zero float32 state for ``batch_size`` rows: one carry per layer."""
@@ -169,37 +171,26 @@ class LanguageModel(Model):
             carry = self.init_carry(tokens.shape[0])
         resets = batch.get("resets")
         zeros = self.init_carry(tokens.shape[0]) if resets is not None else None
-        reg = self.regularization
         training = not self.rnn.deterministic
-        if reg.active:
-            stochastic = training and reg.stochastic
-            if stochastic and rngs is None:
-                raise ValueError("rngs must be given to train with regularization, got None")
-            k_embed, k_stack = jax.random.split(rngs.dropout()) if stochastic else (None, None)
-            table = embedding_dropout(
-                self.embed.embedding[...],
-                reg.embedding_dropout,
-                k_embed,
-                deterministic=not stochastic,
-            )
+        stream = None
+        if training and self.embedding_dropout.rate > 0:
+            stream = self.rnn.dropout_stream(rngs)
+            table = self.embedding_dropout(self.embed.embedding[...], deterministic=False,
+                                           rngs=stream)  # fmt: skip
             x = jnp.take(table, tokens, axis=0)
             if self.dtype is not None:
                 x = x.astype(self.dtype)
-            stack_rngs = k_stack
         else:
-            x = self.dropout(self.embed(tokens), rngs=rngs)
-            stack_rngs = rngs
+            x = self.embed(tokens)
         carries, x, aux = self.rnn(
             x,
             initial_carry=carry,
             resets=resets,
             reset_carry=zeros,
-            rngs=stack_rngs,
+            rngs=stream if stream is not None else rngs,
             return_carry=True,
             return_aux=True,
         )
-        if not reg.active:
-            x = self.dropout(x, rngs=rngs)
         out: dict[str, Any] = {"carry": carries, "hidden": x}
         losses = {k: aux[k] for k in ("ar", "tar") if k in aux}
         if training and losses:

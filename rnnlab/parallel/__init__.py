@@ -57,7 +57,9 @@ from rnnlab.parallel.rules import (
     path_to_str,
     spec_for,
 )
-from rnnlab.parallel.sequence import sequence_parallel_linear_scan
+
+# The time loop itself lives with the other time loops; named here too for mesh users.
+from rnnlab.scan import sequence_parallel_linear_scan
 
 __all__ = [
     "DATA_AXES",

@@ -1,4 +1,5 @@
-"""The ``"parallel"`` implementation: linear recurrences over whole sequences at once.
+"""The time-parallel implementation (``implementation="parallel"`` of :class:`rnnlab.RNN`):
+linear recurrences solved over whole sequences at once, as compositions of affine maps.
 
 A :class:`~rnnlab.cells.linear.LinearRecurrentCell` computes ``(a_t, b_t)`` for every step
 from the input in one pass, and :func:`rnnlab.scan.linear_scan` solves
@@ -51,7 +52,7 @@ def solve(
     return linear_scan(a, b, h0, method=method), mask
 
 
-def run_parallel(
+def run_associative(
     cell: Any,
     params: dict[str, Array],
     xs: Array,
