@@ -22,8 +22,7 @@ GOLDEN = REPO / "tests" / "data" / "config_golden.json"
 
 def _variants() -> dict[str, list[str]]:
     """Every experiment's variants, spelt out from each file's own lists."""
-    from experiments import classify, forecast, gradient_variants, own_data, seqmnist
-    from experiments import spoken_digits
+    from experiments import classify, forecast, gradient_variants, own_data, seqmnist, spoken_digits
 
     sweep = gradient_variants.sweep((100, 200, 400))
     forecasts = ["", "small"] + [
@@ -49,10 +48,7 @@ def _variants() -> dict[str, list[str]]:
         "charlm": ["", "small", "tpu", "tpu,v5e", "tpu,v6e", "huge"],
         "classify": ["", "small"]
         + [
-            f"{d},{p}{b}"
-            for d in classify.DATASETS
-            for p in classify.POOLINGS
-            for b in ("", ",bi")
+            f"{d},{p}{b}" for d in classify.DATASETS for p in classify.POOLINGS for b in ("", ",bi")
         ],
         "faults": [""],
         "forecast": forecasts,

@@ -21,7 +21,9 @@ def test_resolved_configs_and_errors_match_the_golden_file(now, part):
     before, after = GOLDEN_DATA[part], now[part]
     assert sorted(after) == sorted(before)
     wrong = [case for case in before if after[case] != before[case]]
-    assert not wrong, f"{len(wrong)} differ, first {wrong[0]!r}: {after[wrong[0]]} != {before[wrong[0]]}"
+    assert not wrong, (
+        f"{len(wrong)} differ, first {wrong[0]!r}: {after[wrong[0]]} != {before[wrong[0]]}"
+    )
 
 
 def test_help_of_every_key_matches_the_golden_file(now):
