@@ -55,21 +55,6 @@ def opt(default: Any, help: str, check: Check | None = None) -> Any:
     return dataclasses.field(default=default, metadata=metadata)
 
 
-def bad_value(group: type, node: Any) -> tuple[str, str] | None:
-    """``(key, message)`` of the first field of ``group`` whose value in ``node`` fails
-    its check (nested groups by dotted key), or None."""
-    for f in dataclasses.fields(group):
-        value = node[f.name]
-        if dataclasses.is_dataclass(f.default):
-            found = bad_value(type(f.default), value)
-            if found is not None:
-                return f"{f.name}.{found[0]}", found[1]
-        check = f.metadata.get("check")
-        if check is not None and not check.ok(value):
-            return f.name, f"expected {check.expected}, got {value!r}"
-    return None
-
-
 def table(group: type) -> dict[str, Option]:
     """``{field: Option(default, help)}`` of a group dataclass, in field order."""
     return {f.name: Option(f.default, f.metadata["help"]) for f in dataclasses.fields(group)}

@@ -163,6 +163,7 @@ def _file_case(line: str, folder: Path) -> dict[str, Any]:
 
 def snapshot(folder: Path) -> dict[str, Any]:
     """Everything the golden file holds; ``folder``: scratch space for experiment files."""
+    import benchmarks.flax_peer  # noqa: F401 (registers flax_classifier, as mnist1d does)
     from rnnlab import models
     from rnnlab.train import config as cfg_lib
 

@@ -28,12 +28,11 @@ from typing import Any
 import ml_collections
 
 from rnnlab import models, optim
-from rnnlab.options import bad_value, closest, type_problem
+from rnnlab.options import closest, type_problem
 from rnnlab.train import sharding
 from rnnlab.train.defaults import (  # noqa: F401 (the config API, re-exported)
     ConfigError,
     Key,
-    _get,
     base_config,
     describe,
     fill_defaults,
@@ -43,7 +42,7 @@ from rnnlab.train.defaults import (  # noqa: F401 (the config API, re-exported)
     same_value,
     unknown_option,
 )
-from rnnlab.train.options import GROUPS, Debug, Eval, RunOptions, Sample, Sharding, Train
+from rnnlab.train.options import GROUPS, RunOptions
 
 ConfigDict = ml_collections.ConfigDict
 
@@ -247,19 +246,6 @@ def resolved(config: ConfigDict) -> ConfigDict:
 ENGINE_GROUPS: tuple[str, ...] = ("train", "optim", "eval", "sample", "sharding", "debug")
 
 
-def _check_keys_and_types(config: ConfigDict) -> None:
-    """Unknown keys in the engine's groups and values of the wrong type name their key."""
-    base = base_config()
-    known = set(flat_keys(base))
-    for key in flat_keys(config):
-        if "." not in key or key.split(".")[0] in ENGINE_GROUPS:
-            if key not in known:
-                raise _unknown(base, key)
-            problem = type_problem(_get(base, key), _get(config, key))
-            if problem is not None:
-                raise ConfigError(key, problem)
-
-
 def check_model(config: ConfigDict) -> None:
     """The model group against the named model's options (see :func:`_check_groups`)."""
     _check_groups(config, ("model",))
@@ -287,45 +273,54 @@ def _check_groups(config: ConfigDict, groups: Sequence[str]) -> None:
                     raise ConfigError(f"model.{key}", problem)
 
 
-def _typed(group: type, node: Any) -> Any:
-    """``node``'s keys as the dataclass ``group`` (nested groups likewise, lists as tuples)."""
+def _typed(group: type, node: ConfigDict, prefix: str) -> Any:
+    """``node`` as the dataclass ``group`` (nested groups likewise, lists as tuples). A key
+    the group lacks names the closest key; a value of the wrong type, or one its field's
+    check refuses (:mod:`rnnlab.train.options`), names its key."""
+    fields = {f.name: f for f in dataclasses.fields(group)}
+    for key in node:
+        if key not in fields:
+            raise _unknown(base_config(), f"{prefix}{key}")
     values = {}
-    for f in dataclasses.fields(group):
-        value = node[f.name]
-        if dataclasses.is_dataclass(f.default):
-            value = _typed(type(f.default), value)
-        values[f.name] = tuple(value) if isinstance(value, list) else value
+    for name, f in fields.items():
+        key, value = f"{prefix}{name}", node.get(name, f.default)
+        if dataclasses.is_dataclass(f.default) and isinstance(value, ConfigDict):
+            values[name] = _typed(type(f.default), value, f"{key}.")
+            continue
+        problem = type_problem(f.default, value)
+        check = f.metadata.get("check")
+        if problem is None and check is not None and not check.ok(value):
+            problem = f"expected {check.expected}, got {value!r}"
+        if problem is not None:
+            raise ConfigError(key, problem)
+        values[name] = tuple(value) if isinstance(value, list) else value
     return group(**values)
 
 
 def convert(config: ConfigDict) -> RunOptions:
-    """The config's typed groups, converted once; an unknown key (the closest one named) or
-    a value of the wrong type raises :class:`ConfigError` naming its key."""
-    _check_keys_and_types(config)
+    """The config's typed groups (:class:`~rnnlab.train.options.RunOptions`), converted
+    once; an unknown key (the closest one named), a value of the wrong type or one its
+    field's check refuses raises :class:`ConfigError` naming its key."""
+    for key, value in config.items():  # top-level keys: the seed and groups
+        if key != "seed" and not isinstance(value, ConfigDict):
+            raise _unknown(base_config(), key)
+    problem = type_problem(0, config.seed)
+    if problem is not None:
+        raise ConfigError("seed", problem)
+    engine = {g: _typed(GROUPS[g], config[g], f"{g}.") for g in ENGINE_GROUPS if g != "optim"}
+    typed_optim = _typed(optim.Options, config.optim, "optim.")
     _check_groups(config, ("model", "data"))
     model = config.model.to_dict()
     name = model.pop("name")
     return RunOptions(
-        seed=int(config.seed),
+        seed=config.seed,
         data=types.MappingProxyType(config.data.to_dict()),
         model_name=name,
         model=models.config_class(name)(**model),
-        optim=_typed(optim.Options, config.optim),
-        train=_typed(Train, config.train),
-        eval=_typed(Eval, config.eval),
+        optim=typed_optim,
         mesh=types.MappingProxyType(config.mesh.to_dict()),
-        sharding=_typed(Sharding, config.sharding),
-        sample=_typed(Sample, config.sample),
-        debug=_typed(Debug, config.debug),
+        **engine,
     )
-
-
-def _check_values(config: ConfigDict) -> None:
-    """Each engine key's own check, declared with its field (:mod:`rnnlab.train.options`)."""
-    for name in ("train", "eval", "sharding", "sample"):
-        found = bad_value(GROUPS[name], config[name])
-        if found is not None:
-            raise ConfigError(f"{name}.{found[0]}", found[1])
 
 
 def _check_batch(config: ConfigDict, context: dict[str, Any]) -> None:
@@ -399,7 +394,6 @@ def validate(config: ConfigDict, context: dict[str, Any] | None = None) -> RunOp
     if not config.data.get("name"):
         raise ConfigError("data.name", "no dataset named (set --config.data.name=...)")
     options = convert(config)
-    _check_values(config)
     _check_batch(config, context)
     _check_optim(config)
     _check_faults(config)
