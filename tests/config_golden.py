@@ -196,5 +196,17 @@ if __name__ == "__main__":
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
     with tempfile.TemporaryDirectory() as tmp:
         snap = snapshot(Path(tmp))
-    GOLDEN.write_text(json.dumps(snap, indent=1, sort_keys=True) + "\n")
+    # One case per line: a changed case is one changed line of the diff.
+    parts = []
+    for part, value in sorted(snap.items()):
+        if isinstance(value, dict):
+            cases = (
+                f"  {json.dumps(k)}: {json.dumps(v, sort_keys=True)}"
+                for k, v in sorted(value.items())
+            )
+            value_text = "{\n" + ",\n".join(cases) + "\n}"
+        else:
+            value_text = json.dumps(value)
+        parts.append(f"{json.dumps(part)}: {value_text}")
+    GOLDEN.write_text("{\n" + ",\n".join(parts) + "\n}\n")
     print(f"wrote {GOLDEN} ({len(snap['experiments'])} experiment variants)")
