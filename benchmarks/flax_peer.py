@@ -15,6 +15,7 @@ registers it as ``"flax_classifier"`` (``experiments/mnist1d.py`` does so)::
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -25,10 +26,25 @@ from flax import nnx
 from rnnlab.cells.base import check_positive_int
 from rnnlab.models import Model, register, resolve_dtype
 from rnnlab.models.classifier import POOLINGS, pool
+from rnnlab.options import opt
 
 Array = jax.Array
 
 FLAX_CELLS = {"gru": nnx.GRUCell, "lstm": nnx.OptimizedLSTMCell}
+
+
+@dataclasses.dataclass(frozen=True)
+class FlaxClassifierConfig:
+    """The options of :class:`FlaxClassifier` a config sets (the rest come from the data)."""
+
+    hidden_features: int = opt(128, "the recurrent stack.")
+    num_layers: int = opt(1, "the recurrent stack.")
+    cell: str = opt("gru", '``"gru"`` (``nnx.GRUCell``) or ``"lstm"`` (``nnx.OptimizedLSTMCell``).')
+    pooling: str = opt(
+        "last", "``last`` | ``mean`` | ``max`` over the valid steps (as the classifier)."
+    )
+    dtype: Any = opt(None, "compute dtype; parameters stay ``param_dtype``.")
+    param_dtype: Any = opt("float32", "FlaxClassifier argument param_dtype")
 
 
 class FlaxClassifier(Model):
@@ -62,6 +78,8 @@ class FlaxClassifier(Model):
             raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
         check_positive_int("num_layers", num_layers)
         dtype = resolve_dtype(dtype)
+        # A config names the parameter dtype ("float32"); library calls may pass a dtype.
+        param_dtype = resolve_dtype(param_dtype) if isinstance(param_dtype, str) else param_dtype
         self.pooling, self.hidden_features = pooling, hidden_features
         sizes = [input_features] + [hidden_features] * num_layers
         # No RNG stream is kept (rngs=False): the zero carry is passed in on every call.
@@ -105,7 +123,7 @@ class FlaxClassifier(Model):
         return out, {"pooled": pooled, "hidden": h}
 
 
-@register("flax_classifier")
+@register("flax_classifier", FlaxClassifierConfig)
 def _build(info: Mapping[str, Any], *, rngs: nnx.Rngs, **kwargs) -> FlaxClassifier:
     """Classifier of Flax's cells for ``task == "classification"`` (or ``"regression"``)."""
     task = info.get("task")

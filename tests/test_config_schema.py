@@ -1,6 +1,7 @@
-"""One source of defaults per config group: the model group from the constructors'
-signatures, the data group from each dataset's declared options, the optimiser's from
-``rnnlab.optim.Options``; every key recorded, every typo named with the closest key."""
+"""One source of defaults per config group: the model group from each model's config class
+(held equal to its constructor's keyword defaults), the data group from each dataset's
+declared options, the optimiser's from ``rnnlab.optim.Options``; every key recorded, every
+typo named with the closest key."""
 
 import importlib.util
 import inspect
@@ -8,6 +9,7 @@ import json
 import os
 import typing
 
+import numpy as np
 import pytest
 
 import rnnlab.data as data
@@ -56,35 +58,34 @@ def _rows():
 # -- model ----------------------------------------------------------------------------------
 
 
-def _constructor_keywords(name: str) -> set[str]:
+def _constructor_defaults(name: str) -> dict:
     """Keyword arguments with defaults of the class the factory returns, by hand: the
-    signature of every ``__init__`` along the ``**kwargs`` chain."""
-    cls = typing.get_type_hints(models._MODELS[name])["return"]
-    out = set()
+    signature of every ``__init__`` along the ``**kwargs`` chain (dtypes by name)."""
+    cls = typing.get_type_hints(models._MODELS[name][0])["return"]
+    out = {}
     for klass in cls.__mro__:
         if "__init__" not in vars(klass):
             continue
         params = inspect.signature(klass.__init__).parameters.values()
-        out |= {
-            p.name
-            for p in params
-            if p.default is not p.empty and p.name != "rngs" and p.kind is not p.VAR_KEYWORD
-        }
+        for p in params:
+            if p.default is not p.empty and p.name != "rngs" and p.kind is not p.VAR_KEYWORD:
+                plain = p.default is None or isinstance(p.default, bool | int | float | str | tuple)
+                out.setdefault(p.name, p.default if plain else np.dtype(p.default).name)
         if not any(p.kind is p.VAR_KEYWORD for p in params):
             break
     return out
 
 
 @pytest.mark.parametrize("name", models.model_names())
-def test_every_model_has_a_schema_of_its_constructor_keywords(name):
+def test_every_model_config_has_its_constructor_keywords_and_defaults(name):
     options = models.options(name)
-    assert set(options) == _constructor_keywords(name)
+    assert {k: o.default for k, o in options.items()} == _constructor_defaults(name)
     assert all(o.help for o in options.values())
     json.dumps({k: o.default for k, o in options.items()})  # recordable in config.json
     assert "dtype" in options  # base_config's model.dtype is a key of every model
 
 
-def test_model_keys_left_out_take_the_signature_default_and_are_recorded():
+def test_model_keys_left_out_take_the_config_default_and_are_recorded():
     c = cfg_lib.load(CHARLM + ":small")
     for key in models.options("language_model"):
         assert key in c.model
@@ -92,8 +93,9 @@ def test_model_keys_left_out_take_the_signature_default_and_are_recorded():
     # charlm.py names neither key: they come from LanguageModel's signature.
     cfg_lib.override(c, ["config.model.tie_embeddings=true", "model.rnn_kwargs={'unroll': 2}"])
     assert c.model.tie_embeddings is True
-    assert state.model_kwargs(c)["tie_embeddings"] is True
-    assert "param_dtype" not in state.model_kwargs(c)  # at its default: left to the model
+    built = state.model_config(c)  # every key reaches the model, the defaults too
+    assert built.tie_embeddings is True and built.param_dtype == "float32"
+    assert built.rnn_kwargs == {"unroll": 2}
 
 
 def test_tie_embeddings_override_trains_and_lands_in_config_json(tmp_path):

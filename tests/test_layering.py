@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1] / "rnnlab"
 
 # Lowest first; a module may import its own layer and the layers below it.
 ORDER = (
-    ("rnnlab.scan", "rnnlab.fused", "rnnlab.target", "rnnlab.logs"),
+    ("rnnlab.scan", "rnnlab.fused", "rnnlab.target", "rnnlab.logs", "rnnlab.options"),
     ("rnnlab.cells",),
     ("rnnlab.regularizers",),
     ("rnnlab.layers",),

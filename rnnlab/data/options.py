@@ -19,19 +19,10 @@ split only); the reader computes it.
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
 from collections.abc import Mapping
 from typing import Any
 
-
-@dataclasses.dataclass(frozen=True)
-class Option:
-    """One dataset option: its default (JSON-able) and a one-line help."""
-
-    default: Any
-    help: str
-
+from rnnlab.options import Option, closest
 
 # Read for every dataset (rnnlab.data.config): the name and where the data lives.
 COMMON: dict[str, Option] = {
@@ -67,8 +58,8 @@ def resolve(cfg: Any, schema: Mapping[str, Option], dataset: str = "") -> dict[s
     items = dict(cfg.items()) if hasattr(cfg, "items") else dict(vars(cfg))
     for key in items:
         if key not in schema:
-            close = difflib.get_close_matches(key, list(schema), n=1, cutoff=0.6)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
+            near = closest(key, schema)
+            hint = f"; did you mean {near!r}?" if near else ""
             raise ValueError(f"{key} is not an option of dataset {dataset!r}{hint}")
     out = {key: option.default for key, option in schema.items()}
     out.update({k: v for k, v in items.items() if v is not None})

@@ -32,21 +32,20 @@ the dataset description (``rnnlab.data.info``: ``vocab_size``, ``num_classes``,
 from __future__ import annotations
 
 import dataclasses
-import inspect
-import re
-import typing
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
+
+from rnnlab.options import Option, closest, table
 
 __all__ = [
     "Model",
     "Option",
     "build",
+    "config_class",
     "model_names",
     "options",
     "register",
@@ -56,7 +55,7 @@ __all__ = [
 
 ModelFactory = Callable[..., nnx.Module]
 
-_MODELS: dict[str, ModelFactory] = {}
+_MODELS: dict[str, tuple[ModelFactory, type]] = {}
 
 _DTYPES = {
     "float32": jnp.float32,
@@ -123,13 +122,17 @@ class Model(nnx.Module):
         raise NotImplementedError
 
 
-def register(name: str) -> Callable[[ModelFactory], ModelFactory]:
-    """Decorator: registers ``factory(info, *, rngs, **kwargs) -> model`` under ``name``."""
+def register(name: str, config: type) -> Callable[[ModelFactory], ModelFactory]:
+    """Decorator: registers ``factory(info, *, rngs, **options) -> model`` under ``name``.
+
+    ``config``: the model's options, a frozen dataclass (``<Model>Config`` beside the model,
+    :mod:`rnnlab.options`); :func:`build` hands the factory every one of its fields.
+    """
 
     def deco(factory: ModelFactory) -> ModelFactory:
-        if name in _MODELS and _MODELS[name] is not factory:
+        if name in _MODELS and _MODELS[name] != (factory, config):
             raise ValueError(f"a model named {name!r} is already registered")
-        _MODELS[name] = factory
+        _MODELS[name] = (factory, config)
         return factory
 
     return deco
@@ -140,96 +143,42 @@ def model_names() -> list[str]:
     return sorted(_MODELS)
 
 
-def build(name: str, info: Mapping[str, Any], rngs: nnx.Rngs, **kwargs) -> nnx.Module:
-    """Builds the model registered as ``name`` for the dataset described by ``info``.
+def config_class(name: str) -> type:
+    """The options dataclass of model ``name``.
 
     Raises:
       ValueError: unknown ``name`` (the message lists the registered ones).
     """
     if name not in _MODELS:
         raise ValueError(f"model name must be one of {model_names()}, got {name!r}")
-    return _MODELS[name](info, rngs=rngs, **kwargs)
-
-
-# -- the model group of a config, derived from the constructors ---------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class Option:
-    """One keyword argument a config may set: its default (JSON-able) and a one-line help."""
-
-    default: Any
-    help: str
-
-
-# Arguments a config never sets: randomness comes from the engine, the rest from the data.
-_NOT_OPTIONS = frozenset({"self", "rngs"})
-
-
-def _jsonable(value: Any) -> Any:
-    """A default as a config holds it: dtypes (``jnp.float32``) by name, the rest as is."""
-    if value is None or isinstance(value, bool | int | float | str | tuple | list | dict):
-        return value
-    try:
-        return np.dtype(value).name
-    except TypeError:
-        return repr(value)
-
-
-def _arg_help(cls: type) -> dict[str, str]:
-    """``{argument: first line of its help}`` from the ``Args:`` sections of ``cls``'s and
-    its bases' docstrings (``a, b: text`` documents both)."""
-    out: dict[str, str] = {}
-    for klass in reversed(cls.__mro__):
-        for doc in (klass.__doc__, getattr(klass.__init__, "__doc__", None)):
-            text = inspect.cleandoc(doc or "")
-            section = re.search(r"^Args:\n((?:[ \t]+.*\n?|\n)*)", text, re.M)
-            for line in (section.group(1) if section else "").splitlines():
-                entry = re.match(r"^ {2}(\*{0,2}[\w, ]+):\s*(.*)$", line)
-                if entry:
-                    for name in entry.group(1).split(","):
-                        out[name.strip().lstrip("*")] = entry.group(2).strip()
-    return out
-
-
-def _keyword_defaults(fn: Callable, out: dict[str, Any]) -> bool:
-    """Adds ``fn``'s keyword arguments that have defaults to ``out``; True if it also takes
-    ``**kwargs`` (whose options are then those of the next constructor in line)."""
-    more = False
-    for p in inspect.signature(fn).parameters.values():
-        if p.kind is p.VAR_KEYWORD:
-            more = True
-        elif p.name not in _NOT_OPTIONS and p.default is not p.empty and p.kind != p.VAR_POSITIONAL:
-            out.setdefault(p.name, p.default)
-    return more
+    return _MODELS[name][1]
 
 
 def options(name: str) -> dict[str, Option]:
-    """The options of model ``name``: every keyword argument with a default of the class its
-    factory returns (the factory's return annotation), read from the signatures so that the
-    constructor stays the one place they are written. A constructor taking ``**kwargs``
-    adds those of its base class.
-    Arguments without a default come from the dataset (``vocab_size``, ...), not a config.
+    """``{key: Option(default, help)}`` of model ``name``: the fields of its config class
+    (arguments the dataset gives, ``vocab_size`` and the like, are not options)."""
+    return table(config_class(name))
+
+
+def build(name: str, info: Mapping[str, Any], rngs: nnx.Rngs, config: Any = None, **kwargs):
+    """Builds the model registered as ``name`` for the dataset described by ``info``, from
+    ``config`` (an instance of its :func:`config_class`; default: the defaults) with the
+    fields in ``kwargs`` replaced. The factory receives every field, so a run's config
+    records exactly what it built.
 
     Raises:
-      ValueError: unknown ``name``.
+      ValueError: unknown ``name`` (the message lists the registered ones).
+      TypeError: a keyword that is not an option of the model (the closest one named).
     """
-    if name not in _MODELS:
-        raise ValueError(f"model name must be one of {model_names()}, got {name!r}")
-    factory = _MODELS[name]
-    cls = typing.get_type_hints(factory).get("return")
-    defaults: dict[str, Any] = {}
-    more = _keyword_defaults(factory, defaults)
-    helps: dict[str, str] = {}
-    if isinstance(cls, type):
-        helps = _arg_help(cls)
-        for klass in cls.__mro__:
-            if "__init__" in vars(klass) and more:
-                more = _keyword_defaults(klass.__init__, defaults)
-    return {
-        key: Option(_jsonable(value), helps.get(key) or f"{cls.__name__} argument {key}")
-        for key, value in defaults.items()
-    }
+    cls = config_class(name)
+    unknown = [k for k in kwargs if k not in options(name)]
+    if unknown:
+        near = closest(unknown[0], options(name))
+        hint = f"; did you mean {near!r}?" if near else ""
+        raise TypeError(f"{name}: no option {unknown[0]!r}{hint}")
+    config = dataclasses.replace(config if config is not None else cls(), **kwargs)
+    fields = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+    return _MODELS[name][0](info, rngs=rngs, **fields)
 
 
 # Registration happens on import of the modules below; keep them at the end.

@@ -17,6 +17,7 @@ Pooling over the valid steps ``t < L`` of each sequence:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -28,6 +29,7 @@ from rnnlab.cells.base import check_positive_int
 from rnnlab.layers import StackedRNN
 from rnnlab.models import Model, register, resolve_dtype
 from rnnlab.models.attention import masked_softmax, source_mask
+from rnnlab.options import opt
 
 Array = jax.Array
 
@@ -60,6 +62,27 @@ def pool(h: Array, lengths: Array, how: str, *, split: int | None = None) -> Arr
     if how == "attention":
         raise ValueError("pooling 'attention' has parameters: use SequenceClassifier")
     raise ValueError(f"pooling must be one of {POOLINGS}, got {how!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class SequenceClassifierConfig:
+    """The options of :class:`SequenceClassifier` a config sets (the rest come from the data)."""
+
+    hidden_features: int = opt(128, "the recurrent stack.")
+    num_layers: int = opt(1, "the recurrent stack.")
+    cell: str = opt("lstm", "the recurrent stack.")
+    cell_kwargs: Mapping[str, Any] | None = opt(None, "the recurrent stack.")
+    bidirectional: bool = opt(False, "the recurrent stack.")
+    pooling: str = opt(
+        "last", "``last`` | ``mean`` | ``max`` | ``attention`` | ``none`` (no pooling: an"
+    )
+    vocab_size: int = opt(0, "token inputs.")
+    embed_features: int = opt(64, "token inputs.")
+    dropout: float = opt(0.0, "rate between layers and before the head.")
+    attention_features: int = opt(64, "hidden size of the attention pooling's score network.")
+    dtype: Any = opt(None, 'compute dtype (``"bfloat16"`` for mixed precision).')
+    param_dtype: Any = opt("float32", "SequenceClassifier argument param_dtype")
+    rnn_kwargs: Mapping[str, Any] | None = opt(None, "SequenceClassifier argument rnn_kwargs")
 
 
 class SequenceClassifier(Model):
@@ -102,6 +125,8 @@ class SequenceClassifier(Model):
             raise ValueError(f"pooling must be one of {(*POOLINGS, 'none')}, got {pooling!r}")
         check_positive_int("num_outputs", num_outputs)
         dtype = resolve_dtype(dtype)
+        # A config names the parameter dtype ("float32"); library calls may pass a dtype.
+        param_dtype = resolve_dtype(param_dtype) if isinstance(param_dtype, str) else param_dtype
         self.pooling, self.bidirectional = pooling, bidirectional
         if vocab_size:
             self.embed = nnx.Embed(
@@ -163,7 +188,7 @@ class SequenceClassifier(Model):
         return out, {"pooled": pooled, **aux}
 
 
-@register("classifier")
+@register("classifier", SequenceClassifierConfig)
 def _build(info: Mapping[str, Any], *, rngs: nnx.Rngs, **kwargs) -> SequenceClassifier:
     """Classifier for ``task == "classification"``, regressor for ``"regression"``, tagger
     (``pooling="none"``: logits per step) for ``"tagging"``."""

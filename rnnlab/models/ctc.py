@@ -20,6 +20,7 @@ Error rates (character or token) are edit distances over reference lengths
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -32,6 +33,7 @@ from flax import nnx
 from rnnlab.cells.base import check_positive_int
 from rnnlab.layers import StackedRNN
 from rnnlab.models import Model, register, resolve_dtype
+from rnnlab.options import opt
 
 Array = jax.Array
 
@@ -165,6 +167,21 @@ def stack_frames(x: Array, lengths: Array, factor: int) -> tuple[Array, Array]:
     return x, (lengths + factor - 1) // factor
 
 
+@dataclasses.dataclass(frozen=True)
+class SpeechRecognizerConfig:
+    """The options of :class:`SpeechRecognizer` a config sets (the rest come from the data)."""
+
+    hidden_features: int = opt(128, "the bidirectional recurrent stack.")
+    num_layers: int = opt(2, "the bidirectional recurrent stack.")
+    cell: str = opt("lstm", "the bidirectional recurrent stack.")
+    frame_stack: int = opt(
+        1, "frames concatenated per recurrent step (``T' = ceil(T / frame_stack)``)."
+    )
+    dropout: float = opt(0.0, "rate between recurrent layers.")
+    blank_id: int = opt(0, "the blank label.")
+    dtype: Any = opt(None, "SpeechRecognizer argument dtype")
+
+
 class SpeechRecognizer(Model):
     """Frames ``[B, T, F]`` -> per-frame label logits ``[B, T', num_labels]`` for CTC.
 
@@ -249,7 +266,7 @@ def _forward(model: SpeechRecognizer, batch: dict) -> tuple[Array, dict[str, Any
     return logits, {"logit_lengths": aux["logit_lengths"]}
 
 
-@register("speech_recognizer")
+@register("speech_recognizer", SpeechRecognizerConfig)
 def _build(info: Mapping[str, Any], *, rngs: nnx.Rngs, **kwargs) -> SpeechRecognizer:
     """Recogniser for CTC data: ``info["input_features"]`` and ``info["num_labels"]``."""
     features, labels = info.get("input_features"), info.get("num_labels")

@@ -35,6 +35,7 @@ there from the start, and the network learns what is left.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -47,6 +48,7 @@ from rnnlab.cells.base import check_positive_int
 from rnnlab.layers import StackedRNN
 from rnnlab.layers.feedback import feedback_loop
 from rnnlab.models import Model, register, resolve_dtype
+from rnnlab.options import opt
 
 Array = jax.Array
 
@@ -95,6 +97,38 @@ def forecast_loss(outputs: Array, aux: Mapping[str, Any], targets: Array, head: 
     else:
         raise ValueError(f"head must be one of {HEADS}, got {head!r}")
     return jnp.mean(per, axis=tuple(range(1, per.ndim)))
+
+
+@dataclasses.dataclass(frozen=True)
+class ForecasterConfig:
+    """The options of :class:`Forecaster` a config sets (the rest come from the data)."""
+
+    output_features: int | None = opt(
+        None, "target series ``F_out``, the first ``F_out`` inputs (defaults to ``F``)."
+    )
+    mode: str = opt("direct", '``"direct"`` or ``"autoregressive"`` (needs ``F_out == F``).')
+    head: str = opt("point", '``"point"``, ``"gaussian"`` or ``"quantile"``.')
+    quantiles: Sequence[float] = opt((0.1, 0.5, 0.9), "levels of the quantile head.")
+    hidden_features: int = opt(64, "the recurrent stack.")
+    num_layers: int = opt(1, "the recurrent stack.")
+    cell: str = opt("lstm", "the recurrent stack.")
+    dropout: float = opt(0.0, "the recurrent stack.")
+    residual: bool | None = opt(
+        None, "forecast offsets from the last observed value of each target (the targets"
+    )
+    teacher_forcing: bool = opt(
+        True, "autoregressive training on true inputs (else on its own forecasts)."
+    )
+    window_norm: bool = opt(
+        False, "standardise each window by its own statistics (see the module docstring)."
+    )
+    ar_order: int = opt(
+        0, "lags of the linear autoregressive component (0: none; direct mode only)."
+    )
+    seasonal_period: int | None = opt(
+        None, "when set (and the window holds a full season), ``aux`` also carries"
+    )
+    dtype: Any = opt(None, "Forecaster argument dtype")
 
 
 class Forecaster(Model):
@@ -320,7 +354,7 @@ class Forecaster(Model):
         return out, jnp.concatenate([h[:, -1:], jnp.moveaxis(hs, 0, 1)], axis=1)
 
 
-@register("forecaster")
+@register("forecaster", ForecasterConfig)
 def _build(info: Mapping[str, Any], *, rngs: nnx.Rngs, **kwargs) -> Forecaster:
     """Forecaster for windowed series: ``info["input_features"]`` and ``info["horizon"]``."""
     features = info.get("input_features")
@@ -330,7 +364,9 @@ def _build(info: Mapping[str, Any], *, rngs: nnx.Rngs, **kwargs) -> Forecaster:
             f"forecaster needs dataset info with input_features and horizon, got keys "
             f"{sorted(info)}"
         )
-    kwargs.setdefault("output_features", info.get("output_features") or None)
-    if info.get("seasonal_period"):
-        kwargs.setdefault("seasonal_period", int(info["seasonal_period"]))
+    # None: the dataset's (the options say so, and config.json records them as set).
+    if kwargs.get("output_features") is None:
+        kwargs["output_features"] = info.get("output_features") or None
+    if kwargs.get("seasonal_period") is None and info.get("seasonal_period"):
+        kwargs["seasonal_period"] = int(info["seasonal_period"])
     return Forecaster(int(features), int(horizon), rngs=rngs, **kwargs)

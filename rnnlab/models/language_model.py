@@ -32,6 +32,7 @@ that carries the recurrent state, so the prefix is never re-run.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Mapping
 from typing import Any
@@ -45,9 +46,38 @@ from rnnlab.layers import StackedRNN
 from rnnlab.layers.decoding import sample_logits
 from rnnlab.layers.feedback import feedback_loop
 from rnnlab.models import Model, register, resolve_dtype
+from rnnlab.options import opt
 from rnnlab.regularizers import Regularization
 
 Array = jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class LanguageModelConfig:
+    """The options of :class:`LanguageModel` a config sets (the rest come from the data)."""
+
+    embed_features: int = opt(128, "embedding size ``D``.")
+    hidden_features: int = opt(256, "cell size of every layer.")
+    num_layers: int = opt(1, "depth ``L``.")
+    cell: str = opt("lstm", 'registered cell name (``"lstm"``, ``"gru"``, ...).')
+    cell_kwargs: Mapping[str, Any] | None = opt(
+        None, "extra cell arguments (``forget_bias``, ``proj_features``, ...)."
+    )
+    tie_embeddings: bool = opt(
+        False, "decode with the transposed embedding; when the top layer's size"
+    )
+    dropout: float = opt(
+        0.0, "rate on the embeddings, between layers and before the decoder (0 = off);"
+    )
+    regularization: Any = opt(
+        None, "a :class:`~rnnlab.regularizers.Regularization` or a mapping of its"
+    )
+    dtype: Any = opt(None, 'compute dtype (``"bfloat16"`` for mixed precision); parameters stay')
+    param_dtype: Any = opt("float32", "LanguageModel argument param_dtype")
+    rnn_kwargs: Mapping[str, Any] | None = opt(None, "LanguageModel argument rnn_kwargs")
+
+
+# regularized_language_model: same as language_model
 
 
 class LanguageModel(Model):
@@ -101,6 +131,8 @@ class LanguageModel(Model):
                 f"hidden_dropout, output_dropout), got {dropout!r}"
             )
         dtype = resolve_dtype(dtype)
+        # A config names the parameter dtype ("float32"); library calls may pass a dtype.
+        param_dtype = resolve_dtype(param_dtype) if isinstance(param_dtype, str) else param_dtype
         self.vocab_size, self.tie_embeddings = vocab_size, tie_embeddings
         self.dtype = dtype
         self.embed = nnx.Embed(
@@ -261,8 +293,10 @@ def generate(
     )
 
 
-@register("language_model")
-@register("regularized_language_model")  # the name older configs use for the same model
+@register("language_model", LanguageModelConfig)
+@register(
+    "regularized_language_model", LanguageModelConfig
+)  # the name older configs use for the same model
 def _build(info: Mapping[str, Any], *, rngs: nnx.Rngs, **kwargs) -> LanguageModel:
     """Builds a :class:`LanguageModel` for token data (``info["vocab_size"]``)."""
     if not info.get("vocab_size"):

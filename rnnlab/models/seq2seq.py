@@ -26,6 +26,7 @@ by beam search (:mod:`rnnlab.layers.decoding`).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -41,6 +42,7 @@ from rnnlab.layers.feedback import feedback_loop
 from rnnlab.models import Model, register, resolve_dtype
 from rnnlab.models.attention import make_attention, source_mask
 from rnnlab.models.classifier import pool
+from rnnlab.options import opt
 
 Array = jax.Array
 
@@ -58,6 +60,36 @@ def _check_tokens(name: str, tokens: Array) -> None:
             f"batch[{name!r}] must be integer tokens [batch, time], got "
             f"{tokens.dtype} {tuple(tokens.shape)}"
         )
+
+
+@dataclasses.dataclass(frozen=True)
+class TranslatorConfig:
+    """The options of :class:`Translator` a config sets (the rest come from the data)."""
+
+    bos_id: int | None = opt(
+        None, "first decoder input; ``None`` adds a dedicated start embedding."
+    )
+    pad_id: int = opt(0, "target padding token.")
+    embed_features: int = opt(64, "embedding and decoder cell sizes.")
+    hidden_features: int = opt(128, "embedding and decoder cell sizes.")
+    encoder_features: int | None = opt(
+        None, "encoder cell size per direction; defaults to ``hidden_features``,"
+    )
+    encoder_layers: int = opt(1, "depth of the bidirectional encoder.")
+    cell: str = opt("lstm", "registered cell name for encoder and decoder.")
+    attention: str = opt(
+        "additive", '``"additive"`` (Bahdanau), ``"general"`` or ``"dot"`` (Luong).'
+    )
+    attention_features: int = opt(128, "hidden size of the additive score network.")
+    dropout: float = opt(0.0, "rate on embeddings and the attentional vector.")
+    sampling_prob: float = opt(
+        0.0, "scheduled-sampling probability during training (0 = teacher forcing)."
+    )
+    eval_beam_size: int = opt(
+        1, "outside training, :meth:`__call__` also decodes the sources (greedy"
+    )
+    eval_alpha: float = opt(0.0, "length-penalty exponent of that beam search.")
+    dtype: Any = opt(None, "Translator argument dtype")
 
 
 class Translator(Model):
@@ -314,7 +346,7 @@ class Translator(Model):
         return seqs[:, 0], lengths[:, 0]
 
 
-@register("translator")
+@register("translator", TranslatorConfig)
 def _build(info: Mapping[str, Any], *, rngs: nnx.Rngs, **kwargs) -> Translator:
     """Translator for sequence-to-sequence data (``info["vocab_size"]`` or per-side sizes)."""
     src = info.get("source_vocab_size") or info.get("vocab_size")
@@ -324,7 +356,7 @@ def _build(info: Mapping[str, Any], *, rngs: nnx.Rngs, **kwargs) -> Translator:
             "translator needs dataset info with vocab_size (or source_vocab_size and "
             f"target_vocab_size) and eos_id, got keys {sorted(info)}"
         )
-    for key in ("eos_id", "bos_id", "pad_id"):
-        if info.get(key) is not None:
-            kwargs.setdefault(key, int(info[key]))
+    for key in ("eos_id", "bos_id", "pad_id"):  # None: the dataset's
+        if kwargs.get(key) is None and info.get(key) is not None:
+            kwargs[key] = int(info[key])
     return Translator(int(src), int(tgt), rngs=rngs, **kwargs)

@@ -20,6 +20,7 @@ small share of the error); cross-entropy weighs a missed bright pixel far more.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -31,6 +32,7 @@ from rnnlab.cells.base import check_positive_int
 from rnnlab.cells.conv_lstm import ConvLSTMCell
 from rnnlab.layers import StackedRNN
 from rnnlab.models import Model, register, resolve_dtype
+from rnnlab.options import opt
 
 Array = jax.Array
 
@@ -54,6 +56,18 @@ def from_patches(x: Array, p: int) -> Array:
     x = x.reshape(*lead, hp, wp, p, p, c)
     x = jnp.moveaxis(x, -3, -4)  # [..., H/p, p, W/p, p, C]
     return x.reshape(*lead, hp * p, wp * p, c)
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoPredictorConfig:
+    """The options of :class:`VideoPredictor` a config sets (the rest come from the data)."""
+
+    hidden_features: int = opt(32, "channels of every ConvLSTM layer.")
+    num_layers: int = opt(2, "depth of the encoder and of the forecaster.")
+    kernel_size: int = opt(5, "ConvLSTM kernel size.")
+    patch_size: int = opt(2, "space-to-depth factor ``p``.")
+    loss: str = opt("bce", '``"bce"`` (per-pixel binary cross-entropy) or ``"mse"``.')
+    dtype: Any = opt(None, "VideoPredictor argument dtype")
 
 
 class VideoPredictor(Model):
@@ -130,7 +144,7 @@ class VideoPredictor(Model):
         return jax.nn.sigmoid(logits), aux
 
 
-@register("video_predictor")
+@register("video_predictor", VideoPredictorConfig)
 def _build(info: Mapping[str, Any], *, rngs: nnx.Rngs, **kwargs) -> VideoPredictor:
     """Predictor for video data: ``info["frame_shape"]`` ``(H, W, C)`` and ``info["horizon"]``."""
     shape, horizon = info.get("frame_shape"), kwargs.pop("horizon", info.get("horizon"))

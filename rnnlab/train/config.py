@@ -16,18 +16,20 @@ misspelled key on the command line is an error, not a silently added field)::
 from __future__ import annotations
 
 import ast
-import difflib
+import dataclasses
 import importlib.util
 import json
-import math
 import sys
-from collections.abc import Callable, Iterable, Sequence
+import types
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import ml_collections
 
-from rnnlab import optim
+from rnnlab import models, optim
+from rnnlab.options import closest, type_problem
+from rnnlab.train import sharding
 from rnnlab.train.defaults import (  # noqa: F401 (the config API, re-exported)
     ConfigError,
     Key,
@@ -40,6 +42,7 @@ from rnnlab.train.defaults import (  # noqa: F401 (the config API, re-exported)
     same_value,
     unknown_option,
 )
+from rnnlab.train.options import GROUPS, RunOptions
 
 ConfigDict = ml_collections.ConfigDict
 
@@ -101,8 +104,8 @@ def load(spec: str) -> ConfigDict:
 
 
 def _unknown(config: ConfigDict, key: str) -> ConfigError:
-    close = difflib.get_close_matches(key, flat_keys(config), n=1, cutoff=0.6)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
+    near = closest(key, flat_keys(config))
+    hint = f"; did you mean {near!r}?" if near else ""
     return ConfigError(key, f"no such key{hint}")
 
 
@@ -237,75 +240,10 @@ def resolved(config: ConfigDict) -> ConfigDict:
 
 # -- validation ----------------------------------------------------------------------------
 
-Check = Callable[[ConfigDict, dict[str, Any]], None]
-_CHECKS: list[Check] = []
-
-
-def register_check(check: Check) -> Check:
-    """Adds ``check(config, context)`` to :func:`validate`; it raises :class:`ConfigError`.
-
-    ``context`` holds what validation learnt: ``num_devices``, ``data_parallel``,
-    ``process_count``, ``info`` (dataset description, once known).
-    """
-    _CHECKS.append(check)
-    return check
-
-
-def _positive_int(config: ConfigDict, key: str, *, allow_zero: bool = False) -> None:
-    node = config
-    for part in key.split("."):
-        node = node[part]
-    ok = isinstance(node, int) and not isinstance(node, bool) and (node > 0 or allow_zero)
-    if not ok or node < 0:
-        expected = "an integer >= 0" if allow_zero else "a positive integer"
-        raise ConfigError(key, f"expected {expected}, got {node!r}")
-
 
 # Groups the engine reads all of; other top-level groups (a tool's own, e.g. diagnostics)
 # and the keys of data, model and mesh belong to their readers.
 ENGINE_GROUPS: tuple[str, ...] = ("train", "optim", "eval", "sample", "sharding", "debug")
-
-
-def _type_error(key: str, default: Any, value: Any) -> ConfigError | None:
-    """The error for ``value`` at ``key`` whose default is ``default``, or None if it fits."""
-    kind = type(default)
-    if isinstance(default, bool):
-        ok = isinstance(value, bool)
-    elif isinstance(default, int):
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif isinstance(default, float):  # NaN or an infinity is never a meaningful setting
-        ok = isinstance(value, int | float) and not isinstance(value, bool)
-        ok = ok and math.isfinite(value)
-    elif isinstance(default, tuple | list):
-        ok, kind = isinstance(value, tuple | list), tuple
-    else:
-        ok = isinstance(value, kind)
-    if ok:
-        return None
-    return ConfigError(
-        key,
-        f"expected type {kind.__name__} (default {default!r}), got {value!r} of type "
-        f"{type(value).__name__}",
-    )
-
-
-@register_check
-def _check_keys_and_types(config: ConfigDict, context: dict[str, Any]) -> None:
-    """Unknown keys in the engine's groups and values of the wrong type name their key."""
-    del context
-    base = base_config()
-    known = set(flat_keys(base))
-    for key in flat_keys(config):
-        group = key.split(".")[0]
-        if "." not in key or group in ENGINE_GROUPS:
-            if key not in known:
-                raise _unknown(base, key)
-            node_b, node_c = base, config
-            for part in key.split("."):
-                node_b, node_c = node_b[part], node_c[part]
-            error = _type_error(key, node_b, node_c)
-            if error is not None:
-                raise error
 
 
 def check_model(config: ConfigDict) -> None:
@@ -313,15 +251,9 @@ def check_model(config: ConfigDict) -> None:
     _check_groups(config, ("model",))
 
 
-@register_check
-def _check_model_and_data(config: ConfigDict, context: dict[str, Any]) -> None:
-    del context
-    _check_groups(config, ("model", "data"))
-
-
 def _check_groups(config: ConfigDict, groups: Sequence[str]) -> None:
     """Keys the named model or dataset does not take, and model values whose type differs
-    from the constructor's default, name their key."""
+    from the option's default, name their key."""
     for group in groups:
         options = group_options(config, group)
         if options is None:
@@ -336,28 +268,61 @@ def _check_groups(config: ConfigDict, groups: Sequence[str]) -> None:
             # Dataset options are checked by their readers (which name the key); a None
             # default takes any type.
             if group == "model" and default is not None and not isinstance(value, ConfigDict):
-                error = _type_error(f"model.{key}", default, value)
-                if error is not None:
-                    raise error
+                problem = type_problem(default, value)
+                if problem is not None:
+                    raise ConfigError(f"model.{key}", problem)
 
 
-@register_check
-def _check_train(config: ConfigDict, context: dict[str, Any]) -> None:
-    for key in ("train.steps", "train.batch_size", "train.log_every", "train.keep_checkpoints"):
-        _positive_int(config, key)
-    for key in ("train.eval_every", "train.checkpoint_every", "train.max_nonfinite"):
-        _positive_int(config, key, allow_zero=True)
-    for key in ("eval.batch_size", "eval.max_batches", "sample.length", "sample.top_k"):
-        _positive_int(config, key, allow_zero=True)
-    es = config.train.early_stopping
-    if es.mode not in ("", "min", "max"):
-        raise ConfigError("train.early_stopping.mode", f"expected 'min' or 'max', got {es.mode!r}")
-    _positive_int(config, "train.early_stopping.patience", allow_zero=True)
-    if es.min_delta < 0:
-        raise ConfigError("train.early_stopping.min_delta", f"expected >= 0, got {es.min_delta}")
+def _typed(group: type, node: ConfigDict, prefix: str) -> Any:
+    """``node`` as the dataclass ``group`` (nested groups likewise, lists as tuples). A key
+    the group lacks names the closest key; a value of the wrong type, or one its field's
+    check refuses (:mod:`rnnlab.train.options`), names its key."""
+    fields = {f.name: f for f in dataclasses.fields(group)}
+    for key in node:
+        if key not in fields:
+            raise _unknown(base_config(), f"{prefix}{key}")
+    values = {}
+    for name, f in fields.items():
+        key, value = f"{prefix}{name}", node.get(name, f.default)
+        if dataclasses.is_dataclass(f.default) and isinstance(value, ConfigDict):
+            values[name] = _typed(type(f.default), value, f"{key}.")
+            continue
+        problem = type_problem(f.default, value)
+        check = f.metadata.get("check")
+        if problem is None and check is not None and not check.ok(value):
+            problem = f"expected {check.expected}, got {value!r}"
+        if problem is not None:
+            raise ConfigError(key, problem)
+        values[name] = tuple(value) if isinstance(value, list) else value
+    return group(**values)
 
 
-@register_check
+def convert(config: ConfigDict) -> RunOptions:
+    """The config's typed groups (:class:`~rnnlab.train.options.RunOptions`), converted
+    once; an unknown key (the closest one named), a value of the wrong type or one its
+    field's check refuses raises :class:`ConfigError` naming its key."""
+    for key, value in config.items():  # top-level keys: the seed and groups
+        if key != "seed" and not isinstance(value, ConfigDict):
+            raise _unknown(base_config(), key)
+    problem = type_problem(0, config.seed)
+    if problem is not None:
+        raise ConfigError("seed", problem)
+    engine = {g: _typed(GROUPS[g], config[g], f"{g}.") for g in ENGINE_GROUPS if g != "optim"}
+    typed_optim = _typed(optim.Options, config.optim, "optim.")
+    _check_groups(config, ("model", "data"))
+    model = config.model.to_dict()
+    name = model.pop("name")
+    return RunOptions(
+        seed=config.seed,
+        data=types.MappingProxyType(config.data.to_dict()),
+        model_name=name,
+        model=models.config_class(name)(**model),
+        optim=typed_optim,
+        mesh=types.MappingProxyType(config.mesh.to_dict()),
+        **engine,
+    )
+
+
 def _check_batch(config: ConfigDict, context: dict[str, Any]) -> None:
     dp, procs = context.get("data_parallel", 1), context.get("process_count", 1)
     sizes = {
@@ -375,8 +340,7 @@ def _check_batch(config: ConfigDict, context: dict[str, Any]) -> None:
             raise ConfigError(key, f"global batch {size} is not divisible by {procs} processes")
 
 
-@register_check
-def _check_optim(config: ConfigDict, context: dict[str, Any]) -> None:
+def _check_optim(config: ConfigDict) -> None:
     kwargs = dict(config.optim.to_dict())
     if kwargs.get("total_steps", 0) == 0:
         kwargs["total_steps"] = config.train.steps
@@ -388,22 +352,9 @@ def _check_optim(config: ConfigDict, context: dict[str, Any]) -> None:
         raise ConfigError(f"optim.{getattr(e, 'argument', '?')}", str(e)) from e
 
 
-@register_check
-def _check_sample(config: ConfigDict, context: dict[str, Any]) -> None:
-    s = config.sample
-    if s.temperature < 0:
-        raise ConfigError("sample.temperature", f"expected >= 0, got {s.temperature}")
-    if not 0 < s.top_p <= 1:
-        raise ConfigError("sample.top_p", f"expected a number in (0, 1], got {s.top_p}")
-
-
-@register_check
-def _check_faults(config: ConfigDict, context: dict[str, Any]) -> None:
+def _check_faults(config: ConfigDict) -> None:
+    """The settings of the fault guards that depend on each other."""
     t = config.train
-    if t.nonfinite_action not in ("stop", "restore"):
-        raise ConfigError(
-            "train.nonfinite_action", f"expected 'stop' or 'restore', got {t.nonfinite_action!r}"
-        )
     if t.nonfinite_action == "restore":
         if not 0 < t.nonfinite_lr_factor <= 1:
             raise ConfigError(
@@ -420,11 +371,6 @@ def _check_faults(config: ConfigDict, context: dict[str, Any]) -> None:
                 "nonfinite_action='restore' needs checkpoints during the run "
                 "(checkpoint_every > 0), but only the final step is saved",
             )
-    _positive_int(config, "train.nonfinite_max_restores", allow_zero=True)
-    if not t.preemption_grace_s >= 0:
-        raise ConfigError(
-            "train.preemption_grace_s", f"expected seconds >= 0, got {t.preemption_grace_s!r}"
-        )
     if t.early_stopping.patience > 0 and t.eval_every == 0:
         raise ConfigError(
             "train.early_stopping.patience",
@@ -436,10 +382,20 @@ def _check_faults(config: ConfigDict, context: dict[str, Any]) -> None:
             raise ConfigError("debug.nan_at_steps", f"entry {i} must be a step >= 1, got {step!r}")
 
 
-def validate(config: ConfigDict, context: dict[str, Any] | None = None) -> None:
-    """Runs every registered check; the first failure raises :class:`ConfigError`."""
+def validate(config: ConfigDict, context: dict[str, Any] | None = None) -> RunOptions:
+    """Every check of a run config, one fixed list (whichever modules were imported); the
+    first failure raises :class:`ConfigError`. Returns the config's typed groups
+    (:func:`convert`).
+
+    ``context`` holds what the run learnt: ``num_devices``, ``data_parallel``,
+    ``process_count``.
+    """
     context = dict(context or {})
     if not config.data.get("name"):
         raise ConfigError("data.name", "no dataset named (set --config.data.name=...)")
-    for check in _CHECKS:
-        check(config, context)
+    options = convert(config)
+    _check_batch(config, context)
+    _check_optim(config)
+    _check_faults(config)
+    sharding.check(config, context)
+    return options

@@ -24,8 +24,6 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from rnnlab.train import config as cfg_lib
-
 # A window loss above this many times the uniform prediction's is off from the first window.
 UNIFORM_MARGIN = 1.25
 
@@ -113,17 +111,3 @@ class DivergenceGuard:
     def reset_streak(self) -> None:
         """Forgets the current off windows (after a restore)."""
         self._off = []
-
-
-@cfg_lib.register_check
-def _check_divergence(config: cfg_lib.ConfigDict, context: dict[str, Any]) -> None:
-    del context
-    t = config.train
-    if isinstance(t.divergence_patience, bool) or t.divergence_patience < 0:
-        raise cfg_lib.ConfigError(
-            "train.divergence_patience", f"expected log windows >= 0, got {t.divergence_patience}"
-        )
-    if not t.divergence_factor > 1:
-        raise cfg_lib.ConfigError(
-            "train.divergence_factor", f"expected a factor > 1, got {t.divergence_factor}"
-        )

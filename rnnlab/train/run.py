@@ -60,7 +60,8 @@ class Run:
             "data_parallel": parallel.data_parallel_size(self.mesh),
             "process_count": len({d.process_index for d in self.mesh.devices.flat}),
         }
-        cfg_lib.validate(config, context)
+        # The typed groups (rnnlab.train.options.RunOptions) and the config they came from.
+        self.options = cfg_lib.validate(config, context)
         self.config = config
         self.info = inputs.dataset_info(self.source, config)
         self.task = tasks.get(self.info["task"])

@@ -37,9 +37,10 @@ import numpy as np
 from jax.sharding import Mesh
 
 from rnnlab import parallel
-from rnnlab.train.config import ConfigDict, ConfigError, register_check
+from rnnlab.train.defaults import ConfigDict, ConfigError
+from rnnlab.train.options import SHARDING_RULES
 
-RULES: tuple[str, ...] = ("replicated", "fsdp")
+RULES: tuple[str, ...] = SHARDING_RULES
 
 # Major-to-minor order of the axes the trainer knows; other axes follow alphabetically.
 AXIS_ORDER: tuple[str, ...] = ("data", "fsdp")
@@ -149,14 +150,9 @@ def describe(abstract: Any, shardings: Any) -> str:
     )
 
 
-@register_check
-def _check_sharding(config: ConfigDict, context: dict[str, Any]) -> None:
-    del context
-    s = config.sharding
-    if s.rules not in RULES:
-        raise ConfigError("sharding.rules", f"expected one of {list(RULES)}, got {s.rules!r}")
-    size = s.fsdp_min_dim
-    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-        raise ConfigError("sharding.fsdp_min_dim", f"expected a positive integer, got {size!r}")
+def check(config: ConfigDict, context: dict[str, Any]) -> None:
+    """The fsdp axes and the mesh's axes (a run config's check, see
+    :func:`rnnlab.train.config.validate`)."""
+    del context  # the rules and fsdp_min_dim are checked with their fields
     fsdp_axes(config)
     mesh_axes(config.mesh)

@@ -56,33 +56,26 @@ class TrainState:
         return jax.random.fold_in(jax.random.wrap_key_data(self.rng), self.step)
 
 
-def model_kwargs(config: ConfigDict) -> dict[str, Any]:
-    """The model's keyword arguments from ``config.model``: every key but ``name`` whose
-    value differs from the constructor's default (``config.json`` records them all; a key
-    at its default is left to the factory, which may fill it from the dataset, e.g. the
-    forecaster's ``output_features``)."""
-    options = models.options(config.model.name)
+def model_config(config: ConfigDict) -> Any:
+    """The model's typed options (its ``<Model>Config``, :func:`rnnlab.models.config_class`)
+    from ``config.model``: every key but ``name``, so that ``config.json`` records what the
+    model was built with. Checked first: an unknown key names the closest one, a value of
+    the wrong type its key."""
+    cfg_lib.check_model(config)
     kwargs = config.model.to_dict()
-    kwargs.pop("name", None)
-    return {
-        k: v
-        for k, v in kwargs.items()
-        if k not in options or not cfg_lib.same_value(v, options[k].default)
-    }
+    name = kwargs.pop("name")
+    return models.config_class(name)(**kwargs)
 
 
 def build_model(config: ConfigDict, info: Mapping[str, Any], seed: int) -> nnx.Module:
-    """``rnnlab.models.build`` from the config. The model group is checked against the
-    model's options first (an unknown key names the closest one); a value the model
-    rejects raises naming its key."""
-    cfg_lib.check_model(config)
-    name = config.model.name
+    """``rnnlab.models.build`` from the config's :func:`model_config`. A value the model
+    rejects raises a :class:`ConfigError` of the model group (the message names the
+    argument)."""
+    options = model_config(config)
     try:
-        return models.build(name, info, nnx.Rngs(params=seed), **model_kwargs(config))
+        return models.build(config.model.name, info, nnx.Rngs(params=seed), options)
     except ValueError as e:
-        text = str(e)
-        bad = next((k for k in model_kwargs(config) if text.startswith(k)), None)
-        raise ConfigError(f"model.{bad}" if bad else "model", text) from e
+        raise ConfigError("model", str(e)) from e
 
 
 def abstract_model(config: ConfigDict, info: Mapping[str, Any]) -> nnx.Module:

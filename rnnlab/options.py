@@ -1,0 +1,90 @@
+"""Typed option groups: frozen dataclasses whose fields carry a default and a one-line help.
+
+Every group of a run config (the engine's groups in :mod:`rnnlab.train.options`, each
+model's ``<Model>Config`` next to the model, each dataset's table, ``rnnlab.optim.Options``)
+is written once this way, as recurrentgemma's ``GriffinConfig`` is::
+
+    @dataclasses.dataclass(frozen=True)
+    class Sample:
+        length: int = opt(0, "characters/tokens sampled after training (0: none)")
+
+:func:`table` reads a group as ``{key: Option(default, help)}``, the form the config
+machinery (``rnnlab.train.config``) fills, checks and documents.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+from collections.abc import Callable, Iterable
+from typing import Any, NamedTuple
+
+
+class Option(NamedTuple):
+    """One key of a group: its default (JSON-able) and a one-line help."""
+
+    default: Any
+    help: str
+
+
+class Check(NamedTuple):
+    """A value check of one key: ``ok(value)``, else "expected <expected>, got <value>"."""
+
+    ok: Callable[[Any], bool]
+    expected: str
+
+
+def _int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+POSITIVE = Check(lambda v: _int(v) and v > 0, "a positive integer")
+COUNT = Check(lambda v: _int(v) and v >= 0, "an integer >= 0")
+
+
+def one_of(*choices: Any, expected: str = "") -> Check:
+    """The value is one of ``choices``."""
+    return Check(lambda v: v in choices, expected or f"one of {list(choices)}")
+
+
+def opt(default: Any, help: str, check: Check | None = None) -> Any:
+    """A dataclass field with ``default``, its one-line ``help`` and an optional value
+    ``check`` (in the metadata)."""
+    metadata = {"help": help} if check is None else {"help": help, "check": check}
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def table(group: type) -> dict[str, Option]:
+    """``{field: Option(default, help)}`` of a group dataclass, in field order."""
+    return {f.name: Option(f.default, f.metadata["help"]) for f in dataclasses.fields(group)}
+
+
+def closest(key: str, choices: Iterable[str]) -> str | None:
+    """The choice nearest ``key`` in spelling (difflib, ratio >= 0.6), or None."""
+    close = difflib.get_close_matches(key, list(choices), n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+def type_problem(default: Any, value: Any) -> str | None:
+    """Why ``value`` does not fit a key whose default is ``default`` (its type decides: a
+    bool is not an int, an int is a float, NaN and infinities are never settings, a list
+    is a tuple), or None when it fits."""
+    kind = type(default)
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        ok = ok and math.isfinite(value)
+    elif isinstance(default, tuple | list):
+        ok, kind = isinstance(value, tuple | list), tuple
+    else:
+        ok = isinstance(value, kind)
+    if ok:
+        return None
+    return (
+        f"expected type {kind.__name__} (default {default!r}), got {value!r} of type "
+        f"{type(value).__name__}"
+    )
