@@ -190,8 +190,10 @@ class ToySums(tfds.core.GeneratorBasedBuilder):
         )
 
     def _split_generators(self, dl_manager):
-        label = lambda x: np.float32(x[:, 0].sum())
-        return {"train": _examples(0, 96, label), "test": _examples(1, 32, label)}
+        return {"train": self._generate_examples(0, 96), "test": self._generate_examples(1, 32)}
+
+    def _generate_examples(self, seed, n):
+        yield from _examples(seed, n, lambda x: np.float32(x[:, 0].sum()))
 ''',
     "toy_tags": HEADER
     + '''
@@ -212,8 +214,10 @@ class ToyTags(tfds.core.GeneratorBasedBuilder):
         )
 
     def _split_generators(self, dl_manager):
-        label = lambda x: (x[:, 0] > 0).astype(np.int64)
-        return {"train": _examples(2, 96, label), "test": _examples(3, 32, label)}
+        return {"train": self._generate_examples(2, 96), "test": self._generate_examples(3, 32)}
+
+    def _generate_examples(self, seed, n):
+        yield from _examples(seed, n, lambda x: (x[:, 0] > 0).astype(np.int64))
 ''',
 }
 
