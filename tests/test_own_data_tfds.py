@@ -158,67 +158,49 @@ def test_a_validation_split_carved_from_a_sorted_train_holds_every_class(tmp_pat
     assert sorted(seen) == list(range(40))  # every record once, none lost
 
 
-HEADER = """
+# A builder of 2-channel sequences of 3 to 9 steps, whose "label" feature is {feature}
+# computed by {label} from the inputs x; one module per builder, since a module imported
+# twice would register its builder twice.
+TEMPLATE = """
 import numpy as np
 import tensorflow_datasets as tfds
 
 
-def _examples(seed, n, label):
-    rng = np.random.default_rng(seed)
-    for i in range(n):
-        x = rng.normal(size=(int(rng.integers(3, 10)), 2)).astype(np.float32)
-        yield i, {"inputs": x, "label": label(x)}
+class {name}(tfds.core.GeneratorBasedBuilder):
+    VERSION = tfds.core.Version("1.0.0")
+
+    def _info(self):
+        return tfds.core.DatasetInfo(
+            builder=self,
+            features=tfds.features.FeaturesDict({{
+                "inputs": tfds.features.Tensor(shape=(None, 2), dtype=np.float32),
+                "label": {feature},
+            }}),
+            disable_shuffling=True,
+        )
+
+    def _split_generators(self, dl_manager):
+        return {{"train": self._generate_examples(0, 96), "test": self._generate_examples(1, 32)}}
+
+    def _generate_examples(self, seed, n):
+        rng = np.random.default_rng(seed)
+        for i in range(n):
+            x = rng.normal(size=(int(rng.integers(3, 10)), 2)).astype(np.float32)
+            yield i, {{"inputs": x, "label": {label}}}
 """
-# One module per builder: a module imported twice would register its builders twice.
 BUILDERS = {
-    "toy_sums": HEADER
-    + '''
-
-class ToySums(tfds.core.GeneratorBasedBuilder):
-    """Regression: the sum of channel 0."""
-
-    VERSION = tfds.core.Version("1.0.0")
-
-    def _info(self):
-        return tfds.core.DatasetInfo(
-            builder=self,
-            features=tfds.features.FeaturesDict({
-                "inputs": tfds.features.Tensor(shape=(None, 2), dtype=np.float32),
-                "label": tfds.features.Tensor(shape=(), dtype=np.float32),
-            }),
-            disable_shuffling=True,
-        )
-
-    def _split_generators(self, dl_manager):
-        return {"train": self._generate_examples(0, 96), "test": self._generate_examples(1, 32)}
-
-    def _generate_examples(self, seed, n):
-        yield from _examples(seed, n, lambda x: np.float32(x[:, 0].sum()))
-''',
-    "toy_tags": HEADER
-    + '''
-
-class ToyTags(tfds.core.GeneratorBasedBuilder):
-    """Tagging: each step is "up" when channel 0 is positive."""
-
-    VERSION = tfds.core.Version("1.0.0")
-
-    def _info(self):
-        return tfds.core.DatasetInfo(
-            builder=self,
-            features=tfds.features.FeaturesDict({
-                "inputs": tfds.features.Tensor(shape=(None, 2), dtype=np.float32),
-                "label": tfds.features.Sequence(tfds.features.ClassLabel(names=["down", "up"])),
-            }),
-            disable_shuffling=True,
-        )
-
-    def _split_generators(self, dl_manager):
-        return {"train": self._generate_examples(2, 96), "test": self._generate_examples(3, 32)}
-
-    def _generate_examples(self, seed, n):
-        yield from _examples(seed, n, lambda x: (x[:, 0] > 0).astype(np.int64))
-''',
+    # Regression: the sum of channel 0.
+    "toy_sums": TEMPLATE.format(
+        name="ToySums",
+        feature="tfds.features.Tensor(shape=(), dtype=np.float32)",
+        label="np.float32(x[:, 0].sum())",
+    ),
+    # Tagging: each step is "up" when channel 0 is positive.
+    "toy_tags": TEMPLATE.format(
+        name="ToyTags",
+        feature='tfds.features.Sequence(tfds.features.ClassLabel(names=["down", "up"]))',
+        label="(x[:, 0] > 0).astype(np.int64)",
+    ),
 }
 
 

@@ -31,7 +31,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         origins=args.origins,
         quantiles=args.quantiles,
     )
-    print(f"predicted {done['records']} sequences with step {done['step']}: {done['output']}")
+    what = done.get("unit", "sequences")
+    print(f"predicted {done['records']} {what} with step {done['step']}: {done['output']}")
     return 0
 
 

@@ -245,7 +245,8 @@ def _forecast(model, minfo, series, output_path, size, show_progress, origins, q
         )  # fmt: skip
     columns, arrays = forecast.outputs(result, names)
     _write(output_path, columns, arrays)
-    return {"records": len(result["origins"]), "output": output_path, "step": minfo.step}
+    return {"records": len(result["origins"]), "unit": "origins", "output": output_path,
+            "step": minfo.step}  # fmt: skip
 
 
 def _sequence_outputs(task, info, records, out):
