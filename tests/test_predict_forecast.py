@@ -119,3 +119,17 @@ def test_gaussian_head_bands_are_its_predictive_quantiles(tmp_path, capsys):
     r = (truth - mu[pick]) / std / s
     nll = np.log(s) + 0.5 * r**2 + 0.5 * np.log(2 * np.pi)
     assert metrics["loss"] == pytest.approx(float(nll.mean()), rel=1e-4)
+
+
+def test_forecast_options_are_refused_elsewhere_and_checked(tmp_path, capsys):
+    """``--origins``/``--quantiles`` on a run that does not forecast, and levels outside
+    (0, 1), are one-line errors before any model is loaded."""
+    from rnnlab.train.predict import predict_file
+
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "dataset_info.json").write_text(json.dumps({"task": "classification"}))
+    with pytest.raises(ValueError, match="apply to forecasting runs, not to a classification"):
+        predict_file(str(tmp_path), "x.npz", str(tmp_path / "y.csv"), origins="all")
+    with pytest.raises(SystemExit) as stop:
+        _predict(tmp_path, "x.npz", tmp_path / "y.csv", "--quantiles", "0.5,1.5")
+    assert stop.value.code == 2 and "levels in (0, 1)" in capsys.readouterr().err
