@@ -5,50 +5,13 @@ and ``rnnlab predict`` on a language model."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import jax
 import numpy as np
 
 from rnnlab import cli
 from rnnlab.train import export
-
-# Runs in a fresh interpreter: only jax and numpy, and it proves rnnlab was never imported.
-RUNNER = r"""
-import json, sys
-import jax, numpy as np
-from jax import export
-out_dir, case_file, result_file = sys.argv[1:]
-sig = json.load(open(f"{out_dir}/signature.json"))
-cases = dict(np.load(case_file))
-results = {}
-for name, fn in sig["functions"].items():
-    exp = export.deserialize(bytearray(open(f"{out_dir}/{fn['file']}", "rb").read()))
-    for key in sorted(k for k in cases if k.startswith(name + "/") and k.endswith("/0")):
-        prefix = key[: -len("/0")]
-        args = [cases[f"{prefix}/{i}"] for i in range(len(fn["inputs"]))]
-        outs = exp.call(*args)
-        for i, o in enumerate(outs):
-            results[f"{prefix}/out{i}"] = np.asarray(o)
-np.savez(result_file, **results)
-assert not any(m == "rnnlab" or m.startswith("rnnlab.") for m in sys.modules), "rnnlab imported"
-print("platforms", sig["functions"]["forward"]["platforms"])
-"""
-
-
-def _run_outside(out_dir, cases: dict, tmp_path) -> dict:
-    np.savez(tmp_path / "cases.npz", **cases)
-    script = tmp_path / "runner.py"
-    script.write_text(RUNNER)
-    done = subprocess.run(
-        [sys.executable, str(script), str(out_dir), str(tmp_path / "cases.npz"),
-         str(tmp_path / "results.npz")],
-        capture_output=True, text=True, timeout=300, cwd=tmp_path,
-        env={"PATH": "/usr/bin:/bin", "JAX_PLATFORMS": "cpu"},
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-2000:]
-    return dict(np.load(tmp_path / "results.npz"))
+from tests.stablehlo_runner import run_outside
 
 
 def test_classifier_forward_runs_without_rnnlab(tmp_path, capsys):
@@ -64,6 +27,9 @@ def test_classifier_forward_runs_without_rnnlab(tmp_path, capsys):
     sig = json.loads((out / "signature.json").read_text())
     fwd = sig["functions"]["forward"]
     assert fwd["time"] == "symbolic" and "cpu" in fwd["platforms"]
+    # Asked for all three: each one is carried or named with the reason it did not lower.
+    assert sorted(fwd["platforms"] + list(fwd["not_lowered"])) == ["cpu", "cuda", "tpu"]
+    assert sig["platforms"] == fwd["platforms"]
     assert [i["shape"] for i in fwd["inputs"]] == [["b", "t", 3], ["b"]]
     model, _ = export.load(str(workdir))
     cases, want = {}, {}
@@ -73,7 +39,8 @@ def test_classifier_forward_runs_without_rnnlab(tmp_path, capsys):
         key = f"forward/{batch}x{length}"
         cases[f"{key}/0"], cases[f"{key}/1"] = inputs, lengths
         want[key] = np.asarray(model({"inputs": inputs, "seq_lengths": lengths}, train=False)[0])
-    got = _run_outside(out, cases, tmp_path)
+    got = run_outside(out, cases, tmp_path)
+    assert list(got["forward/platforms"]) == fwd["platforms"]  # exported.platforms, outside
     for key, value in want.items():
         np.testing.assert_allclose(got[f"{key}/out0"], value, rtol=1e-5, atol=1e-5)
 
@@ -114,7 +81,7 @@ def test_language_model_forward_and_streaming_step_run_without_rnnlab(tmp_path):
             cases[f"{step_key}/{i + 1}"] = np.asarray(c)
         full, _ = model({"inputs": np.concatenate([tokens, nxt[:, None]], 1)}, train=False)
         want[step_key] = np.asarray(full[:, -1])
-    got = _run_outside(out, cases, tmp_path)
+    got = run_outside(out, cases, tmp_path)
     for key, value in want.items():
         np.testing.assert_allclose(got[f"{key}/out0"], value, rtol=1e-4, atol=1e-4)
 

@@ -25,8 +25,8 @@ def blocks():
 
 def test_the_page_has_the_examples_it_promises():
     kinds = [kind for kind, _ in blocks()]
-    assert kinds.count("bash") == 1 and kinds.count("python") >= 8
-    assert sum(code.startswith(FRESH) for _, code in blocks()) == 3
+    assert kinds.count("bash") == 2 and kinds.count("python") >= 9
+    assert sum(code.startswith(FRESH) for _, code in blocks()) == 4
 
 
 @pytest.mark.slow

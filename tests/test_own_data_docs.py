@@ -25,9 +25,10 @@ def blocks(kind: str) -> list[str]:
 
 def test_every_path_has_a_walk_through():
     shell = "\n".join(blocks("sh"))
-    for what in ("train.npz", "series.csv", "pairs.tsv", "speech.tsv", "tfds_classification"):
+    for what in ("train.npz", "series.csv", "sales.csv", "pairs.tsv", "speech.tsv",
+                 "tfds_classification"):  # fmt: skip
         assert what in shell
-    assert shell.count("rnnlab predict") == 4 and len(blocks("python")) == 1
+    assert shell.count("rnnlab predict") == 6 and len(blocks("python")) == 1
 
 
 @pytest.mark.slow
@@ -47,7 +48,7 @@ def test_the_walk_throughs_run_as_printed(tmp_path):
     (shim / "rnnlab").chmod(0o755)
     env["PATH"] = f"{shim}{os.pathsep}{env['PATH']}"
     for code in blocks("sh"):
-        code = re.sub(r"(own_data\.py:\w+)", r"\1,small", code)
+        code = re.sub(r"((?:own_data|forecast)\.py:\w+)", r"\1,small", code)
         done = subprocess.run(
             ["bash", "-euo", "pipefail", "-c", code], cwd=tmp_path, env=env,
             capture_output=True, text=True, timeout=600,
@@ -62,4 +63,6 @@ def test_the_walk_throughs_run_as_printed(tmp_path):
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     assert (tmp_path / "mydata" / "new.csv").read_text().startswith("id,prediction,p_0,p_1")
+    head = "origin,step,sales,sales_q0.1,sales_q0.5,sales_q0.9"
+    assert (tmp_path / "mydata" / "next.csv").read_text().startswith(head)
     assert (tmp_path / "workdirs" / "arrays" / "summary.json").exists()

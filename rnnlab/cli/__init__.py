@@ -9,6 +9,7 @@
     rnnlab sample --workdir DIR [--prompt TEXT] [--length N] [--temperature T] [--top-k K]
     rnnlab plot   --workdir DIR
     rnnlab predict --workdir DIR --input FILE --output FILE [--checkpoint best|latest|STEP]
+                   [--origins last|all] [--quantiles 0.1,0.5,0.9]     # the last two: forecasts
     rnnlab export --workdir DIR --out DIR [--format params|stablehlo] [--platforms cpu,cuda,tpu]
     rnnlab list                       # experiments and their variants
     rnnlab diagnose --config ... [--workdir DIR]

@@ -1,5 +1,5 @@
-"""Any TFDS dataset by name as labelled sequences: ``tfds_classification`` and
-``tfds_regression``.
+"""Any TFDS dataset by name as labelled sequences: ``tfds_classification``,
+``tfds_regression`` and ``tfds_tagging``.
 
 ``tfds_name`` names a catalog dataset (``"mnist"``, ``"mnist:3.0.1"``) or a user's own
 builder: ``tfds_module`` is imported first, so a ``GeneratorBasedBuilder`` defined there is
@@ -11,8 +11,9 @@ no TensorFlow).
 ``features`` maps the dataset's features to the task: ``inputs`` (a tensor ``[T]``,
 ``[T, F]`` or ``[T, ...]``, flattened to ``[T, F]``: an image ``[H, W, C]`` is read as
 ``H`` steps of ``W * C`` values), ``labels`` (a ``ClassLabel`` or integer for
-classification, numbers for regression) and optionally ``lengths`` (the valid steps of a
-padded ``inputs``). Inputs are scaled by ``scale`` (e.g. ``1/255`` for images).
+classification, numbers for regression, a ``Sequence(ClassLabel)`` of one tag per step for
+tagging) and optionally ``lengths`` (the valid steps of a padded ``inputs``, which cut the
+tags too). Inputs are scaled by ``scale`` (e.g. ``1/255`` for images).
 A dataset without a validation split gets ``validation_fraction`` of train: of every class
 for classification (:func:`rnnlab.data.splits.stratified`, as the built-in classification
 sets), from the end of train for regression.
@@ -108,6 +109,33 @@ def sequence(example: dict, mapping: dict, scale: float, where: str) -> np.ndarr
     return x
 
 
+def tags(example: dict, mapping: dict, steps: int, num_classes: int, where: str) -> np.ndarray:
+    """The mapped per-step ``labels`` of one tagging example, int32 ``[steps]``, checked."""
+    y = np.asarray(example[mapping["labels"]]).reshape(-1)
+    if mapping["lengths"]:
+        y = y[:steps]
+    if len(y) != steps:
+        raise ValueError(f"{where}: {len(y)} tags for {steps} steps of {mapping['inputs']!r}")
+    bad = np.flatnonzero((y < 0) | (y >= num_classes))
+    if bad.size:
+        raise ValueError(
+            f"{where}: tag {int(y[bad[0]])} at time {int(bad[0])} is outside the "
+            f"{num_classes} classes"
+        )
+    return y.astype(np.int32)
+
+
+def _class_names(name: str, label: Any, task: str, field: str) -> list[str]:
+    """The class names of a ``ClassLabel`` (classification) or of the ``ClassLabel`` inside
+    a ``Sequence`` (tagging)."""
+    feature = getattr(label, "feature", None) if task == "tagging" else label
+    names = getattr(feature, "names", None)
+    if not names:
+        kind = "a Sequence of ClassLabel" if task == "tagging" else "a ClassLabel"
+        raise ValueError(f"{name}: feature {field!r} is not {kind}")
+    return list(names)
+
+
 @functools.lru_cache(maxsize=4)
 def _stats(key: str, task: str) -> dict[str, Any]:
     cfg = json.loads(key)
@@ -123,6 +151,7 @@ def _stats(key: str, task: str) -> dict[str, Any]:
     scale = float(cfg.get("scale") or 1.0)
     # Shapes, lengths and training statistics from the examples themselves (one pass).
     lengths, train, classes = {}, [], {}
+    names = None if task == "regression" else _class_names(name, label, task, mapping["labels"])
     for split in ("train", "validation", "test"):
         src = _source(cfg, split, splits, task)
         if task == "classification":
@@ -130,6 +159,9 @@ def _stats(key: str, task: str) -> dict[str, Any]:
         seqs = [
             sequence(src[i], mapping, scale, f"{name} {split} example {i}") for i in range(len(src))
         ]
+        if task == "tagging":  # every tag checked before anything trains
+            for i, x in enumerate(seqs):
+                tags(src[i], mapping, len(x), len(names), f"{name} {split} example {i}")
         if not seqs:
             raise ValueError(f"{name}: split {split!r} is empty")
         lengths[split] = [len(s) for s in seqs]
@@ -146,13 +178,11 @@ def _stats(key: str, task: str) -> dict[str, Any]:
         "std": np.where(std > 0, std, 1.0).tolist(),
         "tfds_splits": splits,
     }
+    if task != "regression":
+        out.update(num_classes=len(names), class_names=names)
     if task == "classification":
-        names = getattr(label, "names", None)
-        if not names:
-            raise ValueError(f"{name}: feature {mapping['labels']!r} is not a ClassLabel")
-        out.update(num_classes=len(names), class_names=list(names))
-        split_lib.check_coverage(name, classes["train"], classes["validation"], list(names))
-    else:
+        split_lib.check_coverage(name, classes["train"], classes["validation"], names)
+    elif task == "regression":
         out["output_features"] = int(np.prod(label.shape)) if label.shape else 1
     return out
 
@@ -166,8 +196,11 @@ def _dataset(task: str):
         src = _source(cfg, check_split(split), info["tfds_splits"], task)
         name = option(cfg, "tfds_name")
 
-        def label(example, index):
+        def label(example, index, steps):
             y = example[mapping["labels"]]
+            if task == "tagging":
+                where = f"{name} {split} example {index}"
+                return tags(example, mapping, steps, info["num_classes"], where)
             if task == "classification":
                 c = int(y)
                 if not 0 <= c < info["num_classes"]:
@@ -183,9 +216,8 @@ def _dataset(task: str):
 
             def __getitem__(self, i):
                 example = src[i]
-                return sequence(example, mapping, scale, f"{name} {split} example {i}"), label(
-                    example, i
-                )
+                x = sequence(example, mapping, scale, f"{name} {split} example {i}")
+                return x, label(example, i, len(x))
 
         return own.load_examples(task, _Records(), cfg, info, split=split, **shard)
 

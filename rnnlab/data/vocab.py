@@ -17,7 +17,9 @@ CHAR_RESERVED = (PAD, UNK)
 WORD_RESERVED = (PAD, UNK, BOS, EOS)
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 
-_WORD = re.compile(r"\w+|[^\w\s]", re.UNICODE)
+# Words and single punctuation marks; public so an exported translator's signature names it.
+WORD_PATTERN = r"\w+|[^\w\s]"
+_WORD = re.compile(WORD_PATTERN, re.UNICODE)
 
 
 def char_vocab(texts: Iterable[str]) -> list[str]:

@@ -14,6 +14,11 @@ Tagging writes a row per time step (``.csv``: ``id``, ``time``, ``prediction``,
 ``p_<class>``; ``.npz``: ``ids``, ``lengths``, and ``predictions`` / ``probabilities`` of
 all steps one sequence after another).
 
+Forecasting runs read a series file (``.csv``, ``.npy``, ``.npz``, as ``csv_series``) and
+write forecasts with quantiles from the end of the file, or from every origin
+(:mod:`rnnlab.train.predict_forecast`): ``.csv`` a row per origin and step ahead, ``.npz``
+``origins``, ``forecasts``, ``quantiles``, ``levels``, ``series``.
+
 Translation, speech and language-model runs write text
 (:mod:`rnnlab.train.predict_decoders`): greedy translations of the sources of a
 ``.tsv``/``.jsonl``/``.txt`` file, best-path CTC transcripts of the audio files of a
@@ -43,6 +48,7 @@ OUTPUT_FORMATS = {
     "seq2seq": (".tsv", ".jsonl", ".txt"),
     "ctc": (".tsv", ".jsonl", ".txt"),
     "lm": (".jsonl", ".txt"),
+    "forecast": (".csv", ".npz"),
 }
 
 
@@ -138,15 +144,21 @@ def predict_file(
     checkpoint: str | int = "best",
     batch_size: int | None = None,
     show_progress: bool = True,
+    origins: str = "last",
+    quantiles: list[float] | None = None,
 ) -> dict[str, Any]:
     """Predicts every sequence of ``input_path`` with the run in ``workdir`` and writes
-    ``output_path`` (module docstring). Returns ``{"records", "output", "step"}``."""
+    ``output_path`` (module docstring). Returns ``{"records", "output", "step"}``.
+
+    ``origins`` (``"last"`` or ``"all"``) and ``quantiles`` (levels) apply to forecasting
+    runs only (:mod:`rnnlab.train.predict_forecast`)."""
     from rnnlab.train import export
 
     if not files.exists(files.join(workdir, export.CONFIG_FILE)):
         raise ValueError(f"workdir {workdir} holds no run (no config.json)")
     saved = files.read_json(files.join(workdir, export.CONFIG_FILE))
-    task = (files.read_json(files.join(workdir, export.DATASET_INFO_FILE)) or {}).get("task")
+    dinfo = files.read_json(files.join(workdir, export.DATASET_INFO_FILE)) or {}
+    task = dinfo.get("task")
     if task not in OUTPUT_FORMATS:
         raise ValueError(
             f"rnnlab predict serves the tasks {sorted(OUTPUT_FORMATS)}; the run in {workdir} "
@@ -161,8 +173,20 @@ def predict_file(
     parent = os.path.dirname(os.path.abspath(output_path))
     if not os.path.isdir(parent):
         raise ValueError(f"--output directory {parent} does not exist")
+    if task != "forecast" and (origins != "last" or quantiles is not None):
+        raise ValueError(
+            f"--origins and --quantiles apply to forecasting runs, not to a {task} run"
+        )
     data = saved.get("data", {})
-    if task == "seq2seq":
+    if task == "forecast":  # read and checked before the model is loaded
+        from rnnlab.train import predict_forecast
+
+        if origins not in predict_forecast.ORIGINS:
+            raise ValueError(
+                f"--origins must be one of {list(predict_forecast.ORIGINS)}, received {origins!r}"
+            )
+        sources, records = predict_forecast.read_series(input_path, data, dinfo), None
+    elif task == "seq2seq":
         sources, records = decoders.sources(input_path, data), None
     elif task == "ctc":
         sources, records = decoders.audio_files(input_path), None
@@ -179,6 +203,9 @@ def predict_file(
     model, minfo = export.load(workdir, checkpoint)
     info, config = minfo.dataset, minfo.config
     size = int(batch_size or config.eval.batch_size or 64)
+    if task == "forecast":
+        return _forecast(model, minfo, sources, output_path, size, show_progress, origins,
+                         quantiles)  # fmt: skip
     from tqdm import tqdm
 
     total = len(sources) if records is None else len(records)
@@ -202,6 +229,24 @@ def predict_file(
         columns, arrays = _sequence_outputs(task, info, records, out)
     _write(output_path, columns, arrays)
     return {"records": total, "output": output_path, "step": minfo.step}
+
+
+def _forecast(model, minfo, series, output_path, size, show_progress, origins, quantiles):
+    from tqdm import tqdm
+
+    from rnnlab.train import predict_forecast as forecast
+
+    values, names = series
+    total = len(values) - int(minfo.dataset["seq_len"]) + 1 if origins == "all" else 1
+    with tqdm(total=total, unit="window", disable=not show_progress, leave=False) as bar:
+        result = forecast.predict_series(
+            model, minfo, values, origins=origins, quantiles=quantiles, batch_size=size,
+            progress=bar.update,
+        )  # fmt: skip
+    columns, arrays = forecast.outputs(result, names)
+    _write(output_path, columns, arrays)
+    return {"records": len(result["origins"]), "unit": "origins", "output": output_path,
+            "step": minfo.step}  # fmt: skip
 
 
 def _sequence_outputs(task, info, records, out):

@@ -6,9 +6,15 @@
   size symbolic (``b``) and, where the model allows, time too (``t``);
 - ``step.stablehlo`` (language models): one decoding step, ``(tokens [b], carry...) ->
   (logits [b, V], carry...)``, so a caller can stream generation;
+- translation: ``encode.stablehlo``, ``decode_step.stablehlo`` (one decoder step with its
+  state) and ``translate.stablehlo`` (greedy decoding as one function);
+- forecasting: ``forward.stablehlo``, the point forecast and the head's quantiles or scale;
 - ``signature.json``: each function's input and output names, shapes (``"b"``/``"t"`` for
-  the symbolic dimensions), dtypes, the platforms the artifact carries, and the
-  vocabulary or class names.
+  the symbolic dimensions), dtypes, the platforms the artifact carries, and what a caller
+  needs around it: the vocabularies, class names, special token ids, standardisation
+  statistics, horizon and quantile levels.
+
+The functions by task are in :mod:`rnnlab.train.stablehlo_functions`.
 
 A caller needs only JAX::
 
@@ -16,7 +22,8 @@ A caller needs only JAX::
     logits, = exp.call(inputs, seq_lengths)
 
 The artifact is lowered for every platform of ``platforms`` (default cpu, cuda and tpu)
-that lowering allows on this machine; ``signature.json`` lists those it carries.
+that lowering allows on this machine; ``signature.json`` lists those each function carries
+(``exported.platforms`` of its file) and, as ``platforms``, those all of them carry.
 """
 
 from __future__ import annotations
@@ -28,11 +35,11 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 from jax import export as jex
 
 from rnnlab import target
+from rnnlab.train import stablehlo_functions
 
 PLATFORMS = ("cpu", "cuda", "tpu")
 FORMAT = "rnnlab-stablehlo/1"
@@ -66,64 +73,6 @@ def _lower(fn: Callable, specs: Sequence[Any], platforms: Sequence[str]):
         return jex.export(jax.jit(fn), platforms=tuple(ok))(*specs), ok, errors
 
 
-def _functions(model: nnx.Module, info: dict[str, Any]):
-    """Per exported function: (name, fn(*arrays), input names, specs for a time dim ``t``
-    (a callable of ``t``), output names)."""
-    graphdef, state = nnx.split(model)
-    task = info["task"]
-    b = "b"
-
-    def run(batch):
-        return nnx.merge(graphdef, state)(batch, train=False)
-
-    if task in ("classification", "regression", "tagging"):
-        features = int(info["input_features"])
-
-        def forward(inputs, seq_lengths):
-            return (run({"inputs": inputs, "seq_lengths": seq_lengths})[0],)
-
-        specs = lambda t: (((b, t, features), np.float32), ((b,), np.int32))  # noqa: E731
-        return [("forward", forward, ("inputs", "seq_lengths"), specs, ("outputs",))]
-    if task == "ctc":
-        features = int(info["input_features"])
-
-        def forward(inputs, input_lengths):
-            logits, aux = run({"inputs": inputs, "input_lengths": input_lengths})
-            return logits, aux["logit_lengths"]
-
-        specs = lambda t: (((b, t, features), np.float32), ((b,), np.int32))  # noqa: E731
-        return [
-            ("forward", forward, ("inputs", "input_lengths"), specs, ("logits", "logit_lengths"))
-        ]
-    if task == "lm":
-        merged = nnx.merge(graphdef, state)
-        carry0 = jax.eval_shape(lambda: merged.init_carry(1))
-        leaves, treedef = jax.tree.flatten(carry0)
-        carry_names = tuple(f"carry_{i}" for i in range(len(leaves)))
-
-        def forward(inputs):
-            logits, aux = run({"inputs": inputs})
-            return (logits, *jax.tree.leaves(aux["carry"]))
-
-        def step(tokens, *carry):
-            model = nnx.merge(graphdef, state)
-            logits, new = model.decode_step(tokens, jax.tree.unflatten(treedef, list(carry)))
-            return (logits, *jax.tree.leaves(new))
-
-        carry_specs = tuple(((b, *x.shape[1:]), x.dtype) for x in leaves)
-        return [
-            ("forward", forward, ("inputs",), lambda t: (((b, t), np.int32),),
-             ("logits", *carry_names)),
-            ("step", step, ("tokens", *carry_names), lambda t: (((b,), np.int32), *carry_specs),
-             ("logits", *carry_names)),
-        ]  # fmt: skip
-    raise ValueError(
-        f"stablehlo export covers the tasks classification, regression, tagging, ctc and lm; "
-        f"this run's "
-        f"task is {task!r} (use --format params)"
-    )
-
-
 def _avals(specs, scope_dims: dict[str, Any]):
     out = []
     for shape, dtype in specs:
@@ -155,8 +104,13 @@ def export_stablehlo(
             "functions": {},
         },
     )
-    for name, fn, in_names, specs, out_names in _functions(model, info):
-        b, t = jex.symbolic_shape("b, t")
+    shortest = stablehlo_functions.min_time(model, info)
+    # The model's shortest input bounds t, so that a check such as "does the window hold a
+    # season" is decided at export time.
+    constraints = (f"t >= {shortest}",) if shortest > 1 else ()
+    for f in stablehlo_functions.functions(model, info):
+        name, fn, in_names, specs, out_names = f.name, f.fn, f.inputs, f.specs, f.outputs
+        b, t = jex.symbolic_shape("b, t", constraints=constraints)
         time = "symbolic"
         try:
             exported, ok, errors = _lower(fn, _avals(specs(t), {"b": b}), platforms)
@@ -173,18 +127,49 @@ def export_stablehlo(
             "inputs": _describe(in_names, exported.in_avals),
             "outputs": _describe(out_names, exported.out_avals),
             "time": time,
-            "platforms": ok,
+            "min_time": shortest if time == "symbolic" else None,
+            "platforms": [p.lower() for p in exported.platforms],
             "not_lowered": errors,
         }
-    for key in ("class_names", "vocab", "blank_id", "num_classes", "output_features"):
-        if key in info:
-            signature[key] = export_lib.jsonable(info[key])
+    carried = [set(fn["platforms"]) for fn in signature["functions"].values()]
+    signature["platforms"] = [p for p in PLATFORMS if all(p in c for c in carried)]
+    signature.update(_context(model, info, minfo.config))
     os.makedirs(out, exist_ok=True)
     for name, blob in blobs.items():
         _atomic(os.path.join(out, f"{name}.stablehlo"), bytes(blob))
     text = json.dumps(signature, indent=2) + "\n"
     _atomic(os.path.join(out, "signature.json"), text.encode())
     return signature
+
+
+CONTEXT_KEYS = (
+    "class_names", "vocab", "blank_id", "num_classes", "output_features", "input_features",
+    "source_vocab", "target_vocab", "tokenizer", "tokenizer_model", "pad_id", "unk_id",
+    "bos_id", "eos_id", "max_source_len", "max_target_len", "horizon", "seq_len", "mean",
+    "std", "columns", "seasonal_period",
+)  # fmt: skip
+
+
+def _context(model: nnx.Module, info: dict[str, Any], config) -> dict[str, Any]:
+    """What a caller needs around the functions: vocabularies, ids, sizes, statistics."""
+    from rnnlab.data.vocab import WORD_PATTERN
+    from rnnlab.train import export as export_lib
+
+    out = {k: export_lib.jsonable(info[k]) for k in CONTEXT_KEYS if info.get(k) is not None}
+    if info["task"] == "seq2seq":
+        # The decoder's first input (a dedicated start row when the model has one).
+        out["bos_id"] = int(model.bos_id)
+        if info.get("tokenizer", "word") == "word":
+            out["word_pattern"] = WORD_PATTERN  # source words: re.findall(pattern, text)
+    if info["task"] == "forecast":
+        out["head"] = model.head_type
+        if model.head_type == "quantile":
+            out["quantile_levels"] = list(model.quantiles)
+        out["units"] = "standardised: (x - mean) / std per series, forecasts likewise"
+    elif "mean" in out:
+        standardize = bool(config.data.get("standardize") or False)
+        out["standardize"] = standardize  # inputs are (x - mean) / std when true
+    return out
 
 
 def _atomic(path: str, data: bytes) -> None:
