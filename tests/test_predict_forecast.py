@@ -90,12 +90,12 @@ def test_quantile_head_bands_give_the_pinball_loss_of_eval(tmp_path, capsys):
     assert metrics["loss"] == pytest.approx(float(pinball.mean()), rel=1e-4)
     # Bad requests: one line, and no output file.
     capsys.readouterr()
-    assert _predict(workdir, series, tmp_path / "x.csv", "--quantiles", "0.2,0.8") == 1
+    assert _predict(workdir, series, tmp_path / "x.csv", "--quantiles", "0.2,0.8") == 2  # bad input
     lines = [x for x in capsys.readouterr().err.splitlines() if x.startswith("rnnlab: error:")]
     assert len(lines) == 1 and "quantile head forecasts the levels [0.1, 0.5, 0.9]" in lines[0]
     short = tmp_path / "short.csv"
     write_series(short, rows=LOOKBACK - 1)
-    assert _predict(workdir, short, tmp_path / "x.csv") == 1
+    assert _predict(workdir, short, tmp_path / "x.csv") == 2
     err = capsys.readouterr().err
     assert f"{short}: holds 15 rows, fewer than the run's lookback of 16 rows" in err
     assert not (tmp_path / "x.csv").exists()

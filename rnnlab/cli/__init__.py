@@ -183,6 +183,9 @@ def _main(argv: list[str], verbose: bool) -> int:
         if verbose:
             traceback.print_exc()
         status = _status(e)
+        if args.command == "predict" and isinstance(e, ValueError):
+            # predict's ValueErrors all name a bad input: its file, workdir or options.
+            status = USAGE
         kind = "config error" if isinstance(e, ConfigError) else "error"
         known = isinstance(e, OSError | ValueError | RuntimeError)
         text = one_line(e) if known else f"{type(e).__name__}: {one_line(e)}"
