@@ -118,7 +118,7 @@ def _train(run, workdir, t_start, warn, calls, restart) -> dict[str, Any]:
     finished = loop.resume()
     if finished is not None:
         return finished
-    loop.open("restart" if restart else ("resume" if loop.latest is not None else "start"))
+    loop.begin("restart" if restart else ("resume" if loop.latest is not None else "start"))
     loop.train_until_stop()
     return loop.end(t_start)
 

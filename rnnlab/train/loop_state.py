@@ -5,7 +5,7 @@ object a checkpoint keeps besides the train state, each with ``state()`` and ``l
 data position, :class:`EarlyStopping`, the guards (:mod:`rnnlab.train.guards`), the open log
 window and :class:`rnnlab.train.ending.Finished`. :meth:`LoopState.resume` restores them
 from the newest intact checkpoint (or initialises); :meth:`LoopState.save` writes them with
-the state; :meth:`LoopState.open` records the config and opens the log. The loop itself is
+the state; :meth:`LoopState.begin` records the config and opens the log. The loop itself is
 :mod:`rnnlab.train.loop`.
 """
 
@@ -157,7 +157,7 @@ class LoopState:
         self.calls.on_checkpoint(self.step)
 
     # ------------------------------------------------------------------ start
-    def open(self, event: str) -> None:
+    def begin(self, event: str) -> None:
         """Records the config (the run has accepted the workdir), opens the log, compiles
         nothing yet; then the final metrics of a run killed after its last checkpoint, or the
         evaluation a preempted run deferred."""
