@@ -92,7 +92,9 @@ def test_the_target_is_the_newest_checkpoint_before_the_trouble_until_restores_r
 def test_stop_raises_at_once_naming_the_checkpoint_before():
     r = _rollback(nonfinite_action="stop")
     trouble = guards.Trouble(9, "3 consecutive non-finite updates", NonFiniteError, {})
-    with pytest.raises(NonFiniteError, match="checkpoint 8 holds the parameters from before step 9"):
+    with pytest.raises(
+        NonFiniteError, match="checkpoint 8 holds the parameters from before step 9"
+    ):
         r.target(trouble, _Checkpoints([8]))
 
 

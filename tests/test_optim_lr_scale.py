@@ -103,9 +103,7 @@ def test_setting_the_scale_does_not_compile_the_update_again():
 
 
 def test_the_scale_is_found_inside_freezing_averaging_and_accumulation():
-    tx = optim.make(
-        optimizer="nt_asgd", lr=0.1, freeze=("^b$",), accumulate_steps=2, clip_norm=1.0
-    )
+    tx = optim.make(optimizer="nt_asgd", lr=0.1, freeze=("^b$",), accumulate_steps=2, clip_norm=1.0)
     state = optim.set_lr_scale(tx.init(_params()), 0.5)
     assert float(optim.lr_scale(state)) == 0.5
 
