@@ -143,6 +143,7 @@ class Rollback:
         self.lr_scale *= self.lr_factor
 
     def describe_restore(self, trouble: Trouble, target: int) -> str:
+        """The progress line of a restore (after :meth:`restored`)."""
         return (
             f"{trouble.what}; restored checkpoint {target} with the learning rate scaled by "
             f"{self.lr_scale:g} (restore {self.restores} of {self.max_restores})"
@@ -191,6 +192,7 @@ class Preemption:
         self._flag = ckpt_lib.PreemptionFlag()
 
     def close(self) -> None:
+        """Puts the previous signal handlers back."""
         if self._flag is not None:
             self._flag.close()
 
@@ -223,10 +225,12 @@ class Preemption:
         self.eval_seconds = time.perf_counter() - start
 
     def stop_reason(self) -> str:
+        """``"interrupted"`` for a Ctrl-C, ``"preempted"`` otherwise."""
         interrupted = self._flag is not None and self._flag.signum == signal.SIGINT
         return "interrupted" if interrupted else "preempted"
 
     def describe(self, step: int) -> str:
+        """The progress line of the stop, with the time the save took after the signal."""
         elapsed = self._flag.elapsed() if self._flag is not None else 0.0
         return (
             f"{self.stop_reason()} at step {step}: checkpoint saved {elapsed:.1f} s after "
@@ -239,6 +243,7 @@ class Preemption:
         return {"eval_pending": True} if eval_pending else {}
 
     def load(self, extra: Mapping[str, Any]) -> None:
+        """Resumes from a checkpoint's JSON item: whether its evaluation is owed."""
         self.pending = bool(extra.get("eval_pending", False))
 
 
