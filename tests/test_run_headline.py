@@ -8,7 +8,7 @@ import pytest
 
 from rnnlab import cli
 from rnnlab.tasks.headline import headline
-from rnnlab.train.loop import _fmt
+from rnnlab.train.loop_state import fmt
 
 
 def test_headlines_state_the_result_against_the_reference():
@@ -44,7 +44,7 @@ def test_headlines_state_the_result_against_the_reference():
 
 
 def test_printed_metrics_leave_out_counts_and_restatements():
-    line = _fmt({"loss": 1.0, "bleu": 20.0, "bleu_correct_1": 5.0, "bleu_hyp_len": 9.0,
+    line = fmt({"loss": 1.0, "bleu": 20.0, "bleu_correct_1": 5.0, "bleu_hyp_len": 9.0,
                  "accuracy": 0.5, "error": 0.5, "bpc": 1.0, "bits_per_token": 1.0})  # fmt: skip
     assert line == "accuracy 0.5000, bleu 20.0000, bpc 1.0000, loss 1.0000"
 

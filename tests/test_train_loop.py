@@ -13,6 +13,8 @@ from fake_data import FakeSource
 from rnnlab.train import config as cfg_lib
 from rnnlab.train import loop
 from rnnlab.train import metric_log as metrics_lib
+from rnnlab.train import progress as progress_lib
+from rnnlab.train.divergence import DivergenceError
 
 # Every test here trains: make test hands this file out first (tests/conftest.py).
 pytestmark = pytest.mark.slow
@@ -198,7 +200,7 @@ def test_divergence_restores_the_checkpoint_before_it_then_gives_up(tmp_path):
     rate halved, until the restores run out."""
     workdir = str(tmp_path / "run")
     config = _regression_config(nonfinite_action="restore", nonfinite_max_restores=2)
-    with pytest.raises(loop.divergence_lib.DivergenceError) as info:
+    with pytest.raises(DivergenceError) as info:
         loop.train(config, workdir, source=HugeTargetsAfter(first_bad=10))
     text = str(info.value)
     assert "diverged" in text and "after 2 restore(s)" in text, text
@@ -211,6 +213,16 @@ def test_divergence_restores_the_checkpoint_before_it_then_gives_up(tmp_path):
     ]
     train_steps = [r["step"] for r in records if r["split"] == "train"]
     assert train_steps == sorted(train_steps)  # each restore dropped what it abandoned
+    # The windows trained after a restore ran at optim.lr times the scale of that restore
+    # (kept in the optimizer state, which the logged lr is read from).
+    scale, after = 1.0, 0
+    for r in records:
+        if r["split"] == "nonfinite_restore":
+            scale = r["lr_scale"]
+        elif r["split"] == "train":
+            assert r["lr"] == pytest.approx(1e-2 * scale, rel=1e-6), (r["step"], scale)
+            after += scale < 1
+    assert after >= 2
 
 
 def test_divergence_guard_is_quiet_on_an_ordinary_run(tmp_path):
@@ -236,7 +248,7 @@ def test_throughput_leaves_out_evaluation_checkpoint_and_compile_time(tmp_path, 
     """Evaluations and saves that take 1000 s of (fake) time must not change the rate of
     the windows that hold them: before, the window of step 8 read ~1000 times lower."""
     clock = FakeClock()
-    monkeypatch.setattr(loop.progress_lib.time, "perf_counter", clock)
+    monkeypatch.setattr(progress_lib.time, "perf_counter", clock)
     evaluate, save = loop.Run.evaluate, loop.ckpt_lib.Checkpoints.save
 
     def slow_evaluate(self, *a, **k):

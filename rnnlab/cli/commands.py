@@ -224,7 +224,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    from rnnlab.train.sampling import sample_text
+    from rnnlab.tasks.sampling import sample_text
 
     with data_guard(args):
         run, state, step = _run_and_state(args)

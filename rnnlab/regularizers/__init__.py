@@ -10,24 +10,13 @@
   :class:`rnnlab.layers.StackedRNN`.
 * Loss terms: :func:`activation_regularization`, :func:`temporal_activation_regularization`,
   :func:`l2_penalty`.
-* Optax transformations: :func:`ema_params`, :func:`average_iterates`, :func:`nt_asgd`,
-  :func:`decoupled_weight_decay`, with :func:`averaged_params` and
-  :func:`observe_validation`.
+
+Weight averaging (NT-ASGD, EMA) and decoupled weight decay are optimizer code: they live in
+:mod:`rnnlab.optim`.
 
 See docs/overfitting.md.
 """
 
-from rnnlab.regularizers.averaging import (
-    AverageIteratesState,
-    EmaParamsState,
-    average_iterates,
-    averaged_params,
-    averaging_started,
-    decoupled_weight_decay,
-    ema_params,
-    nt_asgd,
-    observe_validation,
-)
 from rnnlab.regularizers.config import RECURRENT_DROPOUT_KINDS, Regularization, check_rate
 from rnnlab.regularizers.dropout import (
     dropout,
@@ -55,28 +44,19 @@ from rnnlab.regularizers.recurrent import (
 
 __all__ = [
     "RECURRENT_DROPOUT_KINDS",
-    "AverageIteratesState",
-    "EmaParamsState",
     "LayerMasks",
     "LayerPlan",
     "Regularization",
     "activation_regularization",
     "ar_tar_losses",
-    "average_iterates",
-    "averaged_params",
-    "averaging_started",
     "check_rate",
-    "decoupled_weight_decay",
     "dropout",
-    "ema_params",
     "embed_with_dropout",
     "embedding_dropout",
     "keep_mask",
     "l2_penalty",
     "locked_dropout",
     "masked_params",
-    "nt_asgd",
-    "observe_validation",
     "prepare_layer",
     "sample_layer_masks",
     "sequence_dropout",

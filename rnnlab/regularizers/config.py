@@ -141,7 +141,7 @@ class Regularization:
 
         Locked dropout 0.4 (input) / 0.25 (between layers) / 0.4 (output), embedding
         dropout 0.1, weight drop 0.5, AR 2, TAR 1. WikiText-2 used input dropout 0.65 and
-        hidden dropout 0.2. Pair it with :func:`rnnlab.regularizers.nt_asgd`.
+        hidden dropout 0.2. Pair it with :func:`rnnlab.optim.nt_asgd`.
         """
         values = dict(
             input_dropout=0.4,

@@ -102,7 +102,7 @@ def l2_penalty(params: Any, mask: Any | Callable[[Any], Any] | None = None) -> A
 
     Multiply by the coefficient yourself; with SGD, ``lambda * l2_penalty`` equals weight
     decay ``lambda``. With adaptive optimisers prefer decoupled decay
-    (:func:`rnnlab.regularizers.decoupled_weight_decay`; Loshchilov & Hutter 2019).
+    (:func:`rnnlab.optim.decoupled_weight_decay`; Loshchilov & Hutter 2019).
     """
     if callable(mask):
         mask = mask(params)

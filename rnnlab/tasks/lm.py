@@ -1,5 +1,6 @@
 """Language modelling (task ``"lm"``) and the copy-memory task (``"copy"``): token
-cross-entropy and accuracy; perplexity and bits per token (per character at character level)."""
+cross-entropy and accuracy; perplexity and bits per token (per character at character level);
+a language model's end-of-run text sample."""
 
 from __future__ import annotations
 
@@ -27,7 +28,16 @@ def lm_derive(means: dict[str, float], info: Mapping[str, Any]) -> dict[str, flo
     return out
 
 
-register(Task("lm", token_metrics, lm_derive))
+def sample(run, state) -> str:
+    """The end-of-run text sample (``samples.txt``): continuations of ``sample.prompt`` with
+    the ``sample`` options (:func:`rnnlab.tasks.sampling.sample_text`)."""
+    # Imported here: the vocabulary comes with the data package, which tasks need only here.
+    from rnnlab.tasks.sampling import sample_text
+
+    return sample_text(run, state)
+
+
+register(Task("lm", token_metrics, lm_derive, sample=sample))
 register(
     Task("copy", token_metrics, lambda means, info: {"bits_per_token": means["loss"] / math.log(2)})
 )

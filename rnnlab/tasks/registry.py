@@ -36,6 +36,10 @@ class Task:
       report: ``(run, state, workdir) -> dict`` run once at the end of training with the
         best checkpoint's state, on every process (it may evaluate); the dict goes to
         ``summary.json`` under ``"report"`` (baselines, decoded examples, figures).
+      sample: ``(run, state) -> text`` run once at the end of training (when
+        ``sample.length`` > 0) on the main process, with a host copy of the best
+        checkpoint's state; the text goes to ``samples.txt`` and ``summary["sample"]``. A
+        ``ValueError`` (a prompt the model cannot read) skips it with a warning.
     """
 
     name: str
@@ -44,6 +48,7 @@ class Task:
     best_metric: str = "loss"
     best_mode: str = "min"
     report: Callable[[Any, Any, str], dict[str, Any]] | None = None
+    sample: Callable[[Any, Any], str] | None = None
 
 
 _TASKS: dict[str, Task] = {}

@@ -75,7 +75,7 @@ class ModelInfo:
 
     def codec(self) -> tuple[Callable[[str], np.ndarray], Callable[[Any], str]]:
         """``(encode, decode)`` between text and token ids, for text datasets."""
-        from rnnlab.train.sampling import codec
+        from rnnlab.tasks.sampling import codec
 
         return codec(self.dataset)
 

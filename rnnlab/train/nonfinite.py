@@ -18,6 +18,12 @@ from typing import Any
 
 import jax
 
+
+class NonFiniteError(RuntimeError):
+    """Too many consecutive non-finite updates; the message names the steps, the loss and the
+    largest gradient."""
+
+
 # Per-step metrics the guard needs and the logs do not (an index is not a mean).
 PRIVATE_METRICS = ("grad_max_leaf",)
 

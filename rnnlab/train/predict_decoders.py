@@ -70,7 +70,7 @@ def continue_texts(model, info, config, texts: list[str], *, progress) -> list[s
     """Each prompt continued by ``config.sample.length`` tokens (200 when 0) at the run's
     ``sample`` temperature, top-k and top-p (temperature 0: greedy), seed ``config.seed``."""
     from rnnlab.models.language_model import generate
-    from rnnlab.train.sampling import codec
+    from rnnlab.tasks.sampling import codec
 
     s = config.sample
     encode, decode = codec(info)

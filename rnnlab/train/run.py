@@ -12,7 +12,7 @@ import jax
 from flax import nnx
 
 from rnnlab import optim, parallel, target, tasks
-from rnnlab.regularizers import observe_validation
+from rnnlab.optim import observe_validation
 from rnnlab.train import checkpoint as ckpt_lib
 from rnnlab.train import config as cfg_lib
 from rnnlab.train import files, inputs, integrity
@@ -88,6 +88,11 @@ class Run:
             lambda s: optim.eval_params(s.opt_state, s.params),
             out_shardings=self.shardings.params,
         )
+        self._set_lr_scale = jax.jit(
+            lambda s, v: s.replace(opt_state=optim.set_lr_scale(s.opt_state, v)),
+            out_shardings=self.shardings,
+            donate_argnums=0,
+        )
         self._observe = jax.jit(
             lambda s, v: s.replace(opt_state=observe_validation(s.opt_state, v)),
             out_shardings=self.shardings,
@@ -142,12 +147,11 @@ class Run:
             )
         return found
 
-    def scale_lr(self, scale: float) -> None:
-        """Rebuilds the optimizer with ``optim.lr * scale`` (same state structure); call
-        :meth:`jit_train_step` again afterwards."""
-        kwargs = self.config.optim.to_dict()
-        kwargs["lr"] = float(kwargs["lr"]) * scale
-        self.tx = optim.make(**kwargs)
+    def set_lr_scale(self, state: state_lib.TrainState, scale: float) -> state_lib.TrainState:
+        """``state`` with the learning rate scaled by ``scale`` from its next update on
+        (:func:`rnnlab.optim.set_lr_scale`; the jitted step is not compiled again). Donates
+        ``state``."""
+        return self._set_lr_scale(state, scale)
 
     # -- steps ----------------------------------------------------------------------------
     def jit_train_step(self) -> Callable[..., tuple[state_lib.TrainState, dict[str, Any]]]:

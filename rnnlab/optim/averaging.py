@@ -1,11 +1,10 @@
-"""Weight averaging and weight decay as optax transformations.
+"""Weight averaging as optax transformations.
 
 * :func:`ema_params`: exponential moving average of the parameters (Polyak & Juditsky 1992
   style averaging with exponential weights).
 * :func:`average_iterates`: the uniform average of the iterates since a trigger, with the
   non-monotone trigger of NT-ASGD (Merity et al. 2017); :func:`nt_asgd` is the complete
   AWD-LSTM optimiser (SGD + averaging).
-* :func:`decoupled_weight_decay`: masked decoupled decay (Loshchilov & Hutter 2019).
 
 The averaging transforms pass updates through unchanged and keep the average in their
 state; place them **last** in a chain, after the learning rate is applied, so they see the
@@ -17,7 +16,6 @@ state anywhere inside a nested chain, so they also work on the state of
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
@@ -191,7 +189,7 @@ def nt_asgd(
     Example::
 
         >>> import jax.numpy as jnp
-        >>> from rnnlab.regularizers import nt_asgd, observe_validation, averaged_params
+        >>> from rnnlab.optim import nt_asgd, observe_validation, averaged_params
         >>> params = {"w": jnp.ones(3)}
         >>> tx = nt_asgd(0.1, nonmono=2)
         >>> state = tx.init(params)
@@ -205,19 +203,3 @@ def nt_asgd(
         parts.append(optax.add_decayed_weights(weight_decay))
     parts += [optax.sgd(learning_rate), average_iterates(nonmono)]
     return optax.chain(*parts)
-
-
-def decoupled_weight_decay(
-    weight_decay: float, mask: Any | Callable[[Any], Any] | None = None
-) -> optax.GradientTransformation:
-    """Decoupled weight decay ``u <- u + lambda * w`` on masked leaves (Loshchilov & Hutter
-    2019).
-
-    Place it after the optimizer's scaling and before the learning rate (as in AdamW), so
-    the decay is not rescaled by adaptive moments. ``mask`` as in
-    :func:`rnnlab.regularizers.l2_penalty`; ``rnnlab.optim.decay_mask`` spares biases and
-    normalisation scales.
-    """
-    if weight_decay < 0:
-        raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}")
-    return optax.add_decayed_weights(weight_decay, mask)
