@@ -254,10 +254,18 @@ class Checkpoints:
         now = {path_to_str(p): (tuple(x.shape), str(x.dtype)) for p, x in _flat(abstract_state)}
         if saved == now:
             return
+        keys = [k for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k)]
+        if any("lr_scale" in k for k in now) and not any("lr_scale" in k for k in saved):
+            # The optimizer state gained the learning-rate scale (decision 71): the same
+            # model and optimizer, written by an older rnnlab.
+            raise integrity.IncompatibleCheckpointError(
+                f"checkpoint {step} in {self.directory} was written by an older rnnlab, "
+                "before the optimizer state held the learning-rate scale, and this version "
+                "cannot resume it: finish the run with the version that wrote it, or start "
+                "it over with --restart"
+            )
         diffs = [
-            f"{k}: checkpoint {saved.get(k, 'absent')}, config {now.get(k, 'absent')}"
-            for k in sorted(set(saved) | set(now))
-            if saved.get(k) != now.get(k)
+            f"{k}: checkpoint {saved.get(k, 'absent')}, config {now.get(k, 'absent')}" for k in keys
         ]
         raise integrity.IncompatibleCheckpointError(
             f"checkpoint {step} in {self.directory} was saved from another model or optimizer "
