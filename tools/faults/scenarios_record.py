@@ -50,9 +50,19 @@ def two_runs(suite: Suite) -> Result:
         first = TrainProcess(suite.root, workdir)
         if not together and not suite.wait_started(first, res, "lock"):
             continue
+        if not together:
+            # The 40 steps can end before a second process has even imported jax, and a
+            # finished run's lock is free: the first waits, stopped (alive, lock held),
+            # until the second has tried, so that the second meets the lock every time.
+            first.proc.send_signal(signal.SIGSTOP)
         # Started together, either may win: both train the reference's config.
         second = TrainProcess(suite.root, workdir, [] if together else ["optim.lr=0.05"])
-        a, b = first.finish(), second.finish()
+        if together:
+            a, b = first.finish(), second.finish()
+        else:
+            b = second.finish()
+            first.proc.send_signal(signal.SIGCONT)
+            a = first.finish()
         outs = {first.proc.pid: a, second.proc.pid: b}
         refused = [pid for pid, o in outs.items() if o.returncode == 1]
         owner = [pid for pid, o in outs.items() if o.returncode == 0]
