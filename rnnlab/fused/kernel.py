@@ -89,19 +89,23 @@ def _call(name: str, shapes, *args):
     return call(*args, threads=_threads())
 
 
-def lstm_forward(gx, w_hh, c0, h0, mask, resets, reset_carry, rec_mask, upd_mask):
+def lstm_forward(
+    gx, w_hh, c0, h0, mask, resets, reset_carry, rec_mask, upd_mask, save_acts=True, save_cs=True
+):
     """The LSTM forward loop: ``(acts [T, B, 4H], cs, hs [T, B, H], c_T, h_T)``.
 
     ``gx = x W_ih + b``; ``mask``/``resets`` are ``[T, B, 1]`` bool or ``None``; the masks
-    ``[B, H]`` or ``None`` (see :func:`rnnlab.fused.lstm_sequence` for the maths).
+    ``[B, H]`` or ``None`` (see :func:`rnnlab.fused.lstm_sequence` for the maths). Without
+    ``save_acts``/``save_cs`` (a pass that is not differentiated) ``acts``/``cs`` are
+    ``None`` and the kernel writes neither: at config A they are 20 MiB per call.
     """
     steps, batch, gates = gx.shape
     hidden = gates // 4
     rc_c, rc_h = reset_carry if resets is not None else (None, None)
     seq, state = (steps, batch, hidden), (batch, hidden)
-    return _call(
+    acts, cs, hs, c_t, h_t = _call(
         "rnnlab_lstm_forward",
-        [(steps, batch, gates), seq, seq, state, state],
+        [(steps, batch, gates) if save_acts else (0,), seq if save_cs else (0,), seq, state, state],
         gx.astype(F32),
         w_hh.astype(F32),
         c0.astype(F32),
@@ -113,6 +117,7 @@ def lstm_forward(gx, w_hh, c0, h0, mask, resets, reset_carry, rec_mask, upd_mask
         _opt(rec_mask),
         _opt(upd_mask),
     )
+    return (acts if save_acts else None), (cs if save_cs else None), hs, c_t, h_t
 
 
 def lstm_backward(acts, cs, c_prevs, dhs, mask, resets, rc_c, rec_mask, upd_mask, w_hh, dc, dh):
@@ -137,13 +142,15 @@ def lstm_backward(acts, cs, c_prevs, dhs, mask, resets, rc_c, rec_mask, upd_mask
     )
 
 
-def gru_forward(gx, w_hh, b_hh, h0, mask, resets, reset_carry, rec_mask, upd_mask):
-    """The GRU forward loop: ``(gates [T, B, 4H] = [r, z, n, u_n], hs [T, B, H], h_T)``."""
+def gru_forward(gx, w_hh, b_hh, h0, mask, resets, reset_carry, rec_mask, upd_mask, save_gates=True):
+    """The GRU forward loop: ``(gates [T, B, 4H] = [r, z, n, u_n], hs [T, B, H], h_T)``;
+    ``gates`` is ``None``, and not written, without ``save_gates``."""
     steps, batch, gates = gx.shape
     hidden = gates // 3
-    return _call(
+    saved = (steps, batch, 4 * hidden) if save_gates else (0,)
+    out, hs, h_t = _call(
         "rnnlab_gru_forward",
-        [(steps, batch, 4 * hidden), (steps, batch, hidden), (batch, hidden)],
+        [saved, (steps, batch, hidden), (batch, hidden)],
         gx.astype(F32),
         w_hh.astype(F32),
         b_hh.astype(F32),
@@ -154,6 +161,7 @@ def gru_forward(gx, w_hh, b_hh, h0, mask, resets, reset_carry, rec_mask, upd_mas
         _opt(rec_mask),
         _opt(upd_mask),
     )
+    return (out if save_gates else None), hs, h_t
 
 
 def gru_backward(gates, h_seen, dhs, mask, resets, rec_mask, upd_mask, w_hh, dh):
