@@ -3,10 +3,10 @@
 // (2 T B H G H per loop, G = 4 for the LSTM, 3 for the GRU). Built with the package's
 // flags from the repository root (docs/performance.md, "The compiled CPU loops"):
 //
-//   g++ -O3 -march=native -std=c++17 -Ikernels/csrc \
-//       -I"$(python -c 'import jax.ffi; print(jax.ffi.include_dir())')" \
-//       kernels/bench/loops.cc -o build/loops -lpthread          # -DRNNLAB_GRU: the GRU
-//   build/loops T B H THREADS REPEATS                            # e.g. 128 32 256 2 8
+//   g++ -O3 -march=native -std=c++17 -Ikernels/csrc -I"$(python -c
+//       'import jax.ffi; print(jax.ffi.include_dir())')" kernels/bench/loops.cc
+//       -o build/loops -lpthread            (on one line; -DRNNLAB_GRU: the GRU)
+//   build/loops T B H THREADS REPEATS       (e.g. 128 32 256 2 8: config A)
 #include <cmath>
 #include <cstdio>
 #include <ctime>

@@ -133,6 +133,8 @@ def _input_grads(opts: FusedOptions, w_hh, extras, gates, h_prevs, seq, carry_gr
 
 @partial(jax.custom_vjp, nondiff_argnums=(0,))
 def _gru(opts, weights, xs, h0, mask, resets, extras):
+    # A pass that is not differentiated runs the XLA loops (kernel.undifferentiated).
+    opts = opts._replace(kernel=opts.kernel and kernel.undifferentiated())
     return _forward(opts, weights, xs, h0, mask, resets, extras, save_gates=False)[0]
 
 

@@ -62,6 +62,16 @@ def available() -> bool:
     return unavailable_reason() is None
 
 
+def undifferentiated() -> bool:
+    """Whether a forward pass that is not differentiated (evaluation, sampling) runs the
+    kernel too: only with ``RNNLAB_KERNEL_FORWARD=1``. By default such a pass runs the
+    fused path's XLA loops, which took less CPU time there at every measured shape but
+    LSTM B (docs/performance.md): the kernel needs the input projection hoisted into a
+    ``[T, B, G H]`` array, which the XLA loops do not, and pays off only in the backward
+    loop and its residuals."""
+    return os.environ.get("RNNLAB_KERNEL_FORWARD", "0") == "1"
+
+
 def _threads() -> int:
     """Threads per call: ``RNNLAB_KERNEL_THREADS``, or 0 (the cores the process may use)."""
     return int(os.environ.get("RNNLAB_KERNEL_THREADS", "0"))

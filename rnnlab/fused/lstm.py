@@ -238,6 +238,8 @@ def _span_backward(opts, weights, extras, span, carry_grads, acts=None):
 
 @partial(jax.custom_vjp, nondiff_argnums=(0,))
 def _lstm(opts, weights, xs, c0, h0, mask, resets, extras):
+    # A pass that is not differentiated runs the XLA loops (kernel.undifferentiated).
+    opts = opts._replace(kernel=opts.kernel and kernel.undifferentiated())
     return _forward(opts, weights, xs, c0, h0, mask, resets, extras, residuals=False)[0]
 
 
