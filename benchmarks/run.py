@@ -94,6 +94,10 @@ def _env(setting: str = "", impl: str = "") -> dict:
     env.update(SETTINGS[setting])
     if impl == "torch-passive":
         env["OMP_WAIT_POLICY"] = "PASSIVE"
+    if impl == "rnnlab-kernel":
+        # Its forward column times the kernel's forward loop, which auto's forward passes
+        # (not differentiated) leave to the fused XLA loops: the figures that rule rests on.
+        env["RNNLAB_KERNEL_FORWARD"] = "1"
     env.setdefault("JAX_PLATFORMS", "cpu")
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT.parent), env.get("PYTHONPATH", "")])
     return env
