@@ -12,6 +12,8 @@ applicable with the reason.
 
 from __future__ import annotations
 
+import ctypes.util
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -284,3 +286,12 @@ def test_only_differentiated_passes_run_the_kernel_unless_asked(kind, monkeypatc
     assert target in compiled(True)
     monkeypatch.setenv("RNNLAB_KERNEL_FORWARD", "1")
     assert target in compiled(False)
+
+
+def test_a_build_of_another_calling_convention_is_refused(monkeypatch):
+    """A stale library (here one without the ABI symbol at all, as builds before it) is
+    reported out of date and never called: this module may pass it results it would
+    overrun."""
+    monkeypatch.setenv("RNNLAB_KERNELS_LIBRARY", ctypes.util.find_library("m"))
+    reason = kernel.unavailable_reason.__wrapped__()
+    assert reason is not None and "out of date (ABI 1, need 2)" in reason

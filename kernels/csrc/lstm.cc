@@ -245,6 +245,11 @@ ffi::Error LstmBackward(F32 acts, F32 cs, F32 c_prevs, F32 dhs, F32 mask, F32 re
 }  // namespace
 }  // namespace rnnlab
 
+// The calling convention rnnlab/fused/kernel.py expects (kernel.ABI): 2 since a forward
+// call may pass empty acts and cs results (nothing to keep). A library without this symbol,
+// or with another number, is reported out of date and not used.
+extern "C" int RnnlabKernelsAbi() { return 2; }
+
 XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnlabLstmForward, rnnlab::LstmForward,
                               ffi::Ffi::Bind()
                                   .Arg<rnnlab::F32>()  // gx = x W_ih + b [T, B, 4H]

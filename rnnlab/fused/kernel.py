@@ -25,6 +25,9 @@ import jax.numpy as jnp
 Array = jax.Array
 F32 = jnp.float32
 
+# The library's calling convention (RnnlabKernelsAbi in kernels/csrc/lstm.cc).
+ABI = 2
+
 _TARGETS = {
     "rnnlab_lstm_forward": "RnnlabLstmForward",
     "rnnlab_lstm_backward": "RnnlabLstmBackward",
@@ -49,6 +52,10 @@ def unavailable_reason() -> str | None:
         # RNNLAB_KERNELS_LIBRARY: a library built elsewhere (development builds).
         path = os.environ.get("RNNLAB_KERNELS_LIBRARY") or rnnlab_kernels.library_path()
         library = ctypes.CDLL(path)
+        # An older build writes results that this module now passes empty: refuse it.
+        abi = library.RnnlabKernelsAbi() if hasattr(library, "RnnlabKernelsAbi") else 1
+        if abi != ABI:
+            return f"rnnlab-kernels is out of date (ABI {abi}, need {ABI}): run make kernels"
         for name, symbol in _TARGETS.items():
             capsule = jax.ffi.pycapsule(getattr(library, symbol))
             jax.ffi.register_ffi_target(name, capsule, platform="cpu")
