@@ -74,8 +74,7 @@ def undifferentiated() -> bool:
     kernel too: only with ``RNNLAB_KERNEL_FORWARD=1``. By default such a pass runs the
     fused path's XLA loops, which took less CPU time there at every measured shape but
     LSTM B (docs/performance.md): the kernel needs the input projection hoisted into a
-    ``[T, B, G H]`` array, which the XLA loops do not, and pays off only in the backward
-    loop and its residuals."""
+    ``[T, B, G H]`` array, which the XLA loops do not; it pays off in training steps."""
     return os.environ.get("RNNLAB_KERNEL_FORWARD", "0") == "1"
 
 
