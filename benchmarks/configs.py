@@ -64,7 +64,9 @@ IMPLEMENTATIONS = {
     "rnnlab-kernel": (
         "jax",
         "rnnlab fused with its time loops as the compiled CPU kernels (rnnlab-kernels, "
-        "implementation='kernel'; what 'auto' runs on CPU where they are installed)",
+        "implementation='kernel'; what 'auto' trains with on CPU where they are installed); "
+        "its forward column runs the kernel too (RNNLAB_KERNEL_FORWARD=1), where 'auto' runs "
+        "the fused path's XLA loops",
     ),
     "rnnlab-fused-remat": ("jax", "rnnlab fused, gates recomputed in the backward pass"),
     "rnnlab-fused-bf16": ("jax", "rnnlab fused, bfloat16 matmuls, float32 carries"),

@@ -7,7 +7,8 @@ implementation alike. Protocol, one JSON object per line on stdout:
 
 * start-up: build, compile and warm up both steps; reply ``{"ready": ...}``;
 * ``run MODE K`` on stdin (``MODE`` is ``train`` or ``forward``): time ``K`` steps and
-  reply ``{"times": [...]}``;
+  reply ``{"times": [...], "cpu": [...]}`` (wall seconds, and CPU seconds of the whole
+  process: the work, which other tenants of a loaded machine disturb far less);
 * ``done``: reply the peak resident memory of the process and exit.
 
 Peak memory is the process's high-water resident set size (``getrusage``), so each
@@ -201,12 +202,13 @@ def main() -> None:
             print(json.dumps({"peak_rss_mb": _peak_rss_mb(), "rss_mb": _rss_mb()}), flush=True)
             return
         mode, count = words[1], int(words[2])
-        times = []
+        times, cpu = [], []
         for _ in range(count):
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             steps[mode]()
             times.append(time.perf_counter() - t)
-        print(json.dumps({"times": times}), flush=True)
+            cpu.append(time.process_time() - c)
+        print(json.dumps({"times": times, "cpu": cpu}), flush=True)
 
 
 if __name__ == "__main__":

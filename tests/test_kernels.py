@@ -12,6 +12,8 @@ applicable with the reason.
 
 from __future__ import annotations
 
+import ctypes.util
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -29,6 +31,13 @@ REASON = kernel.unavailable_reason()
 pytestmark = pytest.mark.skipif(REASON is not None, reason=f"not applicable: {REASON}")
 
 T, F = 6, 3
+
+
+@pytest.fixture(autouse=True)
+def _kernel_in_every_pass(monkeypatch):
+    """Passes that are not differentiated run the XLA loops by default
+    (``kernel.undifferentiated``); the value checks here are of the kernel's forward loop."""
+    monkeypatch.setenv("RNNLAB_KERNEL_FORWARD", "1")
 
 
 def _cell(kind, hidden, seed=0):
@@ -257,3 +266,32 @@ def test_a_step_split_over_several_devices_takes_the_fused_path_and_says_why():
     assert [impl for _, impl, _ in whole] == ["kernel"]
     assert [impl for _, impl, _ in split] == ["fused"]
     assert "split over 8 devices" in split[0][2]
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_only_differentiated_passes_run_the_kernel_unless_asked(kind, monkeypatch):
+    """The measured rule (docs/performance.md): a forward pass that is not differentiated
+    runs the fused XLA loops, a differentiated one the kernel's, and
+    ``RNNLAB_KERNEL_FORWARD=1`` puts the kernel in both."""
+    layer = rnnlab.RNN(_cell(kind, 5), implementation="kernel")
+    x = jnp.ones((2, 4, F))
+    target = f"rnnlab_{kind}_forward"
+
+    def compiled(differentiate: bool) -> str:
+        fn = jax.grad(lambda x: jnp.sum(layer(x))) if differentiate else (lambda x: layer(x))
+        return jax.jit(fn).lower(x).as_text()
+
+    monkeypatch.delenv("RNNLAB_KERNEL_FORWARD")
+    assert target not in compiled(False)
+    assert target in compiled(True)
+    monkeypatch.setenv("RNNLAB_KERNEL_FORWARD", "1")
+    assert target in compiled(False)
+
+
+def test_a_build_of_another_calling_convention_is_refused(monkeypatch):
+    """A stale library (here one without the ABI symbol at all, as builds before it) is
+    reported out of date and never called: this module may pass it results it would
+    overrun."""
+    monkeypatch.setenv("RNNLAB_KERNELS_LIBRARY", ctypes.util.find_library("m"))
+    reason = kernel.unavailable_reason.__wrapped__()
+    assert reason is not None and "out of date (ABI 1, need 2)" in reason

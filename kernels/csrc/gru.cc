@@ -72,6 +72,9 @@ void gru_forward(Dims d, const float* gx, const float* w_hh, const float* b_hh, 
   split_batch(B, threads, [&](int r0, int r1) {
     const int rows = r1 - r0;
     Aligned h(rows * H), hrec(rows * H), u(static_cast<size_t>(rows) * ld);
+    // Without saved gates (a forward pass that is not differentiated) each row writes them
+    // to this scratch row, which stays in L1 (as lstm.cc).
+    Aligned g4_row(gates ? 1 : 4 * H);
     std::vector<const float*> h_in(rows);
     std::memcpy(h.ptr, h0 + static_cast<size_t>(r0) * H, sizeof(float) * rows * H);
     for (int t = 0; t < d.t; ++t) {
@@ -92,7 +95,7 @@ void gru_forward(Dims d, const float* gx, const float* w_hh, const float* b_hh, 
         const float* ur = u.ptr + static_cast<size_t>(r) * ld;
         const float* um = upd ? upd + static_cast<size_t>(b) * H : ones.ptr;
         const float* hi = h_in[r];
-        float* g4 = gates + row * 4 * H;
+        float* g4 = gates ? gates + row * 4 * H : g4_row.ptr;
         float* hn = hs + row * H;
         gru_gates(H, a, ur, hi, um, g4, hn);
         float* hr = h.ptr + r * H;
@@ -185,7 +188,8 @@ ffi::Error GruForward(F32 gx, F32 w_hh, F32 b_hh, F32 h0, F32 mask, F32 resets, 
               opt(mask.typed_data(), mask.element_count()),
               opt(resets.typed_data(), resets.element_count()), rc.typed_data(),
               opt(rec.typed_data(), rec.element_count()),
-              opt(upd.typed_data(), upd.element_count()), gates->typed_data(), hs->typed_data(),
+              opt(upd.typed_data(), upd.element_count()),
+              gates->element_count() ? gates->typed_data() : nullptr, hs->typed_data(),
               h_last->typed_data(), threads);
   return ffi::Error::Success();
 }
@@ -223,7 +227,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnlabGruForward, rnnlab::GruForward,
                                   .Arg<rnnlab::F32>()  // reset carry [B, H]
                                   .Arg<rnnlab::F32>()  // recurrent mask [B, H] or [0]
                                   .Arg<rnnlab::F32>()  // update mask [B, H] or [0]
-                                  .Ret<rnnlab::F32>()  // [r, z, n, u_n] [T, B, 4H]
+                                  .Ret<rnnlab::F32>()  // [r, z, n, u_n] [T, B, 4H] or [0]
                                   .Ret<rnnlab::F32>()  // hs [T, B, H]
                                   .Ret<rnnlab::F32>()  // h_T
                                   .Attr<int64_t>("threads"));

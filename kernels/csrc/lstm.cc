@@ -72,6 +72,10 @@ void lstm_forward(Dims d, const float* gx, const float* w_hh, const float* c0, c
   split_batch(B, threads, [&](int r0, int r1) {
     const int rows = r1 - r0;
     Aligned c(rows * H), h(rows * H), hrec(rows * H), z(static_cast<size_t>(rows) * ld);
+    // Where a call keeps no gate activations or cell states (acts or cs null: a forward
+    // pass that is not differentiated), each row writes them to these scratch rows, which
+    // stay in L1, instead of to [T, B, 4H] and [T, B, H] arrays nobody reads.
+    Aligned act_row(acts ? 1 : G), c_row(cs ? 1 : H);
     std::vector<const float*> c_in(rows);
     std::memcpy(c.ptr, c0 + static_cast<size_t>(r0) * H, sizeof(float) * rows * H);
     std::memcpy(h.ptr, h0 + static_cast<size_t>(r0) * H, sizeof(float) * rows * H);
@@ -95,8 +99,8 @@ void lstm_forward(Dims d, const float* gx, const float* w_hh, const float* c0, c
         const float* zr = z.ptr + static_cast<size_t>(r) * ld;
         const float* u = upd ? upd + static_cast<size_t>(b) * H : ones.ptr;
         const float* ci = c_in[r];
-        float* act = acts + row * G;
-        float* cn = cs + row * H;
+        float* act = acts ? acts + row * G : act_row.ptr;
+        float* cn = cs ? cs + row * H : c_row.ptr;
         float* hn = hs + row * H;
         lstm_gates(H, zr, ci, u, act, cn, hn);
         float* cr = c.ptr + r * H;
@@ -212,8 +216,10 @@ ffi::Error LstmForward(F32 gx, F32 w_hh, F32 c0, F32 h0, F32 mask, F32 resets, F
                opt(mask.typed_data(), mask.element_count()),
                opt(resets.typed_data(), resets.element_count()), rc_c.typed_data(),
                rc_h.typed_data(), opt(rec.typed_data(), rec.element_count()),
-               opt(upd.typed_data(), upd.element_count()), acts->typed_data(), cs->typed_data(),
-               hs->typed_data(), c_last->typed_data(), h_last->typed_data(), threads);
+               opt(upd.typed_data(), upd.element_count()),
+               acts->element_count() ? acts->typed_data() : nullptr,
+               cs->element_count() ? cs->typed_data() : nullptr, hs->typed_data(),
+               c_last->typed_data(), h_last->typed_data(), threads);
   return ffi::Error::Success();
 }
 
@@ -239,6 +245,11 @@ ffi::Error LstmBackward(F32 acts, F32 cs, F32 c_prevs, F32 dhs, F32 mask, F32 re
 }  // namespace
 }  // namespace rnnlab
 
+// The calling convention rnnlab/fused/kernel.py expects (kernel.ABI): 2 since a forward
+// call may pass empty acts and cs results (nothing to keep). A library without this symbol,
+// or with another number, is reported out of date and not used.
+extern "C" int RnnlabKernelsAbi() { return 2; }
+
 XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnlabLstmForward, rnnlab::LstmForward,
                               ffi::Ffi::Bind()
                                   .Arg<rnnlab::F32>()  // gx = x W_ih + b [T, B, 4H]
@@ -251,8 +262,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnlabLstmForward, rnnlab::LstmForward,
                                   .Arg<rnnlab::F32>()  // reset carry h [B, H]
                                   .Arg<rnnlab::F32>()  // recurrent mask [B, H] or [0]
                                   .Arg<rnnlab::F32>()  // update mask [B, H] or [0]
-                                  .Ret<rnnlab::F32>()  // gate activations [T, B, 4H]
-                                  .Ret<rnnlab::F32>()  // cs [T, B, H]
+                                  .Ret<rnnlab::F32>()  // gate activations [T, B, 4H] or [0]
+                                  .Ret<rnnlab::F32>()  // cs [T, B, H] or [0]
                                   .Ret<rnnlab::F32>()  // hs [T, B, H]
                                   .Ret<rnnlab::F32>()  // c_T
                                   .Ret<rnnlab::F32>()  // h_T

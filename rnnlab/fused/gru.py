@@ -71,9 +71,10 @@ def _forward(opts: FusedOptions, weights, xs, h0, mask, resets, extras, save_gat
     if opts.kernel:
         gx = mm(xs, w_ih, dt) + b_ih32
         gates, hs, h_t = kernel.gru_forward(
-            gx, w_hh, b_hh32, h0, mask, resets, reset_carry, rec_mask, upd_mask
-        )
-        return (hs, h_t), (gates if save_gates else None)
+            gx, w_hh, b_hh32, h0, mask, resets, reset_carry, rec_mask, upd_mask,
+            save_gates=save_gates,
+        )  # fmt: skip
+        return (hs, h_t), gates
     inputs = mm(xs, w_ih, dt) + b_ih32 if opts.hoist else xs
 
     def body(h, inp):
@@ -132,6 +133,8 @@ def _input_grads(opts: FusedOptions, w_hh, extras, gates, h_prevs, seq, carry_gr
 
 @partial(jax.custom_vjp, nondiff_argnums=(0,))
 def _gru(opts, weights, xs, h0, mask, resets, extras):
+    # A pass that is not differentiated runs the XLA loops (kernel.undifferentiated).
+    opts = opts._replace(kernel=opts.kernel and kernel.undifferentiated())
     return _forward(opts, weights, xs, h0, mask, resets, extras, save_gates=False)[0]
 
 

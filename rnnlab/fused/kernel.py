@@ -25,6 +25,9 @@ import jax.numpy as jnp
 Array = jax.Array
 F32 = jnp.float32
 
+# The library's calling convention (RnnlabKernelsAbi in kernels/csrc/lstm.cc).
+ABI = 2
+
 _TARGETS = {
     "rnnlab_lstm_forward": "RnnlabLstmForward",
     "rnnlab_lstm_backward": "RnnlabLstmBackward",
@@ -49,6 +52,10 @@ def unavailable_reason() -> str | None:
         # RNNLAB_KERNELS_LIBRARY: a library built elsewhere (development builds).
         path = os.environ.get("RNNLAB_KERNELS_LIBRARY") or rnnlab_kernels.library_path()
         library = ctypes.CDLL(path)
+        # An older build writes results that this module now passes empty: refuse it.
+        abi = library.RnnlabKernelsAbi() if hasattr(library, "RnnlabKernelsAbi") else 1
+        if abi != ABI:
+            return f"rnnlab-kernels is out of date (ABI {abi}, need {ABI}): run make kernels"
         for name, symbol in _TARGETS.items():
             capsule = jax.ffi.pycapsule(getattr(library, symbol))
             jax.ffi.register_ffi_target(name, capsule, platform="cpu")
@@ -60,6 +67,15 @@ def unavailable_reason() -> str | None:
 def available() -> bool:
     """True when the compiled kernels are installed and registered."""
     return unavailable_reason() is None
+
+
+def undifferentiated() -> bool:
+    """Whether a forward pass that is not differentiated (evaluation, sampling) runs the
+    kernel too: only with ``RNNLAB_KERNEL_FORWARD=1``. By default such a pass runs the
+    fused path's XLA loops, which took less CPU time there at every measured shape but
+    LSTM B (docs/performance.md): the kernel needs the input projection hoisted into a
+    ``[T, B, G H]`` array, which the XLA loops do not; it pays off in training steps."""
+    return os.environ.get("RNNLAB_KERNEL_FORWARD", "0") == "1"
 
 
 def _threads() -> int:
@@ -89,19 +105,23 @@ def _call(name: str, shapes, *args):
     return call(*args, threads=_threads())
 
 
-def lstm_forward(gx, w_hh, c0, h0, mask, resets, reset_carry, rec_mask, upd_mask):
+def lstm_forward(
+    gx, w_hh, c0, h0, mask, resets, reset_carry, rec_mask, upd_mask, save_acts=True, save_cs=True
+):
     """The LSTM forward loop: ``(acts [T, B, 4H], cs, hs [T, B, H], c_T, h_T)``.
 
     ``gx = x W_ih + b``; ``mask``/``resets`` are ``[T, B, 1]`` bool or ``None``; the masks
-    ``[B, H]`` or ``None`` (see :func:`rnnlab.fused.lstm_sequence` for the maths).
+    ``[B, H]`` or ``None`` (see :func:`rnnlab.fused.lstm_sequence` for the maths). Without
+    ``save_acts``/``save_cs`` (a pass that is not differentiated) ``acts``/``cs`` are
+    ``None`` and the kernel writes neither: at config A they are 20 MiB per call.
     """
     steps, batch, gates = gx.shape
     hidden = gates // 4
     rc_c, rc_h = reset_carry if resets is not None else (None, None)
     seq, state = (steps, batch, hidden), (batch, hidden)
-    return _call(
+    acts, cs, hs, c_t, h_t = _call(
         "rnnlab_lstm_forward",
-        [(steps, batch, gates), seq, seq, state, state],
+        [(steps, batch, gates) if save_acts else (0,), seq if save_cs else (0,), seq, state, state],
         gx.astype(F32),
         w_hh.astype(F32),
         c0.astype(F32),
@@ -113,6 +133,7 @@ def lstm_forward(gx, w_hh, c0, h0, mask, resets, reset_carry, rec_mask, upd_mask
         _opt(rec_mask),
         _opt(upd_mask),
     )
+    return (acts if save_acts else None), (cs if save_cs else None), hs, c_t, h_t
 
 
 def lstm_backward(acts, cs, c_prevs, dhs, mask, resets, rc_c, rec_mask, upd_mask, w_hh, dc, dh):
@@ -137,13 +158,15 @@ def lstm_backward(acts, cs, c_prevs, dhs, mask, resets, rc_c, rec_mask, upd_mask
     )
 
 
-def gru_forward(gx, w_hh, b_hh, h0, mask, resets, reset_carry, rec_mask, upd_mask):
-    """The GRU forward loop: ``(gates [T, B, 4H] = [r, z, n, u_n], hs [T, B, H], h_T)``."""
+def gru_forward(gx, w_hh, b_hh, h0, mask, resets, reset_carry, rec_mask, upd_mask, save_gates=True):
+    """The GRU forward loop: ``(gates [T, B, 4H] = [r, z, n, u_n], hs [T, B, H], h_T)``;
+    ``gates`` is ``None``, and not written, without ``save_gates``."""
     steps, batch, gates = gx.shape
     hidden = gates // 3
-    return _call(
+    saved = (steps, batch, 4 * hidden) if save_gates else (0,)
+    out, hs, h_t = _call(
         "rnnlab_gru_forward",
-        [(steps, batch, 4 * hidden), (steps, batch, hidden), (batch, hidden)],
+        [saved, (steps, batch, hidden), (batch, hidden)],
         gx.astype(F32),
         w_hh.astype(F32),
         b_hh.astype(F32),
@@ -154,6 +177,7 @@ def gru_forward(gx, w_hh, b_hh, h0, mask, resets, reset_carry, rec_mask, upd_mas
         _opt(rec_mask),
         _opt(upd_mask),
     )
+    return (out if save_gates else None), hs, h_t
 
 
 def gru_backward(gates, h_seen, dhs, mask, resets, rec_mask, upd_mask, w_hh, dh):

@@ -74,8 +74,11 @@ def gate_activations(z: Array, one_tanh: bool) -> Array:
     return jnp.concatenate([sig(i), sig(f), jnp.tanh(g), sig(o)], axis=-1)
 
 
-def _forward(opts: FusedOptions, weights, xs, c0, h0, mask, resets, extras, save_gates=False):
-    """Runs the recurrence; returns the carries and the residuals for the backward pass."""
+def _forward(
+    opts: FusedOptions, weights, xs, c0, h0, mask, resets, extras, save_gates=False, residuals=True
+):
+    """Runs the recurrence; returns the carries and the residuals for the backward pass
+    (``residuals=False``: a pass that is not differentiated, whose kernel keeps none)."""
     w_ih, w_hh, b, w_proj = weights
     (rc_c, rc_h), rec_mask, upd_mask = extras
     dt = opts.dtype
@@ -85,9 +88,10 @@ def _forward(opts: FusedOptions, weights, xs, c0, h0, mask, resets, extras, save
             raise ValueError("the CPU recurrence kernel has no projection (kernel_proj)")
         gx = mm(xs, w_ih, dt) + b32
         acts, cs, hs, c_t, h_t = kernel.lstm_forward(
-            gx, w_hh, c0, h0, mask, resets, (rc_c, rc_h), rec_mask, upd_mask
-        )
-        return (hs, c_t, h_t), (acts if save_gates else None, cs, hs)
+            gx, w_hh, c0, h0, mask, resets, (rc_c, rc_h), rec_mask, upd_mask,
+            save_acts=save_gates and residuals, save_cs=residuals,
+        )  # fmt: skip
+        return (hs, c_t, h_t), (acts, cs, hs)
     if opts.hoist:
         inputs = mm(xs, w_ih, dt) + b32
     else:
@@ -234,7 +238,9 @@ def _span_backward(opts, weights, extras, span, carry_grads, acts=None):
 
 @partial(jax.custom_vjp, nondiff_argnums=(0,))
 def _lstm(opts, weights, xs, c0, h0, mask, resets, extras):
-    return _forward(opts, weights, xs, c0, h0, mask, resets, extras)[0]
+    # A pass that is not differentiated runs the XLA loops (kernel.undifferentiated).
+    opts = opts._replace(kernel=opts.kernel and kernel.undifferentiated())
+    return _forward(opts, weights, xs, c0, h0, mask, resets, extras, residuals=False)[0]
 
 
 def _lstm_fwd(opts, weights, xs, c0, h0, mask, resets, extras):
