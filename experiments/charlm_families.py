@@ -1,8 +1,8 @@
 """The main job's character LM on Austen with each recurrent family, at equal parameter count.
 
 One recurrent layer of each family between the same 64-wide character embedding and a linear
-decoder over the 82 characters, each layer as wide as makes the whole model about 355 K
-parameters (the LSTM 1 x 256 of ``experiments/charlm.py``; every family within 1 % of it,
+decoder over the 82 characters, each layer as wide as makes the whole model about 115 K
+parameters (an LSTM 1 x 128; every family within 1.5 % of it,
 :data:`FAMILIES`; ``tests/test_charlm_families.py`` recomputes each count from the cell
 equations' shapes). Same data, optimiser, batches, seed and number of steps; only the
 recurrence differs. Each family runs on the path ``implementation="auto"`` picks for it
@@ -20,22 +20,24 @@ experiments.charlm_families`` prints each family's width and parameter count.
 
 The families (cells of ``rnnlab.cells``, each as the cell documents it, docs/cells.md):
 
-- ``lstm``: LSTM 256 (Hochreiter & Schmidhuber 1997), forget bias 1;
-- ``gru``: GRU 298 (Cho et al. 2014);
+- ``lstm``: LSTM 128 (Hochreiter & Schmidhuber 1997), forget bias 1;
+- ``gru``: GRU 150 (Cho et al. 2014);
 - ``hawk``: the recurrent block of Hawk (De et al. 2024): GeLU branch, width-4 temporal
-  convolution into an RG-LRU of width 416 with 4 gate blocks, output projection; without the
+  convolution into an RG-LRU of width 208 with 4 gate blocks, output projection; without the
   residual MLP block of the full Hawk model;
-- ``slstm``: sLSTM 444, 4 heads (Beck et al. 2024);
-- ``mlstm``: mLSTM 1,028, 4 heads of 257 (Beck et al. 2024): its parameters are the input
+- ``slstm``: sLSTM 200, 4 heads (Beck et al. 2024);
+- ``mlstm``: mLSTM 320, 4 heads of 80 (Beck et al. 2024): its parameters are the input
   projections only, so equal parameters make it the widest;
-- ``s6``: Mamba's selective state space alone, 1,056 channels of 16 states (Gu & Dao
+- ``s6``: Mamba's selective state space alone, 436 channels of 16 states (Gu & Dao
   2023): without the Mamba block's convolution, SiLU gate and output projection, which
   belong to the model around it.
 
 Training: the main job's recipe shortened: Adam 3e-3 with 50 warm-up steps and a cosine
-decay to 5 %, clipping at global norm 1, batch 32 x 128 characters carried across batches,
-:data:`STEPS` steps (4.1 M characters, about 1.1 epochs), evaluated every 250 steps on the
-whole validation split (5 %, 200 K characters).
+decay to 5 %, clipping at global norm 1, batch 16 x 128 characters carried across batches,
+:data:`STEPS` = 400 steps (819 K characters, a quarter of an epoch), evaluated every 200
+steps on the whole validation split (5 %, 200 K characters). The budget is what a shared
+2-core CPU affords six families in one sitting (S6's 16 states per channel cost about ten
+LSTM steps per step on XLA's CPU backend): a short-budget comparison, not converged models.
 
 Hardware: 2 CPU cores (AMD EPYC), shared; one JAX CPU device. The measured bits per
 character, training throughput and wall times are in experiments/README.md (rows
@@ -56,16 +58,17 @@ from rnnlab.train.config import base_config, lock
 from rnnlab.train.state import abstract_model
 
 EMBED = 64
-STEPS = 1000
+BATCH = 16
+STEPS = 400
 # Family -> registered cell, its width and arguments (heads and state sizes of the
 # papers' small models, as benchmarks/families.py uses).
 FAMILIES: dict[str, dict[str, Any]] = {
-    "lstm": {"cell": "lstm", "hidden": 256, "kwargs": {}},
-    "gru": {"cell": "gru", "hidden": 298, "kwargs": {}},
-    "hawk": {"cell": "hawk", "hidden": 416, "kwargs": {"num_heads": 4}},
-    "slstm": {"cell": "slstm", "hidden": 444, "kwargs": {"num_heads": 4}},
-    "mlstm": {"cell": "mlstm", "hidden": 1028, "kwargs": {"num_heads": 4}},
-    "s6": {"cell": "s6", "hidden": 1056, "kwargs": {"state_size": 16}},
+    "lstm": {"cell": "lstm", "hidden": 128, "kwargs": {}},
+    "gru": {"cell": "gru", "hidden": 150, "kwargs": {}},
+    "hawk": {"cell": "hawk", "hidden": 208, "kwargs": {"num_heads": 4}},
+    "slstm": {"cell": "slstm", "hidden": 200, "kwargs": {"num_heads": 4}},
+    "mlstm": {"cell": "mlstm", "hidden": 320, "kwargs": {"num_heads": 4}},
+    "s6": {"cell": "s6", "hidden": 436, "kwargs": {"state_size": 16}},
 }
 VARIANTS = (*FAMILIES, "lstm,small")
 SMALL_HIDDEN = 16  # the smoke run's width, a multiple of every family's head count
@@ -104,7 +107,7 @@ def get_config(arg: str = "lstm") -> ml_collections.ConfigDict:
 
     settings.adam_cosine(c, warmup_steps=50)
     settings.train_steps(
-        c, STEPS, batch_size=32, log_every=50, eval_every=250, checkpoint_every=250
+        c, STEPS, batch_size=BATCH, log_every=50, eval_every=200, checkpoint_every=200
     )
     c.train.early_stopping.patience = 0
 

@@ -1,7 +1,7 @@
 """Selective copying (Gu & Dao 2023, "Mamba", section 3.1 and table 1), scaled to a CPU.
 
 ``copy_len`` = 16 symbols from an alphabet of 14 lie at random positions among noise in the
-first ``seq_len`` = 256 steps; 16 markers follow, at which the model must output the
+first ``seq_len`` = 128 steps; 16 markers follow, at which the model must output the
 symbols in order (``rnnlab.data`` "selective_copy"). The loss and the accuracy count the
 marker steps only; guessing scores 1/14 = 7.1 %.
 
@@ -27,14 +27,14 @@ Variants: ``s6`` (default), ``lru``, ``lstm``, ``hawk``, ``mlstm``; ``<cell>,sma
 CI smoke run (``seq_len`` 24, 4 symbols, a few steps).
 
 Model: the language model of ``rnnlab.models`` (a 16-wide embedding of the 16 tokens, two
-recurrent layers of width 64, logits at every step), not carried across batches. S6 with
-16 states per channel; the LRU with 64 complex states, its eigenvalues on the
+recurrent layers of width 32, logits at every step), not carried across batches. S6 with
+16 states per channel; the LRU with 32 complex states, its eigenvalues on the
 0.9..0.999 ring and a GLU readout (the settings of experiments/gradient_variants.py).
 
 Budget: Adam 2e-3 with 100 warm-up steps and a cosine decay to 5 %, clipping at global norm
-1, batch 64, :data:`STEPS` steps, evaluated every 500 steps on 1,000 validation sequences.
-Gu & Dao train for 400 K steps at 16 times this length: this is a CPU-sized probe of the
-same contrast, not their setting.
+1, batch 32, :data:`STEPS` = 600 steps, evaluated every 200 steps on 1,000 validation
+sequences. Gu & Dao train for 400 K steps at 32 times this length: this is a CPU-sized probe
+of the same contrast, not their setting.
 
 Hardware: 2 CPU cores (AMD EPYC), shared; one JAX CPU device. Measured accuracies are in
 experiments/README.md (rows ``selcopy-*``).
@@ -49,8 +49,8 @@ import ml_collections
 from experiments import settings
 from rnnlab.train.config import base_config, lock
 
-CONTEXT, COPY_LEN, NUM_SYMBOLS = 256, 16, 14
-WIDTH, LAYERS, STEPS = 64, 2, 2000
+CONTEXT, COPY_LEN, NUM_SYMBOLS = 128, 16, 14
+WIDTH, LAYERS, STEPS = 32, 2, 600
 CELLS: dict[str, dict[str, Any]] = {
     "s6": {"cell": "s6", "kwargs": {"state_size": 16}},
     "lru": {
@@ -97,7 +97,7 @@ def get_config(arg: str = "s6") -> ml_collections.ConfigDict:
 
     settings.adam_cosine(c, warmup_steps=100, lr=2e-3)
     settings.train_steps(
-        c, STEPS, batch_size=64, log_every=100, eval_every=500, checkpoint_every=500
+        c, STEPS, batch_size=32, log_every=50, eval_every=200, checkpoint_every=200
     )
     c.train.stateful = False
     c.train.early_stopping.patience = 0

@@ -65,7 +65,7 @@ GROUPS: tuple[Group, ...] = (
     ),
     Group(
         "charlm-families-curves",
-        "Character LM on the six novels, about 355 K parameters each: validation bits per "
+        "Character LM on the six novels, about 115 K parameters each: validation bits per "
         "character per recurrent family",
         tuple(f"charlm-family-{f}" for f in ("lstm", "gru", "hawk", "slstm", "mlstm", "s6")),
         "loss",
@@ -74,7 +74,7 @@ GROUPS: tuple[Group, ...] = (
     ),
     Group(
         "selcopy-curves",
-        "Selective copying (16 symbols among 256 steps): validation accuracy at the markers",
+        "Selective copying (16 symbols among 128 steps): validation accuracy at the markers",
         ("selcopy-s6", "selcopy-lru", "selcopy-lstm"),
         "accuracy",
         ylabel="validation accuracy",
