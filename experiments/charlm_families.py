@@ -119,6 +119,7 @@ def get_config(arg: str = "lstm") -> ml_collections.ConfigDict:
         c.data.seq_len = 32
         c.model.embed_features = 16
         c.model.hidden_features = SMALL_HIDDEN
+        c.optim.warmup_steps = 5
         settings.train_steps(c, 20, batch_size=8, log_every=10, eval_every=10, checkpoint_every=10)
         c.eval.max_batches = 2
         c.sample.length = 20

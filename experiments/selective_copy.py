@@ -106,6 +106,7 @@ def get_config(arg: str = "s6") -> ml_collections.ConfigDict:
     if small:
         c.data.seq_len, c.data.copy_len, c.data.num_symbols = 24, 4, 6
         c.model.hidden_features = 16
+        c.optim.warmup_steps = 5
         settings.train_steps(c, 20, batch_size=16, log_every=10, eval_every=10, checkpoint_every=10)
         c.eval.max_batches = 2
     return lock(c)
