@@ -74,22 +74,9 @@ VARIANTS = (*FAMILIES, "lstm,small")
 SMALL_HIDDEN = 16  # the smoke run's width, a multiple of every family's head count
 
 
-def parse(arg: str) -> tuple[str, bool]:
-    """``"s6,small"`` -> ``("s6", True)``; ``""`` is the LSTM."""
-    tokens = [t.strip() for t in arg.split(",") if t.strip()]
-    small = "small" in tokens
-    names = [t for t in tokens if t != "small"]
-    if len(names) > 1 or (names and names[0] not in FAMILIES):
-        raise ValueError(
-            f"charlm_families variant must be '<family>[,small]' with a family in "
-            f"{sorted(FAMILIES)}, got {arg!r}"
-        )
-    return (names[0] if names else "lstm"), small
-
-
 def get_config(arg: str = "lstm") -> ml_collections.ConfigDict:
     """``"<family>[,small]"``, a family of :data:`FAMILIES` (``""`` is ``lstm``)."""
-    family, small = parse(arg)
+    family, small = settings.named_variant("charlm_families", arg, tuple(FAMILIES), "lstm")
     spec = FAMILIES[family]
     c = base_config()
     c.seed = 0

@@ -65,22 +65,9 @@ CELLS: dict[str, dict[str, Any]] = {
 VARIANTS = (*CELLS, "s6,small")
 
 
-def parse(arg: str) -> tuple[str, bool]:
-    """``"lru,small"`` -> ``("lru", True)``; ``""`` is S6."""
-    tokens = [t.strip() for t in arg.split(",") if t.strip()]
-    small = "small" in tokens
-    names = [t for t in tokens if t != "small"]
-    if len(names) > 1 or (names and names[0] not in CELLS):
-        raise ValueError(
-            f"selective_copy variant must be '<cell>[,small]' with a cell in {sorted(CELLS)}, "
-            f"got {arg!r}"
-        )
-    return (names[0] if names else "s6"), small
-
-
 def get_config(arg: str = "s6") -> ml_collections.ConfigDict:
     """``"<cell>[,small]"``, a cell of :data:`CELLS` (``""`` is ``s6``)."""
-    name, small = parse(arg)
+    name, small = settings.named_variant("selective_copy", arg, tuple(CELLS), "s6")
     c = base_config()
     c.seed = 0
     c.data.name = "selective_copy"
