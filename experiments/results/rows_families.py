@@ -23,6 +23,12 @@ _FAMILY_MODELS = {
     "mlstm": "mLSTM 1 x 320, 4 heads",
     "s6": "S6 1 x 436 channels x 16 states (Mamba's SSM alone)",
 }
+# Per family, what its run showed beyond the numbers.
+_FAMILY_NOTES = {
+    "mlstm": "; `auto` ran the mLSTM on the scan path, not its chunkwise form, because the "
+    "language model passes its document-start resets, which the chunkwise form does not "
+    "take: its throughput is that of the per-step loop over an 80 x 80 memory per head",
+}
 _THROUGHPUT = Extra(
     "training throughput (characters/s, last 50 steps)",
     "summary:final.train.tokens_per_second",
@@ -60,7 +66,7 @@ def _charlm_family(family: str) -> Row:
         note=f"{STEPS:,} steps of batch 16 x 128 for every family (819 K characters, a "
         "quarter of an epoch: a short-budget comparison); throughput measured during "
         "training on the shared 2-core machine (compare the families within one sweep, with "
-        "the load in mind)",
+        "the load in mind)" + _FAMILY_NOTES.get(family, ""),
     )
 
 
