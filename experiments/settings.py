@@ -20,6 +20,22 @@ def variant(experiment: str, arg: str, variants: Sequence[str], default: str | N
     return arg
 
 
+def named_variant(
+    experiment: str, arg: str, names: Sequence[str], default: str
+) -> tuple[str, bool]:
+    """``"<name>[,small]"`` -> ``(name, small)``: a name of ``names`` (``default`` when
+    ``arg`` gives none) and whether the smoke-test variant is asked for; anything else is a
+    ValueError naming ``experiment``."""
+    tokens = [t.strip() for t in arg.split(",") if t.strip()]
+    picked = [t for t in tokens if t != "small"]
+    if len(picked) > 1 or (picked and picked[0] not in names):
+        raise ValueError(
+            f"{experiment} variant must be '<name>[,small]' with a name in {sorted(names)}, "
+            f"got {arg!r}"
+        )
+    return (picked[0] if picked else default), "small" in tokens
+
+
 def adam_cosine(
     c: ml_collections.ConfigDict, *, warmup_steps: int, lr: float = 3e-3, optimizer: str = "adam"
 ) -> None:

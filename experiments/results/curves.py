@@ -3,7 +3,8 @@
 Each :class:`Group` draws one metric of one split against the training step for several
 rows, read from their ``metrics.jsonl`` in ``workdirs/results/<row>``: the cells on the
 adding problem, rnnlab's and Flax's cells on MNIST-1D, the character LM with and without
-regularisation (training and validation together, which shows the overfitting gap).
+regularisation (training and validation together, which shows the overfitting gap), the
+recurrent families on the character LM and on selective copying.
 """
 
 from __future__ import annotations
@@ -61,6 +62,23 @@ GROUPS: tuple[Group, ...] = (
         splits=("train", "validation"),
         scale=1 / math.log(2),
         ylabel="bits per character",
+    ),
+    Group(
+        "charlm-families-curves",
+        "Character LM on the six novels, about 115 K parameters each: validation bits per "
+        "character per recurrent family",
+        tuple(f"charlm-family-{f}" for f in ("lstm", "gru", "hawk", "slstm", "mlstm", "s6")),
+        "loss",
+        scale=1 / math.log(2),
+        ylabel="validation bits per character",
+    ),
+    Group(
+        "selcopy-curves",
+        "Selective copying (16 symbols among 128 steps): validation accuracy at the markers",
+        ("selcopy-s6", "selcopy-lru", "selcopy-lstm"),
+        "accuracy",
+        ylabel="validation accuracy",
+        lines=((1 / 14, "chance 1/14"),),
     ),
 )
 

@@ -609,6 +609,13 @@ ROWS: tuple[Row, ...] = (
 )
 
 
+# The recurrent families' rows (character LM at equal parameters, selective copying) live in
+# their own module, which builds on the classes above.
+from experiments.results.rows_families import FAMILY_ROWS  # noqa: E402
+
+ROWS += FAMILY_ROWS
+
+
 def by_key() -> dict[str, Row]:
     """``{row.key: row}``; keys are unique."""
     out: dict[str, Row] = {}

@@ -1,4 +1,5 @@
-"""Synthetic tasks as deterministic, seeded, infinite sources: adding, copy, Mackey-Glass.
+"""Synthetic tasks as deterministic, seeded, infinite sources: adding, copy, selective copy,
+Mackey-Glass.
 
 Example ``i`` of a stream is drawn from ``numpy.random.default_rng([seed, stream, i])``, so
 it depends on nothing but its index: training (``repeat=True``) streams use the ``seed``
@@ -65,6 +66,35 @@ def copy_example(
     x[copy_len + delay - 1] = num_symbols + 1
     y[-copy_len:] = symbols
     return x, y
+
+
+def selective_copy_example(
+    rng: np.random.Generator, context: int, num_symbols: int, copy_len: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The selective-copying task (Gu & Dao 2023, "Mamba", section 3.1 and table 1).
+
+    Length ``context + copy_len``. Input: ``copy_len`` symbols from ``1..num_symbols`` at
+    random positions (in order) of the first ``context`` steps, the noise token 0 at the
+    others, then ``copy_len`` markers ``num_symbols + 1``. Target: the symbols in order at the
+    marker steps; ``weights`` (1 there, 0 elsewhere) make the loss and the accuracy count
+    those steps only. The spacing varies from example to example, so a recurrence whose
+    decay ignores its input (linear time-invariant, like S4) cannot tell the symbols from
+    the noise. Guessing uniformly scores ``log(num_symbols)`` nats and ``1 / num_symbols``
+    accuracy. The layout is the S4 repository's ``torch_copying_data(variable=True)``
+    with ``A = num_symbols + 2`` tokens and ``L = context - copy_len`` noise steps.
+    """
+    if copy_len > context:
+        raise ValueError(f"copy_len must be at most seq_len={context}, received {copy_len}")
+    symbols = rng.integers(1, num_symbols + 1, copy_len)
+    positions = np.sort(rng.choice(context, copy_len, replace=False))
+    x = np.zeros(context + copy_len, np.int32)
+    x[positions] = symbols
+    x[context:] = num_symbols + 1
+    y = np.zeros(context + copy_len, np.int32)
+    y[context:] = symbols
+    weights = np.zeros(context + copy_len, np.float32)
+    weights[context:] = 1.0
+    return x, y, weights
 
 
 # --------------------------------------------------------------------------- Mackey-Glass
@@ -198,6 +228,30 @@ def _copy_make(rng, info):
     return {"inputs": x, "targets": y, "weights": np.ones(len(x), np.float32)}
 
 
+def _selective_copy_info(cfg):
+    context = positive_int(cfg, "seq_len")
+    num_symbols = positive_int(cfg, "num_symbols")
+    copy_len = positive_int(cfg, "copy_len")
+    if copy_len > context:
+        raise ValueError(f"copy_len must be at most seq_len={context}, received {copy_len}")
+    return {
+        "task": "copy",
+        "vocab_size": num_symbols + 2,
+        "num_classes": num_symbols + 2,
+        "context": context,
+        "copy_len": copy_len,
+        "num_symbols": num_symbols,
+        "seq_len": context + copy_len,
+        "baseline_loss": math.log(num_symbols),
+        "baseline_accuracy": 1.0 / num_symbols,
+    }
+
+
+def _selective_copy_make(rng, info):
+    x, y, w = selective_copy_example(rng, info["context"], info["num_symbols"], info["copy_len"])
+    return {"inputs": x, "targets": y, "weights": w}
+
+
 # Options of every dataset generated example by example (index_batches).
 GENERATED = {
     **COMMON,
@@ -213,6 +267,12 @@ COPY_OPTIONS = {
     "num_symbols": Option(8, "alphabet size of the copied symbols"),
     "copy_len": Option(10, "symbols to copy"),
 }
+SELECTIVE_COPY_OPTIONS = {
+    **GENERATED,
+    "seq_len": Option(256, "context steps holding the symbols among noise (L + M)"),
+    "num_symbols": Option(14, "alphabet of the copied symbols (Gu & Dao: 16 tokens, 14 symbols)"),
+    "copy_len": Option(16, "symbols to copy (M)"),
+}
 register(
     Dataset(
         "adding",
@@ -225,4 +285,14 @@ register(
 )
 register(
     Dataset("copy", "copy", _copy_info, per_example_load(_copy_make), "copy memory", COPY_OPTIONS)
+)
+register(
+    Dataset(
+        "selective_copy",
+        "copy",
+        _selective_copy_info,
+        per_example_load(_selective_copy_make),
+        "selective copying",
+        SELECTIVE_COPY_OPTIONS,
+    )
 )

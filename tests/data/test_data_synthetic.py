@@ -1,8 +1,9 @@
-"""Synthetic tasks: adding problem, copy memory, sequence reversal."""
+"""Synthetic tasks: adding problem, copy memory, selective copying, sequence reversal."""
 
 import math
 
 import numpy as np
+import pytest
 import tensorflow_datasets as tfds
 
 import rnnlab.data as data
@@ -43,6 +44,36 @@ def test_copy_task_layout_matches_arjovsky_et_al():
         np.testing.assert_array_equal(y[b, :22], 0)
         np.testing.assert_array_equal(y[b, 22:], x[b, :10])
     assert batch["weights"].shape == (5, 32) and batch["weights"].min() == 1.0
+
+
+def test_selective_copy_matches_the_s4_generator_written_in_numpy():
+    L, M, A = 35, 5, 8  # noise steps, symbols to copy, tokens (Gu & Dao: 4096, 16, 16)
+    cfg = {"name": "selective_copy", "seq_len": L + M, "num_symbols": A - 2, "copy_len": M}
+    spec = data.info(cfg)
+    assert spec["task"] == "copy" and spec["seq_len"] == L + 2 * M and spec["vocab_size"] == A
+    assert math.isclose(spec["baseline_loss"], math.log(A - 2))
+    batch = next(data.load(cfg, split="train", batch_size=6, seed=3))
+    x, y, w = batch["inputs"], batch["targets"], batch["weights"]
+    assert x.shape == y.shape == w.shape == (6, L + 2 * M)
+    for b in range(6):
+        # The S4 repository's torch_copying_data(L, M, A, variable=True) with NumPy's draws:
+        # example b of the training stream of seed 3 is drawn from default_rng([3, 0, b]).
+        rng = np.random.default_rng([3, 0, b])
+        tokens = rng.integers(1, A - 1, M)
+        inds = np.sort(rng.choice(L + M, M, replace=False))
+        zeros_x = np.zeros(L + M, np.int64)
+        np.put(zeros_x, inds, tokens)
+        np.testing.assert_array_equal(x[b], np.concatenate([zeros_x, np.full(M, A - 1)]))
+        np.testing.assert_array_equal(y[b, L + M :], tokens)
+        # Read back without the draws: the non-noise inputs, in order, are the targets.
+        context = x[b, : L + M]
+        np.testing.assert_array_equal(context[context != 0], y[b, L + M :])
+        assert (y[b, : L + M] == 0).all() and (x[b, L + M :] == A - 1).all()
+        np.testing.assert_array_equal(w[b], np.arange(L + 2 * M) >= L + M)
+    # The spacing changes from example to example (what an LTI recurrence cannot follow).
+    assert len({tuple(np.flatnonzero(x[b, : L + M])) for b in range(6)}) == 6
+    with pytest.raises(ValueError, match="copy_len must be at most"):
+        data.info({**cfg, "copy_len": L + M + 1})
 
 
 def test_reverse_targets_are_reversed_sources_with_eos():
