@@ -154,6 +154,34 @@ def predict_file(
     runs only (:mod:`rnnlab.train.predict_forecast`)."""
     from rnnlab.train import export
 
+    saved, dinfo, task = _check_request(workdir, output_path, origins, quantiles)
+    sources, records = _read_inputs(task, input_path, saved, dinfo, origins)
+    model, minfo = export.load(workdir, checkpoint)
+    size = int(batch_size or minfo.config.eval.batch_size or 64)
+    if task == "forecast":
+        return _forecast(model, minfo, sources, output_path, size, show_progress, origins,
+                         quantiles)  # fmt: skip
+    from tqdm import tqdm
+
+    total = len(sources) if records is None else len(records)
+    with tqdm(total=total, unit="seq", disable=not show_progress, leave=False) as bar:
+        out = _predict(task, model, minfo, saved.get("data", {}), sources, records, size, bar)
+    ext = os.path.splitext(output_path)[1].lower()
+    if task in ("seq2seq", "ctc", "lm"):
+        if task == "ctc":
+            sources = [file for file, _ in sources]
+        columns, arrays = {}, {"text": decoders.text_lines(ext, sources, out, task)}
+    else:
+        columns, arrays = _sequence_outputs(task, minfo.dataset, records, out)
+    _write(output_path, columns, arrays)
+    return {"records": total, "output": output_path, "step": minfo.step}
+
+
+def _check_request(workdir, output_path, origins, quantiles) -> tuple[dict, dict, str]:
+    """The run's saved config, its dataset info and its task, once the request is known to
+    fit them (a one-line ValueError otherwise, before any model is loaded)."""
+    from rnnlab.train import export
+
     if not files.exists(files.join(workdir, export.CONFIG_FILE)):
         raise ValueError(f"workdir {workdir} holds no run (no config.json)")
     saved = files.read_json(files.join(workdir, export.CONFIG_FILE))
@@ -177,58 +205,45 @@ def predict_file(
         raise ValueError(
             f"--origins and --quantiles apply to forecasting runs, not to a {task} run"
         )
+    return saved, dinfo, task
+
+
+def _read_inputs(task, input_path, saved, dinfo, origins) -> tuple[Any, Any]:
+    """``(sources, records)`` of the input file in the task's own format: records for the
+    sequence tasks, sources for the others (read and checked before the model is loaded)."""
     data = saved.get("data", {})
-    if task == "forecast":  # read and checked before the model is loaded
+    if task == "forecast":
         from rnnlab.train import predict_forecast
 
         if origins not in predict_forecast.ORIGINS:
             raise ValueError(
                 f"--origins must be one of {list(predict_forecast.ORIGINS)}, received {origins!r}"
             )
-        sources, records = predict_forecast.read_series(input_path, data, dinfo), None
-    elif task == "seq2seq":
-        sources, records = decoders.sources(input_path, data), None
-    elif task == "ctc":
-        sources, records = decoders.audio_files(input_path), None
-    elif task == "lm":
-        sources, records = decoders.prompts(input_path), None
-    else:
-        from rnnlab.data import own, sequence_files
+        return predict_forecast.read_series(input_path, data, dinfo), None
+    if task == "seq2seq":
+        return decoders.sources(input_path, data), None
+    if task == "ctc":
+        return decoders.audio_files(input_path), None
+    if task == "lm":
+        return decoders.prompts(input_path), None
+    from rnnlab.data import own, sequence_files
 
-        records = sequence_files.read(
-            input_path, own.table_columns(saved.get("data", {})), need_labels=False
-        )
-        if not len(records):
-            raise ValueError(f"{input_path}: holds no sequences")
-    model, minfo = export.load(workdir, checkpoint)
+    records = sequence_files.read(input_path, own.table_columns(data), need_labels=False)
+    if not len(records):
+        raise ValueError(f"{input_path}: holds no sequences")
+    return None, records
+
+
+def _predict(task, model, minfo, data, sources, records, size, bar) -> Any:
+    """The model's outputs for every input, in order, advancing the progress ``bar``."""
     info, config = minfo.dataset, minfo.config
-    size = int(batch_size or config.eval.batch_size or 64)
-    if task == "forecast":
-        return _forecast(model, minfo, sources, output_path, size, show_progress, origins,
-                         quantiles)  # fmt: skip
-    from tqdm import tqdm
-
-    total = len(sources) if records is None else len(records)
-    with tqdm(total=total, unit="seq", disable=not show_progress, leave=False) as bar:
-        if task == "seq2seq":
-            out = decoders.translate(model, info, sources, batch_size=size, progress=bar.update)
-        elif task == "ctc":
-            out = decoders.transcribe(
-                model, info, data, sources, batch_size=size, progress=bar.update
-            )
-            sources = [file for file, _ in sources]
-        elif task == "lm":
-            out = decoders.continue_texts(model, info, config, sources, progress=bar.update)
-        else:
-            out = predict_sequences(
-                model, info, config, records, batch_size=size, progress=bar.update
-            )
-    if task in ("seq2seq", "ctc", "lm"):
-        columns, arrays = {}, {"text": decoders.text_lines(ext, sources, out, task)}
-    else:
-        columns, arrays = _sequence_outputs(task, info, records, out)
-    _write(output_path, columns, arrays)
-    return {"records": total, "output": output_path, "step": minfo.step}
+    if task == "seq2seq":
+        return decoders.translate(model, info, sources, batch_size=size, progress=bar.update)
+    if task == "ctc":
+        return decoders.transcribe(model, info, data, sources, batch_size=size, progress=bar.update)
+    if task == "lm":
+        return decoders.continue_texts(model, info, config, sources, progress=bar.update)
+    return predict_sequences(model, info, config, records, batch_size=size, progress=bar.update)
 
 
 def _forecast(model, minfo, series, output_path, size, show_progress, origins, quantiles):
