@@ -55,7 +55,8 @@ def _train_step(name: str, shape: dict, cell: str):
         rnn_kwargs={"implementation": "scan" if name == "plain_scan" else "auto"},
         rngs=nnx.Rngs(0),
     )
-    graphdef, params = nnx.split(model)
+    # The stack keeps its own dropout stream (an RNG key): only the parameters train.
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     rnn = model.layers[0]
     plan = prepare_layer(
         rnn, reg, batch_shape=(shape["batch"],), num_steps=shape["time"], rngs=jax.random.key(0),
@@ -70,7 +71,7 @@ def _train_step(name: str, shape: dict, cell: str):
     path = "scan" if rnn.implementation == "scan" or why is not None else "fused"
 
     def loss_fn(params, x, key):
-        out, aux = nnx.merge(graphdef, params)(x, rngs=key, return_aux=True)
+        out, aux = nnx.merge(graphdef, params, rest)(x, rngs=key, return_aux=True)
         return jnp.mean(out**2) + sum(v for k, v in aux.items() if k in ("ar", "tar"))
 
     @jax.jit
