@@ -128,8 +128,15 @@ def _status(error: BaseException) -> int:
     from rnnlab.train.config import ConfigError
     from rnnlab.train.files import BadPathError
     from rnnlab.train.integrity import IncompatibleCheckpointError
+    from rnnlab.train.predict import PredictInputError
 
-    bad_input = ConfigError | IncompatibleCheckpointError | DataTooSmallError | BadPathError
+    bad_input = (
+        ConfigError
+        | IncompatibleCheckpointError
+        | DataTooSmallError
+        | BadPathError
+        | PredictInputError
+    )
     return USAGE if isinstance(error, bad_input) else RUNTIME
 
 
@@ -183,9 +190,6 @@ def _main(argv: list[str], verbose: bool) -> int:
         if verbose:
             traceback.print_exc()
         status = _status(e)
-        if args.command == "predict" and isinstance(e, ValueError):
-            # predict's ValueErrors all name a bad input: its file, workdir or options.
-            status = USAGE
         kind = "config error" if isinstance(e, ConfigError) else "error"
         known = isinstance(e, OSError | ValueError | RuntimeError)
         text = one_line(e) if known else f"{type(e).__name__}: {one_line(e)}"

@@ -19,18 +19,21 @@ def _levels(text: str) -> list[float]:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from rnnlab.train.predict import predict_file
+    from rnnlab.train.predict import PredictInputError, predict_file
 
-    done = predict_file(
-        args.workdir,
-        args.input,
-        args.output,
-        checkpoint=args.checkpoint,
-        batch_size=args.batch_size,
-        show_progress=not args.quiet,
-        origins=args.origins,
-        quantiles=args.quantiles,
-    )
+    try:
+        done = predict_file(
+            args.workdir,
+            args.input,
+            args.output,
+            checkpoint=args.checkpoint,
+            batch_size=args.batch_size,
+            show_progress=not args.quiet,
+            origins=args.origins,
+            quantiles=args.quantiles,
+        )
+    except ValueError as e:  # predict's readers and checks name what is wrong with the input
+        raise PredictInputError(str(e)) from e
     what = done.get("unit", "sequences")
     print(f"predicted {done['records']} {what} with step {done['step']}: {done['output']}")
     return 0

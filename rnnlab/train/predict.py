@@ -136,6 +136,11 @@ def _write(output: str, columns: dict[str, np.ndarray], arrays: dict[str, np.nda
             os.remove(tmp)
 
 
+class PredictInputError(ValueError):
+    """A request ``rnnlab predict`` cannot serve: its input file, workdir or options (the
+    command exits 2, as for any bad input)."""
+
+
 def predict_file(
     workdir: str,
     input_path: str,
