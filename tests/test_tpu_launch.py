@@ -16,6 +16,7 @@ new slice's sync; the worker logs of both slices must be in the workdir.
 """
 
 import json
+import re
 import shutil
 import subprocess
 import threading
@@ -142,7 +143,8 @@ def _untimed(record: dict) -> dict:
 def test_the_spot_run_was_preempted_requeued_and_finished(runs):
     spot = runs["spot"]
     assert spot.history() == {"creates": 2, "preempted": 1}
-    assert "round 2: slice is SUSPENDED; requesting it" in runs["err"]
+    # The round's number depends on how many polls the preemption took to be seen.
+    assert re.search(r"round \d+: slice is SUSPENDED; requesting it", runs["err"]), runs["err"]
     assert "finished" in runs["err"]
     verbs = [c[3:5] for c in spot.calls("gcloud") if c[1:3] == ["compute", "tpus"]]
     creates = [v for v in verbs if v == ["queued-resources", "create"]]

@@ -50,7 +50,11 @@ def load(path, default=None):
 
 
 def save(path, value):
-    path.write_text(json.dumps(value))
+    # Atomic, as gcloud's own state is: a describe racing a preemption must never read a
+    # half-written file (it would see no slice at all).
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(value))
+    os.replace(tmp, path)
 
 
 def homes():
