@@ -172,6 +172,8 @@ def test_results_are_formatted_and_compared_with_their_targets(exp):
 # -- the rows ------------------------------------------------------------------------------------
 def test_every_row_names_a_loadable_config_and_valid_references(exp):
     rows, _, _ = exp
+    from experiments.results import row_types
+
     keys = rows.by_key()
     assert {"make", "long", "accelerator"} == {r.tier for r in rows.ROWS}
     for row in rows.ROWS:
@@ -184,7 +186,7 @@ def test_every_row_names_a_loadable_config_and_valid_references(exp):
         assert any(b.target for b in row.baselines) or row.key == "charlm-plain", row.key
         if row.eval_split:
             assert row.metric.path.startswith(f"eval_{row.eval_split}:"), row.key
-    assert math.isclose(rows.copy_baseline(100), 10 * math.log(8) / 120)
+    assert math.isclose(row_types.copy_baseline(100), 10 * math.log(8) / 120)
 
 
 def test_selection_by_tier_and_key(exp):

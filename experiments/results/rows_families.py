@@ -3,7 +3,7 @@ sLSTM, mLSTM, Mamba's S6): the character LM at equal parameter count, and select
 where the published expectation is that they differ.
 
 Imported by :mod:`experiments.results.rows`, which appends :data:`FAMILY_ROWS` to its
-``ROWS``; the classes come from there.
+``ROWS``; the classes come from :mod:`experiments.results.row_types`.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 
 from experiments.charlm_families import FAMILIES, STEPS
-from experiments.results.rows import BITS, Baseline, Extra, Metric, Row
+from experiments.results.row_types import BITS, Baseline, Extra, Metric, Row
 from experiments.selective_copy import CONTEXT, COPY_LEN, NUM_SYMBOLS
 
 # -- the character LM, one family per row --------------------------------------------------

@@ -36,7 +36,8 @@ from typing import Any
 
 from experiments.results import table
 from experiments.results.curves import GROUPS, plot_group
-from experiments.results.rows import ROWS, TIERS, Row, by_key
+from experiments.results.row_types import TIERS, Row
+from experiments.results.rows import ROWS, by_key
 
 HERE = os.path.dirname(os.path.abspath(__file__))  # experiments/results: records, figures
 EXPERIMENTS = os.path.dirname(HERE)  # one config file per experiment, and the README table

@@ -16,7 +16,7 @@ import shlex
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from experiments.results.rows import Baseline, Row
+from experiments.results.row_types import Baseline, Row
 
 COLUMNS = (
     "Experiment",
