@@ -23,10 +23,7 @@ which refuses to unpickle anything but tensors and plain containers.
 
 from __future__ import annotations
 
-import os
-import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import jax
@@ -39,111 +36,27 @@ from rnnlab.cells.gru import GRUCell
 from rnnlab.cells.lstm import LSTMCell
 from rnnlab.cells.registry import make_cell
 from rnnlab.cells.simple import SimpleCell
+from rnnlab.interop.torch_state import TorchRNNSpec, infer_spec, read_state_dict
+from rnnlab.interop.torch_state import to_jax as _to_jax
 from rnnlab.layers import RNN, Bidirectional, StackedRNN
+
+__all__ = [
+    "TorchRNNSpec",
+    "build_layer",
+    "carry_from_torch",
+    "carry_to_torch",
+    "fill_from_torch",
+    "infer_spec",
+    "layer_cells",
+    "load_torch_rnn",
+    "read_state_dict",
+    "resolve_time_major",
+    "to_torch_state_dict",
+]
 
 Layer = RNN | Bidirectional | StackedRNN
 
-_KEY = re.compile(r"^(weight_ih|weight_hh|bias_ih|bias_hh|weight_hr)_l(\d+)(_reverse)?$")
-_GATES = {1: "RNN", 3: "GRU", 4: "LSTM"}
 _MODES = ("RNN_TANH", "RNN_RELU", "LSTM", "GRU")
-
-
-@dataclass(frozen=True)
-class TorchRNNSpec:
-    """What a PyTorch recurrent ``state_dict`` describes."""
-
-    mode: str  # "RNN_TANH", "RNN_RELU", "LSTM" or "GRU", as ``nn.RNNBase.mode``
-    input_size: int
-    hidden_size: int
-    num_layers: int
-    bidirectional: bool
-    proj_size: int  # 0 when absent, as in PyTorch
-    bias: bool
-
-
-def _to_numpy(value: Any) -> np.ndarray:
-    """A tensor or array as a NumPy array (bfloat16 tensors go through float32)."""
-    if hasattr(value, "detach"):
-        value = value.detach().cpu()
-        if not value.dtype.is_floating_point or value.dtype.itemsize < 4:
-            value = value.float()
-        return value.numpy()
-    return np.asarray(value)
-
-
-def _to_jax(value: Any) -> jnp.ndarray:
-    """A tensor as a float32 JAX array; JAX arrays (traced ones too) pass through."""
-    return jnp.asarray(_to_numpy(value) if hasattr(value, "detach") else value, jnp.float32)
-
-
-def read_state_dict(source: Any, prefix: str = "") -> dict[str, np.ndarray]:
-    """The recurrent entries of ``source`` as NumPy arrays, with ``prefix`` removed.
-
-    ``source`` is an ``nn.Module``, a mapping of tensors or arrays (a ``state_dict``), or the
-    path of a file written by ``torch.save(state_dict, path)``. Entries outside ``prefix``
-    are ignored (so a whole model's ``state_dict`` works with ``prefix="encoder.rnn."``);
-    entries inside it that are not recurrent weights raise a ValueError.
-    """
-    if isinstance(source, str | os.PathLike):
-        import torch
-
-        source = torch.load(os.fspath(source), map_location="cpu", weights_only=True)
-    elif hasattr(source, "state_dict") and callable(source.state_dict):
-        source = source.state_dict()
-    if not isinstance(source, Mapping):
-        raise ValueError(
-            "source must be a torch nn.Module, a state_dict mapping or a file path, "
-            f"got {type(source).__name__}"
-        )
-    out = {}
-    for key, value in source.items():
-        if not key.startswith(prefix):
-            continue
-        name = key[len(prefix) :]
-        if not _KEY.match(name):
-            raise ValueError(
-                f"state_dict key {key!r} is not a recurrent weight (expected names like "
-                f"'{prefix}weight_ih_l0' or '{prefix}bias_hh_l1_reverse')"
-            )
-        out[name] = _to_numpy(value)
-    if "weight_ih_l0" not in out:
-        raise ValueError(f"state_dict has no '{prefix}weight_ih_l0'; keys: {sorted(source)[:8]}")
-    return out
-
-
-def infer_spec(state: Mapping[str, np.ndarray], nonlinearity: str = "tanh") -> TorchRNNSpec:
-    """Reads the architecture from the shapes of a ``state_dict``.
-
-    A ``state_dict`` does not record an Elman network's nonlinearity; ``nonlinearity``
-    supplies it (PyTorch's default is ``"tanh"``).
-    """
-    if nonlinearity not in ("tanh", "relu"):
-        raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
-    layers = sorted({int(_KEY.match(k).group(2)) for k in state})
-    num_layers = len(layers)
-    if layers != list(range(num_layers)):
-        raise ValueError(f"state_dict layers must be numbered 0..n-1, got {layers}")
-    w_hh = state["weight_hh_l0"]
-    proj_size = int(state["weight_hr_l0"].shape[0]) if "weight_hr_l0" in state else 0
-    hidden = int(state["weight_hr_l0"].shape[1]) if proj_size else int(w_hh.shape[1])
-    gates = int(w_hh.shape[0]) // hidden
-    if gates not in _GATES or gates * hidden != w_hh.shape[0]:
-        raise ValueError(
-            f"weight_hh_l0 must have 1, 3 or 4 times hidden_size={hidden} rows, "
-            f"got shape {w_hh.shape}"
-        )
-    mode = _GATES[gates]
-    if mode == "RNN":
-        mode = "RNN_TANH" if nonlinearity == "tanh" else "RNN_RELU"
-    return TorchRNNSpec(
-        mode=mode,
-        input_size=int(state["weight_ih_l0"].shape[1]),
-        hidden_size=hidden,
-        num_layers=num_layers,
-        bidirectional=any(k.endswith("_reverse") for k in state),
-        proj_size=proj_size,
-        bias="bias_ih_l0" in state,
-    )
 
 
 def _cell_spec(spec: TorchRNNSpec) -> tuple[str, dict[str, Any]]:
