@@ -14,7 +14,7 @@ TESTED := requirements/tested.txt
 # A second venv with exactly the declared lower bounds of the core (requirements/lower.txt).
 LOWER_VENV ?= build/venv-lower
 LOWER_PY := $(LOWER_VENV)/bin/python
-CORE_TESTS ?= tests/test_cells.py tests/test_layers.py tests/test_scan.py
+CORE_TESTS ?= tests/test_cells.py tests/test_layers.py tests/test_layers_stacked.py tests/test_scan.py
 
 .PHONY: venv kernels data test test-lower tpu-venv tpu-compile lint format run bench faults results clean
 
