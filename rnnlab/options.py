@@ -104,21 +104,3 @@ def type_problem(default: Any, value: Any) -> str | None:
         f"{type(value).__name__}"
     )
 
-
-def check(group: Any, prefix: str = "") -> tuple[str, str] | None:
-    """The first field of the group instance ``group`` whose value has the wrong type or
-    fails its check, as ``(dotted key, problem)``; nested groups likewise. None if all fit."""
-    for f in dataclasses.fields(group):
-        value = getattr(group, f.name)
-        if dataclasses.is_dataclass(f.default):
-            found = check(value, f"{prefix}{f.name}.")
-            if found:
-                return found
-            continue
-        problem = type_problem(f.default, value)
-        rule = f.metadata.get("check")
-        if problem is None and rule is not None and not rule.ok(value):
-            problem = f"expected {rule.expected}, got {value!r}"
-        if problem is not None:
-            return f"{prefix}{f.name}", problem
-    return None

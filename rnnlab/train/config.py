@@ -1,21 +1,8 @@
-"""Experiment configs at the command line's edge: loading ``experiments/<file>.py:<arg>``,
-overrides, the defaults of the named model and dataset, and the one conversion into typed
-groups (:func:`convert`), with errors that name the offending key.
-
-An experiment file defines ``get_config(arg: str) -> ml_collections.ConfigDict``, normally
-starting from :func:`base_config` so that every key the engine reads exists (and a
-misspelled key on the command line is an error, not a silently added field)::
-
-    def get_config(arg=""):
-        config = base_config()
-        config.data.name = "austen"
-        ...
-        return lock(config)
-
-Every key's default, help and value check is a field of its group's frozen dataclass
-(:mod:`rnnlab.options`): the engine's in :mod:`rnnlab.train.options`, the optimiser's
-:class:`rnnlab.optim.Options`, each model's ``<Model>Config``, each dataset's group.
-"""
+"""Experiment configs at the command line's edge: loading ``experiments/<file>.py:<arg>``
+(``get_config(arg)`` returning a ConfigDict, normally from :func:`base_config`), overrides,
+the named model's and dataset's defaults, and the one conversion into the typed groups
+(:func:`convert`), whose fields hold every key's default, help and check
+(:mod:`rnnlab.options`). Errors name the offending key."""
 
 from __future__ import annotations
 
@@ -30,11 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from rnnlab import data, models, optim
-from rnnlab.options import closest, type_problem
+from rnnlab.options import closest, table, type_problem
 from rnnlab.train import sharding
 from rnnlab.train.options import GROUPS, SEED_HELP, ConfigDict, ConfigError, RunOptions
 
-__all__ = ["ConfigDict", "ConfigError", "base_config", "convert", "load", "override", "validate"]
 SHIPPED_EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
 # Groups the engine reads all of, in the order they are checked; the keys of data, model and
 # mesh belong to their readers, other top-level groups (a tool's own) to the tool.
@@ -47,31 +33,20 @@ def lock(config: ConfigDict) -> ConfigDict:
     return config
 
 
-def _leaves(group: type, prefix: str):
-    """``(dotted key, field)`` of every leaf of a group dataclass, nested groups walked."""
-    for f in dataclasses.fields(group):
-        if dataclasses.is_dataclass(f.default):
-            yield from _leaves(type(f.default), f"{prefix}{f.name}.")
-        else:
-            yield prefix + f.name, f
+def _tree(group: type, leaf) -> dict[str, Any]:
+    """``{field: leaf(field)}`` of a group dataclass, nested groups as nested dicts."""
+    nested = dataclasses.is_dataclass
+    return {
+        f.name: _tree(type(f.default), leaf) if nested(f.default) else leaf(f)
+        for f in dataclasses.fields(group)
+    }
 
 
 def base_config() -> ConfigDict:
-    """Every key the training engine reads, with its default (unlocked; fill then lock).
-
-    The ``model`` and ``data`` groups hold only ``name`` (and ``model.dtype``) here;
-    :func:`load` completes them with the options of the named model and dataset.
-    """
-
-    def build(group: type) -> ConfigDict:
-        return ConfigDict(
-            {
-                f.name: build(type(f.default)) if dataclasses.is_dataclass(f.default) else f.default
-                for f in dataclasses.fields(group)
-            }
-        )
-
-    return ConfigDict({"seed": 0, **{name: build(group) for name, group in GROUPS.items()}})
+    """Every key the engine reads, with its default (unlocked; fill then lock); ``model``
+    and ``data`` hold only their names until :func:`load` fills in their options."""
+    groups = {name: _tree(group, lambda f: f.default) for name, group in GROUPS.items()}
+    return ConfigDict({"seed": 0, **groups})
 
 
 def experiment_path(path_text: str) -> Path:
@@ -245,8 +220,12 @@ def group_options(config: ConfigDict, group: str) -> dict[str, Any] | None:
     name = config[group].get("name")
     if group == "data":
         return data.options(name) if name in data.names() else None
+    return table(_model_class(name))
+
+
+def _model_class(name: str) -> type:
     try:
-        return models.options(name)
+        return models.config_class(name)
     except ValueError as e:
         raise ConfigError("model.name", str(e)) from e
 
@@ -304,56 +283,58 @@ def same_value(value: Any, default: Any) -> bool:
 def help_strings(config: ConfigDict | None = None) -> dict[str, str]:
     """``{dotted key: one-line help}`` of every key of :func:`base_config` and, given a
     config, of the options of its model and dataset."""
-    out = {"seed": SEED_HELP}
-    for name, group in GROUPS.items():
-        out.update((key, f.metadata["help"]) for key, f in _leaves(group, f"{name}."))
+    tree = {name: _tree(group, lambda f: f.metadata["help"]) for name, group in GROUPS.items()}
+    out = {"seed": SEED_HELP, **_flat(ConfigDict(tree))}
     for group in ("model", "data") if config is not None else ():
         for key, option in (group_options(config, group) or {}).items():
             out.setdefault(f"{group}.{key}", option.help)
     return out
 
 
-def flat_keys(config: ConfigDict, prefix: str = "") -> list[str]:
-    """Every leaf key as a dotted path."""
-    out = []
+def _flat(config: ConfigDict, prefix: str = "") -> dict[str, Any]:
+    """``{dotted key: value}`` of every leaf."""
+    out = {}
     for key, value in config.items():
         is_group = isinstance(value, ConfigDict)
-        out += flat_keys(value, f"{prefix}{key}.") if is_group else [prefix + key]
+        out.update(_flat(value, f"{prefix}{key}.") if is_group else {prefix + key: value})
     return out
+
+
+def flat_keys(config: ConfigDict) -> list[str]:
+    """Every leaf key as a dotted path."""
+    return list(_flat(config))
 
 
 def describe(config: ConfigDict) -> str:
     """Every key of ``config`` with its value and help, one per line (``--help-config``)."""
-    helps, lines = help_strings(config), []
-    for key in flat_keys(config):
-        value = config
-        for part in key.split("."):
-            value = value[part]
-        lines.append(f"{key} = {value!r}  # {helps.get(key, '')}".rstrip(" #"))
+    helps = help_strings(config)
+    lines = (f"{k} = {v!r}  # {helps.get(k, '')}".rstrip(" #") for k, v in _flat(config).items())
     return "\n".join(lines)
 
 
 # -- conversion and validation -------------------------------------------------------------
 
 
-def _typed(group: type, node: ConfigDict, prefix: str) -> Any:
-    """``node`` as the dataclass ``group`` (nested groups likewise, lists as tuples). A key
-    the group lacks names the closest key; a value of the wrong type, or one its field's
-    check refuses, names its key."""
+def _typed(group: type, node: dict[str, Any], prefix: str, owner: str = "") -> Any:
+    """``node`` as the dataclass ``group`` (nested groups likewise, lists as tuples). An
+    unknown key names the closest one; a value of the wrong type (a None default takes any)
+    or one its field's check refuses names its key. ``owner``: the named model."""
     fields = {f.name: f for f in dataclasses.fields(group)}
     for key in node:
-        if key not in fields:
+        if key not in fields and not owner:
             raise _unknown(base_config(), f"{prefix}{key}")
+        if key not in fields:
+            raise unknown_option(prefix[:-1], key, fields, owner)
     values = {}
     for name, f in fields.items():
         key, value = f"{prefix}{name}", node.get(name, f.default)
-        if dataclasses.is_dataclass(f.default) and isinstance(value, ConfigDict):
+        if dataclasses.is_dataclass(f.default) and isinstance(value, dict):
             values[name] = _typed(type(f.default), value, f"{key}.")
             continue
         problem, check = type_problem(f.default, value), f.metadata.get("check")
         if problem is None and check is not None and not check.ok(value):
             problem = f"expected {check.expected}, got {value!r}"
-        if problem is not None:
+        if problem is not None and f.default is not None:
             raise ConfigError(key, problem)
         values[name] = tuple(value) if isinstance(value, list) else value
     return group(**values)
@@ -361,32 +342,24 @@ def _typed(group: type, node: ConfigDict, prefix: str) -> Any:
 
 def convert(config: ConfigDict) -> RunOptions:
     """The config's typed groups (:class:`~rnnlab.train.options.RunOptions`), converted
-    once; an unknown key (the closest one named), a value of the wrong type or one its
-    field's check refuses raises :class:`ConfigError` naming its key."""
+    once; a bad key or value raises :class:`ConfigError` naming it (see :func:`_typed`)."""
     for key, value in config.items():  # top-level keys: the seed and groups
         if key != "seed" and not isinstance(value, ConfigDict):
             raise _unknown(base_config(), key)
     problem = type_problem(0, config.seed)
     if problem is not None:
         raise ConfigError("seed", problem)
-    engine = {g: _typed(GROUPS[g], config[g], f"{g}.") for g in ENGINE_GROUPS}
-    for group in ("model", "data"):
-        options = group_options(config, group)
-        _check_names(config, group, options)
-        for key, value in config[group].items() if group == "model" else ():
-            default = options[key].default if key != "name" else None
-            # Dataset options are checked by their readers; a None default takes any type.
-            problem = None if default is None else type_problem(default, value)
-            if problem is not None and not isinstance(value, ConfigDict):
-                raise ConfigError(f"model.{key}", problem)
+    engine = {g: _typed(GROUPS[g], config[g].to_dict(), f"{g}.") for g in ENGINE_GROUPS}
     model, dataset = config.model.to_dict(), config.data.to_dict()
     name = model.pop("name")
+    model = _typed(_model_class(name), model, "model.", f"model {name!r}")
+    _check_names(config, "data", group_options(config, "data"))
     registered = dataset.get("name") in data.names()  # else a test's own source reads it
     return RunOptions(
         seed=config.seed,
         data=data.resolve(dataset) if registered else types.MappingProxyType(dataset),
         model_name=name,
-        model=models.config_class(name)(**model),
+        model=model,
         mesh=types.MappingProxyType(config.mesh.to_dict()),
         **engine,
     )
