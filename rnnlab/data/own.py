@@ -29,7 +29,7 @@ import numpy as np
 from rnnlab.data import pipeline, sequence_files
 from rnnlab.data import splits as split_lib
 from rnnlab.data.config import check_split, choice, option, positive_int
-from rnnlab.data.options import Common, Pipeline, opt
+from rnnlab.data.options import Common, Group, Pipeline, opt
 from rnnlab.data.registry import Dataset, register
 
 TASKS = ("classification", "regression", "tagging")
@@ -353,9 +353,17 @@ class SequenceBase(Pipeline):
 
 
 @dataclasses.dataclass(frozen=True)
-class Sequences(SequenceBase):
+class Carved(Group):
+    """Splits carved from the training file when their own files are not given."""
+
+    validation_fraction: float = opt(0.1, "share of train held out without validation_path")
     test_fraction: float = opt(0.1, "share of train held out without test_path")
     split_seed: int = opt(0, "seed of the permutation that carves those splits")
+
+
+@dataclasses.dataclass(frozen=True)
+class Sequences(SequenceBase, Carved):
+    pass
 
 
 @dataclasses.dataclass(frozen=True)

@@ -224,13 +224,10 @@ def _load(cfg, info, *, split, **shard):
 
 
 @dataclasses.dataclass(frozen=True)
-class SentencePairs(Common, Pipeline):
+class SentencePairs(Common, Pipeline, own.Carved):
     path: str = opt("", "training pairs: .tsv (source<TAB>target) or .jsonl")
     validation_path: Any = opt(None, "validation pairs (None: carved from path)")
     test_path: Any = opt(None, "test pairs (None: carved from path)")
-    validation_fraction: float = opt(0.1, "share of train held out without validation_path")
-    test_fraction: float = opt(0.1, "share of train held out without test_path")
-    split_seed: int = opt(0, "seed of the permutation that carves those splits")
     source_key: str = opt("source", "JSONL key of the source sentence")
     target_key: str = opt("target", "JSONL key of the target sentence")
     tokenizer: str = opt("word", '"char", "word" or "sentencepiece"')
