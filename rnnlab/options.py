@@ -103,4 +103,3 @@ def type_problem(default: Any, value: Any) -> str | None:
         f"expected type {kind.__name__} (default {default!r}), got {value!r} of type "
         f"{type(value).__name__}"
     )
-
