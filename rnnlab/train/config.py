@@ -29,6 +29,7 @@ OPEN_GROUPS: tuple[str, ...] = ("mesh",)  # keys the user names (mesh axes): new
 
 
 def lock(config: ConfigDict) -> ConfigDict:
+    """``config`` locked (no new keys) and returned, for ``return lock(config)``."""
     config.lock()
     return config
 
@@ -230,7 +231,7 @@ def _model_class(name: str) -> type:
         raise ConfigError("model.name", str(e)) from e
 
 
-def unknown_option(group: str, key: str, options: dict[str, Any], owner: str) -> ConfigError:
+def _unknown_option(group: str, key: str, options: dict[str, Any], owner: str) -> ConfigError:
     near = closest(key, options)
     hint = f"; did you mean '{group}.{near}'?" if near else ""
     return ConfigError(f"{group}.{key}", f"no such option of {owner}{hint}")
@@ -240,7 +241,7 @@ def _check_names(config: ConfigDict, group: str, options: dict[str, Any] | None)
     for key in config[group].keys() if options is not None else ():
         if key != "name" and key not in options:
             owner = f"{group} {config[group].get('name')!r}"
-            raise unknown_option(group, key, options, owner)
+            raise _unknown_option(group, key, options, owner)
 
 
 def fill_defaults(config: ConfigDict, previous: dict[str, Any] | None = None) -> None:
@@ -324,7 +325,7 @@ def _typed(group: type, node: dict[str, Any], prefix: str, owner: str = "") -> A
         if key not in fields and not owner:
             raise _unknown(base_config(), f"{prefix}{key}")
         if key not in fields:
-            raise unknown_option(prefix[:-1], key, fields, owner)
+            raise _unknown_option(prefix[:-1], key, fields, owner)
     values = {}
     for name, f in fields.items():
         key, value = f"{prefix}{name}", node.get(name, f.default)
