@@ -33,6 +33,7 @@ Array = jax.Array
 FLAX_CELLS = {"gru": nnx.GRUCell, "lstm": nnx.OptimizedLSTMCell}
 
 
+@register("flax_classifier")
 @dataclasses.dataclass(frozen=True)
 class FlaxClassifierConfig:
     """The options of :class:`FlaxClassifier` a config sets (the rest come from the data)."""
@@ -45,6 +46,10 @@ class FlaxClassifierConfig:
     )
     dtype: Any = opt(None, "compute dtype; parameters stay ``param_dtype``.")
     param_dtype: Any = opt("float32", "FlaxClassifier argument param_dtype")
+
+    def build(self, info: Mapping[str, Any], rngs: nnx.Rngs) -> FlaxClassifier:
+        """The model for the dataset ``info`` describes, from every option."""
+        return _build(info, rngs=rngs, **vars(self))
 
 
 class FlaxClassifier(Model):
@@ -123,7 +128,6 @@ class FlaxClassifier(Model):
         return out, {"pooled": pooled, "hidden": h}
 
 
-@register("flax_classifier", FlaxClassifierConfig)
 def _build(info: Mapping[str, Any], *, rngs: nnx.Rngs, **kwargs) -> FlaxClassifier:
     """Classifier of Flax's cells for ``task == "classification"`` (or ``"regression"``)."""
     task = info.get("task")

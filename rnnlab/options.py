@@ -1,15 +1,16 @@
 """Typed option groups: frozen dataclasses whose fields carry a default and a one-line help.
 
 Every group of a run config (the engine's groups in :mod:`rnnlab.train.options`, each
-model's ``<Model>Config`` next to the model, each dataset's table, ``rnnlab.optim.Options``)
-is written once this way, as recurrentgemma's ``GriffinConfig`` is::
+model's ``<Model>Config`` next to the model, each dataset's group next to the dataset,
+``rnnlab.optim.Options``) is written once this way, as recurrentgemma's ``GriffinConfig``
+is::
 
     @dataclasses.dataclass(frozen=True)
     class Sample:
         length: int = opt(0, "characters/tokens sampled after training (0: none)")
 
-:func:`table` reads a group as ``{key: Option(default, help)}``, the form the config
-machinery (``rnnlab.train.config``) fills, checks and documents.
+The config machinery (:mod:`rnnlab.train.config`) reads defaults, help and checks from the
+fields, so nothing is written twice.
 """
 
 from __future__ import annotations
@@ -17,12 +18,12 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple
 
 
 class Option(NamedTuple):
-    """One key of a group: its default (JSON-able) and a one-line help."""
+    """One key of a group as :func:`table` lists it: its default and a one-line help."""
 
     default: Any
     help: str
@@ -51,13 +52,28 @@ def one_of(*choices: Any, expected: str = "") -> Check:
 def opt(default: Any, help: str, check: Check | None = None) -> Any:
     """A dataclass field with ``default``, its one-line ``help`` and an optional value
     ``check`` (in the metadata)."""
-    metadata = {"help": help} if check is None else {"help": help, "check": check}
-    return dataclasses.field(default=default, metadata=metadata)
+    return dataclasses.field(default=default, metadata={"help": help, "check": check})
 
 
 def table(group: type) -> dict[str, Option]:
     """``{field: Option(default, help)}`` of a group dataclass, in field order."""
     return {f.name: Option(f.default, f.metadata["help"]) for f in dataclasses.fields(group)}
+
+
+class Group(Mapping):
+    """Base of a dataset's options group: the frozen dataclass also reads as a mapping
+    (``group["seq_len"]``, ``.get``, ``.items()``), as the dataset readers take it."""
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self.__dataclass_fields__:
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __iter__(self):
+        return iter(self.__dataclass_fields__)
+
+    def __len__(self) -> int:
+        return len(self.__dataclass_fields__)
 
 
 def closest(key: str, choices: Iterable[str]) -> str | None:
@@ -74,10 +90,9 @@ def type_problem(default: Any, value: Any) -> str | None:
     if isinstance(default, bool):
         ok = isinstance(value, bool)
     elif isinstance(default, int):
-        ok = isinstance(value, int) and not isinstance(value, bool)
+        ok = _int(value)
     elif isinstance(default, float):
-        ok = isinstance(value, int | float) and not isinstance(value, bool)
-        ok = ok and math.isfinite(value)
+        ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
     elif isinstance(default, tuple | list):
         ok, kind = isinstance(value, tuple | list), tuple
     else:

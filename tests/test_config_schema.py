@@ -61,7 +61,7 @@ def _rows():
 def _constructor_defaults(name: str) -> dict:
     """Keyword arguments with defaults of the class the factory returns, by hand: the
     signature of every ``__init__`` along the ``**kwargs`` chain (dtypes by name)."""
-    cls = typing.get_type_hints(models._MODELS[name][0])["return"]
+    cls = typing.get_type_hints(models.config_class(name).build)["return"]
     out = {}
     for klass in cls.__mro__:
         if "__init__" not in vars(klass):

@@ -18,10 +18,10 @@ from typing import Any
 
 from rnnlab.data import options as _options
 from rnnlab.data.config import SPLITS, check_split, option
-from rnnlab.data.options import Option
 from rnnlab.data.pipeline import DataIterator
 from rnnlab.data.registry import names
 from rnnlab.logs import absl_quiet
+from rnnlab.options import Option, table
 
 __all__ = ["SPLITS", "DataIterator", "Option", "info", "load", "names", "options", "resolve"]
 
@@ -37,12 +37,14 @@ def options(name: str) -> dict[str, Option]:
     empty dict for a dataset registered without a schema."""
     from rnnlab.data import registry
 
-    return dict(registry.get(name).options or {})
+    group = registry.get(name).options
+    return table(group) if group is not None else {}
 
 
 def resolve(cfg: Any) -> Any:
-    """``cfg`` with every option of its dataset filled in (an unknown key is a ValueError
-    naming the closest option); unchanged for a dataset registered without a schema."""
+    """``cfg`` as its dataset's group (:mod:`rnnlab.data.options`), every option filled in
+    (an unknown key is a ValueError naming the closest option); unchanged for a dataset
+    registered without one."""
     dataset = _dataset(cfg)
     if dataset.options is None:
         return cfg

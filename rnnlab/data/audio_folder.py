@@ -17,6 +17,7 @@ an empty transcript is an error naming the manifest, its line and the file.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -26,7 +27,7 @@ import numpy as np
 
 from rnnlab.data import own, spoken_digits_audio
 from rnnlab.data.config import check_split, positive_int
-from rnnlab.data.options import COMMON, PIPELINE, Option
+from rnnlab.data.options import Common, Pipeline, opt
 from rnnlab.data.pairs import read_two_fields
 from rnnlab.data.registry import Dataset, register
 from rnnlab.data.speech import utterance_batches
@@ -145,22 +146,24 @@ def _load(cfg, info, *, split, **shard):
     return utterance_batches(cfg, info, len(examples), fetch, split, what, shard)
 
 
-OPTIONS = {
-    **COMMON,
-    **PIPELINE,
-    "path": Option("", "training manifest: .tsv (file<TAB>transcript) or .jsonl"),
-    "validation_manifest": Option(None, "validation manifest (None: carved from path)"),
-    "test_manifest": Option(None, "test manifest (None: carved from path)"),
-    "validation_fraction": Option(0.1, "share of train held out without validation_manifest"),
-    "test_fraction": Option(0.1, "share of train held out without test_manifest"),
-    "split_seed": Option(0, "seed of the permutation that carves those splits"),
-    "num_mels": Option(40, "log-mel bands per 10 ms frame"),
-    "normalize": Option(True, "zero mean, unit variance per utterance and band"),
-    "lowercase": Option(True, "fold transcripts to lower case"),
-    "pad_multiple": Option(64, "padded frame counts are a multiple of this"),
-    "pad_to": Option("batch", '"batch" (the longest in the batch) or "max"'),
-    "bucket_window": Option(8, "batches sorted by length together"),
-}
+@dataclasses.dataclass(frozen=True)
+class AudioFolder(Common, Pipeline):
+    path: str = opt("", "training manifest: .tsv (file<TAB>transcript) or .jsonl")
+    validation_manifest: Any = opt(None, "validation manifest (None: carved from path)")
+    test_manifest: Any = opt(None, "test manifest (None: carved from path)")
+    validation_fraction: float = opt(0.1, "share of train held out without validation_manifest")
+    test_fraction: float = opt(0.1, "share of train held out without test_manifest")
+    split_seed: int = opt(0, "seed of the permutation that carves those splits")
+    num_mels: int = opt(40, "log-mel bands per 10 ms frame")
+    normalize: bool = opt(True, "zero mean, unit variance per utterance and band")
+    lowercase: bool = opt(True, "fold transcripts to lower case")
+    pad_multiple: int = opt(64, "padded frame counts are a multiple of this")
+    pad_to: str = opt("batch", '"batch" (the longest in the batch) or "max"')
+    bucket_window: int = opt(8, "batches sorted by length together")
+
+
 register(
-    Dataset("audio_folder", "ctc", _info, _load, "your own audio files with transcripts", OPTIONS)
+    Dataset(
+        "audio_folder", "ctc", _info, _load, "your own audio files with transcripts", AudioFolder
+    )
 )

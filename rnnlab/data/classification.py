@@ -17,6 +17,7 @@ over valid steps stays finite).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 from typing import Any
@@ -33,7 +34,7 @@ from rnnlab.data.config import (
     positive_int,
     tfds_dir,
 )
-from rnnlab.data.options import CATALOG, COMMON, PIPELINE, Option
+from rnnlab.data.options import Catalog, Common, Pipeline, opt
 from rnnlab.data.registry import Dataset, register
 
 # The options that the memoised reads below depend on.
@@ -223,26 +224,32 @@ def _load(cfg, info, *, split, **shard):
     return ds.to_iter_dataset(pipeline.read_options(cfg)), num_batches
 
 
-_SEQUENCES = {
-    **COMMON,
-    **PIPELINE,
-    "max_len": Option(None, "longest sequence kept (None: the longest in the data)"),
-    "bucket_window": Option(None, "batches sorted by length together (None: 8 if lengths vary)"),
-    "pad_to": Option("batch", '"batch" (the longest in the batch) or "max" (max_len)'),
-    "pad_multiple": Option(8, "padded lengths are a multiple of this"),
-    "validation_fraction": CATALOG["validation_fraction"],
-}
+@dataclasses.dataclass(frozen=True)
+class Sequences(Common, Pipeline):
+    max_len: Any = opt(None, "longest sequence kept (None: the longest in the data)")
+    bucket_window: Any = opt(None, "batches sorted by length together (None: 8 if lengths vary)")
+    pad_to: str = opt("batch", '"batch" (the longest in the batch) or "max" (max_len)')
+    pad_multiple: int = opt(8, "padded lengths are a multiple of this")
+    validation_fraction: float = opt(0.1, "share of train held out when there is no validation")
+
+
+@dataclasses.dataclass(frozen=True)
+class Mnist(Sequences, Catalog):
+    mode: str = opt("pixel", '"pixel" (784 steps of 1) or "row" (28 steps of 28)')
+    permuted: bool = opt(False, "a fixed permutation of the pixels (pMNIST)")
+    permutation_seed: int = opt(0, "seed of that permutation")
+
+
+@dataclasses.dataclass(frozen=True)
+class Standardized(Sequences):
+    standardize: bool = opt(True, "per-channel z-scores")
+
+
 OPTIONS = {
-    "mnist": {
-        **_SEQUENCES,
-        **CATALOG,
-        "mode": Option("pixel", '"pixel" (784 steps of 1) or "row" (28 steps of 28)'),
-        "permuted": Option(False, "a fixed permutation of the pixels (pMNIST)"),
-        "permutation_seed": Option(0, "seed of that permutation"),
-    },
-    "mnist1d": _SEQUENCES,
-    "japanese_vowels": {**_SEQUENCES, "standardize": Option(True, "per-channel z-scores")},
-    "basic_motions": {**_SEQUENCES, "standardize": Option(True, "per-channel z-scores")},
+    "mnist": Mnist,
+    "mnist1d": Sequences,
+    "japanese_vowels": Standardized,
+    "basic_motions": Standardized,
 }
 for _name, _what in {
     "mnist": "TFDS mnist as a sequence (pixel or row), optionally permuted",

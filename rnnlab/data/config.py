@@ -22,13 +22,9 @@ TFDS_DATA_DIR_ENV = "TFDS_DATA_DIR"
 
 
 def option(cfg: Any, key: str, default: Any = None) -> Any:
-    """``cfg[key]`` for a dict or ConfigDict, ``default`` when absent or None."""
-    if isinstance(cfg, Mapping):
-        value = cfg.get(key, default)
-    elif hasattr(cfg, "get"):
-        value = cfg.get(key, default)
-    else:
-        value = getattr(cfg, key, default)
+    """``cfg[key]`` for a dict, ConfigDict or dataset group, ``default`` when absent or
+    None."""
+    value = cfg.get(key, default) if hasattr(cfg, "get") else getattr(cfg, key, default)
     return default if value is None else value
 
 

@@ -24,6 +24,7 @@ other series to an error naming the missing values), and for csv_series ``path``
 from __future__ import annotations
 
 import csv
+import dataclasses
 import functools
 import hashlib
 import json
@@ -44,7 +45,7 @@ from rnnlab.data.config import (
     split_fractions,
     tfds_dir,
 )
-from rnnlab.data.options import COMMON, PIPELINE, Option
+from rnnlab.data.options import Common, Group, Pipeline, opt
 from rnnlab.data.options import resolve as resolve_options
 from rnnlab.data.registry import Dataset, register
 
@@ -216,7 +217,7 @@ def series_values(cfg: Any) -> tuple[np.ndarray, list[int]]:
     (gaps filled as its windows have them), and the split cuts ``[0, a, b, T]``: what a
     multivariate baseline is fitted on (``values[:a]``, the training part)."""
     name = option(cfg, "name")
-    cfg = resolve_options(cfg, CSV_OPTIONS if name == "csv_series" else SERIES_OPTIONS, name)
+    cfg = resolve_options(cfg, CsvSeries if name == "csv_series" else Series, name)
     series = _series(cache_key(cfg, _FIELDS))
     return series["values"].copy(), list(series["cuts"])
 
@@ -336,36 +337,39 @@ def _mg_load(cfg, info, *, split, **shard):
     return ds.to_iter_dataset(pipeline.read_options(cfg)), num_batches
 
 
-_WINDOWS = {
-    "seq_len": Option(64, "lookback steps L of a window"),
-    "horizon": Option(16, "steps H to forecast"),
-}
-SERIES_OPTIONS = {
-    **COMMON,
-    **PIPELINE,
-    **_WINDOWS,
-    "window_stride": Option(1, "steps between the starts of two training windows"),
-    "fill_gaps": Option(None, '"interpolate" or "error" on NaN (None: the series\' own)'),
-    "split_fractions": Option((0.7, 0.1, 0.2), "train, validation, test shares, in time order"),
-    "seasonal_period": Option(None, "season length m of MASE (None: the series' own, else 1)"),
-    "target_features": Option(
+@dataclasses.dataclass(frozen=True)
+class Windows(Group):
+    seq_len: int = opt(64, "lookback steps L of a window")
+    horizon: int = opt(16, "steps H to forecast")
+
+
+@dataclasses.dataclass(frozen=True)
+class Series(Common, Pipeline, Windows):
+    window_stride: int = opt(1, "steps between the starts of two training windows")
+    fill_gaps: Any = opt(None, '"interpolate" or "error" on NaN (None: the series\' own)')
+    split_fractions: tuple = opt((0.7, 0.1, 0.2), "train, validation, test shares, in time order")
+    seasonal_period: Any = opt(None, "season length m of MASE (None: the series' own, else 1)")
+    target_features: Any = opt(
         None, "leading series forecast, the rest past covariates (None: the series' own)"
-    ),
-}
-CSV_OPTIONS = {
-    **SERIES_OPTIONS,
-    "path": Option(None, "the CSV file (required)"),
-    "columns": Option(None, "columns read (None: every numeric column)"),
-}
-MACKEY_GLASS_OPTIONS = {
-    **synthetic.GENERATED,
-    **_WINDOWS,
-}
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class CsvSeries(Series):
+    path: Any = opt(None, "the CSV file (required)")
+    columns: Any = opt(None, "columns read (None: every numeric column)")
+
+
+@dataclasses.dataclass(frozen=True)
+class MackeyGlass(synthetic.Generated, Windows):
+    pass
+
+
 for _name, _options in (
-    ("co2", SERIES_OPTIONS),
-    ("sunspots", SERIES_OPTIONS),
-    ("macrodata", SERIES_OPTIONS),
-    ("csv_series", CSV_OPTIONS),
+    ("co2", Series),
+    ("sunspots", Series),
+    ("macrodata", Series),
+    ("csv_series", CsvSeries),
 ):
     register(Dataset(_name, "forecast", _info, _load, f"{_name} series windows", _options))
 register(
@@ -375,6 +379,6 @@ register(
         _mg_info,
         _mg_load,
         "Mackey-Glass tau=17",
-        MACKEY_GLASS_OPTIONS,
+        MackeyGlass,
     )
 )

@@ -21,6 +21,7 @@ it. ``mnist1d`` and ``scikit-learn`` come with the ``train`` extra.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import threading
 from typing import Any
@@ -218,23 +219,23 @@ def _loader(make):
 
 def register_datasets() -> None:
     """Registers ``mnist1d_digits`` and ``moving_digits`` with :mod:`rnnlab.data`."""
-    from rnnlab.data.options import Option
     from rnnlab.data.registry import Dataset, register
-    from rnnlab.data.synthetic import GENERATED
+    from rnnlab.data.synthetic import Generated
+    from rnnlab.options import opt
 
-    ctc = {
-        **GENERATED,
-        "max_digits": Option(5, "most digits in a string"),
-        "max_gap": Option(8, "most blank steps between two digits"),
-    }
-    video = {
-        **GENERATED,
-        "canvas": Option(32, "frame height and width in pixels"),
-        "digit_scale": Option(1, "digit size: 8 * digit_scale pixels"),
-        "seq_len": Option(10, "input frames"),
-        "horizon": Option(10, "frames to predict"),
-        "num_digits": Option(2, "digits moving in each clip"),
-    }
+    @dataclasses.dataclass(frozen=True)
+    class DigitStrings(Generated):
+        max_digits: int = opt(5, "most digits in a string")
+        max_gap: int = opt(8, "most blank steps between two digits")
+
+    @dataclasses.dataclass(frozen=True)
+    class MovingDigits(Generated):
+        canvas: int = opt(32, "frame height and width in pixels")
+        digit_scale: int = opt(1, "digit size: 8 * digit_scale pixels")
+        seq_len: int = opt(10, "input frames")
+        horizon: int = opt(10, "frames to predict")
+        num_digits: int = opt(2, "digits moving in each clip")
+
     register(
         Dataset(
             "mnist1d_digits",
@@ -242,12 +243,17 @@ def register_datasets() -> None:
             _ctc_info,
             _loader(_ctc_example),
             "MNIST-1D digit strings",
-            ctc,
+            DigitStrings,
         )
     )
     register(
         Dataset(
-            "moving_digits", "video", _video_info, _loader(_video_example), "moving digits", video
+            "moving_digits",
+            "video",
+            _video_info,
+            _loader(_video_example),
+            "moving digits",
+            MovingDigits,
         )
     )
 

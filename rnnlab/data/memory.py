@@ -9,20 +9,21 @@ config's ``data`` group takes their options (``validation_fraction``, ``classes`
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
 from rnnlab.data import own, sequence_files
-from rnnlab.data.options import Option
+from rnnlab.data.options import opt
 from rnnlab.data.options import resolve as resolve_options
 from rnnlab.data.pipeline import DataIterator
 
-OPTIONS = {
-    "name": Option("arrays", "a name for the data (recorded with the run)"),
-    **own.SEQUENCE_OPTIONS,
-}
+
+@dataclasses.dataclass(frozen=True)
+class Arrays(own.Sequences):
+    name: str = opt("arrays", "a name for the data (recorded with the run)")
 
 
 def _records(data: Any, where: str, per_step: bool) -> sequence_files.Records:
@@ -88,7 +89,7 @@ class ArraySource:
         self._cache: dict[str, own.Prepared] = {}
 
     def _prepared(self, cfg: Any) -> tuple[dict[str, Any], own.Prepared]:
-        resolved = resolve_options(cfg, OPTIONS, "in-memory arrays")
+        resolved = resolve_options(cfg, Arrays, "in-memory arrays")
         key = repr(sorted(resolved.items()))
         if key not in self._cache:
             self._cache = {key: own.Prepared(self.task, resolved, self._splits)}

@@ -1,66 +1,73 @@
-"""Each dataset's options: one declared schema (default and one-line help per key).
+"""Each dataset's options: one frozen dataclass per dataset, declared next to the code that
+reads it, every field with its default and one-line help (:func:`rnnlab.options.opt`)::
 
-A registered :class:`~rnnlab.data.registry.Dataset` lists its options in ``options``, a
-dict built in the dataset's own module next to the code that reads them::
+    @dataclasses.dataclass(frozen=True)
+    class Adding(Generated):
+        seq_len: int = opt(200, "sequence length T")
 
-    OPTIONS = {
-        **options.COMMON,
-        "seq_len": Option(200, "time steps per example"),
-    }
-    register(Dataset("adding", "regression", _info, _load, "adding", options=OPTIONS))
+    register(Dataset("adding", "regression", _info, _load, "adding", Adding))
 
-:func:`rnnlab.data.info` and :func:`rnnlab.data.load` resolve a config against it first
-(:func:`resolve`): missing keys take their default, an unknown key is a ValueError naming
-the closest option. The dataset's code then reads every key from the resolved config
-(``cfg["seq_len"]``, ``positive_int(cfg, "seq_len")``), never with a default of its own. A
-default of ``None`` means "derived" (the help says from what, e.g. ``shuffle``: the train
-split only); the reader computes it.
+The groups below are the shared parts datasets inherit. :func:`rnnlab.data.info` and
+:func:`rnnlab.data.load` hand the dataset's code its group (:func:`resolve`), read as
+``cfg["seq_len"]`` or ``cfg.seq_len``, never with a default of its own. A default of
+``None`` means "derived" (the help says from what); the reader computes it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from rnnlab.options import Option, closest
+from rnnlab.options import Group, Option, closest, opt
 
-# Read for every dataset (rnnlab.data.config): the name and where the data lives.
-COMMON: dict[str, Option] = {
-    "name": Option("", "dataset name, one of rnnlab.data.names()"),
-    "data_dir": Option(None, "root data directory (None: $RNNLAB_DATA_DIR, else ./data)"),
-    "tfds_data_dir": Option(None, "where TFDS datasets are prepared (None: <data_dir>/tfds)"),
-}
-
-# Read by every grain pipeline (rnnlab.data.pipeline).
-PIPELINE: dict[str, Option] = {
-    "num_threads": Option(2, "threads reading and transforming examples"),
-    "prefetch": Option(4, "batches prefetched ahead of the trainer"),
-    "shuffle": Option(None, "shuffle the examples (None: the train split only)"),
-}
-
-# Read by every TFDS catalog dataset (rnnlab.data.catalog).
-CATALOG: dict[str, Option] = {
-    "download": Option(True, "download and prepare the TFDS dataset when it is missing"),
-    "download_retries": Option(2, "download attempts before giving up"),
-    "validation_fraction": Option(0.1, "share of train held out when there is no validation"),
-}
+__all__ = ["Catalog", "Common", "Group", "Option", "Pipeline", "Threads", "opt", "resolve"]
 
 
-def resolve(cfg: Any, schema: Mapping[str, Option], dataset: str = "") -> dict[str, Any]:
-    """``cfg`` (a dict or ConfigDict) as a plain dict with every option of ``schema``:
-    missing ones (and ``None`` values of options whose default is not ``None``) take their
-    default.
+@dataclasses.dataclass(frozen=True)
+class Common(Group):
+    """Read for every dataset (rnnlab.data.config): the name and where the data lives."""
+
+    name: str = opt("", "dataset name, one of rnnlab.data.names()")
+    data_dir: Any = opt(None, "root data directory (None: $RNNLAB_DATA_DIR, else ./data)")
+    tfds_data_dir: Any = opt(None, "where TFDS datasets are prepared (None: <data_dir>/tfds)")
+
+
+@dataclasses.dataclass(frozen=True)
+class Threads(Group):
+    """Read by every grain pipeline (rnnlab.data.pipeline)."""
+
+    num_threads: int = opt(2, "threads reading and transforming examples")
+    prefetch: int = opt(4, "batches prefetched ahead of the trainer")
+
+
+@dataclasses.dataclass(frozen=True)
+class Pipeline(Threads):
+    shuffle: Any = opt(None, "shuffle the examples (None: the train split only)")
+
+
+@dataclasses.dataclass(frozen=True)
+class Catalog(Group):
+    """Read by every TFDS catalog dataset (rnnlab.data.catalog)."""
+
+    download: bool = opt(True, "download and prepare the TFDS dataset when it is missing")
+    download_retries: int = opt(2, "download attempts before giving up")
+    validation_fraction: float = opt(0.1, "share of train held out when there is no validation")
+
+
+def resolve(cfg: Any, group: type, dataset: str = "") -> Any:
+    """``cfg`` (a dict, ConfigDict or group) as the dataset's ``group``: missing options
+    (and ``None`` values of options whose default is not ``None``) take their default.
 
     Raises:
-      ValueError: a key the schema lacks; the message starts with the key and names the
+      ValueError: a key the group lacks; the message starts with the key and names the
         closest option.
     """
-    items = dict(cfg.items()) if hasattr(cfg, "items") else dict(vars(cfg))
+    items = dict(cfg.items()) if isinstance(cfg, Mapping) or hasattr(cfg, "items") else vars(cfg)
+    fields = {f.name for f in dataclasses.fields(group)}
     for key in items:
-        if key not in schema:
-            near = closest(key, schema)
+        if key not in fields:
+            near = closest(key, fields)
             hint = f"; did you mean {near!r}?" if near else ""
             raise ValueError(f"{key} is not an option of dataset {dataset!r}{hint}")
-    out = {key: option.default for key, option in schema.items()}
-    out.update({k: v for k, v in items.items() if v is not None})
-    return out
+    return group(**{k: v for k, v in items.items() if v is not None})

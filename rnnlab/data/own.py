@@ -17,6 +17,7 @@ file and record.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -28,7 +29,7 @@ import numpy as np
 from rnnlab.data import pipeline, sequence_files
 from rnnlab.data import splits as split_lib
 from rnnlab.data.config import check_split, choice, option, positive_int
-from rnnlab.data.options import COMMON, PIPELINE, Option
+from rnnlab.data.options import Common, Group, Pipeline, opt
 from rnnlab.data.registry import Dataset, register
 
 TASKS = ("classification", "regression", "tagging")
@@ -339,28 +340,43 @@ def _file_dataset(task: str) -> tuple[Any, Any]:
     return info, load
 
 
-SEQUENCE_OPTIONS = {
-    **PIPELINE,
-    "classes": Option(None, "class names, or their count (None: the training labels)"),
-    "standardize": Option(False, "per-feature z-scores with training statistics"),
-    "bucket_window": Option(None, "batches sorted by length together (None: 8 if lengths vary)"),
-    "pad_to": Option("batch", '"batch" (the longest in the batch) or "max" (the longest)'),
-    "pad_multiple": Option(8, "padded lengths are a multiple of this"),
-    "validation_fraction": Option(0.1, "share of train held out without validation_path"),
-    "test_fraction": Option(0.1, "share of train held out without test_path"),
-    "split_seed": Option(0, "seed of the permutation that carves those splits"),
-}
-FILE_OPTIONS = {
-    **COMMON,
-    **SEQUENCE_OPTIONS,
-    "path": Option("", "training file: .npz/.npy arrays or a long .csv/.parquet table"),
-    "validation_path": Option(None, "validation file (None: carved from path)"),
-    "test_path": Option(None, "test file (None: carved from path)"),
-    "id_column": Option("id", "table column naming the sequence of a row"),
-    "time_column": Option("time", "table column ordering the rows of a sequence"),
-    "label_column": Option("label", "table column with the sequence's label"),
-    "feature_columns": Option(None, "table feature columns (None: all the others)"),
-}
+@dataclasses.dataclass(frozen=True)
+class SequenceBase(Pipeline):
+    """Options of own labelled sequences that do not carve splits themselves."""
+
+    classes: Any = opt(None, "class names, or their count (None: the training labels)")
+    standardize: bool = opt(False, "per-feature z-scores with training statistics")
+    bucket_window: Any = opt(None, "batches sorted by length together (None: 8 if lengths vary)")
+    pad_to: str = opt("batch", '"batch" (the longest in the batch) or "max" (the longest)')
+    pad_multiple: int = opt(8, "padded lengths are a multiple of this")
+    validation_fraction: float = opt(0.1, "share of train held out without validation_path")
+
+
+@dataclasses.dataclass(frozen=True)
+class Carved(Group):
+    """Splits carved from the training file when their own files are not given."""
+
+    validation_fraction: float = opt(0.1, "share of train held out without validation_path")
+    test_fraction: float = opt(0.1, "share of train held out without test_path")
+    split_seed: int = opt(0, "seed of the permutation that carves those splits")
+
+
+@dataclasses.dataclass(frozen=True)
+class Sequences(SequenceBase, Carved):
+    pass
+
+
+@dataclasses.dataclass(frozen=True)
+class SequenceFiles(Common, Sequences):
+    path: str = opt("", "training file: .npz/.npy arrays or a long .csv/.parquet table")
+    validation_path: Any = opt(None, "validation file (None: carved from path)")
+    test_path: Any = opt(None, "test file (None: carved from path)")
+    id_column: str = opt("id", "table column naming the sequence of a row")
+    time_column: str = opt("time", "table column ordering the rows of a sequence")
+    label_column: str = opt("label", "table column with the sequence's label")
+    feature_columns: Any = opt(None, "table feature columns (None: all the others)")
+
+
 for _task in TASKS:
     register(
         Dataset(
@@ -368,6 +384,6 @@ for _task in TASKS:
             _task,
             *_file_dataset(_task),
             f"your own labelled sequences ({_task}) from .npz/.npy/.csv/.parquet files",
-            FILE_OPTIONS,
+            SequenceFiles,
         )
     )

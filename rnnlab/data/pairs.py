@@ -21,6 +21,7 @@ are those of the built-in translation sets (:func:`rnnlab.data.seq2seq.collate`)
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -30,7 +31,7 @@ import numpy as np
 
 from rnnlab.data import own, seq2seq
 from rnnlab.data.config import check_split, choice, positive_int
-from rnnlab.data.options import COMMON, PIPELINE, Option
+from rnnlab.data.options import Common, Pipeline, opt
 from rnnlab.data.registry import Dataset, register
 from rnnlab.data.vocab import EOS_ID, UNK_ID, WORD_RESERVED, CharEncoder, WordEncoder, word_vocab
 
@@ -222,27 +223,29 @@ def _load(cfg, info, *, split, **shard):
     return seq2seq.pair_batches(cfg, info, len(pairs), fetch, split, what, shard)
 
 
-OPTIONS = {
-    **COMMON,
-    **PIPELINE,
-    "path": Option("", "training pairs: .tsv (source<TAB>target) or .jsonl"),
-    "validation_path": Option(None, "validation pairs (None: carved from path)"),
-    "test_path": Option(None, "test pairs (None: carved from path)"),
-    "validation_fraction": Option(0.1, "share of train held out without validation_path"),
-    "test_fraction": Option(0.1, "share of train held out without test_path"),
-    "split_seed": Option(0, "seed of the permutation that carves those splits"),
-    "source_key": Option("source", "JSONL key of the source sentence"),
-    "target_key": Option("target", "JSONL key of the target sentence"),
-    "tokenizer": Option("word", '"char", "word" or "sentencepiece"'),
-    "tokenizer_model": Option(None, "SentencePiece .model file (tokenizer sentencepiece)"),
-    "vocab_size": Option(8000, "largest word vocabulary per side, reserved ids included"),
-    "max_len": Option(None, "longest sentence kept, in tokens (None: the longest)"),
-    "bucket_window": Option(8, "batches sorted by length together"),
-    "pad_to": Option("batch", '"batch" (the longest in the batch) or "max"'),
-    "pad_multiple": Option(8, "padded lengths are a multiple of this"),
-}
+@dataclasses.dataclass(frozen=True)
+class SentencePairs(Common, Pipeline, own.Carved):
+    path: str = opt("", "training pairs: .tsv (source<TAB>target) or .jsonl")
+    validation_path: Any = opt(None, "validation pairs (None: carved from path)")
+    test_path: Any = opt(None, "test pairs (None: carved from path)")
+    source_key: str = opt("source", "JSONL key of the source sentence")
+    target_key: str = opt("target", "JSONL key of the target sentence")
+    tokenizer: str = opt("word", '"char", "word" or "sentencepiece"')
+    tokenizer_model: Any = opt(None, "SentencePiece .model file (tokenizer sentencepiece)")
+    vocab_size: int = opt(8000, "largest word vocabulary per side, reserved ids included")
+    max_len: Any = opt(None, "longest sentence kept, in tokens (None: the longest)")
+    bucket_window: int = opt(8, "batches sorted by length together")
+    pad_to: str = opt("batch", '"batch" (the longest in the batch) or "max"')
+    pad_multiple: int = opt(8, "padded lengths are a multiple of this")
+
+
 register(
     Dataset(
-        "sentence_pairs", "seq2seq", _info, _load, "your own sentence pairs (TSV, JSONL)", OPTIONS
+        "sentence_pairs",
+        "seq2seq",
+        _info,
+        _load,
+        "your own sentence pairs (TSV, JSONL)",
+        SentencePairs,
     )
 )

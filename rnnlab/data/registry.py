@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
-
-from rnnlab.data.options import Option
 
 TASKS = (
     "lm", "classification", "regression", "copy", "forecast", "seq2seq", "ctc", "video",
@@ -35,9 +33,9 @@ class Dataset:
 
     ``info(cfg) -> dict`` describes shapes and vocabularies; ``load(cfg, info, *, split,
     batch_size, seed, shard_index, shard_count, repeat) -> DataIterator`` builds the pipeline.
-    ``options``: every config key the two read, with its default and help (see
-    :mod:`rnnlab.data.options`); both receive the config resolved against it. ``None``
-    (datasets registered outside rnnlab) passes the config through unchecked.
+    ``options``: the dataset's group, a frozen dataclass of every config key the two read,
+    with its default and help (see :mod:`rnnlab.data.options`); both receive the config as
+    that group. ``None`` (datasets registered outside rnnlab) passes the config through.
     """
 
     name: str
@@ -45,7 +43,7 @@ class Dataset:
     info: Callable[[Any], dict[str, Any]]
     load: Callable[..., Any]
     description: str = ""
-    options: Mapping[str, Option] | None = None
+    options: type | None = None
 
 
 _REGISTRY: dict[str, Dataset] = {}

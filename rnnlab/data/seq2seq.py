@@ -16,6 +16,7 @@ keeping its ``</s>``), ``bucket_window`` (default 8), ``pad_multiple`` (8), ``pa
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -33,7 +34,7 @@ from rnnlab.data.config import (
     option,
     positive_int,
 )
-from rnnlab.data.options import CATALOG, COMMON, PIPELINE, Option
+from rnnlab.data.options import Catalog, Common, Pipeline, opt
 from rnnlab.data.registry import Dataset, register
 from rnnlab.data.vocab import BOS_ID, EOS_ID, PAD_ID, UNK_ID, WORD_RESERVED, as_text, word_vocab
 
@@ -226,29 +227,25 @@ def pair_batches(cfg, info, size: int, fetch, split: str, what: str, shard: dict
     return ds.to_iter_dataset(pipeline.read_options(cfg)), num_batches
 
 
-REVERSE_OPTIONS = {
-    **synthetic.GENERATED,
-    "vocab_size": Option(32, "tokens, the reserved ones included"),
-    "seq_len": Option(16, "longest sequence"),
-    "min_len": Option(1, "shortest sequence"),
-}
-WMT_OPTIONS = {
-    **COMMON,
-    **PIPELINE,
-    **CATALOG,
-    "tfds_name": Option("wmt14_translate/de-en", "TFDS translation dataset"),
-    "source_lang": Option(None, "source language (None: the first of the TFDS pair)"),
-    "target_lang": Option(None, "target language (None: the second of the TFDS pair)"),
-    "vocab_examples": Option(200_000, "training pairs counted for the vocabularies"),
-    "vocab_size": Option(32000, "size of each vocabulary, reserved tokens included"),
-    "max_len": Option(64, "longest sentence kept, in tokens"),
-    "bucket_window": Option(8, "batches sorted by length together"),
-    "pad_to": Option("batch", '"batch" (the longest in the batch) or "max" (max_len)'),
-    "pad_multiple": Option(8, "padded lengths are a multiple of this"),
-}
-register(
-    Dataset(
-        "reverse", "seq2seq", _reverse_info, _reverse_load, "reverse a sequence", REVERSE_OPTIONS
-    )
-)
-register(Dataset("wmt", "seq2seq", _wmt_info, _wmt_load, "TFDS wmt translation pair", WMT_OPTIONS))
+@dataclasses.dataclass(frozen=True)
+class Reverse(synthetic.Generated):
+    vocab_size: int = opt(32, "tokens, the reserved ones included")
+    seq_len: int = opt(16, "longest sequence")
+    min_len: int = opt(1, "shortest sequence")
+
+
+@dataclasses.dataclass(frozen=True)
+class Wmt(Common, Pipeline, Catalog):
+    tfds_name: str = opt("wmt14_translate/de-en", "TFDS translation dataset")
+    source_lang: Any = opt(None, "source language (None: the first of the TFDS pair)")
+    target_lang: Any = opt(None, "target language (None: the second of the TFDS pair)")
+    vocab_examples: int = opt(200_000, "training pairs counted for the vocabularies")
+    vocab_size: int = opt(32000, "size of each vocabulary, reserved tokens included")
+    max_len: int = opt(64, "longest sentence kept, in tokens")
+    bucket_window: int = opt(8, "batches sorted by length together")
+    pad_to: str = opt("batch", '"batch" (the longest in the batch) or "max" (max_len)')
+    pad_multiple: int = opt(8, "padded lengths are a multiple of this")
+
+
+register(Dataset("reverse", "seq2seq", _reverse_info, _reverse_load, "reverse a sequence", Reverse))
+register(Dataset("wmt", "seq2seq", _wmt_info, _wmt_load, "TFDS wmt translation pair", Wmt))

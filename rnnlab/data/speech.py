@@ -30,6 +30,7 @@ Options: ``tfds_name`` (default ``"librispeech"``), ``train_split`` / ``validati
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import importlib.util
 import threading
@@ -40,7 +41,7 @@ import numpy as np
 
 from rnnlab.data import catalog, pipeline
 from rnnlab.data.config import check_split, choice, option, positive_int
-from rnnlab.data.options import CATALOG, COMMON, PIPELINE, Option
+from rnnlab.data.options import Catalog, Common, Pipeline, opt
 from rnnlab.data.registry import Dataset, register
 from rnnlab.data.vocab import as_text
 
@@ -329,25 +330,28 @@ def _declared_rate(source: Any, key: str) -> int | None:
     return None
 
 
-OPTIONS = {
-    **COMMON,
-    **PIPELINE,
-    **CATALOG,
-    "download": Option(False, "download and prepare librispeech (about 60 GB) if missing"),
-    "tfds_name": Option("librispeech", "TFDS speech dataset"),
-    **{f"{s}_split": Option(d, f"TFDS split read as {s}") for s, d in _SPLIT_DEFAULTS.items()},
-    "speech_key": Option("speech", "feature holding the audio"),
-    "text_key": Option("text", "feature holding the transcript"),
-    "sample_rate": Option(16000, "audio sample rate in Hz"),
-    "num_mels": Option(80, "mel bands per frame"),
-    "window_ms": Option(25.0, "analysis window in milliseconds"),
-    "hop_ms": Option(10.0, "hop between frames in milliseconds"),
-    "log_floor": Option(1e-10, "floor added before the log (> 0)"),
-    "normalize": Option(True, "per-utterance mean and variance normalisation"),
-    "max_frames": Option(3600, "longest utterance kept, in frames"),
-    "max_label": Option(800, "longest transcript kept, in characters"),
-    "bucket_window": Option(8, "batches sorted by length together"),
-    "pad_to": Option("batch", '"batch" (the longest in the batch) or "max"'),
-    "pad_multiple": Option(64, "padded frame counts are a multiple of this"),
-}
-register(Dataset("librispeech", "ctc", _info, _load, "TFDS librispeech as log-mel frames", OPTIONS))
+@dataclasses.dataclass(frozen=True)
+class Librispeech(Common, Pipeline, Catalog):
+    download: bool = opt(False, "download and prepare librispeech (about 60 GB) if missing")
+    tfds_name: str = opt("librispeech", "TFDS speech dataset")
+    train_split: str = opt(_SPLIT_DEFAULTS["train"], "TFDS split read as train")
+    validation_split: str = opt(_SPLIT_DEFAULTS["validation"], "TFDS split read as validation")
+    test_split: str = opt(_SPLIT_DEFAULTS["test"], "TFDS split read as test")
+    speech_key: str = opt("speech", "feature holding the audio")
+    text_key: str = opt("text", "feature holding the transcript")
+    sample_rate: int = opt(16000, "audio sample rate in Hz")
+    num_mels: int = opt(80, "mel bands per frame")
+    window_ms: float = opt(25.0, "analysis window in milliseconds")
+    hop_ms: float = opt(10.0, "hop between frames in milliseconds")
+    log_floor: float = opt(1e-10, "floor added before the log (> 0)")
+    normalize: bool = opt(True, "per-utterance mean and variance normalisation")
+    max_frames: int = opt(3600, "longest utterance kept, in frames")
+    max_label: int = opt(800, "longest transcript kept, in characters")
+    bucket_window: int = opt(8, "batches sorted by length together")
+    pad_to: str = opt("batch", '"batch" (the longest in the batch) or "max"')
+    pad_multiple: int = opt(64, "padded frame counts are a multiple of this")
+
+
+register(
+    Dataset("librispeech", "ctc", _info, _load, "TFDS librispeech as log-mel frames", Librispeech)
+)

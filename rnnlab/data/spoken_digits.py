@@ -22,6 +22,7 @@ kept under ``<data_dir>/tfds/rnnlab_spoken_digits/<config>``.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 from typing import Any
@@ -31,7 +32,7 @@ import numpy as np
 from rnnlab.data import builders
 from rnnlab.data import spoken_digits_audio as audio
 from rnnlab.data.config import cache_key, check_split, option, positive_int, tfds_dir
-from rnnlab.data.options import COMMON, PIPELINE, Option
+from rnnlab.data.options import Common, Pipeline, opt
 from rnnlab.data.registry import Dataset, register
 from rnnlab.data.speech import utterance_batches
 
@@ -119,18 +120,19 @@ def _load(cfg, info, *, split, **shard):
     return utterance_batches(cfg, info, len(src), fetch, split, what, shard)
 
 
-OPTIONS = {
-    **COMMON,
-    **PIPELINE,
-    "synthesis_seed": Option(0, "seed of the synthesis: digits, speakers, rates, noise"),
-    **{f"{s}_examples": Option(n, f"utterances in the {s} split") for s, n in _SIZES.items()},
-    "noisy_train": Option(True, "train and validate on the noisy audio (False: the clean copy)"),
-    "num_mels": Option(audio.NUM_MELS, "log-mel bands per 10 ms frame"),
-    "normalize": Option(True, "per-utterance mean and variance normalisation"),
-    "pad_multiple": Option(64, "padded frame counts are a multiple of this"),
-    "pad_to": Option("batch", '"batch" (the longest in the batch) or "max" (of the split)'),
-    "bucket_window": Option(8, "batches sorted by length together"),
-}
+@dataclasses.dataclass(frozen=True)
+class SpokenDigits(Common, Pipeline):
+    synthesis_seed: int = opt(0, "seed of the synthesis: digits, speakers, rates, noise")
+    train_examples: int = opt(_SIZES["train"], "utterances in the train split")
+    validation_examples: int = opt(_SIZES["validation"], "utterances in the validation split")
+    test_examples: int = opt(_SIZES["test"], "utterances in the test split")
+    noisy_train: bool = opt(True, "train and validate on the noisy audio (False: the clean copy)")
+    num_mels: int = opt(audio.NUM_MELS, "log-mel bands per 10 ms frame")
+    normalize: bool = opt(True, "per-utterance mean and variance normalisation")
+    pad_multiple: int = opt(64, "padded frame counts are a multiple of this")
+    pad_to: str = opt("batch", '"batch" (the longest in the batch) or "max" (of the split)')
+    bucket_window: int = opt(8, "batches sorted by length together")
+
 
 register(
     Dataset(
@@ -139,6 +141,6 @@ register(
         _info,
         _load,
         "digit strings spoken by espeak-ng with noise, log-mel frames (librosa)",
-        options=OPTIONS,
+        options=SpokenDigits,
     )
 )

@@ -9,6 +9,7 @@ given to ``load`` and are infinite; validation and test are fixed sets of ``eval
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 from collections.abc import Callable
@@ -19,7 +20,7 @@ import numpy as np
 
 from rnnlab.data import pipeline
 from rnnlab.data.config import check_split, option, positive_int
-from rnnlab.data.options import COMMON, PIPELINE, Option
+from rnnlab.data.options import Common, Threads, opt
 from rnnlab.data.registry import Dataset, register
 
 STREAMS = {"train": 0, "validation": 1, "test": 2}
@@ -252,27 +253,33 @@ def _selective_copy_make(rng, info):
     return {"inputs": x, "targets": y, "weights": w}
 
 
-# Options of every dataset generated example by example (index_batches).
-GENERATED = {
-    **COMMON,
-    "num_threads": PIPELINE["num_threads"],
-    "prefetch": PIPELINE["prefetch"],
-    "eval_examples": Option(1000, "examples of each evaluation split (fixed by data_seed)"),
-    "data_seed": Option(0, "seed of the evaluation examples"),
-}
-ADDING_OPTIONS = {**GENERATED, "seq_len": Option(200, "sequence length T")}
-COPY_OPTIONS = {
-    **GENERATED,
-    "seq_len": Option(100, "delay T between the symbols and the recall marker"),
-    "num_symbols": Option(8, "alphabet size of the copied symbols"),
-    "copy_len": Option(10, "symbols to copy"),
-}
-SELECTIVE_COPY_OPTIONS = {
-    **GENERATED,
-    "seq_len": Option(256, "context steps holding the symbols among noise (L + M)"),
-    "num_symbols": Option(14, "alphabet of the copied symbols (Gu & Dao: 16 tokens, 14 symbols)"),
-    "copy_len": Option(16, "symbols to copy (M)"),
-}
+@dataclasses.dataclass(frozen=True)
+class Generated(Common, Threads):
+    """Options of every dataset generated example by example (index_batches)."""
+
+    eval_examples: int = opt(1000, "examples of each evaluation split (fixed by data_seed)")
+    data_seed: int = opt(0, "seed of the evaluation examples")
+
+
+@dataclasses.dataclass(frozen=True)
+class Adding(Generated):
+    seq_len: int = opt(200, "sequence length T")
+
+
+@dataclasses.dataclass(frozen=True)
+class Copy(Generated):
+    seq_len: int = opt(100, "delay T between the symbols and the recall marker")
+    num_symbols: int = opt(8, "alphabet size of the copied symbols")
+    copy_len: int = opt(10, "symbols to copy")
+
+
+@dataclasses.dataclass(frozen=True)
+class SelectiveCopy(Generated):
+    seq_len: int = opt(256, "context steps holding the symbols among noise (L + M)")
+    num_symbols: int = opt(14, "alphabet of the copied symbols (Gu & Dao: 16 tokens, 14 symbols)")
+    copy_len: int = opt(16, "symbols to copy (M)")
+
+
 register(
     Dataset(
         "adding",
@@ -280,12 +287,10 @@ register(
         _adding_info,
         per_example_load(_adding_make),
         "adding",
-        ADDING_OPTIONS,
+        Adding,
     )
 )
-register(
-    Dataset("copy", "copy", _copy_info, per_example_load(_copy_make), "copy memory", COPY_OPTIONS)
-)
+register(Dataset("copy", "copy", _copy_info, per_example_load(_copy_make), "copy memory", Copy))
 register(
     Dataset(
         "selective_copy",
@@ -293,6 +298,6 @@ register(
         _selective_copy_info,
         per_example_load(_selective_copy_make),
         "selective copying",
-        SELECTIVE_COPY_OPTIONS,
+        SelectiveCopy,
     )
 )

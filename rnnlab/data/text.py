@@ -10,6 +10,7 @@ text_dir), ``max_vocab`` (word level, default 10000), ``vocab_size`` (lm1b, defa
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -32,7 +33,7 @@ from rnnlab.data.config import (
     split_fractions,
     tfds_dir,
 )
-from rnnlab.data.options import CATALOG, COMMON, PIPELINE, Option
+from rnnlab.data.options import Catalog, Common, Threads, opt
 from rnnlab.data.registry import Dataset, register
 from rnnlab.data.vocab import (
     BOS_ID,
@@ -362,40 +363,47 @@ def _lm1b_load(cfg, info, *, split, batch_size, seed, shard_index, shard_count, 
     )
 
 
-_STREAM = {
-    **COMMON,
-    "num_threads": PIPELINE["num_threads"],
-    "prefetch": PIPELINE["prefetch"],
-    "seq_len": Option(DEFAULT_SEQ_LEN, "tokens per row of a batch (truncated BPTT length)"),
-}
-_CORPUS = {
-    **_STREAM,
-    "level": Option("char", '"char", or "word" (words and punctuation, a vocabulary)'),
-    "max_vocab": Option(DEFAULT_MAX_VOCAB, "word level: vocabulary size, reserved tokens included"),
-    "split_fractions": Option((0.9, 0.05, 0.05), "train, validation, test shares of the text"),
-}
-AUSTEN_OPTIONS = {
-    **_CORPUS,
-    "novels": Option("all", '"all" or a list of novel names (builders.AUSTEN_NOVELS)'),
-}
-TEXT_DIR_OPTIONS = {
-    **_CORPUS,
-    "path": Option(None, "the directory of text files (required)"),
-    "pattern": Option("**/*.txt", "glob of the files read under path"),
-}
-TINY_SHAKESPEARE_OPTIONS = {**_STREAM, **CATALOG, "level": _CORPUS["level"]}
-LM1B_OPTIONS = {
-    **_STREAM,
-    **CATALOG,
-    "vocab_examples": Option(300_000, "training sentences counted for the word vocabulary"),
-    "vocab_size": Option(32768, "word vocabulary size, reserved tokens included"),
-}
+@dataclasses.dataclass(frozen=True)
+class Stream(Common, Threads):
+    seq_len: int = opt(DEFAULT_SEQ_LEN, "tokens per row of a batch (truncated BPTT length)")
+
+
+LEVEL_HELP = '"char", or "word" (words and punctuation, a vocabulary)'
+
+
+@dataclasses.dataclass(frozen=True)
+class Corpus(Stream):
+    level: str = opt("char", LEVEL_HELP)
+    max_vocab: int = opt(DEFAULT_MAX_VOCAB, "word level: vocabulary size, reserved tokens included")
+    split_fractions: tuple = opt((0.9, 0.05, 0.05), "train, validation, test shares of the text")
+
+
+@dataclasses.dataclass(frozen=True)
+class Austen(Corpus):
+    novels: Any = opt("all", '"all" or a list of novel names (builders.AUSTEN_NOVELS)')
+
+
+@dataclasses.dataclass(frozen=True)
+class TextDir(Corpus):
+    path: Any = opt(None, "the directory of text files (required)")
+    pattern: str = opt("**/*.txt", "glob of the files read under path")
+
+
+@dataclasses.dataclass(frozen=True)
+class TinyShakespeare(Stream, Catalog):
+    level: str = opt("char", LEVEL_HELP)
+
+
+@dataclasses.dataclass(frozen=True)
+class Lm1b(Stream, Catalog):
+    vocab_examples: int = opt(300_000, "training sentences counted for the word vocabulary")
+    vocab_size: int = opt(32768, "word vocabulary size, reserved tokens included")
+
+
 for _name, _options, _what in (
-    ("austen", AUSTEN_OPTIONS, "Jane Austen's six novels, characters"),
-    ("text_dir", TEXT_DIR_OPTIONS, "a directory of text files"),
-    ("tiny_shakespeare", TINY_SHAKESPEARE_OPTIONS, "TFDS tiny_shakespeare"),
+    ("austen", Austen, "Jane Austen's six novels, characters"),
+    ("text_dir", TextDir, "a directory of text files"),
+    ("tiny_shakespeare", TinyShakespeare, "TFDS tiny_shakespeare"),
 ):
     register(Dataset(_name, "lm", _char_info, _char_load, _what, options=_options))
-register(
-    Dataset("lm1b", "lm", _lm1b_info, _lm1b_load, "TFDS lm1b, packed word sentences", LM1B_OPTIONS)
-)
+register(Dataset("lm1b", "lm", _lm1b_info, _lm1b_load, "TFDS lm1b, packed word sentences", Lm1b))

@@ -21,6 +21,7 @@ sets), from the end of train for regression.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib
 import json
@@ -32,7 +33,7 @@ import tensorflow_datasets as tfds
 from rnnlab.data import catalog, own
 from rnnlab.data import splits as split_lib
 from rnnlab.data.config import CATALOG_FIELDS, cache_key, check_split, option
-from rnnlab.data.options import CATALOG, COMMON, Option
+from rnnlab.data.options import Catalog, Common, opt
 from rnnlab.data.registry import Dataset, register
 
 _FIELDS = (*CATALOG_FIELDS, "tfds_name", "tfds_module", "features", "scale")
@@ -224,16 +225,17 @@ def _dataset(task: str):
     return info, load
 
 
-OPTIONS = {
-    **COMMON,
-    **CATALOG,
-    **{k: v for k, v in own.SEQUENCE_OPTIONS.items() if k not in ("test_fraction", "split_seed")},
-    "tfds_name": Option("", "TFDS dataset (catalog name or your builder's name)"),
-    "tfds_module": Option(None, "module imported first: it registers your own builder"),
-    "features": Option(None, "{inputs, labels, lengths}: the dataset's feature names"),
-    "scale": Option(1.0, "inputs are multiplied by this (1/255 for images)"),
-}
+@dataclasses.dataclass(frozen=True)
+class TfdsSequences(Common, own.SequenceBase, Catalog):
+    tfds_name: str = opt("", "TFDS dataset (catalog name or your builder's name)")
+    tfds_module: Any = opt(None, "module imported first: it registers your own builder")
+    features: Any = opt(None, "{inputs, labels, lengths}: the dataset's feature names")
+    scale: float = opt(1.0, "inputs are multiplied by this (1/255 for images)")
+
+
 for _task in own.TASKS:
     register(
-        Dataset(f"tfds_{_task}", _task, *_dataset(_task), f"any TFDS dataset ({_task})", OPTIONS)
+        Dataset(
+            f"tfds_{_task}", _task, *_dataset(_task), f"any TFDS dataset ({_task})", TfdsSequences
+        )
     )

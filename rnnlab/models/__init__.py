@@ -53,9 +53,7 @@ __all__ = [
     "set_mode",
 ]
 
-ModelFactory = Callable[..., nnx.Module]
-
-_MODELS: dict[str, tuple[ModelFactory, type]] = {}
+_MODELS: dict[str, type] = {}  # name -> the model's <Model>Config
 
 _DTYPES = {
     "float32": jnp.float32,
@@ -122,18 +120,17 @@ class Model(nnx.Module):
         raise NotImplementedError
 
 
-def register(name: str, config: type) -> Callable[[ModelFactory], ModelFactory]:
-    """Decorator: registers ``factory(info, *, rngs, **options) -> model`` under ``name``.
+def register(*names: str) -> Callable[[type], type]:
+    """Class decorator: registers a model's options dataclass (``<Model>Config`` beside the
+    model, :mod:`rnnlab.options`) under ``names``. Its ``build(info, rngs)`` makes the model
+    from every field, so a run's config records exactly what it built."""
 
-    ``config``: the model's options, a frozen dataclass (``<Model>Config`` beside the model,
-    :mod:`rnnlab.options`); :func:`build` hands the factory every one of its fields.
-    """
-
-    def deco(factory: ModelFactory) -> ModelFactory:
-        if name in _MODELS and _MODELS[name] != (factory, config):
-            raise ValueError(f"a model named {name!r} is already registered")
-        _MODELS[name] = (factory, config)
-        return factory
+    def deco(config: type) -> type:
+        for name in names:
+            if _MODELS.get(name, config) is not config:
+                raise ValueError(f"a model named {name!r} is already registered")
+            _MODELS[name] = config
+        return config
 
     return deco
 
@@ -151,7 +148,7 @@ def config_class(name: str) -> type:
     """
     if name not in _MODELS:
         raise ValueError(f"model name must be one of {model_names()}, got {name!r}")
-    return _MODELS[name][1]
+    return _MODELS[name]
 
 
 def options(name: str) -> dict[str, Option]:
@@ -163,8 +160,7 @@ def options(name: str) -> dict[str, Option]:
 def build(name: str, info: Mapping[str, Any], rngs: nnx.Rngs, config: Any = None, **kwargs):
     """Builds the model registered as ``name`` for the dataset described by ``info``, from
     ``config`` (an instance of its :func:`config_class`; default: the defaults) with the
-    fields in ``kwargs`` replaced. The factory receives every field, so a run's config
-    records exactly what it built.
+    fields in ``kwargs`` replaced (``config.build(info, rngs)``).
 
     Raises:
       ValueError: unknown ``name`` (the message lists the registered ones).
@@ -176,9 +172,7 @@ def build(name: str, info: Mapping[str, Any], rngs: nnx.Rngs, config: Any = None
         near = closest(unknown[0], options(name))
         hint = f"; did you mean {near!r}?" if near else ""
         raise TypeError(f"{name}: no option {unknown[0]!r}{hint}")
-    config = dataclasses.replace(config if config is not None else cls(), **kwargs)
-    fields = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
-    return _MODELS[name][0](info, rngs=rngs, **fields)
+    return dataclasses.replace(config if config is not None else cls(), **kwargs).build(info, rngs)
 
 
 # Registration happens on import of the modules below; keep them at the end.

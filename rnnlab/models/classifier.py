@@ -64,6 +64,7 @@ def pool(h: Array, lengths: Array, how: str, *, split: int | None = None) -> Arr
     raise ValueError(f"pooling must be one of {POOLINGS}, got {how!r}")
 
 
+@register("classifier")
 @dataclasses.dataclass(frozen=True)
 class SequenceClassifierConfig:
     """The options of :class:`SequenceClassifier` a config sets (the rest come from the data)."""
@@ -83,6 +84,10 @@ class SequenceClassifierConfig:
     dtype: Any = opt(None, 'compute dtype (``"bfloat16"`` for mixed precision).')
     param_dtype: Any = opt("float32", "SequenceClassifier argument param_dtype")
     rnn_kwargs: Mapping[str, Any] | None = opt(None, "SequenceClassifier argument rnn_kwargs")
+
+    def build(self, info: Mapping[str, Any], rngs: nnx.Rngs) -> SequenceClassifier:
+        """The model for the dataset ``info`` describes, from every option."""
+        return _build(info, rngs=rngs, **vars(self))
 
 
 class SequenceClassifier(Model):
@@ -188,7 +193,6 @@ class SequenceClassifier(Model):
         return out, {"pooled": pooled, **aux}
 
 
-@register("classifier", SequenceClassifierConfig)
 def _build(info: Mapping[str, Any], *, rngs: nnx.Rngs, **kwargs) -> SequenceClassifier:
     """Classifier for ``task == "classification"``, regressor for ``"regression"``, tagger
     (``pooling="none"``: logits per step) for ``"tagging"``."""

@@ -167,6 +167,7 @@ def stack_frames(x: Array, lengths: Array, factor: int) -> tuple[Array, Array]:
     return x, (lengths + factor - 1) // factor
 
 
+@register("speech_recognizer")
 @dataclasses.dataclass(frozen=True)
 class SpeechRecognizerConfig:
     """The options of :class:`SpeechRecognizer` a config sets (the rest come from the data)."""
@@ -180,6 +181,10 @@ class SpeechRecognizerConfig:
     dropout: float = opt(0.0, "rate between recurrent layers.")
     blank_id: int = opt(0, "the blank label.")
     dtype: Any = opt(None, "SpeechRecognizer argument dtype")
+
+    def build(self, info: Mapping[str, Any], rngs: nnx.Rngs) -> SpeechRecognizer:
+        """The model for the dataset ``info`` describes, from every option."""
+        return _build(info, rngs=rngs, **vars(self))
 
 
 class SpeechRecognizer(Model):
@@ -266,7 +271,6 @@ def _forward(model: SpeechRecognizer, batch: dict) -> tuple[Array, dict[str, Any
     return logits, {"logit_lengths": aux["logit_lengths"]}
 
 
-@register("speech_recognizer", SpeechRecognizerConfig)
 def _build(info: Mapping[str, Any], *, rngs: nnx.Rngs, **kwargs) -> SpeechRecognizer:
     """Recogniser for CTC data: ``info["input_features"]`` and ``info["num_labels"]``."""
     features, labels = info.get("input_features"), info.get("num_labels")

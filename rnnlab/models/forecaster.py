@@ -99,6 +99,7 @@ def forecast_loss(outputs: Array, aux: Mapping[str, Any], targets: Array, head: 
     return jnp.mean(per, axis=tuple(range(1, per.ndim)))
 
 
+@register("forecaster")
 @dataclasses.dataclass(frozen=True)
 class ForecasterConfig:
     """The options of :class:`Forecaster` a config sets (the rest come from the data)."""
@@ -129,6 +130,10 @@ class ForecasterConfig:
         None, "when set (and the window holds a full season), ``aux`` also carries"
     )
     dtype: Any = opt(None, "Forecaster argument dtype")
+
+    def build(self, info: Mapping[str, Any], rngs: nnx.Rngs) -> Forecaster:
+        """The model for the dataset ``info`` describes, from every option."""
+        return _build(info, rngs=rngs, **vars(self))
 
 
 class Forecaster(Model):
@@ -354,7 +359,6 @@ class Forecaster(Model):
         return out, jnp.concatenate([h[:, -1:], jnp.moveaxis(hs, 0, 1)], axis=1)
 
 
-@register("forecaster", ForecasterConfig)
 def _build(info: Mapping[str, Any], *, rngs: nnx.Rngs, **kwargs) -> Forecaster:
     """Forecaster for windowed series: ``info["input_features"]`` and ``info["horizon"]``."""
     features = info.get("input_features")

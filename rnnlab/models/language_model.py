@@ -52,6 +52,7 @@ from rnnlab.regularizers import Regularization
 Array = jax.Array
 
 
+@register("language_model", "regularized_language_model")  # the second: the name older configs use
 @dataclasses.dataclass(frozen=True)
 class LanguageModelConfig:
     """The options of :class:`LanguageModel` a config sets (the rest come from the data)."""
@@ -75,6 +76,10 @@ class LanguageModelConfig:
     dtype: Any = opt(None, 'compute dtype (``"bfloat16"`` for mixed precision); parameters stay')
     param_dtype: Any = opt("float32", "LanguageModel argument param_dtype")
     rnn_kwargs: Mapping[str, Any] | None = opt(None, "LanguageModel argument rnn_kwargs")
+
+    def build(self, info: Mapping[str, Any], rngs: nnx.Rngs) -> LanguageModel:
+        """The model for the dataset ``info`` describes, from every option."""
+        return _build(info, rngs=rngs, **vars(self))
 
 
 # regularized_language_model: same as language_model
@@ -293,10 +298,6 @@ def generate(
     )
 
 
-@register("language_model", LanguageModelConfig)
-@register(
-    "regularized_language_model", LanguageModelConfig
-)  # the name older configs use for the same model
 def _build(info: Mapping[str, Any], *, rngs: nnx.Rngs, **kwargs) -> LanguageModel:
     """Builds a :class:`LanguageModel` for token data (``info["vocab_size"]``)."""
     if not info.get("vocab_size"):

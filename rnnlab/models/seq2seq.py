@@ -62,6 +62,7 @@ def _check_tokens(name: str, tokens: Array) -> None:
         )
 
 
+@register("translator")
 @dataclasses.dataclass(frozen=True)
 class TranslatorConfig:
     """The options of :class:`Translator` a config sets (the rest come from the data)."""
@@ -90,6 +91,10 @@ class TranslatorConfig:
     )
     eval_alpha: float = opt(0.0, "length-penalty exponent of that beam search.")
     dtype: Any = opt(None, "Translator argument dtype")
+
+    def build(self, info: Mapping[str, Any], rngs: nnx.Rngs) -> Translator:
+        """The model for the dataset ``info`` describes, from every option."""
+        return _build(info, rngs=rngs, **vars(self))
 
 
 class Translator(Model):
@@ -346,7 +351,6 @@ class Translator(Model):
         return seqs[:, 0], lengths[:, 0]
 
 
-@register("translator", TranslatorConfig)
 def _build(info: Mapping[str, Any], *, rngs: nnx.Rngs, **kwargs) -> Translator:
     """Translator for sequence-to-sequence data (``info["vocab_size"]`` or per-side sizes)."""
     src = info.get("source_vocab_size") or info.get("vocab_size")

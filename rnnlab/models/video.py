@@ -58,6 +58,7 @@ def from_patches(x: Array, p: int) -> Array:
     return x.reshape(*lead, hp * p, wp * p, c)
 
 
+@register("video_predictor")
 @dataclasses.dataclass(frozen=True)
 class VideoPredictorConfig:
     """The options of :class:`VideoPredictor` a config sets (the rest come from the data)."""
@@ -68,6 +69,10 @@ class VideoPredictorConfig:
     patch_size: int = opt(2, "space-to-depth factor ``p``.")
     loss: str = opt("bce", '``"bce"`` (per-pixel binary cross-entropy) or ``"mse"``.')
     dtype: Any = opt(None, "VideoPredictor argument dtype")
+
+    def build(self, info: Mapping[str, Any], rngs: nnx.Rngs) -> VideoPredictor:
+        """The model for the dataset ``info`` describes, from every option."""
+        return _build(info, rngs=rngs, **vars(self))
 
 
 class VideoPredictor(Model):
@@ -144,7 +149,6 @@ class VideoPredictor(Model):
         return jax.nn.sigmoid(logits), aux
 
 
-@register("video_predictor", VideoPredictorConfig)
 def _build(info: Mapping[str, Any], *, rngs: nnx.Rngs, **kwargs) -> VideoPredictor:
     """Predictor for video data: ``info["frame_shape"]`` ``(H, W, C)`` and ``info["horizon"]``."""
     shape, horizon = info.get("frame_shape"), kwargs.pop("horizon", info.get("horizon"))

@@ -54,14 +54,14 @@ def sample_text(
 
     Returns the texts, prompt included, separated by blank lines.
     """
-    s = run.config.sample
+    s = run.options.sample
     prompt = s.prompt if prompt is None else prompt
     length = int(s.length if length is None else length) or 200
     temperature = float(s.temperature if temperature is None else temperature)
     top_k = int(s.top_k if top_k is None else top_k)
     top_p = float(s.top_p if top_p is None else top_p)
     num = int(s.num if num is None else num) or 1
-    seed = int(run.config.seed if seed is None else seed)
+    seed = int(run.options.seed if seed is None else seed)
     encode, decode = codec(run.info)
     ids = encode(prompt) if prompt else default_prompt_ids(run.info, encode)
     if prompt and run.info.get("level", "char") == "char" and (ids == UNK_ID).any():

@@ -1,17 +1,8 @@
-"""Experiment configs: loading ``experiments/<file>.py:<arg>``, command-line overrides and
-validation that names the offending key. The defaults and help of every key are in
-:mod:`rnnlab.train.defaults` (re-exported here).
-
-An experiment file defines ``get_config(arg: str) -> ml_collections.ConfigDict``, normally
-starting from :func:`base_config` so that every key the engine reads exists (and a
-misspelled key on the command line is an error, not a silently added field)::
-
-    def get_config(arg=""):
-        config = base_config()
-        config.data.name = "austen"
-        ...
-        return lock(config)
-"""
+"""Experiment configs at the command line's edge: loading ``experiments/<file>.py:<arg>``
+(``get_config(arg)`` returning a ConfigDict, normally from :func:`base_config`), overrides,
+the named model's and dataset's defaults, and the one conversion into the typed groups
+(:func:`convert`), whose fields hold every key's default, help and check
+(:mod:`rnnlab.options`). Errors name the offending key."""
 
 from __future__ import annotations
 
@@ -25,34 +16,38 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-import ml_collections
-
-from rnnlab import models, optim
-from rnnlab.options import closest, type_problem
+from rnnlab import data, models, optim
+from rnnlab.options import closest, table, type_problem
 from rnnlab.train import sharding
-from rnnlab.train.defaults import (  # noqa: F401 (the config API, re-exported)
-    ConfigError,
-    Key,
-    base_config,
-    describe,
-    fill_defaults,
-    flat_keys,
-    group_options,
-    help_strings,
-    same_value,
-    unknown_option,
-)
-from rnnlab.train.options import GROUPS, RunOptions
+from rnnlab.train.options import GROUPS, SEED_HELP, ConfigDict, ConfigError, RunOptions
 
-ConfigDict = ml_collections.ConfigDict
+SHIPPED_EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
+# Groups the engine reads all of, in the order they are checked; the keys of data, model and
+# mesh belong to their readers, other top-level groups (a tool's own) to the tool.
+ENGINE_GROUPS: tuple[str, ...] = ("train", "eval", "sample", "sharding", "debug", "optim")
+OPEN_GROUPS: tuple[str, ...] = ("mesh",)  # keys the user names (mesh axes): new ones allowed
 
 
 def lock(config: ConfigDict) -> ConfigDict:
+    """``config`` locked (no new keys) and returned, for ``return lock(config)``."""
     config.lock()
     return config
 
 
-SHIPPED_EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
+def _tree(group: type, leaf) -> dict[str, Any]:
+    """``{field: leaf(field)}`` of a group dataclass, nested groups as nested dicts."""
+    nested = dataclasses.is_dataclass
+    return {
+        f.name: _tree(type(f.default), leaf) if nested(f.default) else leaf(f)
+        for f in dataclasses.fields(group)
+    }
+
+
+def base_config() -> ConfigDict:
+    """Every key the engine reads, with its default (unlocked; fill then lock); ``model``
+    and ``data`` hold only their names until :func:`load` fills in their options."""
+    groups = {name: _tree(group, lambda f: f.default) for name, group in GROUPS.items()}
+    return ConfigDict({"seed": 0, **groups})
 
 
 def experiment_path(path_text: str) -> Path:
@@ -71,11 +66,10 @@ def experiment_path(path_text: str) -> Path:
 
 def load(spec: str) -> ConfigDict:
     """``'charlm:small'`` or ``'experiments/charlm.py:small'`` -> the locked config from
-    ``get_config('small')``."""
+    ``get_config('small')``, the named model's and dataset's defaults filled in."""
     path_text, _, arg = spec.partition(":")
     path = experiment_path(path_text)
-    name = f"rnnlab_experiment_{path.stem}"
-    module_spec = importlib.util.spec_from_file_location(name, path)
+    module_spec = importlib.util.spec_from_file_location(f"rnnlab_experiment_{path.stem}", path)
     if module_spec is None or module_spec.loader is None:
         raise ConfigError("config", f"{path_text} is not a Python file (expected <file>.py)")
     module = importlib.util.module_from_spec(module_spec)
@@ -99,58 +93,43 @@ def load(spec: str) -> ConfigDict:
     if not isinstance(config, ConfigDict):
         raise ConfigError("config", f"get_config({arg!r}) must return a ConfigDict")
     fill_defaults(config)
-    config.lock()
-    return config
+    return lock(config)
 
 
 def _unknown(config: ConfigDict, key: str) -> ConfigError:
     near = closest(key, flat_keys(config))
-    hint = f"; did you mean {near!r}?" if near else ""
-    return ConfigError(key, f"no such key{hint}")
+    return ConfigError(key, "no such key" + (f"; did you mean {near!r}?" if near else ""))
 
 
 def parse_value(text: str, current: Any, key: str = "") -> Any:
     """Parses ``text`` as the type of the field's current value."""
+    kind = type(current)
     try:
-        if isinstance(current, bool):
+        if kind is bool:
             low = text.strip().lower()
-            if low in ("true", "1", "yes", "on"):
-                return True
-            if low in ("false", "0", "no", "off"):
-                return False
-            raise ValueError(text)
-        if isinstance(current, int):
-            return int(text)
-        if isinstance(current, float):
-            return float(text)
-        if isinstance(current, str):
-            return text
-        if isinstance(current, tuple | list):
+            if low not in ("true", "1", "yes", "on", "false", "0", "no", "off"):
+                raise ValueError(text)
+            return low in ("true", "1", "yes", "on")
+        if kind in (int, float, str):
+            return kind(text)
+        if kind in (tuple, list):
             value = ast.literal_eval(text) if text.strip() else ()
-            value = (value,) if not isinstance(value, tuple | list) else value
-            return type(current)(value)
+            return kind(value if isinstance(value, tuple | list) else (value,))
     except (ValueError, SyntaxError) as e:
-        raise ConfigError(
-            key, f"expected a {type(current).__name__} like {current!r}, got {text!r}"
-        ) from e
+        raise ConfigError(key, f"expected a {kind.__name__} like {current!r}, got {text!r}") from e
     try:  # None or another type: best effort, falling back to the raw string
         return ast.literal_eval(text)
     except (ValueError, SyntaxError):
         return text
 
 
-# Groups whose keys are the user's to name (mesh axes); elsewhere an unknown key is an error.
-OPEN_GROUPS: tuple[str, ...] = ("mesh",)
-
-
 def override(config: ConfigDict, assignments: Iterable[str]) -> ConfigDict:
     """Applies ``'optim.lr=3e-4'`` style assignments in place; unknown keys raise, except
-    new axes of ``mesh`` (``'mesh.fsdp=2'``), whose values are ints."""
+    new axes of ``mesh`` (``'mesh.fsdp=2'``), whose values are ints. A new ``model.name``
+    or ``data.name`` swaps in that model's (dataset's) defaults."""
     for item in assignments:
         key, sep, text = item.partition("=")
-        key = key.strip()
-        if key.startswith("config."):
-            key = key[len("config.") :]
+        key = key.strip().removeprefix("config.")
         if not sep:
             raise ConfigError(key, f"override must look like key=value, got {item!r}")
         *parents, leaf = key.split(".")
@@ -160,8 +139,7 @@ def override(config: ConfigDict, assignments: Iterable[str]) -> ConfigDict:
                 raise _unknown(config, ".".join(parents[: i + 1]) + "." + leaf)
             node = node[part]
         if leaf not in node and ".".join(parents) in OPEN_GROUPS:
-            # Mesh axes are named by the user: a new one is an int size, appended last.
-            with node.unlocked():
+            with node.unlocked():  # a new mesh axis: an int size, appended last
                 node[leaf] = parse_value(text, 0, key)
             continue
         if leaf not in node:
@@ -175,7 +153,7 @@ def override(config: ConfigDict, assignments: Iterable[str]) -> ConfigDict:
             node[leaf] = value
         except TypeError as e:
             raise ConfigError(key, str(e)) from e
-        if renames:  # the new model's (dataset's) options replace the old defaults
+        if renames:
             fill_defaults(config, before)
     return config
 
@@ -183,20 +161,17 @@ def override(config: ConfigDict, assignments: Iterable[str]) -> ConfigDict:
 def split_argv(argv: Sequence[str]) -> tuple[list[str], list[str]]:
     """Separates ``--config.a.b=v`` / ``--config.a.b v`` overrides from other arguments."""
     rest, overrides = [], []
-    i = 0
-    while i < len(argv):
-        arg = argv[i]
-        if arg.startswith("--config."):
-            body = arg[2:]
-            if "=" not in body:
-                if i + 1 >= len(argv):
-                    raise ConfigError(body[len("config.") :], "override has no value")
-                body = f"{body}={argv[i + 1]}"
-                i += 1
-            overrides.append(body)
-        else:
+    args = iter(argv)
+    for arg in args:
+        if not arg.startswith("--config."):
             rest.append(arg)
-        i += 1
+        elif "=" in arg:
+            overrides.append(arg[2:])
+        else:
+            value = next(args, None)
+            if value is None:
+                raise ConfigError(arg[len("--config.") :], "override has no value")
+            overrides.append(f"{arg[2:]}={value}")
     return rest, overrides
 
 
@@ -205,25 +180,25 @@ def to_dict(config: ConfigDict) -> dict[str, Any]:
     return json.loads(config.to_json())
 
 
-def from_dict(data: dict[str, Any]) -> ConfigDict:
+def from_dict(values: dict[str, Any]) -> ConfigDict:
     """Inverse of :func:`to_dict` on :func:`base_config`'s keys (lists back to tuples)."""
-    config = base_config()
+    if not isinstance(values, dict):
+        raise ConfigError("config", f"expected a JSON object, got {type(values).__name__}")
 
     def fill(node: ConfigDict, values: dict[str, Any], prefix: str = ""):
         for key, value in values.items():
             if isinstance(value, dict):
-                if key not in node or not isinstance(node[key], ConfigDict):
+                if not isinstance(node.get(key), ConfigDict):
                     node[key] = ConfigDict()
                 fill(node[key], value, f"{prefix}{key}.")
-            else:
-                try:
-                    node[key] = tuple(value) if isinstance(value, list) else value
-                except TypeError as e:  # a hand-edited config.json with a wrong type
-                    raise ConfigError(f"{prefix}{key}", str(e)) from e
+                continue
+            try:
+                node[key] = tuple(value) if isinstance(value, list) else value
+            except TypeError as e:  # a hand-edited config.json with a wrong type
+                raise ConfigError(f"{prefix}{key}", str(e)) from e
 
-    if not isinstance(data, dict):
-        raise ConfigError("config", f"expected a JSON object, got {type(data).__name__}")
-    fill(config, data)
+    config = base_config()
+    fill(config, values)
     return lock(config)
 
 
@@ -231,67 +206,136 @@ def resolved(config: ConfigDict) -> ConfigDict:
     """A copy with defaults that depend on other keys filled in (what the run uses)."""
     out = ConfigDict(config.to_dict())
     fill_defaults(out)
-    if out.optim.total_steps == 0:
-        out.optim.total_steps = int(out.train.steps)
-    if out.eval.batch_size == 0:
-        out.eval.batch_size = int(out.train.batch_size)
+    out.optim.total_steps = out.optim.total_steps or int(out.train.steps)
+    out.eval.batch_size = out.eval.batch_size or int(out.train.batch_size)
     return lock(out)
 
 
-# -- validation ----------------------------------------------------------------------------
+# -- the named model's and dataset's options -----------------------------------------------
 
 
-# Groups the engine reads all of; other top-level groups (a tool's own, e.g. diagnostics)
-# and the keys of data, model and mesh belong to their readers.
-ENGINE_GROUPS: tuple[str, ...] = ("train", "optim", "eval", "sample", "sharding", "debug")
+def group_options(config: ConfigDict, group: str) -> dict[str, Any] | None:
+    """``{key: Option(default, help)}`` of the model (``group='model'``) or dataset
+    (``'data'``) the config names; None for a dataset that ``rnnlab.data`` does not
+    register (a test's own data source checks its options itself)."""
+    name = config[group].get("name")
+    if group == "data":
+        return data.options(name) if name in data.names() else None
+    return table(_model_class(name))
 
 
-def check_model(config: ConfigDict) -> None:
-    """The model group against the named model's options (see :func:`_check_groups`)."""
-    _check_groups(config, ("model",))
+def _model_class(name: str) -> type:
+    try:
+        return models.config_class(name)
+    except ValueError as e:
+        raise ConfigError("model.name", str(e)) from e
 
 
-def _check_groups(config: ConfigDict, groups: Sequence[str]) -> None:
-    """Keys the named model or dataset does not take, and model values whose type differs
-    from the option's default, name their key."""
-    for group in groups:
-        options = group_options(config, group)
-        if options is None:
-            continue
-        owner = f"{group} {config[group].get('name')!r}"
-        for key, value in config[group].items():
-            if key == "name":
-                continue
-            if key not in options:
-                raise unknown_option(group, key, options, owner)
-            default = options[key].default
-            # Dataset options are checked by their readers (which name the key); a None
-            # default takes any type.
-            if group == "model" and default is not None and not isinstance(value, ConfigDict):
-                problem = type_problem(default, value)
-                if problem is not None:
-                    raise ConfigError(f"model.{key}", problem)
+def _unknown_option(group: str, key: str, options: dict[str, Any], owner: str) -> ConfigError:
+    near = closest(key, options)
+    hint = f"; did you mean '{group}.{near}'?" if near else ""
+    return ConfigError(f"{group}.{key}", f"no such option of {owner}{hint}")
 
 
-def _typed(group: type, node: ConfigDict, prefix: str) -> Any:
-    """``node`` as the dataclass ``group`` (nested groups likewise, lists as tuples). A key
-    the group lacks names the closest key; a value of the wrong type, or one its field's
-    check refuses (:mod:`rnnlab.train.options`), names its key."""
+def _check_names(config: ConfigDict, group: str, options: dict[str, Any] | None) -> None:
+    for key in config[group].keys() if options is not None else ():
+        if key != "name" and key not in options:
+            owner = f"{group} {config[group].get('name')!r}"
+            raise _unknown_option(group, key, options, owner)
+
+
+def fill_defaults(config: ConfigDict, previous: dict[str, Any] | None = None) -> None:
+    """Completes the ``model`` and ``data`` groups in place with the defaults of the named
+    model and dataset, so that every key can be overridden and is recorded in
+    ``config.json``. ``previous``: the options before a ``name`` changed: keys the new one
+    does not take are dropped, keys still at the old defaults take the new ones.
+
+    Raises:
+      ConfigError: a key the model or dataset does not take, naming the closest one.
+    """
+    for group in ("model", "data"):
+        options, node = group_options(config, group), config[group]
+        old = (previous or {}).get(group) or {}
+        with node.unlocked():
+            for key in [k for k in node.keys() if k != "name" and k in old]:
+                if options is not None and key not in options:
+                    del node[key]
+                elif same_value(node[key], old[key].default):
+                    if options is None:
+                        del node[key]
+                    else:
+                        node[key] = options[key].default
+            _check_names(config, group, options)
+            for key, option in (options or {}).items():
+                if key not in node:
+                    node[key] = option.default
+
+
+def same_value(value: Any, default: Any) -> bool:
+    """Whether a config value is the option's default (lists as tuples, types equal)."""
+    value = value.to_dict() if isinstance(value, ConfigDict) else value
+    value = tuple(value) if isinstance(value, list) else value
+    return type(value) is type(default) and value == default
+
+
+# -- help ----------------------------------------------------------------------------------
+
+
+def help_strings(config: ConfigDict | None = None) -> dict[str, str]:
+    """``{dotted key: one-line help}`` of every key of :func:`base_config` and, given a
+    config, of the options of its model and dataset."""
+    tree = {name: _tree(group, lambda f: f.metadata["help"]) for name, group in GROUPS.items()}
+    out = {"seed": SEED_HELP, **_flat(ConfigDict(tree))}
+    for group in ("model", "data") if config is not None else ():
+        for key, option in (group_options(config, group) or {}).items():
+            out.setdefault(f"{group}.{key}", option.help)
+    return out
+
+
+def _flat(config: ConfigDict, prefix: str = "") -> dict[str, Any]:
+    """``{dotted key: value}`` of every leaf."""
+    out = {}
+    for key, value in config.items():
+        is_group = isinstance(value, ConfigDict)
+        out.update(_flat(value, f"{prefix}{key}.") if is_group else {prefix + key: value})
+    return out
+
+
+def flat_keys(config: ConfigDict) -> list[str]:
+    """Every leaf key as a dotted path."""
+    return list(_flat(config))
+
+
+def describe(config: ConfigDict) -> str:
+    """Every key of ``config`` with its value and help, one per line (``--help-config``)."""
+    helps = help_strings(config)
+    lines = (f"{k} = {v!r}  # {helps.get(k, '')}".rstrip(" #") for k, v in _flat(config).items())
+    return "\n".join(lines)
+
+
+# -- conversion and validation -------------------------------------------------------------
+
+
+def _typed(group: type, node: dict[str, Any], prefix: str, owner: str = "") -> Any:
+    """``node`` as the dataclass ``group`` (nested groups likewise, lists as tuples). An
+    unknown key names the closest one; a value of the wrong type (a None default takes any)
+    or one its field's check refuses names its key. ``owner``: the named model."""
     fields = {f.name: f for f in dataclasses.fields(group)}
     for key in node:
-        if key not in fields:
+        if key not in fields and not owner:
             raise _unknown(base_config(), f"{prefix}{key}")
+        if key not in fields:
+            raise _unknown_option(prefix[:-1], key, fields, owner)
     values = {}
     for name, f in fields.items():
         key, value = f"{prefix}{name}", node.get(name, f.default)
-        if dataclasses.is_dataclass(f.default) and isinstance(value, ConfigDict):
+        if dataclasses.is_dataclass(f.default) and isinstance(value, dict):
             values[name] = _typed(type(f.default), value, f"{key}.")
             continue
-        problem = type_problem(f.default, value)
-        check = f.metadata.get("check")
+        problem, check = type_problem(f.default, value), f.metadata.get("check")
         if problem is None and check is not None and not check.ok(value):
             problem = f"expected {check.expected}, got {value!r}"
-        if problem is not None:
+        if problem is not None and f.default is not None:
             raise ConfigError(key, problem)
         values[name] = tuple(value) if isinstance(value, list) else value
     return group(**values)
@@ -299,36 +343,33 @@ def _typed(group: type, node: ConfigDict, prefix: str) -> Any:
 
 def convert(config: ConfigDict) -> RunOptions:
     """The config's typed groups (:class:`~rnnlab.train.options.RunOptions`), converted
-    once; an unknown key (the closest one named), a value of the wrong type or one its
-    field's check refuses raises :class:`ConfigError` naming its key."""
+    once; a bad key or value raises :class:`ConfigError` naming it (see :func:`_typed`)."""
     for key, value in config.items():  # top-level keys: the seed and groups
         if key != "seed" and not isinstance(value, ConfigDict):
             raise _unknown(base_config(), key)
     problem = type_problem(0, config.seed)
     if problem is not None:
         raise ConfigError("seed", problem)
-    engine = {g: _typed(GROUPS[g], config[g], f"{g}.") for g in ENGINE_GROUPS if g != "optim"}
-    typed_optim = _typed(optim.Options, config.optim, "optim.")
-    _check_groups(config, ("model", "data"))
-    model = config.model.to_dict()
+    engine = {g: _typed(GROUPS[g], config[g].to_dict(), f"{g}.") for g in ENGINE_GROUPS}
+    model, dataset = config.model.to_dict(), config.data.to_dict()
     name = model.pop("name")
+    model = _typed(_model_class(name), model, "model.", f"model {name!r}")
+    _check_names(config, "data", group_options(config, "data"))
+    registered = dataset.get("name") in data.names()  # else a test's own source reads it
     return RunOptions(
         seed=config.seed,
-        data=types.MappingProxyType(config.data.to_dict()),
+        data=data.resolve(dataset) if registered else types.MappingProxyType(dataset),
         model_name=name,
-        model=models.config_class(name)(**model),
-        optim=typed_optim,
+        model=model,
         mesh=types.MappingProxyType(config.mesh.to_dict()),
         **engine,
     )
 
 
-def _check_batch(config: ConfigDict, context: dict[str, Any]) -> None:
+def _check_batch(options: RunOptions, context: dict[str, Any]) -> None:
     dp, procs = context.get("data_parallel", 1), context.get("process_count", 1)
-    sizes = {
-        "train.batch_size": config.train.batch_size,
-        "eval.batch_size": config.eval.batch_size or config.train.batch_size,
-    }
+    sizes = {"train.batch_size": options.train.batch_size}
+    sizes["eval.batch_size"] = options.eval.batch_size or options.train.batch_size
     for key, size in sizes.items():
         if size % dp:
             raise ConfigError(
@@ -340,21 +381,18 @@ def _check_batch(config: ConfigDict, context: dict[str, Any]) -> None:
             raise ConfigError(key, f"global batch {size} is not divisible by {procs} processes")
 
 
-def _check_optim(config: ConfigDict) -> None:
-    kwargs = dict(config.optim.to_dict())
-    if kwargs.get("total_steps", 0) == 0:
-        kwargs["total_steps"] = config.train.steps
+def _check_optim(options: RunOptions) -> None:
+    kwargs = dataclasses.asdict(options.optim)
+    kwargs["total_steps"] = kwargs["total_steps"] or options.train.steps
     try:  # the optimiser's one validation, without building the chain
         optim.check(**kwargs)
-    except TypeError as e:
-        raise ConfigError("optim", str(e)) from e
     except ValueError as e:
         raise ConfigError(f"optim.{getattr(e, 'argument', '?')}", str(e)) from e
 
 
-def _check_faults(config: ConfigDict) -> None:
+def _check_faults(options: RunOptions) -> None:
     """The settings of the fault guards that depend on each other."""
-    t = config.train
+    t = options.train
     if t.nonfinite_action == "restore":
         if not 0 < t.nonfinite_lr_factor <= 1:
             raise ConfigError(
@@ -377,7 +415,7 @@ def _check_faults(config: ConfigDict) -> None:
             f"early stopping after {t.early_stopping.patience} evaluations needs "
             "train.eval_every > 0 (with 0 the run is evaluated only at the end)",
         )
-    for i, step in enumerate(config.debug.nan_at_steps):
+    for i, step in enumerate(options.debug.nan_at_steps):
         if isinstance(step, bool) or not isinstance(step, int) or step < 1:
             raise ConfigError("debug.nan_at_steps", f"entry {i} must be a step >= 1, got {step!r}")
 
@@ -385,17 +423,19 @@ def _check_faults(config: ConfigDict) -> None:
 def validate(config: ConfigDict, context: dict[str, Any] | None = None) -> RunOptions:
     """Every check of a run config, one fixed list (whichever modules were imported); the
     first failure raises :class:`ConfigError`. Returns the config's typed groups
-    (:func:`convert`).
-
-    ``context`` holds what the run learnt: ``num_devices``, ``data_parallel``,
-    ``process_count``.
-    """
-    context = dict(context or {})
+    (:func:`convert`). ``context`` holds what the run learnt: ``num_devices``,
+    ``data_parallel``, ``process_count``."""
     if not config.data.get("name"):
         raise ConfigError("data.name", "no dataset named (set --config.data.name=...)")
     options = convert(config)
-    _check_batch(config, context)
-    _check_optim(config)
-    _check_faults(config)
+    _check_batch(options, dict(context or {}))
+    _check_optim(options)
+    _check_faults(options)
     sharding.check(config, context)
     return options
+
+
+def typed(config: ConfigDict | RunOptions) -> RunOptions:
+    """``config``'s typed groups (:func:`convert`); typed groups pass through, so library
+    callers may hand the engine either."""
+    return config if isinstance(config, RunOptions) else convert(config)

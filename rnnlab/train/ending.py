@@ -178,7 +178,7 @@ def finish(
         chosen = state if best is None or best == step else run.restore(best)[0]
         return run.eval_state(chosen)
 
-    if run.task.sample is not None and run.config.sample.length > 0:
+    if run.task.sample is not None and run.options.sample.length > 0:
         _sample(run, best_state(), summary, workdir, warn)
     if run.task.report is not None:
         # Baselines, decoded examples, figures; every process joins, as it may evaluate.

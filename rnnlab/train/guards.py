@@ -65,7 +65,7 @@ class Rollback:
     """The non-finite and divergence guards and the restores they lead to (module docstring).
 
     Args:
-      config: the run's config (``train.*`` guard options, ``debug.nan_at_steps``).
+      config: the run's typed groups (``train.*`` guard options, ``debug.nan_at_steps``).
       param_names: names of the parameter leaves, in leaf order (for the non-finite report).
       uniform_loss: the loss of the uniform prediction, or ``None``
         (:func:`rnnlab.train.divergence.uniform_loss`).

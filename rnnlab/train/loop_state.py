@@ -72,25 +72,35 @@ class LoopState:
     the objects a checkpoint keeps (module docstring); how the run starts or resumes."""
 
     def __init__(self, run: Run, workdir: str, warn: Callable[[str], None], calls):
-        cfg = run.config
-        self.run, self.cfg, self.workdir, self.warn, self.calls = run, cfg, workdir, warn, calls
-        self.total, self.split = int(cfg.train.steps), cfg.eval.split
-        t = cfg.train
-        self.log_every, self.eval_every = int(t.log_every), int(t.eval_every)
-        self.checkpoint_every = int(t.checkpoint_every)
+        # The typed groups are read; the config itself is what config.json records.
+        self.run, self.cfg, self.workdir, self.warn, self.calls = (
+            run,
+            run.config,
+            workdir,
+            warn,
+            calls,
+        )
+        t = run.options.train
+        self.total, self.split = t.steps, run.options.eval.split
+        self.log_every, self.eval_every = t.log_every, t.eval_every
+        self.checkpoint_every = t.checkpoint_every
         self.early = EarlyStopping(
             run.best_metric,
             run.best_mode,
-            patience=int(t.early_stopping.patience),
+            patience=t.early_stopping.patience,
             min_delta=float(t.early_stopping.min_delta),
         )
         uniform = divergence.uniform_loss(run.task.name, run.info)
-        self.rollback = guards.Rollback(cfg, param_names(run.abstract.params), uniform)
+        self.rollback = guards.Rollback(run.options, param_names(run.abstract.params), uniform)
         self.preemption = guards.Preemption(float(t.preemption_grace_s))
         self.finished = ending.Finished(self.total)
-        batch_size = int(t.batch_size)
         self.train_it = inputs.iterator(
-            run.source, cfg, run.mesh, split="train", global_batch_size=batch_size, repeat=True
+            run.source,
+            run.config,
+            run.mesh,
+            split="train",
+            global_batch_size=t.batch_size,
+            repeat=True,
         )
         self.acc = metrics_lib.MeanAccumulator()  # the open log window
         self.meter = progress_lib.Throughput()
@@ -193,14 +203,14 @@ class LoopState:
             self._deferred_evaluation()
 
     def _header(self) -> None:
-        cfg, run = self.cfg, self.run
+        options, run = self.run.options, self.run
         what = "resuming from step" if self.latest is not None else "starting at step"
         self.progress.write(
-            f"{cfg.model.name} on {cfg.data.name}: {self.num_params:,} parameters, "
+            f"{options.model_name} on {options.data['name']}: {self.num_params:,} parameters, "
             f"{jax.device_count()} device(s), {what} {self.start} of {self.total}"
         )
         self.progress.write(
-            f"{jax.process_count()} process(es), sharding {cfg.sharding.rules}: "
+            f"{jax.process_count()} process(es), sharding {options.sharding.rules}: "
             + sharding_lib.describe(run.abstract, run.shardings)
         )
 

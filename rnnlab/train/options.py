@@ -2,7 +2,7 @@
 reads, with its default and a one-line help, written once (:mod:`rnnlab.options`).
 
 The ``optim`` group is :class:`rnnlab.optim.Options`; the ``model`` and ``data`` groups
-are the named model's ``<Model>Config`` and the named dataset's table.
+are the named model's ``<Model>Config`` and the named dataset's group.
 """
 
 from __future__ import annotations
@@ -11,8 +11,21 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
+import ml_collections
+
 from rnnlab.optim import Options
 from rnnlab.options import COUNT, POSITIVE, Check, one_of, opt
+
+ConfigDict = ml_collections.ConfigDict
+
+
+class ConfigError(ValueError):
+    """A bad config value; ``key`` is its dotted path (``'optim.lr'``)."""
+
+    def __init__(self, key: str, message: str):
+        super().__init__(f"config key {key!r}: {message}")
+        self.key = key
+
 
 AT_LEAST_0 = Check(lambda v: v >= 0, ">= 0")
 
@@ -137,6 +150,7 @@ class ModelName:
 GROUPS: dict[str, type] = {
     "data": DataName,
     "model": ModelName,
+    "optim": Options,
     "train": Train,
     "eval": Eval,
     "mesh": Mesh,
@@ -153,7 +167,7 @@ class RunOptions:
     (:func:`rnnlab.train.config.convert`): what the code below the command line reads."""
 
     seed: int
-    data: Mapping[str, Any]  # the dataset's options, every one filled
+    data: Mapping[str, Any]  # the dataset's group (rnnlab.data.resolve), every option filled
     model_name: str
     model: Any  # the named model's <Model>Config
     optim: Options

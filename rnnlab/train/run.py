@@ -5,6 +5,7 @@ and the checkpoints (opened on first use)."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -19,10 +20,11 @@ from rnnlab.train import files, inputs, integrity
 from rnnlab.train import metric_log as metrics_lib
 from rnnlab.train import sharding as sharding_lib
 from rnnlab.train import state as state_lib
+from rnnlab.train.options import RunOptions
 from rnnlab.train.step import make_eval_step, make_train_step
 
 
-def guard_window(config: cfg_lib.ConfigDict) -> int:
+def guard_window(config: cfg_lib.ConfigDict | RunOptions) -> int:
     """How far back (steps) ``nonfinite_action = "restore"`` may have to go: the divergence
     guard's ``patience`` log windows, or twice ``max_nonfinite`` (the non-finite guard
     checks every ``max_nonfinite`` steps); 0 when the action is ``"stop"``."""
@@ -60,23 +62,25 @@ class Run:
             "data_parallel": parallel.data_parallel_size(self.mesh),
             "process_count": len({d.process_index for d in self.mesh.devices.flat}),
         }
-        # The typed groups (rnnlab.train.options.RunOptions) and the config they came from.
+        # The typed groups (rnnlab.train.options.RunOptions), which the engine reads, and the
+        # config they came from (recorded as config.json).
         self.options = cfg_lib.validate(config, context)
         self.config = config
         self.info = inputs.dataset_info(self.source, config)
         self.task = tasks.get(self.info["task"])
-        model = state_lib.abstract_model(config, self.info)
+        options = self.options
+        model = state_lib.abstract_model(options, self.info)
         self.graphdef = nnx.split(model, nnx.Param, ...)[0]
-        self.stateful = state_lib.stateful(model, config)
-        self.tx = optim.make(**config.optim.to_dict())
-        es = config.train.early_stopping
+        self.stateful = state_lib.stateful(model, options)
+        self.tx = optim.make(**dataclasses.asdict(options.optim))
+        es = options.train.early_stopping
         self.best_metric = es.metric or self.task.best_metric
         default_mode = self.task.best_mode if self.best_metric == self.task.best_metric else "min"
         self.best_mode = es.mode or default_mode
         self.main = jax.process_index() == 0
         self.read_only = read_only
         self._checkpoints: ckpt_lib.Checkpoints | None = None
-        init = state_lib.initializer(config, self.info, self.tx, config.train.batch_size)
+        init = state_lib.initializer(options, self.info, self.tx, options.train.batch_size)
         self.abstract = jax.eval_shape(init)
         self.rules = sharding_lib.rules(config, self.mesh)
         self.shardings = state_lib.state_shardings(self.abstract, self.mesh, self.rules)
@@ -104,13 +108,13 @@ class Run:
         """The checkpoint manager, opened on first use: orbax tidies the directory when it
         opens it, which ``train`` must do only once it holds the workdir's lock."""
         if self._checkpoints is None:
-            cfg = self.config
+            cfg = self.options
             self._checkpoints = ckpt_lib.Checkpoints(
                 files.join(self.workdir, "checkpoints"),
-                keep=int(cfg.train.keep_checkpoints),
+                keep=cfg.train.keep_checkpoints,
                 best_metric=self.best_metric,
                 best_mode=self.best_mode,
-                async_save=bool(cfg.train.async_checkpoints),
+                async_save=cfg.train.async_checkpoints,
                 read_only=self.read_only,
                 keep_before=guard_window(cfg),
             )
@@ -178,7 +182,7 @@ class Run:
         self, state: state_lib.TrainState, metrics: dict[str, float]
     ) -> state_lib.TrainState:
         """Feeds the validation ``loss`` to the ``nt_asgd`` trigger (donates ``state``)."""
-        if self.config.optim.optimizer != "nt_asgd":
+        if self.options.optim.optimizer != "nt_asgd":
             return state
         return self._observe(state, jax.numpy.float32(metrics["loss"]))
 
@@ -189,7 +193,7 @@ class Run:
             self.config,
             self.mesh,
             split=split,
-            global_batch_size=int(self.config.eval.batch_size),
+            global_batch_size=self.options.eval.batch_size,
             repeat=False,
         )
 
@@ -200,9 +204,9 @@ class Run:
     def evaluate(self, state: state_lib.TrainState, split: str) -> dict[str, float]:
         """Metrics of ``state`` on ``split`` (whole split, or ``eval.max_batches``), on the
         averaged weights when the optimizer keeps an average (:meth:`eval_state`)."""
-        cfg = self.config
+        cfg = self.options
         state = self.eval_state(state)
-        batch_size = int(cfg.eval.batch_size)
+        batch_size = cfg.eval.batch_size
         if self._eval_step is None:
             step = make_eval_step(self.graphdef, self.task, stateful=self.stateful)
             self._eval_step = jax.jit(

@@ -37,8 +37,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from rnnlab import parallel
-from rnnlab.train.defaults import ConfigDict, ConfigError
-from rnnlab.train.options import SHARDING_RULES
+from rnnlab.train.options import SHARDING_RULES, ConfigDict, ConfigError
 
 RULES: tuple[str, ...] = SHARDING_RULES
 

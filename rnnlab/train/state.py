@@ -11,6 +11,7 @@ state is what gets sharded, donated to the jitted step and checkpointed.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import functools
 import json
 from collections.abc import Callable, Mapping
@@ -22,9 +23,10 @@ import optax
 from flax import nnx, struct
 from jax.sharding import Mesh
 
-from rnnlab import models, parallel
+from rnnlab import parallel
 from rnnlab.train import config as cfg_lib
 from rnnlab.train.config import ConfigDict, ConfigError
+from rnnlab.train.options import RunOptions
 
 
 @struct.dataclass
@@ -56,31 +58,30 @@ class TrainState:
         return jax.random.fold_in(jax.random.wrap_key_data(self.rng), self.step)
 
 
-def model_config(config: ConfigDict) -> Any:
-    """The model's typed options (its ``<Model>Config``, :func:`rnnlab.models.config_class`)
-    from ``config.model``: every key but ``name``, so that ``config.json`` records what the
-    model was built with. Checked first: an unknown key names the closest one, a value of
-    the wrong type its key."""
-    cfg_lib.check_model(config)
-    kwargs = config.model.to_dict()
-    name = kwargs.pop("name")
-    return models.config_class(name)(**kwargs)
+def model_config(config: ConfigDict | RunOptions) -> Any:
+    """The model's typed options (its ``<Model>Config``), from the one conversion
+    (:func:`rnnlab.train.config.convert`): every key but ``name``, so that ``config.json``
+    records what the model was built with."""
+    return cfg_lib.typed(config).model
 
 
-def build_model(config: ConfigDict, info: Mapping[str, Any], seed: int) -> nnx.Module:
-    """``rnnlab.models.build`` from the config's :func:`model_config`. A value the model
-    rejects raises a :class:`ConfigError` of the model group (the message names the
+def build_model(
+    config: ConfigDict | RunOptions, info: Mapping[str, Any], seed: int | None = None
+) -> nnx.Module:
+    """The model of the run's ``model`` group (its ``<Model>Config.build``). A value the
+    model rejects raises a :class:`ConfigError` of the model group (the message names the
     argument)."""
-    options = model_config(config)
+    options = cfg_lib.typed(config)
     try:
-        return models.build(config.model.name, info, nnx.Rngs(params=seed), options)
+        return options.model.build(info, nnx.Rngs(params=options.seed if seed is None else seed))
     except ValueError as e:
         raise ConfigError("model", str(e)) from e
 
 
-def abstract_model(config: ConfigDict, info: Mapping[str, Any]) -> nnx.Module:
+def abstract_model(config: ConfigDict | RunOptions, info: Mapping[str, Any]) -> nnx.Module:
     """The model with shapes only (nothing allocated): for ``graphdef`` and validation."""
-    return nnx.eval_shape(lambda: build_model(config, info, config.seed))
+    options = cfg_lib.typed(config)
+    return nnx.eval_shape(lambda: build_model(options, info))
 
 
 def split_model(model: nnx.Module) -> tuple[nnx.GraphDef, dict, dict]:
@@ -89,22 +90,23 @@ def split_model(model: nnx.Module) -> tuple[nnx.GraphDef, dict, dict]:
     return graphdef, nnx.to_pure_dict(params), nnx.to_pure_dict(rest)
 
 
-def stateful(model: nnx.Module, config: ConfigDict) -> bool:
+def stateful(model: nnx.Module, config: ConfigDict | RunOptions) -> bool:
     """Whether the state is carried across batches (``train.stateful`` and the model can)."""
-    return bool(config.train.stateful) and hasattr(model, "init_carry")
+    return cfg_lib.typed(config).train.stateful and hasattr(model, "init_carry")
 
 
 def init_state(
-    config: ConfigDict,
+    config: ConfigDict | RunOptions,
     info: Mapping[str, Any],
     tx: optax.GradientTransformation,
     batch_size: int,
 ) -> TrainState:
-    """A fresh state (call under ``jax.jit``/``eval_shape``; pure in ``config.seed``)."""
-    model = build_model(config, info, config.seed)
+    """A fresh state (call under ``jax.jit``/``eval_shape``; pure in the seed)."""
+    options = cfg_lib.typed(config)
+    model = build_model(options, info)
     _, params, rest = split_model(model)
-    carry = model.init_carry(batch_size) if stateful(model, config) else None
-    rng = jax.random.key_data(jax.random.fold_in(jax.random.key(config.seed), 1))
+    carry = model.init_carry(batch_size) if stateful(model, options) else None
+    rng = jax.random.key_data(jax.random.fold_in(jax.random.key(options.seed), 1))
     zero = jnp.zeros((), jnp.int32)
     return TrainState(
         step=zero,
@@ -121,6 +123,8 @@ def init_state(
 def _json_default(x: Any) -> Any:
     if hasattr(x, "tolist"):
         return x.tolist()
+    if dataclasses.is_dataclass(x):
+        return {"class": type(x).__name__, **vars(x)}
     raise TypeError(f"not JSON-serialisable: {type(x).__name__}")
 
 
@@ -131,26 +135,26 @@ MAX_INITIALIZERS = 16
 
 
 def initializer(
-    config: ConfigDict, info: Mapping[str, Any], tx: optax.GradientTransformation, batch_size: int
+    config: ConfigDict | RunOptions,
+    info: Mapping[str, Any],
+    tx: optax.GradientTransformation,
+    batch_size: int,
 ) -> Callable[[], TrainState]:
     """``init() -> TrainState`` for :func:`init_state`; the same function object for equal
     arguments (among the last :data:`MAX_INITIALIZERS`), so that rebuilding a run in one
     process does not recompile its init."""
+    options = cfg_lib.typed(config)
     # Only what init_state reads: the model, the seed and whether the state is carried.
-    used = {
-        "model": cfg_lib.to_dict(config.model),
-        "seed": int(config.seed),
-        "stateful": bool(config.train.stateful),
-    }
+    used = (options.model_name, options.model, options.seed, options.train.stateful)
     key = (
-        json.dumps(used, sort_keys=True),
+        json.dumps(used, sort_keys=True, default=_json_default),
         json.dumps(dict(info), sort_keys=True, default=_json_default),
         tx,
         int(batch_size),
     )
     init = _INITIALIZERS.pop(key, None)
     if init is None:
-        init = lambda: init_state(config, info, tx, int(batch_size))
+        init = lambda: init_state(options, info, tx, int(batch_size))
     _INITIALIZERS[key] = init
     while len(_INITIALIZERS) > MAX_INITIALIZERS:
         _INITIALIZERS.popitem(last=False)

@@ -1,0 +1,58 @@
+"""Every group is a frozen dataclass read through the one conversion: a dataset's options
+come back from ``rnnlab.data.resolve`` as its group, and a model's group builds the model
+the engine trains."""
+
+import dataclasses
+
+import jax
+import pytest
+from flax import nnx
+
+from rnnlab import data
+from rnnlab.models.language_model import LanguageModelConfig
+from rnnlab.options import Group
+from rnnlab.train import config as cfg_lib
+from rnnlab.train import state as state_lib
+
+
+@pytest.mark.parametrize("name", data.names())
+def test_every_dataset_declares_a_frozen_group_read_as_a_mapping(name):
+    group = data.resolve({"name": name})
+    assert dataclasses.is_dataclass(group) and isinstance(group, Group)
+    fields = [f.name for f in dataclasses.fields(group)]
+    assert sorted(group) == sorted(fields) == sorted(data.options(name))
+    for key in fields:  # attribute, item and get read the same value
+        assert getattr(group, key) is group[key] is group.get(key)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        group.name = "other"  # type: ignore[misc]
+
+
+def test_a_dataset_group_fills_defaults_and_names_the_closest_unknown_key():
+    group = data.resolve({"name": "adding", "seq_len": 7, "data_dir": None})
+    assert (group.seq_len, group.eval_examples, group.num_threads) == (7, 1000, 2)
+    with pytest.raises(ValueError, match="seq_lenn is not an option of dataset 'adding'; did you"):
+        data.resolve({"name": "adding", "seq_lenn": 7})
+
+
+def test_the_converted_run_holds_the_dataset_group():
+    config = cfg_lib.resolved(cfg_lib.override(cfg_lib.load("adding:ci"), ["data.seq_len=9"]))
+    options = cfg_lib.validate(config)
+    assert type(options.data).__name__ == "Adding" and options.data.seq_len == 9
+
+
+def test_the_model_group_builds_the_model_with_its_sizes():
+    # The carry of an L-layer LSTM stack of width H is L pairs (c, h) of shape [B, H].
+    cfg = LanguageModelConfig(embed_features=4, hidden_features=6, num_layers=2)
+    model = cfg.build({"vocab_size": 11}, nnx.Rngs(0))
+    shapes = [x.shape for x in jax.tree.leaves(model.init_carry(3))]
+    assert shapes == [(3, 6)] * 4
+    assert model.embed.embedding[...].shape == (11, 4)
+
+
+def test_the_engine_builds_the_model_from_the_typed_group():
+    config = cfg_lib.load("charlm:small")
+    cfg_lib.override(config, ["model.hidden_features=12", "model.embed_features=5"])
+    options = cfg_lib.convert(config)
+    model = state_lib.build_model(options, {"vocab_size": 7, "task": "lm"})
+    assert [x.shape for x in jax.tree.leaves(model.init_carry(2))] == [(2, 12)] * 2
+    assert model.embed.embedding[...].shape == (7, 5)
