@@ -59,9 +59,28 @@ class Lifecycle(Callback):
         self.events.append(("end", summary["stop_reason"]))
 
 
-def test_a_threshold_stop_leaves_a_complete_workdir_that_resumes_bit_identically(tmp_path):
-    whole, stopped = tmp_path / "whole", tmp_path / "stopped"
-    train(_config(), str(whole), source=_source())
+@pytest.fixture(scope="module")
+def whole(tmp_path_factory):
+    """One uninterrupted run of the small variant (30 steps) with a :class:`Lifecycle`
+    callback, a hook and a logger: the reference of the resume test and the record of the
+    lifecycle test, which only read it. ``(workdir, summary, lifecycle, steps, records)``."""
+    life, steps, records = Lifecycle(), [], []
+    workdir = tmp_path_factory.mktemp("whole") / "run"
+    summary = train(
+        _config(),
+        str(workdir),
+        source=_source(),
+        callbacks=[life],
+        hooks=[lambda step, state: steps.append(step)],
+        loggers=[lambda step, split, m: records.append((step, split))],
+    )
+    return workdir, summary, life, steps, records
+
+
+def test_a_threshold_stop_leaves_a_complete_workdir_that_resumes_bit_identically(whole, tmp_path):
+    """The uninterrupted reference also saved on request at step 15 (Lifecycle): a save
+    changes no parameter and no logged loss."""
+    stopped = tmp_path / "stopped"
     # The first training window's loss is far below 100: the run stops at step 5.
     stop = StopAtThreshold("loss", 100.0, split="train", mode="min")
     summary = train(_config(), str(stopped), source=_source(), callbacks=[stop])
@@ -72,24 +91,16 @@ def test_a_threshold_stop_leaves_a_complete_workdir_that_resumes_bit_identically
     assert _params(stopped)[0] == 5  # the stop wrote a checkpoint of that step
     resumed = train(_config(), str(stopped), source=_source())
     assert resumed["stop_reason"] == "completed" and resumed["steps"] == 30
-    step_a, leaves_a = _params(whole)
+    step_a, leaves_a = _params(whole[0])
     step_b, leaves_b = _params(stopped)
     assert step_a == step_b == 30
     for a, b in zip(leaves_a, leaves_b, strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-    assert _losses(whole) == _losses(stopped)
+    assert _losses(whole[0]) == _losses(stopped)
 
 
-def test_lifecycle_order_save_on_request_and_hooks_and_loggers(tmp_path):
-    life, steps, records = Lifecycle(), [], []
-    summary = train(
-        _config(),
-        str(tmp_path / "run"),
-        source=_source(),
-        callbacks=[life],
-        hooks=[lambda step, state: steps.append(step)],
-        loggers=[lambda step, split, m: records.append((step, split))],
-    )
+def test_lifecycle_order_save_on_request_and_hooks_and_loggers(whole):
+    _, summary, life, steps, records = whole
     assert summary["stop_reason"] == "completed"
     assert steps == list(range(1, 31))
     want = [(s, "train") for s in range(5, 31, 5)]

@@ -104,7 +104,10 @@ def test_gradients_equal_the_naive_loop(name, impl):
         return jnp.sum(ys[1] * weights)
 
     params = cell.cell_params()
-    got = jax.grad(ours, argnums=(0, 1))(params, xs)
+    # The layer's gradient as one compiled program: op by op, the backward pass of the
+    # parallel path compiles each primitive at each of the scan's level sizes. (The naive
+    # loop branches in Python on the resets, so it runs op by op.)
+    got = jax.jit(jax.grad(ours, argnums=(0, 1)))(params, xs)
     want = jax.grad(naive, argnums=(0, 1))(params, xs)
     for path, g in jax.tree_util.tree_leaves_with_path(got):
         w = functools.reduce(lambda t, k: t[k.key if hasattr(k, "key") else k.idx], path, want)

@@ -31,20 +31,29 @@ def data_dir():
 
 
 @pytest.fixture(scope="module")
-def trained(data_dir, tmp_path_factory):
-    """One small training run shared by the tests of the other subcommands."""
-    workdir = tmp_path_factory.mktemp("charlm") / "run"
-    old = os.environ.get("RNNLAB_DATA_DIR")
-    os.environ["RNNLAB_DATA_DIR"] = str(data_dir)
-    try:
-        code = cli.main(["train", "--config", CHARLM_SMALL, "--workdir", str(workdir)])
-    finally:
-        if old is None:
-            os.environ.pop("RNNLAB_DATA_DIR")
-        else:
-            os.environ["RNNLAB_DATA_DIR"] = old
-    assert code == 0
-    return workdir
+def logged_run(data_dir, tmp_path_factory):
+    """One small training run shared by the tests of the other subcommands, and what a
+    logger given with ``--logger`` (a module written here) received during it: the logger
+    test only reads that, and a run of its own would compile and train the model again.
+    ``(workdir, records)``."""
+    root = tmp_path_factory.mktemp("charlm")
+    workdir = root / "run"
+    (root / "my_tracker.py").write_text(
+        "RECORDS = []\ndef log(step, split, metrics):\n    RECORDS.append((step, split))\n"
+    )
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.setenv("RNNLAB_DATA_DIR", str(data_dir))
+        monkeypatch.syspath_prepend(str(root))
+        args = ["train", "--config", CHARLM_SMALL, "--workdir", str(workdir)]
+        assert cli.main(args + ["--logger", "my_tracker:log"]) == 0
+        import my_tracker
+
+    return workdir, my_tracker.RECORDS
+
+
+@pytest.fixture(scope="module")
+def trained(logged_run):
+    return logged_run[0]
 
 
 @pytest.fixture
@@ -229,17 +238,7 @@ def test_dry_run_prints_config_and_parameters_per_layer_without_training(tmp_pat
     assert not workdir.exists() or not any(workdir.iterdir())
 
 
-def test_a_logger_given_on_the_command_line_receives_each_record(tmp_path, env, monkeypatch):
-    module = tmp_path / "my_tracker.py"
-    module.write_text(
-        "RECORDS = []\ndef log(step, split, metrics):\n    RECORDS.append((step, split))\n"
-    )
-    monkeypatch.syspath_prepend(str(tmp_path))
-    workdir = tmp_path / "run"
-    args = ["train", "--config", CHARLM_SMALL, "--workdir", str(workdir)]
-    over = ["--config.train.steps=12", "--config.train.log_every=6", "--config.sample.length=0"]
-    assert cli.main(args + over + ["--logger", "my_tracker:log"]) == 0
-    import my_tracker
-
+def test_a_logger_given_on_the_command_line_receives_each_record(logged_run):
+    workdir, logged = logged_run
     records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
-    assert my_tracker.RECORDS == [(r["step"], r["split"]) for r in records] and records
+    assert logged == [(r["step"], r["split"]) for r in records] and records

@@ -40,8 +40,11 @@ def data_env(monkeypatch):
 
 def train(workdir, *args, config=True):
     base = ["train", "--workdir", str(workdir)]
-    # The tests simulate 8 devices: the global batch must split over them.
-    spec = ["--config", FAULTS, "--config.train.batch_size=8"] if config else []
+    # The tests simulate 8 devices: the global batch must split over them. A cosine schedule
+    # to zero for every run, so that one finished run serves the schedule tests too (the
+    # other properties here do not depend on the schedule).
+    spec = ["--config", FAULTS, "--config.train.batch_size=8", "--config.optim.schedule=cosine"]
+    spec = spec if config else []
     return cli.main(base + spec + list(args))
 
 
@@ -70,7 +73,7 @@ def one_error_line(err: str) -> str:
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
-    """A finished 10-step run (checkpoints 5 and 10) and the bytes of its files."""
+    """A finished 10-step run (checkpoints 5 and 10) on a cosine schedule to zero."""
     root = Path(os.environ.get("RNNLAB_DATA_DIR") or REPO / "data").absolute()
     os.environ.setdefault("RNNLAB_DATA_DIR", str(root))
     workdir = tmp_path_factory.mktemp("finished") / "run"
@@ -130,16 +133,8 @@ def lrs(workdir):
     return {r["step"]: r["lr"] for r in records if r["split"] == "train"}
 
 
-@pytest.fixture(scope="module")
-def cosine(tmp_path_factory):
-    """A finished 10-step run on a cosine schedule to zero."""
-    workdir = tmp_path_factory.mktemp("cosine") / "run"
-    assert train(workdir, "--config.train.steps=10", "--config.optim.schedule=cosine") == 0
-    return workdir
-
-
-def test_raising_train_steps_alone_warns_that_the_schedule_has_ended(cosine, tmp_path, capsys):
-    workdir = copy_of(cosine, tmp_path / "run")
+def test_raising_train_steps_alone_warns_that_the_schedule_has_ended(finished, tmp_path, capsys):
+    workdir = copy_of(finished, tmp_path / "run")
     capsys.readouterr()
     assert train(workdir, "--config.train.steps=15", config=False) == 0
     err = capsys.readouterr().err
@@ -147,9 +142,9 @@ def test_raising_train_steps_alone_warns_that_the_schedule_has_ended(cosine, tmp
     assert lrs(workdir)[15] == 0.0  # what the warning says: the new steps train at the floor
 
 
-def test_extend_stretches_the_schedule_or_keeps_it_as_asked(cosine, tmp_path, capsys):
-    stretched = copy_of(cosine, tmp_path / "stretch")
-    kept = copy_of(cosine, tmp_path / "keep")
+def test_extend_stretches_the_schedule_or_keeps_it_as_asked(finished, tmp_path, capsys):
+    stretched = copy_of(finished, tmp_path / "stretch")
+    kept = copy_of(finished, tmp_path / "keep")
     assert train(stretched, "--extend", "5", config=False) == 0
     assert train(kept, "--extend", "5", "--extend-schedule", "keep", config=False) == 0
     assert "optim.total_steps re-derived: 10 -> 15" in capsys.readouterr().err
@@ -299,7 +294,7 @@ def test_a_stale_lock_of_a_dead_process_is_taken_over_with_a_note(tmp_path, caps
     workdir.mkdir()
     stale = {"host": socket.gethostname(), "pid": dead.pid, "started": 0}
     (workdir / lock_lib.LOCK_FILE).write_text(json.dumps(stale))
-    assert train(workdir, "--config.train.steps=5") == 0
+    assert train(workdir, "--config.train.steps=10") == 0  # the program of `finished`
     err = capsys.readouterr().err
     assert "took over the lock of an earlier run" in err and f"pid {dead.pid}" in err
     assert not (workdir / lock_lib.LOCK_FILE).exists()  # released at the end

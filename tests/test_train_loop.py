@@ -42,12 +42,20 @@ def _final_state(config, workdir):
     return state
 
 
-def test_interrupted_run_resumes_bit_identical(tmp_path):
+@pytest.fixture(scope="module")
+def full(tmp_path_factory):
+    """An uninterrupted run of ``_config()`` (24 steps), the reference of the resume tests;
+    they only read it."""
+    workdir = str(tmp_path_factory.mktemp("full") / "run")
+    summary = loop.train(_config(), workdir, source=FakeSource())
+    assert summary["stop_reason"] == "completed"
+    return workdir
+
+
+def test_interrupted_run_resumes_bit_identical(full, tmp_path):
     """SIGTERM at step 11 saves a checkpoint; the rerun ends with exactly the parameters,
     optimizer state, carry and random key of an uninterrupted run."""
     config = _config()
-    full = loop.train(config, str(tmp_path / "full"), source=FakeSource())
-    assert full["stop_reason"] == "completed"
 
     def preempt(step, state):
         del state
@@ -61,7 +69,7 @@ def test_interrupted_run_resumes_bit_identical(tmp_path):
     second = loop.train(config, part, source=FakeSource())
     assert second["stop_reason"] == "completed" and second["steps"] == 24
 
-    a, b = _final_state(config, str(tmp_path / "full")), _final_state(config, part)
+    a, b = _final_state(config, full), _final_state(config, part)
     leaves_a, leaves_b = jax.tree.leaves(a), jax.tree.leaves(b)
     assert len(leaves_a) == len(leaves_b) > 10
     for x, y in zip(leaves_a, leaves_b, strict=True):
@@ -244,12 +252,14 @@ class FakeClock:
         self.now += seconds
 
 
-def test_throughput_leaves_out_evaluation_checkpoint_and_compile_time(tmp_path, monkeypatch):
-    """Evaluations and saves that take 1000 s of (fake) time must not change the rate of
-    the windows that hold them: before, the window of step 8 read ~1000 times lower."""
-    clock = FakeClock()
-    monkeypatch.setattr(progress_lib.time, "perf_counter", clock)
+@pytest.fixture(scope="module")
+def watched(tmp_path_factory):
+    """One 16-step run watched three ways, for the tests that only read what it saw: a fake
+    clock under evaluations and saves that take 1000 s each, every file write of the metric
+    log, and a logger's records. ``(workdir, writes, seen)``."""
+    clock, writes, seen = FakeClock(), [], []
     evaluate, save = loop.Run.evaluate, loop.ckpt_lib.Checkpoints.save
+    real_write = metrics_lib.files.write_text
 
     def slow_evaluate(self, *a, **k):
         clock.advance(1000.0)
@@ -259,33 +269,43 @@ def test_throughput_leaves_out_evaluation_checkpoint_and_compile_time(tmp_path, 
         clock.advance(1000.0)
         return save(self, *a, **k)
 
-    monkeypatch.setattr(loop.Run, "evaluate", slow_evaluate)
-    monkeypatch.setattr(loop.ckpt_lib.Checkpoints, "save", slow_save)
-    workdir = str(tmp_path / "run")
-    loop.train(_config(steps=16), workdir, source=FakeSource())
-    train = [
+    workdir = str(tmp_path_factory.mktemp("watched") / "run")
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.setattr(progress_lib.time, "perf_counter", clock)
+        monkeypatch.setattr(loop.Run, "evaluate", slow_evaluate)
+        monkeypatch.setattr(loop.ckpt_lib.Checkpoints, "save", slow_save)
+        monkeypatch.setattr(
+            metrics_lib.files, "write_text", lambda p, t: (writes.append(p), real_write(p, t))
+        )
+        loop.train(
+            _config(steps=16),
+            workdir,
+            source=FakeSource(),
+            loggers=[lambda step, split, m: seen.append((step, split, m["loss"]))],
+        )
+    return workdir, writes, seen
+
+
+def _train_records(workdir):
+    return [
         r for r in metrics_lib.read(os.path.join(workdir, "metrics.jsonl")) if r["split"] == "train"
     ]
-    rates = {r["step"]: r["tokens_per_second"] for r in train}
+
+
+def test_throughput_leaves_out_evaluation_checkpoint_and_compile_time(watched):
+    """Evaluations and saves that take 1000 s of (fake) time must not change the rate of
+    the windows that hold them: before, the window of step 8 read ~1000 times lower."""
+    rates = {r["step"]: r["tokens_per_second"] for r in _train_records(watched[0])}
     assert set(rates) == {4, 8, 12, 16}
     # 16 x 8 tokens per step; fake time passes only by clock readings outside the pauses.
     assert max(rates.values()) / min(rates.values()) < 3, rates
     assert min(rates.values()) > 1000, rates
 
 
-def test_metric_log_is_appended_not_rewritten(tmp_path, monkeypatch):
-    writes = []
-    real = metrics_lib.files.write_text
-    monkeypatch.setattr(
-        metrics_lib.files, "write_text", lambda p, t: (writes.append(p), real(p, t))
-    )
-    workdir = str(tmp_path / "run")
-    loop.train(_config(steps=16), workdir, source=FakeSource())
+def test_metric_log_is_appended_not_rewritten(watched):
+    workdir, writes, _ = watched
     assert not [p for p in writes if p.endswith("metrics.jsonl")], writes
-    train = [
-        r for r in metrics_lib.read(os.path.join(workdir, "metrics.jsonl")) if r["split"] == "train"
-    ]
-    assert [r["step"] for r in train] == [4, 8, 12, 16]
+    assert [r["step"] for r in _train_records(workdir)] == [4, 8, 12, 16]
 
 
 def _events(logdir):
@@ -313,13 +333,11 @@ def _events(logdir):
     return seen
 
 
-def test_tensorboard_is_purged_to_the_resumed_step(tmp_path):
+def test_tensorboard_is_purged_to_the_resumed_step(full, tmp_path):
     """A run preempted at step 11 logged steps 4 and 8 and saved checkpoint 11 between
     log steps; one killed after logging step 12 but before checkpointing it is what is
     simulated here: its events at step 12 must not show twice after the resume."""
-    config = _config(steps=16)
-    full = str(tmp_path / "full")
-    loop.train(config, full, source=FakeSource())
+    config = _config()
 
     def kill_after_logging(step, state):
         del state
@@ -342,14 +360,7 @@ def test_tensorboard_is_purged_to_the_resumed_step(tmp_path):
     assert len(got) == len(set(got))
 
 
-def test_loggers_receive_every_record(tmp_path):
-    seen = []
-    workdir = str(tmp_path / "run")
-    loop.train(
-        _config(steps=8),
-        workdir,
-        source=FakeSource(),
-        loggers=[lambda step, split, m: seen.append((step, split, m["loss"]))],
-    )
+def test_loggers_receive_every_record(watched):
+    workdir, _, seen = watched
     records = metrics_lib.read(os.path.join(workdir, "metrics.jsonl"))
     assert seen == [(r["step"], r["split"], r["loss"]) for r in records]
