@@ -8,6 +8,7 @@ import json
 
 import jax
 import numpy as np
+import pytest
 
 from rnnlab import cli
 from rnnlab.train import export
@@ -45,17 +46,27 @@ def test_classifier_forward_runs_without_rnnlab(tmp_path, capsys):
         np.testing.assert_allclose(got[f"{key}/out0"], value, rtol=1e-5, atol=1e-5)
 
 
-def test_language_model_forward_and_streaming_step_run_without_rnnlab(tmp_path):
-    text = tmp_path / "text"
+@pytest.fixture(scope="module")
+def lm_workdir(tmp_path_factory):
+    """One short language-model run that the export and predict tests only read. Greedy
+    sampling of 8 characters is the run's setting that ``rnnlab predict`` continues with."""
+    tmp = tmp_path_factory.mktemp("lm")
+    text = tmp / "text"
     text.mkdir()
+    # Every character of the predict test's prompts ("abc", "bad d") is in the vocabulary.
     (text / "a.txt").write_text("the quick brown fox jumps over the lazy dog. " * 200)
-    workdir, out = tmp_path / "run", tmp_path / "hlo"
+    workdir = tmp / "run"
     args = ["train", "--config", "experiments/charlm.py:small", "--workdir", str(workdir),
             "--config.data.name=text_dir", f"--config.data.path={text}",
             "--config.train.steps=4", "--config.train.eval_every=4",
-            "--config.optim.warmup_steps=1",
-            "--config.train.checkpoint_every=4", "--config.sample.length=0"]  # fmt: skip
+            "--config.optim.warmup_steps=1", "--config.train.checkpoint_every=4",
+            "--config.sample.length=8", "--config.sample.temperature=0.0"]  # fmt: skip
     assert cli.main(args) == 0
+    return workdir
+
+
+def test_language_model_forward_and_streaming_step_run_without_rnnlab(lm_workdir, tmp_path):
+    workdir, out = lm_workdir, tmp_path / "hlo"
     args = ["export", "--workdir", str(workdir), "--format", "stablehlo", "--out", str(out),
             "--platforms", "cpu"]  # fmt: skip
     assert cli.main(args) == 0
@@ -86,19 +97,10 @@ def test_language_model_forward_and_streaming_step_run_without_rnnlab(tmp_path):
         np.testing.assert_allclose(got[f"{key}/out0"], value, rtol=1e-4, atol=1e-4)
 
 
-def test_predict_continues_prompts_as_a_greedy_loop_over_the_whole_forward(tmp_path):
+def test_predict_continues_prompts_as_a_greedy_loop_over_the_whole_forward(lm_workdir, tmp_path):
     """``rnnlab predict`` on a language model: its greedy continuation equals an argmax loop
     that reruns the trained model's forward on the growing text (no carry, no decode step)."""
-    text = tmp_path / "text"
-    text.mkdir()
-    (text / "a.txt").write_text("abcabcabd cab bad dab " * 300)
-    workdir = tmp_path / "run"
-    args = ["train", "--config", "experiments/charlm.py:small", "--workdir", str(workdir),
-            "--config.data.name=text_dir", f"--config.data.path={text}",
-            "--config.train.steps=6", "--config.train.eval_every=6",
-            "--config.optim.warmup_steps=1", "--config.train.checkpoint_every=6",
-            "--config.sample.length=8", "--config.sample.temperature=0.0"]  # fmt: skip
-    assert cli.main(args) == 0
+    workdir = lm_workdir
     (tmp_path / "prompts.txt").write_text("abc\nbad d\n")
     out = tmp_path / "out.jsonl"
     args = ["predict", "--workdir", str(workdir), "--input", str(tmp_path / "prompts.txt"),
