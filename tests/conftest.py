@@ -61,3 +61,12 @@ def pytest_collection_modifyitems(config, items):
     slow = collections.Counter(item.path for item in items if item.get_closest_marker("slow"))
     first_seen = {path: i for i, path in enumerate(dict.fromkeys(item.path for item in items))}
     items.sort(key=lambda item: (-slow[item.path], first_seen[item.path]))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _fresh_jax_caches():
+    """Drops each file's compiled programs when the file ends: a worker runs many files
+    one after another, and their programs (rarely shared across files) would otherwise
+    stay in memory for the whole run."""
+    yield
+    jax.clear_caches()
