@@ -50,6 +50,13 @@ struct Packed {
   // transpose=false: src is M itself, [K][N] row-major.
   // transpose=true: src is M^T, [N][K] row-major (W_hh [H, G H] packed as W_hh^T).
   Packed(const float* src, int k_, int n_, bool transpose)
+      : Packed(k_, n_, [=](int kk, int col) {
+          return transpose ? src[static_cast<size_t>(col) * k_ + kk]
+                           : src[static_cast<size_t>(kk) * n_ + col];
+        }) {}
+  // M[kk, col] = at(kk, col): a matrix stacked from several (the LSTM's [W_ih; W_hh]).
+  template <typename At>
+  Packed(int k_, int n_, At at)
       : k(k_), n(n_), panels((n_ + kPanel - 1) / kPanel),
         data(static_cast<size_t>(panels) * k_ * kPanel) {
     for (int p = 0; p < panels; ++p) {
@@ -57,10 +64,7 @@ struct Packed {
       for (int kk = 0; kk < k; ++kk) {
         for (int j = 0; j < kPanel; ++j) {
           int col = p * kPanel + j;
-          float v = 0.0f;
-          if (col < n) v = transpose ? src[static_cast<size_t>(col) * k + kk]
-                                     : src[static_cast<size_t>(kk) * n + col];
-          dst[kk * kPanel + j] = v;
+          dst[kk * kPanel + j] = col < n ? at(kk, col) : 0.0f;
         }
       }
     }
