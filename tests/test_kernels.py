@@ -306,12 +306,12 @@ OWN_OPS = ("get-tuple-element(", "bitcast(", "parameter(", "custom-call(")
 
 
 def test_the_lstm_loops_run_both_products_and_write_gate_gradients_in_place():
-    """The differentiated LSTM step has no ``[T, B, 4H]`` input projection before the
-    compiled forward loop and no ``dZ W_ih^T`` product after the backward loop (both are
-    in the loops), and the backward loop's gate gradients are written over the saved
-    activations (its first result aliases its first operand), so the step keeps one
-    ``[T, B, 4H]`` buffer instead of three. Where the inputs are constants the loop
-    computes no input gradient."""
+    """The differentiated LSTM step runs no product in XLA: the input projection and
+    ``dZ W_ih^T`` are in the loops and the weight gradients in the compiled backward
+    call; the backward loop's gate gradients are written over the saved activations (its
+    first result aliases its first operand), so the step keeps one ``[T, B, 4H]`` buffer
+    instead of three. Where the inputs are constants the loop computes no input
+    gradient."""
     steps, batch, hidden = 5, 3, 8
     graphdef, params = nnx.split(rnnlab.RNN(_cell("lstm", hidden), implementation="kernel"))
     x = jnp.ones((batch, steps, F))
@@ -328,5 +328,4 @@ def test_the_lstm_loops_run_both_products_and_write_gate_gradients_in_place():
         # No other instruction makes a gate-sized array (a product, a copy, a fusion).
         made = [line for line in lines if f"= {gate_sized}" in line]
         assert not [m for m in made if not any(k in m for k in OWN_OPS)], made
-        dots = [line for line in lines if " dot(" in line]
-        assert len(dots) == 1 and f"f32[{F + hidden},{4 * hidden}]" in dots[0], dots
+        assert not [line for line in lines if " dot(" in line]

@@ -1,6 +1,6 @@
 // Times the compiled loops outside JAX: the forward and the backward loop of one cell at one
 // shape, best of N calls, wall and process CPU time, and the loop products' GFLOP/s
-// (2 T B (I + H) G H per loop, G = 4 gates for the LSTM, 3 for the GRU, I = 0 for the GRU,
+// (2 T B (I + H) G H per loop and for the LSTM's weight gradient, G = 4 gates for the LSTM, 3 for the GRU, I = 0 for the GRU,
 // whose loops leave the input products to XLA, and H / 2 for the LSTM here, whose loops
 // run them). Built with the package's flags from the repository root (docs/performance.md, "The compiled CPU loops"):
 //
@@ -84,18 +84,28 @@ int main(int argc, char** argv) {
   };
   auto backward = [&] {
     rnnlab::lstm_backward(d, acts.data(), cs.data(), c0.data(), dhs.data(), nullptr, nullptr,
-                          nullptr, nullptr, nullptr, w_ih.data(), w.data(), c_last.data(),
-                          h_last.data(), dz.data(), dxs.data(), db.data(), dc0.data(),
-                          dh0.data(), d_rc.data(), d_rh.data(), threads);
+                          nullptr, nullptr, nullptr, nullptr, w_ih.data(), w.data(),
+                          c_last.data(), h_last.data(), dz.data(), dxs.data(), db.data(),
+                          nullptr, nullptr, dc0.data(), dh0.data(), d_rc.data(), d_rh.data(),
+                          threads);
+  };
+  // The weight gradients [x, h']^T dZ after the backward loop (the same FLOP count).
+  std::vector<float> dw_ih(static_cast<size_t>(I) * G), dw_hh(static_cast<size_t>(H) * G);
+  auto weights = [&] {
+    rnnlab::weight_grads(d, rows.data(), dz.data(), dw_ih.data(), dw_hh.data(), threads);
   };
 #endif
   const double flop = 2.0 * T * B * (in_features + H) * G;
-  const char* names[] = {"forward", "backward"};
-  for (int loop = 0; loop < 2; ++loop) {
+  const char* names[] = {"forward", "backward", "weight gradient"};
+  for (int loop = 0; loop < (kGates == 4 ? 3 : 2); ++loop) {
     double wall = 1e30, cpu = 0;
     for (int r = 0; r < repeats; ++r) {
       const double w0 = clock_s(CLOCK_MONOTONIC), c0_ = clock_s(CLOCK_PROCESS_CPUTIME_ID);
+#ifdef RNNLAB_GRU
       loop == 0 ? forward() : backward();
+#else
+      loop == 0 ? forward() : loop == 1 ? backward() : weights();
+#endif
       const double dw = clock_s(CLOCK_MONOTONIC) - w0;
       if (dw < wall) wall = dw, cpu = clock_s(CLOCK_PROCESS_CPUTIME_ID) - c0_;
     }

@@ -147,14 +147,32 @@ void lstm_forward(Dims d, const float* xs, const float* w_ih, const float* w_hh,
   });
 }
 
+// [dW_ih; dW_hh] = [x, h']^T dZ over all T B rows (the rows the forward loop kept), one
+// product split over the threads by 64-column panels of the result.
+void weight_grads(Dims d, const float* rows, const float* dz, float* dw_ih, float* dw_hh,
+                  int64_t threads) {
+  const int G = 4 * d.h, K = d.i + d.h, M = d.t * d.b;
+  const int panels = (G + kPanel - 1) / kPanel, ldc = panels * kPanel;
+  Aligned dw(static_cast<size_t>(K) * ldc);
+  split_batch(panels, threads, [&](int p0, int p1) {
+    gemm_tn_panels(rows, K, K, dz, G, G, M, dw.ptr, ldc, p0, p1);
+  });
+  for (int r = 0; r < K; ++r) {
+    float* out = r < d.i ? dw_ih + static_cast<size_t>(r) * G
+                         : dw_hh + static_cast<size_t>(r - d.i) * G;
+    std::memcpy(out, dw.ptr + static_cast<size_t>(r) * ldc, sizeof(float) * G);
+  }
+}
+
 // `dz` may be `acts` itself (XLA aliases them): each row's activations are copied to an L1
 // row before its gradients overwrite them. Without `dxs` (null: the inputs are constants)
 // the product is dz_t W_hh^T alone.
 void lstm_backward(Dims d, const float* acts, const float* cs, const float* c_first,
-                   const float* dhs, const float* mask, const float* resets, const float* rc_c,
-                   const float* rec, const float* upd, const float* w_ih, const float* w_hh,
-                   const float* dc_last, const float* dh_last, float* dz, float* dxs, float* db,
-                   float* dc0, float* dh0, float* d_rc_c, float* d_rc_h, int64_t threads) {
+                   const float* dhs, const float* rows, const float* mask, const float* resets,
+                   const float* rc_c, const float* rec, const float* upd, const float* w_ih,
+                   const float* w_hh, const float* dc_last, const float* dh_last, float* dz,
+                   float* dxs, float* db, float* dw_ih, float* dw_hh, float* dc0, float* dh0,
+                   float* d_rc_c, float* d_rc_h, int64_t threads) {
   const int H = d.h, G = 4 * H, B = d.b, I = dxs ? d.i : 0, N = H + I;
   // [W_hh^T | W_ih^T] [4H, H + I]: dh'' and dx_t from one product per step.
   Packed wt(G, N, [=](int kk, int col) {
@@ -233,6 +251,7 @@ void lstm_backward(Dims d, const float* acts, const float* cs, const float* c_fi
     std::lock_guard<std::mutex> lock(db_lock);
     for (int j = 0; j < G; ++j) db[j] += db_part.ptr[j];
   });
+  if (rows) weight_grads(d, rows, dz, dw_ih, dw_hh, threads);
 }
 
 using F32 = ffi::Buffer<ffi::F32>;
@@ -267,6 +286,8 @@ ffi::Error LstmForward(F32 xs, F32 w_ih, F32 w_hh, F32 bias, F32 c0, F32 h0, F32
     std::memcpy(h_last->typed_data(), h0.typed_data(), sizeof(float) * n);
     return ffi::Error::Success();
   }
+  for (auto* out : {&acts, &cs, &hs, &xh})
+    advise_huge_pages((*out)->typed_data(), (*out)->size_bytes());
   lstm_forward(d, xs.typed_data(), w_ih.typed_data(), w_hh.typed_data(), bias.typed_data(),
                c0.typed_data(), h0.typed_data(), opt(mask.typed_data(), mask.element_count()),
                opt(resets.typed_data(), resets.element_count()), rc_c.typed_data(),
@@ -279,10 +300,10 @@ ffi::Error LstmForward(F32 xs, F32 w_ih, F32 w_hh, F32 bias, F32 c0, F32 h0, F32
   return ffi::Error::Success();
 }
 
-ffi::Error LstmBackward(F32 acts, F32 cs, F32 c_first, F32 dhs, F32 mask, F32 resets,
-                        F32 rc_c, F32 rec, F32 upd, F32 w_ih, F32 w_hh, F32 dc_last,
-                        F32 dh_last, Out dz, Out dxs, Out db, Out dc0, Out dh0, Out d_rc_c,
-                        Out d_rc_h, int64_t threads) {
+ffi::Error LstmBackward(F32 acts, F32 cs, F32 c_first, F32 dhs, F32 rows, F32 mask,
+                        F32 resets, F32 rc_c, F32 rec, F32 upd, F32 w_ih, F32 w_hh,
+                        F32 dc_last, F32 dh_last, Out dz, Out dxs, Out db, Out dw_ih,
+                        Out dw_hh, Out dc0, Out dh0, Out d_rc_c, Out d_rc_h, int64_t threads) {
   if (auto e = check_rank3(acts, "lstm backward: acts"); e.failure()) return e;
   auto dims = acts.dimensions();
   auto wd = w_ih.dimensions();
@@ -291,14 +312,22 @@ ffi::Error LstmBackward(F32 acts, F32 cs, F32 c_first, F32 dhs, F32 mask, F32 re
   Dims d{static_cast<int>(dims[0]), static_cast<int>(dims[1]), static_cast<int>(dims[2] / 4),
          static_cast<int>(wd[0])};
   const size_t G = 4 * static_cast<size_t>(d.h);
-  const bool want_dx = dxs->element_count() != 0;
+  const bool want_dx = dxs->element_count() != 0, want_dw = rows.element_count() != 0;
+  const size_t steps_rows = static_cast<size_t>(d.t) * d.b;
   if (w_hh.element_count() != d.h * G || db->element_count() != G ||
-      (want_dx && dxs->element_count() != static_cast<size_t>(d.t) * d.b * d.i))
+      (want_dx && dxs->element_count() != steps_rows * d.i) ||
+      (want_dw && (rows.element_count() != steps_rows * (d.i + d.h) ||
+                   dw_ih->element_count() != d.i * G || dw_hh->element_count() != d.h * G)))
     return ffi::Error::InvalidArgument(
-        "lstm backward: w_hh [H, 4H], db [4H], dx [T, B, I] or [0] for acts [T, B, 4H]");
+        "lstm backward: w_hh [H, 4H], db [4H], dx [T, B, I] or [0], rows [T, B, I + H] "
+        "with dW_ih [I, 4H] and dW_hh [H, 4H], or [0], for acts [T, B, 4H]");
   if (d.b == 0) return ffi::Error::Success();
   if (d.t == 0) {  // no step: the carry gradients pass through
     std::fill(db->typed_data(), db->typed_data() + G, 0.0f);
+    if (want_dw) {
+      std::fill(dw_ih->typed_data(), dw_ih->typed_data() + d.i * G, 0.0f);
+      std::fill(dw_hh->typed_data(), dw_hh->typed_data() + d.h * G, 0.0f);
+    }
     const size_t n = static_cast<size_t>(d.b) * d.h;
     std::memcpy(dc0->typed_data(), dc_last.typed_data(), sizeof(float) * n);
     std::memcpy(dh0->typed_data(), dh_last.typed_data(), sizeof(float) * n);
@@ -306,14 +335,17 @@ ffi::Error LstmBackward(F32 acts, F32 cs, F32 c_first, F32 dhs, F32 mask, F32 re
     std::fill(d_rc_h->typed_data(), d_rc_h->typed_data() + n, 0.0f);
     return ffi::Error::Success();
   }
+  if (want_dx) advise_huge_pages(dxs->typed_data(), dxs->size_bytes());
   lstm_backward(d, acts.typed_data(), cs.typed_data(), c_first.typed_data(), dhs.typed_data(),
+                want_dw ? rows.typed_data() : nullptr,
                 opt(mask.typed_data(), mask.element_count()),
                 opt(resets.typed_data(), resets.element_count()), rc_c.typed_data(),
                 opt(rec.typed_data(), rec.element_count()),
                 opt(upd.typed_data(), upd.element_count()), w_ih.typed_data(),
                 w_hh.typed_data(), dc_last.typed_data(), dh_last.typed_data(),
                 dz->typed_data(), want_dx ? dxs->typed_data() : nullptr, db->typed_data(),
-                dc0->typed_data(),
+                want_dw ? dw_ih->typed_data() : nullptr,
+                want_dw ? dw_hh->typed_data() : nullptr, dc0->typed_data(),
                 dh0->typed_data(), d_rc_c->typed_data(), d_rc_h->typed_data(), threads);
   return ffi::Error::Success();
 }
@@ -355,6 +387,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnlabLstmBackward, rnnlab::LstmBackward,
                                   .Arg<rnnlab::F32>()  // cs [T, B, H]
                                   .Arg<rnnlab::F32>()  // c before step 0 [B, H]
                                   .Arg<rnnlab::F32>()  // output gradients [T, B, H]
+                                  .Arg<rnnlab::F32>()  // rows [x_t, h'] [T, B, I + H] or [0]
                                   .Arg<rnnlab::F32>()  // mask [T, B] or [0]
                                   .Arg<rnnlab::F32>()  // resets [T, B] or [0]
                                   .Arg<rnnlab::F32>()  // reset carry c [B, H]
@@ -367,6 +400,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnlabLstmBackward, rnnlab::LstmBackward,
                                   .Ret<rnnlab::F32>()  // dz [T, B, 4H] (aliases acts)
                                   .Ret<rnnlab::F32>()  // dx [T, B, I] or [0] (not wanted)
                                   .Ret<rnnlab::F32>()  // db [4H]
+                                  .Ret<rnnlab::F32>()  // dW_ih [I, 4H] or [0] (no rows)
+                                  .Ret<rnnlab::F32>()  // dW_hh [H, 4H] or [0] (no rows)
                                   .Ret<rnnlab::F32>()  // dc0
                                   .Ret<rnnlab::F32>()  // dh0
                                   .Ret<rnnlab::F32>()  // reset carry gradient c

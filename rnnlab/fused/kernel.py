@@ -167,29 +167,34 @@ def lstm_forward(
 
 
 def lstm_backward(
-    acts, cs, c_first, dhs, mask, resets, rc_c, rec_mask, upd_mask, weights, dc, dh, want_dx=True
-):
-    """The LSTM backward loop: ``(dz [T, B, 4H], dx [T, B, I], db [4H], dc_0, dh_0,
-    d_reset_c, d_reset_h)``; ``dx`` is ``None``, and its product left out of the loop,
-    without ``want_dx`` (the inputs are constants).
+    acts, cs, c_first, dhs, rows, mask, resets, rc_c, rec_mask, upd_mask, weights, dc, dh,
+    want_dx=True,
+):  # fmt: skip
+    """The LSTM backward loop: ``(dz [T, B, 4H], dx [T, B, I], db [4H], (dW_ih, dW_hh),
+    dc_0, dh_0, d_reset_c, d_reset_h)``.
 
     ``c_first`` is the cell state before step 0 (step ``t`` reads ``cs[t - 1]``), ``weights =
     (w_ih, w_hh)``. ``dz`` is written over ``acts`` (XLA aliases the two buffers: the
     activations of a step are dead once its gradients exist), so the backward pass allocates
     no second ``[T, B, 4H]`` array; ``dx = dZ W_ih^T`` comes from the same per-step product
-    as the recurrent gradient.
+    as the recurrent gradient, and is ``None`` (not computed) without ``want_dx``. With the
+    forward loop's ``rows [T, B, I + H]`` the weight gradients ``rows^T dZ`` are computed
+    after the loop on every thread; without (``None``) they are ``None``.
     """
     w_ih, w_hh = weights
     steps, batch, gates = acts.shape
-    state = (batch, gates // 4)
-    dx_shape = (steps, batch, w_ih.shape[0]) if want_dx else (0,)
-    dz, dx, *rest = _call(
+    features, hidden = w_ih.shape[0], gates // 4
+    state = (batch, hidden)
+    dx_shape = (steps, batch, features) if want_dx else (0,)
+    dw_shapes = [(features, gates), (hidden, gates)] if rows is not None else [(0,), (0,)]
+    dz, dx, db, dw_ih, dw_hh, *carries = _call(
         "rnnlab_lstm_backward",
-        [acts.shape, dx_shape, (gates,), state, state, state, state],
+        [acts.shape, dx_shape, (gates,), *dw_shapes, state, state, state, state],
         acts,
         cs,
         c_first.astype(F32),
         dhs.astype(F32),
+        _opt(rows),
         _flags(mask),
         _flags(resets),
         _opt(rc_c if resets is not None else None),
@@ -201,7 +206,8 @@ def lstm_backward(
         dh.astype(F32),
         aliases={0: 0},
     )
-    return (dz, dx if want_dx else None, *rest)
+    d_weights = None if rows is None else (dw_ih, dw_hh)
+    return (dz, dx if want_dx else None, db, d_weights, *carries)
 
 
 def gru_forward(gx, w_hh, b_hh, h0, mask, resets, reset_carry, rec_mask, upd_mask, save_gates=True):

@@ -193,23 +193,20 @@ def _gate_grads(opts: FusedOptions, w_hh, w_proj, extras, acts, cs, c_prevs, seq
 
 def _kernel_span_backward(weights, extras, span, carry_grads, acts, rows, h_rec, want_dx):
     """The backward of one span through the compiled loop, which also returns the input
-    (``None`` without ``want_dx``) and bias gradients; the weight gradients are one product
-    over all rows, ``[X, H'']^T dZ`` with the forward loop's kept rows (or ``X^T dZ`` and
-    ``H''^T dZ`` where the gates were recomputed and no rows were kept)."""
+    (``None`` without ``want_dx``) and bias gradients, and with the forward loop's kept
+    ``rows = [x_t, h']`` the weight gradients ``rows^T dZ`` too, on every thread. Where the
+    gates were recomputed (no rows kept) those are ``X^T dZ`` and ``H''^T dZ`` in XLA."""
     w_ih, w_hh, _, _ = weights
     (rc_c, _), rec_mask, upd_mask = extras
     (x, dy, m, r), ((c, _), (c_prev, _)) = span
     dc_t, dh_t, d_reset = carry_grads
-    dz, dx, db, dc0, dh0, d_rc, d_rh = kernel.lstm_backward(
-        acts, c, c_prev[0], dy, m, r, rc_c, rec_mask, upd_mask, (w_ih, w_hh), dc_t, dh_t, want_dx
-    )
+    dz, dx, db, d_w, dc0, dh0, d_rc, d_rh = kernel.lstm_backward(
+        acts, c, c_prev[0], dy, rows, m, r, rc_c, rec_mask, upd_mask, (w_ih, w_hh), dc_t, dh_t,
+        want_dx,
+    )  # fmt: skip
     if d_reset is not None:
         d_reset = (d_reset[0] + d_rc, d_reset[1] + d_rh)
-    if rows is None:
-        d_ih, d_hh = rows_t_mm(x, dz, F32), rows_t_mm(h_rec(), dz, F32)
-    else:
-        d_cat = rows_t_mm(rows, dz, F32)
-        d_ih, d_hh = d_cat[: x.shape[-1]], d_cat[x.shape[-1] :]
+    d_ih, d_hh = d_w if d_w is not None else (rows_t_mm(x, dz, F32), rows_t_mm(h_rec(), dz, F32))
     return (dc0, dh0, d_reset), (d_ih, d_hh, db, None), dx
 
 
