@@ -18,6 +18,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 namespace rnnlab {
@@ -96,25 +97,32 @@ inline void tile(const float* a, int lda, const float* panel, int k, float* c, i
   }
 }
 
+// Calls fn(std::integral_constant<int, R>{}, r) for the row tiles [r, r + R) that cover
+// [0, rows): tiles of kTileRows rows, then one of the rest (R a constant: register tiles).
+template <typename Fn>
+inline void row_tiles(int rows, Fn fn) {
+  int r = 0;
+  for (; r + kTileRows <= rows; r += kTileRows) fn(std::integral_constant<int, kTileRows>{}, r);
+  switch (rows - r) {
+    case 5: fn(std::integral_constant<int, 5>{}, r); break;
+    case 4: fn(std::integral_constant<int, 4>{}, r); break;
+    case 3: fn(std::integral_constant<int, 3>{}, r); break;
+    case 2: fn(std::integral_constant<int, 2>{}, r); break;
+    case 1: fn(std::integral_constant<int, 1>{}, r); break;
+    default: break;
+  }
+}
+
 // C [rows, >= M.padded()] += A [rows, K] M: panel by panel, so that one panel serves every
 // row tile while it is in cache.
 inline void gemm_acc(const float* a, int lda, int rows, const Packed& m, float* c, int ldc) {
   for (int p = 0; p < m.panels; ++p) {
     const float* panel = m.data.ptr + static_cast<size_t>(p) * m.k * kPanel;
     float* cp = c + p * kPanel;
-    int r = 0;
-    for (; r + kTileRows <= rows; r += kTileRows)
-      tile<kTileRows>(a + static_cast<size_t>(r) * lda, lda, panel, m.k, cp + static_cast<size_t>(r) * ldc, ldc);
-    const float* ar = a + static_cast<size_t>(r) * lda;
-    float* cr = cp + static_cast<size_t>(r) * ldc;
-    switch (rows - r) {
-      case 5: tile<5>(ar, lda, panel, m.k, cr, ldc); break;
-      case 4: tile<4>(ar, lda, panel, m.k, cr, ldc); break;
-      case 3: tile<3>(ar, lda, panel, m.k, cr, ldc); break;
-      case 2: tile<2>(ar, lda, panel, m.k, cr, ldc); break;
-      case 1: tile<1>(ar, lda, panel, m.k, cr, ldc); break;
-      default: break;
-    }
+    row_tiles(rows, [&](auto n, int r) {
+      tile<decltype(n)::value>(a + static_cast<size_t>(r) * lda, lda, panel, m.k,
+                               cp + static_cast<size_t>(r) * ldc, ldc);
+    });
   }
 }
 
@@ -168,19 +176,10 @@ inline void gemm_tn_panels(const float* a, int lda, int k, const float* b, int l
         ldp = kPanel;
       }
       float* cp = c + p * kPanel;
-      int r = 0;
-      for (; r + kTileRows <= k; r += kTileRows)
-        tile_tn<kTileRows>(ab + r, lda, bp, ldp, mb, cp + static_cast<size_t>(r) * ldc, ldc);
-      const float* ar = ab + r;
-      float* cr = cp + static_cast<size_t>(r) * ldc;
-      switch (k - r) {
-        case 5: tile_tn<5>(ar, lda, bp, ldp, mb, cr, ldc); break;
-        case 4: tile_tn<4>(ar, lda, bp, ldp, mb, cr, ldc); break;
-        case 3: tile_tn<3>(ar, lda, bp, ldp, mb, cr, ldc); break;
-        case 2: tile_tn<2>(ar, lda, bp, ldp, mb, cr, ldc); break;
-        case 1: tile_tn<1>(ar, lda, bp, ldp, mb, cr, ldc); break;
-        default: break;
-      }
+      row_tiles(k, [&](auto n, int r) {
+        tile_tn<decltype(n)::value>(ab + r, lda, bp, ldp, mb, cp + static_cast<size_t>(r) * ldc,
+                                    ldc);
+      });
     }
   }
 }
