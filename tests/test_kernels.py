@@ -108,14 +108,18 @@ def _case(kind, batch, hidden, seed):
     return x, lengths, resets, rec, upd, carry0, reset0
 
 
-@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("reverse, remat", [(False, None), (True, None), (False, "full")])
 @pytest.mark.parametrize("batch, hidden", [(1, 5), (3, 17)])
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
-def test_kernel_matches_float64_loops_with_every_feature(kind, batch, hidden, reverse):
+def test_kernel_matches_float64_loops_with_every_feature(kind, batch, hidden, reverse, remat):
+    """``remat`` recomputes the gates in XLA and runs only the backward loop compiled (the
+    LSTM's weight gradient then comes from the rebuilt previous states, not kept rows)."""
     cell = _cell(kind, hidden)
     x, lengths, resets, rec, upd, carry0, reset0 = _case(kind, batch, hidden, seed=batch + hidden)
     params = dict(cell.cell_params(), recurrent_mask=jnp.asarray(rec), update_mask=jnp.asarray(upd))
-    layer = rnnlab.RNN(cell, implementation="kernel", return_carry=True, reverse=reverse)
+    layer = rnnlab.RNN(
+        cell, implementation="kernel", return_carry=True, reverse=reverse, remat=remat
+    )
     kw = dict(seq_lengths=jnp.asarray(lengths), resets=jnp.asarray(resets), keep_order=True)
 
     def run(params, x, c0, r0):
@@ -294,4 +298,34 @@ def test_a_build_of_another_calling_convention_is_refused(monkeypatch):
     overrun."""
     monkeypatch.setenv("RNNLAB_KERNELS_LIBRARY", ctypes.util.find_library("m"))
     reason = kernel.unavailable_reason.__wrapped__()
-    assert reason is not None and "out of date (ABI 1, need 2)" in reason
+    assert reason is not None and "out of date (ABI 1, need 3)" in reason
+
+
+# The instructions that merely name a custom call's results.
+OWN_OPS = ("get-tuple-element(", "bitcast(", "parameter(", "custom-call(")
+
+
+def test_the_lstm_loops_run_both_products_and_write_gate_gradients_in_place():
+    """The differentiated LSTM step runs no product in XLA: the input projection and
+    ``dZ W_ih^T`` are in the loops and the weight gradients in the compiled backward
+    call; the backward loop's gate gradients are written over the saved activations (its
+    first result aliases its first operand), so the step keeps one ``[T, B, 4H]`` buffer
+    instead of three. Where the inputs are constants the loop computes no input
+    gradient."""
+    steps, batch, hidden = 5, 3, 8
+    graphdef, params = nnx.split(rnnlab.RNN(_cell("lstm", hidden), implementation="kernel"))
+    x = jnp.ones((batch, steps, F))
+    loss = lambda params, x: jnp.sum(nnx.merge(graphdef, params)(x) ** 2)
+    gate_sized = f"f32[{steps},{batch},{4 * hidden}]"
+    input_sized = f"f32[{steps},{batch},{F}]"
+    for argnums in ((0, 1), 0):
+        hlo = jax.jit(jax.grad(loss, argnums)).lower(params, x).compile().as_text()
+        lines = hlo.splitlines()
+        [backward] = [line for line in lines if "rnnlab_lstm_backward" in line]
+        assert "output_to_operand_aliasing={{0}: (0, {})}" in backward, backward
+        results = backward.split("custom-call(")[0]
+        assert (input_sized in results) == (argnums == (0, 1)), backward
+        # No other instruction makes a gate-sized array (a product, a copy, a fusion).
+        made = [line for line in lines if f"= {gate_sized}" in line]
+        assert not [m for m in made if not any(k in m for k in OWN_OPS)], made
+        assert not [line for line in lines if " dot(" in line]

@@ -37,14 +37,15 @@ from rnnlab.fused import kernel
 assert kernel.available(), kernel.unavailable_reason()
 print(rnnlab_kernels.library_path())
 rng = np.random.default_rng(0)
-B, H = 3, 7
-gx = rng.normal(size=(1, B, 4 * H)).astype(np.float32)
-w = rng.normal(size=(H, 4 * H)).astype(np.float32)
+B, H, I = 3, 7, 2
+x = rng.normal(size=(1, B, I)).astype(np.float32)
+w_ih, w_hh = (rng.normal(size=(n, 4 * H)).astype(np.float32) for n in (I, H))
+b = rng.normal(size=(4 * H,)).astype(np.float32)
 c0, h0 = (rng.normal(size=(B, H)).astype(np.float32) for _ in range(2))
-acts, cs, hs, c1, h1 = kernel.lstm_forward(
-    jnp.asarray(gx), jnp.asarray(w), jnp.asarray(c0), jnp.asarray(h0),
-    None, None, (None, None), None, None)
-z = gx[0].astype(np.float64) + h0 @ w
+acts, cs, hs, rows, c1, h1 = kernel.lstm_forward(
+    jnp.asarray(x), tuple(map(jnp.asarray, (w_ih, w_hh, b))), jnp.asarray(c0),
+    jnp.asarray(h0), None, None, (None, None), None, None)
+z = x[0].astype(np.float64) @ w_ih + h0 @ w_hh + b
 sig = lambda a: 1 / (1 + np.exp(-a))
 i, f, g, o = sig(z[:, :H]), sig(z[:, H:2*H]), np.tanh(z[:, 2*H:3*H]), sig(z[:, 3*H:])
 c = f * c0 + i * g

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <sched.h>
+#include <sys/mman.h>
 
 #include <algorithm>
 #include <cstddef>
@@ -17,6 +18,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 namespace rnnlab {
@@ -50,6 +52,13 @@ struct Packed {
   // transpose=false: src is M itself, [K][N] row-major.
   // transpose=true: src is M^T, [N][K] row-major (W_hh [H, G H] packed as W_hh^T).
   Packed(const float* src, int k_, int n_, bool transpose)
+      : Packed(k_, n_, [=](int kk, int col) {
+          return transpose ? src[static_cast<size_t>(col) * k_ + kk]
+                           : src[static_cast<size_t>(kk) * n_ + col];
+        }) {}
+  // M[kk, col] = at(kk, col): a matrix stacked from several (the LSTM's [W_ih; W_hh]).
+  template <typename At>
+  Packed(int k_, int n_, At at)
       : k(k_), n(n_), panels((n_ + kPanel - 1) / kPanel),
         data(static_cast<size_t>(panels) * k_ * kPanel) {
     for (int p = 0; p < panels; ++p) {
@@ -57,10 +66,7 @@ struct Packed {
       for (int kk = 0; kk < k; ++kk) {
         for (int j = 0; j < kPanel; ++j) {
           int col = p * kPanel + j;
-          float v = 0.0f;
-          if (col < n) v = transpose ? src[static_cast<size_t>(col) * k + kk]
-                                     : src[static_cast<size_t>(kk) * n + col];
-          dst[kk * kPanel + j] = v;
+          dst[kk * kPanel + j] = col < n ? at(kk, col) : 0.0f;
         }
       }
     }
@@ -91,24 +97,89 @@ inline void tile(const float* a, int lda, const float* panel, int k, float* c, i
   }
 }
 
+// Calls fn(std::integral_constant<int, R>{}, r) for the row tiles [r, r + R) that cover
+// [0, rows): tiles of kTileRows rows, then one of the rest (R a constant: register tiles).
+template <typename Fn>
+inline void row_tiles(int rows, Fn fn) {
+  int r = 0;
+  for (; r + kTileRows <= rows; r += kTileRows) fn(std::integral_constant<int, kTileRows>{}, r);
+  switch (rows - r) {
+    case 5: fn(std::integral_constant<int, 5>{}, r); break;
+    case 4: fn(std::integral_constant<int, 4>{}, r); break;
+    case 3: fn(std::integral_constant<int, 3>{}, r); break;
+    case 2: fn(std::integral_constant<int, 2>{}, r); break;
+    case 1: fn(std::integral_constant<int, 1>{}, r); break;
+    default: break;
+  }
+}
+
 // C [rows, >= M.padded()] += A [rows, K] M: panel by panel, so that one panel serves every
 // row tile while it is in cache.
 inline void gemm_acc(const float* a, int lda, int rows, const Packed& m, float* c, int ldc) {
   for (int p = 0; p < m.panels; ++p) {
     const float* panel = m.data.ptr + static_cast<size_t>(p) * m.k * kPanel;
     float* cp = c + p * kPanel;
-    int r = 0;
-    for (; r + kTileRows <= rows; r += kTileRows)
-      tile<kTileRows>(a + static_cast<size_t>(r) * lda, lda, panel, m.k, cp + static_cast<size_t>(r) * ldc, ldc);
-    const float* ar = a + static_cast<size_t>(r) * lda;
-    float* cr = cp + static_cast<size_t>(r) * ldc;
-    switch (rows - r) {
-      case 5: tile<5>(ar, lda, panel, m.k, cr, ldc); break;
-      case 4: tile<4>(ar, lda, panel, m.k, cr, ldc); break;
-      case 3: tile<3>(ar, lda, panel, m.k, cr, ldc); break;
-      case 2: tile<2>(ar, lda, panel, m.k, cr, ldc); break;
-      case 1: tile<1>(ar, lda, panel, m.k, cr, ldc); break;
-      default: break;
+    row_tiles(rows, [&](auto n, int r) {
+      tile<decltype(n)::value>(a + static_cast<size_t>(r) * lda, lda, panel, m.k,
+                               cp + static_cast<size_t>(r) * ldc, ldc);
+    });
+  }
+}
+
+// C[r, 0:64] += sum_m A[m, r] B[m, 0:64] for `Rows` rows r: the tile of a product A^T B
+// over many rows m (a weight gradient), A and B read in place (row strides lda, ldb).
+template <int Rows>
+inline void tile_tn(const float* a, int lda, const float* b, int ldb, int m, float* c, int ldc) {
+  v16 acc[Rows][4];
+  for (int r = 0; r < Rows; ++r)
+    for (int j = 0; j < 4; ++j) acc[r][j] = v16{};
+  for (int kk = 0; kk < m; ++kk) {
+    const v16u* w = reinterpret_cast<const v16u*>(b + static_cast<size_t>(kk) * ldb);
+    v16 w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3];
+    const float* ar = a + static_cast<size_t>(kk) * lda;
+    for (int r = 0; r < Rows; ++r) {
+      float s = ar[r];
+      acc[r][0] += s * w0;
+      acc[r][1] += s * w1;
+      acc[r][2] += s * w2;
+      acc[r][3] += s * w3;
+    }
+  }
+  for (int r = 0; r < Rows; ++r) {
+    v16u* out = reinterpret_cast<v16u*>(c + static_cast<size_t>(r) * ldc);
+    for (int j = 0; j < 4; ++j) out[j] += acc[r][j];
+  }
+}
+
+// C [k, >= 64 ceil(n / 64)] += A^T B for A [m, lda] (its first k columns) and B [m, ldb]
+// (its first n columns), on the 64-column panels [p0, p1) of C. The rows m are taken in
+// blocks whose slices of A and B stay in L2 while every tile of the panel reads them; a
+// last panel narrower than 64 columns is copied, zero-padded, into `pad` ([block][64]).
+inline void gemm_tn_panels(const float* a, int lda, int k, const float* b, int ldb, int n, int m,
+                           float* c, int ldc, int p0, int p1) {
+  constexpr int kBlock = 256;
+  Aligned pad(static_cast<size_t>(kBlock) * kPanel);
+  for (int m0 = 0; m0 < m; m0 += kBlock) {
+    const int mb = std::min(kBlock, m - m0);
+    const float* ab = a + static_cast<size_t>(m0) * lda;
+    for (int p = p0; p < p1; ++p) {
+      const int cols = std::min(kPanel, n - p * kPanel);
+      const float* bp = b + static_cast<size_t>(m0) * ldb + p * kPanel;
+      int ldp = ldb;
+      if (cols < kPanel) {
+        for (int i = 0; i < mb; ++i) {
+          float* dst = pad.ptr + static_cast<size_t>(i) * kPanel;
+          std::memcpy(dst, bp + static_cast<size_t>(i) * ldb, sizeof(float) * cols);
+          std::memset(dst + cols, 0, sizeof(float) * (kPanel - cols));
+        }
+        bp = pad.ptr;
+        ldp = kPanel;
+      }
+      float* cp = c + p * kPanel;
+      row_tiles(k, [&](auto n, int r) {
+        tile_tn<decltype(n)::value>(ab + r, lda, bp, ldp, mb, cp + static_cast<size_t>(r) * ldc,
+                                    ldc);
+      });
     }
   }
 }
@@ -166,6 +237,25 @@ void split_batch(int batch, int64_t requested, Fn fn) {
   }
   fn(begin0, end0);
   for (auto& w : workers) w.join();
+}
+
+// Asks the OS to back the 2 MiB-aligned part of a large result buffer with huge pages.
+// XLA:CPU allocates each execution's buffers afresh; with glibc's default allocator
+// policy a large allocation is a fresh mapping whose 4 KiB pages fault in one by one at
+// their first write, which the loops make (about 0.4 ms per MiB on the development
+// machine under load). A huge page faults in once per 2 MiB. Only a hint: where
+// transparent huge pages are off, or the pages are already there, nothing changes.
+// RNNLAB_KERNEL_HUGEPAGES=0 turns it off.
+inline void advise_huge_pages(void* p, size_t bytes) {
+  static const bool on = [] {
+    const char* v = std::getenv("RNNLAB_KERNEL_HUGEPAGES");
+    return !(v && v[0] == '0');
+  }();
+  constexpr uintptr_t kHuge = uintptr_t{2} << 20;
+  if (!on || bytes < 2 * kHuge) return;
+  uintptr_t begin = (reinterpret_cast<uintptr_t>(p) + kHuge - 1) & ~(kHuge - 1);
+  uintptr_t end = (reinterpret_cast<uintptr_t>(p) + bytes) & ~(kHuge - 1);
+  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
 }
 
 // An optional per-row array: empty (size 0) means absent.

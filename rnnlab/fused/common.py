@@ -33,7 +33,8 @@ class FusedOptions(NamedTuple):
       chunk: span length of the recomputing backward pass (``None``: the whole sequence);
         its gate activations and gradients are the only ``[chunk, B, G H]`` buffers alive.
       kernel: run the time loops as the compiled CPU kernels of :mod:`rnnlab.fused.kernel`
-        (float32, no projection); the input projection is then one product before the loop.
+        (float32, no projection): the LSTM's loops run the input products too, the GRU's
+        take the input projection as one product before the loop.
     """
 
     dtype: Any = F32

@@ -3,10 +3,12 @@
 The package (``kernels/`` in the repository; ``make venv`` builds it where a C++ compiler
 exists) holds the time loops of :mod:`rnnlab.fused.lstm` and :mod:`rnnlab.fused.gru` as
 XLA custom calls: each thread owns a fixed slice of the batch for the whole sequence, the
-recurrent weights are packed once per call and stay in cache across steps, and the gate
-nonlinearities run on each step's product while it is in cache. Everything around the loops
-stays in XLA: the input projection as one product before the forward loop, the weight
-gradients as single products after the backward loop.
+weights are packed once per call and stay in cache across steps, and the gate
+nonlinearities run on each step's product while it is in cache. The LSTM loops run both
+products of a step (``[x_t, h'] [W_ih; W_hh]`` forward, ``dz_t [W_hh^T | W_ih^T]`` backward,
+giving the input gradient with the recurrent one) and write the gate gradients over the
+saved activations; the weight gradients stay in XLA as single products after the backward
+loop. The GRU loops take the input projection from one XLA product before the loop.
 
 Without the package (no compiler, a failed build, a TPU VM) :func:`unavailable_reason`
 says why, and the fused XLA path runs instead.
@@ -26,7 +28,7 @@ Array = jax.Array
 F32 = jnp.float32
 
 # The library's calling convention (RnnlabKernelsAbi in kernels/csrc/lstm.cc).
-ABI = 2
+ABI = 3
 
 _TARGETS = {
     "rnnlab_lstm_forward": "RnnlabLstmForward",
@@ -95,35 +97,62 @@ def _flags(a: Array | None) -> Array:
     return a.reshape(a.shape[:2]).astype(F32)
 
 
-def _call(name: str, shapes, *args):
-    """``jax.ffi.ffi_call`` of a registered target with float32 results of ``shapes``."""
+def _call(name: str, shapes, *args, aliases=None):
+    """``jax.ffi.ffi_call`` of a registered target with float32 results of ``shapes``;
+    ``aliases`` maps an argument's index to the result that is written over it."""
     reason = unavailable_reason()
     if reason is not None:
         raise RuntimeError(f"the CPU recurrence kernels are unavailable: {reason}")
     out = [jax.ShapeDtypeStruct(s, F32) for s in shapes]
-    call = jax.ffi.ffi_call(name, out, vmap_method="sequential")
+    call = jax.ffi.ffi_call(name, out, vmap_method="sequential", input_output_aliases=aliases or {})
     return call(*args, threads=_threads())
 
 
 def lstm_forward(
-    gx, w_hh, c0, h0, mask, resets, reset_carry, rec_mask, upd_mask, save_acts=True, save_cs=True
+    xs,
+    weights,
+    c0,
+    h0,
+    mask,
+    resets,
+    reset_carry,
+    rec_mask,
+    upd_mask,
+    save_acts=True,
+    save_cs=True,
+    save_rows=True,
 ):
-    """The LSTM forward loop: ``(acts [T, B, 4H], cs, hs [T, B, H], c_T, h_T)``.
+    """The LSTM forward loop: ``(acts [T, B, 4H], cs, hs [T, B, H], rows, c_T, h_T)``.
 
-    ``gx = x W_ih + b``; ``mask``/``resets`` are ``[T, B, 1]`` bool or ``None``; the masks
+    ``weights = (w_ih [I, 4H], w_hh [H, 4H], b [4H])``: both products of a step run in the
+    loop, as one product of the row ``[x_t, h']`` with ``[W_ih; W_hh]``, so no
+    ``[T, B, 4H]`` input projection is written. ``rows [T, B, I + H]`` are those rows (``h'``
+    the reset-aware, recurrent-masked state that entered ``W_hh``), kept for the weight
+    gradient ``rows^T dZ``. ``mask``/``resets`` are ``[T, B, 1]`` bool or ``None``; the masks
     ``[B, H]`` or ``None`` (see :func:`rnnlab.fused.lstm_sequence` for the maths). Without
-    ``save_acts``/``save_cs`` (a pass that is not differentiated) ``acts``/``cs`` are
-    ``None`` and the kernel writes neither: at config A they are 20 MiB per call.
+    ``save_acts``/``save_cs``/``save_rows`` (a pass that is not differentiated, or one that
+    recomputes its gates) those results are ``None`` and the kernel writes none of them.
     """
-    steps, batch, gates = gx.shape
-    hidden = gates // 4
+    w_ih, w_hh, b = weights
+    steps, batch, features = xs.shape
+    hidden = w_hh.shape[0]
     rc_c, rc_h = reset_carry if resets is not None else (None, None)
     seq, state = (steps, batch, hidden), (batch, hidden)
-    acts, cs, hs, c_t, h_t = _call(
+    shapes = [
+        (steps, batch, 4 * hidden) if save_acts else (0,),
+        seq if save_cs else (0,),
+        seq,
+        (steps, batch, features + hidden) if save_rows else (0,),
+        state,
+        state,
+    ]
+    acts, cs, hs, rows, c_t, h_t = _call(
         "rnnlab_lstm_forward",
-        [(steps, batch, gates) if save_acts else (0,), seq if save_cs else (0,), seq, state, state],
-        gx.astype(F32),
+        shapes,
+        xs.astype(F32),
+        w_ih.astype(F32),
         w_hh.astype(F32),
+        b.astype(F32),
         c0.astype(F32),
         h0.astype(F32),
         _flags(mask),
@@ -133,29 +162,52 @@ def lstm_forward(
         _opt(rec_mask),
         _opt(upd_mask),
     )
-    return (acts if save_acts else None), (cs if save_cs else None), hs, c_t, h_t
+    keep = lambda a, saved: a if saved else None
+    return keep(acts, save_acts), keep(cs, save_cs), hs, keep(rows, save_rows), c_t, h_t
 
 
-def lstm_backward(acts, cs, c_prevs, dhs, mask, resets, rc_c, rec_mask, upd_mask, w_hh, dc, dh):
-    """The LSTM backward loop: ``(dz [T, B, 4H], dc_0, dh_0, d_reset_c, d_reset_h)``."""
+def lstm_backward(
+    acts, cs, c_first, dhs, rows, mask, resets, rc_c, rec_mask, upd_mask, weights, dc, dh,
+    want_dx=True,
+):  # fmt: skip
+    """The LSTM backward loop: ``(dz [T, B, 4H], dx [T, B, I], db [4H], (dW_ih, dW_hh),
+    dc_0, dh_0, d_reset_c, d_reset_h)``.
+
+    ``c_first`` is the cell state before step 0 (step ``t`` reads ``cs[t - 1]``), ``weights =
+    (w_ih, w_hh)``. ``dz`` is written over ``acts`` (XLA aliases the two buffers: the
+    activations of a step are dead once its gradients exist), so the backward pass allocates
+    no second ``[T, B, 4H]`` array; ``dx = dZ W_ih^T`` comes from the same per-step product
+    as the recurrent gradient, and is ``None`` (not computed) without ``want_dx``. With the
+    forward loop's ``rows [T, B, I + H]`` the weight gradients ``rows^T dZ`` are computed
+    after the loop on every thread; without (``None``) they are ``None``.
+    """
+    w_ih, w_hh = weights
     steps, batch, gates = acts.shape
-    state = (batch, gates // 4)
-    return _call(
+    features, hidden = w_ih.shape[0], gates // 4
+    state = (batch, hidden)
+    dx_shape = (steps, batch, features) if want_dx else (0,)
+    dw_shapes = [(features, gates), (hidden, gates)] if rows is not None else [(0,), (0,)]
+    dz, dx, db, dw_ih, dw_hh, *carries = _call(
         "rnnlab_lstm_backward",
-        [acts.shape, state, state, state, state],
+        [acts.shape, dx_shape, (gates,), *dw_shapes, state, state, state, state],
         acts,
         cs,
-        c_prevs,
+        c_first.astype(F32),
         dhs.astype(F32),
+        _opt(rows),
         _flags(mask),
         _flags(resets),
         _opt(rc_c if resets is not None else None),
         _opt(rec_mask),
         _opt(upd_mask),
+        w_ih.astype(F32),
         w_hh.astype(F32),
         dc.astype(F32),
         dh.astype(F32),
+        aliases={0: 0},
     )
+    d_weights = None if rows is None else (dw_ih, dw_hh)
+    return (dz, dx if want_dx else None, db, d_weights, *carries)
 
 
 def gru_forward(gx, w_hh, b_hh, h0, mask, resets, reset_carry, rec_mask, upd_mask, save_gates=True):

@@ -37,6 +37,7 @@ from functools import partial
 
 import jax
 import jax.numpy as jnp
+from jax.custom_derivatives import SymbolicZero, custom_vjp_primal_tree_values
 
 from rnnlab.fused import kernel
 from rnnlab.fused.common import (
@@ -86,12 +87,12 @@ def _forward(
     if opts.kernel:
         if w_proj is not None:
             raise ValueError("the CPU recurrence kernel has no projection (kernel_proj)")
-        gx = mm(xs, w_ih, dt) + b32
-        acts, cs, hs, c_t, h_t = kernel.lstm_forward(
-            gx, w_hh, c0, h0, mask, resets, (rc_c, rc_h), rec_mask, upd_mask,
-            save_acts=save_gates and residuals, save_cs=residuals,
+        keep = save_gates and residuals
+        acts, cs, hs, rows, c_t, h_t = kernel.lstm_forward(
+            xs, (w_ih, w_hh, b32), c0, h0, mask, resets, (rc_c, rc_h), rec_mask, upd_mask,
+            save_acts=keep, save_cs=residuals, save_rows=keep,
         )  # fmt: skip
-        return (hs, c_t, h_t), (acts, cs, hs)
+        return (hs, c_t, h_t), (acts, cs, hs, rows)
     if opts.hoist:
         inputs = mm(xs, w_ih, dt) + b32
     else:
@@ -119,7 +120,7 @@ def _forward(
     (c_t, h_t), (acts, cs, hs) = prefetch_scan(
         body, (c0, h0), (inputs, mask, resets), prefetch=opts.prefetch
     )
-    return (hs, c_t, h_t), (acts, cs, hs)
+    return (hs, c_t, h_t), (acts, cs, hs, None)
 
 
 def _gate_grads(opts: FusedOptions, w_hh, w_proj, extras, acts, cs, c_prevs, seq, carry_grads):
@@ -139,14 +140,6 @@ def _gate_grads(opts: FusedOptions, w_hh, w_proj, extras, acts, cs, c_prevs, seq
     dt = opts.dtype
     (rc_c, _), rec_mask, upd_mask = extras
     dhs, mask, resets = seq
-    if opts.kernel:
-        dc_t, dh_t, d_reset = carry_grads
-        dz, dc0, dh0, d_rc, d_rh = kernel.lstm_backward(
-            acts, cs, c_prevs, dhs, mask, resets, rc_c, rec_mask, upd_mask, w_hh, dc_t, dh_t
-        )
-        if d_reset is not None:
-            d_reset = (d_reset[0] + d_rc, d_reset[1] + d_rh)
-        return dz, (dc0, dh0, d_reset)
     hidden = cs.shape[-1]
     scale, shift = _gate_constants(hidden)
     # Transposed once, outside the loop: the per-step product then reads a row-major
@@ -198,22 +191,46 @@ def _gate_grads(opts: FusedOptions, w_hh, w_proj, extras, acts, cs, c_prevs, seq
     return out, (dc0, dh0, d_reset)
 
 
-def _span_backward(opts, weights, extras, span, carry_grads, acts=None):
+def _kernel_span_backward(weights, extras, span, carry_grads, acts, rows, h_rec, want_dx):
+    """The backward of one span through the compiled loop, which also returns the input
+    (``None`` without ``want_dx``) and bias gradients, and with the forward loop's kept
+    ``rows = [x_t, h']`` the weight gradients ``rows^T dZ`` too, on every thread. Where the
+    gates were recomputed (no rows kept) those are ``X^T dZ`` and ``H''^T dZ`` in XLA."""
+    w_ih, w_hh, _, _ = weights
+    (rc_c, _), rec_mask, upd_mask = extras
+    (x, dy, m, r), ((c, _), (c_prev, _)) = span
+    dc_t, dh_t, d_reset = carry_grads
+    dz, dx, db, d_w, dc0, dh0, d_rc, d_rh = kernel.lstm_backward(
+        acts, c, c_prev[0], dy, rows, m, r, rc_c, rec_mask, upd_mask, (w_ih, w_hh), dc_t, dh_t,
+        want_dx,
+    )  # fmt: skip
+    if d_reset is not None:
+        d_reset = (d_reset[0] + d_rc, d_reset[1] + d_rh)
+    d_ih, d_hh = d_w if d_w is not None else (rows_t_mm(x, dz, F32), rows_t_mm(h_rec(), dz, F32))
+    return (dc0, dh0, d_reset), (d_ih, d_hh, db, None), dx
+
+
+def _span_backward(opts, weights, extras, span, carry_grads, acts=None, rows=None, want_dx=True):
     """Backward over one span of steps: carry, weight and input gradients.
 
     Without saved ``acts`` the gates are recomputed from the saved carries: with every
     ``h_{t-1}`` known, the pre-activations of the whole span are one large product
-    ``X W_ih + H_{prev} W_hh`` rather than a sequential loop.
+    ``X W_ih + H_{prev} W_hh`` rather than a sequential loop. ``rows`` are the compiled
+    forward loop's ``[x_t, h']`` (``opts.kernel`` without recomputation). Without
+    ``want_dx`` the input gradient is ``None`` (where it is a product of its own, XLA drops
+    the unused product anyway; the compiled loop needs telling).
     """
     w_ih, w_hh, b, w_proj = weights
     (_, rc_h), rec_mask, _ = extras
     dt = opts.dtype
     (x, dy, m, r), ((c, _), (c_prev, h_prev)) = span
     # The h_{t-1} that entered W_hh: the reset carry after a reset, times the Gal mask.
-    h_rec = scale_by(rec_mask, restart(r, rc_h, h_prev))
+    h_rec = lambda: scale_by(rec_mask, restart(r, rc_h, h_prev))
     if acts is None:
-        z = mm(x, w_ih, dt) + mm(h_rec, w_hh, dt) + b.astype(F32)
+        z = mm(x, w_ih, dt) + mm(h_rec(), w_hh, dt) + b.astype(F32)
         acts = gate_activations(z, opts.one_tanh)
+    if opts.kernel:
+        return _kernel_span_backward(weights, extras, span, carry_grads, acts, rows, h_rec, want_dx)
     # The cell output o tanh(c_t) for W_proj's gradient, read before the reverse loop
     # overwrites the gate activations with their gradients.
     h_cell = None if w_proj is None else split_gates(acts, 4)[3] * jnp.tanh(c)
@@ -229,11 +246,11 @@ def _span_backward(opts, weights, extras, span, carry_grads, acts=None):
         d_proj = rows_t_mm(h_cell, dh_ins, dt)
     weight_grads = (
         rows_t_mm(x, dzs, dt),
-        rows_t_mm(h_rec, dzs, dt),
+        rows_t_mm(h_rec(), dzs, dt),
         jnp.sum(dzs, axis=(0, 1)),
         d_proj,
     )
-    return carry_grads, weight_grads, mm_t(dzs, w_ih, dt)
+    return carry_grads, weight_grads, (mm_t(dzs, w_ih, dt) if want_dx else None)
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(0,))
@@ -244,15 +261,26 @@ def _lstm(opts, weights, xs, c0, h0, mask, resets, extras):
 
 
 def _lstm_fwd(opts, weights, xs, c0, h0, mask, resets, extras):
-    out, (acts, cs, hs) = _forward(
+    # symbolic_zeros: every leaf comes as (value, perturbed). Whether the inputs are
+    # differentiated decides whether the compiled backward loop computes dX (constant
+    # inputs, as a first layer's, need none); it travels to the backward pass as the
+    # residuals' structure, a static choice: () wanted, None not.
+    want_dx = () if xs.perturbed else None
+    args = (weights, xs, c0, h0, mask, resets, extras)
+    weights, xs, c0, h0, mask, resets, extras = custom_vjp_primal_tree_values(args)
+    out, (acts, cs, hs, rows) = _forward(
         opts, weights, xs, c0, h0, mask, resets, extras, save_gates=not opts.recompute
     )
-    return out, (weights, xs, c0, h0, mask, resets, extras, acts, cs, hs)
+    return out, (weights, xs, c0, h0, mask, resets, extras, acts, cs, hs, rows, want_dx)
 
 
 def _lstm_bwd(opts, res, cotangents):
-    weights, xs, c0, h0, mask, resets, extras, acts, cs, hs = res
-    dhs, dc_t, dh_t = cotangents
+    weights, xs, c0, h0, mask, resets, extras, acts, cs, hs, rows, want_dx = res
+    want_dx = want_dx is not None
+    # Outputs that the loss does not use come as symbolic zeros.
+    dhs, dc_t, dh_t = (
+        jnp.zeros(g.shape, g.dtype) if isinstance(g, SymbolicZero) else g for g in cotangents
+    )
     reset_carry = extras[0]
     d_reset = None if resets is None else jax.tree.map(jnp.zeros_like, reset_carry)
     carry_grads = (dc_t, dh_t, d_reset)
@@ -266,7 +294,7 @@ def _lstm_bwd(opts, res, cotangents):
     else:
         span = (seq, with_previous(states, first))
         carry_grads, weight_grads, d_xs = _span_backward(
-            opts, weights, extras, span, carry_grads, acts
+            opts, weights, extras, span, carry_grads, acts, rows, want_dx
         )
     dc0, dh0, d_reset = carry_grads
     like = lambda g, p: None if g is None else g.astype(p.dtype)
@@ -280,7 +308,7 @@ def _lstm_bwd(opts, res, cotangents):
     return weight_grads, like(d_xs, xs), like(dc0, c0), like(dh0, h0), None, None, d_extras
 
 
-_lstm.defvjp(_lstm_fwd, _lstm_bwd)
+_lstm.defvjp(_lstm_fwd, _lstm_bwd, symbolic_zeros=True)
 
 
 def lstm_sequence(
