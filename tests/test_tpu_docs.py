@@ -7,10 +7,8 @@ flow runs for real: create, set up, prepare the data, start the documented runs 
 them reach training (the trainer's headline, which comes after the config, its overrides,
 the data and the model have all been checked and built on both processes), read the logs,
 stop, delete and go round again, and the spot loop. The TPU recipes are far too large to
-train on a CPU, so the trainers hold at their first step until they are stopped
-(tests/tpu_world.py, ``trainer="held"``): compiling that step would cost minutes of CPU
-that nothing here checks; tests/test_tpu_launch.py runs a small experiment to the end
-through the same scripts.
+train on a CPU, so the runs are stopped once they train; tests/test_tpu_launch.py runs a
+small experiment to the end through the same scripts.
 """
 
 import os
@@ -132,7 +130,7 @@ def _sh(world, command, **env):
 @pytest.fixture
 def long_world():
     with long_lived_dir("rnnlab-tpu-docs-") as tmp:
-        w = World(tmp, workers=2, trainer="held", active=False)
+        w = World(tmp, workers=2, trainer="real", active=False)
         raw = data_dir({}) / "austen"
         shutil.copytree(raw, w.gcs / "my-bucket" / "rnnlab-data" / "austen")
         yield w

@@ -282,40 +282,6 @@ from rnnlab.cli import main
 sys.exit(main(sys.argv[1:]))' "$@"
 """
 
-# The real command line, held at its first training step until it is stopped: everything
-# before it runs for real (config, overrides, data, the model built and placed on both
-# processes, the workdir recorded, the headline printed), but the TPU recipes' step would
-# take minutes of CPU to compile and run on this machine, and nothing checks it. SIGTERM
-# (tpu/stop.sh through tpu/worker.sh) or SIGINT ends the process at once, as a kill before
-# the first checkpoint would; closing the session (SIGHUP) ends it as before. The recurrent
-# kernels start from a normal draw instead of orthogonal blocks: XLA's QR of the recipe's
-# 1024 x 1024 gate blocks took 20 to 30 s of CPU per process here, for values no held run
-# reads (the shapes, the parameter count and the layout are the recipe's).
-HELD_TRAINER = """#!/bin/bash
-PYTHONPATH="$HOME/rnnlab" exec %s -c '
-import os, signal, sys, time
-sys.modules["torch"] = None
-import jax
-jax.nn.initializers.orthogonal = lambda scale=1.0, **kw: jax.nn.initializers.normal(scale)
-from rnnlab.train import run
-
-
-def hold(*args, **kwargs):
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda signum, frame: os._exit(128 + signum))
-    while True:
-        time.sleep(60)
-
-
-class HeldStep:  # the jitted train step: compiling or calling it holds
-    lower = __call__ = staticmethod(hold)
-
-
-run.Run.jit_train_step = lambda self: HeldStep()
-from rnnlab.cli import main
-sys.exit(main(sys.argv[1:]))' "$@"
-"""
-
 FAKE_TRAINER = r"""
 import json, os, sys
 with open(os.environ["FAKE_TRAIN"], "a") as f:
@@ -355,8 +321,8 @@ def _tool(path: Path, text: str, python: bool = True):
 
 class World:
     """Stand-in tools on PATH, a settings file, and a slice of ``workers`` workers whose
-    ``rnnlab`` is ``trainer``: ``"fake"`` (records its arguments), ``"real"`` (the command
-    line) or ``"held"`` (the command line, held at its first training step)."""
+    ``rnnlab`` is ``trainer``: ``"fake"`` (records its arguments) or ``"real"`` (the command
+    line)."""
 
     def __init__(self, tmp: Path, *, workers: int = 1, trainer: str = "fake", active=True):
         self.tmp = tmp
@@ -369,9 +335,8 @@ class World:
         _tool(image / ".local" / "bin" / "uv", "#!/bin/sh\nexit 0\n", python=False)
         _tool(image / "rnnlab-venv" / "bin" / "python", FAKE_PYTHON % sys.executable, False)
         rnnlab = image / "rnnlab-venv" / "bin" / "rnnlab"
-        if trainer in ("real", "held"):
-            script = REAL_TRAINER if trainer == "real" else HELD_TRAINER
-            _tool(rnnlab, script % sys.executable, python=False)
+        if trainer == "real":
+            _tool(rnnlab, REAL_TRAINER % sys.executable, python=False)
         else:
             _tool(rnnlab, FAKE_TRAINER)
         # The code folder as a sync leaves it (the tests that sync replace it).
