@@ -76,14 +76,14 @@ data: $(STAMP)
 	command -v espeak-ng >/dev/null || (apt-get update -qq && apt-get install -y -qq espeak-ng)
 	$(PY) -m rnnlab.data.fetch --data-dir $(DATA_DIR)
 
-# Test files run in parallel (pytest-xdist), two processes more than the cores: the suite's
-# many subprocesses leave the cores idle while they start and wait (decision 120). Whole files go to one worker so
+# Test files run in parallel (pytest-xdist), one process more than the cores: the suite's
+# many subprocesses leave a core idle while they start (decisions 82, 120). Whole files go to one worker so
 # that a file's shared runs (module fixtures) are trained once, slowest files first
 # (tests/conftest.py orders them). TEST_WORKERS=0 runs them in this process. The tests
 # compile without XLA's backend optimisations (JAX_DISABLE_MOST_OPTIMIZATIONS, inherited by
 # every subprocess): same programs, less compile time; runs and benchmarks keep them
 # (docs/testing.md).
-TEST_WORKERS ?= $(shell echo $$(( $$(nproc) + 2 )))
+TEST_WORKERS ?= $(shell echo $$(( $$(nproc) + 1 )))
 test: $(STAMP) $(KERNELS_STAMP) data
 	$(PY) -m ruff check rnnlab tests tests_tpu tools experiments benchmarks
 	JAX_DISABLE_MOST_OPTIMIZATIONS=1 RNNLAB_DATA_DIR=$(abspath $(DATA_DIR)) \
