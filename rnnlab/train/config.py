@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from rnnlab import data, models, optim
-from rnnlab.options import closest, table, type_problem
+from rnnlab.options import build, closest, table, type_problem
 from rnnlab.train import sharding
 from rnnlab.train.options import GROUPS, SEED_HELP, ConfigDict, ConfigError, RunOptions
 
@@ -231,17 +231,17 @@ def _model_class(name: str) -> type:
         raise ConfigError("model.name", str(e)) from e
 
 
-def _unknown_option(group: str, key: str, options: dict[str, Any], owner: str) -> ConfigError:
-    near = closest(key, options)
+def _unknown_option(key: str, options: Iterable[str], owner: str) -> ConfigError:
+    group, _, leaf = key.partition(".")
+    near = closest(leaf, options)
     hint = f"; did you mean '{group}.{near}'?" if near else ""
-    return ConfigError(f"{group}.{key}", f"no such option of {owner}{hint}")
+    return ConfigError(key, f"no such option of {owner}{hint}")
 
 
 def _check_names(config: ConfigDict, group: str, options: dict[str, Any] | None) -> None:
     for key in config[group].keys() if options is not None else ():
         if key != "name" and key not in options:
-            owner = f"{group} {config[group].get('name')!r}"
-            raise _unknown_option(group, key, options, owner)
+            raise _unknown_option(f"{group}.{key}", options, f"{group} {config[group].name!r}")
 
 
 def fill_defaults(config: ConfigDict, previous: dict[str, Any] | None = None) -> None:
@@ -316,49 +316,30 @@ def describe(config: ConfigDict) -> str:
 # -- conversion and validation -------------------------------------------------------------
 
 
-def _typed(group: type, node: dict[str, Any], prefix: str, owner: str = "") -> Any:
-    """``node`` as the dataclass ``group`` (nested groups likewise, lists as tuples). An
-    unknown key names the closest one; a value of the wrong type (a None default takes any)
-    or one its field's check refuses names its key. ``owner``: the named model."""
-    fields = {f.name: f for f in dataclasses.fields(group)}
-    for key in node:
-        if key not in fields and not owner:
-            raise _unknown(base_config(), f"{prefix}{key}")
-        if key not in fields:
-            raise _unknown_option(prefix[:-1], key, fields, owner)
-    values = {}
-    for name, f in fields.items():
-        key, value = f"{prefix}{name}", node.get(name, f.default)
-        if dataclasses.is_dataclass(f.default) and isinstance(value, dict):
-            values[name] = _typed(type(f.default), value, f"{key}.")
-            continue
-        problem, check = type_problem(f.default, value), f.metadata.get("check")
-        if problem is None and check is not None and not check.ok(value):
-            problem = f"expected {check.expected}, got {value!r}"
-        if problem is not None and f.default is not None:
-            raise ConfigError(key, problem)
-        values[name] = tuple(value) if isinstance(value, list) else value
-    return group(**values)
-
-
 def convert(config: ConfigDict) -> RunOptions:
     """The config's typed groups (:class:`~rnnlab.train.options.RunOptions`), converted
-    once; a bad key or value raises :class:`ConfigError` naming it (see :func:`_typed`)."""
+    once; a bad key or value raises :class:`ConfigError` naming it (an unknown key with the
+    closest one; values: :func:`rnnlab.options.build`)."""
     for key, value in config.items():  # top-level keys: the seed and groups
         if key != "seed" and not isinstance(value, ConfigDict):
             raise _unknown(base_config(), key)
     problem = type_problem(0, config.seed)
     if problem is not None:
         raise ConfigError("seed", problem)
-    engine = {g: _typed(GROUPS[g], config[g].to_dict(), f"{g}.") for g in ENGINE_GROUPS}
+
+    def unknown(key, fields):
+        return _unknown(base_config(), key)
+
+    engine = {g: build(GROUPS[g], config[g].to_dict(), f"{g}.", unknown) for g in ENGINE_GROUPS}
     model, dataset = config.model.to_dict(), config.data.to_dict()
     name = model.pop("name")
-    model = _typed(_model_class(name), model, "model.", f"model {name!r}")
+    owner = f"model {name!r}"
+    model = build(_model_class(name), model, "model.", lambda k, f: _unknown_option(k, f, owner))
     _check_names(config, "data", group_options(config, "data"))
     registered = dataset.get("name") in data.names()  # else a test's own source reads it
     return RunOptions(
         seed=config.seed,
-        data=data.resolve(dataset) if registered else types.MappingProxyType(dataset),
+        data=data.resolve(dataset, "data.") if registered else types.MappingProxyType(dataset),
         model_name=name,
         model=model,
         mesh=types.MappingProxyType(config.mesh.to_dict()),
