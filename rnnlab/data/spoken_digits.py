@@ -32,7 +32,7 @@ import numpy as np
 from rnnlab.data import builders
 from rnnlab.data import spoken_digits_audio as audio
 from rnnlab.data.config import cache_key, check_split, tfds_dir
-from rnnlab.data.options import COUNT, POSITIVE, Common, Pipeline, opt
+from rnnlab.data.options import COUNT, POSITIVE, Common, Pipeline, opt, resolve
 from rnnlab.data.registry import Dataset, register
 from rnnlab.data.speech import utterance_batches
 
@@ -43,6 +43,7 @@ _FIELDS = ("synthesis_seed", "num_mels", *(f"{s}_examples" for s in _SIZES))
 
 def builder_config(cfg: Any) -> audio.SpokenDigitsConfig:
     """The builder config (seed, split sizes, noise, bands) that the options ask for."""
+    cfg = resolve(cfg, SpokenDigits, "spoken_digits")  # a bare dict or cache key too
     sizes = tuple(cfg.get(f"{s}_examples") for s in _SIZES)
     return audio.SpokenDigitsConfig(
         seed=cfg.get("synthesis_seed"), sizes=sizes, num_mels=cfg.get("num_mels")
