@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import math
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple
@@ -72,24 +73,33 @@ def opt(default: Any, help: str, check: Check | None = None) -> Any:
     return dataclasses.field(default=default, metadata={"help": help, "check": check})
 
 
-def build(group: type, values: Mapping[str, Any], prefix: str = "", unknown=None) -> Any:
+def unknown_option(key: str, fields: Iterable[str], owner: str) -> ConfigError:
+    """The error of a ``key`` (dotted) that ``owner``'s group lacks, naming the closest."""
+    head, _, leaf = key.rpartition(".")
+    near = closest(leaf, fields)
+    hint = f"; did you mean '{head}{'.' if head else ''}{near}'?" if near else ""
+    return ConfigError(key, f"no such option of {owner}{hint}")
+
+
+def build(group: type, values: Mapping[str, Any], prefix: str = "", owner: Any = "") -> Any:
     """``values`` as the dataclass ``group``, missing keys at their default, nested groups
     likewise, lists as tuples: the one place a group's values are checked. A value of the
-    wrong type (the default's; a ``None`` default takes any) or one its field's check
-    refuses raises :class:`ConfigError` naming ``prefix + key`` (a field typed ``Any``
-    takes any type, its check still applies); a key the group lacks
-    raises ``unknown(prefix + key, field names)``."""
+    wrong type (the default's, unless the field is typed ``Any`` or its default is None)
+    or one its field's check refuses raises :class:`ConfigError` naming ``prefix + key``;
+    so does a key the group lacks (:func:`unknown_option`; ``owner`` names the group, or
+    is a function of the key and the field names that makes the error)."""
     fields = {f.name: f for f in dataclasses.fields(group)}
     for key in values:
         if key not in fields:
+            unknown = owner if callable(owner) else functools.partial(unknown_option, owner=owner)
             raise unknown(prefix + key, fields)
     out = {}
     for name, f in fields.items():
         key, value, check = prefix + name, values.get(name, f.default), f.metadata.get("check")
         if dataclasses.is_dataclass(f.default) and isinstance(value, Mapping):
-            out[name] = build(type(f.default), value, f"{key}.", unknown)
+            out[name] = build(type(f.default), value, f"{key}.", owner)
             continue
-        loose = f.default is None or f.type in ("Any", Any)  # any value's type
+        loose = f.default is None or f.type in ("Any", Any)
         problem = None if loose else type_problem(f.default, value)
         if problem is None and check is not None and value is not None and not check.ok(value):
             problem = f"expected {check.expected}, got {value!r}"

@@ -43,8 +43,8 @@ def options(name: str) -> dict[str, Option]:
 
 def resolve(cfg: Any, prefix: str = "") -> Any:
     """``cfg`` as its dataset's group (:mod:`rnnlab.data.options`), every option filled in
-    and checked (an unknown key is a ValueError naming the closest option, a value its
-    field refuses a ``ConfigError`` naming ``prefix + key``); unchanged for a dataset
+    and checked (a key it lacks, naming the closest option, or a value its field refuses
+    is a ``ConfigError``, a ValueError, naming ``prefix + key``); unchanged for a dataset
     registered without one."""
     dataset = _dataset(cfg)
     if dataset.options is None:

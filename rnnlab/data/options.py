@@ -16,10 +16,10 @@ The groups below are the shared parts datasets inherit. :func:`rnnlab.data.info`
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
-from rnnlab.options import COUNT, POSITIVE, SHARES, Check, Group, build, closest, one_of, opt
+from rnnlab.options import COUNT, POSITIVE, SHARES, Check, Group, build, one_of, opt
 
 # The field helpers that the datasets' groups are written with, and the shared groups.
 __all__ = ["COUNT", "PAD_TO", "POSITIVE", "SHARES", "Catalog", "Check", "Common", "Group"]
@@ -65,20 +65,12 @@ class Catalog(Group):
 def resolve(cfg: Any, group: type, dataset: str = "", prefix: str = "") -> Any:
     """``cfg`` (a dict, ConfigDict or group) as the dataset's ``group``: missing options
     (and ``None`` values of options whose default is not ``None``) take their default, and
-    every value is checked against its field (:func:`rnnlab.options.build`).
+    every key and value is checked against the fields (:func:`rnnlab.options.build`).
 
     Raises:
-      ValueError: a key the group lacks; the message starts with the key and names the
-        closest option.
-      ConfigError: a value its field refuses, naming ``prefix + key``.
+      ConfigError: a key the group lacks (naming the closest option) or a value its field
+        refuses, naming ``prefix + key``.
     """
     items = dict(cfg.items()) if isinstance(cfg, Mapping) or hasattr(cfg, "items") else vars(cfg)
-
-    def unknown(key: str, fields: Iterable[str]) -> ValueError:
-        near = closest(key.removeprefix(prefix), fields)
-        hint = f"; did you mean {near!r}?" if near else ""
-        return ValueError(
-            f"{key.removeprefix(prefix)} is not an option of dataset {dataset!r}{hint}"
-        )
-
-    return build(group, {k: v for k, v in items.items() if v is not None}, prefix, unknown)
+    values = {k: v for k, v in items.items() if v is not None}
+    return build(group, values, prefix, f"data {dataset!r}")

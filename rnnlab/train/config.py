@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from rnnlab import data, models, optim
-from rnnlab.options import build, closest, table, type_problem
+from rnnlab.options import build, closest, table, type_problem, unknown_option
 from rnnlab.train import sharding
 from rnnlab.train.options import GROUPS, SEED_HELP, ConfigDict, ConfigError, RunOptions
 
@@ -231,17 +231,10 @@ def _model_class(name: str) -> type:
         raise ConfigError("model.name", str(e)) from e
 
 
-def _unknown_option(key: str, options: Iterable[str], owner: str) -> ConfigError:
-    group, _, leaf = key.partition(".")
-    near = closest(leaf, options)
-    hint = f"; did you mean '{group}.{near}'?" if near else ""
-    return ConfigError(key, f"no such option of {owner}{hint}")
-
-
 def _check_names(config: ConfigDict, group: str, options: dict[str, Any] | None) -> None:
     for key in config[group].keys() if options is not None else ():
         if key != "name" and key not in options:
-            raise _unknown_option(f"{group}.{key}", options, f"{group} {config[group].name!r}")
+            raise unknown_option(f"{group}.{key}", options, f"{group} {config[group].name!r}")
 
 
 def fill_defaults(config: ConfigDict, previous: dict[str, Any] | None = None) -> None:
@@ -333,9 +326,7 @@ def convert(config: ConfigDict) -> RunOptions:
     engine = {g: build(GROUPS[g], config[g].to_dict(), f"{g}.", unknown) for g in ENGINE_GROUPS}
     model, dataset = config.model.to_dict(), config.data.to_dict()
     name = model.pop("name")
-    owner = f"model {name!r}"
-    model = build(_model_class(name), model, "model.", lambda k, f: _unknown_option(k, f, owner))
-    _check_names(config, "data", group_options(config, "data"))
+    model = build(_model_class(name), model, "model.", f"model {name!r}")
     registered = dataset.get("name") in data.names()  # else a test's own source reads it
     return RunOptions(
         seed=config.seed,
