@@ -34,19 +34,10 @@ def lock(config: ConfigDict) -> ConfigDict:
     return config
 
 
-def _tree(group: type, leaf) -> dict[str, Any]:
-    """``{field: leaf(field)}`` of a group dataclass, nested groups as nested dicts."""
-    nested = dataclasses.is_dataclass
-    return {
-        f.name: _tree(type(f.default), leaf) if nested(f.default) else leaf(f)
-        for f in dataclasses.fields(group)
-    }
-
-
 def base_config() -> ConfigDict:
     """Every key the engine reads, with its default (unlocked; fill then lock); ``model``
     and ``data`` hold only their names until :func:`load` fills in their options."""
-    groups = {name: _tree(group, lambda f: f.default) for name, group in GROUPS.items()}
+    groups = {name: dataclasses.asdict(group()) for name, group in GROUPS.items()}
     return ConfigDict({"seed": 0, **groups})
 
 
@@ -277,11 +268,22 @@ def same_value(value: Any, default: Any) -> bool:
 def help_strings(config: ConfigDict | None = None) -> dict[str, str]:
     """``{dotted key: one-line help}`` of every key of :func:`base_config` and, given a
     config, of the options of its model and dataset."""
-    tree = {name: _tree(group, lambda f: f.metadata["help"]) for name, group in GROUPS.items()}
-    out = {"seed": SEED_HELP, **_flat(ConfigDict(tree))}
+    out = {"seed": SEED_HELP}
+    for name, group in GROUPS.items():
+        out.update(_helps(group, f"{name}."))
     for group in ("model", "data") if config is not None else ():
         for key, option in (group_options(config, group) or {}).items():
             out.setdefault(f"{group}.{key}", option.help)
+    return out
+
+
+def _helps(group: type, prefix: str) -> dict[str, str]:
+    """``{dotted key: help}`` of a group's fields, nested groups' fields likewise."""
+    out = {}
+    for f in dataclasses.fields(group):
+        nested = dataclasses.is_dataclass(f.default)
+        key = prefix + f.name
+        out.update(_helps(type(f.default), f"{key}.") if nested else {key: f.metadata["help"]})
     return out
 
 
