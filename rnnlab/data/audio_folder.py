@@ -132,7 +132,6 @@ def _prepared(key: str) -> tuple[dict[str, Any], dict[str, list]]:
 
 
 def _info(cfg):
-    cfg.get("num_mels")
     return dict(_prepared(_key(cfg))[0])
 
 
