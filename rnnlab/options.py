@@ -84,7 +84,8 @@ def unknown_option(key: str, fields: Iterable[str], owner: str) -> ConfigError:
 def build(group: type, values: Mapping[str, Any], prefix: str = "", owner: Any = "") -> Any:
     """``values`` as the dataclass ``group``, missing keys at their default, nested groups
     likewise, lists as tuples: the one place a group's values are checked. A value of the
-    wrong type (the default's, unless the field is typed ``Any`` or its default is None)
+    wrong type (the default's, unless its default is None, or the field is typed ``Any``
+    and has a check, which then says what it takes)
     or one its field's check refuses raises :class:`ConfigError` naming ``prefix + key``;
     so does a key the group lacks (:func:`unknown_option`; ``owner`` names the group, or
     is a function of the key and the field names that makes the error)."""
@@ -99,7 +100,7 @@ def build(group: type, values: Mapping[str, Any], prefix: str = "", owner: Any =
         if dataclasses.is_dataclass(f.default) and isinstance(value, Mapping):
             out[name] = build(type(f.default), value, f"{key}.", owner)
             continue
-        loose = f.default is None or f.type in ("Any", Any)
+        loose = f.default is None or (f.type in ("Any", Any) and check is not None)
         problem = None if loose else type_problem(f.default, value)
         if problem is None and check is not None and value is not None and not check.ok(value):
             problem = f"expected {check.expected}, got {value!r}"

@@ -99,3 +99,16 @@ def test_the_engine_builds_the_model_from_the_typed_group():
     model = state_lib.build_model(options, {"vocab_size": 7, "task": "lm"})
     assert [x.shape for x in jax.tree.leaves(model.init_carry(2))] == [(2, 12)] * 2
     assert model.embed.embedding[...].shape == (7, 5)
+
+
+def test_an_any_typed_field_without_a_check_keeps_its_defaults_type():
+    """``param_dtype`` is typed ``Any`` but has no check, so its default's type (a dtype
+    name) is still required; ``novels`` (typed ``Any`` with a check) takes a list."""
+    config = cfg_lib.load("charlm:small")
+    with config.model.ignore_type():
+        config.model.param_dtype = 3
+    with pytest.raises(ConfigError, match=re.escape("expected type str")):
+        cfg_lib.validate(cfg_lib.resolved(config))
+    assert data.resolve({"name": "austen", "novels": ["emma"]}).novels == ("emma",)
+    with pytest.raises(ConfigError, match="'novels': expected \"all\" or a list of names"):
+        data.resolve({"name": "austen", "novels": 3})

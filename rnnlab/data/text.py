@@ -29,7 +29,7 @@ from rnnlab.data.config import (
     data_dir,
     tfds_dir,
 )
-from rnnlab.data.options import POSITIVE, SHARES, Catalog, Common, Threads, one_of, opt
+from rnnlab.data.options import POSITIVE, SHARES, Catalog, Check, Common, Threads, one_of, opt
 from rnnlab.data.registry import Dataset, register
 from rnnlab.data.vocab import (
     BOS_ID,
@@ -382,7 +382,11 @@ class Corpus(Stream):
 
 @dataclasses.dataclass(frozen=True)
 class Austen(Corpus):
-    novels: Any = opt("all", '"all" or a list of novel names (builders.AUSTEN_NOVELS)')
+    novels: Any = opt(
+        "all",
+        '"all" or a list of novel names (builders.AUSTEN_NOVELS)',
+        Check(lambda v: v == "all" or isinstance(v, (list, tuple)), '"all" or a list of names'),
+    )
 
 
 @dataclasses.dataclass(frozen=True)
