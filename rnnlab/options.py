@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import math
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple
@@ -42,6 +43,23 @@ def _int(value: Any) -> bool:
 
 POSITIVE = Check(lambda v: _int(v) and v > 0, "a positive integer")
 COUNT = Check(lambda v: _int(v) and v >= 0, "an integer >= 0")
+# (train, validation, test) shares of a dataset cut in three.
+SHARES = Check(
+    lambda v: (
+        len(v) == 3
+        and all(type_problem(0.0, x) is None and x > 0 for x in v)
+        and abs(sum(v) - 1) <= 1e-6
+    ),
+    "three positive fractions (train, validation, test) summing to 1",
+)
+
+
+class ConfigError(ValueError):
+    """A bad config value; ``key`` is its dotted path (``'optim.lr'``)."""
+
+    def __init__(self, key: str, message: str):
+        super().__init__(f"config key {key!r}: {message}")
+        self.key = key
 
 
 def one_of(*choices: Any, expected: str = "") -> Check:
@@ -53,6 +71,43 @@ def opt(default: Any, help: str, check: Check | None = None) -> Any:
     """A dataclass field with ``default``, its one-line ``help`` and an optional value
     ``check`` (in the metadata)."""
     return dataclasses.field(default=default, metadata={"help": help, "check": check})
+
+
+def unknown_option(key: str, fields: Iterable[str], owner: str) -> ConfigError:
+    """The error of a ``key`` (dotted) that ``owner``'s group lacks, naming the closest."""
+    head, _, leaf = key.rpartition(".")
+    near = closest(leaf, fields)
+    hint = f"; did you mean '{head}{'.' if head else ''}{near}'?" if near else ""
+    return ConfigError(key, f"no such option of {owner}{hint}")
+
+
+def build(group: type, values: Mapping[str, Any], prefix: str = "", owner: Any = "") -> Any:
+    """``values`` as the dataclass ``group``, missing keys at their default, nested groups
+    likewise, lists as tuples: the one place a group's values are checked. A value of the
+    wrong type (the default's, unless its default is None, or the field is typed ``Any``
+    and has a check, which then says what it takes)
+    or one its field's check refuses raises :class:`ConfigError` naming ``prefix + key``;
+    so does a key the group lacks (:func:`unknown_option`; ``owner`` names the group, or
+    is a function of the key and the field names that makes the error)."""
+    fields = {f.name: f for f in dataclasses.fields(group)}
+    for key in values:
+        if key not in fields:
+            unknown = owner if callable(owner) else functools.partial(unknown_option, owner=owner)
+            raise unknown(prefix + key, fields)
+    out = {}
+    for name, f in fields.items():
+        key, value, check = prefix + name, values.get(name, f.default), f.metadata.get("check")
+        if dataclasses.is_dataclass(f.default) and isinstance(value, Mapping):
+            out[name] = build(type(f.default), value, f"{key}.", owner)
+            continue
+        loose = f.default is None or (f.type in ("Any", Any) and check is not None)
+        problem = None if loose else type_problem(f.default, value)
+        if problem is None and check is not None and value is not None and not check.ok(value):
+            problem = f"expected {check.expected}, got {value!r}"
+        if problem is not None:
+            raise ConfigError(key, problem)
+        out[name] = tuple(value) if isinstance(value, list) else value
+    return group(**out)
 
 
 def table(group: type) -> dict[str, Option]:

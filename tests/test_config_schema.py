@@ -193,7 +193,7 @@ def test_typos_in_an_experiment_file_are_errors_at_load(tmp_path, line, key, clo
 
 
 def test_a_typo_in_a_data_key_of_the_library_api_names_the_closest_option():
-    with pytest.raises(ValueError, match="seq_lenn is not an option.*'seq_len'"):
+    with pytest.raises(ValueError, match="'seq_lenn': no such option.*'seq_len'"):
         data.info({"name": "adding", "seq_lenn": 10})
 
 

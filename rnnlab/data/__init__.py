@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from rnnlab.data import options as _options
-from rnnlab.data.config import SPLITS, check_split, option
+from rnnlab.data.config import SPLITS, check_split, option_value
 from rnnlab.data.pipeline import DataIterator
 from rnnlab.data.registry import names
 from rnnlab.logs import absl_quiet
@@ -29,7 +29,7 @@ __all__ = ["SPLITS", "DataIterator", "Option", "info", "load", "names", "options
 def _dataset(cfg: Any):
     from rnnlab.data import registry
 
-    return registry.get(option(cfg, "name"))
+    return registry.get(option_value(cfg, "name"))
 
 
 def options(name: str) -> dict[str, Option]:
@@ -41,14 +41,15 @@ def options(name: str) -> dict[str, Option]:
     return table(group) if group is not None else {}
 
 
-def resolve(cfg: Any) -> Any:
+def resolve(cfg: Any, prefix: str = "") -> Any:
     """``cfg`` as its dataset's group (:mod:`rnnlab.data.options`), every option filled in
-    (an unknown key is a ValueError naming the closest option); unchanged for a dataset
+    and checked (a key it lacks, naming the closest option, or a value its field refuses
+    is a ``ConfigError``, a ValueError, naming ``prefix + key``); unchanged for a dataset
     registered without one."""
     dataset = _dataset(cfg)
     if dataset.options is None:
         return cfg
-    return _options.resolve(cfg, dataset.options, dataset.name)
+    return _options.resolve(cfg, dataset.options, dataset.name, prefix)
 
 
 def info(cfg: Any) -> dict[str, Any]:

@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 
 from rnnlab.data import own, spoken_digits_audio
-from rnnlab.data.config import check_split, positive_int
-from rnnlab.data.options import Common, Pipeline, opt
+from rnnlab.data.config import check_split
+from rnnlab.data.options import POSITIVE, Common, Pipeline, opt
 from rnnlab.data.pairs import read_two_fields
 from rnnlab.data.registry import Dataset, register
 from rnnlab.data.speech import utterance_batches
@@ -132,7 +132,6 @@ def _prepared(key: str) -> tuple[dict[str, Any], dict[str, list]]:
 
 
 def _info(cfg):
-    positive_int(cfg, "num_mels")
     return dict(_prepared(_key(cfg))[0])
 
 
@@ -154,7 +153,7 @@ class AudioFolder(Common, Pipeline):
     validation_fraction: float = opt(0.1, "share of train held out without validation_manifest")
     test_fraction: float = opt(0.1, "share of train held out without test_manifest")
     split_seed: int = opt(0, "seed of the permutation that carves those splits")
-    num_mels: int = opt(40, "log-mel bands per 10 ms frame")
+    num_mels: int = opt(40, "log-mel bands per 10 ms frame", POSITIVE)
     normalize: bool = opt(True, "zero mean, unit variance per utterance and band")
     lowercase: bool = opt(True, "fold transcripts to lower case")
     pad_multiple: int = opt(64, "padded frame counts are a multiple of this")

@@ -16,7 +16,7 @@ from typing import Any
 
 import tensorflow_datasets as tfds
 
-from rnnlab.data.config import data_dir, option, tfds_dir
+from rnnlab.data.config import data_dir, tfds_dir
 
 # Builder modules that TFDS's lazy registry cannot import without TensorFlow.
 _FAMILIES = {"wmt1": "tensorflow_datasets.translate.", "wmt_t2t": "tensorflow_datasets.translate."}
@@ -58,7 +58,7 @@ def candidate_dirs(cfg: Any) -> list[str]:
     """Where prepared catalog data is looked for: ``tfds_data_dir`` or ``<data_dir>/tfds``,
     then ``data_dir`` itself (a plain TFDS data_dir)."""
     dirs = [tfds_dir(cfg)]
-    if not option(cfg, "tfds_data_dir"):
+    if not cfg.get("tfds_data_dir"):
         dirs.append(str(data_dir(cfg)))
     return dirs
 
@@ -91,12 +91,12 @@ def data_source(cfg: Any, name: str, split: str):
                     f"source ({type(e).__name__}: {e}); it must be prepared with "
                     "--file_format=array_record (tfrecord files need TensorFlow)"
                 ) from e
-    if not option(cfg, "download"):
+    if not cfg.get("download"):
         raise ValueError(offline_message(name, cfg, "download=False"))
     if not _online():
         raise ValueError(offline_message(name, cfg, "no network"))
     try:
-        with _few_retries(int(option(cfg, "download_retries"))):
+        with _few_retries(int(cfg.get("download_retries"))):
             return tfds.data_source(name, split=split, data_dir=candidate_dirs(cfg)[0])
     except Exception as e:  # noqa: BLE001
         raise ValueError(offline_message(name, cfg, f"{type(e).__name__}: {e}")) from e
@@ -108,7 +108,7 @@ def split_spec(cfg: Any, split: str, has_validation: bool) -> str:
     train split loses that part."""
     if split == "test" or has_validation:
         return split
-    percent = int(round(100 * float(option(cfg, "validation_fraction"))))
+    percent = int(round(100 * float(cfg.get("validation_fraction"))))
     if not 0 < percent < 100:
         raise ValueError(f"validation_fraction must be in (0, 1), received {percent / 100}")
     if split == "validation":

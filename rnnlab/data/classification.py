@@ -29,12 +29,9 @@ from rnnlab.data.config import (
     CATALOG_FIELDS,
     cache_key,
     check_split,
-    choice,
-    option,
-    positive_int,
     tfds_dir,
 )
-from rnnlab.data.options import Catalog, Common, Pipeline, opt
+from rnnlab.data.options import PAD_TO, POSITIVE, Catalog, Common, Pipeline, one_of, opt
 from rnnlab.data.registry import Dataset, register
 
 # The options that the memoised reads below depend on.
@@ -61,7 +58,7 @@ def _stratified(key: str, size: int) -> tuple[Any, Any]:
     cfg = json.loads(key)
     src = _file_split(cfg, "train")
     labels = [int(src[i]["label"]) for i in range(len(src))]
-    return splits.stratified(labels, float(option(cfg, "validation_fraction")))
+    return splits.stratified(labels, float(cfg.get("validation_fraction")))
 
 
 def _source(cfg: Any, split: str):
@@ -82,9 +79,9 @@ def _to_sequence(cfg: Any, example: dict) -> np.ndarray:
     name = cfg["name"]
     if name == "mnist":
         pixels = np.asarray(example["image"], np.float32).reshape(784) / 255.0
-        if option(cfg, "permuted"):
-            pixels = pixels[_permutation(int(option(cfg, "permutation_seed")))]
-        if choice(cfg, "mode", allowed=("pixel", "row")) == "row":
+        if cfg.get("permuted"):
+            pixels = pixels[_permutation(int(cfg.get("permutation_seed")))]
+        if cfg.get("mode") == "row":
             return pixels.reshape(28, 28)
         return pixels.reshape(784, 1)
     seq = np.asarray(example["sequence"], np.float32)
@@ -97,7 +94,7 @@ def _stats(key: str) -> dict[str, Any]:
     if cfg["name"] != "mnist":
         return _builder_stats(key)
     # Catalog data is not memoised (mock data and real data may share a config).
-    row = choice(cfg, "mode", allowed=("pixel", "row")) == "row"
+    row = cfg.get("mode") == "row"
     length, features = (28, 28) if row else (784, 1)
     return {
         "lengths": None,
@@ -139,7 +136,7 @@ def _builder_stats(key: str) -> dict[str, Any]:
 
 def _info(cfg: Any) -> dict[str, Any]:
     stats = _stats(cache_key(cfg, _FIELDS))
-    max_len = positive_int(cfg, "max_len", stats["max_length"])
+    max_len = cfg.get("max_len") or stats["max_length"]
     if stats["lengths"] is not None:
         for split, lengths in stats["lengths"].items():
             too_long = [i for i, n in enumerate(lengths) if n > max_len]
@@ -185,7 +182,7 @@ def collate(examples, *, max_len: int, pad_multiple: int, fixed: bool, features:
 
 def _load(cfg, info, *, split, **shard):
     src = _source(cfg, check_split(split))
-    standardize = cfg["name"] in builders.UEA_SETS and option(cfg, "standardize")
+    standardize = cfg["name"] in builders.UEA_SETS and cfg.get("standardize")
     mean = np.asarray(info.get("mean", 0.0), np.float32)
     std = np.asarray(info.get("std", 1.0), np.float32)
 
@@ -200,20 +197,21 @@ def _load(cfg, info, *, split, **shard):
 
     order, num_batches = pipeline.example_order(
         len(src),
-        shuffle=bool(option(cfg, "shuffle", split == "train")),
+        shuffle=cfg.shuffled(split),
         what=f"{cfg['name']} split {split!r}",
         **shard,
     )
     variable = info["variable_length"]
-    window = int(option(cfg, "bucket_window", 8 if variable else 0))
-    pad_to = choice(cfg, "pad_to", allowed=("batch", "max"))
+    window = cfg.bucket_window
+    window = (8 if variable else 0) if window is None else int(window)
+    pad_to = cfg.get("pad_to")
     ds = pipeline.batched(
         order.map(fetch),
         batch_size=shard["batch_size"],
         collate=functools.partial(
             collate,
             max_len=info["seq_len"],
-            pad_multiple=positive_int(cfg, "pad_multiple"),
+            pad_multiple=cfg.get("pad_multiple"),
             fixed=pad_to == "max" or not variable,
             features=info["input_features"],
         ),
@@ -226,16 +224,18 @@ def _load(cfg, info, *, split, **shard):
 
 @dataclasses.dataclass(frozen=True)
 class Sequences(Common, Pipeline):
-    max_len: Any = opt(None, "longest sequence kept (None: the longest in the data)")
+    max_len: Any = opt(None, "longest sequence kept (None: the longest in the data)", POSITIVE)
     bucket_window: Any = opt(None, "batches sorted by length together (None: 8 if lengths vary)")
-    pad_to: str = opt("batch", '"batch" (the longest in the batch) or "max" (max_len)')
-    pad_multiple: int = opt(8, "padded lengths are a multiple of this")
+    pad_to: str = opt("batch", '"batch" (the longest in the batch) or "max" (max_len)', PAD_TO)
+    pad_multiple: int = opt(8, "padded lengths are a multiple of this", POSITIVE)
     validation_fraction: float = opt(0.1, "share of train held out when there is no validation")
 
 
 @dataclasses.dataclass(frozen=True)
 class Mnist(Sequences, Catalog):
-    mode: str = opt("pixel", '"pixel" (784 steps of 1) or "row" (28 steps of 28)')
+    mode: str = opt(
+        "pixel", '"pixel" (784 steps of 1) or "row" (28 steps of 28)', one_of("pixel", "row")
+    )
     permuted: bool = opt(False, "a fixed permutation of the pixels (pMNIST)")
     permutation_seed: int = opt(0, "seed of that permutation")
 

@@ -39,13 +39,9 @@ from rnnlab.data.config import (
     SPLITS,
     cache_key,
     check_split,
-    choice,
-    option,
-    positive_int,
-    split_fractions,
     tfds_dir,
 )
-from rnnlab.data.options import Common, Group, Pipeline, opt
+from rnnlab.data.options import POSITIVE, SHARES, Common, Group, Pipeline, one_of, opt
 from rnnlab.data.options import resolve as resolve_options
 from rnnlab.data.registry import Dataset, register
 
@@ -142,11 +138,11 @@ def _series_builder(cfg: Any):
     name = cfg["name"]
     if name != "csv_series":
         return builders.make(builders.Series, tfds_dir(cfg), name)
-    path = option(cfg, "path")
+    path = cfg.get("path")
     if not path:
         raise ValueError("csv_series needs path: expected a .csv/.npy/.npz file, received None")
     path = Path(path).expanduser()
-    columns = option(cfg, "columns")
+    columns = cfg.get("columns")
     st = path.stat() if path.exists() else None
     digest = hashlib.sha1(f"{path.resolve()}:{st and st.st_mtime_ns}:{columns}".encode())
     # Read once before the builder prepares anything: a bad cell is named before any file
@@ -186,16 +182,16 @@ def _series(key: str) -> dict[str, Any]:
     builder = _series_builder(cfg)
     values = np.asarray(builder.as_data_source(split="full")[0]["values"], np.float64)
     default_fill = "interpolate" if name == "co2" else "error"
-    how = choice(cfg, "fill_gaps", default_fill, ("interpolate", "error"))
+    how = cfg.get("fill_gaps") or default_fill
     values = fill_gaps(values, how, f"series {name!r}")
-    cuts = builders.split_points(len(values), split_fractions(cfg))
+    cuts = builders.split_points(len(values), tuple(cfg.get("split_fractions")))
     train = values[: cuts[1]]
     std = train.std(axis=0)
-    m = positive_int(cfg, "seasonal_period", SEASONAL_PERIOD.get(name, 1))
+    m = cfg.get("seasonal_period") or SEASONAL_PERIOD.get(name, 1)
     scale = np.abs(train[m:] - train[:-m]).mean(axis=0) if len(train) > m else np.ones(1)
     features = values.shape[1]
-    k = option(cfg, "target_features")
-    k = TARGET_FEATURES.get(name, features) if k is None else positive_int(cfg, "target_features")
+    k = cfg.get("target_features")
+    k = TARGET_FEATURES.get(name, features) if k is None else k
     if k > features:
         raise ValueError(
             f"target_features must be at most the {features} series of {name!r}, got {k}"
@@ -216,7 +212,7 @@ def series_values(cfg: Any) -> tuple[np.ndarray, list[int]]:
     """The whole series of a real forecast dataset ``cfg`` in original units, ``[T, F]``
     (gaps filled as its windows have them), and the split cuts ``[0, a, b, T]``: what a
     multivariate baseline is fitted on (``values[:a]``, the training part)."""
-    name = option(cfg, "name")
+    name = cfg["name"]
     cfg = resolve_options(cfg, CsvSeries if name == "csv_series" else Series, name)
     series = _series(cache_key(cfg, _FIELDS))
     return series["values"].copy(), list(series["cuts"])
@@ -230,8 +226,8 @@ def window_starts(cuts, split: str, lookback: int, horizon: int, stride: int) ->
 
 def _info(cfg: Any) -> dict[str, Any]:
     series = _series(cache_key(cfg, _FIELDS))
-    L, H = positive_int(cfg, "seq_len"), positive_int(cfg, "horizon")
-    stride = positive_int(cfg, "window_stride")
+    L, H = cfg.get("seq_len"), cfg.get("horizon")
+    stride = cfg.get("window_stride")
     counts = {s: len(window_starts(series["cuts"], s, L, H, stride)) for s in SPLITS}
     return {
         "task": "forecast",
@@ -252,9 +248,7 @@ def _info(cfg: Any) -> dict[str, Any]:
 def _load(cfg, info, *, split, **shard):
     series = _series(cache_key(cfg, _FIELDS))
     L, H = info["seq_len"], info["horizon"]
-    starts = window_starts(
-        series["cuts"], check_split(split), L, H, positive_int(cfg, "window_stride")
-    )
+    starts = window_starts(series["cuts"], check_split(split), L, H, cfg.get("window_stride"))
     if len(starts) == 0:
         raise ValueError(
             f"{cfg['name']} split {split!r} has {info['num_steps'][split]} steps: too short for "
@@ -273,7 +267,7 @@ def _load(cfg, info, *, split, **shard):
 
     order, num_batches = pipeline.example_order(
         len(starts),
-        shuffle=bool(option(cfg, "shuffle", split == "train")),
+        shuffle=cfg.shuffled(split),
         what=f"{cfg['name']} split {split!r}",
         **shard,
     )
@@ -300,13 +294,13 @@ def _mg_info(cfg: Any) -> dict[str, Any]:
         "task": "forecast",
         "input_features": 1,
         "output_features": 1,
-        "seq_len": positive_int(cfg, "seq_len"),
-        "horizon": positive_int(cfg, "horizon"),
+        "seq_len": cfg.get("seq_len"),
+        "horizon": cfg.get("horizon"),
         "mean": [mean],
         "std": [std],
         "seasonal_period": 1,
         "mase_scale": [scale],
-        "eval_examples": positive_int(cfg, "eval_examples"),
+        "eval_examples": cfg.get("eval_examples"),
     }
 
 
@@ -339,18 +333,28 @@ def _mg_load(cfg, info, *, split, **shard):
 
 @dataclasses.dataclass(frozen=True)
 class Windows(Group):
-    seq_len: int = opt(64, "lookback steps L of a window")
-    horizon: int = opt(16, "steps H to forecast")
+    seq_len: int = opt(64, "lookback steps L of a window", POSITIVE)
+    horizon: int = opt(16, "steps H to forecast", POSITIVE)
 
 
 @dataclasses.dataclass(frozen=True)
 class Series(Common, Pipeline, Windows):
-    window_stride: int = opt(1, "steps between the starts of two training windows")
-    fill_gaps: Any = opt(None, '"interpolate" or "error" on NaN (None: the series\' own)')
-    split_fractions: tuple = opt((0.7, 0.1, 0.2), "train, validation, test shares, in time order")
-    seasonal_period: Any = opt(None, "season length m of MASE (None: the series' own, else 1)")
+    window_stride: int = opt(1, "steps between the starts of two training windows", POSITIVE)
+    fill_gaps: Any = opt(
+        None,
+        '"interpolate" or "error" on NaN (None: the series\' own)',
+        one_of("interpolate", "error"),
+    )
+    split_fractions: tuple = opt(
+        (0.7, 0.1, 0.2), "train, validation, test shares, in time order", SHARES
+    )
+    seasonal_period: Any = opt(
+        None, "season length m of MASE (None: the series' own, else 1)", POSITIVE
+    )
     target_features: Any = opt(
-        None, "leading series forecast, the rest past covariates (None: the series' own)"
+        None,
+        "leading series forecast, the rest past covariates (None: the series' own)",
+        POSITIVE,
     )
 
 

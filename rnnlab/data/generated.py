@@ -32,14 +32,6 @@ SPLIT_INDEX = {"train": 0, "validation": 1, "test": 2}
 SIGNAL_LEN = 40  # MNIST-1D's sequence length
 
 
-def _int(cfg: Any, key: str, low: int = 1) -> int:
-    """An integer option >= ``low`` (the config is resolved: every option is there)."""
-    value = cfg.get(key) if hasattr(cfg, "get") else None
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{key} must be an integer >= {low}, received {value!r}")
-    return value
-
-
 # -- digit strings for CTC ------------------------------------------------------------------
 _LOCK = threading.Lock()
 
@@ -90,8 +82,8 @@ def digit_string(
 
 
 def _ctc_info(cfg: Any) -> dict[str, Any]:
-    max_digits = _int(cfg, "max_digits")
-    max_gap = _int(cfg, "max_gap", low=0)
+    max_digits = cfg["max_digits"]
+    max_gap = cfg["max_gap"]
     return {
         "task": "ctc",
         "input_features": 1,
@@ -100,7 +92,7 @@ def _ctc_info(cfg: Any) -> dict[str, Any]:
         "max_digits": max_digits,
         "max_gap": max_gap,
         "seq_len": max_digits * SIGNAL_LEN + (max_digits - 1) * max_gap,
-        "eval_examples": _int(cfg, "eval_examples"),
+        "eval_examples": cfg["eval_examples"],
     }
 
 
@@ -167,18 +159,18 @@ def moving_digits(
 
 
 def _video_info(cfg: Any) -> dict[str, Any]:
-    canvas = _int(cfg, "canvas")
-    scale = _int(cfg, "digit_scale")
+    canvas = cfg["canvas"]
+    scale = cfg["digit_scale"]
     if canvas < 8 * scale + 1:
         raise ValueError(f"canvas must exceed the digit size {8 * scale}, received {canvas}")
     return {
         "task": "video",
         "frame_shape": [canvas, canvas, 1],
-        "seq_len": _int(cfg, "seq_len"),
-        "horizon": _int(cfg, "horizon"),
-        "num_digits": _int(cfg, "num_digits"),
+        "seq_len": cfg["seq_len"],
+        "horizon": cfg["horizon"],
+        "num_digits": cfg["num_digits"],
         "digit_scale": scale,
-        "eval_examples": _int(cfg, "eval_examples"),
+        "eval_examples": cfg["eval_examples"],
     }
 
 
@@ -221,20 +213,20 @@ def register_datasets() -> None:
     """Registers ``mnist1d_digits`` and ``moving_digits`` with :mod:`rnnlab.data`."""
     from rnnlab.data.registry import Dataset, register
     from rnnlab.data.synthetic import Generated
-    from rnnlab.options import opt
+    from rnnlab.options import COUNT, POSITIVE, opt
 
     @dataclasses.dataclass(frozen=True)
     class DigitStrings(Generated):
-        max_digits: int = opt(5, "most digits in a string")
-        max_gap: int = opt(8, "most blank steps between two digits")
+        max_digits: int = opt(5, "most digits in a string", POSITIVE)
+        max_gap: int = opt(8, "most blank steps between two digits", COUNT)
 
     @dataclasses.dataclass(frozen=True)
     class MovingDigits(Generated):
-        canvas: int = opt(32, "frame height and width in pixels")
-        digit_scale: int = opt(1, "digit size: 8 * digit_scale pixels")
-        seq_len: int = opt(10, "input frames")
-        horizon: int = opt(10, "frames to predict")
-        num_digits: int = opt(2, "digits moving in each clip")
+        canvas: int = opt(32, "frame height and width in pixels", POSITIVE)
+        digit_scale: int = opt(1, "digit size: 8 * digit_scale pixels", POSITIVE)
+        seq_len: int = opt(10, "input frames", POSITIVE)
+        horizon: int = opt(10, "frames to predict", POSITIVE)
+        num_digits: int = opt(2, "digits moving in each clip", POSITIVE)
 
     register(
         Dataset(

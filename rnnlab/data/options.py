@@ -19,9 +19,12 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from rnnlab.options import Group, Option, closest, opt
+from rnnlab.options import COUNT, POSITIVE, SHARES, Check, Group, build, one_of, opt
 
-__all__ = ["Catalog", "Common", "Group", "Option", "Pipeline", "Threads", "opt", "resolve"]
+# The field helpers that the datasets' groups are written with, and the shared groups.
+__all__ = ["COUNT", "PAD_TO", "POSITIVE", "SHARES", "Catalog", "Check", "Common", "Group"]
+__all__ += ["Pipeline", "Threads", "one_of", "opt", "resolve"]
+PAD_TO = one_of("batch", "max")  # padded to the batch's longest or to the split's
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +48,10 @@ class Threads(Group):
 class Pipeline(Threads):
     shuffle: Any = opt(None, "shuffle the examples (None: the train split only)")
 
+    def shuffled(self, split: str) -> bool:
+        """Whether ``split`` is read in a shuffled order."""
+        return split == "train" if self.shuffle is None else bool(self.shuffle)
+
 
 @dataclasses.dataclass(frozen=True)
 class Catalog(Group):
@@ -55,19 +62,15 @@ class Catalog(Group):
     validation_fraction: float = opt(0.1, "share of train held out when there is no validation")
 
 
-def resolve(cfg: Any, group: type, dataset: str = "") -> Any:
+def resolve(cfg: Any, group: type, dataset: str = "", prefix: str = "") -> Any:
     """``cfg`` (a dict, ConfigDict or group) as the dataset's ``group``: missing options
-    (and ``None`` values of options whose default is not ``None``) take their default.
+    (and ``None`` values of options whose default is not ``None``) take their default, and
+    every key and value is checked against the fields (:func:`rnnlab.options.build`).
 
     Raises:
-      ValueError: a key the group lacks; the message starts with the key and names the
-        closest option.
+      ConfigError: a key the group lacks (naming the closest option) or a value its field
+        refuses, naming ``prefix + key``.
     """
     items = dict(cfg.items()) if isinstance(cfg, Mapping) or hasattr(cfg, "items") else vars(cfg)
-    fields = {f.name for f in dataclasses.fields(group)}
-    for key in items:
-        if key not in fields:
-            near = closest(key, fields)
-            hint = f"; did you mean {near!r}?" if near else ""
-            raise ValueError(f"{key} is not an option of dataset {dataset!r}{hint}")
-    return group(**{k: v for k, v in items.items() if v is not None})
+    values = {k: v for k, v in items.items() if v is not None}
+    return build(group, values, prefix, f"data {dataset!r}")

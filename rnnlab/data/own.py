@@ -28,8 +28,8 @@ import numpy as np
 
 from rnnlab.data import pipeline, sequence_files
 from rnnlab.data import splits as split_lib
-from rnnlab.data.config import check_split, choice, option, positive_int
-from rnnlab.data.options import Common, Group, Pipeline, opt
+from rnnlab.data.config import check_split
+from rnnlab.data.options import PAD_TO, POSITIVE, Common, Group, Pipeline, opt
 from rnnlab.data.registry import Dataset, register
 
 TASKS = ("classification", "regression", "tagging")
@@ -37,17 +37,17 @@ TASKS = ("classification", "regression", "tagging")
 
 def table_columns(cfg: Any) -> dict[str, Any]:
     """The long table's column names from the config."""
-    features = option(cfg, "feature_columns")
+    features = cfg.get("feature_columns")
     return {
-        "id_column": option(cfg, "id_column", "id"),
-        "time_column": option(cfg, "time_column", "time"),
-        "label_column": option(cfg, "label_column", "label"),
+        "id_column": cfg.get("id_column"),
+        "time_column": cfg.get("time_column"),
+        "label_column": cfg.get("label_column"),
         "feature_columns": list(features) if features else None,
     }
 
 
 def _classes(cfg: Any, train: sequence_files.Records) -> list[str]:
-    given = option(cfg, "classes")
+    given = cfg.get("classes")
     if given is None:
         labels = train.labels
         if labels.dtype == object:  # per-step labels: one array per record
@@ -116,13 +116,13 @@ def carve(n: int, cfg: Any, missing: list[str], classes: Any = None) -> dict[str
     labels of the ``n`` records) each carved split takes that fraction of every class
     (:func:`rnnlab.data.splits.stratified` over the permuted records), so a file sorted by
     class still gives a validation split that holds every class."""
-    order = np.random.default_rng(int(option(cfg, "split_seed", 0))).permutation(n)
+    order = np.random.default_rng(int(cfg.get("split_seed"))).permutation(n)
     labels = None if classes is None else np.asarray(classes)
     out, keep = {}, order
     for split in ("validation", "test"):
         if split not in missing:
             continue
-        fraction = float(option(cfg, f"{split}_fraction", 0.1))
+        fraction = float(cfg.get(f"{split}_fraction"))
         if labels is None:
             size = int(round(n * fraction))
             out[split], keep = keep[len(keep) - size :], keep[: len(keep) - size]
@@ -251,7 +251,7 @@ class _Pairs:
 def load_examples(task: str, examples, cfg: Any, info: Mapping[str, Any], *, split: str, **shard):
     """The grain pipeline over ``examples`` (``len`` and ``[i] -> (sequence [T, F],
     label)``), one split: order, sharding, batches, prefetch (see :mod:`pipeline`)."""
-    standardize = bool(option(cfg, "standardize", False))
+    standardize = bool(cfg.get("standardize"))
     mean = np.asarray(info["mean"], np.float32)
     std = np.asarray(info["std"], np.float32)
 
@@ -263,20 +263,21 @@ def load_examples(task: str, examples, cfg: Any, info: Mapping[str, Any], *, spl
 
     order, num_batches = pipeline.example_order(
         len(examples),
-        shuffle=bool(option(cfg, "shuffle", split == "train")),
+        shuffle=cfg.shuffled(split),
         what=f"split {split!r}",
         **shard,
     )
     variable = info["variable_length"]
-    window = int(option(cfg, "bucket_window", 8 if variable else 0))
-    pad_to = choice(cfg, "pad_to", "batch", allowed=("batch", "max"))
+    window = cfg.bucket_window
+    window = (8 if variable else 0) if window is None else int(window)
+    pad_to = cfg.get("pad_to")
     ds = pipeline.batched(
         order.map(fetch),
         batch_size=shard["batch_size"],
         collate=functools.partial(
             collate,
             max_len=int(info["seq_len"]),
-            pad_multiple=positive_int(cfg, "pad_multiple", 8),
+            pad_multiple=cfg.get("pad_multiple"),
             fixed=pad_to == "max" or not variable,
             features=int(info["input_features"]),
             task=task,
@@ -317,7 +318,7 @@ def _prepared(task: str, key: str) -> Prepared:
 def files_key(cfg: Any, fields: tuple[str, ...], paths: tuple[str, ...]) -> str:
     """A JSON key of the options in ``fields`` and of the size and modification time of the
     files the options in ``paths`` name: memoised reads see a rewritten file again."""
-    values = {f: option(cfg, f) for f in fields}
+    values = {f: cfg.get(f) for f in fields}
     for f in paths:
         p = values.get(f) and os.path.expanduser(str(values[f]))
         if p and os.path.isfile(p):
@@ -347,8 +348,8 @@ class SequenceBase(Pipeline):
     classes: Any = opt(None, "class names, or their count (None: the training labels)")
     standardize: bool = opt(False, "per-feature z-scores with training statistics")
     bucket_window: Any = opt(None, "batches sorted by length together (None: 8 if lengths vary)")
-    pad_to: str = opt("batch", '"batch" (the longest in the batch) or "max" (the longest)')
-    pad_multiple: int = opt(8, "padded lengths are a multiple of this")
+    pad_to: str = opt("batch", '"batch" (the longest in the batch) or "max" (the longest)', PAD_TO)
+    pad_multiple: int = opt(8, "padded lengths are a multiple of this", POSITIVE)
     validation_fraction: float = opt(0.1, "share of train held out without validation_path")
 
 

@@ -30,8 +30,8 @@ from typing import Any
 import numpy as np
 
 from rnnlab.data import own, seq2seq
-from rnnlab.data.config import check_split, choice, positive_int
-from rnnlab.data.options import Common, Pipeline, opt
+from rnnlab.data.config import check_split
+from rnnlab.data.options import POSITIVE, Common, Pipeline, one_of, opt
 from rnnlab.data.registry import Dataset, register
 from rnnlab.data.vocab import EOS_ID, UNK_ID, WORD_RESERVED, CharEncoder, WordEncoder, word_vocab
 
@@ -166,8 +166,8 @@ def _prepared(key: str) -> tuple[dict[str, Any], dict[str, list]]:
         if not pairs:
             where = cfg.get(f"{split}_path") or cfg["path"]
             raise ValueError(f"{where}: split {split!r} is empty")
-    kind = choice(cfg, "tokenizer", "word", TOKENIZERS)
-    size = positive_int(cfg, "vocab_size", 8000)
+    kind = cfg.get("tokenizer")
+    size = cfg.get("vocab_size")
     info: dict[str, Any] = {"tokenizer": kind}
     if kind == "sentencepiece":
         if not cfg.get("tokenizer_model"):
@@ -230,9 +230,9 @@ class SentencePairs(Common, Pipeline, own.Carved):
     test_path: Any = opt(None, "test pairs (None: carved from path)")
     source_key: str = opt("source", "JSONL key of the source sentence")
     target_key: str = opt("target", "JSONL key of the target sentence")
-    tokenizer: str = opt("word", '"char", "word" or "sentencepiece"')
+    tokenizer: str = opt("word", '"char", "word" or "sentencepiece"', one_of(*TOKENIZERS))
     tokenizer_model: Any = opt(None, "SentencePiece .model file (tokenizer sentencepiece)")
-    vocab_size: int = opt(8000, "largest word vocabulary per side, reserved ids included")
+    vocab_size: int = opt(8000, "largest word vocabulary per side, reserved ids included", POSITIVE)
     max_len: Any = opt(None, "longest sentence kept, in tokens (None: the longest)")
     bucket_window: int = opt(8, "batches sorted by length together")
     pad_to: str = opt("batch", '"batch" (the longest in the batch) or "max"')

@@ -85,11 +85,10 @@ class DataIterator:
 
 def read_options(cfg: Any) -> grain.ReadOptions:
     """Thread prefetch settings: ``cfg.num_threads`` (default 2), ``cfg.prefetch`` (default 4)."""
-    from rnnlab.data.config import option
 
     return grain.ReadOptions(
-        num_threads=int(option(cfg, "num_threads")),
-        prefetch_buffer_size=int(option(cfg, "prefetch")),
+        num_threads=int(cfg.get("num_threads")),
+        prefetch_buffer_size=int(cfg.get("prefetch")),
     )
 
 

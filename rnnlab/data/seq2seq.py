@@ -29,12 +29,9 @@ from rnnlab.data.config import (
     CATALOG_FIELDS,
     cache_key,
     check_split,
-    choice,
     data_dir,
-    option,
-    positive_int,
 )
-from rnnlab.data.options import Catalog, Common, Pipeline, opt
+from rnnlab.data.options import PAD_TO, POSITIVE, Catalog, Common, Pipeline, opt
 from rnnlab.data.registry import Dataset, register
 from rnnlab.data.vocab import BOS_ID, EOS_ID, PAD_ID, UNK_ID, WORD_RESERVED, as_text, word_vocab
 
@@ -72,11 +69,11 @@ def reverse_example(rng: np.random.Generator, vocab_size: int, min_len: int, max
 
 
 def _reverse_info(cfg):
-    V = positive_int(cfg, "vocab_size")
+    V = cfg.get("vocab_size")
     if V <= RESERVED:
         raise ValueError(f"vocab_size must be > {RESERVED} (reserved ids), received {V}")
-    S = positive_int(cfg, "seq_len")
-    min_len = positive_int(cfg, "min_len")
+    S = cfg.get("seq_len")
+    min_len = cfg.get("min_len")
     if min_len > S:
         raise ValueError(f"min_len must be <= seq_len ({S}), received {min_len}")
     vocab = list(WORD_RESERVED) + [f"s{i}" for i in range(RESERVED, V)]
@@ -133,10 +130,10 @@ _FIELDS = (
 
 
 def _langs(cfg: Any) -> tuple[str, str]:
-    name = str(option(cfg, "tfds_name"))
+    name = str(cfg.get("tfds_name"))
     pair = name.split("/")[-1].split("-")
-    src = option(cfg, "source_lang", pair[0] if len(pair) == 2 else None)
-    tgt = option(cfg, "target_lang", pair[1] if len(pair) == 2 else None)
+    src = cfg.get("source_lang") or (pair[0] if len(pair) == 2 else None)
+    tgt = cfg.get("target_lang") or (pair[1] if len(pair) == 2 else None)
     if not src or not tgt or src == tgt:
         raise ValueError(
             f"source_lang and target_lang must be two languages of {name!r}, received "
@@ -146,7 +143,7 @@ def _langs(cfg: Any) -> tuple[str, str]:
 
 
 def _wmt_source(cfg: Any, split: str):
-    name = str(option(cfg, "tfds_name"))
+    name = str(cfg.get("tfds_name"))
     return catalog.data_source(cfg, name, split)
 
 
@@ -154,10 +151,10 @@ def _wmt_vocabs(key: str) -> tuple[list[str], list[str]]:
     cfg = json.loads(key)
     src_lang, tgt_lang = _langs(cfg)
     source = _wmt_source(cfg, "train")
-    count = min(len(source), int(option(cfg, "vocab_examples")))
-    size = positive_int(cfg, "vocab_size")
+    count = min(len(source), int(cfg.get("vocab_examples")))
+    size = cfg.get("vocab_size")
     head = [str(source[i]) for i in range(min(count, 3))]
-    tag = json.dumps([option(cfg, "tfds_name", ""), len(source), count, size, head])
+    tag = json.dumps([cfg.get("tfds_name") or "", len(source), count, size, head])
     cache = data_dir(cfg) / "vocab" / f"wmt-{hashlib.sha1(tag.encode()).hexdigest()[:16]}.json"
     if cache.exists():
         saved = json.loads(cache.read_text())
@@ -175,7 +172,7 @@ def _wmt_vocabs(key: str) -> tuple[list[str], list[str]]:
 
 def _wmt_info(cfg):
     src_vocab, tgt_vocab = _wmt_vocabs(cache_key(cfg, _FIELDS))
-    max_len = positive_int(cfg, "max_len")
+    max_len = cfg.get("max_len")
     langs = _langs(cfg)
     return s2s_info(src_vocab, tgt_vocab, max_len, max_len) | {"languages": list(langs)}
 
@@ -208,7 +205,7 @@ def pair_batches(cfg, info, size: int, fetch, split: str, what: str, shard: dict
     ``info["max_source_len"]`` / ``info["max_target_len"]`` shape the batches.
     """
     order, num_batches = pipeline.example_order(
-        size, shuffle=bool(option(cfg, "shuffle", split == "train")), what=what, **shard
+        size, shuffle=cfg.shuffled(split), what=what, **shard
     )
     ds = pipeline.batched(
         order.map(fetch),
@@ -217,10 +214,10 @@ def pair_batches(cfg, info, size: int, fetch, split: str, what: str, shard: dict
             collate,
             max_source=info["max_source_len"],
             max_target=info["max_target_len"],
-            pad_multiple=positive_int(cfg, "pad_multiple"),
-            fixed=choice(cfg, "pad_to", allowed=("batch", "max")) == "max",
+            pad_multiple=cfg.get("pad_multiple"),
+            fixed=cfg.get("pad_to") == "max",
         ),
-        bucket_window=int(option(cfg, "bucket_window")),
+        bucket_window=int(cfg.get("bucket_window")),
         seed=shard["seed"],
         length_fn=lambda e: 0 if e is None else max(len(e[0]), len(e[1])),
     )
@@ -229,9 +226,9 @@ def pair_batches(cfg, info, size: int, fetch, split: str, what: str, shard: dict
 
 @dataclasses.dataclass(frozen=True)
 class Reverse(synthetic.Generated):
-    vocab_size: int = opt(32, "tokens, the reserved ones included")
-    seq_len: int = opt(16, "longest sequence")
-    min_len: int = opt(1, "shortest sequence")
+    vocab_size: int = opt(32, "tokens, the reserved ones included", POSITIVE)
+    seq_len: int = opt(16, "longest sequence", POSITIVE)
+    min_len: int = opt(1, "shortest sequence", POSITIVE)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -240,11 +237,11 @@ class Wmt(Common, Pipeline, Catalog):
     source_lang: Any = opt(None, "source language (None: the first of the TFDS pair)")
     target_lang: Any = opt(None, "target language (None: the second of the TFDS pair)")
     vocab_examples: int = opt(200_000, "training pairs counted for the vocabularies")
-    vocab_size: int = opt(32000, "size of each vocabulary, reserved tokens included")
-    max_len: int = opt(64, "longest sentence kept, in tokens")
+    vocab_size: int = opt(32000, "size of each vocabulary, reserved tokens included", POSITIVE)
+    max_len: int = opt(64, "longest sentence kept, in tokens", POSITIVE)
     bucket_window: int = opt(8, "batches sorted by length together")
-    pad_to: str = opt("batch", '"batch" (the longest in the batch) or "max" (max_len)')
-    pad_multiple: int = opt(8, "padded lengths are a multiple of this")
+    pad_to: str = opt("batch", '"batch" (the longest in the batch) or "max" (max_len)', PAD_TO)
+    pad_multiple: int = opt(8, "padded lengths are a multiple of this", POSITIVE)
 
 
 register(Dataset("reverse", "seq2seq", _reverse_info, _reverse_load, "reverse a sequence", Reverse))

@@ -40,8 +40,8 @@ from typing import Any
 import numpy as np
 
 from rnnlab.data import catalog, pipeline
-from rnnlab.data.config import check_split, choice, option, positive_int
-from rnnlab.data.options import Catalog, Common, Pipeline, opt
+from rnnlab.data.config import check_split
+from rnnlab.data.options import PAD_TO, POSITIVE, Catalog, Check, Common, Pipeline, opt
 from rnnlab.data.registry import Dataset, register
 from rnnlab.data.vocab import as_text
 
@@ -197,27 +197,25 @@ def _audio_feature_without_tensorflow():
 
 
 def _source(cfg: Any, split: str):
-    name = str(option(cfg, "tfds_name"))
-    spec = str(option(cfg, f"{split}_split", _SPLIT_DEFAULTS[split]))
+    name = str(cfg.get("tfds_name"))
+    spec = str(cfg.get(f"{split}_split"))
     # A missing corpus is an error with instructions, not a 60 GB download, unless asked for.
-    opts = {**dict(cfg.items()), "download": bool(option(cfg, "download"))}
+    opts = {**dict(cfg.items()), "download": bool(cfg.get("download"))}
     with _audio_feature_without_tensorflow():
         return catalog.data_source(opts, name, spec)
 
 
 def _info(cfg: Any) -> dict[str, Any]:
-    rate = positive_int(cfg, "sample_rate")
-    mels = positive_int(cfg, "num_mels")
-    window_ms, hop_ms = float(option(cfg, "window_ms")), float(option(cfg, "hop_ms"))
+    rate = cfg.get("sample_rate")
+    mels = cfg.get("num_mels")
+    window_ms, hop_ms = float(cfg.get("window_ms")), float(cfg.get("hop_ms"))
     if not 0 < hop_ms <= window_ms:
         raise ValueError(
             f"hop_ms and window_ms must satisfy 0 < hop_ms <= window_ms, received {hop_ms} "
             f"and {window_ms}"
         )
-    if float(option(cfg, "log_floor")) <= 0:
-        raise ValueError(f"log_floor must be > 0, received {option(cfg, 'log_floor')!r}")
     window, hop, fft, _, _ = _analysis(rate, mels, window_ms, hop_ms)
-    max_frames = positive_int(cfg, "max_frames")
+    max_frames = cfg.get("max_frames")
     return {
         "task": "ctc",
         "input_features": mels,
@@ -227,12 +225,12 @@ def _info(cfg: Any) -> dict[str, Any]:
         "blank_id": BLANK_ID,
         "seq_len": max_frames,
         "max_frames": max_frames,
-        "max_label": positive_int(cfg, "max_label"),
+        "max_label": cfg.get("max_label"),
         "sample_rate": rate,
         "window_length": window,
         "hop_length": hop,
         "fft_length": fft,
-        "splits": {s: str(option(cfg, f"{s}_split", d)) for s, d in _SPLIT_DEFAULTS.items()},
+        "splits": {s: str(cfg.get(f"{s}_split")) for s in _SPLIT_DEFAULTS},
     }
 
 
@@ -260,8 +258,8 @@ def collate(examples, *, max_frames: int, max_label: int, pad_multiple: int, fix
 
 def _load(cfg, info, *, split, **shard):
     source = _source(cfg, check_split(split))
-    speech_key = str(option(cfg, "speech_key"))
-    text_key = str(option(cfg, "text_key"))
+    speech_key = str(cfg.get("speech_key"))
+    text_key = str(cfg.get("text_key"))
     declared = _declared_rate(source, speech_key)
     if declared and declared != info["sample_rate"]:
         raise ValueError(
@@ -272,10 +270,10 @@ def _load(cfg, info, *, split, **shard):
         log_mel,
         sample_rate=info["sample_rate"],
         num_mels=info["input_features"],
-        window_ms=float(option(cfg, "window_ms")),
-        hop_ms=float(option(cfg, "hop_ms")),
-        log_floor=float(option(cfg, "log_floor")),
-        normalize=bool(option(cfg, "normalize")),
+        window_ms=float(cfg.get("window_ms")),
+        hop_ms=float(cfg.get("hop_ms")),
+        log_floor=float(cfg.get("log_floor")),
+        normalize=bool(cfg.get("normalize")),
     )
 
     def fetch(index):
@@ -304,7 +302,7 @@ def utterance_batches(cfg, info, size: int, fetch, split: str, what: str, shard:
     and ``info["max_frames"]``/``info["max_label"]`` shape the batches.
     """
     order, num_batches = pipeline.example_order(
-        size, shuffle=bool(option(cfg, "shuffle", split == "train")), what=what, **shard
+        size, shuffle=cfg.shuffled(split), what=what, **shard
     )
     ds = pipeline.batched(
         order.map(fetch),
@@ -313,10 +311,10 @@ def utterance_batches(cfg, info, size: int, fetch, split: str, what: str, shard:
             collate,
             max_frames=info["max_frames"],
             max_label=info["max_label"],
-            pad_multiple=positive_int(cfg, "pad_multiple"),
-            fixed=choice(cfg, "pad_to", allowed=("batch", "max")) == "max",
+            pad_multiple=cfg.get("pad_multiple"),
+            fixed=cfg.get("pad_to") == "max",
         ),
-        bucket_window=int(option(cfg, "bucket_window")),
+        bucket_window=int(cfg.get("bucket_window")),
         seed=shard["seed"],
         length_fn=lambda e: 0 if e is None else len(e[0]),
     )
@@ -339,17 +337,19 @@ class Librispeech(Common, Pipeline, Catalog):
     test_split: str = opt(_SPLIT_DEFAULTS["test"], "TFDS split read as test")
     speech_key: str = opt("speech", "feature holding the audio")
     text_key: str = opt("text", "feature holding the transcript")
-    sample_rate: int = opt(16000, "audio sample rate in Hz")
-    num_mels: int = opt(80, "mel bands per frame")
+    sample_rate: int = opt(16000, "audio sample rate in Hz", POSITIVE)
+    num_mels: int = opt(80, "mel bands per frame", POSITIVE)
     window_ms: float = opt(25.0, "analysis window in milliseconds")
     hop_ms: float = opt(10.0, "hop between frames in milliseconds")
-    log_floor: float = opt(1e-10, "floor added before the log (> 0)")
+    log_floor: float = opt(
+        1e-10, "floor added before the log (> 0)", Check(lambda v: v > 0, "a number > 0")
+    )
     normalize: bool = opt(True, "per-utterance mean and variance normalisation")
-    max_frames: int = opt(3600, "longest utterance kept, in frames")
-    max_label: int = opt(800, "longest transcript kept, in characters")
+    max_frames: int = opt(3600, "longest utterance kept, in frames", POSITIVE)
+    max_label: int = opt(800, "longest transcript kept, in characters", POSITIVE)
     bucket_window: int = opt(8, "batches sorted by length together")
-    pad_to: str = opt("batch", '"batch" (the longest in the batch) or "max"')
-    pad_multiple: int = opt(64, "padded frame counts are a multiple of this")
+    pad_to: str = opt("batch", '"batch" (the longest in the batch) or "max"', PAD_TO)
+    pad_multiple: int = opt(64, "padded frame counts are a multiple of this", POSITIVE)
 
 
 register(

@@ -31,8 +31,8 @@ import numpy as np
 
 from rnnlab.data import builders
 from rnnlab.data import spoken_digits_audio as audio
-from rnnlab.data.config import cache_key, check_split, option, positive_int, tfds_dir
-from rnnlab.data.options import Common, Pipeline, opt
+from rnnlab.data.config import cache_key, check_split, tfds_dir
+from rnnlab.data.options import COUNT, POSITIVE, Common, Pipeline, opt, resolve
 from rnnlab.data.registry import Dataset, register
 from rnnlab.data.speech import utterance_batches
 
@@ -43,20 +43,11 @@ _FIELDS = ("synthesis_seed", "num_mels", *(f"{s}_examples" for s in _SIZES))
 
 def builder_config(cfg: Any) -> audio.SpokenDigitsConfig:
     """The builder config (seed, split sizes, noise, bands) that the options ask for."""
-    seed = int(option(cfg, "synthesis_seed", 0))
-    if seed < 0:
-        raise ValueError(f"synthesis_seed must be >= 0, received {seed}")
-    sizes = tuple(positive_int(cfg, f"{s}_examples", n) for s, n in _SIZES.items())
-    mels = positive_int(cfg, "num_mels", audio.NUM_MELS)
-    return audio.SpokenDigitsConfig(seed=seed, sizes=sizes, num_mels=mels)
-
-
-def noisy_train(cfg: Any) -> bool:
-    """Whether the training and validation splits are read with their noise."""
-    noisy = option(cfg, "noisy_train", True)
-    if not isinstance(noisy, bool | np.bool_):
-        raise ValueError(f"noisy_train must be True or False, received {noisy!r}")
-    return bool(noisy)
+    cfg = resolve(cfg, SpokenDigits, "spoken_digits")  # a bare dict or cache key too
+    sizes = tuple(cfg.get(f"{s}_examples") for s in _SIZES)
+    return audio.SpokenDigitsConfig(
+        seed=cfg.get("synthesis_seed"), sizes=sizes, num_mels=cfg.get("num_mels")
+    )
 
 
 def _builder(cfg: Any):
@@ -82,7 +73,6 @@ def _lengths(key: str) -> dict[str, tuple[int, int]]:
 
 def _info(cfg: Any) -> dict[str, Any]:
     c = builder_config(cfg)
-    noisy_train(cfg)  # a bad value is an error before training starts
     lengths = _lengths(cache_key(cfg, _FIELDS))
     frames = max(v[0] for v in lengths.values())
     return {
@@ -104,8 +94,8 @@ def _info(cfg: Any) -> dict[str, Any]:
 
 def _load(cfg, info, *, split, **shard):
     src = _builder(cfg).as_data_source(split=check_split(split))
-    normalize = bool(option(cfg, "normalize", True))
-    key = "features" if split == "test" or noisy_train(cfg) else "clean_features"
+    normalize = bool(cfg.get("normalize"))
+    key = "features" if split == "test" or cfg.get("noisy_train") else "clean_features"
 
     def fetch(index):
         if index < 0:
@@ -122,12 +112,14 @@ def _load(cfg, info, *, split, **shard):
 
 @dataclasses.dataclass(frozen=True)
 class SpokenDigits(Common, Pipeline):
-    synthesis_seed: int = opt(0, "seed of the synthesis: digits, speakers, rates, noise")
-    train_examples: int = opt(_SIZES["train"], "utterances in the train split")
-    validation_examples: int = opt(_SIZES["validation"], "utterances in the validation split")
-    test_examples: int = opt(_SIZES["test"], "utterances in the test split")
+    synthesis_seed: int = opt(0, "seed of the synthesis: digits, speakers, rates, noise", COUNT)
+    train_examples: int = opt(_SIZES["train"], "utterances in the train split", POSITIVE)
+    validation_examples: int = opt(
+        _SIZES["validation"], "utterances in the validation split", POSITIVE
+    )
+    test_examples: int = opt(_SIZES["test"], "utterances in the test split", POSITIVE)
     noisy_train: bool = opt(True, "train and validate on the noisy audio (False: the clean copy)")
-    num_mels: int = opt(audio.NUM_MELS, "log-mel bands per 10 ms frame")
+    num_mels: int = opt(audio.NUM_MELS, "log-mel bands per 10 ms frame", POSITIVE)
     normalize: bool = opt(True, "per-utterance mean and variance normalisation")
     pad_multiple: int = opt(64, "padded frame counts are a multiple of this")
     pad_to: str = opt("batch", '"batch" (the longest in the batch) or "max" (of the split)')

@@ -19,8 +19,8 @@ import grain
 import numpy as np
 
 from rnnlab.data import pipeline
-from rnnlab.data.config import check_split, option, positive_int
-from rnnlab.data.options import Common, Threads, opt
+from rnnlab.data.config import check_split
+from rnnlab.data.options import POSITIVE, Common, Threads, opt
 from rnnlab.data.registry import Dataset, register
 
 STREAMS = {"train": 0, "validation": 1, "test": 2}
@@ -157,7 +157,7 @@ def index_batches(cfg, *, split, batch_size, seed, shard_index, shard_count, rep
         num_batches, stream_seed = None, seed
     else:
         ds, num_batches = pipeline.example_order(
-            positive_int(cfg, "eval_examples"),
+            cfg.get("eval_examples"),
             batch_size=batch_size,
             seed=0,
             shuffle=False,
@@ -165,7 +165,7 @@ def index_batches(cfg, *, split, batch_size, seed, shard_index, shard_count, rep
             shard_count=shard_count,
             repeat=False,
         )
-        stream_seed = int(option(cfg, "data_seed"))
+        stream_seed = int(cfg.get("data_seed"))
     return ds, num_batches, stream_seed
 
 
@@ -192,7 +192,7 @@ def per_example_load(make: Callable[[np.random.Generator, Any], dict[str, np.nda
 
 
 def _adding_info(cfg):
-    T = positive_int(cfg, "seq_len")
+    T = cfg.get("seq_len")
     return {
         "task": "regression",
         "input_features": 2,
@@ -208,9 +208,9 @@ def _adding_make(rng, info):
 
 
 def _copy_info(cfg):
-    delay = positive_int(cfg, "seq_len")
-    num_symbols = positive_int(cfg, "num_symbols")
-    copy_len = positive_int(cfg, "copy_len")
+    delay = cfg.get("seq_len")
+    num_symbols = cfg.get("num_symbols")
+    copy_len = cfg.get("copy_len")
     total = delay + 2 * copy_len
     return {
         "task": "copy",
@@ -230,9 +230,9 @@ def _copy_make(rng, info):
 
 
 def _selective_copy_info(cfg):
-    context = positive_int(cfg, "seq_len")
-    num_symbols = positive_int(cfg, "num_symbols")
-    copy_len = positive_int(cfg, "copy_len")
+    context = cfg.get("seq_len")
+    num_symbols = cfg.get("num_symbols")
+    copy_len = cfg.get("copy_len")
     if copy_len > context:
         raise ValueError(f"copy_len must be at most seq_len={context}, received {copy_len}")
     return {
@@ -257,27 +257,31 @@ def _selective_copy_make(rng, info):
 class Generated(Common, Threads):
     """Options of every dataset generated example by example (index_batches)."""
 
-    eval_examples: int = opt(1000, "examples of each evaluation split (fixed by data_seed)")
+    eval_examples: int = opt(
+        1000, "examples of each evaluation split (fixed by data_seed)", POSITIVE
+    )
     data_seed: int = opt(0, "seed of the evaluation examples")
 
 
 @dataclasses.dataclass(frozen=True)
 class Adding(Generated):
-    seq_len: int = opt(200, "sequence length T")
+    seq_len: int = opt(200, "sequence length T", POSITIVE)
 
 
 @dataclasses.dataclass(frozen=True)
 class Copy(Generated):
-    seq_len: int = opt(100, "delay T between the symbols and the recall marker")
-    num_symbols: int = opt(8, "alphabet size of the copied symbols")
-    copy_len: int = opt(10, "symbols to copy")
+    seq_len: int = opt(100, "delay T between the symbols and the recall marker", POSITIVE)
+    num_symbols: int = opt(8, "alphabet size of the copied symbols", POSITIVE)
+    copy_len: int = opt(10, "symbols to copy", POSITIVE)
 
 
 @dataclasses.dataclass(frozen=True)
 class SelectiveCopy(Generated):
-    seq_len: int = opt(256, "context steps holding the symbols among noise (L + M)")
-    num_symbols: int = opt(14, "alphabet of the copied symbols (Gu & Dao: 16 tokens, 14 symbols)")
-    copy_len: int = opt(16, "symbols to copy (M)")
+    seq_len: int = opt(256, "context steps holding the symbols among noise (L + M)", POSITIVE)
+    num_symbols: int = opt(
+        14, "alphabet of the copied symbols (Gu & Dao: 16 tokens, 14 symbols)", POSITIVE
+    )
+    copy_len: int = opt(16, "symbols to copy (M)", POSITIVE)
 
 
 register(

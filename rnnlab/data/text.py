@@ -26,14 +26,10 @@ from rnnlab.data.config import (
     CATALOG_FIELDS,
     cache_key,
     check_split,
-    choice,
     data_dir,
-    option,
-    positive_int,
-    split_fractions,
     tfds_dir,
 )
-from rnnlab.data.options import Catalog, Common, Threads, opt
+from rnnlab.data.options import POSITIVE, SHARES, Catalog, Check, Common, Threads, one_of, opt
 from rnnlab.data.registry import Dataset, register
 from rnnlab.data.vocab import (
     BOS_ID,
@@ -71,8 +67,8 @@ def _fraction_name(fractions) -> str:
 
 # ------------------------------------------------------------------ character corpora
 def _corpus_builder(cfg: Any):
-    fractions = split_fractions(cfg)
-    if option(cfg, "name") == "austen":
+    fractions = tuple(cfg.get("split_fractions"))
+    if cfg["name"] == "austen":
         root = data_dir(cfg)
         read = builders.austen_documents(root / "austen")
 
@@ -86,10 +82,10 @@ def _corpus_builder(cfg: Any):
 
         name = "austen"
     else:
-        path = option(cfg, "path")
+        path = cfg.get("path")
         if not path:
             raise ValueError("text_dir needs path: expected a directory of text files, got None")
-        pattern = str(option(cfg, "pattern"))
+        pattern = str(cfg.get("pattern"))
         documents, digest = builders.directory_documents(Path(path).expanduser(), pattern)
         name = f"dir-{digest}"
     config = builders.TextCorpusConfig(
@@ -100,7 +96,7 @@ def _corpus_builder(cfg: Any):
 
 
 def _novels(cfg: Any) -> list[str] | None:
-    novels = option(cfg, "novels")
+    novels = cfg.get("novels")
     if novels == "all":
         return None
     novels = [novels] if isinstance(novels, str) else list(novels)
@@ -155,10 +151,10 @@ def _builder_corpus(key: str) -> dict[str, Any]:
 
 
 def _level(cfg: Any) -> str:
-    level = choice(cfg, "level", allowed=LEVELS)
-    if level == "word" and option(cfg, "name") not in ("austen", "text_dir"):
+    level = cfg.get("level")
+    if level == "word" and cfg["name"] not in ("austen", "text_dir"):
         raise ValueError(
-            f"level 'word' is read from austen and text_dir, received name {option(cfg, 'name')!r}"
+            f"level 'word' is read from austen and text_dir, received name {cfg['name']!r}"
         )
     return level
 
@@ -170,7 +166,7 @@ def _stream_info(cfg: Any, level: str, vocab: list[str], num_tokens, num_documen
         "vocab": vocab,
         "vocab_size": len(vocab),
         "pad_id": 0,
-        "seq_len": positive_int(cfg, "seq_len"),
+        "seq_len": cfg.get("seq_len"),
         "num_tokens": num_tokens,
         "num_documents": num_documents,
     }
@@ -248,7 +244,7 @@ def _word_corpus(key: str) -> dict[str, Any]:
     from there.
     """
     cfg = json.loads(key)
-    size = positive_int(cfg, "max_vocab")
+    size = cfg.get("max_vocab")
     if size <= len(WORD_RESERVED):
         raise ValueError(
             f"max_vocab must be more than the {len(WORD_RESERVED)} reserved tokens, received {size}"
@@ -287,8 +283,8 @@ def _lm1b_source(cfg: Any, split: str):
 def _lm1b_vocab(key: str) -> list[str]:
     cfg = json.loads(key)
     src = _lm1b_source(cfg, "train")
-    count = min(len(src), int(option(cfg, "vocab_examples")))
-    size = positive_int(cfg, "vocab_size")
+    count = min(len(src), int(cfg.get("vocab_examples")))
+    size = cfg.get("vocab_size")
     head = [as_text(src[i]["text"]) for i in range(min(count, 3))]
     fingerprint = hashlib.sha1(json.dumps([len(src), count, size, head]).encode()).hexdigest()
     cache = data_dir(cfg) / "vocab" / f"lm1b-{fingerprint[:16]}.json"
@@ -312,7 +308,7 @@ def _lm1b_info(cfg: Any) -> dict[str, Any]:
         "pad_id": 0,
         "bos_id": BOS_ID,
         "eos_id": EOS_ID,
-        "seq_len": positive_int(cfg, "seq_len"),
+        "seq_len": cfg.get("seq_len"),
     }
 
 
@@ -357,7 +353,7 @@ def _lm1b_load(cfg, info, *, split, batch_size, seed, shard_index, shard_count, 
     ds = lm.PackedBatches(
         segments, seq_len=T, batch_size=batch_size, limit=limit, num_batches=num_batches
     )
-    prefetch = int(option(cfg, "prefetch"))
+    prefetch = int(cfg.get("prefetch"))
     return grain.experimental.ThreadPrefetchIterDataset(ds, prefetch_buffer_size=prefetch), (
         num_batches
     )
@@ -365,7 +361,9 @@ def _lm1b_load(cfg, info, *, split, batch_size, seed, shard_index, shard_count, 
 
 @dataclasses.dataclass(frozen=True)
 class Stream(Common, Threads):
-    seq_len: int = opt(DEFAULT_SEQ_LEN, "tokens per row of a batch (truncated BPTT length)")
+    seq_len: int = opt(
+        DEFAULT_SEQ_LEN, "tokens per row of a batch (truncated BPTT length)", POSITIVE
+    )
 
 
 LEVEL_HELP = '"char", or "word" (words and punctuation, a vocabulary)'
@@ -373,14 +371,22 @@ LEVEL_HELP = '"char", or "word" (words and punctuation, a vocabulary)'
 
 @dataclasses.dataclass(frozen=True)
 class Corpus(Stream):
-    level: str = opt("char", LEVEL_HELP)
-    max_vocab: int = opt(DEFAULT_MAX_VOCAB, "word level: vocabulary size, reserved tokens included")
-    split_fractions: tuple = opt((0.9, 0.05, 0.05), "train, validation, test shares of the text")
+    level: str = opt("char", LEVEL_HELP, one_of(*LEVELS))
+    max_vocab: int = opt(
+        DEFAULT_MAX_VOCAB, "word level: vocabulary size, reserved tokens included", POSITIVE
+    )
+    split_fractions: tuple = opt(
+        (0.9, 0.05, 0.05), "train, validation, test shares of the text", SHARES
+    )
 
 
 @dataclasses.dataclass(frozen=True)
 class Austen(Corpus):
-    novels: Any = opt("all", '"all" or a list of novel names (builders.AUSTEN_NOVELS)')
+    novels: Any = opt(
+        "all",
+        '"all" or a list of novel names (builders.AUSTEN_NOVELS)',
+        Check(lambda v: v == "all" or isinstance(v, (list, tuple)), '"all" or a list of names'),
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -391,13 +397,13 @@ class TextDir(Corpus):
 
 @dataclasses.dataclass(frozen=True)
 class TinyShakespeare(Stream, Catalog):
-    level: str = opt("char", LEVEL_HELP)
+    level: str = opt("char", LEVEL_HELP, one_of(*LEVELS))
 
 
 @dataclasses.dataclass(frozen=True)
 class Lm1b(Stream, Catalog):
     vocab_examples: int = opt(300_000, "training sentences counted for the word vocabulary")
-    vocab_size: int = opt(32768, "word vocabulary size, reserved tokens included")
+    vocab_size: int = opt(32768, "word vocabulary size, reserved tokens included", POSITIVE)
 
 
 for _name, _options, _what in (

@@ -32,7 +32,7 @@ import tensorflow_datasets as tfds
 
 from rnnlab.data import catalog, own
 from rnnlab.data import splits as split_lib
-from rnnlab.data.config import CATALOG_FIELDS, cache_key, check_split, option
+from rnnlab.data.config import CATALOG_FIELDS, cache_key, check_split
 from rnnlab.data.options import Catalog, Common, opt
 from rnnlab.data.registry import Dataset, register
 
@@ -41,7 +41,7 @@ DEFAULT_FEATURES = {"inputs": "inputs", "labels": "label", "lengths": None}
 
 
 def _mapping(cfg: Any) -> dict[str, str | None]:
-    given = option(cfg, "features") or {}
+    given = cfg.get("features") or {}
     given = given.to_dict() if hasattr(given, "to_dict") else dict(given)
     unknown = sorted(set(given) - set(DEFAULT_FEATURES))
     if unknown:
@@ -52,13 +52,13 @@ def _mapping(cfg: Any) -> dict[str, str | None]:
 
 
 def _name(cfg: Any) -> str:
-    module = option(cfg, "tfds_module")
+    module = cfg.get("tfds_module")
     if module:
         try:
             importlib.import_module(str(module))
         except ImportError as e:
             raise ValueError(f"tfds_module {module!r} cannot be imported: {e}") from e
-    name = option(cfg, "tfds_name")
+    name = cfg.get("tfds_name")
     if not name:
         raise ValueError("tfds_name must name a TFDS dataset, e.g. 'mnist' or your builder's name")
     return str(name)
@@ -77,7 +77,7 @@ def _builder_info(cfg: Any, name: str):
 
 def _source(cfg: Any, split: str, splits: list[str], task: str = "regression"):
     if split == "test" and "test" not in splits:
-        raise ValueError(f"tfds_name {option(cfg, 'tfds_name')!r} has no test split ({splits})")
+        raise ValueError(f"tfds_name {cfg.get('tfds_name')!r} has no test split ({splits})")
     if task == "classification" and split != "test" and "validation" not in splits:
         full = catalog.data_source(cfg, _name(cfg), "train")
         keep, held = _stratified(cache_key(cfg, _FIELDS))
@@ -94,7 +94,7 @@ def _stratified(key: str) -> tuple[np.ndarray, np.ndarray]:
     full = catalog.data_source(cfg, _name(cfg), "train")
     field = _mapping(cfg)["labels"]
     labels = [int(full[i][field]) for i in range(len(full))]
-    return split_lib.stratified(labels, float(option(cfg, "validation_fraction")))
+    return split_lib.stratified(labels, float(cfg.get("validation_fraction")))
 
 
 def sequence(example: dict, mapping: dict, scale: float, where: str) -> np.ndarray:
@@ -193,9 +193,9 @@ def _dataset(task: str):
         return dict(_stats(cache_key(cfg, _FIELDS), task))
 
     def load(cfg, info, *, split, **shard):
-        mapping, scale = _mapping(cfg), float(option(cfg, "scale"))
+        mapping, scale = _mapping(cfg), float(cfg.get("scale"))
         src = _source(cfg, check_split(split), info["tfds_splits"], task)
-        name = option(cfg, "tfds_name")
+        name = cfg.get("tfds_name")
 
         def label(example, index, steps):
             y = example[mapping["labels"]]

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from rnnlab import data, models, optim
-from rnnlab.options import closest, table, type_problem
+from rnnlab.options import build, closest, table, type_problem, unknown_option
 from rnnlab.train import sharding
 from rnnlab.train.options import GROUPS, SEED_HELP, ConfigDict, ConfigError, RunOptions
 
@@ -34,19 +34,10 @@ def lock(config: ConfigDict) -> ConfigDict:
     return config
 
 
-def _tree(group: type, leaf) -> dict[str, Any]:
-    """``{field: leaf(field)}`` of a group dataclass, nested groups as nested dicts."""
-    nested = dataclasses.is_dataclass
-    return {
-        f.name: _tree(type(f.default), leaf) if nested(f.default) else leaf(f)
-        for f in dataclasses.fields(group)
-    }
-
-
 def base_config() -> ConfigDict:
     """Every key the engine reads, with its default (unlocked; fill then lock); ``model``
     and ``data`` hold only their names until :func:`load` fills in their options."""
-    groups = {name: _tree(group, lambda f: f.default) for name, group in GROUPS.items()}
+    groups = {name: dataclasses.asdict(group()) for name, group in GROUPS.items()}
     return ConfigDict({"seed": 0, **groups})
 
 
@@ -231,17 +222,10 @@ def _model_class(name: str) -> type:
         raise ConfigError("model.name", str(e)) from e
 
 
-def _unknown_option(group: str, key: str, options: dict[str, Any], owner: str) -> ConfigError:
-    near = closest(key, options)
-    hint = f"; did you mean '{group}.{near}'?" if near else ""
-    return ConfigError(f"{group}.{key}", f"no such option of {owner}{hint}")
-
-
 def _check_names(config: ConfigDict, group: str, options: dict[str, Any] | None) -> None:
     for key in config[group].keys() if options is not None else ():
         if key != "name" and key not in options:
-            owner = f"{group} {config[group].get('name')!r}"
-            raise _unknown_option(group, key, options, owner)
+            raise unknown_option(f"{group}.{key}", options, f"{group} {config[group].name!r}")
 
 
 def fill_defaults(config: ConfigDict, previous: dict[str, Any] | None = None) -> None:
@@ -284,11 +268,22 @@ def same_value(value: Any, default: Any) -> bool:
 def help_strings(config: ConfigDict | None = None) -> dict[str, str]:
     """``{dotted key: one-line help}`` of every key of :func:`base_config` and, given a
     config, of the options of its model and dataset."""
-    tree = {name: _tree(group, lambda f: f.metadata["help"]) for name, group in GROUPS.items()}
-    out = {"seed": SEED_HELP, **_flat(ConfigDict(tree))}
+    out = {"seed": SEED_HELP}
+    for name, group in GROUPS.items():
+        out.update(_helps(group, f"{name}."))
     for group in ("model", "data") if config is not None else ():
         for key, option in (group_options(config, group) or {}).items():
             out.setdefault(f"{group}.{key}", option.help)
+    return out
+
+
+def _helps(group: type, prefix: str) -> dict[str, str]:
+    """``{dotted key: help}`` of a group's fields, nested groups' fields likewise."""
+    out = {}
+    for f in dataclasses.fields(group):
+        nested = dataclasses.is_dataclass(f.default)
+        key = prefix + f.name
+        out.update(_helps(type(f.default), f"{key}.") if nested else {key: f.metadata["help"]})
     return out
 
 
@@ -316,49 +311,28 @@ def describe(config: ConfigDict) -> str:
 # -- conversion and validation -------------------------------------------------------------
 
 
-def _typed(group: type, node: dict[str, Any], prefix: str, owner: str = "") -> Any:
-    """``node`` as the dataclass ``group`` (nested groups likewise, lists as tuples). An
-    unknown key names the closest one; a value of the wrong type (a None default takes any)
-    or one its field's check refuses names its key. ``owner``: the named model."""
-    fields = {f.name: f for f in dataclasses.fields(group)}
-    for key in node:
-        if key not in fields and not owner:
-            raise _unknown(base_config(), f"{prefix}{key}")
-        if key not in fields:
-            raise _unknown_option(prefix[:-1], key, fields, owner)
-    values = {}
-    for name, f in fields.items():
-        key, value = f"{prefix}{name}", node.get(name, f.default)
-        if dataclasses.is_dataclass(f.default) and isinstance(value, dict):
-            values[name] = _typed(type(f.default), value, f"{key}.")
-            continue
-        problem, check = type_problem(f.default, value), f.metadata.get("check")
-        if problem is None and check is not None and not check.ok(value):
-            problem = f"expected {check.expected}, got {value!r}"
-        if problem is not None and f.default is not None:
-            raise ConfigError(key, problem)
-        values[name] = tuple(value) if isinstance(value, list) else value
-    return group(**values)
-
-
 def convert(config: ConfigDict) -> RunOptions:
     """The config's typed groups (:class:`~rnnlab.train.options.RunOptions`), converted
-    once; a bad key or value raises :class:`ConfigError` naming it (see :func:`_typed`)."""
+    once; a bad key or value raises :class:`ConfigError` naming it (an unknown key with the
+    closest one; values: :func:`rnnlab.options.build`)."""
     for key, value in config.items():  # top-level keys: the seed and groups
         if key != "seed" and not isinstance(value, ConfigDict):
             raise _unknown(base_config(), key)
     problem = type_problem(0, config.seed)
     if problem is not None:
         raise ConfigError("seed", problem)
-    engine = {g: _typed(GROUPS[g], config[g].to_dict(), f"{g}.") for g in ENGINE_GROUPS}
+
+    def unknown(key, fields):
+        return _unknown(base_config(), key)
+
+    engine = {g: build(GROUPS[g], config[g].to_dict(), f"{g}.", unknown) for g in ENGINE_GROUPS}
     model, dataset = config.model.to_dict(), config.data.to_dict()
     name = model.pop("name")
-    model = _typed(_model_class(name), model, "model.", f"model {name!r}")
-    _check_names(config, "data", group_options(config, "data"))
+    model = build(_model_class(name), model, "model.", f"model {name!r}")
     registered = dataset.get("name") in data.names()  # else a test's own source reads it
     return RunOptions(
         seed=config.seed,
-        data=data.resolve(dataset) if registered else types.MappingProxyType(dataset),
+        data=data.resolve(dataset, "data.") if registered else types.MappingProxyType(dataset),
         model_name=name,
         model=model,
         mesh=types.MappingProxyType(config.mesh.to_dict()),

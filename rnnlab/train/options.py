@@ -15,16 +15,9 @@ import ml_collections
 
 from rnnlab.optim import Options
 from rnnlab.options import COUNT, POSITIVE, Check, one_of, opt
+from rnnlab.options import ConfigError as ConfigError  # its home for the engine
 
 ConfigDict = ml_collections.ConfigDict
-
-
-class ConfigError(ValueError):
-    """A bad config value; ``key`` is its dotted path (``'optim.lr'``)."""
-
-    def __init__(self, key: str, message: str):
-        super().__init__(f"config key {key!r}: {message}")
-        self.key = key
 
 
 AT_LEAST_0 = Check(lambda v: v >= 0, ">= 0")
