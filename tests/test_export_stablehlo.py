@@ -12,7 +12,7 @@ import pytest
 
 from rnnlab import cli
 from rnnlab.train import export
-from tests.stablehlo_runner import run_outside
+from tests.stablehlo_runner import compiled, run_outside
 
 
 def test_classifier_forward_runs_without_rnnlab(tmp_path, capsys):
@@ -33,13 +33,14 @@ def test_classifier_forward_runs_without_rnnlab(tmp_path, capsys):
     assert sig["platforms"] == fwd["platforms"]
     assert [i["shape"] for i in fwd["inputs"]] == [["b", "t", 3], ["b"]]
     model, _ = export.load(str(workdir))
+    forward = compiled(model, train=False)
     cases, want = {}, {}
     for batch, length in ((1, 7), (5, 7), (1, 19), (5, 19)):
         inputs = rng.normal(size=(batch, length, 3)).astype(np.float32)
         lengths = rng.integers(1, length + 1, size=batch).astype(np.int32)
         key = f"forward/{batch}x{length}"
         cases[f"{key}/0"], cases[f"{key}/1"] = inputs, lengths
-        want[key] = np.asarray(model({"inputs": inputs, "seq_lengths": lengths}, train=False)[0])
+        want[key] = np.asarray(forward({"inputs": inputs, "seq_lengths": lengths})[0])
     got = run_outside(out, cases, tmp_path)
     assert list(got["forward/platforms"]) == fwd["platforms"]  # exported.platforms, outside
     for key, value in want.items():
@@ -73,6 +74,7 @@ def test_language_model_forward_and_streaming_step_run_without_rnnlab(lm_workdir
     sig = json.loads((out / "signature.json").read_text())
     assert set(sig["functions"]) == {"forward", "step"} and sig["vocab"][2:]
     model, info = export.load(str(workdir))
+    forward = compiled(model, train=False)
     vocab = info.dataset["vocab_size"]
     rng = np.random.default_rng(1)
     cases, want = {}, {}
@@ -80,7 +82,7 @@ def test_language_model_forward_and_streaming_step_run_without_rnnlab(lm_workdir
         tokens = rng.integers(2, vocab, size=(batch, length)).astype(np.int32)
         key = f"forward/{batch}x{length}"
         cases[f"{key}/0"] = tokens
-        logits, aux = model({"inputs": tokens}, train=False)
+        logits, aux = forward({"inputs": tokens})
         want[key] = np.asarray(logits)
         # Streaming: the carry after the prompt, then one step on the next token.
 
@@ -90,7 +92,7 @@ def test_language_model_forward_and_streaming_step_run_without_rnnlab(lm_workdir
         cases[f"{step_key}/0"] = nxt
         for i, c in enumerate(carry):
             cases[f"{step_key}/{i + 1}"] = np.asarray(c)
-        full, _ = model({"inputs": np.concatenate([tokens, nxt[:, None]], 1)}, train=False)
+        full, _ = forward({"inputs": np.concatenate([tokens, nxt[:, None]], 1)})
         want[step_key] = np.asarray(full[:, -1])
     got = run_outside(out, cases, tmp_path)
     for key, value in want.items():
