@@ -66,15 +66,25 @@ def lm_workdir(tmp_path_factory):
     return workdir
 
 
-def test_language_model_forward_and_streaming_step_run_without_rnnlab(lm_workdir, tmp_path):
+@pytest.fixture(scope="module")
+def lm_forward(lm_workdir):
+    """The trained language model's forward, loaded once and compiled once per input
+    shape, for the export and predict tests (they share the shapes ``[1, 5]``,
+    ``[1, 6]`` and ``[1, 12]``), and the load's info."""
+    model, info = export.load(str(lm_workdir))
+    return compiled(model, train=False), info
+
+
+def test_language_model_forward_and_streaming_step_run_without_rnnlab(
+    lm_workdir, lm_forward, tmp_path
+):
     workdir, out = lm_workdir, tmp_path / "hlo"
     args = ["export", "--workdir", str(workdir), "--format", "stablehlo", "--out", str(out),
             "--platforms", "cpu"]  # fmt: skip
     assert cli.main(args) == 0
     sig = json.loads((out / "signature.json").read_text())
     assert set(sig["functions"]) == {"forward", "step"} and sig["vocab"][2:]
-    model, info = export.load(str(workdir))
-    forward = compiled(model, train=False)
+    forward, info = lm_forward
     vocab = info.dataset["vocab_size"]
     rng = np.random.default_rng(1)
     cases, want = {}, {}
@@ -99,7 +109,9 @@ def test_language_model_forward_and_streaming_step_run_without_rnnlab(lm_workdir
         np.testing.assert_allclose(got[f"{key}/out0"], value, rtol=1e-4, atol=1e-4)
 
 
-def test_predict_continues_prompts_as_a_greedy_loop_over_the_whole_forward(lm_workdir, tmp_path):
+def test_predict_continues_prompts_as_a_greedy_loop_over_the_whole_forward(
+    lm_workdir, lm_forward, tmp_path
+):
     """``rnnlab predict`` on a language model: its greedy continuation equals an argmax loop
     that reruns the trained model's forward on the growing text (no carry, no decode step)."""
     workdir = lm_workdir
@@ -109,11 +121,11 @@ def test_predict_continues_prompts_as_a_greedy_loop_over_the_whole_forward(lm_wo
             "--output", str(out), "--quiet"]  # fmt: skip
     assert cli.main(args) == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
-    model, info = export.load(str(workdir))
+    forward, info = lm_forward
     encode, decode = info.codec()
     for row, prompt in zip(rows, ["abc", "bad d"], strict=True):
         ids = list(encode(prompt))
         for _ in range(8):
-            logits, _ = model({"inputs": np.asarray([ids], np.int32)}, train=False)
+            logits, _ = forward({"inputs": np.asarray([ids], np.int32)})
             ids.append(int(np.argmax(np.asarray(logits)[0, -1])))
         assert row == {"prompt": prompt, "continuation": decode(ids[len(encode(prompt)) :])}
