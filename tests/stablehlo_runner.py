@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import numpy as np
+from flax import nnx
 
 # Cases are named "<function>/<case>/<input index>"; results "<function>/<case>/out<k>".
 RUNNER = r"""
@@ -57,3 +58,16 @@ def run_outside(out_dir, cases: dict, tmp_path) -> dict:
     args = [str(out_dir), str(tmp_path / "cases.npz"), str(tmp_path / "results.npz")]
     run_script(RUNNER, args, tmp_path)
     return dict(np.load(tmp_path / "results.npz"))
+
+
+def compiled(model, method: str = "__call__", **static):
+    """``model.<method>`` as one compiled program per input shape, with the keyword
+    arguments ``static`` fixed (the reference outputs of the round-trip tests). Run op by
+    op, the trained model compiles each of its primitives at each of the four input shapes
+    the tests feed it: hundreds of small programs, most of those tests' time."""
+
+    @nnx.jit
+    def call(m, *args):
+        return getattr(m, method)(*args, **static)
+
+    return lambda *args: call(model, *args)

@@ -8,6 +8,8 @@ recurrentgemma skips the ``sqrt(1 - a^2)`` normalisation on the first token of e
 (``segment_pos == 0``); rnnlab applies the paper's equation at every step, so the oracle is
 fed positions that never restart (``segment_pos = t + 1``)."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -42,6 +44,13 @@ def _t(x, grad=False):
 # -- recurrentgemma --------------------------------------------------------------------------
 
 
+def _value_and_grad(f):
+    """``f``'s value and gradient in both arguments as one compiled program: op by op, the
+    backward pass of the parallel paths and of recurrentgemma's scan compiles each primitive
+    at each level size of the scan, most of these tests' time."""
+    return jax.jit(jax.value_and_grad(f, argnums=(0, 1), has_aux=True))
+
+
 def _gemma(module, variables, x):
     positions = jnp.broadcast_to(jnp.arange(1, T + 1), (B, T))
     with jax.numpy_dtype_promotion("standard"):
@@ -74,8 +83,8 @@ def test_rglru_equals_recurrentgemma(impl):
         return jnp.sum(y * w), y
 
     p = cell.cell_params()
-    (_, y), g = jax.value_and_grad(ours, argnums=(0, 1), has_aux=True)(p, x)
-    (_, y_ref), g_ref = jax.value_and_grad(theirs, argnums=(0, 1), has_aux=True)(p, x)
+    (_, y), g = _value_and_grad(ours)(p, x)
+    (_, y_ref), g_ref = _value_and_grad(theirs)(p, x)
     np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-6)
     for got, want in zip(jax.tree.leaves(g), jax.tree.leaves(g_ref), strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
@@ -110,11 +119,39 @@ def test_hawk_block_equals_recurrentgemma_recurrent_block():
         return jnp.sum(y * w), y
 
     p = cell.cell_params()
-    (_, y), g = jax.value_and_grad(ours, argnums=(0, 1), has_aux=True)(p, x)
-    (_, y_ref), g_ref = jax.value_and_grad(theirs, argnums=(0, 1), has_aux=True)(p, x)
+    (_, y), g = _value_and_grad(ours)(p, x)
+    (_, y_ref), g_ref = _value_and_grad(theirs)(p, x)
     np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5)
     for got, want in zip(jax.tree.leaves(g), jax.tree.leaves(g_ref), strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+# -- rnnlab's side of the PyTorch comparisons ------------------------------------------------
+
+
+@functools.cache
+def _ours(name: str, impl: str):
+    """rnnlab's ``(params, x, w, y, (dparams, dx))`` for the loss ``sum(y * w)`` of the mLSTM
+    (3 inputs, 8 units, 2 heads) or the S6 cell (8 channels, state 3, rank 2) on path
+    ``impl``. Cached: it does not depend on the oracle's form (mLSTM) or scan (S6) that the
+    tests vary, so each path's value and gradient is computed once."""
+    if name == "mlstm":
+        cell = cells.MLSTMCell(3, 8, num_heads=2, chunk_size=4, rngs=nnx.Rngs(0))
+        features = 3
+    else:
+        cell = cells.S6Cell(8, 8, state_size=3, dt_rank=2, rngs=nnx.Rngs(0))
+        features = 8
+    x = jax.random.normal(jax.random.key(1), (B, T, features))
+    w = jax.random.normal(jax.random.key(2), (B, T, 8))
+    layer = rnnlab.RNN(cell, implementation=impl)
+
+    def ours(p, x):
+        y = layer(x, params=p)
+        return jnp.sum(y * w), y
+
+    p = cell.cell_params()
+    (_, y), grads = _value_and_grad(ours)(p, x)
+    return p, x, w, y, grads
 
 
 # -- xlstm -------------------------------------------------------------------------------------
@@ -137,10 +174,10 @@ def test_slstm_equals_xlstm():
     p = cell.cell_params()
 
     def ours(p, x):
-        return jnp.sum(rnnlab.RNN(cell)(x, params=p) * w)
+        y = rnnlab.RNN(cell)(x, params=p)
+        return jnp.sum(y * w), y
 
-    y = rnnlab.RNN(cell)(x)
-    g_p, g_x = jax.grad(ours, argnums=(0, 1))(p, x)
+    (_, y), (g_p, g_x) = _value_and_grad(ours)(p, x)
 
     tp = {name: _t(p[name], grad=True) for name in p}
     tx = _t(x, grad=True)
@@ -162,17 +199,7 @@ def test_mlstm_equals_xlstm(impl, form):
 
     heads, hidden = 2, 8
     d = hidden // heads
-    cell = cells.MLSTMCell(3, hidden, num_heads=heads, chunk_size=4, rngs=nnx.Rngs(0))
-    x = jax.random.normal(jax.random.key(1), (B, T, 3))
-    w = jax.random.normal(jax.random.key(2), (B, T, hidden))
-    p = cell.cell_params()
-    layer = rnnlab.RNN(cell, implementation=impl)
-
-    def ours(p, x):
-        return jnp.sum(layer(x, params=p) * w)
-
-    y = layer(x)
-    g_p, g_x = jax.grad(ours, argnums=(0, 1))(p, x)
+    p, x, w, y, (g_p, g_x) = _ours("mlstm", impl)
 
     tp = {name: _t(p[name], grad=True) for name in p}
     tx = _t(x, grad=True)
@@ -215,17 +242,7 @@ def test_s6_equals_mambapy(impl, pscan):
     from mambapy.mamba import MambaBlock, MambaConfig
 
     channels, state, rank = 8, 3, 2
-    cell = cells.S6Cell(channels, channels, state_size=state, dt_rank=rank, rngs=nnx.Rngs(0))
-    x = jax.random.normal(jax.random.key(1), (B, T, channels))
-    w = jax.random.normal(jax.random.key(2), (B, T, channels))
-    p = cell.cell_params()
-    layer = rnnlab.RNN(cell, implementation=impl)
-
-    def ours(p, x):
-        return jnp.sum(layer(x, params=p) * w)
-
-    y = layer(x)
-    g_p, g_x = jax.grad(ours, argnums=(0, 1))(p, x)
+    p, x, w, y, (g_p, g_x) = _ours("s6", impl)
 
     config = MambaConfig(d_model=channels // 2, n_layers=1, d_state=state, dt_rank=rank)
     config.pscan = pscan

@@ -12,7 +12,7 @@ import pytest
 
 from rnnlab import cli
 from rnnlab.train import export
-from tests.stablehlo_runner import run_outside
+from tests.stablehlo_runner import compiled, run_outside
 
 
 def test_classifier_forward_runs_without_rnnlab(tmp_path, capsys):
@@ -33,13 +33,14 @@ def test_classifier_forward_runs_without_rnnlab(tmp_path, capsys):
     assert sig["platforms"] == fwd["platforms"]
     assert [i["shape"] for i in fwd["inputs"]] == [["b", "t", 3], ["b"]]
     model, _ = export.load(str(workdir))
+    forward = compiled(model, train=False)
     cases, want = {}, {}
     for batch, length in ((1, 7), (5, 7), (1, 19), (5, 19)):
         inputs = rng.normal(size=(batch, length, 3)).astype(np.float32)
         lengths = rng.integers(1, length + 1, size=batch).astype(np.int32)
         key = f"forward/{batch}x{length}"
         cases[f"{key}/0"], cases[f"{key}/1"] = inputs, lengths
-        want[key] = np.asarray(model({"inputs": inputs, "seq_lengths": lengths}, train=False)[0])
+        want[key] = np.asarray(forward({"inputs": inputs, "seq_lengths": lengths})[0])
     got = run_outside(out, cases, tmp_path)
     assert list(got["forward/platforms"]) == fwd["platforms"]  # exported.platforms, outside
     for key, value in want.items():
@@ -65,14 +66,25 @@ def lm_workdir(tmp_path_factory):
     return workdir
 
 
-def test_language_model_forward_and_streaming_step_run_without_rnnlab(lm_workdir, tmp_path):
+@pytest.fixture(scope="module")
+def lm_forward(lm_workdir):
+    """The trained language model's forward, loaded once and compiled once per input
+    shape, for the export and predict tests (they share the shapes ``[1, 5]``,
+    ``[1, 6]`` and ``[1, 12]``), and the load's info."""
+    model, info = export.load(str(lm_workdir))
+    return compiled(model, train=False), info
+
+
+def test_language_model_forward_and_streaming_step_run_without_rnnlab(
+    lm_workdir, lm_forward, tmp_path
+):
     workdir, out = lm_workdir, tmp_path / "hlo"
     args = ["export", "--workdir", str(workdir), "--format", "stablehlo", "--out", str(out),
             "--platforms", "cpu"]  # fmt: skip
     assert cli.main(args) == 0
     sig = json.loads((out / "signature.json").read_text())
     assert set(sig["functions"]) == {"forward", "step"} and sig["vocab"][2:]
-    model, info = export.load(str(workdir))
+    forward, info = lm_forward
     vocab = info.dataset["vocab_size"]
     rng = np.random.default_rng(1)
     cases, want = {}, {}
@@ -80,7 +92,7 @@ def test_language_model_forward_and_streaming_step_run_without_rnnlab(lm_workdir
         tokens = rng.integers(2, vocab, size=(batch, length)).astype(np.int32)
         key = f"forward/{batch}x{length}"
         cases[f"{key}/0"] = tokens
-        logits, aux = model({"inputs": tokens}, train=False)
+        logits, aux = forward({"inputs": tokens})
         want[key] = np.asarray(logits)
         # Streaming: the carry after the prompt, then one step on the next token.
 
@@ -90,14 +102,16 @@ def test_language_model_forward_and_streaming_step_run_without_rnnlab(lm_workdir
         cases[f"{step_key}/0"] = nxt
         for i, c in enumerate(carry):
             cases[f"{step_key}/{i + 1}"] = np.asarray(c)
-        full, _ = model({"inputs": np.concatenate([tokens, nxt[:, None]], 1)}, train=False)
+        full, _ = forward({"inputs": np.concatenate([tokens, nxt[:, None]], 1)})
         want[step_key] = np.asarray(full[:, -1])
     got = run_outside(out, cases, tmp_path)
     for key, value in want.items():
         np.testing.assert_allclose(got[f"{key}/out0"], value, rtol=1e-4, atol=1e-4)
 
 
-def test_predict_continues_prompts_as_a_greedy_loop_over_the_whole_forward(lm_workdir, tmp_path):
+def test_predict_continues_prompts_as_a_greedy_loop_over_the_whole_forward(
+    lm_workdir, lm_forward, tmp_path
+):
     """``rnnlab predict`` on a language model: its greedy continuation equals an argmax loop
     that reruns the trained model's forward on the growing text (no carry, no decode step)."""
     workdir = lm_workdir
@@ -107,11 +121,11 @@ def test_predict_continues_prompts_as_a_greedy_loop_over_the_whole_forward(lm_wo
             "--output", str(out), "--quiet"]  # fmt: skip
     assert cli.main(args) == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
-    model, info = export.load(str(workdir))
+    forward, info = lm_forward
     encode, decode = info.codec()
     for row, prompt in zip(rows, ["abc", "bad d"], strict=True):
         ids = list(encode(prompt))
         for _ in range(8):
-            logits, _ = model({"inputs": np.asarray([ids], np.int32)}, train=False)
+            logits, _ = forward({"inputs": np.asarray([ids], np.int32)})
             ids.append(int(np.argmax(np.asarray(logits)[0, -1])))
         assert row == {"prompt": prompt, "continuation": decode(ids[len(encode(prompt)) :])}

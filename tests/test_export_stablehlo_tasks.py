@@ -15,7 +15,7 @@ from rnnlab import cli
 from rnnlab.models.attention import source_mask
 from rnnlab.train import export
 from tests.forecast_runs import LOOKBACK, train_forecaster, write_series
-from tests.stablehlo_runner import run_outside, run_script
+from tests.stablehlo_runner import compiled, run_outside, run_script
 
 # Greedy decoding by a caller: encode once, then one decoder step per token, feeding back
 # the argmax; positions after the end token hold the padding id.
@@ -74,6 +74,8 @@ def test_translator_encoder_step_and_greedy_translation_run_without_rnnlab(tmp_p
     assert sig["target_vocab"][3] == "</s>" and sig["source_vocab"][4:]
     model, info = export.load(str(workdir))
     V, T = info.dataset["source_vocab_size"], info.dataset["max_target_len"]
+    encode, decode_step = compiled(model, "encode"), compiled(model, "decode_step")
+    translate = compiled(model, "translate", max_length=T)
     rng = np.random.default_rng(1)
     cases, want = {}, {}
     for batch, length in ((1, 3), (3, 3), (1, 7), (3, 7)):
@@ -83,19 +85,17 @@ def test_translator_encoder_step_and_greedy_translation_run_without_rnnlab(tmp_p
         case = f"{batch}x{length}"
         cases[f"encode/{case}/0"], cases[f"encode/{case}/1"] = tokens, lengths
         cases[f"translate/{case}/0"], cases[f"translate/{case}/1"] = tokens, lengths
-        enc = model.encode(tokens, lengths)
+        enc = encode(tokens, lengths)
         leaves = jax.tree.leaves(enc["state"])
         want[f"encode/{case}"] = [enc["values"], enc["keys"], *leaves]
-        want[f"translate/{case}"] = model.translate(
-            {"inputs": tokens, "input_lengths": lengths}, max_length=T
-        )
+        want[f"translate/{case}"] = translate({"inputs": tokens, "input_lengths": lengths})
         # One decoder step from the encoder's state on a token of the caller's choice.
         prev = rng.integers(4, info.dataset["target_vocab_size"], size=batch).astype(np.int32)
         args = [prev, *leaves, enc["values"], enc["keys"], lengths]
         for i, a in enumerate(args):
             cases[f"decode_step/{case}/{i}"] = np.asarray(a)
         enc = dict(enc, mask=source_mask(lengths, length))
-        new, logits, _ = model.decode_step(enc["state"], prev, enc)
+        new, logits, _ = decode_step(enc["state"], prev, enc)
         want[f"decode_step/{case}"] = [logits, *jax.tree.leaves(new)]
     got = run_outside(out, cases, tmp_path)
     for key, values in want.items():
@@ -120,12 +120,13 @@ def test_forecaster_forward_runs_without_rnnlab_on_every_platform_it_names(tmp_p
     assert sorted(fwd["platforms"] + list(fwd["not_lowered"])) == ["cpu", "cuda", "tpu"]
     assert sig["quantile_levels"] == [0.1, 0.5, 0.9] and sig["horizon"] == 4
     model, _ = export.load(str(workdir))
+    forward = compiled(model, train=False)
     rng = np.random.default_rng(2)
     cases, want = {}, {}
     for batch, length in ((1, LOOKBACK), (4, LOOKBACK), (1, 29), (4, 29)):
         inputs = rng.normal(size=(batch, length, 1)).astype(np.float32)
         cases[f"forward/{batch}x{length}/0"] = inputs
-        point, aux = model({"inputs": inputs}, train=False)
+        point, aux = forward({"inputs": inputs})
         want[f"forward/{batch}x{length}"] = [point, aux["quantiles"]]
     got = run_outside(out, cases, tmp_path)
     assert list(got["forward/platforms"]) == fwd["platforms"] == sig["platforms"]

@@ -2,8 +2,8 @@
 
 A tiny run trains under FSDP on two simulated devices; the reference is that process's own
 restored parameters (gathered to the host by the engine). A fresh one-device process with
-no data directory then loads the workdir, exports it, and a third process loads the export
-after the workdir is gone.
+no data directory then loads the workdir, exports it, moves the workdir away and loads the
+export alone.
 """
 
 import json
@@ -35,30 +35,41 @@ flat = jax.tree_util.tree_flatten_with_path(params)[0]
 np.savez(WORKDIR + "/../reference.npz", **{parallel.path_to_str(p): np.asarray(x) for p, x in flat})
 """
 
+# Loads the workdir with no data anywhere, checks it against the training process's
+# parameters and exports it; then moves the workdir (checkpoints included) away and loads
+# the export alone. One process for both loads: each reads only files, and the parameters
+# are checked against the reference the training process wrote.
 LOAD = """
+import os
 import jax, numpy as np
 from flax import nnx
 from rnnlab import optim, parallel
 from rnnlab.train import export
 assert jax.device_count() == 1
-model, info = export.load(SOURCE)
-ref = np.load(SOURCE + "/../reference.npz")
-params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
-leaves = jax.tree_util.tree_flatten_with_path(params)[0]
-flat = {parallel.path_to_str(p): np.asarray(x) for p, x in leaves}
-assert sorted(flat) == sorted(ref.files), (sorted(flat), ref.files)
-for k in flat:
-    np.testing.assert_array_equal(flat[k], ref[k], err_msg=k)
-assert all(len(x.devices()) == 1 for x in jax.tree.leaves(params))
-encode, decode = info.codec()
-assert decode(encode("Anne Elliot")) == "Anne Elliot"
-logits, _ = model({"inputs": jax.numpy.asarray(encode("Anne"))[None]})
-report = {"step": info.step, "checkpoint": info.checkpoint, "mesh": info.config.mesh.to_dict(),
-          "trained_mesh": info.trained_mesh, "vocab_size": len(info.vocab),
-          "logits": list(logits.shape), "rules": info.config.sharding.rules}
-print(json.dumps(report))
-if EXPORT_TO:
-    export.export(SOURCE, EXPORT_TO)
+
+def check(source):
+    model, info = export.load(source)
+    ref = np.load(REFERENCE)
+    params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+    leaves = jax.tree_util.tree_flatten_with_path(params)[0]
+    flat = {parallel.path_to_str(p): np.asarray(x) for p, x in leaves}
+    assert sorted(flat) == sorted(ref.files), (sorted(flat), ref.files)
+    for k in flat:
+        np.testing.assert_array_equal(flat[k], ref[k], err_msg=k)
+    assert all(len(x.devices()) == 1 for x in jax.tree.leaves(params))
+    encode, decode = info.codec()
+    assert decode(encode("Anne Elliot")) == "Anne Elliot"
+    logits, _ = model({"inputs": jax.numpy.asarray(encode("Anne"))[None]})
+    report = {"step": info.step, "checkpoint": info.checkpoint,
+              "mesh": info.config.mesh.to_dict(), "trained_mesh": info.trained_mesh,
+              "vocab_size": len(info.vocab), "logits": list(logits.shape),
+              "rules": info.config.sharding.rules}
+    print(json.dumps(report), flush=True)
+
+check(WORKDIR)
+export.export(WORKDIR, EXPORTED)
+os.rename(WORKDIR, MOVED)
+check(EXPORTED)
 """
 
 
@@ -89,26 +100,25 @@ def test_fsdp_run_loads_on_one_device_without_data_and_exports(tmp_path):
 
     # No data anywhere: the dataset description comes from the workdir.
     no_data = {"RNNLAB_DATA_DIR": str(tmp_path / "no-data"), "TFDS_DATA_DIR": str(tmp_path)}
-    out = run_python(LOAD, 1, no_data, SOURCE=str(workdir), EXPORT_TO=str(tmp_path / "exported"))
-    got = json.loads(out.strip().splitlines()[-1])
-    assert got["trained_mesh"] == {"data": -1, "fsdp": 2}
-    assert got["mesh"] == {"data": 1} and got["rules"] == "replicated"
-    assert got["step"] == 3 and got["checkpoint"] == "best"
-    assert got["logits"] == [1, 4, got["vocab_size"]]
+    exported, moved = tmp_path / "exported", tmp_path / "moved"
+    paths = dict(WORKDIR=str(workdir), EXPORTED=str(exported), MOVED=str(moved))
+    out = run_python(LOAD, 1, no_data, REFERENCE=str(tmp_path / "reference.npz"), **paths)
+    from_workdir, from_export = (json.loads(x) for x in out.strip().splitlines()[-2:])
+    assert from_workdir["trained_mesh"] == {"data": -1, "fsdp": 2}
+    assert from_workdir["mesh"] == {"data": 1} and from_workdir["rules"] == "replicated"
+    assert from_workdir["step"] == 3 and from_workdir["checkpoint"] == "best"
+    assert from_workdir["logits"] == [1, 4, from_workdir["vocab_size"]]
 
-    # The export stands alone: the workdir (checkpoints included) is gone.
-    (tmp_path / "reference.npz").rename(tmp_path / "kept.npz")
-    workdir.rename(tmp_path / "moved")
-    (tmp_path / "kept.npz").rename(tmp_path / "reference.npz")
-    assert sorted(p.name for p in (tmp_path / "exported").iterdir()) == [
+    # The export stands alone: the workdir (checkpoints included) was gone when it loaded.
+    assert not workdir.exists() and (moved / "checkpoints").is_dir()
+    assert sorted(p.name for p in exported.iterdir()) == [
         "config.json",
         "dataset_info.json",
         "export.json",
         "params.npz",
     ]
-    out = run_python(LOAD, 1, no_data, SOURCE=str(tmp_path / "exported"), EXPORT_TO="")
-    got = json.loads(out.strip().splitlines()[-1])
-    assert got["checkpoint"] == "export" and got["trained_mesh"] == {"data": -1, "fsdp": 2}
+    # The same model from the export alone: step, meshes, rules, vocabulary, output shape.
+    assert from_export == {**from_workdir, "checkpoint": "export"}
 
 
 def test_workdir_without_dataset_info_names_the_fix(tmp_path):
