@@ -7,7 +7,8 @@ wall time, and writes nothing: every file of the run is closed by then (checkpoi
 committed, metric and summary files closed). :func:`exit_process` keeps the steps of
 ``Py_FinalizeEx`` that can have an effect outside the process, in its order:
 
-1. wait for the non-daemon threads (as ``threading._shutdown`` does);
+1. ``threading._shutdown``: the thread pools' exit hooks, then wait for the non-daemon
+   threads;
 2. run the ``atexit`` handlers (orbax's, logging's flush, multiprocessing's joins, ...);
 3. flush ``sys.stdout`` and ``sys.stderr``;
 
@@ -26,10 +27,10 @@ import threading
 def exit_process(status: int) -> None:
     """Ends the process with ``status`` after the non-daemon threads, the ``atexit``
     handlers and a flush of the standard streams; never returns."""
-    main_thread = threading.main_thread()
-    for thread in threading.enumerate():
-        if thread is not main_thread and not thread.daemon:
-            thread.join()
+    # threading._shutdown is what the interpreter calls first: it runs the threading atexit
+    # hooks (concurrent.futures tells its idle workers to stop there; joining them without
+    # it waits forever), then waits for every non-daemon thread.
+    threading._shutdown()
     try:
         atexit._run_exitfuncs()  # what Py_FinalizeEx runs; os._exit would skip them
     finally:
