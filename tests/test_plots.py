@@ -5,13 +5,9 @@ over less than a decade, the schedule's learning rate per step."""
 import json
 import math
 
-import matplotlib
 import pytest
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from rnnlab.train import plots  # noqa: E402
+from rnnlab.train import plots
 
 
 def _write(tmp_path, records, config=None):
@@ -23,8 +19,8 @@ def _write(tmp_path, records, config=None):
 @pytest.fixture
 def figures(monkeypatch):
     kept = []
-    close = plt.close
-    monkeypatch.setattr(plt, "close", lambda fig=None: (kept.append(fig), close(fig)))
+    save = plots._save
+    monkeypatch.setattr(plots, "_save", lambda fig, path: (kept.append(fig), save(fig, path)))
     return kept
 
 

@@ -141,7 +141,20 @@ def _status(error: BaseException) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Runs the command line; returns the exit status (module docstring)."""
+    """Runs the command line; returns the exit status (module docstring). Without ``argv``
+    (the command itself), ends the process instead (:mod:`rnnlab.cli.teardown`)."""
+    if argv is None:
+        from rnnlab.cli import teardown
+
+        try:
+            status = _command(None)
+        except SystemExit as e:  # argparse: --help, usage errors
+            status = teardown.status_of(e)
+        teardown.exit_process(status)
+    return _command(argv)
+
+
+def _command(argv: Sequence[str] | None) -> int:
     as_command = argv is None
     if as_command:
         # Before the first step allocates: a process-wide setting, so only for the command

@@ -6,7 +6,9 @@ not a changed byte inside an array, which would resume training from silently wr
 So every save records, next to the data-iterator state, a fingerprint of every array of the
 train state and a SHA-256 of the JSON it saves; :func:`check` recomputes both after a restore.
 
-The array fingerprint is computed on the devices, so sharded arrays need no gathering: with
+The array fingerprint is computed on the devices, so sharded arrays need no gathering
+(arrays already in this process's CPU memory are summed by NumPy, with no program to
+compile): with
 ``b_i`` the bits of element ``i`` as an unsigned 32-bit integer (wider types are split into
 32-bit words), it is the pair ``(sum_i b_i, sum_i (2 i + 1) b_i)`` modulo ``2**32``. A single
 changed bit changes the first sum by ``+-2**k`` (never 0 modulo ``2**32``), and the odd
@@ -67,12 +69,42 @@ def _all_sums(leaves: list[jax.Array]) -> list[jax.Array]:
     return [_leaf_sums(x) for x in leaves]
 
 
+def _on_host(x: Any) -> bool:
+    """Whether ``x`` is a jax array whose fingerprint the host computes as cheaply: every
+    shard in this process's CPU memory, elements of at most 32 bits."""
+    return (
+        isinstance(x, jax.Array)
+        and not jax.dtypes.issubdtype(x.dtype, jax.dtypes.extended)
+        and (x.dtype == np.bool_ or np.dtype(x.dtype).itemsize <= 4)
+        and x.is_fully_addressable
+        and all(d.platform == "cpu" for d in x.sharding.device_set)
+    )
+
+
+def _host_sums(x: jax.Array) -> np.ndarray:
+    """:func:`_leaf_sums` in NumPy (the same modulo-``2**32`` arithmetic in ``uint32``)."""
+    a = np.asarray(x)
+    if a.dtype == np.bool_:
+        words = a.astype(np.uint32).reshape(-1)
+    else:
+        unsigned = {1: np.uint8, 2: np.uint16, 4: np.uint32}[a.dtype.itemsize]
+        words = np.ascontiguousarray(a).view(unsigned).astype(np.uint32).reshape(-1)
+    weights = np.arange(words.shape[0], dtype=np.uint32) * np.uint32(2) + np.uint32(1)
+    return np.array([np.sum(words, dtype=np.uint32), np.sum(words * weights, dtype=np.uint32)])
+
+
 def fingerprint(tree: Any) -> dict[str, str]:
     """``{leaf path: "xxxxxxxx-xxxxxxxx"}`` for every array of ``tree`` (module docstring)."""
     paths_leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
     if not paths_leaves:
         return {}
-    sums = jax.device_get(_all_sums([leaf for _, leaf in paths_leaves]))
+    leaves = [leaf for _, leaf in paths_leaves]
+    if all(_on_host(leaf) for leaf in leaves):
+        # On CPU the arrays are already in host memory: NumPy sums them without compiling
+        # _all_sums, a program of every leaf that costs about a second per process.
+        sums = [_host_sums(leaf) for leaf in leaves]
+    else:
+        sums = jax.device_get(_all_sums(leaves))
     return {
         jax.tree_util.keystr(path): f"{int(s[0]):08x}-{int(s[1]):08x}"
         for (path, _), s in zip(paths_leaves, sums, strict=True)
