@@ -188,13 +188,10 @@ void lstm_backward(Dims d, const float* acts, const float* cs, const float* c_fi
                    float* d_rc_c, float* d_rc_h, int64_t threads) {
   const int H = d.h, G = 4 * H, B = d.b, I = dxs ? d.i : 0, N = H + I;
   // [W_hh^T | W_ih^T] [4H, H + I]: dh'' and dx_t from one product per step.
-  Packed wt(
-      G, N,
-      [=](int kk, int col) {
-        return col < H ? w_hh[static_cast<size_t>(col) * G + kk]
-                       : w_ih[static_cast<size_t>(col - H) * G + kk];
-      },
-      true);
+  Packed wt(G, N, [=](int kk, int col) {
+    return col < H ? w_hh[static_cast<size_t>(col) * G + kk]
+                   : w_ih[static_cast<size_t>(col - H) * G + kk];
+  });
   const int ld = wt.padded();
   Aligned ones(H);
   std::fill(ones.ptr, ones.ptr + H, 1.0f);

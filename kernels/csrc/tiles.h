@@ -57,30 +57,22 @@ struct Packed {
   // transpose=false: src is M itself, [K][N] row-major.
   // transpose=true: src is M^T, [N][K] row-major (W_hh [H, G H] packed as W_hh^T).
   Packed(const float* src, int k_, int n_, bool transpose)
-      : Packed(
-            k_, n_,
-            [=](int kk, int col) {
-              return transpose ? src[static_cast<size_t>(col) * k_ + kk]
-                               : src[static_cast<size_t>(kk) * n_ + col];
-            },
-            transpose) {}
+      : Packed(k_, n_, [=](int kk, int col) {
+          return transpose ? src[static_cast<size_t>(col) * k_ + kk]
+                           : src[static_cast<size_t>(kk) * n_ + col];
+        }) {}
   // M[kk, col] = at(kk, col): a matrix stacked from several (the LSTM's [W_ih; W_hh]).
-  // by_column: `at` reads consecutive kk contiguously (a transposed source), so the loop
-  // runs down each column; row by row it would read one float per cache line and page
-  // (the LSTM's W_hh^T: 4 KiB apart), which made that packing 2-3x slower.
   template <typename At>
-  Packed(int k_, int n_, At at, bool by_column = false)
+  Packed(int k_, int n_, At at)
       : k(k_), n(n_), panels((n_ + kPanel - 1) / kPanel),
         data(static_cast<size_t>(panels) * k_ * kPanel) {
     for (int p = 0; p < panels; ++p) {
       float* dst = data.ptr + static_cast<size_t>(p) * k * kPanel;
-      const int cols = std::min(kPanel, n - p * kPanel);  // the rest stays zero (Aligned)
-      if (by_column) {
-        for (int j = 0; j < cols; ++j)
-          for (int kk = 0; kk < k; ++kk) dst[kk * kPanel + j] = at(kk, p * kPanel + j);
-      } else {
-        for (int kk = 0; kk < k; ++kk)
-          for (int j = 0; j < cols; ++j) dst[kk * kPanel + j] = at(kk, p * kPanel + j);
+      for (int kk = 0; kk < k; ++kk) {
+        for (int j = 0; j < kPanel; ++j) {
+          int col = p * kPanel + j;
+          dst[kk * kPanel + j] = col < n ? at(kk, col) : 0.0f;
+        }
       }
     }
   }
