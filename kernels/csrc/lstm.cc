@@ -163,7 +163,7 @@ void weight_grads(Dims d, const float* rows, const float* dz, float* dw_ih, floa
       for (int r = 0; r < d.i; ++r) std::memset(dw_ih + r * static_cast<size_t>(G) + c0, 0, bytes);
       for (int r = 0; r < d.h; ++r) std::memset(dw_hh + r * static_cast<size_t>(G) + c0, 0, bytes);
       gemm_tn_panels(rows, K, K, dz, G, G, M, dw_ih, G, p0, p1, d.i, dw_hh);
-    });
+    }, 2);  // two runs of panels per thread, claimed: see split_batch
     return;
   }
   Aligned dw(static_cast<size_t>(K) * ldc);

@@ -261,9 +261,16 @@ struct UsePool {
 // starts after the call returned finds no slice and touches nothing but the shared counter.
 // The pool's threads are XLA's own: no thread is started per call, and none competes with
 // XLA's spinning workers for the cores.
+//
+// `per_thread` > 1 (with the pool) cuts [0, batch) into that many slices per thread, for
+// work whose slices are independent (the LSTM's weight-gradient panels): a thread that the
+// OS holds back then leaves its unclaimed slices to the other instead of delaying the call.
 template <typename Fn>
-void split_batch(int batch, int64_t requested, Fn fn) {
-  const int n = thread_count(batch, requested);
+void split_batch(int batch, int64_t requested, Fn fn, int per_thread = 1) {
+  const int threads = thread_count(batch, requested);
+  const Scheduler* pool = current_pool;
+  const bool use_pool = threads > 1 && pool && pool->threads() > 0;
+  const int n = use_pool ? std::min(batch, threads * std::max(1, per_thread)) : threads;
   auto slice = [batch, n](int i, int* begin, int* end) {
     *begin = static_cast<int>(static_cast<int64_t>(batch) * i / n);
     *end = static_cast<int>(static_cast<int64_t>(batch) * (i + 1) / n);
@@ -272,8 +279,7 @@ void split_batch(int batch, int64_t requested, Fn fn) {
     fn(0, batch);
     return;
   }
-  const Scheduler* pool = current_pool;
-  if (pool && pool->threads() > 0) {
+  if (use_pool) {
     struct Claims {
       std::atomic<int> next{0};
       int done = 0;
@@ -296,7 +302,7 @@ void split_batch(int batch, int64_t requested, Fn fn) {
       c.done += ran;
       if (c.done == n) c.cv.notify_all();
     };
-    for (int i = 1; i < n; ++i) {
+    for (int i = 1; i < threads; ++i) {
       pool->schedule([claims, run, finish] {
         int ran = run(*claims);
         if (ran) finish(*claims, ran);
