@@ -254,13 +254,14 @@ struct UsePool {
 // Runs fn(row_begin, row_end) for contiguous slices of [0, batch), one per thread.
 //
 // With XLA's pool the slices are claimed, not assigned: the caller schedules one task per
-// other slice and then claims slices itself until none is left, and waits only for slices
+// other thread and then claims slices itself until none is left, and waits only for slices
 // another thread has claimed (and so is running). A task that starts late, or never while
 // the pool's threads run other work (two kernel calls XLA runs concurrently, each waiting
 // on the other's pool thread), costs parallelism but cannot deadlock, and a task that
 // starts after the call returned finds no slice and touches nothing but the shared counter.
-// The pool's threads are XLA's own: no thread is started per call, and none competes with
-// XLA's spinning workers for the cores.
+// The pool's threads are XLA's own: no thread is started per call, and none is added
+// beside XLA's workers to compete with them for the cores (docs/performance.md, "The
+// training step of A, part by part").
 //
 // `per_thread` > 1 (with the pool) cuts [0, batch) into that many slices per thread, for
 // work whose slices are independent (the LSTM's weight-gradient panels): a thread that the
