@@ -26,10 +26,11 @@ GOALS = {"lstm": {"torch": 1.0, "flax": 1.5}, "gru": {"torch": 1.0}}
 
 # Where a goal is missed: the limit found, in one line (details in docs/performance.md).
 HOLD_BACK: dict[tuple[str, str], str] = {
-    ("lstm", "A"): "small per-step products (32 x 256 by 256 x 1024) run at the same XLA speed "
-    "in every JAX path, and each step page-faults about 40 MiB of fresh temporaries; "
-    "PyTorch's spinning OpenMP threads win on short loops (with freed memory kept the "
-    "ratio stays below 1, see the table below)",
+    ("lstm", "A"): "the XLA paths run each step's small product (32 x 256 by 256 x 1024) as a "
+    "kernel of its own; the CPU kernel runs the step's 8.6 GFLOP near the core's matmul "
+    "rate (about 95 ms of CPU), so on 2 cores it is ahead of PyTorch only while its two "
+    "threads overlap almost the whole step: with freed memory kept for both sides it is "
+    "behind (table below)",
     ("lstm", "B"): "large products (64 x 512 by 512 x 2048) dominate and run at the same "
     "speed in stock Flax's scan: the fused backward saves only the elementwise work and the "
     "per-step weight-gradient products, about 20 %",

@@ -10,6 +10,7 @@
 //   dn = dh (1 - z) upd (1 - n^2);  dz = dh (h' - n upd) z (1 - z);  dr = dn u_n r (1 - r)
 //   da = [dr, dz, dn] (the output);  du = [dr, dz, dn r];  dh' = dh z + (du W_hh^T) rec_mask
 #include "tiles.h"
+#include "xla_pool.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
@@ -174,7 +175,10 @@ using F32 = ffi::Buffer<ffi::F32>;
 using Out = ffi::ResultBuffer<ffi::F32>;
 
 ffi::Error GruForward(F32 gx, F32 w_hh, F32 b_hh, F32 h0, F32 mask, F32 resets, F32 rc, F32 rec,
-                      F32 upd, Out gates, Out hs, Out h_last, int64_t threads) {
+                      F32 upd, Out gates, Out hs, Out h_last, int64_t threads,
+                        ffi::ThreadPool xla_pool) {
+  XlaPool pool(xla_pool);
+  UsePool guard(&pool);
   auto dims = gx.dimensions();
   if (dims.size() != 3 || dims[2] % 3)
     return ffi::Error::InvalidArgument("gru forward: gx must be [T, B, 3H]");
@@ -195,7 +199,10 @@ ffi::Error GruForward(F32 gx, F32 w_hh, F32 b_hh, F32 h0, F32 mask, F32 resets, 
 }
 
 ffi::Error GruBackward(F32 gates, F32 h_seen, F32 dhs, F32 mask, F32 resets, F32 rec, F32 upd,
-                       F32 w_hh, F32 dh_last, Out das, Out dh0, Out d_rc, int64_t threads) {
+                       F32 w_hh, F32 dh_last, Out das, Out dh0, Out d_rc, int64_t threads,
+                        ffi::ThreadPool xla_pool) {
+  XlaPool pool(xla_pool);
+  UsePool guard(&pool);
   auto dims = gates.dimensions();
   if (dims.size() != 3 || dims[2] % 4)
     return ffi::Error::InvalidArgument("gru backward: gates must be [T, B, 4H]");
@@ -230,7 +237,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnlabGruForward, rnnlab::GruForward,
                                   .Ret<rnnlab::F32>()  // [r, z, n, u_n] [T, B, 4H] or [0]
                                   .Ret<rnnlab::F32>()  // hs [T, B, H]
                                   .Ret<rnnlab::F32>()  // h_T
-                                  .Attr<int64_t>("threads"));
+                                  .Attr<int64_t>("threads")
+                                  .Ctx<ffi::ThreadPool>());
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnlabGruBackward, rnnlab::GruBackward,
                               ffi::Ffi::Bind()
@@ -246,4 +254,5 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnlabGruBackward, rnnlab::GruBackward,
                                   .Ret<rnnlab::F32>()  // input pre-activation gradients
                                   .Ret<rnnlab::F32>()  // dh0
                                   .Ret<rnnlab::F32>()  // reset carry gradient
-                                  .Attr<int64_t>("threads"));
+                                  .Attr<int64_t>("threads")
+                                  .Ctx<ffi::ThreadPool>());

@@ -21,6 +21,7 @@
 #include <mutex>
 
 #include "tiles.h"
+#include "xla_pool.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
@@ -148,14 +149,26 @@ void lstm_forward(Dims d, const float* xs, const float* w_ih, const float* w_hh,
 }
 
 // [dW_ih; dW_hh] = [x, h']^T dZ over all T B rows (the rows the forward loop kept), one
-// product split over the threads by 64-column panels of the result.
+// product split over the threads by 64-column panels of the result. Where 4H is a multiple
+// of 64 each thread zeroes and writes its panels of dW_ih and dW_hh in place; else the
+// product goes to a padded buffer, copied out after.
 void weight_grads(Dims d, const float* rows, const float* dz, float* dw_ih, float* dw_hh,
                   int64_t threads) {
   const int G = 4 * d.h, K = d.i + d.h, M = d.t * d.b;
   const int panels = (G + kPanel - 1) / kPanel, ldc = panels * kPanel;
+  if (ldc == G) {
+    split_batch(panels, threads, [&](int p0, int p1) {
+      const size_t c0 = static_cast<size_t>(p0) * kPanel;
+      const size_t bytes = sizeof(float) * (p1 - p0) * kPanel;
+      for (int r = 0; r < d.i; ++r) std::memset(dw_ih + r * static_cast<size_t>(G) + c0, 0, bytes);
+      for (int r = 0; r < d.h; ++r) std::memset(dw_hh + r * static_cast<size_t>(G) + c0, 0, bytes);
+      gemm_tn_panels(rows, K, K, dz, G, G, M, dw_ih, G, p0, p1, d.i, dw_hh);
+    }, 2);  // two runs of panels per thread, claimed: see split_batch
+    return;
+  }
   Aligned dw(static_cast<size_t>(K) * ldc);
   split_batch(panels, threads, [&](int p0, int p1) {
-    gemm_tn_panels(rows, K, K, dz, G, G, M, dw.ptr, ldc, p0, p1);
+    gemm_tn_panels(rows, K, K, dz, G, G, M, dw.ptr, ldc, p0, p1, K, nullptr);
   });
   for (int r = 0; r < K; ++r) {
     float* out = r < d.i ? dw_ih + static_cast<size_t>(r) * G
@@ -265,7 +278,10 @@ ffi::Error check_rank3(const F32& a, const char* name) {
 
 ffi::Error LstmForward(F32 xs, F32 w_ih, F32 w_hh, F32 bias, F32 c0, F32 h0, F32 mask,
                        F32 resets, F32 rc_c, F32 rc_h, F32 rec, F32 upd, Out acts, Out cs,
-                       Out hs, Out xh, Out c_last, Out h_last, int64_t threads) {
+                       Out hs, Out xh, Out c_last, Out h_last, int64_t threads,
+                        ffi::ThreadPool xla_pool) {
+  XlaPool pool(xla_pool);
+  UsePool guard(&pool);
   if (auto e = check_rank3(xs, "lstm forward: xs"); e.failure()) return e;
   auto dims = xs.dimensions();
   auto wd = w_hh.dimensions();
@@ -303,7 +319,10 @@ ffi::Error LstmForward(F32 xs, F32 w_ih, F32 w_hh, F32 bias, F32 c0, F32 h0, F32
 ffi::Error LstmBackward(F32 acts, F32 cs, F32 c_first, F32 dhs, F32 rows, F32 mask,
                         F32 resets, F32 rc_c, F32 rec, F32 upd, F32 w_ih, F32 w_hh,
                         F32 dc_last, F32 dh_last, Out dz, Out dxs, Out db, Out dw_ih,
-                        Out dw_hh, Out dc0, Out dh0, Out d_rc_c, Out d_rc_h, int64_t threads) {
+                        Out dw_hh, Out dc0, Out dh0, Out d_rc_c, Out d_rc_h, int64_t threads,
+                        ffi::ThreadPool xla_pool) {
+  XlaPool pool(xla_pool);
+  UsePool guard(&pool);
   if (auto e = check_rank3(acts, "lstm backward: acts"); e.failure()) return e;
   auto dims = acts.dimensions();
   auto wd = w_ih.dimensions();
@@ -379,7 +398,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnlabLstmForward, rnnlab::LstmForward,
                                   .Ret<rnnlab::F32>()  // rows [x_t, h'] [T, B, I + H] or [0]
                                   .Ret<rnnlab::F32>()  // c_T
                                   .Ret<rnnlab::F32>()  // h_T
-                                  .Attr<int64_t>("threads"));
+                                  .Attr<int64_t>("threads")
+                                  .Ctx<ffi::ThreadPool>());
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnlabLstmBackward, rnnlab::LstmBackward,
                               ffi::Ffi::Bind()
@@ -406,4 +426,5 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(RnnlabLstmBackward, rnnlab::LstmBackward,
                                   .Ret<rnnlab::F32>()  // dh0
                                   .Ret<rnnlab::F32>()  // reset carry gradient c
                                   .Ret<rnnlab::F32>()  // reset carry gradient h
-                                  .Attr<int64_t>("threads"));
+                                  .Attr<int64_t>("threads")
+                                  .Ctx<ffi::ThreadPool>());

@@ -13,10 +13,15 @@
 #include <sys/mman.h>
 
 #include <algorithm>
+#include <atomic>
+#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
+#include <memory>
+#include <mutex>
 #include <thread>
 #include <type_traits>
 #include <vector>
@@ -152,11 +157,14 @@ inline void tile_tn(const float* a, int lda, const float* b, int ldb, int m, flo
 }
 
 // C [k, >= 64 ceil(n / 64)] += A^T B for A [m, lda] (its first k columns) and B [m, ldb]
-// (its first n columns), on the 64-column panels [p0, p1) of C. The rows m are taken in
-// blocks whose slices of A and B stay in L2 while every tile of the panel reads them; a
-// last panel narrower than 64 columns is copied, zero-padded, into `pad` ([block][64]).
+// (its first n columns), on the 64-column panels [p0, p1) of C. C's rows [0, split) are
+// `c`, its rows [split, k) `c2` (two result arrays, the LSTM's dW_ih and dW_hh, written in
+// place; c2 may be c + split * ldc for one array). The rows m are taken in blocks whose
+// slices of A and B stay in L2 while every tile of the panel reads them; a last panel
+// narrower than 64 columns is copied, zero-padded, into `pad` ([block][64]), and then C
+// must have 64 ceil(n / 64) columns.
 inline void gemm_tn_panels(const float* a, int lda, int k, const float* b, int ldb, int n, int m,
-                           float* c, int ldc, int p0, int p1) {
+                           float* c, int ldc, int p0, int p1, int split, float* c2) {
   constexpr int kBlock = 256;
   Aligned pad(static_cast<size_t>(kBlock) * kPanel);
   for (int m0 = 0; m0 < m; m0 += kBlock) {
@@ -175,11 +183,16 @@ inline void gemm_tn_panels(const float* a, int lda, int k, const float* b, int l
         bp = pad.ptr;
         ldp = kPanel;
       }
-      float* cp = c + p * kPanel;
-      row_tiles(k, [&](auto n, int r) {
-        tile_tn<decltype(n)::value>(ab + r, lda, bp, ldp, mb, cp + static_cast<size_t>(r) * ldc,
-                                    ldc);
-      });
+      // Row tiles within each part, so that no tile straddles the two arrays.
+      for (int part = 0; part < 2; ++part) {
+        const int r0 = part ? split : 0, rows = part ? k - split : split;
+        if (rows == 0) continue;
+        float* cp = (part ? c2 : c) + p * kPanel;
+        row_tiles(rows, [&](auto n, int r) {
+          tile_tn<decltype(n)::value>(ab + r0 + r, lda, bp, ldp, mb,
+                                      cp + static_cast<size_t>(r) * ldc, ldc);
+        });
+      }
     }
   }
 }
@@ -218,23 +231,97 @@ inline int thread_count(int batch, int64_t requested) {
   return std::max(1, std::min(n, batch));
 }
 
-// Runs fn(row_begin, row_end) for contiguous slices of [0, batch), one per thread; the
-// calling thread takes the first slice.
+// Where a call's slices other than the caller's run: XLA's intra-op thread pool when the
+// kernel is called from an XLA computation (kernel/lstm.cc, gru.cc set it around each call
+// with UsePool), else threads started for the call (kernels/bench/loops.cc).
+struct Scheduler {
+  virtual ~Scheduler() = default;
+  virtual void schedule(std::function<void()> task) const = 0;
+  virtual int64_t threads() const = 0;  // 0: no pool
+};
+
+inline thread_local const Scheduler* current_pool = nullptr;
+
+// Makes `pool` the scheduler of split_batch on this thread for the guard's lifetime.
+struct UsePool {
+  const Scheduler* prev;
+  explicit UsePool(const Scheduler* pool) : prev(current_pool) { current_pool = pool; }
+  ~UsePool() { current_pool = prev; }
+  UsePool(const UsePool&) = delete;
+  UsePool& operator=(const UsePool&) = delete;
+};
+
+// Runs fn(row_begin, row_end) for contiguous slices of [0, batch), one per thread.
+//
+// With XLA's pool the slices are claimed, not assigned: the caller schedules one task per
+// other thread and then claims slices itself until none is left, and waits only for slices
+// another thread has claimed (and so is running). A task that starts late, or never while
+// the pool's threads run other work (two kernel calls XLA runs concurrently, each waiting
+// on the other's pool thread), costs parallelism but cannot deadlock, and a task that
+// starts after the call returned finds no slice and touches nothing but the shared counter.
+// The pool's threads are XLA's own: no thread is started per call, and none is added
+// beside XLA's workers to compete with them for the cores (docs/performance.md, "The
+// training step of A, part by part").
+//
+// `per_thread` > 1 (with the pool) cuts [0, batch) into that many slices per thread, for
+// work whose slices are independent (the LSTM's weight-gradient panels): a thread that the
+// OS holds back then leaves its unclaimed slices to the other instead of delaying the call.
 template <typename Fn>
-void split_batch(int batch, int64_t requested, Fn fn) {
-  int n = thread_count(batch, requested);
-  std::vector<std::thread> workers;
-  int begin0 = 0, end0 = 0;
-  for (int i = 0; i < n; ++i) {
-    int begin = static_cast<int>(static_cast<int64_t>(batch) * i / n);
-    int end = static_cast<int>(static_cast<int64_t>(batch) * (i + 1) / n);
-    if (i == 0) {
-      begin0 = begin;
-      end0 = end;
-    } else {
-      workers.emplace_back(fn, begin, end);
-    }
+void split_batch(int batch, int64_t requested, Fn fn, int per_thread = 1) {
+  const int threads = thread_count(batch, requested);
+  const Scheduler* pool = current_pool;
+  const bool use_pool = threads > 1 && pool && pool->threads() > 0;
+  const int n = use_pool ? std::min(batch, threads * std::max(1, per_thread)) : threads;
+  auto slice = [batch, n](int i, int* begin, int* end) {
+    *begin = static_cast<int>(static_cast<int64_t>(batch) * i / n);
+    *end = static_cast<int>(static_cast<int64_t>(batch) * (i + 1) / n);
+  };
+  if (n == 1) {
+    fn(0, batch);
+    return;
   }
+  if (use_pool) {
+    struct Claims {
+      std::atomic<int> next{0};
+      int done = 0;
+      std::mutex m;
+      std::condition_variable cv;
+    };
+    auto claims = std::make_shared<Claims>();
+    // Runs unclaimed slices; returns how many this thread ran.
+    auto run = [&fn, &slice, n](Claims& c) {
+      int ran = 0;
+      for (int i; (i = c.next.fetch_add(1)) < n; ++ran) {
+        int begin, end;
+        slice(i, &begin, &end);
+        fn(begin, end);
+      }
+      return ran;
+    };
+    auto finish = [n](Claims& c, int ran) {
+      std::lock_guard<std::mutex> lock(c.m);
+      c.done += ran;
+      if (c.done == n) c.cv.notify_all();
+    };
+    for (int i = 1; i < threads; ++i) {
+      pool->schedule([claims, run, finish] {
+        int ran = run(*claims);
+        if (ran) finish(*claims, ran);
+      });
+    }
+    finish(*claims, run(*claims));
+    std::unique_lock<std::mutex> lock(claims->m);
+    claims->cv.wait(lock, [&] { return claims->done == n; });
+    return;
+  }
+  std::vector<std::thread> workers;
+  for (int i = 1; i < n; ++i) {
+    int begin, end;
+    slice(i, &begin, &end);
+    workers.emplace_back(fn, begin, end);
+  }
+  int begin0, end0;
+  slice(0, &begin0, &end0);
   fn(begin0, end0);
   for (auto& w : workers) w.join();
 }

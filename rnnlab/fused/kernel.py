@@ -6,9 +6,11 @@ XLA custom calls: each thread owns a fixed slice of the batch for the whole sequ
 weights are packed once per call and stay in cache across steps, and the gate
 nonlinearities run on each step's product while it is in cache. The LSTM loops run both
 products of a step (``[x_t, h'] [W_ih; W_hh]`` forward, ``dz_t [W_hh^T | W_ih^T]`` backward,
-giving the input gradient with the recurrent one) and write the gate gradients over the
-saved activations; the weight gradients stay in XLA as single products after the backward
-loop. The GRU loops take the input projection from one XLA product before the loop.
+giving the input gradient with the recurrent one), write the gate gradients over the
+saved activations and compute the weight gradients as one product inside the backward
+call. The GRU loops take the input projection from one XLA product before the loop. The
+threads of a call are XLA's own intra-op pool (``RNNLAB_KERNEL_POOL=0``: threads started
+per call).
 
 Without the package (no compiler, a failed build, a TPU VM) :func:`unavailable_reason`
 says why, and the fused XLA path runs instead.
