@@ -112,8 +112,6 @@ def run_suite(
             log("disk full / read-only: not run (no user namespaces for a tmpfs here)")
         timed(scenarios_env.run_cases, "bad input (library)", cases.BAD_INPUT)
         timed(scenarios_env.run_cases, "bad configuration", cases.BAD_CONFIG)
-        timed(
-            scenarios_env.run_cases, "someone else's workdir, readers, inputs", cases_trust.TRUST
-        )
+        timed(scenarios_env.run_cases, "someone else's workdir, readers, inputs", cases_trust.TRUST)
         timed(scenarios_env.untrusted_in_process)
     return results
