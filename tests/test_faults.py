@@ -23,8 +23,7 @@ from tools.faults.process import REPO
 
 # What each part must report; together, every scenario of the short form.
 EXPECTED = {
-    "checkpoints": (
-        "hard kill (SIGKILL)",
+    "resumes": (
         "preemption (SIGTERM)",
         "corrupt/truncated checkpoint",
         "refused resume",
@@ -37,6 +36,7 @@ EXPECTED = {
         "divergence (lr 1000, no clipping)",
     ),
     "environment": (
+        "hard kill (SIGKILL)",
         "non-finite: stop",
         "non-finite: restore + lower lr",
         "bad input (library)",

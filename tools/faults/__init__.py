@@ -40,10 +40,11 @@ FULL_PREEMPTIONS = [
 
 
 # The suite in three parts that share nothing but the reference run, so that they can run
-# side by side (tests/test_faults.py runs one per test): the checkpoint faults on one
-# preempted workdir, the faults judged by what a workdir records, and the environment
-# (non-finite updates, disks, bad input and configuration, untrusted files).
-PARTS = ("checkpoints", "records", "environment")
+# side by side (tests/test_faults.py runs one per test), of about the same length: the
+# resumes of one preempted workdir and its damaged copies, the faults judged by what a
+# workdir records, and what comes from outside the run (hard kills, non-finite updates,
+# disks, bad input and configuration, untrusted files).
+PARTS = ("resumes", "records", "environment")
 
 
 def run_suite(
@@ -79,8 +80,7 @@ def run_suite(
     t = time.monotonic()
     suite.reference()
     log(f"reference run: {time.monotonic() - t:.0f} s")
-    if "checkpoints" in parts:
-        timed(scenarios.hard_kill, suite, ["write"] if short else FULL_KILLS)
+    if "resumes" in parts:
         points = [{"step": 15}] if short else FULL_PREEMPTIONS
         timed(scenarios.preempt, suite, points, keep={0: base})
         if base.exists():
@@ -102,6 +102,7 @@ def run_suite(
             timed(scenarios_record.divergence_restore, suite)
             timed(scenarios_env.bad_command_line, suite)
     if "environment" in parts:
+        timed(scenarios.hard_kill, suite, ["write"] if short else FULL_KILLS)
         timed(scenarios.nonfinite_stop, suite)
         timed(scenarios.nonfinite_restore, suite)
         timed(scenarios_env.run_cases, "disk full (injected, in-process)", cases.DISK)
