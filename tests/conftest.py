@@ -49,18 +49,45 @@ def _tfds_offline(tmp_path, monkeypatch):
     yield
 
 
-def pytest_collection_modifyitems(config, items):
-    """Runs the files with the most end-to-end runs (``@pytest.mark.slow``) first, each file's
-    tests in their own order.
+def _weight(item) -> int:
+    """How many end-to-end runs ``item`` stands for: ``@pytest.mark.slow`` counts one,
+    ``@pytest.mark.slow(n)`` (a test that starts n ``rnnlab`` processes) counts n."""
+    mark = item.get_closest_marker("slow")
+    if mark is None:
+        return 0
+    return int(mark.args[0]) if mark.args else 1
 
-    ``make test`` hands whole files to parallel workers (pytest-xdist, ``--dist loadfile
-    --no-loadscope-reorder``) in this order; starting the longest files first lets the
-    workers finish together instead of one waiting on a long file handed out last. A file
-    whose tests are slow without the mark can say so with ``pytestmark = pytest.mark.slow``.
+
+def _group(item) -> str:
+    mark = item.get_closest_marker("xdist_group")
+    return str(mark.args[0] if mark.args else mark.kwargs["name"])
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Puts every test in the ``xdist_group`` of its file unless it names its own, then
+    runs the groups with the most end-to-end runs (``@pytest.mark.slow``) first, each
+    group's tests in their own order.
+
+    ``make test`` hands whole groups to parallel workers (pytest-xdist, ``--dist loadgroup
+    --no-loadscope-reorder``), in the order of their first test here: a file's module
+    fixtures are trained once, on one worker, while a long independent test that names
+    its own group (``pytest.mark.xdist_group("faults-record")``, one per parametrized
+    case with ``pytest.param(..., marks=...)``) can run on another worker beside the rest
+    of its file. This hook runs first so that xdist, which reads the marks in the same
+    hook to name the groups, sees the ones added here. Starting the heaviest groups first
+    lets the workers finish together instead of one waiting on a long group handed out
+    last. A file whose tests are slow without the mark can say so with ``pytestmark =
+    pytest.mark.slow``.
     """
-    slow = collections.Counter(item.path for item in items if item.get_closest_marker("slow"))
-    first_seen = {path: i for i, path in enumerate(dict.fromkeys(item.path for item in items))}
-    items.sort(key=lambda item: (-slow[item.path], first_seen[item.path]))
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))
+    weight = collections.Counter()
+    for item in items:
+        weight[_group(item)] += _weight(item)
+    first_seen = {group: i for i, group in enumerate(dict.fromkeys(map(_group, items)))}
+    items.sort(key=lambda item: (-weight[_group(item)], first_seen[_group(item)]))
 
 
 @pytest.fixture(autouse=True, scope="module")

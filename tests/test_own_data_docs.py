@@ -31,9 +31,26 @@ def test_every_path_has_a_walk_through():
     assert shell.count("rnnlab predict") == 6 and len(blocks("python")) == 1
 
 
-@pytest.mark.slow
-def test_the_walk_throughs_run_as_printed(tmp_path):
+# What a walk-through (named by the workdir it trains) writes, and how that file starts.
+PRODUCES = {
+    "mine": ("mydata/new.csv", "id,prediction,p_0,p_1"),
+    "sales": ("mydata/next.csv", "origin,step,sales,sales_q0.1,sales_q0.5,sales_q0.9"),
+    "arrays": ("workdirs/arrays/summary.json", "{"),
+}
+WALKS = [("sh", code) for code in blocks("sh")] + [("python", code) for code in blocks("python")]
+
+
+def _name(code: str) -> str:
+    """A walk-through's id: the workdir it trains."""
+    return re.search(r"workdirs/(\w+)", code).group(1)
+
+
+@pytest.fixture
+def scratch(tmp_path):
+    """The scratch folder a reader would be in: the repository's experiments/ in view and
+    ``mydata/`` made (by the first walk-through's first line, which the others follow)."""
     (tmp_path / "experiments").symlink_to(ROOT / "experiments")
+    (tmp_path / "mydata").mkdir()
     env = dict(os.environ)
     env["PATH"] = str(pathlib.Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
@@ -47,22 +64,31 @@ def test_the_walk_throughs_run_as_printed(tmp_path):
     )
     (shim / "rnnlab").chmod(0o755)
     env["PATH"] = f"{shim}{os.pathsep}{env['PATH']}"
-    for code in blocks("sh"):
+    return tmp_path, env
+
+
+# Each walk-through is independent of the others (each makes its own data), so each is a
+# test of its own xdist group: `make test` runs them on several workers.
+@pytest.mark.slow(3)
+@pytest.mark.parametrize(
+    "kind, code",
+    [
+        pytest.param(kind, code, id=_name(code),
+                     marks=pytest.mark.xdist_group(f"data-walk-{_name(code)}"))
+        for kind, code in WALKS
+    ],
+)  # fmt: skip
+def test_the_walk_throughs_run_as_printed(scratch, kind, code):
+    tmp_path, env = scratch
+    if kind == "sh":
         code = re.sub(r"((?:own_data|forecast)\.py:\w+)", r"\1,small", code)
-        done = subprocess.run(
-            ["bash", "-euo", "pipefail", "-c", code], cwd=tmp_path, env=env,
-            capture_output=True, text=True, timeout=600,
-        )  # fmt: skip
-        assert done.returncode == 0, f"{code}\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
-    code = blocks("python")[0].replace(
-        "own_data.py:classification", "own_data.py:classification,small"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
-        timeout=600,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert (tmp_path / "mydata" / "new.csv").read_text().startswith("id,prediction,p_0,p_1")
-    head = "origin,step,sales,sales_q0.1,sales_q0.5,sales_q0.9"
-    assert (tmp_path / "mydata" / "next.csv").read_text().startswith(head)
-    assert (tmp_path / "workdirs" / "arrays" / "summary.json").exists()
+        cmd = ["bash", "-euo", "pipefail", "-c", code]
+    else:
+        code = code.replace("own_data.py:classification", "own_data.py:classification,small")
+        cmd = [sys.executable, "-c", code]
+    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=600)  # fmt: skip
+    assert done.returncode == 0, f"{code}\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
+    if _name(code) in PRODUCES:
+        path, head = PRODUCES[_name(code)]
+        assert (tmp_path / path).read_text().startswith(head), path

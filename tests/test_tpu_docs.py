@@ -137,21 +137,29 @@ def long_world():
         w.close()
 
 
-@pytest.mark.slow
-def test_the_documented_flow_runs_with_real_training(long_world):
-    world, tmp_path = long_world, long_world.tmp
+def _slice_ready(world):
+    """The user's file and the documented first steps: create, set up, prepare the data."""
     # Settings of the user's file: workdirs on a local path the real trainer can write (the
     # stand-in bucket is a folder, not Cloud Storage), short waits.
     with world.config.open("a") as f:
         f.write(f"WORKDIR_ROOT={world.tmp / 'workdirs'}\nSTOP_TIMEOUT=3\nPOLL_SECONDS=1\n")
         f.write("LOG_COPY_EVERY=5\n")
+    for command in ("tpu/create.sh", "tpu/setup.sh", "tpu/data.sh experiments/charlm.py:tpu"):
+        _sh(world, command)
+
+
+# The documented flow in two independent parts, each on its own stand-in slice and its own
+# xdist group, so that `make test` runs them on two workers: the runs started by hand, and
+# the round by hand followed by the spot loop.
+@pytest.mark.slow(8)
+@pytest.mark.xdist_group("tpu-docs-runs")
+def test_the_documented_runs_train_for_real(long_world):
+    world, tmp_path = long_world, long_world.tmp
+    _slice_ready(world)
 
     def sh(command):
         return _sh(world, command)
 
-    sh("tpu/create.sh")
-    sh("tpu/setup.sh")
-    sh("tpu/data.sh experiments/charlm.py:tpu")
     sh("tpu/run.sh experiments/charlm.py:tpu")
     headline = _headline(world, "charlm-tpu")
     assert "starting at step 0 of 20000" in headline
@@ -172,8 +180,23 @@ def test_the_documented_flow_runs_with_real_training(long_world):
     # The lr override reached the trainer: the workdir's resolved config has it.
     lr3 = world.tmp / "workdirs" / "charlm-lr3" / "config.json"
     assert '"lr": 0.003' in lr3.read_text()
-    # The round by hand (its last command, run.sh, ran above as written), then the spot loop
-    # as documented on that new slice, until it trains; then stopped the documented way.
+    sh("tpu/delete.sh")
+    # The slice prepared nothing twice: worker 1 never prepared.
+    assert not any("prepare_data" in c for c in world.worker_commands(1))
+
+
+@pytest.mark.slow(8)
+@pytest.mark.xdist_group("tpu-docs-spot")
+def test_the_documented_spot_loop_trains_for_real(long_world):
+    world = long_world
+    _slice_ready(world)
+
+    def sh(command):
+        return _sh(world, command)
+
+    # The round by hand (its last command, run.sh, runs in the test above as written), then
+    # the spot loop as documented on that new slice, until it trains; then stopped the
+    # documented way.
     for command in ("tpu/delete.sh", "tpu/create.sh", "tpu/setup.sh"):
         sh(command)
     launch = subprocess.Popen(
@@ -186,7 +209,7 @@ def test_the_documented_flow_runs_with_real_training(long_world):
     )
     try:
         text = _headline(world, "charlm-tpu")
-        assert "starting at step 0 of 20000" in text  # stopped above before a checkpoint
+        assert "starting at step 0 of 20000" in text
     finally:
         os.killpg(launch.pid, signal.SIGINT)  # Ctrl-C: the loop and what it runs now
         # A bound for a hang, not a timing: on a loaded machine the workers' Ctrl-C

@@ -9,6 +9,7 @@ up to the operating system's scheduling.
 from __future__ import annotations
 
 import dataclasses
+import json
 import random
 import re
 import shutil
@@ -17,6 +18,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import filelock
 import numpy as np
 
 from tools.faults import workdir as wd_lib
@@ -41,11 +43,24 @@ class Reference:
 
 
 class Suite:
-    """Shared state of one suite run: the root folder, the random moments, the reference."""
+    """Shared state of one suite run: the root folder, the random moments, the reference.
 
-    def __init__(self, root: Path, *, seed: int = 0, log: Callable[[str], None] = print):
+    The reference run lives in ``shared`` (default: ``root``) with what it took per step
+    (``reference.json``); suites run side by side on one ``shared`` folder train it once
+    (a file lock), and each starts its compilation cache from the reference's."""
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        seed: int = 0,
+        log: Callable[[str], None] = print,
+        shared: Path | None = None,
+    ):
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
+        self.shared = self.root if shared is None else Path(shared)
+        self.shared.mkdir(parents=True, exist_ok=True)
         self.rng = random.Random(seed)
         self.log = log
         self._reference: Reference | None = None
@@ -54,18 +69,26 @@ class Suite:
     def reference(self) -> Reference:
         """Trains the reference once (every checkpoint kept) and reads it back."""
         if self._reference is None:
-            workdir = self.root / "reference"
-            shutil.rmtree(workdir, ignore_errors=True)
-            out = run_to_end(self.root, workdir, ["train.keep_checkpoints=100"])
-            if out.returncode != 0:
-                raise RuntimeError(f"the reference run failed:\n{out.output[-3000:]}")
+            workdir, meta = self.shared / "reference", self.shared / "reference.json"
+            with filelock.FileLock(self.shared / "reference.lock"):
+                if not meta.exists():
+                    shutil.rmtree(workdir, ignore_errors=True)
+                    out = run_to_end(self.shared, workdir, ["train.keep_checkpoints=100"])
+                    if out.returncode != 0:
+                        raise RuntimeError(f"the reference run failed:\n{out.output[-3000:]}")
+                    step = max(out.step_seconds, 0.01)
+                    meta.write_text(json.dumps({"seconds": out.seconds, "step_seconds": step}))
+                    self.log(f"reference: {out.seconds:.1f} s, {step:.3f} s per step")
+            if self.shared != self.root and (self.shared / "xla_cache").is_dir():
+                # A copy, not the folder itself: jax writes its cache files in place.
+                shutil.copytree(self.shared / "xla_cache", self.root / "xla_cache",
+                                dirs_exist_ok=True)  # fmt: skip
             self._reference = Reference(
                 workdir,
                 wd_lib.final_state(workdir),
                 wd_lib.train_log(workdir),
-                max(out.step_seconds, 0.01),
+                json.loads(meta.read_text())["step_seconds"],
             )
-            self.log(f"reference: {out.seconds:.1f} s, {out.step_seconds:.3f} s per step")
         return self._reference
 
     def problems(self, workdir: Path, *, step: int | None = None, log: bool = True) -> list[str]:
