@@ -77,9 +77,10 @@ data: $(STAMP)
 	$(PY) -m rnnlab.data.fetch --data-dir $(DATA_DIR)
 
 # Test files run in parallel (pytest-xdist), one process more than the cores: the suite's
-# many subprocesses leave a core idle while they start (decisions 82, 120). Whole files go to one worker so
-# that a file's shared runs (module fixtures) are trained once, except the long independent
-# tests that name their own xdist_group; heaviest groups first (tests/conftest.py orders them). TEST_WORKERS=0 runs them in this process. The tests
+# many subprocesses leave a core idle while they start (decisions 82, 120). Whole files go to one
+# worker, heaviest first (tests/conftest.py orders them): handing the long independent tests out
+# on their own (--dist loadgroup, decision 124) ran the multi-process tests side by side and
+# was slower and flakier (decision 139). TEST_WORKERS=0 runs them in this process. The tests
 # compile without XLA's backend optimisations (JAX_DISABLE_MOST_OPTIMIZATIONS, inherited by
 # every subprocess): same programs, less compile time; runs and benchmarks keep them
 # (docs/testing.md).
@@ -87,7 +88,7 @@ TEST_WORKERS ?= $(shell echo $$(( $$(nproc) + 1 )))
 test: $(STAMP) $(KERNELS_STAMP) data
 	$(PY) -m ruff check rnnlab tests tests_tpu tools experiments benchmarks
 	JAX_DISABLE_MOST_OPTIMIZATIONS=1 RNNLAB_DATA_DIR=$(abspath $(DATA_DIR)) \
-		$(PY) -m pytest -q -rs -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder tests
+		$(PY) -m pytest -q -rs -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder tests
 
 # Every TPU recipe compiled for the slice it is sized for, the largest-batch search against
 # direct compiles, and each host's share of the batch on real slice topologies (tests_tpu/,
