@@ -69,16 +69,17 @@ def pytest_collection_modifyitems(config, items):
     runs the groups with the most end-to-end runs (``@pytest.mark.slow``) first, each
     group's tests in their own order.
 
-    ``make test`` hands whole groups to parallel workers (pytest-xdist, ``--dist loadgroup
-    --no-loadscope-reorder``), in the order of their first test here: a file's module
-    fixtures are trained once, on one worker, while a long independent test that names
-    its own group (``pytest.mark.xdist_group("faults-record")``, one per parametrized
-    case with ``pytest.param(..., marks=...)``) can run on another worker beside the rest
-    of its file. This hook runs first so that xdist, which reads the marks in the same
-    hook to name the groups, sees the ones added here. Starting the heaviest groups first
-    lets the workers finish together instead of one waiting on a long group handed out
-    last. A file whose tests are slow without the mark can say so with ``pytestmark =
-    pytest.mark.slow``.
+    ``make test`` hands whole files to parallel workers (pytest-xdist, ``--dist loadfile
+    --no-loadscope-reorder``) in the order of their first test here, so a file's module
+    fixtures are trained once, on one worker. With ``--dist loadgroup`` a long
+    independent test that names its own group (``pytest.mark.xdist_group("faults-record")``,
+    one per parametrized case with ``pytest.param(..., marks=...)``) runs on another worker
+    beside the rest of its file; ``make test`` does not, because its multi-process tests
+    slowed each other side by side (decision 139). This hook runs first so that xdist,
+    which reads the marks in the same hook to name the groups, sees the ones added here.
+    Starting the heaviest groups first lets the workers finish together instead of one
+    waiting on a long group handed out last. A file whose tests are slow without the mark
+    can say so with ``pytestmark = pytest.mark.slow``.
     """
     for item in items:
         if item.get_closest_marker("xdist_group") is None:
