@@ -30,6 +30,12 @@ STARTS_WITH_SCRIPT = re.compile(r"^(?:[A-Z_]+=\S*\s+)*tpu/[a-z_]+\.sh\b")
 # Words of a usage synopsis, not of a runnable example.
 PLACEHOLDER = re.compile(r"\[|\b(EXPERIMENT|RUN|RUN_NAME|TRAIN_ARGS|COMMAND|SESSION|DIR|LINES)\b")
 TIMEOUT = 600  # a bound for a loaded machine
+# The stand-in trainer's overrides after the documented ones: the recipe's model, mesh and
+# dtype on a batch a CPU steps in seconds. Each run here is stopped during its first step,
+# and a stop waits for that step: at the recipe's batch of 512 sequences of 256 it took
+# minutes of CPU per worker (decision 140).
+CPU_BATCH = ("--config.train.batch_size=2", "--config.eval.batch_size=2",
+             "--config.data.seq_len=32")  # fmt: skip
 
 
 def _doc_commands() -> list[str]:
@@ -130,7 +136,7 @@ def _sh(world, command, **env):
 @pytest.fixture
 def long_world():
     with long_lived_dir("rnnlab-tpu-docs-") as tmp:
-        w = World(tmp, workers=2, trainer="real", active=False)
+        w = World(tmp, workers=2, trainer="real", active=False, train_args=CPU_BATCH)
         raw = data_dir({}) / "austen"
         shutil.copytree(raw, w.gcs / "my-bucket" / "rnnlab-data" / "austen")
         yield w

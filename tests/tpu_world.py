@@ -272,14 +272,16 @@ fi
 PYTHONPATH="$HOME/rnnlab" exec %s "$@"
 """
 
-# The real command line, from the synced code. tensorboardX would import torch when it can
-# (seconds per process); the runs do not need it.
+# The real command line, from the synced code, with the World's ``train_args`` after a
+# train command's own (a stand-in's overrides, e.g. a batch a CPU can step). tensorboardX
+# would import torch when it can (seconds per process); the runs do not need it.
 REAL_TRAINER = """#!/bin/bash
 PYTHONPATH="$HOME/rnnlab" exec %s -c '
 import sys
 sys.modules["torch"] = None
 from rnnlab.cli import main
-sys.exit(main(sys.argv[1:]))' "$@"
+argv = sys.argv[1:]
+sys.exit(main(argv + %s if argv[:1] == ["train"] else argv))' "$@"
 """
 
 FAKE_TRAINER = r"""
@@ -322,9 +324,11 @@ def _tool(path: Path, text: str, python: bool = True):
 class World:
     """Stand-in tools on PATH, a settings file, and a slice of ``workers`` workers whose
     ``rnnlab`` is ``trainer``: ``"fake"`` (records its arguments) or ``"real"`` (the command
-    line)."""
+    line; a train command gets ``train_args`` after its own)."""
 
-    def __init__(self, tmp: Path, *, workers: int = 1, trainer: str = "fake", active=True):
+    def __init__(
+        self, tmp: Path, *, workers: int = 1, trainer: str = "fake", active=True, train_args=()
+    ):
         self.tmp = tmp
         self.workers = workers
         bin_dir, image = tmp / "bin", tmp / "image"
@@ -336,7 +340,9 @@ class World:
         _tool(image / "rnnlab-venv" / "bin" / "python", FAKE_PYTHON % sys.executable, False)
         rnnlab = image / "rnnlab-venv" / "bin" / "rnnlab"
         if trainer == "real":
-            _tool(rnnlab, REAL_TRAINER % sys.executable, python=False)
+            _tool(
+                rnnlab, REAL_TRAINER % (sys.executable, json.dumps(list(train_args))), python=False
+            )
         else:
             _tool(rnnlab, FAKE_TRAINER)
         # The code folder as a sync leaves it (the tests that sync replace it).
