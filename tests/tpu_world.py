@@ -273,10 +273,11 @@ PYTHONPATH="$HOME/rnnlab" exec %s "$@"
 """
 
 # The real command line, from the synced code, with the World's ``train_args`` after a
-# train command's own (a stand-in's overrides, e.g. a batch a CPU can step). tensorboardX
-# would import torch when it can (seconds per process); the runs do not need it.
+# train command's own (a stand-in's overrides, e.g. a batch a CPU can step), at the World's
+# ``nice`` level. tensorboardX would import torch when it can (seconds per process); the
+# runs do not need it.
 REAL_TRAINER = """#!/bin/bash
-PYTHONPATH="$HOME/rnnlab" exec %s -c '
+PYTHONPATH="$HOME/rnnlab" exec nice -n %d %s -c '
 import sys
 sys.modules["torch"] = None
 from rnnlab.cli import main
@@ -324,10 +325,17 @@ def _tool(path: Path, text: str, python: bool = True):
 class World:
     """Stand-in tools on PATH, a settings file, and a slice of ``workers`` workers whose
     ``rnnlab`` is ``trainer``: ``"fake"`` (records its arguments) or ``"real"`` (the command
-    line; a train command gets ``train_args`` after its own)."""
+    line; a train command gets ``train_args`` after its own, and runs at niceness ``nice``)."""
 
     def __init__(
-        self, tmp: Path, *, workers: int = 1, trainer: str = "fake", active=True, train_args=()
+        self,
+        tmp: Path,
+        *,
+        workers: int = 1,
+        trainer: str = "fake",
+        active=True,
+        train_args=(),
+        nice: int = 0,
     ):
         self.tmp = tmp
         self.workers = workers
@@ -341,7 +349,9 @@ class World:
         rnnlab = image / "rnnlab-venv" / "bin" / "rnnlab"
         if trainer == "real":
             _tool(
-                rnnlab, REAL_TRAINER % (sys.executable, json.dumps(list(train_args))), python=False
+                rnnlab,
+                REAL_TRAINER % (nice, sys.executable, json.dumps(list(train_args))),
+                python=False,
             )
         else:
             _tool(rnnlab, FAKE_TRAINER)
