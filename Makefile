@@ -81,13 +81,15 @@ data: $(STAMP)
 # worker, heaviest first (tests/conftest.py orders them): handing the long independent tests out
 # on their own (--dist loadgroup, decision 124) ran the multi-process tests side by side and
 # was slower and flakier (decision 139). TEST_WORKERS=0 runs them in this process. The tests
-# compile without XLA's backend optimisations (JAX_DISABLE_MOST_OPTIMIZATIONS, inherited by
-# every subprocess): same programs, less compile time; runs and benchmarks keep them
-# (docs/testing.md).
+# compile without XLA's backend optimisations (JAX_DISABLE_MOST_OPTIMIZATIONS) and with XLA:CPU's
+# older fusion emitters (TEST_XLA_FLAGS, decision 141), both inherited by every subprocess: same
+# functions, less compile time; runs and benchmarks keep the defaults (docs/testing.md).
 TEST_WORKERS ?= $(shell echo $$(( $$(nproc) + 1 )))
+TEST_XLA_FLAGS ?= --xla_cpu_use_fusion_emitters=false
 test: $(STAMP) $(KERNELS_STAMP) data
 	$(PY) -m ruff check rnnlab tests tests_tpu tools experiments benchmarks
-	JAX_DISABLE_MOST_OPTIMIZATIONS=1 RNNLAB_DATA_DIR=$(abspath $(DATA_DIR)) \
+	JAX_DISABLE_MOST_OPTIMIZATIONS=1 XLA_FLAGS="$(TEST_XLA_FLAGS) $$XLA_FLAGS" \
+		RNNLAB_DATA_DIR=$(abspath $(DATA_DIR)) \
 		$(PY) -m pytest -q -rs -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder tests
 
 # Every TPU recipe compiled for the slice it is sized for, the largest-batch search against

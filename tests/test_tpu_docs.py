@@ -136,9 +136,13 @@ def _sh(world, command, **env):
 
 
 @pytest.fixture
-def long_world():
+def long_world(request):
+    """A stand-in slice with real trainers; ``CPU_BATCH`` and niced unless the test is
+    marked ``recipe_batch`` (the spot loop's Ctrl-C, decision 140)."""
+    small = request.node.get_closest_marker("recipe_batch") is None
     with long_lived_dir("rnnlab-tpu-docs-") as tmp:
-        w = World(tmp, workers=2, trainer="real", active=False, train_args=CPU_BATCH, nice=10)
+        w = World(tmp, workers=2, trainer="real", active=False,
+                  train_args=CPU_BATCH if small else (), nice=10 if small else 0)  # fmt: skip
         raw = data_dir({}) / "austen"
         shutil.copytree(raw, w.gcs / "my-bucket" / "rnnlab-data" / "austen")
         yield w
@@ -195,6 +199,7 @@ def test_the_documented_runs_train_for_real(long_world):
 
 @pytest.mark.slow(8)
 @pytest.mark.xdist_group("tpu-docs-spot")
+@pytest.mark.recipe_batch
 def test_the_documented_spot_loop_trains_for_real(long_world):
     world = long_world
     _slice_ready(world)

@@ -149,8 +149,10 @@ elif group == "tpu-vm" and verb == "ssh":
         fail("ssh: connect to host: Connection refused", 255)
     which = range(workers) if opts["worker"] == "all" else [int(opts["worker"])]
     # A worker sees none of the caller's settings, except how JAX compiles (make test's
-    # JAX_DISABLE_MOST_OPTIMIZATIONS and compilation cache): speed, not what a worker finds.
-    keep = ("JAX_DISABLE_MOST_OPTIMIZATIONS", "JAX_COMPILATION_CACHE_DIR", "JAX_PERSISTENT_CACHE_")
+    # JAX_DISABLE_MOST_OPTIMIZATIONS, XLA_FLAGS and compilation cache): speed, not what a
+    # worker finds.
+    keep = ("JAX_DISABLE_MOST_OPTIMIZATIONS", "JAX_COMPILATION_CACHE_DIR", "JAX_PERSISTENT_CACHE_",
+            "XLA_FLAGS")
     base = {k: v for k, v in os.environ.items() if k.startswith(keep) or
             not k.startswith(("RNNLAB_", "JAX_", "XLA_", "TFDS_DATA_DIR", "PYTHONPATH"))}
     procs = []

@@ -54,7 +54,12 @@ class Outcome:
 
 def child_env(root: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ)
-    env.pop("XLA_FLAGS", None)  # one CPU device, whatever the caller simulates
+    # One CPU device, whatever the caller simulates; the caller's other XLA flags (how the
+    # code is compiled, e.g. make test's) are kept.
+    flags = env.pop("XLA_FLAGS", "").split()
+    kept = [f for f in flags if not f.startswith("--xla_force_host_platform_device_count")]
+    if kept:
+        env["XLA_FLAGS"] = " ".join(kept)
     env.update(
         {
             "JAX_PLATFORMS": "cpu",
