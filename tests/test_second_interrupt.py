@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tools.faults.process import one_cpu_device
+
 REPO = Path(__file__).resolve().parents[1]
 BOUND_S = 120  # a hang fails the test instead of stopping the suite
 
@@ -140,10 +142,7 @@ sys.exit(cli.main(sys.argv[1:]))
 def _train(argv, *, wrapper=None):
     env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu")
     env.setdefault("RNNLAB_DATA_DIR", str(REPO / "data"))
-    flags = env.pop("XLA_FLAGS", "").split()  # one device; how XLA compiles is kept
-    kept = [f for f in flags if not f.startswith("--xla_force_host_platform_device_count")]
-    if kept:
-        env["XLA_FLAGS"] = " ".join(kept)
+    one_cpu_device(env)
     head = [sys.executable, str(wrapper)] if wrapper else [sys.executable, "-m", "rnnlab.cli"]
     return subprocess.run(  # a hang ends in TimeoutExpired: a failure, not a stuck suite
         [*head, *argv], env=env, capture_output=True, text=True, cwd=REPO, timeout=300

@@ -52,14 +52,19 @@ class Outcome:
         return int(m.group(2))
 
 
-def child_env(root: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
-    env = dict(os.environ)
-    # One CPU device, whatever the caller simulates; the caller's other XLA flags (how the
-    # code is compiled, e.g. make test's) are kept.
+def one_cpu_device(env: dict[str, str]) -> dict[str, str]:
+    """``env`` with the forced CPU device count dropped from ``XLA_FLAGS`` (one CPU device,
+    whatever the caller simulates); its other XLA flags (how code is compiled, e.g. make
+    test's) are kept."""
     flags = env.pop("XLA_FLAGS", "").split()
     kept = [f for f in flags if not f.startswith("--xla_force_host_platform_device_count")]
     if kept:
         env["XLA_FLAGS"] = " ".join(kept)
+    return env
+
+
+def child_env(root: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = one_cpu_device(dict(os.environ))
     env.update(
         {
             "JAX_PLATFORMS": "cpu",
