@@ -1,8 +1,8 @@
 """The types of the results table's rows (:class:`Row`, its :class:`Metric`, published or peer
 :class:`Baseline` and :class:`Extra` columns) and the constants several row modules share.
 
-The rows themselves are in :mod:`experiments.results.rows` and
-:mod:`experiments.results.rows_families`.
+The rows themselves are in :mod:`experiments.results.rows` (built by
+:mod:`experiments.results.row_builders`) and :mod:`experiments.results.rows_families`.
 """
 
 from __future__ import annotations
