@@ -16,7 +16,7 @@ LOWER_VENV ?= build/venv-lower
 LOWER_PY := $(LOWER_VENV)/bin/python
 CORE_TESTS ?= tests/test_cells.py tests/test_layers.py tests/test_layers_stacked.py tests/test_scan.py
 
-.PHONY: venv kernels data test test-lower tpu-venv tpu-compile lint format run bench faults results clean
+.PHONY: venv kernels data bytecode test test-lower tpu-venv tpu-compile lint format run bench faults results clean
 
 $(STAMP): pyproject.toml $(TESTED) requirements/oracles.txt
 	$(PYTHON) -m venv $(VENV)
@@ -84,18 +84,24 @@ data: $(STAMP)
 # compile without XLA's backend optimisations (JAX_DISABLE_MOST_OPTIMIZATIONS) and with XLA:CPU's
 # older fusion emitters (TEST_XLA_FLAGS, decision 141), both inherited by every subprocess: same
 # functions, less compile time; runs and benchmarks keep the defaults (docs/testing.md).
+# The sources' bytecode is written once first: where PYTHONDONTWRITEBYTECODE is set, every
+# process (the suite starts a few hundred) would otherwise compile each rnnlab module it
+# imports again (decision 144).
 TEST_WORKERS ?= $(shell echo $$(( $$(nproc) + 1 )))
 TEST_XLA_FLAGS ?= --xla_cpu_use_fusion_emitters=false
-test: $(STAMP) $(KERNELS_STAMP) data
+test: $(STAMP) $(KERNELS_STAMP) data bytecode
 	$(PY) -m ruff check rnnlab tests tests_tpu tools experiments benchmarks
 	JAX_DISABLE_MOST_OPTIMIZATIONS=1 XLA_FLAGS="$(TEST_XLA_FLAGS) $$XLA_FLAGS" \
 		RNNLAB_DATA_DIR=$(abspath $(DATA_DIR)) \
 		$(PY) -m pytest -q -rs -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder tests
 
+bytecode:
+	$(PYTHON) -m compileall -q rnnlab tests tests_tpu tools experiments benchmarks
+
 # Every TPU recipe compiled for the slice it is sized for, the largest-batch search against
 # direct compiles, and each host's share of the batch on real slice topologies (tests_tpu/,
 # which `make test` does not collect: it needs libtpu). Reports in $(TPU_REPORTS).
-tpu-compile: $(TPU_VENV)/.installed data
+tpu-compile: $(TPU_VENV)/.installed data bytecode
 	RNNLAB_DATA_DIR=$(abspath $(DATA_DIR)) TPU_REPORTS=$(abspath $(TPU_REPORTS)) \
 		$(TPU_PY) -m pytest -q -p no:cacheprovider tests_tpu
 
