@@ -83,7 +83,9 @@ data: $(STAMP)
 # was slower and flakier (decision 139). TEST_WORKERS=0 runs them in this process. The tests
 # compile without XLA's backend optimisations (JAX_DISABLE_MOST_OPTIMIZATIONS) and with XLA:CPU's
 # older fusion emitters (TEST_XLA_FLAGS, decision 141), both inherited by every subprocess: same
-# functions, less compile time; runs and benchmarks keep the defaults (docs/testing.md).
+# functions, less compile time; runs and benchmarks keep the defaults (docs/testing.md). The
+# kernels start their threads per call (RNNLAB_KERNEL_POOL=0): eight CPU devices per process
+# and three workers on two cores kept XLA's pool busy (decisions 139, 145).
 # The sources' bytecode is written once first: where PYTHONDONTWRITEBYTECODE is set, every
 # process (the suite starts a few hundred) would otherwise compile each rnnlab module it
 # imports again (decision 144).
@@ -92,7 +94,7 @@ TEST_XLA_FLAGS ?= --xla_cpu_use_fusion_emitters=false
 test: $(STAMP) $(KERNELS_STAMP) data bytecode
 	$(PY) -m ruff check rnnlab tests tests_tpu tools experiments benchmarks
 	JAX_DISABLE_MOST_OPTIMIZATIONS=1 XLA_FLAGS="$(TEST_XLA_FLAGS) $$XLA_FLAGS" \
-		RNNLAB_DATA_DIR=$(abspath $(DATA_DIR)) \
+		RNNLAB_KERNEL_POOL=0 RNNLAB_DATA_DIR=$(abspath $(DATA_DIR)) \
 		$(PY) -m pytest -q -rs -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder tests
 
 bytecode:

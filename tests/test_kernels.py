@@ -13,6 +13,9 @@ applicable with the reason.
 from __future__ import annotations
 
 import ctypes.util
+import os
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -26,6 +29,7 @@ import rnnlab
 from rnnlab.fused import kernel
 from rnnlab.interop.torch import carry_from_torch, load_torch_rnn
 from rnnlab.layers import dispatch
+from tools.faults.process import one_cpu_device
 
 REASON = kernel.unavailable_reason()
 pytestmark = pytest.mark.skipif(REASON is not None, reason=f"not applicable: {REASON}")
@@ -331,3 +335,41 @@ def test_the_lstm_loops_run_both_products_and_write_gate_gradients_in_place():
         made = [line for line in lines if f"= {gate_sized}" in line]
         assert not [m for m in made if not any(k in m for k in OWN_OPS)], made
         assert not [line for line in lines if " dot(" in line]
+
+
+# One differentiated LSTM and GRU step through the kernel, its value and every gradient
+# saved to the .npz named by argv[1]: run with the slices on XLA's pool and on threads
+# started per call (RNNLAB_KERNEL_POOL, read once per process).
+POOL_PROGRAM = """
+import sys
+import jax, jax.numpy as jnp, numpy as np
+from flax import nnx
+import rnnlab
+out = {}
+for kind, cls in (("lstm", rnnlab.LSTMCell), ("gru", rnnlab.GRUCell)):
+    layer = rnnlab.RNN(cls(5, 40, rngs=nnx.Rngs(0)), implementation="kernel")
+    graphdef, params = nnx.split(layer)
+    x = jax.random.normal(jax.random.key(1), (16, 12, 5))
+    loss = lambda p, x: jnp.sum(jnp.sin(nnx.merge(graphdef, p)(x)))
+    value, grads = jax.jit(jax.value_and_grad(loss, (0, 1)))(params, x)
+    out[kind] = np.asarray(value)
+    out.update({f"{kind}{i}": np.asarray(g) for i, g in enumerate(jax.tree.leaves(grads))})
+np.savez(sys.argv[1], **out)
+"""
+
+
+def test_the_slices_on_xlas_pool_compute_what_threads_per_call_do(tmp_path):
+    """Where the slices of a call run changes no bit of the result: each slice of rows and
+    each weight-gradient panel is computed whole by whichever thread takes it. ``make
+    test`` runs the kernels on threads per call (``RNNLAB_KERNEL_POOL=0``), a training run
+    on XLA's pool, so the pool runs here in processes of their own, at a batch that splits
+    across threads."""
+    results = {}
+    for pool in ("0", "1"):
+        env = one_cpu_device({**os.environ, "RNNLAB_KERNEL_POOL": pool})
+        path = tmp_path / f"pool{pool}.npz"
+        subprocess.run([sys.executable, "-c", POOL_PROGRAM, str(path)], env=env, check=True)
+        results[pool] = dict(np.load(path))
+    assert sorted(results["0"]) == sorted(results["1"]) and len(results["0"]) > 6
+    for name, want in results["0"].items():
+        np.testing.assert_array_equal(results["1"][name], want, err_msg=name)

@@ -15,14 +15,14 @@ class XlaPool : public Scheduler {
  public:
   explicit XlaPool(xla::ffi::ThreadPool pool) : pool_(std::move(pool)) {}
   void schedule(std::function<void()> task) const override { pool_.Schedule(std::move(task)); }
-  // Asked once per call. Opt-in (RNNLAB_KERNEL_POOL=1): on the quiet benchmark the pool
-  // won, but in a process with several CPU devices and under load the kernel tests and
-  // the multi-process runs took up to 2.5x longer on it (decision 136), so threads are
-  // started per call unless asked.
+  // Asked once per call. On by default: a training process runs its slices on XLA's
+  // pool (decision 145); RNNLAB_KERNEL_POOL=0 starts threads per call instead, which
+  // `make test` sets, because with eight CPU devices per process and three test workers
+  // on two cores the kernel tests waited on XLA's busy pool (decision 139).
   int64_t threads() const override {
     static const bool on = [] {
       const char* v = std::getenv("RNNLAB_KERNEL_POOL");
-      return v && v[0] == '1';
+      return !(v && v[0] == '0');
     }();
     if (threads_ < 0) threads_ = on ? pool_.num_threads() : 0;
     return threads_;

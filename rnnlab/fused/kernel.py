@@ -9,8 +9,8 @@ products of a step (``[x_t, h'] [W_ih; W_hh]`` forward, ``dz_t [W_hh^T | W_ih^T]
 giving the input gradient with the recurrent one), write the gate gradients over the
 saved activations and compute the weight gradients as one product inside the backward
 call. The GRU loops take the input projection from one XLA product before the loop. The
-threads of a call are started per call, or with ``RNNLAB_KERNEL_POOL=1`` taken from XLA's
-own intra-op pool (decision 136).
+slices of a call run on XLA's own intra-op thread pool, or with ``RNNLAB_KERNEL_POOL=0`` on
+threads started per call (decisions 136, 145).
 
 Without the package (no compiler, a failed build, a TPU VM) :func:`unavailable_reason`
 says why, and the fused XLA path runs instead.
