@@ -195,31 +195,10 @@ def _load(cfg, info, *, split, **shard):
             seq = (seq - mean) / std
         return seq, int(example["label"])
 
-    order, num_batches = pipeline.example_order(
-        len(src),
-        shuffle=cfg.shuffled(split),
-        what=f"{cfg['name']} split {split!r}",
-        **shard,
+    what = f"{cfg['name']} split {split!r}"
+    return pipeline.sequence_batches(
+        len(src), fetch, collate, cfg, info, split=split, what=what, **shard
     )
-    variable = info["variable_length"]
-    window = cfg.bucket_window
-    window = (8 if variable else 0) if window is None else int(window)
-    pad_to = cfg.get("pad_to")
-    ds = pipeline.batched(
-        order.map(fetch),
-        batch_size=shard["batch_size"],
-        collate=functools.partial(
-            collate,
-            max_len=info["seq_len"],
-            pad_multiple=cfg.get("pad_multiple"),
-            fixed=pad_to == "max" or not variable,
-            features=info["input_features"],
-        ),
-        bucket_window=window,
-        seed=shard["seed"],
-        length_fn=lambda e: 0 if e is None else len(e[0]),
-    )
-    return ds.to_iter_dataset(pipeline.read_options(cfg)), num_batches
 
 
 @dataclasses.dataclass(frozen=True)

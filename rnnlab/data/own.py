@@ -261,32 +261,16 @@ def load_examples(task: str, examples, cfg: Any, info: Mapping[str, Any], *, spl
         seq, label = examples[int(index)]
         return ((seq - mean) / std if standardize else seq), label
 
-    order, num_batches = pipeline.example_order(
+    return pipeline.sequence_batches(
         len(examples),
-        shuffle=cfg.shuffled(split),
+        fetch,
+        functools.partial(collate, task=task),
+        cfg,
+        info,
+        split=split,
         what=f"split {split!r}",
         **shard,
     )
-    variable = info["variable_length"]
-    window = cfg.bucket_window
-    window = (8 if variable else 0) if window is None else int(window)
-    pad_to = cfg.get("pad_to")
-    ds = pipeline.batched(
-        order.map(fetch),
-        batch_size=shard["batch_size"],
-        collate=functools.partial(
-            collate,
-            max_len=int(info["seq_len"]),
-            pad_multiple=cfg.get("pad_multiple"),
-            fixed=pad_to == "max" or not variable,
-            features=int(info["input_features"]),
-            task=task,
-        ),
-        bucket_window=window,
-        seed=shard["seed"],
-        length_fn=lambda e: 0 if e is None else len(e[0]),
-    )
-    return ds.to_iter_dataset(pipeline.read_options(cfg)), num_batches
 
 
 # ------------------------------------------------------------------------ from files

@@ -12,6 +12,7 @@ are disjoint and together cover every epoch.
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 from collections.abc import Callable, Sequence
@@ -227,3 +228,40 @@ def batched(
         )
         return ds.map(collate)
     return examples.batch(batch_size, drop_remainder=True, batch_fn=collate)
+
+
+def sequence_batches(
+    size: int,
+    fetch: Callable[[int], Any],
+    collate: Callable[..., dict[str, np.ndarray]],
+    cfg: Any,
+    info: Any,
+    *,
+    split: str,
+    what: str,
+    **shard: Any,
+) -> tuple[grain.IterDataset, int]:
+    """One split of ``size`` sequences of varying length as batches: ``fetch(index)`` is
+    ``(sequence [T, F], label)`` (None for a padding index), windows of ``cfg.bucket_window``
+    batches (None: 8 where lengths vary, else 0) are sorted by length, and ``collate(examples,
+    max_len=, pad_multiple=, fixed=, features=)`` pads each batch. Returns the iterable
+    dataset and the number of batches of one pass."""
+    order, num_batches = example_order(size, shuffle=cfg.shuffled(split), what=what, **shard)
+    variable = info["variable_length"]
+    window = cfg.bucket_window
+    window = (8 if variable else 0) if window is None else int(window)
+    ds = batched(
+        order.map(fetch),
+        batch_size=shard["batch_size"],
+        collate=functools.partial(
+            collate,
+            max_len=int(info["seq_len"]),
+            pad_multiple=cfg.get("pad_multiple"),
+            fixed=cfg.get("pad_to") == "max" or not variable,
+            features=int(info["input_features"]),
+        ),
+        bucket_window=window,
+        seed=shard["seed"],
+        length_fn=lambda e: 0 if e is None else len(e[0]),
+    )
+    return ds.to_iter_dataset(read_options(cfg)), num_batches
