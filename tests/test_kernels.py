@@ -347,7 +347,7 @@ from flax import nnx
 import rnnlab
 out = {}
 for kind, cls in (("lstm", rnnlab.LSTMCell), ("gru", rnnlab.GRUCell)):
-    layer = rnnlab.RNN(cls(5, 40, rngs=nnx.Rngs(0)), implementation="kernel")
+    layer = rnnlab.RNN(cls(5, 64, rngs=nnx.Rngs(0)), implementation="kernel")
     graphdef, params = nnx.split(layer)
     x = jax.random.normal(jax.random.key(1), (16, 12, 5))
     loss = lambda p, x: jnp.sum(jnp.sin(nnx.merge(graphdef, p)(x)))
@@ -358,17 +358,25 @@ np.savez(sys.argv[1], **out)
 """
 
 
-def test_the_slices_on_xlas_pool_compute_what_threads_per_call_do(tmp_path):
+@pytest.mark.slow(2)
+@pytest.mark.parametrize("threads", ["", "3"])
+def test_the_slices_on_xlas_pool_compute_what_threads_per_call_do(threads, tmp_path):
     """Where the slices of a call run changes no bit of the result: each slice of rows and
-    each weight-gradient panel is computed whole by whichever thread takes it. ``make
-    test`` runs the kernels on threads per call (``RNNLAB_KERNEL_POOL=0``), a training run
-    on XLA's pool, so the pool runs here in processes of their own, at a batch that splits
-    across threads."""
+    each weight-gradient panel is computed whole by whichever thread takes it, and the
+    slices' bias gradients are summed in slice order. ``make test`` runs the kernels on
+    threads per call (``RNNLAB_KERNEL_POOL=0``), a training run on XLA's pool, so the pool
+    runs here in processes of their own, at a batch that splits across threads and a
+    hidden size whose weight gradients the pool cuts into more runs of panels than there
+    are threads (4H = 256: four panels of 64); also with three threads per call, where
+    adding the slices' parts as they finished gave other bits from run to run."""
     results = {}
     for pool in ("0", "1"):
         env = one_cpu_device({**os.environ, "RNNLAB_KERNEL_POOL": pool})
+        if threads:
+            env["RNNLAB_KERNEL_THREADS"] = threads
         path = tmp_path / f"pool{pool}.npz"
-        subprocess.run([sys.executable, "-c", POOL_PROGRAM, str(path)], env=env, check=True)
+        command = [sys.executable, "-c", POOL_PROGRAM, str(path)]
+        subprocess.run(command, env=env, check=True, timeout=300)
         results[pool] = dict(np.load(path))
     assert sorted(results["0"]) == sorted(results["1"]) and len(results["0"]) > 6
     for name, want in results["0"].items():

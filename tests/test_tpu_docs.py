@@ -38,7 +38,8 @@ TIMEOUT = 600  # a bound for a loaded machine
 # run niced: once they train, until the flow stops them, the scripts under test and the
 # rest of the suite come first (decision 140).
 # A command started from a terminal has SIGINT at its default; one started by a background
-# job (``make test &``, a CI runner) inherits it ignored, and a shell that starts with SIGINT
+# job of a shell without job control (a script's ``make test &``, a CI runner) inherits it
+# ignored, and a shell that starts with SIGINT
 # ignored cannot trap it: the spot loop would never see the test's Ctrl-C (decision 142).
 # (SIGPIPE and SIGXFSZ too: Python ignores them and an exec would pass that on.)
 AS_FROM_A_TERMINAL = (sys.executable, "-c", "import os, signal as s, sys\n"

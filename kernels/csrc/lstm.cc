@@ -18,7 +18,6 @@
 //   dcc i u (1-g^2), (dh + dy) tanh(c_t) o(1-o)];  [dh'', dx_t] = dz [W_hh^T | W_ih^T];
 //   dh' = dh'' rec_mask, dc' = dcc f; after a reset dh', dc' go to the reset carry and the
 //   carry before gets none; a padded step has dz = 0, dx_t = 0 and passes dh, dc through.
-#include <mutex>
 
 #include "tiles.h"
 #include "xla_pool.h"
@@ -195,13 +194,18 @@ void lstm_backward(Dims d, const float* acts, const float* cs, const float* c_fi
   const int ld = wt.padded();
   Aligned ones(H);
   std::fill(ones.ptr, ones.ptr + H, 1.0f);
-  std::fill(db, db + G, 0.0f);
-  std::mutex db_lock;
+  // Each slice's bias gradient goes to the row of db_parts where its rows start, and the
+  // parts are summed in that order after the loop: added as the slices finished, with
+  // three or more threads the sum's bits changed from run to run.
+  Aligned db_parts(static_cast<size_t>(B) * G);
+  std::vector<char> first_rows(B, 0);
   split_batch(B, threads, [&](int r0, int r1) {
     const int rows = r1 - r0;
     const size_t n = static_cast<size_t>(rows) * H;
     Aligned dc(n), dh(n), rc(n), rh(n), prod(static_cast<size_t>(rows) * ld);
-    Aligned act_row(G), dcf_row(H), db_part(G);
+    Aligned act_row(G), dcf_row(H);
+    float* db_part = db_parts.ptr + static_cast<size_t>(r0) * G;
+    first_rows[r0] = 1;
     std::memcpy(dc.ptr, dc_last + static_cast<size_t>(r0) * H, sizeof(float) * n);
     std::memcpy(dh.ptr, dh_last + static_cast<size_t>(r0) * H, sizeof(float) * n);
     for (int t = d.t - 1; t >= 0; --t) {
@@ -226,7 +230,7 @@ void lstm_backward(Dims d, const float* acts, const float* cs, const float* c_fi
                         dzr);
         // The bias gradient, in a loop of its own: summed inside the one above (db[j],
         // db[H + j], ... of one array) it kept GCC from vectorising that loop.
-        add_to(G, dzr, db_part.ptr);
+        add_to(G, dzr, db_part);
         if (reset) {  // the state this step saw was the reset carry
           float* ac = rc.ptr + r * H;
           for (int j = 0; j < H; ++j) ac[j] += dcf_row.ptr[j];
@@ -261,9 +265,11 @@ void lstm_backward(Dims d, const float* acts, const float* cs, const float* c_fi
     std::memcpy(dh0 + static_cast<size_t>(r0) * H, dh.ptr, sizeof(float) * n);
     std::memcpy(d_rc_c + static_cast<size_t>(r0) * H, rc.ptr, sizeof(float) * n);
     std::memcpy(d_rc_h + static_cast<size_t>(r0) * H, rh.ptr, sizeof(float) * n);
-    std::lock_guard<std::mutex> lock(db_lock);
-    for (int j = 0; j < G; ++j) db[j] += db_part.ptr[j];
   });
+  std::fill(db, db + G, 0.0f);
+  for (int b = 0; b < B; ++b) {
+    if (first_rows[b]) add_to(G, db_parts.ptr + static_cast<size_t>(b) * G, db);
+  }
   if (rows) weight_grads(d, rows, dz, dw_ih, dw_hh, threads);
 }
 
