@@ -3,7 +3,22 @@
 and ``rnnlab compile``, as the text of the scripts :class:`tpu_world.World` writes, and the
 user's settings file."""
 
-FAKE_GCLOUD = r"""
+import inspect
+
+
+def alive(pid):
+    """Whether process ``pid`` runs (a zombie does not); the stand-ins carry its source."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except OSError:
+        return False
+
+
+ALIVE = inspect.getsource(alive)
+
+FAKE_GCLOUD = (
+    r"""
 import json, os, shutil, signal, socket, subprocess, sys, time
 from pathlib import Path
 
@@ -35,13 +50,9 @@ def homes():
     return [root / "workers" / f"w{i}" for i in range(workers)]
 
 
-def alive(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except OSError:
-        return False
-
+"""
+    + ALIVE
+    + r"""
 
 def sessions(home):
     return list(load(home / ".fake-tmux.json", {}).values())
@@ -185,8 +196,10 @@ elif args[0] == "storage" and args[1] == "ls":
         fail(f"ERROR: (gcloud) One or more URLs matched no objects: {args[2]}")
     print(args[2])
 """
+)
 
-FAKE_TMUX = r"""
+FAKE_TMUX = (
+    r"""
 import json, os, signal, subprocess, sys
 from pathlib import Path
 
@@ -197,13 +210,9 @@ state_file = Path(os.environ["HOME"]) / ".fake-tmux.json"
 state = json.loads(state_file.read_text()) if state_file.exists() else {}
 
 
-def alive(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except OSError:
-        return False
-
+"""
+    + ALIVE
+    + r"""
 
 def target():
     name = args[args.index("-t") + 1]
@@ -232,6 +241,7 @@ elif args[0] == "new-session":
     state[name] = proc.pid
 state_file.write_text(json.dumps(state))
 """
+)
 
 FAKE_HOSTNAME = """#!/bin/sh
 if [ -n "${FAKE_HOSTNAME:-}" ]; then echo "$FAKE_HOSTNAME"; else exec %s "$@"; fi

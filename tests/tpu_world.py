@@ -36,6 +36,7 @@ from tpu_stand_ins import (
     FAKE_TMUX,
     FAKE_TRAINER,
     REAL_TRAINER,
+    alive,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -165,7 +166,7 @@ class World:
     def wait_sessions(self, timeout):
         """Waits until no session runs on any worker."""
         deadline = time.time() + timeout
-        while any(_alive(p) for p in self.session_pids()):
+        while any(alive(p) for p in self.session_pids()):
             if time.time() > deadline:
                 raise TimeoutError(f"sessions still running after {timeout} s")
             time.sleep(0.1)
@@ -173,7 +174,7 @@ class World:
     def close(self):
         """Ends the sessions this world started (by their own process groups)."""
         for pid in self.session_pids():
-            if _alive(pid):
+            if alive(pid):
                 try:
                     os.killpg(pid, signal.SIGKILL)
                 except OSError:
@@ -190,11 +191,3 @@ def long_lived_dir(prefix: str):
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
-
-
-def _alive(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except OSError:
-        return False
