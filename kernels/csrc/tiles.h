@@ -159,40 +159,50 @@ inline void tile_tn(const float* a, int lda, const float* b, int ldb, int m, flo
 // C [k, >= 64 ceil(n / 64)] += A^T B for A [m, lda] (its first k columns) and B [m, ldb]
 // (its first n columns), on the 64-column panels [p0, p1) of C. C's rows [0, split) are
 // `c`, its rows [split, k) `c2` (two result arrays, the LSTM's dW_ih and dW_hh, written in
-// place; c2 may be c + split * ldc for one array). The rows m are taken in blocks whose
-// slices of A and B stay in L2 while every tile of the panel reads them; a last panel
-// narrower than 64 columns is copied, zero-padded, into `pad` ([block][64]), and then C
-// must have 64 ceil(n / 64) columns.
+// place; c2 may be c + split * ldc for one array). The rows m are taken in blocks, and both
+// operands of a block are copied before the tiles read them:
+//  - each tile's R columns of A to [mb][R] contiguous (`a_tiles`), one short sequential
+//    stream instead of one cache line per row m at a stride of lda floats;
+//  - the block of the panel's B columns to [mb][64] (`b_block`, zero-padded past n): read
+//    in place its rows lie ldb floats apart (8 KiB in LSTM B), so they fall into the same
+//    few L1 sets and the block never stays in L1 while the K / R tiles read it.
+// Together 1.7x faster at LSTM B (docs/performance.md, "The weight gradient's blocks").
 inline void gemm_tn_panels(const float* a, int lda, int k, const float* b, int ldb, int n, int m,
                            float* c, int ldc, int p0, int p1, int split, float* c2) {
-  constexpr int kBlock = 256;
-  Aligned pad(static_cast<size_t>(kBlock) * kPanel);
+  const int kBlock = std::min(512, m);
+  Aligned b_block(static_cast<size_t>(kBlock) * kPanel);
+  Aligned a_tiles(static_cast<size_t>(kBlock) * k);
+  // Calls fn(R, first row of C, rows of C) for the row tiles of both parts, so that no
+  // tile straddles the two arrays.
+  auto tiles = [k, split](auto fn) {
+    for (int part = 0; part < 2; ++part) {
+      const int r0 = part ? split : 0, rows = part ? k - split : split;
+      row_tiles(rows, [&](auto n, int r) { fn(n, part, r0 + r, r); });
+    }
+  };
   for (int m0 = 0; m0 < m; m0 += kBlock) {
     const int mb = std::min(kBlock, m - m0);
     const float* ab = a + static_cast<size_t>(m0) * lda;
+    tiles([&](auto n, int, int row, int) {
+      constexpr int R = decltype(n)::value;
+      float* dst = a_tiles.ptr + static_cast<size_t>(row) * mb;
+      for (int i = 0; i < mb; ++i)
+        for (int q = 0; q < R; ++q) dst[i * R + q] = ab[static_cast<size_t>(i) * lda + row + q];
+    });
     for (int p = p0; p < p1; ++p) {
       const int cols = std::min(kPanel, n - p * kPanel);
       const float* bp = b + static_cast<size_t>(m0) * ldb + p * kPanel;
-      int ldp = ldb;
-      if (cols < kPanel) {
-        for (int i = 0; i < mb; ++i) {
-          float* dst = pad.ptr + static_cast<size_t>(i) * kPanel;
-          std::memcpy(dst, bp + static_cast<size_t>(i) * ldb, sizeof(float) * cols);
-          std::memset(dst + cols, 0, sizeof(float) * (kPanel - cols));
-        }
-        bp = pad.ptr;
-        ldp = kPanel;
+      for (int i = 0; i < mb; ++i) {
+        float* dst = b_block.ptr + static_cast<size_t>(i) * kPanel;
+        std::memcpy(dst, bp + static_cast<size_t>(i) * ldb, sizeof(float) * cols);
+        std::memset(dst + cols, 0, sizeof(float) * (kPanel - cols));
       }
-      // Row tiles within each part, so that no tile straddles the two arrays.
-      for (int part = 0; part < 2; ++part) {
-        const int r0 = part ? split : 0, rows = part ? k - split : split;
-        if (rows == 0) continue;
-        float* cp = (part ? c2 : c) + p * kPanel;
-        row_tiles(rows, [&](auto n, int r) {
-          tile_tn<decltype(n)::value>(ab + r0 + r, lda, bp, ldp, mb,
-                                      cp + static_cast<size_t>(r) * ldc, ldc);
-        });
-      }
+      tiles([&](auto n, int part, int row, int r) {
+        constexpr int R = decltype(n)::value;
+        float* cp = (part ? c2 : c) + p * kPanel + static_cast<size_t>(r) * ldc;
+        tile_tn<R>(a_tiles.ptr + static_cast<size_t>(row) * mb, R, b_block.ptr, kPanel, mb,
+                   cp, ldc);
+      });
     }
   }
 }
