@@ -103,16 +103,21 @@ KERNEL_GOALS = {"lstm": 1.2, "gru": 1.0}
 
 
 def kernel_table(records: list[dict], peak: float) -> list[str]:
-    """The compiled CPU loops beside the fused XLA loops and PyTorch, with % of matmul peak."""
-    by = {
-        (r["cell"], r["config"], r["impl"]): r
-        for r in records
-        if "error" not in r and not r.get("setting")
-    }
+    """The compiled CPU loops beside the fused XLA loops and PyTorch, with % of matmul peak.
+
+    The LSTM goal is read with freed memory kept for both sides (the ``malloc`` setting),
+    where the run has those rows: glibc's default policy costs PyTorch far more than the
+    kernel (page faults on each step's fresh buffers), which flatters the kernel."""
+    ok = [r for r in records if "error" not in r]
+    by = {(r["cell"], r["config"], r["impl"]): r for r in ok if not r.get("setting")}
+    kept = {(r["cell"], r["config"], r["impl"]): r for r in ok if r.get("setting") == "malloc"}
+    policies = ("torch", "torch-passive")
     lines = [
         "| cell | config | rnnlab kernel | rnnlab fused | PyTorch (best policy) "
-        "| kernel / PyTorch | kernel / fused | kernel % of peak | PyTorch % of peak | goal met |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| kernel / PyTorch | kernel / fused | kernel % of peak | PyTorch % of peak "
+        "| kernel, freed memory kept | PyTorch, freed memory kept | kernel / PyTorch, kept "
+        "| goal met |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for cell in ("lstm", "gru"):
         for config in ("A", "B", "C"):
@@ -120,24 +125,24 @@ def kernel_table(records: list[dict], peak: float) -> list[str]:
             if rec is None:
                 continue
             kernel, fused = _tps(rec), _tps(by.get((cell, config, "rnnlab-fused")))
-            torch = _best(by, cell, config, ("torch", "torch-passive"))
+            torch = _best(by, cell, config, policies)
             r_torch = _ratio(kernel, torch)
             best_torch = max(
-                (
-                    by[k]
-                    for k in ((cell, config, "torch"), (cell, config, "torch-passive"))
-                    if k in by
-                ),
+                (by[(cell, config, i)] for i in policies if (cell, config, i) in by),
                 key=_tps,
                 default=None,
             )
             torch_pct = best_torch and 100 * best_torch["train"]["gflops"] / peak
-            met = r_torch is not None and r_torch >= KERNEL_GOALS[cell]
+            kernel_kept = _tps(kept.get((cell, config, "rnnlab-kernel")))
+            r_kept = _ratio(kernel_kept, _best(kept, cell, config, policies))
+            judged = r_kept if cell == "lstm" and r_kept is not None else r_torch
+            met = judged is not None and judged >= KERNEL_GOALS[cell]
             lines.append(
                 f"| {cell.upper()} | {config} | {_fmt(kernel)} | {_fmt(fused)} | {_fmt(torch)} "
                 f"| {_fmt(r_torch, 2)} | {_fmt(_ratio(kernel, fused), 2)} "
                 f"| {_fmt(100 * rec['train']['gflops'] / peak)} | {_fmt(torch_pct)} "
-                f"| {'yes' if met else 'no'} |"
+                f"| {_fmt(kernel_kept)} | {_fmt(_best(kept, cell, config, policies))} "
+                f"| {_fmt(r_kept, 2)} | {'yes' if met else 'no'} |"
             )
     return lines
 
@@ -328,7 +333,8 @@ def render(result: dict) -> str:
         )
         out.extend(kernel_lines)
         out.append(
-            "\nGoals: LSTM kernel >= 1.2x PyTorch's best thread policy, GRU >= 1.0x. % of peak: "
+            "\nGoals: LSTM kernel >= 1.2x PyTorch's best thread policy with freed memory kept "
+            "for both sides (where the run has those rows), GRU >= 1.0x. % of peak: "
             "training GFLOP/s (matmul work only) over the run's float32 matmul peak.\n"
         )
     long_lines = long_sequence(records)

@@ -4,7 +4,7 @@
 // whose loops leave the input products to XLA, and H / 2 for the LSTM here, whose loops
 // run them). Built with the package's flags from the repository root (docs/performance.md, "The compiled CPU loops"):
 //
-//   g++ -O3 -march=native -std=c++17 -Ikernels/csrc -I"$(python -c
+//   g++ -O3 -march=native -mprefer-vector-width=512 -std=c++17 -Ikernels/csrc -I"$(python -c
 //       'import jax.ffi; print(jax.ffi.include_dir())')" kernels/bench/loops.cc
 //       -o build/loops -lpthread            (on one line; -DRNNLAB_GRU: the GRU)
 //   build/loops T B H THREADS REPEATS       (e.g. 128 32 256 2 8: config A)
