@@ -27,10 +27,8 @@ GOALS = {"lstm": {"torch": 1.0, "flax": 1.5}, "gru": {"torch": 1.0}}
 # Where a goal is missed: the limit found, in one line (details in docs/performance.md).
 HOLD_BACK: dict[tuple[str, str], str] = {
     ("lstm", "A"): "the XLA paths run each step's small product (32 x 256 by 256 x 1024) as a "
-    "kernel of its own; the CPU kernel runs the step's 8.6 GFLOP near the core's matmul "
-    "rate (about 95 ms of CPU), so on 2 cores it is ahead of PyTorch only while its two "
-    "threads overlap almost the whole step: with freed memory kept for both sides it is "
-    "behind (table below)",
+    "kernel of its own, one after another; the compiled CPU loops (table below) run the "
+    "whole recurrence in one call per direction",
     ("lstm", "B"): "large products (64 x 512 by 512 x 2048) dominate and run at the same "
     "speed in stock Flax's scan: the fused backward saves only the elementwise work and the "
     "per-step weight-gradient products, about 20 %",
@@ -297,6 +295,12 @@ def render(result: dict) -> str:
         f"## Latest run: {result['date']}\n\n"
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, {m['platform']}; "
         f"Python {m['python']}.  \n"
+        + (
+            "The machine hands freed memory back to its host (free page reporting): rows "
+            "with glibc's default allocator policy vary from run to run (decision 148).  \n"
+            if m.get("free_page_reporting")
+            else ""
+        )
         + "Versions: "
         + ", ".join(f"{k} {val}" for k, val in v.items() if val)
         + ".  \n"

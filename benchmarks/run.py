@@ -10,8 +10,8 @@ kept as well. The matmul peak of the machine is measured in the same run.
 Writes ``benchmarks/results/<date>.json`` and the Markdown table in ``benchmarks/README.md``.
 
 Usage: ``python -m benchmarks.run [--only lstm:A,gru:A] [--rounds 3] [--budget-min 12]
-[--no-readme]``. The defaults are sized for about 12 minutes on a quiet 2-core machine: one
-end-to-end round of 100 steps per implementation, three rounds per layer group, and peers
+[--no-readme]``. The defaults are sized for about 12 minutes on a quiet 2-core machine:
+two end-to-end rounds of 100 steps per implementation, three rounds per layer group, and peers
 whose timing would run past the budget dropped with a note (rnnlab's own rows never are).
 """
 
@@ -288,7 +288,25 @@ def machine() -> dict:
         memory_gib=round(mem_gib, 1),
         platform=platform.platform(),
         python=platform.python_version(),
+        free_page_reporting=free_page_reporting(),
     )
+
+
+def free_page_reporting() -> bool:
+    """Whether this virtual machine hands the memory it frees back to its host (a
+    virtio balloon with free page reporting, feature bit 5): a page freed and written
+    again then faults in through the host, so the rows with glibc's default allocator
+    policy, whose large buffers are mapped afresh at every step, vary from run to run
+    (decision 148)."""
+    for device in Path("/sys/bus/virtio/devices").glob("*"):
+        try:
+            kind = (device / "device").read_text().strip()
+            features = (device / "features").read_text().strip()
+        except OSError:
+            continue
+        if kind == "0x0005" and len(features) > 5 and features[5] == "1":
+            return True
+    return False
 
 
 def versions() -> dict:
@@ -333,7 +351,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--no-regularizers", action="store_true")
     parser.add_argument("--no-families", action="store_true", help="skip the cell families")
     parser.add_argument("--no-e2e", action="store_true", help="skip the end-to-end group")
-    parser.add_argument("--e2e-rounds", type=int, default=1)
+    parser.add_argument("--e2e-rounds", type=int, default=2)
     parser.add_argument("--e2e-impls", default="", help="comma-separated benchmarks.e2e.IMPLS")
     parser.add_argument("--e2e-steps", type=int, default=100)
     parser.add_argument(
