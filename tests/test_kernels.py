@@ -180,6 +180,38 @@ def test_kernel_matches_float64_loops_with_every_feature(kind, batch, hidden, re
         np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4, err_msg=jax.tree_util.keystr(path))
 
 
+# T * B = 640 rows: the weight gradient's product takes its rows in blocks of 512 (one full
+# block, then a part), copying each block before its tiles read it (kernels/csrc/tiles.h).
+@pytest.mark.parametrize("hidden", [48, 17])  # 48: dW written in place; 17: the padded buffer
+def test_lstm_weight_gradient_over_more_rows_than_one_block(hidden):
+    steps, batch = 40, 16
+    cell = _cell("lstm", hidden, seed=hidden)
+    params = cell.cell_params()
+    x = np.random.default_rng(3).normal(size=(batch, steps, F)).astype(np.float32)
+    weights = np.random.default_rng(4).normal(size=(batch, steps, hidden))
+    layer = rnnlab.RNN(cell, implementation="kernel")
+
+    def loss(p, x):
+        return jnp.sum(layer(x, params=p) * weights.astype(np.float32))
+
+    with dispatch.recording() as record:
+        got = jax.jit(jax.grad(loss))(params, jnp.asarray(x))
+    assert [impl for _, impl, _ in record] == ["kernel"]
+    with jax.enable_x64(True):
+        p64 = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), params)
+        ones = jnp.ones(hidden, jnp.float64)
+
+        def naive(p, x):
+            rows = jax.vmap(lambda carry, xt: _jnp_lstm(p, carry, xt, ones, ones))
+            zeros = jnp.zeros((batch, hidden), jnp.float64)
+            _, ys = jax.lax.scan(rows, (zeros, zeros), jnp.swapaxes(x, 0, 1))
+            return jnp.sum(jnp.swapaxes(ys, 0, 1) * weights)
+
+        want = jax.grad(naive)(p64, jnp.asarray(x, jnp.float64))
+    for name in ("kernel_ih", "kernel_hh", "bias"):
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-4, atol=1e-4, err_msg=name)
+
+
 TORCH = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU}
 
 

@@ -164,8 +164,9 @@ inline void tile_tn(const float* a, int lda, const float* b, int ldb, int m, flo
 //  - each tile's R columns of A to [mb][R] contiguous (`a_tiles`), one short sequential
 //    stream instead of one cache line per row m at a stride of lda floats;
 //  - the block of the panel's B columns to [mb][64] (`b_block`, zero-padded past n): read
-//    in place its rows lie ldb floats apart (8 KiB in LSTM B), so they fall into the same
-//    few L1 sets and the block never stays in L1 while the K / R tiles read it.
+//    in place its rows lie ldb floats apart (8 KiB in LSTM B), one 4 KiB page each and
+//    all in a few cache sets, which the K / R tiles then read in turn; copied, the block
+//    is one sequential stream.
 // Together 1.7x faster at LSTM B (docs/performance.md, "The weight gradient's blocks").
 inline void gemm_tn_panels(const float* a, int lda, int k, const float* b, int ldb, int n, int m,
                            float* c, int ldc, int p0, int p1, int split, float* c2) {
