@@ -133,14 +133,15 @@ def kernel_table(records: list[dict], peak: float) -> list[str]:
             )
             torch_pct = best_torch and 100 * best_torch["train"]["gflops"] / peak
             kernel_kept = _tps(kept.get((cell, config, "rnnlab-kernel")))
-            r_kept = _ratio(kernel_kept, _best(kept, cell, config, policies))
+            torch_kept = _best(kept, cell, config, policies)
+            r_kept = _ratio(kernel_kept, torch_kept)
             judged = r_kept if cell == "lstm" else r_torch
             met = "-" if judged is None else "yes" if judged >= KERNEL_GOALS[cell] else "no"
             lines.append(
                 f"| {cell.upper()} | {config} | {_fmt(kernel)} | {_fmt(fused)} | {_fmt(torch)} "
                 f"| {_fmt(r_torch, 2)} | {_fmt(_ratio(kernel, fused), 2)} "
                 f"| {_fmt(100 * rec['train']['gflops'] / peak)} | {_fmt(torch_pct)} "
-                f"| {_fmt(kernel_kept)} | {_fmt(_best(kept, cell, config, policies))} "
+                f"| {_fmt(kernel_kept)} | {_fmt(torch_kept)} "
                 f"| {_fmt(r_kept, 2)} | {met} |"
             )
     return lines

@@ -173,8 +173,9 @@ inline void gemm_tn_panels(const float* a, int lda, int k, const float* b, int l
   const int kBlock = std::min(512, m);
   Aligned b_block(static_cast<size_t>(kBlock) * kPanel);
   Aligned a_tiles(static_cast<size_t>(kBlock) * k);
-  // Calls fn(R, first row of C, rows of C) for the row tiles of both parts, so that no
-  // tile straddles the two arrays.
+  // Calls fn(R, part, row, r) for the row tiles of both parts, so that no tile straddles
+  // the two arrays: R the tile's rows (a std::integral_constant), `row` its first row of A's
+  // columns and of C, `r` that row within its part's array (`c` or `c2`).
   auto tiles = [k, split](auto fn) {
     for (int part = 0; part < 2; ++part) {
       const int r0 = part ? split : 0, rows = part ? k - split : split;
